@@ -1,0 +1,3 @@
+"""deepresolve-captum: DeepResolve for PyTorch/Captum."""
+
+__version__ = "0.1.0"

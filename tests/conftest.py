@@ -1,0 +1,41 @@
+"""Shared fixtures. ``shared_dir`` finds ``../shared`` (the evaluation data beside a developer's or
+CI's checkout). A user's clone has none: tests that need it skip with a reason, except under
+``CI=true``, where a missing ``../shared`` is a failure, never a silent skip."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _find_shared():
+    env = os.environ.get("DEEPRESOLVE_SHARED")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared")
+    for c in candidates:
+        if (c / "data").is_dir():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def shared_dir():
+    found = _find_shared()
+    if found is None:
+        msg = ("../shared (the evaluation data beside the checkout) is absent; "
+               "set DEEPRESOLVE_SHARED to its path to run this test")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg + " -- and CI=true, so this must not skip")
+        pytest.skip(msg)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    """Tests run on 2-core machines next to other work: keep torch from oversubscribing."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(min(n, 2))
+    yield
+    torch.set_num_threads(n)
