@@ -111,3 +111,113 @@ def keras_init_(model):
             if m.bias is not None:
                 m.bias.zero_()
     return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Loaders for trained zoos (the DeepResolve authors' ENCODE TF models, or any folder of weights)
+# ---------------------------------------------------------------------------------------------
+
+_ENCODE_KEYS = ("conv_weight", "conv_bias", "fc1_weight", "fc1_bias", "fc2_weight", "fc2_bias")
+
+
+def load_encode_model(path, eval=True):
+    """Load one of the authors' ENCODE TF models from its npz file into an :class:`EncodeTFModel`.
+
+    The npz holds PyTorch-layout arrays (kernels already flipped from Theano's true convolution):
+    ``conv_weight`` (16, 4, 25), ``conv_bias`` (16,), ``fc1_weight`` (32, 16), ``fc1_bias`` (32,),
+    ``fc2_weight`` (1, 32), ``fc2_bias`` (1,) and the scalar ``dropout``. Sizes are read from the
+    arrays, so other filter counts or widths load too.
+
+    Parameters
+    ----------
+    path: str or Path to the ``.npz`` file.
+    eval: put the model in eval mode (dropout off). Default True.
+
+    Returns
+    -------
+    EncodeTFModel with float32 parameters; ``model(x)`` maps one-hot (N, 4, L) to logits (N, 1).
+    """
+    import numpy as np
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such model file: {path}")
+    with np.load(path) as z:
+        missing = [k for k in _ENCODE_KEYS if k not in z.files]
+        if missing:
+            raise ValueError(f"{path.name}: not an ENCODE TF model npz, missing {missing}")
+        arrays = {k: np.asarray(z[k], dtype=np.float32) for k in _ENCODE_KEYS}
+        dropout = float(z["dropout"]) if "dropout" in z.files else 0.1
+    n_filters, n_alpha, filter_len = arrays["conv_weight"].shape
+    n_hidden = arrays["fc1_weight"].shape[0]
+    if n_alpha != 4 or arrays["fc1_weight"].shape[1] != n_filters or arrays["fc2_weight"].shape != (1, n_hidden):
+        raise ValueError(f"{path.name}: inconsistent shapes "
+                         f"{ {k: v.shape for k, v in arrays.items()} }")
+    model = EncodeTFModel(n_filters=n_filters, filter_len=filter_len, n_hidden=n_hidden,
+                          dropout=dropout)
+    state = {k.replace("_weight", ".weight").replace("_bias", ".bias"): torch.from_numpy(v)
+             for k, v in arrays.items()}
+    model.load_state_dict(state)
+    model.name = path.stem
+    return model.eval() if eval else model
+
+
+def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
+    """Load many models from a folder with one call.
+
+    Parameters
+    ----------
+    folder: directory holding one file per model.
+    loader: callable ``loader(path) -> nn.Module`` (e.g. :func:`load_encode_model`).
+    names: optional list of model names (file stems, in the order wanted) or an int n for the
+        first n files in sorted order; None loads every file matching ``pattern``.
+    pattern: glob for the model files. Default ``"*.npz"``.
+    verbose: tqdm progress bar.
+
+    Returns
+    -------
+    dict name -> model, in the order of ``names`` (or sorted file order).
+    """
+    from pathlib import Path
+    from tqdm.auto import tqdm
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no such folder: {folder}")
+    files = sorted(folder.glob(pattern))
+    if isinstance(names, int):
+        files = files[:names]
+    elif names is not None:
+        if isinstance(names, str):
+            raise TypeError("names must be a list of model names, an int or None, not a str")
+        suffix = pattern.lstrip("*") if pattern.startswith("*") else ""
+        files = [folder / f"{n}{suffix}" for n in names]
+        absent = [f.name for f in files if not f.is_file()]
+        if absent:
+            raise FileNotFoundError(f"{len(absent)} model(s) not in {folder}: {absent[:5]}")
+    if not files:
+        raise ValueError(f"no files matching {pattern!r} in {folder}")
+    return {f.stem: loader(f) for f in tqdm(files, disable=not verbose, desc="loading models")}
+
+
+def load_encode_zoo(folder, names=None, verbose=False):
+    """Load the authors' ENCODE TF models from a folder (``encode422/`` or its ``models/``).
+
+    Parameters
+    ----------
+    folder: the ``encode422`` data folder (with ``models/`` inside) or the ``models`` folder itself.
+    names: list of model names (ENCODE track names, as in ``models.csv``), an int n for the first n,
+        or None for all (276 in ``../shared/data/encode422``).
+    verbose: tqdm progress bar.
+
+    Returns
+    -------
+    dict name -> EncodeTFModel in eval mode. Loading all 276 takes well under a second or two.
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    if (folder / "models").is_dir():
+        folder = folder / "models"
+    return load_zoo(folder, load_encode_model, names=names, verbose=verbose)
