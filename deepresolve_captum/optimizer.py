@@ -1,0 +1,607 @@
+"""Multi-start gradient ascent on an intermediate feature map (DeepResolve's FIMs), as a Captum
+layer attribution.
+
+For every target class c and every random start t the optimizer finds
+
+    H_{c,t} = argmax_H  S_c(H) - l2 * ||H||^2
+
+where H is the output of ``layer`` (or its input with ``attribute_to_layer_input=True``) and
+S_c is the model's c-th output as ``forward_func`` returns it (pass logits: pre-sigmoid or
+pre-softmax scores). All targets x starts are optimised together as one batch per step.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from captum.attr import GradientAttribution, LayerAttribution
+from captum.log import log_usage
+from torch import Tensor, nn
+
+__all__ = ["LayerFeatureOptimizer", "AscentDiagnostics"]
+
+_CPU_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations per chunk on the CPU by default
+
+
+@dataclass
+class AscentDiagnostics:
+    """What one ``attribute`` call did, per start and overall.
+
+    Attributes
+    ----------
+    targets: (n_targets,) flat output indices that were optimised.
+    steps: (n_targets, n_starts) ascent steps each start took (one forward+backward each).
+    objective: (n_targets, n_starts) final S_c(H) - l2 * ||H||^2.
+    converged: (n_targets, n_starts) True where the start met the stopping rule before
+        ``max_steps``.
+    l2: the regularisation strength used. ``l2_auto`` holds how ``l2="auto"`` chose it (None
+        when l2 was given).
+    lr: the largest step size (1 / (2 * l2) unless given).
+    n_chunks, rows_per_chunk: how the targets x starts rows were split to respect the memory
+        budget. ``recompute_upstream`` is True when the model mixes examples across the batch
+        after the layer, so the cheap path (run the part before the layer once, broadcast H)
+        could not be used and the input was expanded to every row instead.
+    seconds: wall time of the call.
+    """
+
+    targets: np.ndarray
+    steps: np.ndarray
+    objective: np.ndarray
+    converged: np.ndarray
+    l2: float
+    lr: float
+    l2_auto: Optional[dict] = None
+    n_chunks: int = 1
+    rows_per_chunk: int = 0
+    recompute_upstream: bool = False
+    seconds: float = 0.0
+    settings: dict = field(default_factory=dict)
+
+
+class _LayerSwap:
+    """One hook on ``layer`` that either captures the layer's value (``replacement is None``) or
+    swaps in ``replacement``. Counts calls so that a layer used twice per forward is caught."""
+
+    def __init__(self, layer: nn.Module, on_input: bool):
+        self.on_input = on_input
+        self.replacement: Optional[Tensor] = None
+        self.captured: Any = None
+        self.calls = 0
+        self.name = f"{type(layer).__name__}" + (" (input)" if on_input else "")
+        if on_input:
+            self.handle = layer.register_forward_pre_hook(self._pre_hook)
+        else:
+            self.handle = layer.register_forward_hook(self._hook)
+
+    def _pre_hook(self, module, args):
+        self.calls += 1
+        if self.replacement is None:
+            self.captured = args
+            return None
+        return (self.replacement,) + tuple(args[1:])
+
+    def _hook(self, module, args, output):
+        self.calls += 1
+        if self.replacement is None:
+            self.captured = output
+            return None
+        return self.replacement
+
+    def remove(self):
+        self.handle.remove()
+
+
+def _owning_module(forward_func) -> Optional[nn.Module]:
+    if isinstance(forward_func, nn.Module):
+        return forward_func
+    owner = getattr(forward_func, "__self__", None)
+    return owner if isinstance(owner, nn.Module) else None
+
+
+def _as_tuple(x) -> Tuple:
+    if x is None:
+        return ()
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
+
+
+def _row_seed(seed: int, target: int, start: int) -> int:
+    return int(np.random.SeedSequence([seed, target, start]).generate_state(1, np.uint64)[0] >> 1)
+
+
+class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
+    r"""DeepResolve's feature-importance maps (FIMs) by multi-start gradient ascent at a layer.
+
+    Unlike Captum's input attributions, nothing is explained *for* an example: ``inputs`` only
+    fixes the layer's shape and the path into it, and each target class is optimised on its own
+    (``target`` lists classes, not one class per example). All targets x starts run as one batch
+    per step, split into chunks only to respect a memory budget, on the model's device. The part
+    of the network before the layer runs on one example per step; the batch of H is fed forward
+    from the layer.
+
+    During the ascent dropout and batch-norm are in eval mode and the parameters do not require
+    grad; afterwards the model's mode, weights and ``requires_grad`` are exactly as found and no
+    hook remains, also when an exception is raised.
+
+    Args:
+        forward_func (Callable or nn.Module): the model, returning logits of shape
+            (N, n_outputs) (any (N, ...) output is flattened per example).
+        layer (nn.Module): the layer whose output (or input) is H.
+        device_ids (list[int], optional): accepted for Captum compatibility
+            (``DataParallel``); the hooks act on ``layer`` itself.
+    """
+
+    def __init__(self, forward_func: Callable, layer: nn.Module, device_ids=None) -> None:
+        if isinstance(layer, (list, tuple, nn.ModuleList)):
+            raise TypeError("LayerFeatureOptimizer takes one layer (an nn.Module), not a list")
+        if not isinstance(layer, nn.Module):
+            raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
+        LayerAttribution.__init__(self, forward_func, layer, device_ids)
+        GradientAttribution.__init__(self, forward_func)
+        self.diagnostics: Optional[AscentDiagnostics] = None
+
+    # ------------------------------------------------------------------ public API
+    @log_usage()
+    def attribute(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        target: Union[None, int, Sequence[int]] = None,
+        additional_forward_args: Any = None,
+        *,
+        n_starts: int = 10,
+        l2: Union[str, float] = "auto",
+        seed: Optional[int] = None,
+        attribute_to_layer_input: bool = False,
+        return_scores: bool = False,
+        init_scale: float = 1.0,
+        lr: Optional[float] = None,
+        max_steps: int = 2000,
+        tol: float = 1e-5,
+        patience: int = 5,
+        chunk_size: Optional[int] = None,
+        memory_budget: Optional[int] = None,
+        verbose: bool = False,
+    ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+        r"""Run the ascent and return the FIMs.
+
+        Args:
+            inputs (Tensor or tuple of Tensor): an example batch, shape (N, ...), as for the
+                model. Its first example fixes the layer's shape and the path into it; with
+                ``l2="auto"`` all N examples give the mean activation the heuristic matches.
+            target (int, sequence of int, or None): flat output indices (classes) to optimise,
+                each independently; a tuple index into a multi-dimensional output is accepted
+                inside a list. None = every output of the model.
+            additional_forward_args (Any): extra arguments for ``forward_func``; tensors whose
+                first dimension equals N are sliced to the first example like ``inputs``.
+            n_starts (int): random starts T per target, drawn from N(0, init_scale^2).
+            l2 (float or "auto"): lambda > 0. ``"auto"`` is the paper's heuristic: lambda such
+                that the median FIM norm equals the norm of the mean feature map of ``inputs``
+                at the layer (two probe ascents on up to 16 targets x 4 starts; what it chose
+                is in ``self.diagnostics.l2_auto``).
+            seed (int, optional): seeds every start as (seed, target, start), so a start's
+                result does not depend on chunking or on the other targets. Same seed, same
+                result on the CPU. None draws a seed from torch's global generator.
+            attribute_to_layer_input (bool): optimise the layer's input instead of its output.
+            return_scores (bool): also return the class score S_c at each final H.
+            init_scale (float): standard deviation sigma of the starts.
+            lr (float, optional): largest step size. Default 1 / (2 * l2): the exact step for
+                the quadratic part of the objective (for a piecewise-linear head it lands on the
+                optimum of the current linear region). Each start backtracks (halves its step)
+                when the objective would fall and grows it again (x1.5, up to lr) after a
+                success, so the ascent is monotone per start.
+            max_steps (int): step limit per start.
+            tol (float), patience (int): a start stops once ``patience`` accepted steps in a
+                row each raised the objective by at most ``tol * (|objective| + 1e-8)``, or
+                when its step falls below ``lr * 1e-7``.
+            chunk_size (int, optional): rows (target x start pairs) per batch. Default: as many
+                as fit ``memory_budget``.
+            memory_budget (int, optional): bytes of autograd activations per chunk. Default:
+                half the free memory on CUDA, 2 GiB on the CPU. The per-row cost is measured
+                with a small probe.
+            verbose (bool): show a progress bar (starts converged).
+
+        Returns:
+            fims (Tensor): shape (n_targets, n_starts, \*layer_shape), on the layer's device.
+            scores (Tensor, with ``return_scores=True``): shape (n_targets, n_starts).
+            Per-start diagnostics (steps, objective, convergence, l2) are in
+            ``self.diagnostics`` (:class:`AscentDiagnostics`).
+        """
+        t0 = time.perf_counter()
+        n_starts = _check_positive_int(n_starts, "n_starts")
+        max_steps = _check_positive_int(max_steps, "max_steps")
+        patience = _check_positive_int(patience, "patience")
+        _check_positive_float(init_scale, "init_scale")
+        _check_positive_float(tol, "tol", allow_zero=True)
+        if lr is not None:
+            _check_positive_float(lr, "lr")
+        if chunk_size is not None:
+            chunk_size = _check_positive_int(chunk_size, "chunk_size")
+        if memory_budget is not None:
+            memory_budget = _check_positive_int(memory_budget, "memory_budget")
+        if isinstance(l2, str):
+            if l2 != "auto":
+                raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
+        else:
+            l2 = _check_positive_float(l2, "l2")
+
+        inputs = _as_tuple(inputs)
+        if not inputs or not all(isinstance(x, Tensor) for x in inputs):
+            raise TypeError("inputs must be a tensor or a tuple of tensors")
+        n_examples = inputs[0].shape[0] if inputs[0].dim() > 0 else 0
+        if n_examples < 1:
+            raise ValueError("inputs must hold at least one example (shape (N, ...), N >= 1)")
+        extra = _as_tuple(additional_forward_args)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+
+        owner = _owning_module(self.forward_func)
+        if owner is None:
+            warnings.warn(
+                "forward_func is not an nn.Module (or a bound method of one): only `layer` "
+                "can be switched to eval mode during the ascent", stacklevel=2)
+        scope = owner if owner is not None else self.layer
+        modes = [(m, m.training) for m in scope.modules()]
+        params = [(p, p.requires_grad) for p in scope.parameters()]
+
+        swap = _LayerSwap(self.layer, attribute_to_layer_input)
+        try:
+            scope.eval()
+            for p, _ in params:
+                p.requires_grad_(False)
+            run = _Runner(self.forward_func, swap, inputs, extra, n_examples)
+            value, n_outputs = run.probe()
+            targets = _parse_targets(target, run.output_shape)
+            if isinstance(l2, str):
+                l2, l2_auto = self._auto_l2(run, value, targets, init_scale, seed, max_steps,
+                                            tol, patience)
+            else:
+                l2_auto = None
+            step_max = float(lr) if lr is not None else 1.0 / (2.0 * l2)
+            per_row = run.bytes_per_row()
+            if chunk_size is None:
+                budget = memory_budget or _default_budget(value.device)
+                chunk_size = max(1, int(budget // max(per_row, 1)))
+            fims, scores, steps, objective, converged = self._ascend_all(
+                run, targets, n_starts, l2, step_max, init_scale, seed, max_steps, tol,
+                patience, chunk_size, verbose)
+        finally:
+            swap.remove()
+            for m, mode in modes:
+                m.training = mode
+            for p, rg in params:
+                p.requires_grad_(rg)
+
+        n_rows = len(targets) * n_starts
+        self.diagnostics = AscentDiagnostics(
+            targets=np.asarray(targets), steps=steps, objective=objective, converged=converged,
+            l2=float(l2), lr=step_max, l2_auto=l2_auto,
+            n_chunks=math.ceil(n_rows / chunk_size), rows_per_chunk=min(chunk_size, n_rows),
+            recompute_upstream=run.recompute, seconds=time.perf_counter() - t0,
+            settings=dict(n_starts=n_starts, seed=seed, init_scale=init_scale,
+                          max_steps=max_steps, tol=tol, patience=patience,
+                          attribute_to_layer_input=attribute_to_layer_input))
+        if return_scores:
+            return fims, scores
+        return fims
+
+    # ------------------------------------------------------------------ internals
+    def _auto_l2(self, run, value, targets, init_scale, seed, max_steps, tol, patience):
+        """The paper's heuristic: FIM norm comparable to the norm of the mean feature map."""
+        mean_map = run.mean_activation()
+        target_norm = float(mean_map.norm())
+        if not math.isfinite(target_norm) or target_norm <= 0:
+            raise ValueError(
+                "l2='auto' needs a non-zero mean activation at the layer on `inputs`; it is "
+                f"{target_norm}. Pass realistic example sequences or an explicit l2.")
+        pick = np.unique(np.linspace(0, len(targets) - 1, min(16, len(targets))).round().astype(int))
+        probe_targets = [targets[i] for i in pick]
+        lam, history = 1.0, []
+        for _ in range(2):
+            fims, _, _, _, _ = self._ascend_all(
+                run, probe_targets, 4, lam, 1.0 / (2.0 * lam), init_scale, seed + 7919,
+                max_steps, tol, patience, 10**9, False)
+            norms = fims.flatten(2).norm(dim=2)
+            probe_norm = float(norms.median())
+            history.append(dict(l2=lam, median_fim_norm=probe_norm))
+            if not math.isfinite(probe_norm) or probe_norm <= 0:
+                raise ValueError(
+                    "l2='auto' failed: the probe ascent at l2=%g gave FIM norm %r (the score "
+                    "has no gradient at the layer?). Pass an explicit l2." % (lam, probe_norm))
+            lam = lam * probe_norm / target_norm
+        return lam, dict(mean_activation_norm=target_norm, probes=history,
+                         probe_targets=probe_targets, chosen=lam)
+
+    def _ascend_all(self, run, targets, n_starts, l2, step_max, init_scale, seed, max_steps,
+                    tol, patience, chunk_size, verbose):
+        n_t = len(targets)
+        n_rows = n_t * n_starts
+        shape = run.layer_shape
+        device, dtype = run.device, run.dtype
+        fims = torch.empty((n_rows,) + shape, device=device, dtype=dtype)
+        scores = torch.empty(n_rows, device=device, dtype=dtype)
+        steps = np.zeros(n_rows, dtype=np.int64)
+        objective = np.zeros(n_rows)
+        converged = np.zeros(n_rows, dtype=bool)
+        row_target = torch.tensor([targets[r // n_starts] for r in range(n_rows)], device=device)
+        bar = _progress(n_rows, verbose)
+        try:
+            for lo in range(0, n_rows, chunk_size):
+                hi = min(n_rows, lo + chunk_size)
+                h0 = torch.stack([
+                    torch.randn(shape, generator=torch.Generator().manual_seed(
+                        _row_seed(seed, targets[r // n_starts], r % n_starts)))
+                    for r in range(lo, hi)]).to(device=device, dtype=dtype) * init_scale
+                _ascend(run, h0, row_target[lo:hi], l2, step_max, max_steps, tol, patience,
+                        lo, fims, scores, steps, objective, converged, bar, targets, n_starts)
+        finally:
+            if bar is not None:
+                bar.close()
+        return (fims.reshape((n_t, n_starts) + shape), scores.reshape(n_t, n_starts),
+                steps.reshape(n_t, n_starts), objective.reshape(n_t, n_starts),
+                converged.reshape(n_t, n_starts))
+
+
+def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, scores, steps,
+            objective, converged, bar, targets, n_starts):
+    """Monotone per-row gradient ascent with backtracking; rows leave the batch as they stop.
+
+    Writes the final rows into fims/scores (tensors) and steps/objective/converged (numpy) at
+    ``offset + row``."""
+    rows = torch.arange(h.shape[0], device=h.device)
+    view = (-1,) + (1,) * (h.dim() - 1)
+    obj, score, grad = _objective(run, h, tgt, l2, rows, offset, targets, n_starts)
+    step = torch.full((h.shape[0],), step_max, device=h.device, dtype=h.dtype)
+    calm = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+    n_steps = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
+    floor = step_max * 1e-7
+
+    def retire(mask, done_flag):
+        idx = (rows[mask] + offset).cpu().numpy()
+        fims[idx] = h[mask].detach()
+        scores[idx] = score[mask].detach()
+        steps[idx] = n_steps[mask].cpu().numpy()
+        objective[idx] = obj[mask].detach().double().cpu().numpy()
+        converged[idx] = done_flag
+        if bar is not None:
+            bar.update(len(idx))
+
+    for _ in range(max_steps):
+        cand = h + step.view(view) * grad
+        c_obj, c_score, c_grad = _objective(run, cand, tgt, l2, rows, offset, targets, n_starts)
+        gain = c_obj - obj
+        ok = gain >= 0
+        okv = ok.view(view)
+        h = torch.where(okv, cand, h)
+        grad = torch.where(okv, c_grad, grad)
+        obj = torch.where(ok, c_obj, obj)
+        score = torch.where(ok, c_score, score)
+        step = torch.where(ok, torch.clamp(step * 1.5, max=step_max), step * 0.5)
+        small = ok & (gain <= tol * (obj.abs() + 1e-8))
+        calm = torch.where(small, calm + 1, torch.where(ok, torch.zeros_like(calm), calm))
+        n_steps += 1
+        done = (calm >= patience) | (step < floor)
+        if bool(done.any()):
+            retire(done, True)
+            keep = ~done
+            h, grad, obj, score, step, calm, n_steps, rows, tgt = (
+                h[keep], grad[keep], obj[keep], score[keep], step[keep], calm[keep],
+                n_steps[keep], rows[keep], tgt[keep])
+            if h.shape[0] == 0:
+                return
+    retire(torch.ones_like(obj, dtype=torch.bool), False)
+
+
+def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
+    """S_c(H) - l2 ||H||^2 per row, the class score, and the gradient w.r.t. H."""
+    h = h.detach().requires_grad_(True)
+    with torch.enable_grad():
+        out = run.forward(h)
+        score = out.gather(1, tgt.view(-1, 1)).squeeze(1)
+        obj = score - l2 * h.pow(2).flatten(1).sum(1)
+        (grad,) = torch.autograd.grad(obj.sum(), h)
+    if not bool(torch.isfinite(obj).all()):
+        bad = int((~torch.isfinite(obj)).nonzero()[0, 0])
+        r = int(rows[bad]) + offset
+        raise ValueError(
+            f"non-finite class score during the ascent (target {targets[r // n_starts]}, "
+            f"start {r % n_starts}): the model's output is not finite at this H. Use larger "
+            "l2, a smaller init_scale, or check the model for overflow.")
+    return obj.detach(), score.detach(), grad
+
+
+class _Runner:
+    """Runs ``forward_func`` with the layer's value swapped for a batch of H."""
+
+    def __init__(self, forward_func, swap: _LayerSwap, inputs, extra, n_examples):
+        self.forward_func = forward_func
+        self.swap = swap
+        self.inputs = inputs
+        self.extra = extra
+        self.n_examples = n_examples
+        self.first = tuple(x[:1] for x in inputs)
+        self.first_extra = tuple(
+            a[:1] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n_examples else a
+            for a in extra)
+        self.recompute = False
+
+    def _call(self, inputs, extra):
+        self.swap.calls = 0
+        out = self.forward_func(*inputs, *extra)
+        if not isinstance(out, Tensor):
+            raise TypeError(
+                f"forward_func must return one tensor of logits, got {type(out).__name__}")
+        return out
+
+    def _capture(self, inputs, extra):
+        self.swap.replacement = None
+        self.swap.captured = None
+        out = self._call(inputs, extra)
+        if self.swap.calls == 0:
+            raise ValueError(
+                f"layer {self._layer_name()} was not reached "
+                "by the forward pass: choose a module that the model calls in forward")
+        if self.swap.calls > 1:
+            raise ValueError(
+                f"layer {self._layer_name()} is called {self.swap.calls} times per forward "
+                "pass; choose a module used once")
+        cap = self.swap.captured
+        if self.swap.on_input:
+            if len(cap) != 1 or not isinstance(cap[0], Tensor):
+                raise TypeError(
+                    f"the input of layer {self._layer_name()} is not one tensor "
+                    f"({len(cap)} positional arguments); H must be a single tensor")
+            cap = cap[0]
+        elif not isinstance(cap, Tensor):
+            raise TypeError(
+                f"the output of layer {self._layer_name()} is a {type(cap).__name__}, not one "
+                "tensor; choose a layer with a single tensor output")
+        return cap.detach(), out
+
+    def _layer_name(self):
+        return self.swap.name
+
+    def probe(self):
+        with torch.no_grad():
+            value, out = self._capture(self.first, self.first_extra)
+        if not value.is_floating_point():
+            raise TypeError(f"the layer's value has dtype {value.dtype}; it must be floating point")
+        self.layer_shape = tuple(value.shape[1:])
+        self.device, self.dtype = value.device, value.dtype
+        if out.dim() == 0 or out.shape[0] != 1:
+            raise ValueError(
+                "forward_func must return outputs with a batch dimension, shape (N, ...); "
+                f"got {tuple(out.shape)} for one example")
+        self.output_shape = tuple(out.shape[1:])
+        # Can H be broadcast from the layer on (one example through the upstream part)?
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(0)
+            trial = torch.randn((2,) + self.layer_shape, generator=g).to(self.device, self.dtype)
+            both = self._forward_raw(trial, expand=False)
+            alone = self._forward_raw(trial[1:], expand=False)
+            ok = (both is not None and alone is not None and both.shape[0] == 2
+                  and torch.allclose(both[1], alone[0], rtol=1e-4, atol=1e-5))
+        self.recompute = not ok
+        return value, int(np.prod(self.output_shape)) if self.output_shape else 1
+
+    def _forward_raw(self, h, expand):
+        self.swap.replacement = h
+        try:
+            if expand:
+                b = h.shape[0]
+                ins = tuple(x.expand((b,) + tuple(x.shape[1:])) for x in self.first)
+                ext = tuple(
+                    a.expand((b,) + tuple(a.shape[1:])) if (
+                        isinstance(o, Tensor) and o.dim() > 0 and o.shape[0] == self.n_examples)
+                    else a for a, o in zip(self.first_extra, self.extra))
+            else:
+                ins, ext = self.first, self.first_extra
+            try:
+                out = self._call(ins, ext)
+            except RuntimeError:
+                if expand:
+                    raise
+                return None
+            return out.reshape(out.shape[0], -1)
+        finally:
+            self.swap.replacement = None
+
+    def forward(self, h):
+        out = self._forward_raw(h, expand=self.recompute)
+        if out is None or out.shape[0] != h.shape[0]:
+            raise RuntimeError("the model did not return one output row per H row")
+        return out
+
+    def mean_activation(self, batch_size=256):
+        total, n = None, 0
+        with torch.no_grad():
+            for lo in range(0, self.n_examples, batch_size):
+                ins = tuple(x[lo:lo + batch_size] for x in self.inputs)
+                ext = tuple(a[lo:lo + batch_size] if isinstance(a, Tensor) and a.dim() > 0
+                            and a.shape[0] == self.n_examples else a for a in self.extra)
+                value, _ = self._capture(ins, ext)
+                s = value.double().sum(0)
+                total = s if total is None else total + s
+                n += value.shape[0]
+        return total / n
+
+    def bytes_per_row(self):
+        """Autograd memory one extra row costs: saved tensors of a 3-row minus a 1-row step."""
+        def measure(b):
+            acc = [0]
+
+            def pack(t):
+                acc[0] += t.numel() * t.element_size()
+                return t
+
+            h = torch.zeros((b,) + self.layer_shape, device=self.device, dtype=self.dtype,
+                            requires_grad=True)
+            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+                self.forward(h)
+            return acc[0]
+
+        per_row = (measure(3) - measure(1)) / 2
+        h_bytes = int(np.prod(self.layer_shape)) * torch.empty((), dtype=self.dtype).element_size()
+        return max(per_row, 0) + 8 * h_bytes  # H, candidate, two gradients and temporaries
+
+
+def _parse_targets(target, output_shape):
+    n_out = int(np.prod(output_shape)) if output_shape else 1
+    if target is None:
+        return list(range(n_out))
+    if isinstance(target, Tensor):
+        target = target.tolist()
+    if isinstance(target, (int, np.integer)):
+        target = [target]
+    if not isinstance(target, (list, tuple, np.ndarray)) or len(target) == 0:
+        raise TypeError("target must be an int, a non-empty sequence of ints, or None")
+    flat = []
+    for t in target:
+        if isinstance(t, (tuple, list)):
+            if len(t) != len(output_shape) or any(
+                    not isinstance(i, (int, np.integer)) or not 0 <= i < s
+                    for i, s in zip(t, output_shape)):
+                raise ValueError(f"target index {t} does not fit the model's output shape "
+                                 f"{output_shape}")
+            flat.append(int(np.ravel_multi_index(tuple(t), output_shape)))
+            continue
+        if isinstance(t, bool) or not isinstance(t, (int, np.integer)):
+            raise TypeError(f"target entries must be ints, got {t!r}")
+        if not 0 <= t < n_out:
+            raise ValueError(f"target {t} is outside the model's {n_out} outputs [0, {n_out})")
+        flat.append(int(t))
+    return flat
+
+
+def _default_budget(device):
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return free // 2
+    return _CPU_MEMORY_BUDGET
+
+
+def _progress(total, verbose):
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc="DeepResolve ascent", unit="start")
+
+
+def _check_positive_int(x, name):
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {x!r}")
+    return int(x)
+
+
+def _check_positive_float(x, name, allow_zero=False):
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a finite number, got {x!r}") from None
+    if isinstance(x, bool) or not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}, "
+                         f"got {x!r}")
+    return v

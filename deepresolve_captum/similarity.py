@@ -1,0 +1,86 @@
+"""Class relationships from OFIVs: DeepResolve's class similarity and difference maps, and the
+comparisons the paper sets beside them (label correlation, last-layer weight cosine, Pearson of
+the signed OFIV)."""
+from __future__ import annotations
+
+import numpy as np
+
+from . import _stats
+
+__all__ = ["class_similarity", "class_difference", "signed_ofiv_correlation",
+           "label_correlation", "weight_cosine"]
+
+
+def _matrix(x, name, ndim=2):
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    x = np.asarray(x, dtype=np.float64)
+    if x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
+    if x.size == 0:
+        raise ValueError(f"{name} is empty")
+    if not np.all(np.isfinite(x)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return x
+
+
+def class_similarity(ofiv):
+    """DeepResolve's class similarity: Pearson correlation of the non-negative OFIVs.
+
+    Parameters
+    ----------
+    ofiv: (C, K) OFIVs of C classes (``EnsembleSummary.ofiv``).
+
+    Returns
+    -------
+    (C, C) numpy array, symmetric, unit diagonal. A class whose clipped OFIV is constant (no
+    channel contributes positively, or all equally) has no defined correlation: its similarity
+    to every other class is 0 and to itself 1.
+    """
+    x = _matrix(ofiv, "ofiv")
+    return np.asarray(_stats.pearson(x, clip_negative=True), dtype=np.float64)
+
+
+def class_difference(ofiv, i, j):
+    """Class difference map ``ofiv[i] - ofiv[j]``: (K,) channels favoured by class i but not j
+    (positive) and the reverse (negative)."""
+    x = _matrix(ofiv, "ofiv")
+    C = x.shape[0]
+    for name, v in (("i", i), ("j", j)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < C:
+            raise ValueError(f"{name} must be a class index in [0, {C}), got {v!r}")
+    return x[i] - x[j]
+
+
+def signed_ofiv_correlation(ofiv):
+    """Pearson correlation of the signed OFIVs (C, K) -> (C, C): the paper's comparison that
+    shows how negative ('process of elimination') channels confound similarity. Constant rows
+    are handled as in :func:`class_similarity`."""
+    return np.asarray(_stats.pearson(_matrix(ofiv, "ofiv"), clip_negative=False),
+                      dtype=np.float64)
+
+
+def label_correlation(labels):
+    """Pearson correlation between the label columns of a multi-task data set.
+
+    labels: (N, C) binary or real labels -> (C, C); a constant column gets 0 off the diagonal.
+    """
+    y = _matrix(labels, "labels")
+    return np.asarray(_stats.pearson(np.ascontiguousarray(y.T), clip_negative=False),
+                      dtype=np.float64)
+
+
+def weight_cosine(weight):
+    """Cosine similarity of the rows of a last-layer weight matrix.
+
+    weight: (C, H) e.g. ``model.fc2.weight`` -> (C, C); an all-zero row gets 0 off the diagonal.
+    """
+    w = _matrix(weight, "weight")
+    norm = np.linalg.norm(w, axis=1)
+    zero = norm == 0
+    u = w / np.where(zero, 1, norm)[:, None]
+    r = np.clip(u @ u.T, -1, 1)
+    r[zero, :] = 0
+    r[:, zero] = 0
+    np.fill_diagonal(r, 1.0)
+    return r
