@@ -1,0 +1,206 @@
+"""The paper's two synthetic datasets, as seeded generators of one-hot sequences.
+
+Both sets are described in Liu, Zeng & Gifford (2019), "Synthetic datasets", without a sequence
+length or a background model. The choices made here, and why:
+
+* **Length 100 bp** (``seq_len=100``). The paper's CNN (one 8 bp convolution, max-pool of stride 4,
+  a dense layer of 64) is the classic "Zeng et al. 2016" architecture used on 101 bp ChIP-seq
+  windows; 100 bp holds three 6-mers with room to move, and gives a pooled map of 23 positions.
+* **Background: i.i.d. uniform bases** (A, C, G, T each 1/4). This is the only background that adds no
+  structure of its own. Its consequence is that short patterns also occur *by chance*: a given 6-mer
+  appears in a random 100-mer with probability ~2.3%, a given 4-mer (GATA, TCAT of set II) in ~31%.
+  We keep that noise (it is what real backgrounds do, and it explains the paper's AUCs below 1:
+  0.985 for set I, 0.97-0.99 for set II, the 4-mer classes lowest, the 6-mer class 4 highest).
+* **Placement**: each planted pattern goes to a uniformly random position, patterns of one sequence
+  never overlap, forward strand only (the paper mentions no reverse complements).
+
+Set I (``synthetic_set_one``): each of the three patterns CGCTTG, CAGGTC, GCTCAT is planted
+independently with probability 1/2. The label is computed from what the finished sequence actually
+contains (planted or by chance, forward strand): 1 iff CAGGTC is present AND exactly one of GCTCAT,
+CGCTTG is present (AND with XOR), else 0. With independent halves, 1/4 of the planted sequences are
+positive, and the two "hard" negatives (CAGGTC with both, CAGGTC with neither) are 1/8 each. Then
+``n_random`` fully random sequences are appended with label 0, as the paper does; the rare random
+sequence that happens to satisfy the positive rule is redrawn, so every label obeys the logic.
+
+Set II (``synthetic_set_two``): four classes of equal size, exactly one label per sequence
+(one-hot ``y``): class 1 = GATA + CAGATG, class 2 = TCAT + CAGATG, class 3 = GATA + TCAT,
+class 4 = CGCTTG alone. Labels are the generating class (a class-2 sequence that also carries a GATA
+by chance keeps label 2): the set tests feature *sharing*, and the class is its ground truth.
+
+Everything is seeded through ``random_state`` (an int or a ``numpy.random.Generator``); the same seed
+gives the same arrays on every platform.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+import torch
+
+ALPHABET = "ACGT"
+
+#: Set I motifs (paper, "Recovering important features and combinatorial interactions").
+SET_ONE_AND_MOTIF = "CAGGTC"
+SET_ONE_XOR_MOTIFS = ("GCTCAT", "CGCTTG")
+SET_ONE_MOTIFS = ("CGCTTG", "CAGGTC", "GCTCAT")
+
+#: Set II: the patterns of each class, classes 1..4 at index 0..3 (paper, "Recovering class relationships").
+SET_TWO_CLASSES = (("GATA", "CAGATG"), ("TCAT", "CAGATG"), ("GATA", "TCAT"), ("CGCTTG",))
+SET_TWO_MOTIFS = ("GATA", "TCAT", "CAGATG", "CGCTTG")
+
+
+def _check_random_state(random_state):
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if random_state is None or (isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool)):
+        return np.random.default_rng(random_state)
+    raise TypeError(f"random_state must be None, an int or a numpy.random.Generator, got {random_state!r}")
+
+
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _encode(motif):
+    return np.array([ALPHABET.index(c) for c in motif], dtype=np.int8)
+
+
+def one_hot(idx):
+    """Integer-coded sequences (N, L) with values 0..3 (A, C, G, T) -> one-hot float32 tensor (N, 4, L)."""
+    idx = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+    if idx.ndim != 2:
+        raise ValueError(f"expected integer codes of shape (N, L), got shape {tuple(idx.shape)}")
+    return torch.nn.functional.one_hot(idx, 4).permute(0, 2, 1).to(torch.float32).contiguous()
+
+
+def decode(X):
+    """One-hot (N, 4, L) or (4, L) -> list of strings (or one string)."""
+    X = torch.as_tensor(X)
+    single = X.ndim == 2
+    if single:
+        X = X[None]
+    out = ["".join(ALPHABET[i] for i in row) for row in X.argmax(1).tolist()]
+    return out[0] if single else out
+
+
+def contains(idx, motif):
+    """Whether each integer-coded sequence of ``idx`` (N, L) contains ``motif`` (forward strand). -> (N,) bool."""
+    idx = np.asarray(idx)
+    m = _encode(motif)
+    k = len(m)
+    if idx.shape[1] < k:
+        return np.zeros(len(idx), dtype=bool)
+    windows = np.lib.stride_tricks.sliding_window_view(idx, k, axis=1)  # (N, L-k+1, k)
+    return (windows == m).all(-1).any(-1)
+
+
+def _plant(rng, idx, rows, motifs_per_row):
+    """Plant motifs (list per row) into idx[rows] at random non-overlapping positions (in place)."""
+    L = idx.shape[1]
+    for r, motifs in zip(rows, motifs_per_row):
+        if not motifs:
+            continue
+        lengths = [len(m) for m in motifs]
+        free = L - sum(lengths)
+        if free < 0:
+            raise ValueError(f"seq_len={L} is too short to hold {motifs}")
+        # Non-overlapping placement: choose the gaps (stars and bars) in a random order of motifs.
+        order = rng.permutation(len(motifs))
+        cuts = np.sort(rng.integers(0, free + 1, size=len(motifs)))
+        pos = 0
+        prev = 0
+        for j, o in enumerate(order):
+            pos += cuts[j] - prev
+            prev = cuts[j]
+            idx[r, pos:pos + lengths[o]] = _encode(motifs[o])
+            pos += lengths[o]
+
+
+def _set_one_label(idx):
+    has = {m: contains(idx, m) for m in SET_ONE_MOTIFS}
+    xor = has[SET_ONE_XOR_MOTIFS[0]] ^ has[SET_ONE_XOR_MOTIFS[1]]
+    return has[SET_ONE_AND_MOTIF] & xor
+
+
+def synthetic_set_one(n_sequences=100_000, n_random=20_000, seq_len=100, random_state=0, return_codes=False):
+    """Synthetic dataset I: AND (CAGGTC) with XOR (GCTCAT, CGCTTG).
+
+    Parameters
+    ----------
+    n_sequences: int, sequences with planted patterns (paper: 100,000).
+    n_random: int, fully random sequences appended with label 0 (paper: 20,000).
+    seq_len: int, length L (>= 18, to hold the three 6-mers).
+    random_state: int, numpy Generator or None.
+    return_codes: bool, also return which patterns were planted.
+
+    Returns
+    -------
+    X: torch.float32 (N, 4, L) one-hot, N = n_sequences + n_random, in random order.
+    y: torch.float32 (N, 1), 1 iff CAGGTC and exactly one of GCTCAT / CGCTTG are present.
+    planted: numpy bool (N, 3), only if ``return_codes``: which of ``SET_ONE_MOTIFS`` were planted
+        (all False for the random sequences).
+    """
+    n_sequences = _check_int("n_sequences", n_sequences, 0)
+    n_random = _check_int("n_random", n_random, 0)
+    seq_len = _check_int("seq_len", seq_len, 18)
+    if n_sequences + n_random == 0:
+        raise ValueError("n_sequences + n_random must be > 0")
+    rng = _check_random_state(random_state)
+
+    idx = rng.integers(0, 4, size=(n_sequences + n_random, seq_len), dtype=np.int8)
+    planted = np.zeros((n_sequences + n_random, 3), dtype=bool)
+    planted[:n_sequences] = rng.random((n_sequences, 3)) < 0.5
+    motifs = [[m for m, p in zip(SET_ONE_MOTIFS, row) if p] for row in planted[:n_sequences]]
+    _plant(rng, idx, range(n_sequences), motifs)
+
+    # The random tail is labelled 0: redraw the rare random sequence that satisfies the positive rule.
+    tail = np.arange(n_sequences, n_sequences + n_random)
+    for _ in range(100):
+        bad = tail[_set_one_label(idx[tail])]
+        if len(bad) == 0:
+            break
+        idx[bad] = rng.integers(0, 4, size=(len(bad), seq_len), dtype=np.int8)
+    y = _set_one_label(idx)
+    y[n_sequences:] = False
+
+    perm = rng.permutation(len(idx))
+    X = one_hot(idx[perm])
+    y = torch.from_numpy(y[perm].astype(np.float32))[:, None]
+    if return_codes:
+        return X, y, planted[perm]
+    return X, y
+
+
+def synthetic_set_two(n_sequences=100_000, seq_len=100, random_state=0):
+    """Synthetic dataset II: four classes that share patterns, one label per sequence.
+
+    Class 1 = GATA + CAGATG, class 2 = TCAT + CAGATG, class 3 = GATA + TCAT, class 4 = CGCTTG
+    (see ``SET_TWO_CLASSES``); each class has n_sequences // 4 sequences (the remainder is spread
+    over the first classes).
+
+    Parameters
+    ----------
+    n_sequences: int, total number of sequences N (>= 4). The paper gives no size; 100,000 matches set I.
+    seq_len: int, length L (>= 10).
+    random_state: int, numpy Generator or None.
+
+    Returns
+    -------
+    X: torch.float32 (N, 4, L) one-hot, in random order.
+    y: torch.float32 (N, 4), one-hot class labels (column c = class c + 1).
+    """
+    n_sequences = _check_int("n_sequences", n_sequences, 4)
+    seq_len = _check_int("seq_len", seq_len, 10)
+    rng = _check_random_state(random_state)
+
+    cls = np.arange(n_sequences) % 4
+    idx = rng.integers(0, 4, size=(n_sequences, seq_len), dtype=np.int8)
+    _plant(rng, idx, range(n_sequences), [list(SET_TWO_CLASSES[c]) for c in cls])
+    perm = rng.permutation(n_sequences)
+    X = one_hot(idx[perm])
+    y = torch.nn.functional.one_hot(torch.from_numpy(cls[perm]).long(), 4).to(torch.float32)
+    return X, y
