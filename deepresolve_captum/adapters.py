@@ -1,0 +1,571 @@
+"""Channel -> input attributions: what sequence does a DeepResolve channel see, and where.
+
+DeepResolve ranks the channels of a layer (OFIV) and flags the non-additive ones; the functions here
+explain each selected channel in input space. The quantity explained for channel ``c`` of sequence
+``n`` is the **channel sum** ``S_c(x_n) = sum_w layer(x_n)[c, w]`` (the layer output, or its input
+with ``attribute_to_layer_input=True``; a 2-d layer output ``(N, K)`` is used as is).
+
+Backends
+--------
+* ``"tangermeme"`` (default): ``tangermeme.deep_lift_shap`` and ``tangermeme.saliency``. Its
+  DeepLIFT rules are correct through max-pooling.
+* ``"captum"``: ``captum.attr.NeuronDeepLift``, ``NeuronGradient`` and
+  ``NeuronIntegratedGradients`` with a channel-sum ``neuron_selector``. Captum 0.9.0's DeepLIFT rule
+  for MaxPool is wrong (captum issue #1276, and Captum also leaves the rule off the attributed layer
+  itself), so ``method="deeplift"`` with this backend refuses models with a max-pool between the
+  input and the channel (``captum_maxpool="error"``, the default) unless told
+  ``captum_maxpool="allow"``, in which case the (non-additive) Captum result is returned as is.
+
+All channels are batched: every sequence is repeated once per channel and each row is told which
+channel it explains (a one-hot selector for tangermeme's ``args``, a per-row selector for Captum), so
+one forward/backward pass serves many channels, and DeepLIFT needs no backward per channel.
+
+Shapes: ``X`` is one-hot ``(N, 4, L)``; results are ``(n_channels, N, 4, L)``.
+"""
+from __future__ import annotations
+
+import warnings
+from contextlib import contextmanager
+
+import numpy as np
+import torch
+from torch import nn
+
+try:  # tqdm is a dependency, but keep import failures readable
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+__all__ = [
+    "channel_attributions",
+    "channel_activations",
+    "make_references",
+    "ChannelSum",
+    "METHODS",
+    "BACKENDS",
+]
+
+METHODS = ("deeplift", "saliency", "grad_x_input", "integrated_gradients")
+BACKENDS = ("tangermeme", "captum")
+_METHOD_ALIASES = {
+    "deeplift": "deeplift", "deep_lift": "deeplift", "deepliftshap": "deeplift",
+    "deep_lift_shap": "deeplift", "deeplift_shap": "deeplift",
+    "saliency": "saliency", "gradient": "saliency",
+    "grad_x_input": "grad_x_input", "gradient_x_input": "grad_x_input",
+    "input_x_gradient": "grad_x_input", "gradxinput": "grad_x_input",
+    "integrated_gradients": "integrated_gradients", "ig": "integrated_gradients",
+}
+_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+
+# ----------------------------------------------------------------------------------------------
+# validation and model-state helpers
+# ----------------------------------------------------------------------------------------------
+
+def _check_model_layer(model, layer):
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(layer, nn.Module):
+        raise TypeError(f"layer must be a torch.nn.Module (a submodule of model), got "
+                        f"{type(layer).__name__}")
+    if not any(m is layer for m in model.modules()):
+        raise ValueError("layer is not a submodule of model")
+
+
+def _check_X(X, name="X"):
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 4, L), got {type(X).__name__}")
+    if X.ndim != 3 or X.shape[1] != 4:
+        raise ValueError(f"{name} must have shape (N, 4, L) (one-hot DNA), got {tuple(X.shape)}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} holds no sequences")
+    if not torch.is_floating_point(X):
+        X = X.float()
+    return X
+
+
+def _check_channels(channels):
+    if isinstance(channels, (int, np.integer)):
+        channels = [int(channels)]
+    if isinstance(channels, torch.Tensor):
+        channels = channels.detach().cpu().numpy()
+    ch = np.asarray(channels)
+    if ch.ndim != 1 or ch.size == 0:
+        raise ValueError("channels must be a non-empty 1-d sequence of channel indices")
+    if ch.dtype == bool:
+        raise TypeError("channels must be indices, not a boolean mask (use np.flatnonzero(mask))")
+    if not np.issubdtype(ch.dtype, np.integer):
+        raise TypeError(f"channels must be integers, got dtype {ch.dtype}")
+    return [int(c) for c in ch]
+
+
+def _model_device(model):
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+@contextmanager
+def _preserved(model):
+    """Run with the model in eval mode; restore every module's mode and every parameter's
+    requires_grad exactly as found, whatever happens."""
+    modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, t in modes:
+            m.training = t
+        for p, g in grads:
+            p.requires_grad_(g)
+
+
+class _StopForward(Exception):
+    pass
+
+
+class _Recorder(nn.Module):
+    """Stands in for ``layer`` inside the model during a call: runs it through its own
+    ``__call__`` (so hooks attached to it by DeepLIFT implementations fire and wrap its output),
+    keeps its output (or input) and stops the forward pass there."""
+
+    def __init__(self, inner, owner):
+        super().__init__()
+        self.inner = inner
+        self._owner = [owner]  # a list, so that the owner is not registered as a submodule
+
+    def forward(self, *args, **kwargs):
+        owner = self._owner[0]
+        if owner.attribute_to_layer_input:
+            value = args[0]
+        else:
+            value = self.inner(*args, **kwargs)
+        if owner.stop:
+            owner._value = value
+            raise _StopForward
+        if owner._value is None:
+            owner._value = value
+        return value
+
+
+class ChannelSum(nn.Module):
+    """The model truncated at ``layer``, returning per-channel sums.
+
+    ``ChannelSum(model, layer, channels)(x)`` -> ``(B, n_channels)``: for each selected channel the
+    sum over positions of the layer output (or input). ``forward(x, selector)`` with a selector of
+    shape ``(B, n_channels)`` returns ``(B, 1)`` = ``sum_j selector[:, j] * sums[:, j]`` -- the form
+    tangermeme needs to attribute a different channel in every row with a single ``target``.
+
+    Use it as a context manager (``with ChannelSum(...) as cs:``): while open, ``layer`` is swapped
+    in its parent(s) for a recorder that stops the forward pass after the layer. On exit the model's
+    structure is restored exactly. The model's weights are shared, never copied.
+
+    Parameters
+    ----------
+    model: nn.Module returning anything; only the part up to ``layer`` is run.
+    layer: nn.Module, a submodule of ``model``; the first call of it in a forward pass is used.
+    channels: list of int, the channels to sum (indices along axis 1 of the layer output).
+    attribute_to_layer_input: use the layer's first input instead of its output.
+    """
+
+    def __init__(self, model, layer, channels, attribute_to_layer_input=False):
+        super().__init__()
+        _check_model_layer(model, layer)
+        self.model = model
+        self.channels = list(channels)
+        self.attribute_to_layer_input = bool(attribute_to_layer_input)
+        self.stop = True
+        self._value = None
+        self._layer = [layer]
+        self._swapped = []
+
+    # -- swapping the layer in and out of the model --------------------------------------------
+    def __enter__(self):
+        layer = self._layer[0]
+        rec = _Recorder(layer, self)
+        for name, parent in self.model.named_modules(remove_duplicate=False):
+            for key, child in list(parent._modules.items()):
+                if child is layer:
+                    self._swapped.append((parent, key))
+        if not self._swapped:
+            if layer is self.model:
+                raise ValueError("layer must be a proper submodule of model, not model itself")
+            raise ValueError("layer is not a submodule of model")
+        try:
+            for parent, key in self._swapped:
+                parent._modules[key] = rec
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        layer = self._layer[0]
+        for parent, key in self._swapped:
+            parent._modules[key] = layer
+        self._swapped = []
+        return False
+
+    def layer_value(self, x):
+        """Run the model on ``x`` up to the layer; returns the layer output (or input)."""
+        if not self._swapped:
+            raise RuntimeError("ChannelSum must be used inside a `with` block")
+        self._value = None
+        try:
+            self.model(x)
+        except _StopForward:
+            pass
+        value = self._value
+        self._value = None
+        if value is None:
+            raise RuntimeError("the forward pass of model never reached layer")
+        if isinstance(value, (tuple, list)):
+            value = value[0]
+        return value
+
+    def sums(self, x):
+        """(B, n_channels): per-channel sums over positions of the layer value."""
+        v = self.layer_value(x)
+        if v.ndim < 2:
+            raise ValueError(f"layer value must be at least 2-d (B, K, ...), got {tuple(v.shape)}")
+        if max(self.channels) >= v.shape[1] or min(self.channels) < -v.shape[1]:
+            raise ValueError(f"channel index out of range for a layer with {v.shape[1]} channels")
+        v = v[:, self.channels]
+        return v.reshape(v.shape[0], v.shape[1], -1).sum(-1)
+
+    def forward(self, x, selector=None):
+        s = self.sums(x)
+        if selector is None:
+            return s
+        return (s * selector.to(s.dtype)).sum(1, keepdim=True)
+
+
+def channel_activations(model, layer, X, channels=None, *, attribute_to_layer_input=False,
+                        reduce="sum", batch_size=256):
+    """Per-channel activations of ``layer`` for sequences ``X``, model left as found.
+
+    Parameters
+    ----------
+    model, layer: the network and one of its submodules.
+    X: torch.Tensor (N, 4, L), one-hot sequences.
+    channels: list of int or None (all channels).
+    attribute_to_layer_input: use the layer's input instead of its output.
+    reduce: ``"sum"`` -> (N, n_channels) channel sums over positions (what
+        :func:`channel_attributions` explains); ``None`` -> the raw layer values (N, n_channels, W).
+    batch_size: sequences per forward pass.
+
+    Returns
+    -------
+    torch.Tensor, (N, n_channels) or (N, n_channels, W), float, on the CPU.
+    """
+    _check_model_layer(model, layer)
+    X = _check_X(X)
+    if reduce not in ("sum", None):
+        raise ValueError("reduce must be 'sum' or None")
+    device = _model_device(model)
+    out = []
+    with _preserved(model), torch.no_grad():
+        all_ch = channels is None
+        cs = ChannelSum(model, layer, [0] if all_ch else _check_channels(channels),
+                        attribute_to_layer_input)
+        with cs:
+            for i in range(0, len(X), batch_size):
+                xb = X[i:i + batch_size].to(device)
+                if reduce == "sum" and not all_ch:
+                    out.append(cs.sums(xb).float().cpu())
+                    continue
+                v = cs.layer_value(xb)
+                if not all_ch:
+                    v = v[:, cs.channels]
+                if reduce == "sum":
+                    v = v.reshape(v.shape[0], v.shape[1], -1).sum(-1)
+                out.append(v.float().cpu())
+    return torch.cat(out)
+
+
+# ----------------------------------------------------------------------------------------------
+# references
+# ----------------------------------------------------------------------------------------------
+
+def make_references(X, references="shuffle", n_shuffles=20, random_state=0):
+    """Reference sequences for DeepLIFT / integrated gradients.
+
+    Parameters
+    ----------
+    X: torch.Tensor (N, 4, L), one-hot.
+    references: ``"shuffle"`` (dinucleotide shuffles of each sequence, tangermeme's
+        ``dinucleotide_shuffle``), ``"zeros"``, ``"uniform"`` (0.25 everywhere), or a tensor of shape
+        (N, R, 4, L) or (N, 4, L) (R = 1).
+    n_shuffles: R for ``"shuffle"``.
+    random_state: int seed of the shuffles (reference k of every sequence uses seed
+        ``random_state + k``, as in tangermeme).
+
+    Returns
+    -------
+    torch.Tensor (N, R, 4, L), float32.
+    """
+    X = _check_X(X)
+    N, _, L = X.shape
+    if isinstance(references, torch.Tensor):
+        R = references
+        if R.ndim == 3:
+            R = R[:, None]
+        if R.ndim != 4 or R.shape[0] != N or tuple(R.shape[2:]) != (4, L):
+            raise ValueError(f"references must have shape (N, R, 4, L) = ({N}, R, 4, {L}) or "
+                             f"(N, 4, L), got {tuple(references.shape)}")
+        return R.float()
+    if references == "shuffle":
+        if not isinstance(n_shuffles, (int, np.integer)) or n_shuffles < 1:
+            raise ValueError("n_shuffles must be a positive int")
+        from tangermeme.ersatz import dinucleotide_shuffle
+        rs = 0 if random_state is None else int(random_state)
+        R = torch.stack([dinucleotide_shuffle(X.cpu(), n=1, random_state=rs + k)[:, 0]
+                         for k in range(int(n_shuffles))], dim=1)
+        return R.float()
+    if references == "zeros":
+        return torch.zeros(N, 1, 4, L)
+    if references == "uniform":
+        return torch.full((N, 1, 4, L), 0.25)
+    raise ValueError("references must be 'shuffle', 'zeros', 'uniform' or a tensor, got "
+                     f"{references!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# the main entry point
+# ----------------------------------------------------------------------------------------------
+
+def _maxpools_on_path(model, layer, X1, attribute_to_layer_input):
+    """Max-pool modules run between the input and the layer's output (input)."""
+    seen, handles = [], []
+
+    def hook(m, i, o):
+        seen.append(m)
+
+    for m in model.modules():
+        if isinstance(m, _MAXPOOLS):
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            cs = ChannelSum(model, layer, [0], attribute_to_layer_input)
+            with cs:
+                cs.layer_value(X1)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen
+
+
+def _project(mult, x, ref, hypothetical):
+    """DeepLIFT multipliers -> contributions, as tangermeme does for one-hot input.
+
+    mult, x, ref: (B, 4, L). Returns (B, 4, L): hypothetical contributions (each base as if it were
+    there) or, if not hypothetical, the contribution of each position put on its observed base."""
+    hyp = torch.stack([((torch.eye(4, dtype=x.dtype)[b][:, None] - ref) * mult).sum(1)
+                       for b in range(4)], dim=1)
+    return hyp if hypothetical else hyp * x
+
+
+def channel_attributions(model, layer, channels, X, method="deeplift", backend="tangermeme", *,
+                         references="shuffle", n_shuffles=20, n_steps=50,
+                         attribute_to_layer_input=False, hypothetical=False,
+                         gradient_correction=False, captum_maxpool="error", batch_size=128,
+                         random_state=0, return_references=False, verbose=False):
+    """Attribute the channel sums of ``layer`` to every input base.
+
+    One call explains several channels (e.g. the top-OFIV or the non-additive channels of a
+    DeepResolve summary) on several sequences.
+
+    Parameters
+    ----------
+    model: nn.Module, (N, 4, L) -> anything; only the part up to ``layer`` is used. Nonlinearities
+        must be modules (``nn.ReLU``), not ``F.relu``, for DeepLIFT to see them.
+    layer: nn.Module, a submodule of ``model`` (e.g. ``model.pool``).
+    channels: int or sequence of C channel indices (axis 1 of the layer output).
+    X: torch.Tensor (N, 4, L), one-hot sequences.
+    method: ``"deeplift"`` (DeepLIFT / DeepLiftShap averaged over the references),
+        ``"saliency"`` (signed gradient of the channel sum), ``"grad_x_input"`` (gradient x input),
+        ``"integrated_gradients"`` (averaged over the references; Captum backend only).
+    backend: ``"tangermeme"`` (default; DeepLIFT correct through max-pooling) or ``"captum"``.
+    references: ``"shuffle"`` (default, dinucleotide shuffles), ``"zeros"``, ``"uniform"`` or a
+        tensor (N, R, 4, L); used by deeplift and integrated gradients (see :func:`make_references`).
+    n_shuffles: R, number of dinucleotide shuffles per sequence.
+    n_steps: integration steps for integrated gradients.
+    attribute_to_layer_input: explain the sums of the layer's input instead of its output.
+    hypothetical: deeplift/IG only: return hypothetical contributions (all 4 bases) instead of the
+        contribution of each position placed on its observed base.
+    gradient_correction: saliency / grad_x_input: subtract the mean gradient over the 4 bases at
+        each position first (Majdandzic et al. 2023), as tangermeme's default does. Default False:
+        the raw signed gradient.
+    captum_maxpool: ``"error"`` (default) refuses Captum DeepLIFT through a max-pool (wrong in
+        Captum 0.9.0, issue #1276); ``"allow"`` returns Captum's result anyway.
+    batch_size: rows (sequence x channel x reference pairs) per forward/backward pass.
+    random_state: int, seed of the dinucleotide shuffles.
+    return_references: also return the references used, (N, R, 4, L).
+    verbose: show a progress bar.
+
+    Returns
+    -------
+    attr: torch.Tensor (C, N, 4, L), float32, CPU. For deeplift (non-hypothetical) and
+        integrated gradients, ``attr[c, n].sum()`` approximates ``S_c(X[n]) - mean_r S_c(ref[n, r])``
+        (DeepLIFT: exactly, up to float error, when the rules are correct); see
+        :func:`channel_activations` for ``S``.
+    references: torch.Tensor (N, R, 4, L), only with ``return_references=True``.
+    """
+    _check_model_layer(model, layer)
+    X = _check_X(X)
+    channels = _check_channels(channels)
+    if not isinstance(method, str) or method.lower() not in _METHOD_ALIASES:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method = _METHOD_ALIASES[method.lower()]
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if captum_maxpool not in ("error", "allow"):
+        raise ValueError("captum_maxpool must be 'error' or 'allow'")
+    if not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError("batch_size must be a positive int")
+    if method == "integrated_gradients" and backend == "tangermeme":
+        raise ValueError("tangermeme has no integrated gradients; use backend='captum'")
+    if not isinstance(n_steps, (int, np.integer)) or n_steps < 1:
+        raise ValueError("n_steps must be a positive int")
+
+    uses_refs = method in ("deeplift", "integrated_gradients")
+    refs = make_references(X, references, n_shuffles, random_state) if uses_refs else None
+
+    device = _model_device(model)
+    with _preserved(model):
+        # bounds check of the channel indices, and the max-pool guard, on one sequence
+        with torch.no_grad(), ChannelSum(model, layer, channels, attribute_to_layer_input) as cs:
+            cs.sums(X[:1].to(device))
+        if backend == "captum" and method == "deeplift":
+            pools = _maxpools_on_path(model, layer, X[:1].to(device), attribute_to_layer_input)
+            if pools and captum_maxpool == "error":
+                raise ValueError(
+                    "Captum 0.9.0's DeepLift is wrong through max-pooling (captum issue #1276: the "
+                    "MaxPool rule indexes grad_input[0]; measured additivity errors are larger "
+                    f"than the output change). The path to this layer contains {len(pools)} "
+                    "max-pool module(s). Use backend='tangermeme' (correct), or pass "
+                    "captum_maxpool='allow' to get Captum's result anyway.")
+        if backend == "tangermeme":
+            attr = _tangermeme(model, layer, channels, X, refs, method, attribute_to_layer_input,
+                               hypothetical, gradient_correction, batch_size, device, verbose)
+        else:
+            attr = _captum(model, layer, channels, X, refs, method, attribute_to_layer_input,
+                           hypothetical, gradient_correction, batch_size, n_steps, device,
+                           verbose)
+    attr = attr.float()
+    if return_references:
+        return attr, refs
+    return attr
+
+
+def _selector_rows(C, N):
+    """Row layout shared by both backends: row = c * N + n."""
+    ch_pos = torch.arange(C).repeat_interleave(N)
+    seq = torch.arange(N).repeat(C)
+    return ch_pos, seq
+
+
+def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical, gc, batch_size,
+                device, verbose):
+    import tangermeme.deep_lift_shap as tdls
+    import tangermeme.saliency as tsal
+
+    C, N = len(channels), len(X)
+    ch_pos, seq = _selector_rows(C, N)
+    X_rows = X[seq].cpu()
+    sel = torch.nn.functional.one_hot(ch_pos, C).float()
+    with ChannelSum(model, layer, channels, to_input) as cs:
+        cs.eval()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Convergence deltas.*")
+            if method == "deeplift":
+                R = refs[seq]
+                is_onehot = bool(((R == 0) | (R == 1)).all() and (R.sum(2) <= 1).all())
+                if is_onehot:
+                    kw = dict(references=R)
+                else:  # 'uniform' or soft references: tangermeme takes them from a callable
+                    ref0 = R[0, 0]
+                    if not bool((R == ref0).all()):
+                        raise ValueError("tangermeme backend: references that are not one-hot "
+                                         "must be the same for every sequence ('zeros' or "
+                                         "'uniform'); use backend='captum' otherwise")
+                    kw = dict(references=lambda x, n=1, random_state=None:
+                              ref0.expand(len(x), n, *ref0.shape).clone(),
+                              n_shuffles=R.shape[1])
+                attr = tdls.deep_lift_shap(cs, X_rows, args=(sel,), target=0,
+                                           batch_size=batch_size, hypothetical=hypothetical,
+                                           warning_threshold=np.inf, device=device,
+                                           verbose=verbose, **kw)
+            else:
+                attr = tsal.saliency(cs, X_rows, args=(sel,), target=0, batch_size=batch_size,
+                                     hypothetical=(method == "saliency"),
+                                     gradient_correction=gc, device=device, verbose=verbose)
+    return attr.reshape(C, N, *X.shape[1:])
+
+
+def _captum(model, layer, channels, X, refs, method, to_input, hypothetical, gc, batch_size,
+            n_steps, device, verbose):
+    from captum.attr import NeuronDeepLift, NeuronGradient, NeuronIntegratedGradients
+
+    C, N = len(channels), len(X)
+    ch_pos, seq = _selector_rows(C, N)
+    ch_idx = torch.tensor(channels)[ch_pos]
+    R = refs.shape[1] if refs is not None else 1
+    # rows: (channel, sequence, reference), reference fastest
+    rows_ch = ch_idx.repeat_interleave(R)
+    rows_seq = seq.repeat_interleave(R)
+    rows_ref = torch.arange(R).repeat(C * N)
+    n_rows = len(rows_ch)
+    out = torch.zeros(n_rows, *X.shape[1:])
+
+    current = {}
+
+    def selector(value):
+        if isinstance(value, (tuple, list)):
+            value = value[0]
+        ch = current["ch"].to(value.device)
+        b = value.shape[0]
+        if b % len(ch):
+            raise RuntimeError("unexpected batch layout in Captum's neuron selector")
+        ch = ch.repeat(b // len(ch))
+        v = value[torch.arange(b, device=value.device), ch]
+        return v.reshape(b, -1).sum(-1)
+
+    if method == "deeplift":
+        explainer = NeuronDeepLift(model, layer)
+    elif method == "integrated_gradients":
+        explainer = NeuronIntegratedGradients(model, layer)
+    else:
+        explainer = NeuronGradient(model, layer)
+
+    starts = range(0, n_rows, batch_size)
+    it = tqdm(starts, disable=not verbose) if tqdm is not None else starts
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning)
+        for i in it:
+            j = min(i + batch_size, n_rows)
+            current["ch"] = rows_ch[i:j]
+            x = X[rows_seq[i:j]].to(device)
+            if method == "deeplift":
+                b = refs[rows_seq[i:j], rows_ref[i:j]].to(device)
+                mult = explainer.attribute(x, neuron_selector=selector, baselines=b,
+                                           attribute_to_neuron_input=to_input,
+                                           custom_attribution_func=lambda m: m)
+                a = _project(mult.detach().cpu(), x.cpu(), b.cpu(), hypothetical)
+            elif method == "integrated_gradients":
+                b = refs[rows_seq[i:j], rows_ref[i:j]].to(device)
+                a = explainer.attribute(x, neuron_selector=selector, baselines=b, n_steps=n_steps,
+                                        attribute_to_neuron_input=to_input).detach().cpu()
+                if not hypothetical:
+                    a = a.sum(1, keepdim=True) * x.cpu()
+            else:
+                g = explainer.attribute(x, neuron_selector=selector,
+                                        attribute_to_neuron_input=to_input).detach().cpu()
+                if gc:
+                    g = g - g.mean(1, keepdim=True)
+                a = g if method == "saliency" else g * x.cpu()
+            out[i:j] = a
+    out = out.reshape(C, N, R, *X.shape[1:]).mean(2)
+    return out

@@ -1,0 +1,175 @@
+"""Channel -> input attributions (adapters.py): DeepLIFT additivity through max-pooling for both
+backends, batched channels == a per-channel loop, cross-backend agreement, model left as found."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepresolve_captum.adapters import (channel_activations, channel_attributions,
+                                         make_references)
+from deepresolve_captum.zoo import PaperCNN
+
+L = 60
+
+
+def _model(seed=0):
+    torch.manual_seed(seed)
+    m = PaperCNN(seq_len=L, n_filters=8, n_hidden=16)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.4)
+    return m
+
+
+def _X(n, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return nn.functional.one_hot(torch.randint(0, 4, (n, L), generator=g), 4).permute(0, 2, 1).float()
+
+
+def _delta(model, layer, X, refs, channels):
+    """(C, N): S_c(x_n) - mean_r S_c(ref_nr), the quantity DeepLIFT must add up to."""
+    N, R = refs.shape[:2]
+    s = channel_activations(model, layer, X, channels)
+    sr = channel_activations(model, layer, refs.reshape(N * R, 4, L), channels).reshape(N, R, -1)
+    return (s - sr.mean(1)).T
+
+
+@pytest.mark.parametrize("layer_name", ["conv", "relu", "pool"])
+def test_tangermeme_deeplift_additive_through_maxpool(layer_name):
+    m = _model()
+    layer = getattr(m, layer_name)
+    X, chs = _X(6), [0, 3, 5]
+    attr, refs = channel_attributions(m, layer, chs, X, n_shuffles=6, random_state=3,
+                                      return_references=True)
+    assert attr.shape == (3, 6, 4, L) and refs.shape == (6, 6, 4, L)
+    d = _delta(m, layer, X, refs, chs)
+    assert d.abs().max() > 0.1  # something to explain
+    err = (attr.sum((2, 3)) - d).abs()
+    assert err.max() <= 1e-3 * d.abs().max(), err.max()
+    # non-hypothetical: only observed bases carry attribution
+    assert torch.all(attr[:, ~X.bool()] == 0)
+
+
+def test_captum_deeplift_guarded_through_maxpool_and_additive_before_it():
+    m = _model()
+    X, chs = _X(5), [1, 2]
+    with pytest.raises(ValueError, match="max-pool"):
+        channel_attributions(m, m.pool, chs, X, backend="captum", n_shuffles=4)
+    # layers before the max-pool: Captum DeepLIFT is additive and equals tangermeme's
+    for layer in (m.conv, m.relu):
+        a_c, refs = channel_attributions(m, layer, chs, X, backend="captum", n_shuffles=4,
+                                         return_references=True)
+        a_t = channel_attributions(m, layer, chs, X, backend="tangermeme", references=refs)
+        d = _delta(m, layer, X, refs, chs)
+        assert (a_c.sum((2, 3)) - d).abs().max() <= 1e-3 * d.abs().max()
+        torch.testing.assert_close(a_c, a_t, atol=1e-4, rtol=1e-4)
+    # opting in returns Captum's own (here non-additive) result instead of raising
+    a, refs = channel_attributions(m, m.pool, chs, X, backend="captum", n_shuffles=4,
+                                   captum_maxpool="allow", return_references=True)
+    assert a.shape == (2, 5, 4, L) and torch.isfinite(a).all()
+
+
+CASES = [("deeplift", "tangermeme"), ("saliency", "tangermeme"), ("grad_x_input", "tangermeme"),
+         ("saliency", "captum"), ("grad_x_input", "captum"), ("integrated_gradients", "captum")]
+
+
+@pytest.mark.parametrize("method,backend", CASES)
+def test_batched_channels_equal_per_channel_loop(method, backend):
+    m = _model(1)
+    X, chs = _X(4, seed=5), [6, 0, 2]
+    kw = dict(method=method, backend=backend, n_shuffles=3, n_steps=16, random_state=7,
+              batch_size=7)  # batches that cut across channels and sequences
+    batched = channel_attributions(m, m.pool, chs, X, **kw)
+    loop = torch.stack([channel_attributions(m, m.pool, [c], X, **kw)[0] for c in chs])
+    torch.testing.assert_close(batched, loop, atol=1e-5, rtol=1e-5)
+    assert batched.abs().sum() > 0
+
+
+def test_gradients_match_autograd_and_backends_agree():
+    m = _model(2)
+    X, chs = _X(3, seed=9), [4, 1]
+    x = X.clone().requires_grad_()
+    out = {}
+    h = m.pool.register_forward_hook(lambda mod, i, o: out.__setitem__("o", o))
+    m(x)
+    h.remove()
+    grads = torch.stack([torch.autograd.grad(out["o"][:, c].sum(), x, retain_graph=True)[0]
+                         for c in chs])
+    for be in ("tangermeme", "captum"):
+        sal = channel_attributions(m, m.pool, chs, X, method="saliency", backend=be)
+        gxi = channel_attributions(m, m.pool, chs, X, method="grad_x_input", backend=be)
+        torch.testing.assert_close(sal, grads, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(gxi, grads * X, atol=1e-5, rtol=1e-5)
+    sc = channel_attributions(m, m.pool, chs, X, method="saliency", backend="captum",
+                              gradient_correction=True)
+    st = channel_attributions(m, m.pool, chs, X, method="saliency", backend="tangermeme",
+                              gradient_correction=True)
+    torch.testing.assert_close(sc, st, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sc.sum(2), torch.zeros(2, 3, L), atol=1e-5, rtol=0)
+
+
+def test_integrated_gradients_near_complete():
+    m = _model(3)
+    X, chs = _X(3, seed=2), [0, 7]
+    a, refs = channel_attributions(m, m.relu, chs, X, method="ig", backend="captum",
+                                   n_shuffles=2, n_steps=200, return_references=True)
+    d = _delta(m, m.relu, X, refs, chs)
+    assert (a.sum((2, 3)) - d).abs().max() <= 0.02 * d.abs().max()
+
+
+def test_model_left_exactly_as_found():
+    m = _model()
+    m.train()
+    m.fc1.eval()
+    m.conv.weight.requires_grad_(False)
+    before = {k: v.clone() for k, v in m.state_dict().items()}
+    names = [n for n, _ in m.named_modules()]
+    X = _X(3)
+    for be, meth in (("tangermeme", "deeplift"), ("captum", "saliency"),
+                     ("captum", "integrated_gradients"), ("tangermeme", "grad_x_input")):
+        channel_attributions(m, m.pool, [0, 1], X, method=meth, backend=be, n_shuffles=2,
+                             n_steps=4)
+    with pytest.raises(ValueError):
+        channel_attributions(m, m.pool, [0, 99], X)  # out of range, raised mid-call
+    assert m.training and not m.fc1.training and m.relu.training
+    assert not m.conv.weight.requires_grad and m.conv.bias.requires_grad
+    assert [n for n, _ in m.named_modules()] == names and m.pool.__class__ is nn.MaxPool1d
+    for k, v in m.state_dict().items():
+        assert torch.equal(v, before[k])
+    for mod in m.modules():
+        assert not mod._forward_hooks and not mod._forward_pre_hooks and not mod._backward_hooks
+        assert not hasattr(mod, "_NON_LINEAR_OPS")
+
+
+def test_deeplift_respects_dropout_off_and_references_options():
+    m = nn.Sequential(nn.Conv1d(4, 5, 7), nn.ReLU(), nn.Dropout(0.5), nn.MaxPool1d(3),
+                      nn.Flatten(), nn.Linear(5 * 18, 1))
+    m.train()
+    X = _X(3)
+    for refs in ("zeros", "uniform"):
+        a, R = channel_attributions(m, m[3], [0, 4], X, references=refs, return_references=True)
+        assert R.shape == (3, 1, 4, L)
+        d = _delta(m, m[3], X, R, [0, 4])
+        assert (a.sum((2, 3)) - d).abs().max() <= 1e-3 * max(d.abs().max(), 1e-3)
+    assert m.training
+
+
+def test_bad_input():
+    m = _model()
+    X = _X(2)
+    with pytest.raises(TypeError):
+        channel_attributions(m, "pool", [0], X)
+    with pytest.raises(ValueError, match="submodule"):
+        channel_attributions(m, nn.ReLU(), [0], X)
+    with pytest.raises(ValueError, match="shape"):
+        channel_attributions(m, m.pool, [0], X[:, :3])
+    with pytest.raises(ValueError, match="method"):
+        channel_attributions(m, m.pool, [0], X, method="lime")
+    with pytest.raises(ValueError, match="backend"):
+        channel_attributions(m, m.pool, [0], X, backend="shap")
+    with pytest.raises(ValueError, match="integrated"):
+        channel_attributions(m, m.pool, [0], X, method="integrated_gradients")
+    with pytest.raises(TypeError):
+        channel_attributions(m, m.pool, np.array([True, False]), X)
+    with pytest.raises(ValueError):
+        make_references(X, references=torch.zeros(3, 2, 4, L))
