@@ -1,0 +1,391 @@
+"""LayerFeatureOptimizer: the ascent finds the known optimum, runs on Captum's and genomics
+models, and leaves the model exactly as it found it, after success and after every bad input."""
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+from captum.attr import GradientAttribution, LayerAttribution
+from captum.testing.helpers import basic_models as bm
+from torch import nn
+
+from deepresolve_captum import LayerFeatureOptimizer
+from deepresolve_captum.zoo import DeepSEA, EncodeTFModel, PaperCNN
+
+
+class ConvLinearHead(nn.Module):
+    """Conv1d -> ReLU -> (layer) -> Flatten -> Linear: the head after the layer is linear, so
+    the optimum of S_c(H) - l2 ||H||^2 is H* = w_c / (2 l2)."""
+
+    def __init__(self, n_out=3):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 5)
+        self.relu = nn.ReLU()
+        self.drop = nn.Dropout(0.5)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(6 * 16, n_out)
+
+    def forward(self, x):
+        return self.fc(self.flat(self.drop(self.relu(self.conv(x)))))
+
+
+class Conv2dGenomics(nn.Module):
+    """A Conv2d genomics model: one-hot as a (N, 1, 4, L) image, 2-D conv over (base, position)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 8, (4, 6))
+        self.bn = nn.BatchNorm2d(8)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d((1, 3))
+        self.flat = nn.Flatten()
+        self.fc1 = nn.Linear(8 * 1 * 5, 16)
+        self.relu2 = nn.ReLU()
+        self.fc2 = nn.Linear(16, 2)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.bn(self.conv(x))))
+        return self.fc2(self.relu2(self.fc1(self.flat(x))))
+
+
+class BatchMixer(nn.Module):
+    """Reshapes after the layer with the *input's* batch size: H cannot be broadcast from one
+    upstream example, so the optimizer must fall back to expanding the input."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(5, 5)
+        self.relu = nn.ReLU()
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, x):
+        n = x.shape[0]
+        h = self.relu(self.lin(x))
+        return self.out(h.reshape(n, -1))
+
+
+def snapshot(model):
+    return (copy.deepcopy(model.state_dict()),
+            [(name, m.training) for name, m in model.named_modules()],
+            [(name, p.requires_grad) for name, p in model.named_parameters()],
+            [(name, len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks))
+             for name, m in model.named_modules()])
+
+
+def assert_unchanged(model, snap):
+    state, modes, grads, hooks = snapshot(model)
+    for k, v in snap[0].items():
+        assert torch.equal(state[k], v), f"weight {k} changed"
+    assert modes == snap[1], "train/eval mode changed"
+    assert grads == snap[2], "requires_grad changed"
+    assert hooks == snap[3], "a hook was left on the model"
+
+
+def test_is_a_captum_layer_attribution():
+    m = ConvLinearHead()
+    opt = LayerFeatureOptimizer(m, m.relu)
+    assert isinstance(opt, LayerAttribution) and isinstance(opt, GradientAttribution)
+
+
+@pytest.mark.parametrize("on_input", [False, True])
+def test_linear_head_lands_on_analytic_optimum(on_input):
+    torch.manual_seed(0)
+    m = ConvLinearHead()
+    m.train()  # dropout must be off during the ascent, and train mode restored after
+    layer = m.fc if on_input else m.relu
+    l2 = 0.8
+    targets = [0, 2]
+    fims, scores = LayerFeatureOptimizer(m, layer).attribute(
+        torch.randn(3, 4, 20), target=targets, n_starts=6, l2=l2, seed=3,
+        attribute_to_layer_input=on_input, return_scores=True)
+    w = m.fc.weight.detach()[targets]
+    expected = (w / (2 * l2)).reshape((2, 1) + fims.shape[2:])
+    assert fims.shape == (2, 6) + ((96,) if on_input else (6, 16))
+    rel = (fims - expected).flatten(2).norm(dim=2) / expected.flatten(2).norm(dim=2)
+    assert float(rel.max()) < 0.02, f"a start is {float(rel.max()):.3%} from H* = w/(2 l2)"
+    # S_c(H*) = w.H* + b = ||w||^2/(2 l2) + b
+    exp_scores = (w.pow(2).sum(1) / (2 * l2) + m.fc.bias.detach()[targets])[:, None]
+    assert torch.allclose(scores, exp_scores.expand(2, 6), rtol=1e-3)
+    assert m.training and m.drop.training
+
+
+def test_starts_differ_and_seed_reproduces():
+    m = PaperCNN(n_outputs=2, seq_len=60)
+    x = torch.zeros(1, 4, 60)
+    opt = LayerFeatureOptimizer(m, m.pool)
+    a = opt.attribute(x, target=[0, 1], n_starts=4, l2=0.5, seed=11)
+    b = opt.attribute(x, target=[0, 1], n_starts=4, l2=0.5, seed=11)
+    c = opt.attribute(x, target=[0, 1], n_starts=4, l2=0.5, seed=12)
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+    # a start's result depends on (seed, target, start) only: not on chunking or other targets
+    d = opt.attribute(x, target=[1], n_starts=4, l2=0.5, seed=11, chunk_size=3)
+    assert torch.allclose(a[1], d[0], atol=1e-5)
+
+
+def test_diagnostics_and_scores_shapes():
+    m = PaperCNN(n_outputs=3, seq_len=40)
+    opt = LayerFeatureOptimizer(m, m.pool)
+    fims, scores = opt.attribute(torch.zeros(1, 4, 40), target=None, n_starts=5, l2=1.0,
+                                 seed=0, return_scores=True, verbose=True)
+    d = opt.diagnostics
+    assert fims.shape == (3, 5, 32, 8) and scores.shape == (3, 5)
+    assert d.steps.shape == d.objective.shape == d.converged.shape == (3, 5)
+    assert d.converged.all() and (d.steps >= 1).all()
+    assert d.l2 == 1.0 and not d.recompute_upstream
+    # the reported objective is S - l2 ||H||^2 at the returned H
+    expect = scores.double() - 1.0 * fims.double().flatten(2).pow(2).sum(2)
+    assert np.allclose(d.objective, expect.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_ascent_improves_on_start_and_is_a_local_max():
+    torch.manual_seed(1)
+    m = PaperCNN(n_outputs=1, seq_len=50)
+    opt = LayerFeatureOptimizer(m, m.pool)
+    fims, scores = opt.attribute(torch.zeros(1, 4, 50), target=0, n_starts=3, l2=0.3, seed=5,
+                                 return_scores=True)
+    h = fims[0].clone().requires_grad_(True)
+    with torch.no_grad():
+        pass
+    # small random perturbations do not raise the objective (a local maximum)
+    def objective(hh):
+        handle = m.pool.register_forward_hook(lambda mod, a, o: hh)
+        try:
+            out = m(torch.zeros(1, 4, 50)).reshape(-1)
+        finally:
+            handle.remove()
+        return out - 0.3 * hh.flatten(1).pow(2).sum(1)
+
+    with torch.no_grad():
+        base = objective(fims[0])
+        g = torch.Generator().manual_seed(0)
+        for _ in range(5):
+            eps = 1e-3 * torch.randn(fims[0].shape, generator=g)
+            assert (objective(fims[0] + eps) <= base + 1e-5).all()
+
+
+def test_auto_l2_matches_mean_activation_norm():
+    torch.manual_seed(2)
+    m = ConvLinearHead()
+    x = torch.randn(16, 4, 20)
+    opt = LayerFeatureOptimizer(m, m.relu)
+    fims = opt.attribute(x, target=None, n_starts=4, l2="auto", seed=0)
+    with torch.no_grad():
+        act = m.relu(m.conv(x)).mean(0)
+    d = opt.diagnostics
+    assert d.l2_auto is not None and math.isclose(d.l2_auto["chosen"], d.l2)
+    assert math.isclose(d.l2_auto["mean_activation_norm"], float(act.norm()), rel_tol=1e-5)
+    median = float(fims.flatten(2).norm(dim=2).median())
+    assert math.isclose(median, float(act.norm()), rel_tol=0.05)
+
+
+@pytest.mark.parametrize("model_cls,layer_name,inp,on_input", [
+    (bm.BasicModel_ConvNet_MaxPool1d, "pool2", (2, 1, 10), False),
+    (bm.BasicModel_ConvNet_MaxPool1d, "fc1", (2, 1, 10), True),
+    (bm.BasicModel_ConvNet, "conv2", (2, 1, 10, 10), False),
+    (bm.Conv1dSeqModel, "seq.1", (2, 4, 1000), False),
+    (bm.BasicModel_MultiLayer, "linear1", (3, 3), False),
+    (bm.BasicLinearModel, "linear", ((2, 3), (2, 4)), True),  # two inputs: a tuple
+])
+def test_captum_basic_models(model_cls, layer_name, inp, on_input):
+    torch.manual_seed(0)
+    m = model_cls()
+    layer = m.get_submodule(layer_name)
+    snap = snapshot(m)
+    x = tuple(torch.randn(s) for s in inp) if isinstance(inp[0], tuple) else torch.randn(inp)
+    fims, scores = LayerFeatureOptimizer(m, layer).attribute(
+        x, target=0, n_starts=3, l2=0.5, seed=0,
+        attribute_to_layer_input=on_input, return_scores=True, max_steps=300)
+    assert fims.shape[:2] == (1, 3) and torch.isfinite(fims).all()
+    assert torch.isfinite(scores).all()
+    assert_unchanged(m, snap)
+
+
+def test_additional_forward_args_are_used():
+    m = bm.BasicModel_MultiLayer()
+    x = torch.randn(4, 3)
+    add = torch.randn(4, 3)
+    opt = LayerFeatureOptimizer(m, m.linear0)
+    a = opt.attribute(x, target=1, additional_forward_args=(add,), n_starts=2, l2=1.0, seed=0,
+                      attribute_to_layer_input=True)
+    # the replaced input of linear0 is x + add_input: its shape is (3,)
+    assert a.shape == (1, 2, 3)
+
+
+@pytest.mark.parametrize("model,layer_name,shape,on_input", [
+    (PaperCNN(n_outputs=4, seq_len=100), "pool", (32, 23), False),
+    (EncodeTFModel(), "fc1", (16,), True),
+    (Conv2dGenomics(), "pool", (8, 1, 5), False),
+])
+def test_genomics_models(model, layer_name, shape, on_input):
+    torch.manual_seed(0)
+    L = {PaperCNN: 100, EncodeTFModel: 101}.get(type(model))
+    x = torch.randn(4, 1, 4, 20) if isinstance(model, Conv2dGenomics) else torch.randn(4, 4, L)
+    model.train()
+    snap = snapshot(model)
+    fims, scores = LayerFeatureOptimizer(model, model.get_submodule(layer_name)).attribute(
+        x, target=None, n_starts=3, l2="auto", seed=0, attribute_to_layer_input=on_input,
+        return_scores=True)
+    assert fims.shape[2:] == shape and torch.isfinite(fims).all()
+    assert_unchanged(model, snap)
+
+
+def test_deepsea_input_of_third_conv_shape():
+    m = DeepSEA(n_outputs=5, seq_len=300)
+    opt = LayerFeatureOptimizer(m, m.conv3)
+    fims = opt.attribute(torch.zeros(1, 4, 300), target=[0, 4], n_starts=2, l2=1.0, seed=0,
+                         attribute_to_layer_input=True, max_steps=20)
+    assert fims.shape == (2, 2, 480, 16)
+
+
+def test_batch_mixing_model_falls_back_to_expanding_input():
+    torch.manual_seed(0)
+    m = BatchMixer()
+    opt = LayerFeatureOptimizer(m, m.relu)
+    fims = opt.attribute(torch.randn(3, 5), target=[0, 1], n_starts=3, l2=1.0, seed=0)
+    assert opt.diagnostics.recompute_upstream
+    # the head after relu is linear: the optimum is w/(2 l2)
+    exp = (m.out.weight.detach() / 2.0)[:, None, :].expand(2, 3, 5)
+    assert torch.allclose(fims, exp, atol=1e-3)
+
+
+def test_chunking_matches_one_batch():
+    m = PaperCNN(n_outputs=2, seq_len=40)
+    opt = LayerFeatureOptimizer(m, m.pool)
+    x = torch.zeros(1, 4, 40)
+    a, sa = opt.attribute(x, target=None, n_starts=5, l2=0.7, seed=4, return_scores=True)
+    b, sb = opt.attribute(x, target=None, n_starts=5, l2=0.7, seed=4, return_scores=True,
+                          chunk_size=3)
+    assert opt.diagnostics.n_chunks == 4
+    assert torch.allclose(a, b, atol=1e-5) and torch.allclose(sa, sb, atol=1e-5)
+    c = opt.attribute(x, target=None, n_starts=5, l2=0.7, seed=4, memory_budget=1)
+    assert opt.diagnostics.rows_per_chunk == 1
+    assert torch.allclose(a, c, atol=1e-5)
+
+
+class TupleOut(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return x, x
+
+
+class TupleLayerModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.pair = TupleOut()
+        self.out = nn.Linear(3, 1)
+
+    def forward(self, x):
+        a, b = self.pair(x)
+        return self.out(a + b)
+
+
+class Exploding(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x):
+        return torch.exp(1e4 * self.lin(x)).sum(1, keepdim=True)
+
+
+class TwoOutputs(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.lin(x), self.lin(x)
+
+
+BAD = [
+    ("unreached", lambda m: (m, nn.Linear(2, 2), {}), ValueError, "not reached"),
+    ("target_high", lambda m: (m, m.relu, {"target": 3}), ValueError, "outside"),
+    ("target_negative", lambda m: (m, m.relu, {"target": -1}), ValueError, "outside"),
+    ("target_float", lambda m: (m, m.relu, {"target": [0.5]}), TypeError, "ints"),
+    ("l2_zero", lambda m: (m, m.relu, {"l2": 0.0}), ValueError, "l2"),
+    ("l2_negative", lambda m: (m, m.relu, {"l2": -1.0}), ValueError, "l2"),
+    ("l2_nan", lambda m: (m, m.relu, {"l2": float("nan")}), ValueError, "l2"),
+    ("l2_inf", lambda m: (m, m.relu, {"l2": float("inf")}), ValueError, "l2"),
+    ("l2_word", lambda m: (m, m.relu, {"l2": "big"}), ValueError, "l2"),
+    ("n_starts_zero", lambda m: (m, m.relu, {"n_starts": 0}), ValueError, "n_starts"),
+    ("n_starts_float", lambda m: (m, m.relu, {"n_starts": 2.5}), ValueError, "n_starts"),
+]
+
+
+@pytest.mark.parametrize("name,make,exc,match", BAD, ids=[b[0] for b in BAD])
+def test_bad_input_clear_error_and_model_unchanged(name, make, exc, match):
+    m = ConvLinearHead()
+    m.train()
+    m.conv.weight.requires_grad_(False)  # an unusual state that must survive too
+    snap = snapshot(m)
+    model, layer, kw = make(m)
+    args = dict(target=0, n_starts=2, l2=1.0, seed=0)
+    args.update(kw)
+    with pytest.raises(exc, match=match):
+        LayerFeatureOptimizer(model, layer).attribute(torch.randn(2, 4, 20), **args)
+    assert_unchanged(m, snap)
+
+
+def test_tuple_output_layer_is_a_type_error():
+    m = TupleLayerModel()
+    snap = snapshot(m)
+    with pytest.raises(TypeError, match="not one"):
+        LayerFeatureOptimizer(m, m.pair).attribute(torch.randn(2, 3), target=0, l2=1.0)
+    assert_unchanged(m, snap)
+
+
+def test_model_returning_tuple_is_a_type_error():
+    m = TwoOutputs()
+    snap = snapshot(m)
+    with pytest.raises(TypeError, match="one tensor"):
+        LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(2, 3), target=0, l2=1.0)
+    assert_unchanged(m, snap)
+
+
+def test_non_finite_scores_during_ascent():
+    m = Exploding()
+    m.train()
+    snap = snapshot(m)
+    with pytest.raises(ValueError, match="non-finite class score"):
+        LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(2, 3), target=0, l2=1.0,
+                                                  init_scale=10.0, seed=0,
+                                                  attribute_to_layer_input=True)
+    assert_unchanged(m, snap)
+
+
+def test_layer_used_twice_is_rejected():
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.lin(self.lin(x))
+
+    m = Twice()
+    with pytest.raises(ValueError, match="2 times"):
+        LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(2, 3), target=0, l2=1.0)
+
+
+def test_inputs_must_be_tensors():
+    m = ConvLinearHead()
+    with pytest.raises(TypeError, match="inputs"):
+        LayerFeatureOptimizer(m, m.relu).attribute([[1, 2]], target=0, l2=1.0)
+    with pytest.raises(TypeError, match="one layer"):
+        LayerFeatureOptimizer(m, [m.relu, m.fc])
+
+
+def test_tuple_target_into_multidimensional_output():
+    m = bm.Conv1dSeqModel()  # output (N, 2, 1)
+    opt = LayerFeatureOptimizer(m, m.seq[1])
+    fims = opt.attribute(torch.randn(2, 4, 1000), target=[(1, 0)], n_starts=2, l2=1.0, seed=0,
+                         max_steps=50)
+    assert list(opt.diagnostics.targets) == [1]
+    with pytest.raises(ValueError, match="does not fit"):
+        opt.attribute(torch.randn(2, 4, 1000), target=[(2, 0)], n_starts=2, l2=1.0)
+    assert fims.shape[:2] == (1, 2)

@@ -1,0 +1,63 @@
+"""class_similarity and its companions: values against scipy/numpy, edge cases, bad input."""
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+
+from deepresolve_captum import class_difference, class_similarity
+from deepresolve_captum.similarity import (label_correlation, signed_ofiv_correlation,
+                                           weight_cosine)
+
+
+def test_class_similarity_is_pearson_of_clipped_ofiv():
+    rng = np.random.default_rng(0)
+    ofiv = rng.normal(size=(5, 40))
+    sim = class_similarity(ofiv)
+    clipped = np.maximum(ofiv, 0)
+    for i in range(5):
+        for j in range(5):
+            assert np.isclose(sim[i, j], pearsonr(clipped[i], clipped[j])[0], atol=1e-12)
+    assert not np.allclose(sim, signed_ofiv_correlation(ofiv))
+    assert np.allclose(signed_ofiv_correlation(ofiv), np.corrcoef(ofiv))
+
+
+def test_constant_clipped_row_is_defined():
+    ofiv = np.array([[-1.0, -2.0, -0.5, -3.0],   # nothing positive: clipped row is all zero
+                     [1.0, 0.0, 2.0, 0.5],
+                     [0.5, 0.1, 1.5, 0.2]])
+    sim = class_similarity(ofiv)
+    assert np.all(np.isfinite(sim))
+    assert sim[0, 0] == 1.0 and np.all(sim[0, 1:] == 0) and np.all(sim[1:, 0] == 0)
+    assert sim[1, 2] > 0.9
+
+
+def test_class_difference():
+    ofiv = np.arange(12, dtype=float).reshape(3, 4)
+    assert np.array_equal(class_difference(ofiv, 2, 0), np.full(4, 8.0))
+    with pytest.raises(ValueError, match="class index"):
+        class_difference(ofiv, 3, 0)
+    with pytest.raises(ValueError, match="class index"):
+        class_difference(ofiv, 0, -1)
+
+
+def test_label_correlation_and_weight_cosine():
+    rng = np.random.default_rng(1)
+    y = (rng.uniform(size=(200, 4)) > 0.5).astype(float)
+    y[:, 3] = 0  # a never-positive class
+    r = label_correlation(y)
+    assert np.allclose(r[:3, :3], np.corrcoef(y[:, :3].T))
+    assert np.all(r[3, :3] == 0) and r[3, 3] == 1
+    w = rng.normal(size=(4, 6))
+    w[2] = 0
+    c = weight_cosine(w)
+    u = w / np.linalg.norm(w, axis=1, keepdims=True).clip(1e-300)
+    assert np.isclose(c[0, 1], u[0] @ u[1]) and c[2, 0] == 0 and c[2, 2] == 1
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros(4), "2-D"),
+    (np.zeros((0, 3)), "empty"),
+    (np.array([[1.0, np.nan]]), "NaN"),
+])
+def test_bad_input(bad, match):
+    with pytest.raises(ValueError, match=match):
+        class_similarity(bad)

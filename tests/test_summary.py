@@ -1,0 +1,184 @@
+"""summarize: FIV, weights, IL, GMM/BIC, categories and OFIV as the paper defines them."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepresolve_captum import (CATEGORY_NAMES, EnsembleSummary, LayerFeatureOptimizer,
+                                class_difference, class_similarity, summarize)
+from deepresolve_captum.summary import (ADDITIVE, NONADDITIVE_CONSISTENT, NONADDITIVE_FLIPPING,
+                                        feature_importance_vectors, trial_weights)
+
+
+class XorHead(nn.Module):
+    """Channels 0 and 1 form an XOR pair (the score rewards |h0 - h1|: exactly one of them);
+    channels 2 and 3 add linearly (+1, -1); channels 4..9 do nothing."""
+
+    def __init__(self, k=10):
+        super().__init__()
+        self.inp = nn.Identity()
+        self.pair = nn.Linear(k, 2)
+        self.relu = nn.ReLU()
+        self.add = nn.Linear(k, 1, bias=False)
+        with torch.no_grad():
+            self.pair.weight.zero_()
+            self.pair.bias.zero_()
+            self.pair.weight[0, :2] = torch.tensor([1.0, -1.0])
+            self.pair.weight[1, :2] = torch.tensor([-1.0, 1.0])
+            self.add.weight.zero_()
+            self.add.weight[0, 2] = 1.0
+            self.add.weight[0, 3] = -1.0
+
+    def forward(self, x):
+        h = self.inp(x)
+        return 2 * self.relu(self.pair(h)).sum(1, keepdim=True) + self.add(h)
+
+
+def test_xor_pair_is_nonadditive_and_additive_channels_are_not():
+    m = XorHead()
+    fims, scores = LayerFeatureOptimizer(m, m.inp).attribute(
+        torch.rand(8, 10), target=0, n_starts=20, l2=1.0, seed=0, return_scores=True)
+    s = summarize(fims, scores, random_state=0)
+    assert s.n_components[0] > 1
+    assert s.nonadditive[0, :2].all(), s.il[0]
+    assert not s.nonadditive[0, 2:].any(), s.il[0]
+    # the pair's FIVs have opposite signs in every start, and both signs occur
+    assert (np.sign(s.fiv[0, :, 0]) == -np.sign(s.fiv[0, :, 1])).all()
+    assert s.sign_flip[0, :2].all()
+    assert (s.category[0, :2] == NONADDITIVE_FLIPPING).all()
+    assert (s.category[0, 2:] == ADDITIVE).all()
+    # positive-only OFIV for the flipping pair: the weighted mean of the positive FIVs (= 1)
+    for k in (0, 1):
+        f, w = s.fiv[0, :, k], s.weights[0]
+        expect = (w * f * (f > 0)).sum() / (w * (f > 0)).sum()
+        assert np.isclose(s.ofiv[0, k], expect) and s.ofiv[0, k] > 0.9
+    # additive channels: plain weighted mean, +-1/(2 l2) = +-0.5
+    assert np.allclose(s.ofiv[0, 2:4], [0.5, -0.5], atol=1e-3)
+    assert np.allclose(s.ofiv[0, 4:], 0, atol=1e-4)
+    assert CATEGORY_NAMES[s.category[0, 0]].startswith("non-additive, sign")
+    assert list(s.channels(0, category=NONADDITIVE_FLIPPING)) in ([0, 1], [1, 0])
+
+
+def test_consistent_nonadditive_channel_keeps_weighted_mean():
+    rng = np.random.default_rng(0)
+    C, T, K = 1, 10, 12
+    fiv = rng.normal(0, 1e-3, (C, T, K)) + np.linspace(-0.5, 0.5, K)
+    fiv[0, :5, 0] = 0.2
+    fiv[0, 5:, 0] = 2.0    # high variance, always positive
+    fiv[0, :5, 1] = -1.5
+    fiv[0, 5:, 1] = 1.5    # high variance, sign flips
+    scores = np.linspace(1, 2, T)[None]
+    s = summarize(fiv, scores)
+    assert s.nonadditive[0, :2].all() and not s.nonadditive[0, 2:].any()
+    assert s.category[0, 0] == NONADDITIVE_CONSISTENT
+    assert s.category[0, 1] == NONADDITIVE_FLIPPING
+    w = s.weights[0]
+    assert np.isclose(s.ofiv[0, 0], (w * fiv[0, :, 0]).sum() / w.sum())
+    assert np.isclose(s.ofiv[0, 1], 1.5)
+    assert np.allclose(s.ofiv[0, 2:], s.mean[0, 2:])
+
+
+def test_identical_starts_give_one_component():
+    m = nn.Sequential(nn.Identity(), nn.Linear(6, 2))
+    fims, scores = LayerFeatureOptimizer(m, m[0]).attribute(
+        torch.randn(3, 6), target=None, n_starts=8, l2=0.5, seed=1, return_scores=True)
+    s = summarize(fims, scores)
+    assert (s.n_components == 1).all() and not s.nonadditive.any()
+    assert np.allclose(s.ofiv, m[1].weight.detach().numpy(), atol=1e-4)
+
+
+def test_fiv_is_spatial_mean_and_flat_layer_is_its_own():
+    fims = torch.randn(2, 3, 4, 5, 6)
+    assert np.allclose(feature_importance_vectors(fims), fims.mean(dim=(3, 4)).numpy(), atol=1e-6)
+    flat = np.random.default_rng(0).normal(size=(2, 3, 4))
+    assert np.array_equal(feature_importance_vectors(flat), flat)
+
+
+def test_trial_weights_rule():
+    s = np.array([[1.0, 2.0, 3.0],      # all positive: kept as they are
+                  [-1.0, 0.0, 2.0],     # some negative: shifted by the minimum
+                  [5.0, 5.0, 5.0],      # all equal: uniform
+                  [0.0, 0.0, 0.0],      # all zero: uniform
+                  [-2.0, -2.0, -2.0]])  # all equal negative: uniform
+    w = trial_weights(s)
+    assert np.allclose(w[0], [1, 2, 3])
+    assert np.allclose(w[1], [0, 1, 3])
+    assert np.allclose(w[2:], 1)
+
+
+def test_il_is_weighted_variance():
+    rng = np.random.default_rng(3)
+    fiv = rng.normal(size=(3, 7, 5))
+    scores = rng.uniform(0.1, 2.0, size=(3, 7))
+    s = summarize(fiv, scores)
+    w = scores / scores.sum(1, keepdims=True)
+    mean = (w[:, :, None] * fiv).sum(1)
+    var = (w[:, :, None] * (fiv - mean[:, None]) ** 2).sum(1)
+    assert np.allclose(s.il, var) and np.allclose(s.mean, mean)
+    assert s.bic.shape == (3, 3)
+    for c in range(3):
+        assert s.n_components[c] == np.nanargmin(s.bic[c]) + 1
+
+
+def test_summary_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    s = summarize(rng.normal(size=(2, 4, 6, 3)), rng.uniform(size=(2, 4)), random_state=5)
+    p = tmp_path / "s.npz"
+    s.save(p)
+    r = EnsembleSummary.load(p)
+    assert r.settings == s.settings
+    for k in ("fiv", "il", "ofiv", "category", "nonadditive", "n_components", "bic"):
+        assert np.array_equal(getattr(r, k), getattr(s, k), equal_nan=True)
+
+
+def test_seeded_gmm_is_reproducible():
+    rng = np.random.default_rng(1)
+    fiv, sc = rng.normal(size=(4, 10, 30)), rng.uniform(size=(4, 10))
+    a, b = summarize(fiv, sc, random_state=2), summarize(fiv, sc, random_state=2)
+    assert np.array_equal(a.n_components, b.n_components)
+    assert np.array_equal(a.nonadditive, b.nonadditive)
+
+
+@pytest.mark.parametrize("fims,scores,exc,match", [
+    (np.zeros((2, 3, 4)), np.zeros((2, 4)), ValueError, "disagree"),
+    (np.zeros((2, 3, 4)), np.zeros((3,)), ValueError, "disagree"),
+    (np.full((1, 3, 4), np.nan), np.zeros((1, 3)), ValueError, "NaN"),
+    (np.zeros((1, 3, 4)), np.array([[0, np.inf, 1]]), ValueError, "NaN or inf"),
+    (np.zeros((1, 3, 2)), np.zeros((1, 3)), ValueError, "fewer than the 3"),
+    (np.zeros((3, 4)), np.zeros((3, 4)), ValueError, "n_targets, n_starts, K"),
+    (np.array([[["a"]]]), np.zeros((1, 1)), TypeError, "real-valued"),
+])
+def test_summarize_bad_input(fims, scores, exc, match):
+    with pytest.raises(exc, match=match):
+        summarize(fims, scores)
+
+
+def test_fewer_components_allowed_for_small_layers():
+    s = summarize(np.random.default_rng(0).normal(size=(1, 5, 2)), np.ones((1, 5)),
+                  max_components=2)
+    assert s.n_components[0] in (1, 2)
+
+
+def test_class_similarity_ranks_sharing_classes_above_unrelated():
+    """Classes 0 and 1 share channels 0-2 (plus one own channel each); class 2 uses 5-7 only.
+    Each class also has strong negative 'elimination' channels that must not confound it."""
+    k = 10
+    W = torch.zeros(3, k)
+    W[0, [0, 1, 2, 3]] = torch.tensor([1.0, 0.8, 0.6, 0.9])
+    W[1, [0, 1, 2, 4]] = torch.tensor([0.9, 0.7, 0.8, 1.0])
+    W[2, [5, 6, 7]] = torch.tensor([1.0, 0.9, 0.8])
+    W[0, [5, 6]] = -2.0
+    W[1, [5, 7]] = -2.0
+    W[2, [0, 1, 2]] = -2.0
+    m = nn.Sequential(nn.Identity(), nn.Linear(k, 3))
+    with torch.no_grad():
+        m[1].weight.copy_(W)
+        m[1].bias.zero_()
+    fims, scores = LayerFeatureOptimizer(m, m[0]).attribute(
+        torch.randn(4, k), target=None, n_starts=4, l2=1.0, seed=0, return_scores=True)
+    s = summarize(fims, scores)
+    sim = class_similarity(s.ofiv)
+    assert sim.shape == (3, 3) and np.allclose(np.diag(sim), 1) and np.allclose(sim, sim.T)
+    assert sim[0, 1] > sim[0, 2] + 0.3 and sim[0, 1] > sim[1, 2] + 0.3
+    d = class_difference(s.ofiv, 0, 1)
+    assert d[3] > 0.4 and d[4] < -0.4
