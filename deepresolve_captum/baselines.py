@@ -318,16 +318,20 @@ def deepmotif(model, n_starts=20, seq_len=101, target=0, l2=0.01, lr=0.1, n_step
     return x.detach()[order], s.detach()[order]
 
 
-def deepmotif_pwms(model, width=25, n_top=5, n_starts=20, random_state=None, **kwargs):
+def deepmotif_pwms(model, width=25, n_top=5, n_starts=20, window="mass", random_state=None,
+                   **kwargs):
     """Enhanced DeepMotif's candidate motifs: for each of the ``n_top`` best generated inputs,
-    negatives clipped and columns normalised, the ``width``-bp window of highest information
-    content becomes a probability matrix.
+    the most informative ``width``-bp window, negatives clipped and columns normalised.
 
     Parameters
     ----------
     model: as :func:`deepmotif`. width: window in bases (the filter length, 25 in Table 1).
     n_top: generated sequences kept (ranked by class score). n_starts, random_state, kwargs:
         passed to :func:`deepmotif`.
+    window: how "most informative" is measured: ``"mass"`` (default) the window holding the most
+        positive input mass (what the ascent wrote; columns the model ignores decay towards 0
+        under the L2 penalty, and normalising them would fake information), or ``"ic"`` the
+        window of highest information content of the clipped, normalised columns.
 
     Returns
     -------
@@ -336,13 +340,18 @@ def deepmotif_pwms(model, width=25, n_top=5, n_starts=20, random_state=None, **k
     """
     if n_top > n_starts:
         raise ValueError(f"n_top ({n_top}) > n_starts ({n_starts})")
+    if window not in ("mass", "ic"):
+        raise ValueError(f"window must be 'mass' or 'ic', got {window!r}")
     X, s = deepmotif(model, n_starts=n_starts, random_state=random_state, **kwargs)
     X = X[:n_top].double().numpy()
     if width > X.shape[2]:
         raise ValueError(f"width {width} longer than the sequences ({X.shape[2]})")
     P = _normalise_columns(X)  # (n_top, 4, L)
-    ic = (P * np.log2(np.clip(P, 1e-12, None) / 0.25)).sum(1)  # (n_top, L)
-    csum = np.concatenate([np.zeros((len(P), 1)), np.cumsum(ic, 1)], 1)
+    if window == "ic":
+        col = (P * np.log2(np.clip(P, 1e-12, None) / 0.25)).sum(1)  # (n_top, L)
+    else:
+        col = np.clip(X, 0, None).sum(1)
+    csum = np.concatenate([np.zeros((len(P), 1)), np.cumsum(col, 1)], 1)
     win = csum[:, width:] - csum[:, :-width]  # (n_top, L - width + 1)
     best = win.argmax(1)
     pwms = np.stack([P[i, :, b:b + width] for i, b in enumerate(best)])
