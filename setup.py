@@ -1,5 +1,163 @@
-"""Build script. The native extension (csrc/ -> deepresolve_captum._C) is added by the csrc work;
-until then this is a pure-Python package."""
+"""Build script: the native extension ``deepresolve_captum._C`` (sources in csrc/).
+
+The CPU part is plain C++17 with pybind11 and OpenMP where the compiler supports it; it is always
+built. It is portable: no ``-march=native`` (the SYRK micro-kernel picks AVX-512 / AVX2 / generic
+at run time). CUDA kernels (csrc/cuda/*.cu) are compiled with nvcc and linked in, with the CUDA
+runtime linked statically, so ``_C`` never needs libcudart at import time.
+
+Environment switches:
+  DEEPRESOLVE_CUDA=auto|1|0     auto (default): build the CUDA kernels if nvcc is found and
+                                they compile, else warn and build the CPU part only;
+                                1: nvcc must be there and must succeed; 0: never.
+  DEEPRESOLVE_CUDA_ARCHS="75;80;86;89;90;100;120"  GPU architectures (SASS), plus PTX for the
+                                last one so newer GPUs can JIT it.
+  CUDA_HOME / CUDA_PATH         where to find nvcc, headers and libcudart_static (else PATH).
+  DEEPRESOLVE_NATIVE_ARCH=1     opt in to -march=native (not portable; off by default).
+  DEEPRESOLVE_NO_EXT=1          build nothing native (pure-Python package; numpy/torch fallback).
+"""
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+
 from setuptools import setup
 
-setup()
+HERE = Path(__file__).resolve().parent
+CSRC = "csrc"
+
+
+def _env(name, default=""):
+    return os.environ.get(name, default).strip()
+
+
+def _find_nvcc():
+    for var in ("CUDA_HOME", "CUDA_PATH"):
+        root = _env(var)
+        if root and (Path(root) / "bin" / "nvcc").exists():
+            return Path(root) / "bin" / "nvcc"
+    found = shutil.which("nvcc")
+    return Path(found) if found else None
+
+
+def _cuda_lib_dir(nvcc):
+    root = nvcc.resolve().parent.parent
+    for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
+        d = root / sub
+        if (d / "libcudart_static.a").exists():
+            return root, d
+    return root, None
+
+
+def _build_ext_class():
+    from pybind11.setup_helpers import Pybind11Extension, build_ext
+
+    class BuildExt(build_ext):
+        """Adds OpenMP if the compiler takes it, and nvcc-compiled objects when CUDA is wanted."""
+
+        def _try_compile(self, flags, code="int main(){return 0;}\n", link=True):
+            with tempfile.TemporaryDirectory() as d:
+                src = Path(d) / "t.cpp"
+                src.write_text(code)
+                try:
+                    objs = self.compiler.compile([str(src)], output_dir=d, extra_postargs=flags)
+                    if link:
+                        self.compiler.link_executable(objs, "t", output_dir=d, extra_postargs=flags)
+                    return True
+                except Exception:
+                    return False
+
+        def _openmp_flags(self):
+            code = "#include <omp.h>\nint main(){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
+            for flags in (["-fopenmp"], ["-Xpreprocessor", "-fopenmp", "-lomp"], ["/openmp"]):
+                if self._try_compile(flags, code):
+                    return flags
+            return None
+
+        def _cuda_objects(self, ext):
+            mode = _env("DEEPRESOLVE_CUDA", "auto").lower()
+            if mode in ("0", "no", "false", "off"):
+                return None
+            forced = mode in ("1", "yes", "true", "on")
+            nvcc = _find_nvcc()
+            if nvcc is None:
+                if forced:
+                    raise RuntimeError("DEEPRESOLVE_CUDA=1 but nvcc was not found (set CUDA_HOME or PATH)")
+                print("deepresolve_captum: nvcc not found, building the CPU kernels only")
+                return None
+            root, libdir = _cuda_lib_dir(nvcc)
+            if libdir is None:
+                msg = f"libcudart_static.a not found under {root}"
+                if forced:
+                    raise RuntimeError(msg)
+                warnings.warn(msg + "; building the CPU kernels only")
+                return None
+            archs = [a.strip() for a in _env("DEEPRESOLVE_CUDA_ARCHS", "75;80;86;89;90;100;120").split(";")
+                     if a.strip()]
+            gencode = []
+            for a in archs:
+                gencode += ["-gencode", f"arch=compute_{a},code=sm_{a}"]
+            gencode += ["-gencode", f"arch=compute_{archs[-1]},code=compute_{archs[-1]}"]
+            out_dir = Path(self.build_temp) / "cuda"
+            out_dir.mkdir(parents=True, exist_ok=True)
+            objects = []
+            try:
+                for src in sorted((HERE / CSRC / "cuda").glob("*.cu")):
+                    obj = out_dir / (src.stem + ".o")
+                    cmd = [str(nvcc), "-c", str(src), "-o", str(obj), "-O3", "-std=c++17",
+                           "-Xcompiler", "-fPIC", "-Xcompiler", "-fvisibility=hidden",
+                           f"-I{HERE / CSRC}", *gencode]
+                    print("deepresolve_captum:", " ".join(cmd))
+                    subprocess.run(cmd, check=True)
+                    objects.append(str(obj))
+            except (subprocess.CalledProcessError, OSError) as e:
+                if forced:
+                    raise
+                warnings.warn(f"nvcc failed ({e}); building the CPU kernels only")
+                return None
+            return objects, root, libdir
+
+        def build_extensions(self):
+            omp = self._openmp_flags()
+            native = _env("DEEPRESOLVE_NATIVE_ARCH") == "1"
+            for ext in self.extensions:
+                ext.extra_compile_args = list(ext.extra_compile_args or []) + ["-O3"]
+                if native:
+                    ext.extra_compile_args.append("-march=native")
+                if omp:
+                    ext.extra_compile_args += [f for f in omp if f != "-lomp"]
+                    ext.extra_link_args = list(ext.extra_link_args or []) + omp
+                else:
+                    print("deepresolve_captum: no OpenMP in this compiler, the kernels run on one thread")
+                cuda = self._cuda_objects(ext)
+                if cuda:
+                    objects, root, libdir = cuda
+                    ext.extra_objects = list(ext.extra_objects or []) + objects
+                    ext.define_macros = list(ext.define_macros or []) + [("DR_WITH_CUDA", "1")]
+                    ext.include_dirs = list(ext.include_dirs or []) + [str(root / "include")]
+                    ext.library_dirs = list(ext.library_dirs or []) + [str(libdir)]
+                    ext.libraries = list(ext.libraries or []) + ["cudart_static", "dl", "rt", "pthread"]
+            super().build_extensions()
+
+    ext = Pybind11Extension(
+        "deepresolve_captum._C",
+        sorted(str(Path(CSRC) / f) for f in ("module.cpp", "stats.cpp", "microkernel.cpp")),
+        include_dirs=[CSRC],
+        cxx_std=17,
+    )
+    return ext, BuildExt
+
+
+if _env("DEEPRESOLVE_NO_EXT") == "1":
+    setup()
+else:
+    try:
+        _ext, _build = _build_ext_class()
+    except ImportError:  # pybind11 missing: only when building outside the PEP 517 isolated env
+        print("deepresolve_captum: pybind11 not installed, building without the native extension",
+              file=sys.stderr)
+        setup()
+    else:
+        setup(ext_modules=[_ext], cmdclass={"build_ext": _build})

@@ -1,0 +1,475 @@
+// Weighted moments over starts (the inconsistency level) and Pearson correlation over rows
+// (class similarity). CPU, OpenMP where the compiler has it.
+#include <algorithm>
+#ifdef DR_TIMING
+#include <cstdio>
+#include <ctime>
+static double dr_now() {
+    timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return ts.tv_sec + 1e-9 * ts.tv_nsec;
+}
+#endif
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <utility>
+#include <new>
+#include <vector>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "stats.hpp"
+
+namespace dr {
+
+int num_threads() {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+void set_num_threads(int n) {
+#ifdef _OPENMP
+    if (n > 0) omp_set_num_threads(n);
+#else
+    (void)n;
+#endif
+}
+
+bool has_openmp() {
+#ifdef _OPENMP
+    return true;
+#else
+    return false;
+#endif
+}
+
+namespace {
+
+// 64-byte aligned scratch buffer, zeroed unless asked not to.
+template <class T>
+struct Aligned {
+    T* p = nullptr;
+    explicit Aligned(size_t n, bool zero = true) {
+        size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
+        if (bytes == 0) bytes = 64;
+        p = static_cast<T*>(std::aligned_alloc(64, bytes));
+        if (!p) throw std::bad_alloc();
+        if (zero) std::memset(p, 0, bytes);
+    }
+    ~Aligned() { std::free(p); }
+    Aligned(const Aligned&) = delete;
+    Aligned& operator=(const Aligned&) = delete;
+};
+
+// Large scratch (the packed copies of x) is kept between calls: a fresh multi-megabyte allocation
+// is mmap'ed and page-faulted in on every call, which costs more than the packing itself (a VM's
+// page faults are slow). A small pool, so concurrent callers (the GIL is released) never share.
+class ScratchPool {
+  public:
+    struct Lease {
+        ScratchPool* pool;
+        void* p;
+        size_t bytes;
+        ~Lease() { pool->give_back(p, bytes); }
+    };
+    std::unique_ptr<Lease> take(size_t bytes) {
+        bytes = ((bytes + 4095) / 4096) * 4096;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            for (size_t i = 0; i < free_.size(); ++i)
+                if (free_[i].second >= bytes) {
+                    auto e = free_[i];
+                    free_.erase(free_.begin() + (long)i);
+                    return std::unique_ptr<Lease>(new Lease{this, e.first, e.second});
+                }
+        }
+        void* p = std::aligned_alloc(4096, bytes);
+        if (!p) throw std::bad_alloc();
+        return std::unique_ptr<Lease>(new Lease{this, p, bytes});
+    }
+    // Keep at most a few buffers, each at most 1 GiB (a 21,907 x 960 float64 pack is 168 MB).
+    void give_back(void* p, size_t bytes) {
+        std::lock_guard<std::mutex> g(mu_);
+        if (bytes > (size_t(1) << 30)) {
+            std::free(p);
+            return;
+        }
+        free_.push_back({p, bytes});
+        while (free_.size() > 4) {
+            std::free(free_.front().first);
+            free_.erase(free_.begin());
+        }
+    }
+    ~ScratchPool() {
+        for (auto& e : free_) std::free(e.first);
+    }
+
+  private:
+    std::mutex mu_;
+    std::vector<std::pair<void*, size_t>> free_;
+};
+
+ScratchPool& scratch() {
+    static ScratchPool pool;
+    return pool;
+}
+
+template <class T>
+KernelInfo<T> kernel_for();
+template <>
+KernelInfo<double> kernel_for<double>() { return kernel_double(); }
+template <>
+KernelInfo<float> kernel_for<float>() { return kernel_float(); }
+
+// How many products a float accumulator may sum before it is added into double.
+template <class T>
+constexpr long kc_for() { return sizeof(T) == 4 ? 128 : (1L << 40); }  // float: <= 128 products
+
+}  // namespace
+
+// ------------------------------------------------------------------------------------------
+template <class T>
+int weighted_moments(const T* fiv, const double* w, long ws0, long ws1, long C, long Tn, long K,
+                     T* mean, T* var, long* bad_class) {
+    int status = 0;
+    long first_bad = -1;
+#pragma omp parallel
+    {
+        std::vector<double> m(K), v(K), wn(Tn);
+#pragma omp for schedule(static)
+        for (long c = 0; c < C; ++c) {
+            double sum = 0.0;
+            bool ok = true;
+            for (long t = 0; t < Tn; ++t) {
+                const double wt = w[c * ws0 + t * ws1];
+                if (!(wt >= 0.0) || !std::isfinite(wt)) ok = false;
+                wn[t] = wt;
+                sum += wt;
+            }
+            if (!ok || !(sum > 0.0) || !std::isfinite(sum)) {
+#pragma omp critical(dr_wm)
+                {
+                    if (status == 0 || status == 2 || c < first_bad) { status = 1; first_bad = c; }
+                }
+                continue;
+            }
+            for (long t = 0; t < Tn; ++t) wn[t] /= sum;
+            const T* base = fiv + c * Tn * K;
+            std::fill(m.begin(), m.end(), 0.0);
+            std::fill(v.begin(), v.end(), 0.0);
+            double* __restrict mp = m.data();
+            double* __restrict vp = v.data();
+            for (long t = 0; t < Tn; ++t) {
+                const double wt = wn[t];
+                const T* __restrict row = base + t * K;
+                for (long k = 0; k < K; ++k) mp[k] += wt * (double)row[k];
+            }
+            // Second pass over the class's T x K block (still in cache): centred squares.
+            for (long t = 0; t < Tn; ++t) {
+                const double wt = wn[t];
+                const T* __restrict row = base + t * K;
+                for (long k = 0; k < K; ++k) {
+                    const double d = (double)row[k] - mp[k];
+                    vp[k] += wt * d * d;
+                }
+            }
+            // A NaN/inf anywhere in the class's FIVs poisons its mean (0 * inf is NaN too).
+            bool finite = true;
+            for (long k = 0; k < K; ++k) {
+                finite &= std::isfinite(mp[k]) && std::isfinite(vp[k]);
+                mean[c * K + k] = (T)mp[k];
+                var[c * K + k] = (T)vp[k];
+            }
+            if (!finite) {
+#pragma omp critical(dr_wm)
+                {
+                    if (status == 0 || (status == 2 && c < first_bad)) { status = 2; first_bad = c; }
+                }
+            }
+        }
+    }
+    if (bad_class) *bad_class = first_bad;
+    return status;
+}
+
+template int weighted_moments<double>(const double*, const double*, long, long, long, long, long, double*,
+                                      double*, long*);
+template int weighted_moments<float>(const float*, const double*, long, long, long, long, long, float*,
+                                     float*, long*);
+
+// ------------------------------------------------------------------------------------------
+// Pearson: one fused pass per row (clip, mean, centred norm, scale, pack twice), then the packed
+// upper-triangle product, then a blocked mirror.
+namespace {
+
+typedef double v2 __attribute__((vector_size(16)));
+
+template <class T>
+struct Packed {
+    long n, K, MR, NR, nA, nB;  // nA/nB: number of MR/NR panels
+    std::unique_ptr<ScratchPool::Lease> A, B;
+    T* a() const { return static_cast<T*>(A->p); }
+    T* b() const { return static_cast<T*>(B->p); }
+    const T* apanel(long i) const { return a() + i * MR * K; }
+    const T* bpanel(long j) const { return b() + j * NR * K; }
+};
+
+template <class T>
+void pack_panels(const T* x, long xs0, long xs1, long n, long K, bool clip, const double* mu,
+                 const double* scale, T* dst, long P, long npanels) {
+#pragma omp parallel for schedule(static)
+    for (long ip = 0; ip < npanels; ++ip) {
+        T* d = dst + ip * P * K;
+        const long i0 = ip * P;
+        const long rows = std::min(P, n - i0);
+        for (long p = 0; p < K; ++p) {
+            T* dp = d + p * P;
+            for (long r = 0; r < rows; ++r) {
+                double v = (double)x[(i0 + r) * xs0 + p * xs1];
+                if (clip && v < 0.0) v = 0.0;
+                dp[r] = (T)((v - mu[i0 + r]) * scale[i0 + r]);
+            }
+            for (long r = rows; r < P; ++r) dp[r] = (T)0;
+        }
+    }
+}
+
+// Row statistics in one pass over each row (clip, min/max, sum), then a second pass over the row
+// (in cache) for the centred sum of squares; then both packings, panel by panel, written in order.
+// Returns the first row with a NaN/inf, or -1.
+template <class T>
+long pack_rows(const T* x, long xs0, long xs1, long n, long K, bool clip, Packed<T>& P) {
+    long bad = -1;
+    std::vector<double> mu(n), scale(n);
+#pragma omp parallel
+    {
+        std::vector<double> row(K);
+#pragma omp for schedule(static)
+        for (long i = 0; i < n; ++i) {
+            const T* xi = x + i * xs0;
+            double* __restrict rp = row.data();
+            if (xs1 == 1)
+                for (long p = 0; p < K; ++p) rp[p] = (double)xi[p];
+            else
+                for (long p = 0; p < K; ++p) rp[p] = (double)xi[p * xs1];
+            // Explicit 16-byte vectors (GCC/Clang extensions; the baseline SSE2/NEON width, wider
+            // ones spill when compiled without -mavx): reductions vectorise without -ffast-math.
+            // poison: 0 * v is 0 for finite v and NaN for NaN/inf; checked before clipping.
+            const v2 zero2 = {0, 0};
+            v2 sa = zero2, sb = zero2, za = zero2, zb = zero2;
+            v2 loa = {INFINITY, INFINITY}, lob = loa, hia = -loa, hib = -loa;
+            long p = 0;
+            for (; p + 4 <= K; p += 4) {
+                v2 va, vb;
+                __builtin_memcpy(&va, rp + p, sizeof va);
+                __builtin_memcpy(&vb, rp + p + 2, sizeof vb);
+                za += va * 0.0;
+                zb += vb * 0.0;
+                if (clip) {
+                    va = va < zero2 ? zero2 : va;
+                    vb = vb < zero2 ? zero2 : vb;
+                    __builtin_memcpy(rp + p, &va, sizeof va);
+                    __builtin_memcpy(rp + p + 2, &vb, sizeof vb);
+                }
+                sa += va;
+                sb += vb;
+                loa = va < loa ? va : loa;
+                lob = vb < lob ? vb : lob;
+                hia = va > hia ? va : hia;
+                hib = vb > hib ? vb : hib;
+            }
+            sa += sb;
+            za += zb;
+            loa = lob < loa ? lob : loa;
+            hia = hib > hia ? hib : hia;
+            double s = sa[0] + sa[1], z = za[0] + za[1];
+            double lo = std::min(loa[0], loa[1]), hi = std::max(hia[0], hia[1]);
+            for (; p < K; ++p) {
+                double v = rp[p];
+                z += v * 0.0;
+                v = (clip && v < 0.0) ? 0.0 : v;
+                rp[p] = v;
+                s += v;
+                lo = std::min(lo, v);
+                hi = std::max(hi, v);
+            }
+            const bool finite = (z == 0.0);
+            mu[i] = 0.0;
+            scale[i] = 0.0;
+            if (!finite) {
+#pragma omp critical(dr_pack)
+                { if (bad < 0 || i < bad) bad = i; }
+                continue;
+            }
+            if (hi > lo) {  // an exactly constant row stays all-zero: 0 against the others
+                const double m = s / (double)K;
+                v2 qa = zero2, qb = zero2;
+                long q = 0;
+                for (; q + 4 <= K; q += 4) {
+                    v2 va, vb;
+                    __builtin_memcpy(&va, rp + q, sizeof va);
+                    __builtin_memcpy(&vb, rp + q + 2, sizeof vb);
+                    va -= m;
+                    vb -= m;
+                    qa += va * va;
+                    qb += vb * vb;
+                }
+                qa += qb;
+                double ss = qa[0] + qa[1];
+                for (; q < K; ++q) {
+                    const double d = rp[q] - m;
+                    ss += d * d;
+                }
+                mu[i] = m;
+                scale[i] = ss > 0.0 ? 1.0 / std::sqrt(ss) : 0.0;
+            }
+        }
+    }
+    if (bad >= 0) return bad;
+    pack_panels(x, xs0, xs1, n, K, clip, mu.data(), scale.data(), P.a(), P.MR, P.nA);
+    pack_panels(x, xs0, xs1, n, K, clip, mu.data(), scale.data(), P.b(), P.NR, P.nB);
+    return -1;
+}
+
+inline double clip1(double r) { return r > 1.0 ? 1.0 : (r < -1.0 ? -1.0 : r); }
+
+// Cache blocking: K is cut into slices of kc_for<T>() so that one NR x kc slice of a column panel
+// stays in L1 while the MR x kc slices of a group of row panels stream from L2 past it; the
+// double accumulators of the group (group * MR * NR) stay in L1 too.
+template <class T>
+long kslice() {
+    static const long v = [] {
+        const char* e = std::getenv("DEEPRESOLVE_KC");  // tuning knob, not a user setting
+        long k = e ? std::atol(e) : 0;
+        return k > 0 ? k : (sizeof(T) == 4 ? 256L : 192L);
+    }();
+    return v;
+}
+
+// out[i, j] for i in [r0, r1), j in [i, n): the upper triangle of those rows.
+template <class T>
+void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T* out, long ldo) {
+    const long n = P.n, K = P.K, MR = ki.MR, NR = ki.NR;
+    const long p0 = r0 / MR, p1 = (r1 + MR - 1) / MR;  // row panels
+    const long group = 4;                                 // row panels per task
+    const long ntasks = (p1 - p0 + group - 1) / group;
+    const long kc = kslice<T>();
+    const long kf = kc_for<T>();
+#pragma omp parallel
+    {
+        Aligned<double> acc((size_t)group * MR * NR);
+#pragma omp for schedule(dynamic, 1)
+        for (long task = 0; task < ntasks; ++task) {
+            const long ga = p0 + task * group, gb = std::min(p1, ga + group);
+            const long row_lo = ga * MR;
+            for (long jp = row_lo / NR; jp < P.nB; ++jp) {
+                const long c0 = jp * NR, c1 = std::min(n, c0 + NR);
+                long ip_first = ga;  // first row panel of the group with a tile on/above the diagonal
+                while (ip_first < gb && c1 - 1 < ip_first * MR) ++ip_first;
+                if (ip_first >= gb) continue;
+                std::memset(acc.p, 0, sizeof(double) * group * MR * NR);
+                for (long k0 = 0; k0 < K; k0 += kc) {
+                    const long kn = std::min(kc, K - k0);
+                    const T* b = P.bpanel(jp) + k0 * NR;
+                    for (long ip = ip_first; ip < gb; ++ip)
+                        ki.fn(P.apanel(ip) + k0 * MR, b, kn, kf, acc.p + (ip - ga) * MR * NR);
+                }
+                for (long ip = ip_first; ip < gb; ++ip) {
+                    const long i0 = ip * MR, i1 = std::min(r1, i0 + MR);
+                    const double* tile = acc.p + (ip - ga) * MR * NR;
+                    for (long i = i0; i < i1; ++i) {
+                        T* orow = out + (i - r0) * ldo;
+                        for (long j = std::max(c0, i); j < c1; ++j)
+                            orow[j] = (j == i) ? (T)1 : (T)clip1(tile[(j - c0) * MR + (i - i0)]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+// out[i, j] = out[j, i] for i in [r0, r1), j < i; `out` points at row r0, whole rows of length n.
+// Rows j < r0 are read from `prev` (row j at prev + j * ldo), i.e. the full matrix's base.
+template <class T>
+void mirror_rows(T* base, long ldo, long r0, long r1) {
+    const long TB = 64;
+    const long ti0 = r0 / TB, ti1 = (r1 + TB - 1) / TB;
+#pragma omp parallel for schedule(dynamic, 1) collapse(2)
+    for (long ti = ti0; ti < ti1; ++ti)
+        for (long tj = 0; tj < ti1; ++tj) {
+            if (tj > ti) continue;
+            const long i0 = std::max(r0, ti * TB), i1 = std::min(r1, (ti + 1) * TB);
+            const long j0 = tj * TB, j1 = std::min(i1, (tj + 1) * TB);
+            for (long i = i0; i < i1; ++i) {
+                T* orow = base + i * ldo;
+                const long je = std::min(j1, i);
+                for (long j = j0; j < je; ++j) orow[j] = base[j * ldo + i];
+            }
+        }
+}
+
+}  // namespace
+
+template <class T>
+int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negative, T* out, long ldo,
+                 long block_rows, long* bad_row) {
+    const KernelInfo<T> ki = kernel_for<T>();
+    Packed<T> P;
+    P.n = n;
+    P.K = K;
+    P.MR = ki.MR;
+    P.NR = ki.NR;
+    P.nA = (n + ki.MR - 1) / ki.MR;
+    P.nB = (n + ki.NR - 1) / ki.NR;
+    P.A = scratch().take(sizeof(T) * (size_t)P.nA * ki.MR * K);  // pack_panels writes it all
+    P.B = scratch().take(sizeof(T) * (size_t)P.nB * ki.NR * K);
+#ifdef DR_TIMING
+    auto t0 = dr_now();
+#endif
+    const long bad = pack_rows(x, xs0, xs1, n, K, clip_negative, P);
+#ifdef DR_TIMING
+    auto t1 = dr_now();
+    double tu = 0, tm = 0;
+#endif
+    if (bad >= 0) {
+        if (bad_row) *bad_row = bad;
+        return 2;
+    }
+    // Row blocks are whole multiples of MR so that panels never straddle two blocks.
+    long br = block_rows <= 0 ? n : block_rows;
+    br = std::max<long>(ki.MR, (br + ki.MR - 1) / ki.MR * ki.MR);
+    for (long r0 = 0; r0 < n; r0 += br) {
+        const long r1 = std::min(n, r0 + br);
+#ifdef DR_TIMING
+        auto a = dr_now();
+#endif
+        upper_rows(P, ki, r0, r1, out + r0 * ldo, ldo);
+#ifdef DR_TIMING
+        auto b = dr_now();
+#endif
+        mirror_rows(out, ldo, r0, r1);
+#ifdef DR_TIMING
+        auto c = dr_now();
+        tu += (b - a);
+        tm += (c - b);
+#endif
+    }
+#ifdef DR_TIMING
+    std::fprintf(stderr, "pack %.2f ms upper %.2f ms mirror %.2f ms\n",
+                 1e3 * (t1 - t0), 1e3 * tu, 1e3 * tm);
+#endif
+    return 0;
+}
+
+template int pearson_into<double>(const double*, long, long, long, long, bool, double*, long, long, long*);
+template int pearson_into<float>(const float*, long, long, long, long, bool, float*, long, long, long*);
+
+}  // namespace dr
