@@ -1,0 +1,395 @@
+"""Channel -> motif for any layer, then JASPAR (TOMTOM), seqlets and logos.
+
+* A channel of a **first-layer** convolution (or of the ReLU / pooling right after it) is its
+  filter: its PWM is the filter's weights with negatives clipped and columns normalised (the
+  paper's rule, :func:`deepresolve_captum.motifs.filter_pwms`).
+* A channel of a **deeper** layer sees a longer stretch of sequence (its receptive field, found
+  here by back-propagation, see :func:`receptive_field`). Its PWM follows the paper's DeepSEA
+  section: l2-regularised gradient ascent over the receptive field to maximise the channel's
+  activation, started from the top-10 activating fragments of the given sequences (each fragment
+  optimised in its own sequence context), then a heuristic threshold (values below
+  ``threshold`` x the fragment's maximum, and negatives, set to 0) and each column normalised to
+  sum to one (an empty column becomes uniform). The per-start matrices are kept; the channel's PWM
+  is their mean.
+
+Then :func:`channel_tomtom` compares them with JASPAR through the motif tools of
+:mod:`deepresolve_captum.motifs`, and :func:`channel_seqlets` finds the stretches of each
+sequence that drive a channel, with tangermeme's ``recursive_seqlets``, from the channel
+attributions of :func:`deepresolve_captum.adapters.channel_attributions`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from .adapters import (ChannelSum, _check_channels, _check_model_layer, _check_X, _model_device,
+                       _preserved)
+
+try:
+    from tqdm.auto import tqdm
+except ImportError:  # pragma: no cover
+    tqdm = None
+
+__all__ = ["receptive_field", "channel_pwms", "ChannelMotifs", "trim_pwm", "consensus",
+           "channel_tomtom", "channel_seqlets", "first_layer_conv"]
+
+ALPHABET = "ACGT"
+
+
+def _layer_value(model, layer, x, to_input):
+    cs = ChannelSum(model, layer, [0], to_input)
+    with cs:
+        v = cs.layer_value(x)
+    return v
+
+
+def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_probe=32,
+                    random_state=0):
+    """Receptive field of the positions of ``layer``, found by back-propagation.
+
+    The layer value must be (B, K, W). Position ``w`` sees input positions
+    ``[offset + w * stride, offset + w * stride + length)`` (may run past the sequence ends where
+    the model pads).
+
+    Parameters
+    ----------
+    model, layer: the network and a submodule of it.
+    seq_len: int, input length L used for probing.
+    attribute_to_layer_input: probe the layer's input instead of its output.
+    n_probe: random one-hot sequences whose gradients are pooled (max-pools route gradient to one
+        position per window: several probes cover the whole field).
+    random_state: int seed of the probes.
+
+    Returns
+    -------
+    dict with ``length``, ``stride``, ``offset`` (ints) and ``width`` (W at this ``seq_len``).
+    """
+    _check_model_layer(model, layer)
+    g = torch.Generator().manual_seed(int(random_state))
+    idx = torch.randint(0, 4, (n_probe, int(seq_len)), generator=g)
+    X = nn.functional.one_hot(idx, 4).permute(0, 2, 1).float().to(_model_device(model))
+
+    def support(w):
+        x = X.clone().requires_grad_()
+        v = _layer_value(model, layer, x, attribute_to_layer_input)
+        if v.ndim != 3:
+            raise ValueError(f"layer value must be (B, K, W) to have a receptive field, got "
+                             f"{tuple(v.shape)}")
+        (v[:, :, w] ** 2).sum().backward()
+        nz = np.flatnonzero(x.grad.abs().sum((0, 1)).cpu().numpy() > 0)
+        return v.shape[-1], nz
+
+    with _preserved(model):
+        W, _ = support(0)
+        if W < 2:
+            raise ValueError("the layer has fewer than 2 positions at this seq_len; use longer "
+                             "sequences to measure its receptive field")
+        w0 = W // 2 if W > 2 else 0
+        _, a = support(w0)
+        _, b = support(w0 + 1)
+    if len(a) == 0 or len(b) == 0:
+        raise ValueError("no gradient reaches the input from this layer (dead units?)")
+    length = int(max(a[-1] - a[0], b[-1] - b[0]) + 1)
+    stride = int(b[0] - a[0]) if (a[0] > 0 and b[0] > 0) else int(b[-1] - a[-1])
+    if a[-1] - a[0] + 1 < length:  # the field of w0 is clipped at the sequence start
+        start = int(b[0]) - stride
+    else:
+        start = int(a[0])
+    return {"length": length, "stride": stride, "offset": start - w0 * stride, "width": int(W)}
+
+
+def first_layer_conv(model, layer, X1, attribute_to_layer_input=False):
+    """The first-layer Conv1d whose filters *are* the channels of ``layer``, or None.
+
+    True when exactly one convolution runs on the way to the layer, it reads the 4 one-hot rows,
+    and it has as many filters as the layer has channels (conv -> ReLU -> pool keeps them)."""
+    convs = []
+    hs = [m.register_forward_hook(lambda m, i, o: convs.append(m))
+          for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    try:
+        with torch.no_grad(), _preserved(model):
+            v = _layer_value(model, layer, X1, attribute_to_layer_input)
+    finally:
+        for h in hs:
+            h.remove()
+    if (len(convs) == 1 and isinstance(convs[0], nn.Conv1d) and convs[0].in_channels == 4
+            and v.ndim >= 2 and v.shape[1] == convs[0].out_channels and convs[0].groups == 1):
+        return convs[0]
+    return None
+
+
+def _threshold_normalise(x, threshold):
+    """(..., 4, k) optimised inputs -> probability matrices (the paper's heuristic)."""
+    x = np.asarray(x, dtype=np.float64)
+    mx = x.max(axis=(-2, -1), keepdims=True)
+    y = np.where((x > 0) & (x >= threshold * mx), x, 0.0)
+    s = y.sum(-2, keepdims=True)
+    return np.where(s > 0, y / np.where(s > 0, s, 1.0), 0.25)
+
+
+def trim_pwm(pwm, min_ic=0.5):
+    """Trim a (4, w) probability matrix to the span from its first to its last column with at
+    least ``min_ic`` bits of information content (unchanged if no column reaches it)."""
+    p = np.asarray(pwm, dtype=np.float64)
+    if p.ndim != 2 or p.shape[0] != 4:
+        raise ValueError(f"pwm must have shape (4, w), got {p.shape}")
+    ic = 2 + (p * np.log2(np.clip(p, 1e-12, None))).sum(0)
+    keep = np.flatnonzero(ic >= min_ic)
+    if len(keep) == 0:
+        return p.copy()
+    return p[:, keep[0]:keep[-1] + 1].copy()
+
+
+def consensus(pwm):
+    """Most likely base of each column of a (4, w) matrix, as a string."""
+    return "".join(ALPHABET[i] for i in np.asarray(pwm).argmax(0))
+
+
+@dataclass
+class ChannelMotifs:
+    """Result of :func:`channel_pwms`.
+
+    Attributes
+    ----------
+    channels: list of C channel indices.
+    pwms: numpy (C, 4, w) probability matrices (w = filter width or receptive field length).
+    method: ``"filter"`` or ``"ascent"``.
+    start_pwms: numpy (C, n_top, 4, w): one matrix per gradient-ascent start (ascent only).
+    optimized: numpy (C, n_top, 4, w): the raw optimised inputs (ascent only).
+    fragments: pandas DataFrame, one row per start: ``channel``, ``rank``, ``seq_idx``,
+        ``position`` (layer position), ``start`` (input position of the field), ``activation``
+        (before) and ``activation_after`` (after the ascent) (ascent only).
+    receptive_field: dict (see :func:`receptive_field`), ascent only.
+    settings: dict of the arguments that made it.
+    """
+    channels: list
+    pwms: np.ndarray
+    method: str
+    start_pwms: np.ndarray | None = None
+    optimized: np.ndarray | None = None
+    fragments: pd.DataFrame | None = None
+    receptive_field: dict | None = None
+    settings: dict = field(default_factory=dict)
+
+    def trimmed(self, min_ic=0.5):
+        """List of C trimmed PWMs (see :func:`trim_pwm`)."""
+        return [trim_pwm(p, min_ic) for p in self.pwms]
+
+
+def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_steps=200,
+                 lr=0.05, l2=0.05, threshold=0.2, attribute_to_layer_input=False, batch_size=256,
+                 random_state=0, verbose=False):
+    """A position probability matrix for each channel of ``layer``.
+
+    Parameters
+    ----------
+    model, layer: the network and a submodule of it (e.g. ``model.pool``, ``model.conv2``).
+    channels: int or sequence of C channel indices.
+    X: torch.Tensor (N, 4, L) one-hot sequences whose top-activating fragments start the ascent
+        (required for ``"ascent"``; for ``"filter"`` only used to recognise the first layer).
+    method: ``"filter"`` (first-layer channels: the filter weights), ``"ascent"`` (any layer: the
+        paper's gradient ascent over the receptive field) or ``"auto"`` (filter where possible).
+    n_top: starts per channel: the ``n_top`` (sequence, position) pairs of ``X`` with the highest
+        activation of that channel (at most one per sequence).
+    n_steps, lr: Adam steps and step size of the ascent.
+    l2: weight of the l2 penalty on the optimised fragment (objective: activation - l2 * ||x||^2).
+    threshold: relative threshold of the paper's heuristic (fraction of each fragment's maximum).
+    attribute_to_layer_input: use the layer's input instead of its output.
+    batch_size: fragments optimised together.
+    random_state: int seed (receptive-field probes).
+    verbose: progress bar over the ascent.
+
+    Returns
+    -------
+    :class:`ChannelMotifs`.
+    """
+    from .motifs import filter_pwms
+
+    _check_model_layer(model, layer)
+    channels = _check_channels(channels)
+    if method not in ("auto", "filter", "ascent"):
+        raise ValueError("method must be 'auto', 'filter' or 'ascent'")
+    for name, v in (("n_top", n_top), ("n_steps", n_steps), ("batch_size", batch_size)):
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name} must be a positive int")
+    if not 0 <= threshold < 1:
+        raise ValueError("threshold must be in [0, 1)")
+    if X is not None:
+        X = _check_X(X)
+    device = _model_device(model)
+
+    conv = None
+    if method in ("auto", "filter"):
+        if X is None:
+            if not isinstance(layer, nn.Conv1d):
+                if method == "filter":
+                    conv = layer if isinstance(layer, nn.Conv1d) else None
+            else:
+                conv = layer if layer.in_channels == 4 else None
+        else:
+            conv = first_layer_conv(model, layer, X[:1].to(device), attribute_to_layer_input)
+        if method == "filter" and conv is None:
+            raise ValueError("method='filter' needs a layer whose channels are first-layer "
+                             "convolution filters (give X so that they can be recognised)")
+    if conv is not None:
+        w = conv.weight.detach().cpu()
+        if max(channels) >= w.shape[0]:
+            raise ValueError(f"channel index out of range ({w.shape[0]} filters)")
+        return ChannelMotifs(channels, filter_pwms(w[channels]), "filter",
+                             settings=dict(method="filter"))
+
+    if X is None:
+        raise ValueError("method='ascent' needs sequences X to start from")
+    rf = receptive_field(model, layer, X.shape[-1], attribute_to_layer_input,
+                         random_state=random_state)
+    k, stride, offset = rf["length"], rf["stride"], rf["offset"]
+    L = X.shape[-1]
+
+    with _preserved(model):
+        # top activating (sequence, position) per channel, fields inside the sequence
+        with torch.no_grad():
+            acts = []
+            for i in range(0, len(X), batch_size):
+                v = _layer_value(model, layer, X[i:i + batch_size].to(device),
+                                 attribute_to_layer_input)
+                acts.append(v.float().cpu())
+            A = torch.cat(acts)  # (N, K, W)
+        if max(channels) >= A.shape[1]:
+            raise ValueError(f"channel index out of range ({A.shape[1]} channels)")
+        W = A.shape[-1]
+        pos = np.arange(W)
+        ok = (offset + pos * stride >= 0) & (offset + pos * stride + k <= L)
+        if not ok.any():
+            raise ValueError(f"receptive field ({k} bp) does not fit in sequences of {L} bp")
+        rows = []
+        for c in channels:
+            a = A[:, c].numpy().copy()
+            a[:, ~ok] = -np.inf
+            best_w = a.argmax(1)
+            best = a[np.arange(len(a)), best_w]
+            order = np.argsort(-best, kind="stable")[:n_top]
+            for r, n in enumerate(order):
+                rows.append((c, r, int(n), int(best_w[n]), int(offset + best_w[n] * stride),
+                             float(best[n])))
+        frag = pd.DataFrame(rows, columns=["channel", "rank", "seq_idx", "position", "start",
+                                           "activation"])
+
+        # gradient ascent on each fragment, in its own sequence context
+        opt_all, after = [], []
+        chunks = range(0, len(frag), batch_size)
+        it = tqdm(chunks, disable=not verbose) if tqdm is not None else chunks
+        for i in it:
+            f = frag.iloc[i:i + batch_size]
+            base = X[f["seq_idx"].values].to(device).float()
+            starts = torch.as_tensor(f["start"].values, device=device)
+            cols = starts[:, None] + torch.arange(k, device=device)[None]
+            ar = torch.arange(len(f), device=device)
+            win = base[ar[:, None, None], torch.arange(4, device=device)[None, :, None],
+                       cols[:, None, :]].clone().requires_grad_()
+            ch = torch.as_tensor(f["channel"].values, device=device)
+            wpos = torch.as_tensor(f["position"].values, device=device)
+            opt = torch.optim.Adam([win], lr=lr)
+
+            def activation(wv):
+                x = base.clone()
+                x[ar[:, None, None], torch.arange(4, device=device)[None, :, None],
+                  cols[:, None, :]] = wv
+                v = _layer_value(model, layer, x, attribute_to_layer_input)
+                return v[ar, ch, wpos]
+
+            for _ in range(int(n_steps)):
+                opt.zero_grad()
+                obj = activation(win) - l2 * (win ** 2).sum((1, 2))
+                (-obj.sum()).backward()
+                opt.step()
+            with torch.no_grad():
+                after.append(activation(win).float().cpu())
+            opt_all.append(win.detach().float().cpu())
+    optimized = torch.cat(opt_all).numpy()
+    frag["activation_after"] = torch.cat(after).numpy()
+    C = len(channels)
+    n_per = frag.groupby("channel", sort=False).size()
+    if (n_per.values != n_per.values[0]).any():  # pragma: no cover - fewer sequences than n_top
+        raise ValueError("unequal starts per channel")
+    T = int(n_per.values[0])
+    optimized = optimized.reshape(C, T, 4, k)
+    start_pwms = _threshold_normalise(optimized, threshold)
+    pwms = start_pwms.mean(1)
+    settings = dict(method="ascent", n_top=n_top, n_steps=n_steps, lr=lr, l2=l2,
+                    threshold=threshold, attribute_to_layer_input=attribute_to_layer_input,
+                    random_state=random_state)
+    return ChannelMotifs(channels, pwms, "ascent", start_pwms, optimized, frag, rf, settings)
+
+
+def channel_tomtom(pwms, targets=None, channel_names=None, min_ic=0.5, n_nearest=5, **kwargs):
+    """TOMTOM each channel PWM against a motif database (JASPAR by default).
+
+    Parameters
+    ----------
+    pwms: :class:`ChannelMotifs`, or a list / (C, 4, w) array of probability matrices.
+    targets: a :class:`deepresolve_captum.motifs.MotifSet` (default
+        ``load_jaspar("JASPAR2016", "CORE", "vertebrates")``) or a list of matrices.
+    channel_names: C labels (default: the channel indices of a ChannelMotifs, else 0..C-1).
+    min_ic: trim each PWM to its informative core first (see :func:`trim_pwm`; None: no trim).
+    n_nearest: best targets kept per channel (None: all).
+    kwargs: passed to :func:`deepresolve_captum.motifs.tomtom`.
+
+    Returns
+    -------
+    pandas DataFrame as :func:`deepresolve_captum.motifs.tomtom` (``query`` = channel label), plus
+    ``consensus`` of the (trimmed) query.
+    """
+    from .motifs import load_jaspar, tomtom
+
+    if isinstance(pwms, ChannelMotifs):
+        if channel_names is None:
+            channel_names = list(pwms.channels)
+        pwms = pwms.pwms
+    mats = [np.asarray(p, dtype=np.float64) for p in pwms]
+    if min_ic is not None:
+        mats = [trim_pwm(p, min_ic) for p in mats]
+    if targets is None:
+        targets = load_jaspar()
+    df = tomtom(mats, targets, query_names=channel_names, n_nearest=n_nearest, **kwargs)
+    df["consensus"] = [consensus(mats[i]) for i in df["query_idx"]]
+    return df
+
+
+def channel_seqlets(attributions, channels=None, threshold=0.01, **kwargs):
+    """Seqlets (stretches of high attribution) of each channel, via tangermeme.
+
+    Parameters
+    ----------
+    attributions: torch.Tensor (C, N, 4, L), e.g. from
+        :func:`deepresolve_captum.adapters.channel_attributions`.
+    channels: C labels for the ``channel`` column (default 0..C-1).
+    threshold: p-value threshold of ``tangermeme.seqlet.recursive_seqlets``.
+    kwargs: passed to ``recursive_seqlets`` (``min_seqlet_len``, ``max_seqlet_len``, ...).
+
+    Returns
+    -------
+    pandas DataFrame: tangermeme's seqlet columns (``example_idx``, ``start``, ``end``,
+    ``attribution``, ``p-value``) plus ``channel``.
+    """
+    from tangermeme.seqlet import recursive_seqlets
+
+    a = torch.as_tensor(attributions)
+    if a.ndim != 4 or a.shape[2] != 4:
+        raise ValueError(f"attributions must have shape (C, N, 4, L), got {tuple(a.shape)}")
+    if channels is None:
+        channels = list(range(a.shape[0]))
+    if len(channels) != a.shape[0]:
+        raise ValueError(f"{len(channels)} channel labels for {a.shape[0]} channels")
+    out = []
+    for c, label in enumerate(channels):
+        df = recursive_seqlets(a[c].sum(1).float(), threshold=threshold, **kwargs)
+        if not isinstance(df, pd.DataFrame):  # RecursiveSeqletsResult
+            df = df.seqlets
+        df = df.copy()
+        df.insert(0, "channel", label)
+        out.append(df)
+    return pd.concat(out, ignore_index=True)

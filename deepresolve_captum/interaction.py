@@ -1,0 +1,334 @@
+"""Input-space interaction check for a pair of channels / motifs.
+
+DeepResolve flags channels whose contribution is inconsistent over the gradient-ascent ensemble
+(non-additive, e.g. XOR partners). This module checks such a claim on the model's *output* in input
+space: plant motif ``a`` alone, ``b`` alone, both, or neither into the same dinucleotide-shuffled
+backgrounds (tangermeme ``ersatz.dinucleotide_shuffle``), and compare the model's mean output:
+
+    d_a = f(a) - f(none),  d_b = f(b) - f(none),  d_ab = f(both) - f(none),
+    interaction = f(both) - f(a) - f(b) + f(none)   (paired over backgrounds)
+
+and name the pair's logic (on the logit scale by default), with ``s = max(|d_a|, |d_b|, |d_ab|)``
+and a margin ``m = tol * s``:
+
+* ``"XOR-like"``: each motif alone raises the output (d_a, d_b > m) and both together raise it
+  less than either alone (d_ab < min(d_a, d_b) - m);
+* ``"AND-like"``: together more than the sum of the parts (interaction > m) and more than either
+  alone (d_ab > max(d_a, d_b) + m);
+* ``"OR-like"``: each alone raises the output and both together at least as much as the stronger
+  one (d_ab >= max(d_a, d_b) - m) but not super-additively (interaction <= m);
+* ``"none"``: no effect above ``min_effect`` and ``z`` standard errors; ``"other"``: anything else (e.g. a repressive motif).
+
+Motifs that only matter in the presence of a third one (the XOR pair of synthetic set I needs
+CAGGTC) are checked with ``context=[...]``: context motifs are planted in all four conditions.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import torch
+
+__all__ = ["interaction_check", "channel_pair_interaction", "plant_motifs", "classify_interaction",
+           "InteractionResult", "motif_to_one_hot"]
+
+ALPHABET = "ACGT"
+CONDITIONS = ("none", "a", "b", "both")
+
+
+def motif_to_one_hot(motif):
+    """A motif as a (4, k) float array: a string over ACGT (one-hot) or a (4, k) probability
+    matrix / tensor (returned as float64, columns normalised)."""
+    if isinstance(motif, str):
+        s = motif.upper()
+        if not s or any(c not in ALPHABET for c in s):
+            raise ValueError(f"motif strings must be non-empty over ACGT, got {motif!r}")
+        m = np.zeros((4, len(s)))
+        m[[ALPHABET.index(c) for c in s], np.arange(len(s))] = 1.0
+        return m
+    if isinstance(motif, torch.Tensor):
+        motif = motif.detach().cpu().numpy()
+    m = np.asarray(motif, dtype=np.float64)
+    if m.ndim != 2 or m.shape[0] != 4 or m.shape[1] == 0:
+        raise ValueError(f"a motif matrix must have shape (4, k), got {m.shape}")
+    if (m < 0).any() or not np.isfinite(m).all():
+        raise ValueError("a motif matrix must be non-negative and finite")
+    col = m.sum(0, keepdims=True)
+    if (col <= 0).any():
+        raise ValueError("a motif matrix has an all-zero column")
+    return m / col
+
+
+def _consensus(m):
+    return "".join(ALPHABET[i] for i in m.argmax(0))
+
+
+def _draw(m, n, sample, rng):
+    """(n, 4, k) one-hot instances of motif matrix m: its consensus, or sampled column-wise."""
+    k = m.shape[1]
+    if sample:
+        u = rng.random((n, k))
+        idx = (u[:, :, None] > np.cumsum(m.T, axis=1)[None]).sum(-1).clip(0, 3)
+    else:
+        idx = np.broadcast_to(m.argmax(0), (n, k))
+    out = np.zeros((n, 4, k), dtype=np.float32)
+    out[np.arange(n)[:, None], idx, np.arange(k)[None]] = 1.0
+    return out
+
+
+def plant_motifs(X, motifs, starts):
+    """Write motif instances into copies of sequences.
+
+    Parameters
+    ----------
+    X: torch.Tensor (N, 4, L), one-hot backgrounds (not modified).
+    motifs: list of M arrays (N, 4, k_m): the instance planted into each sequence.
+    starts: int array (N, M): start position of motif m in sequence n (-1: do not plant).
+
+    Returns
+    -------
+    torch.Tensor (N, 4, L), float32.
+    """
+    X = X.clone().float()
+    starts = np.asarray(starts)
+    N = X.shape[0]
+    for j, inst in enumerate(motifs):
+        inst = torch.as_tensor(inst, dtype=X.dtype)
+        k = inst.shape[-1]
+        rows = np.flatnonzero(starts[:, j] >= 0)
+        if len(rows) == 0:
+            continue
+        if (starts[rows, j] + k > X.shape[-1]).any():
+            raise ValueError("a motif does not fit at its start position")
+        cols = torch.as_tensor(starts[rows, j])[:, None] + torch.arange(k)[None]
+        r = torch.as_tensor(rows)
+        X[r[:, None, None], torch.arange(4)[None, :, None], cols[:, None, :]] = inst[r]
+    assert X.shape[0] == N
+    return X
+
+
+def _non_overlapping_starts(rng, n, lengths, L, gap=1, max_tries=1000):
+    """(n, M) random starts such that the M motifs never overlap (at least ``gap`` bases apart)."""
+    M = len(lengths)
+    if sum(lengths) + gap * (M - 1) > L:
+        raise ValueError(f"motifs of lengths {lengths} do not fit side by side in {L} bp")
+    out = np.zeros((n, M), dtype=int)
+    for i in range(n):
+        for _ in range(max_tries):
+            s = np.array([rng.integers(0, L - k + 1) for k in lengths])
+            ok = True
+            for p in range(M):
+                for q in range(p + 1, M):
+                    if not (s[p] + lengths[p] + gap <= s[q] or s[q] + lengths[q] + gap <= s[p]):
+                        ok = False
+            if ok:
+                out[i] = s
+                break
+        else:
+            raise ValueError("could not place the motifs without overlap; use longer sequences")
+    return out
+
+
+def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.1, sems=None, z=3.0):
+    """Name the logic of a motif pair from its effects over the no-motif background.
+
+    Parameters
+    ----------
+    d_a, d_b, d_ab: floats, mean output change with a alone, b alone, both (see module doc).
+    tol: relative margin (fraction of the largest effect).
+    min_effect: absolute effect below which the pair is ``"none"``.
+    sems: optional (sem_a, sem_b, sem_ab) standard errors of the three effects: the pair is also
+        ``"none"`` when no effect exceeds ``z`` of its standard errors.
+    z: significance multiple used with ``sems``.
+
+    Returns
+    -------
+    str: ``"XOR-like"``, ``"AND-like"``, ``"OR-like"``, ``"none"`` or ``"other"``.
+    """
+    s = max(abs(d_a), abs(d_b), abs(d_ab))
+    if s < min_effect:
+        return "none"
+    if sems is not None and not any(abs(d) > z * e for d, e in zip((d_a, d_b, d_ab), sems)):
+        return "none"
+    m = tol * s
+    inter = d_ab - d_a - d_b
+    if d_a > m and d_b > m and d_ab < min(d_a, d_b) - m:
+        return "XOR-like"
+    if inter > m and d_ab > max(d_a, d_b) + m:
+        return "AND-like"
+    if d_a > m and d_b > m and d_ab >= max(d_a, d_b) - m and inter <= m:
+        return "OR-like"
+    return "other"
+
+
+@dataclass
+class InteractionResult:
+    """Result of :func:`interaction_check`.
+
+    Attributes
+    ----------
+    table: pandas DataFrame indexed by condition (none, a, b, both): ``mean``, ``sem`` of the
+        output, ``effect`` (mean change vs none) and ``effect_sem`` (paired).
+    interaction: float, mean of f(both) - f(a) - f(b) + f(none); ``interaction_sem`` its SEM.
+    logic: str, see :func:`classify_interaction`.
+    outputs: numpy (n_backgrounds, 4), the outputs per background and condition.
+    motifs: dict with the consensus strings of a, b and the context motifs.
+    settings: dict of the arguments that made it.
+    """
+    table: pd.DataFrame
+    interaction: float
+    interaction_sem: float
+    logic: str
+    outputs: np.ndarray
+    motifs: dict
+    settings: dict = field(default_factory=dict)
+
+    def __repr__(self):
+        t = self.table.round(3).to_string()
+        return (f"InteractionResult({self.motifs.get('a')} x {self.motifs.get('b')}: "
+                f"{self.logic}, interaction={self.interaction:.3f} +- "
+                f"{self.interaction_sem:.3f})\n{t}")
+
+
+def _predict(model, X, target, batch_size, device):
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(X), batch_size):
+            y = model(X[i:i + batch_size].to(device))
+            if y.ndim == 1:
+                y = y[:, None]
+            y = y.reshape(y.shape[0], -1)
+            out.append(y[:, target].float().cpu())
+    return torch.cat(out)
+
+
+def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
+                      seq_len=None, target=0, output="logit", sample_pwm=False, tol=0.25,
+                      min_effect=0.1, z=3.0, batch_size=512, random_state=0):
+    """Plant two motifs alone and together into shuffled backgrounds; report the model's outputs.
+
+    Parameters
+    ----------
+    model: nn.Module, (B, 4, L) -> (B, n_outputs) (pre-sigmoid logits). Left in the mode and state
+        it was found in (run in eval mode).
+    motif_a, motif_b: str over ACGT, or (4, k) probability matrices (their consensus is planted,
+        or, with ``sample_pwm=True``, one instance sampled per background).
+    X: torch.Tensor (N, 4, L) one-hot sequences whose dinucleotide shuffles are the backgrounds
+        (cycled through when ``n_backgrounds > N``), or None: uniform random sequences of length
+        ``seq_len``.
+    context: motifs (str or matrices) planted into every condition, e.g. the AND partner.
+    n_backgrounds: number of backgrounds (each used in all four conditions).
+    seq_len: length of random backgrounds when ``X`` is None.
+    target: output column of the model.
+    output: ``"logit"`` (the raw output) or ``"probability"`` (sigmoid of it).
+    tol, min_effect, z: see :func:`classify_interaction` (in units of ``output``); an effect
+        counts only if it exceeds ``z`` standard errors over the backgrounds.
+    batch_size: sequences per forward pass.
+    random_state: int seed (shuffles, positions, sampled instances).
+
+    Returns
+    -------
+    :class:`InteractionResult`.
+    """
+    from tangermeme.ersatz import dinucleotide_shuffle
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if output not in ("logit", "probability"):
+        raise ValueError("output must be 'logit' or 'probability'")
+    if not isinstance(n_backgrounds, (int, np.integer)) or n_backgrounds < 2:
+        raise ValueError("n_backgrounds must be an int >= 2")
+    if isinstance(context, (str, np.ndarray, torch.Tensor)):
+        context = [context]
+    mats = [motif_to_one_hot(motif_a), motif_to_one_hot(motif_b)]
+    mats += [motif_to_one_hot(c) for c in context]
+    rng = np.random.default_rng(random_state)
+    seed = int(rng.integers(2**31 - 1))
+
+    if X is None:
+        if seq_len is None:
+            raise ValueError("give X (sequences to shuffle) or seq_len (random backgrounds)")
+        idx = rng.integers(0, 4, size=(n_backgrounds, int(seq_len)))
+        B = torch.nn.functional.one_hot(torch.as_tensor(idx), 4).permute(0, 2, 1).float()
+    else:
+        if not isinstance(X, torch.Tensor) or X.ndim != 3 or X.shape[1] != 4 or len(X) == 0:
+            raise ValueError("X must be a non-empty one-hot tensor of shape (N, 4, L)")
+        src = X[np.arange(n_backgrounds) % len(X)].float().cpu()
+        B = dinucleotide_shuffle(src, n=1, random_state=seed)[:, 0].float()
+    L = B.shape[-1]
+    starts = _non_overlapping_starts(rng, n_backgrounds, [m.shape[1] for m in mats], L)
+    inst = [_draw(m, n_backgrounds, sample_pwm, rng) for m in mats]
+
+    conds = {"none": (False, False), "a": (True, False), "b": (False, True), "both": (True, True)}
+    seqs = []
+    for name in CONDITIONS:
+        has_a, has_b = conds[name]
+        s = starts.copy()
+        if not has_a:
+            s[:, 0] = -1
+        if not has_b:
+            s[:, 1] = -1
+        seqs.append(plant_motifs(B, inst, s))
+    allX = torch.cat(seqs)
+
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+    try:
+        model.eval()
+        y = _predict(model, allX, target, batch_size, device)
+    finally:
+        for m, t in modes:
+            m.training = t
+    if output == "probability":
+        y = torch.sigmoid(y)
+    Y = y.numpy().reshape(4, n_backgrounds).T.astype(np.float64)  # (n, 4): none, a, b, both
+
+    n = n_backgrounds
+    sem = lambda v: float(v.std(ddof=1) / np.sqrt(n))
+    eff = Y - Y[:, :1]
+    table = pd.DataFrame({
+        "mean": Y.mean(0), "sem": [sem(Y[:, i]) for i in range(4)],
+        "effect": eff.mean(0), "effect_sem": [sem(eff[:, i]) for i in range(4)],
+    }, index=pd.Index(CONDITIONS, name="condition"))
+    inter = Y[:, 3] - Y[:, 1] - Y[:, 2] + Y[:, 0]
+    logic = classify_interaction(float(eff[:, 1].mean()), float(eff[:, 2].mean()),
+                                 float(eff[:, 3].mean()), tol=tol, min_effect=min_effect,
+                                 sems=[sem(eff[:, i]) for i in (1, 2, 3)], z=z)
+    names = {"a": _consensus(mats[0]), "b": _consensus(mats[1]),
+             "context": [_consensus(m) for m in mats[2:]]}
+    settings = dict(n_backgrounds=n, target=target, output=output, sample_pwm=sample_pwm, tol=tol,
+                    min_effect=min_effect, z=z, random_state=random_state,
+                    backgrounds="random" if X is None else "dinucleotide_shuffle")
+    return InteractionResult(table, float(inter.mean()), sem(inter), logic, Y, names, settings)
+
+
+def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None, trim=0.5,
+                             **kwargs):
+    """:func:`interaction_check` for two channels of ``layer``, using their motifs.
+
+    Parameters
+    ----------
+    model, layer: the network and the layer whose channels are paired.
+    channel_a, channel_b: int channel indices.
+    X: torch.Tensor (N, 4, L): sequences to shuffle for backgrounds, and to start the deep-layer
+        motif search from (see :func:`deepresolve_captum.channel_motifs.channel_pwms`).
+    pwms: optional (K, 4, w) array / list of the layer's channel PWMs (computed if None).
+    trim: information-content threshold (bits) used to trim each PWM to its core before planting.
+    kwargs: passed to :func:`interaction_check` (``context``, ``n_backgrounds``, ``target`` ...).
+
+    Returns
+    -------
+    :class:`InteractionResult` (its ``motifs`` give the consensus strings that were planted).
+    """
+    from .channel_motifs import channel_pwms, trim_pwm
+
+    if pwms is None:
+        res = channel_pwms(model, layer, [channel_a, channel_b], X)
+        pa, pb = res.pwms[0], res.pwms[1]
+    else:
+        pa, pb = pwms[channel_a], pwms[channel_b]
+    return interaction_check(model, trim_pwm(pa, trim), trim_pwm(pb, trim), X, **kwargs)

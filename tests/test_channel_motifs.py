@@ -1,0 +1,130 @@
+"""Channel -> motif (channel_motifs.py): receptive fields, first-layer filter PWMs, the paper's
+gradient ascent for a deep channel (matched to the planted motif by TOMTOM against JASPAR),
+seqlets from channel attributions."""
+import os
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
+
+from deepresolve_captum.adapters import channel_attributions
+from deepresolve_captum.channel_motifs import (channel_pwms, channel_seqlets, channel_tomtom,
+                                               consensus, receptive_field, trim_pwm)
+
+MOTIF = "CAAGACGCCTTA"  # JASPAR2016 MA0794.1 PROX1 consensus
+L = 80
+
+
+def _onehot(s):
+    m = torch.zeros(4, len(s))
+    for j, c in enumerate(s):
+        m["ACGT".index(c), j] = 1
+    return m
+
+
+class TwoConv(nn.Module):
+    """conv1 (6 filters of 6 bp) -> ReLU -> MaxPool(2) -> conv2 (4 channels of 4) -> ReLU -> dense.
+    conv1 filters 0 and 1 detect the two halves of MOTIF; conv2 channel 0 fires only when half 1
+    is followed 6 bp later by half 2 (the planted motif detector). Everything else is random."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.conv1 = nn.Conv1d(4, 6, 6)
+        self.relu1 = nn.ReLU()
+        self.pool1 = nn.MaxPool1d(2)
+        self.conv2 = nn.Conv1d(6, 4, 4)
+        self.relu2 = nn.ReLU()
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(4 * ((L - 5) // 2 - 3), 1)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+            for f, half in ((0, MOTIF[:6]), (1, MOTIF[6:])):
+                oh = _onehot(half)
+                self.conv1.weight[f] = oh - 0.5 * (1 - oh)
+                self.conv1.bias[f] = -4.5
+            self.conv2.weight[0] = 0
+            self.conv2.weight[0, 0, 0] = 1.0
+            self.conv2.weight[0, 1, 3] = 1.0
+            self.conv2.bias[0] = -1.6
+
+    def forward(self, x):
+        h = self.relu2(self.conv2(self.pool1(self.relu1(self.conv1(x)))))
+        return self.fc(self.flatten(h))
+
+
+def _data(n=120, n_planted=15, seed=0):
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, 4, (n, L))
+    for i in range(min(n, n_planted)):
+        s = rng.integers(0, L - len(MOTIF))
+        idx[i, s:s + len(MOTIF)] = ["ACGT".index(c) for c in MOTIF]
+    return nn.functional.one_hot(torch.as_tensor(idx), 4).permute(0, 2, 1).float()
+
+
+def test_receptive_field_of_a_deep_layer():
+    m = TwoConv()
+    assert receptive_field(m, m.conv1, L) == {"length": 6, "stride": 1, "offset": 0, "width": L - 5}
+    rf = receptive_field(m, m.relu2, L)
+    assert (rf["length"], rf["stride"], rf["offset"]) == (6 + 2 * 4 - 1, 2, 0)
+    padded = nn.Sequential(nn.Conv1d(4, 3, 5, padding=2), nn.ReLU(), nn.MaxPool1d(3),
+                           nn.Conv1d(3, 2, 3, padding=1))
+    rf = receptive_field(padded, padded[3], 60)
+    assert (rf["length"], rf["stride"], rf["offset"]) == (5 + 3 * 3 - 1, 3, -2 - 3)
+
+
+def test_first_layer_channels_are_filter_pwms():
+    m = TwoConv()
+    X = _data(10)
+    for layer in (m.conv1, m.relu1, m.pool1):
+        res = channel_pwms(m, layer, [0, 1], X)
+        assert res.method == "filter" and res.pwms.shape == (2, 4, 6)
+        assert consensus(res.pwms[0]) == MOTIF[:6] and consensus(res.pwms[1]) == MOTIF[6:]
+    with pytest.raises(ValueError, match="filter"):
+        channel_pwms(m, m.relu2, [0], X, method="filter")
+
+
+def test_deep_channel_pwm_matches_planted_motif_by_tomtom():
+    m = TwoConv()
+    m.train()
+    X = _data()
+    res = channel_pwms(m, m.relu2, [0, 2], X, n_top=10)
+    assert m.training and res.method == "ascent"
+    assert res.pwms.shape == (2, 4, 13) and res.start_pwms.shape == (2, 10, 4, 13)
+    np.testing.assert_allclose(res.pwms.sum(1), 1.0, atol=1e-9)
+    frag = res.fragments[res.fragments.channel == 0]
+    assert set(frag.seq_idx) <= set(range(15))  # top fragments are the planted sequences
+    assert (frag.activation_after > frag.activation).all()  # the ascent raised the activation
+    core = trim_pwm(res.pwms[0], 1.0)
+    assert MOTIF in consensus(core) or consensus(core) in MOTIF
+    hits = channel_tomtom(res, n_nearest=3)
+    best = hits[(hits["query"] == 0) & (hits["rank"] == 1)].iloc[0]
+    assert best.target_name == "PROX1" and best.p_value < 1e-3, hits.head()
+    other = hits[(hits["query"] == 2) & (hits["rank"] == 1)].iloc[0]
+    assert other.target_name != "PROX1" or other.p_value > 1e-3
+
+
+def test_channel_seqlets_find_the_planted_motif():
+    m = TwoConv()
+    X = _data(12, n_planted=6)
+    attr = channel_attributions(m, m.relu2, [0], X, n_shuffles=5)
+    seq = channel_seqlets(attr, channels=[0], threshold=0.05)
+    assert list(seq.columns[:1]) == ["channel"]
+    assert len(seq) > 0 and set(seq.example_idx) <= set(range(6))
+
+
+def test_bad_input():
+    m = TwoConv()
+    X = _data(5)
+    with pytest.raises(ValueError, match="method"):
+        channel_pwms(m, m.relu2, [0], X, method="pca")
+    with pytest.raises(ValueError, match="X"):
+        channel_pwms(m, m.relu2, [0], None, method="ascent")
+    with pytest.raises(ValueError, match="range"):
+        channel_pwms(m, m.relu2, [9], X)
+    with pytest.raises(ValueError):
+        channel_seqlets(torch.zeros(2, 3, 4))

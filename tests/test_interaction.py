@@ -1,0 +1,119 @@
+"""Input-space interaction check (interaction.py) on a synthetic set I model: GCTCAT x CGCTTG must
+come out XOR-like and CAGGTC x GCTCAT AND-like; plus the logic classifier and planting."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepresolve_captum.datasets import SET_ONE_MOTIFS, synthetic_set_one
+from deepresolve_captum.interaction import (channel_pair_interaction, classify_interaction,
+                                            interaction_check, plant_motifs)
+from deepresolve_captum.zoo import PaperCNN
+
+L = 100
+
+
+def _auc(y, s):
+    y, s = np.asarray(y).ravel().astype(bool), np.asarray(s).ravel()
+    r = s.argsort().argsort() + 1
+    return (r[y].sum() - y.sum() * (y.sum() + 1) / 2) / (y.sum() * (~y).sum())
+
+
+def set_one_model():
+    """The paper's CNN (PaperCNN) with weights that compute synthetic set I's rule exactly:
+    filters 0-2 detect CGCTTG, CAGGTC, GCTCAT; hidden units 0/1 are CAGGTC & GCTCAT & !CGCTTG and
+    CAGGTC & CGCTTG & !GCTCAT; the logit is their sum. Filters 3-31 and the other hidden units
+    carry small random weights, so the model is not a clean lookup table. (Training the paper's
+    model to learn the XOR needs ~100k sequences -- minutes, not a unit test; see the example.)"""
+    torch.manual_seed(0)
+    m = PaperCNN(n_outputs=1, seq_len=L)
+    W = (L - 8 + 1) // 4
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0, 0.01)
+        for f, motif in enumerate(SET_ONE_MOTIFS):
+            m.conv.weight[f] = -1.0
+            for j, c in enumerate(motif):
+                m.conv.weight[f, "ACGT".index(c), j + 1] = 1.0
+            m.conv.weight[f, :, 0] = 0
+            m.conv.weight[f, :, 7] = 0
+            m.conv.bias[f] = -5.0
+        cg, ca, gc = (slice(f * W, (f + 1) * W) for f in range(3))
+        m.fc1.weight[:2] = 0
+        m.fc1.weight[0, ca], m.fc1.weight[0, gc], m.fc1.weight[0, cg] = 1, 1, -1
+        m.fc1.weight[1, ca], m.fc1.weight[1, cg], m.fc1.weight[1, gc] = 1, 1, -1
+        m.fc1.bias[:2] = -1
+        m.fc2.weight[0, :2] = 10
+        m.fc2.bias[0] = -5
+    return m
+
+
+@pytest.fixture(scope="module")
+def model_and_data():
+    X, y = synthetic_set_one(n_sequences=3000, n_random=600, seq_len=L, random_state=0)
+    m = set_one_model()
+    with torch.no_grad():
+        s = m(X)[:, 0]
+    # it is a synthetic set I model (the misses: motifs at the sequence ends, where the 8 bp
+    # filters with the 6-mer in taps 1-6 cannot see them, and motifs present twice)
+    assert _auc(y, s) > 0.94
+    return m, X, y
+
+
+def test_synthetic_set_one_pairs(model_and_data):
+    m, X, y = model_and_data
+    m.train()
+    neg = X[y[:, 0] == 0][:300]
+    xor = interaction_check(m, "GCTCAT", "CGCTTG", neg, context=["CAGGTC"], n_backgrounds=200)
+    assert xor.logic == "XOR-like", xor
+    t = xor.table
+    assert t.loc["a", "effect"] > 5 and t.loc["b", "effect"] > 5 and xor.interaction < -10
+    and_ = interaction_check(m, "CAGGTC", "GCTCAT", neg, n_backgrounds=200)
+    assert and_.logic == "AND-like", and_
+    assert and_.interaction > 5
+    assert m.training  # mode restored
+    # in random backgrounds (no AND partner) the XOR pair does nothing: the check says so
+    assert interaction_check(m, "GCTCAT", "CGCTTG", seq_len=L, n_backgrounds=100).logic == "none"
+    assert xor.outputs.shape == (200, 4)
+    assert list(xor.table.index) == ["none", "a", "b", "both"]
+
+
+def test_channel_pair_uses_filter_motifs(model_and_data):
+    m, X, y = model_and_data
+    neg = X[y[:, 0] == 0][:200]
+    # filters 2 (GCTCAT) and 0 (CGCTTG): motifs taken from the filters of m.pool's channels
+    res = channel_pair_interaction(m, m.pool, 2, 0, neg, context=["CAGGTC"], n_backgrounds=100)
+    assert (res.motifs["a"], res.motifs["b"]) == ("GCTCAT", "CGCTTG")
+    assert res.logic == "XOR-like"
+    res = channel_pair_interaction(m, m.pool, 1, 2, neg, n_backgrounds=100)
+    assert res.logic == "AND-like"
+
+
+def test_classifier_rules():
+    assert classify_interaction(10, 10, 0) == "XOR-like"
+    assert classify_interaction(0, 0.5, 10) == "AND-like"
+    assert classify_interaction(5, 5, 10) == "OR-like"      # additive evidence: either suffices
+    assert classify_interaction(5, 5, 6) == "OR-like"       # saturating
+    assert classify_interaction(0.01, 0.02, 0.0) == "none"
+    assert classify_interaction(-5, 3, -2) == "other"
+    assert classify_interaction(0.3, 0.3, 0.0, sems=(0.2, 0.2, 0.2)) == "none"  # not significant
+    assert classify_interaction(0.3, 0.3, 0.0, sems=(0.05, 0.05, 0.05)) == "XOR-like"
+
+
+def test_planting_and_backgrounds():
+    X = torch.zeros(3, 4, 12)
+    X[:, 0] = 1
+    inst = [np.broadcast_to(np.eye(4, dtype=np.float32)[:, [1, 2]], (3, 4, 2))]
+    out = plant_motifs(X, inst, np.array([[0], [5], [-1]]))
+    assert out[0, 1, 0] == 1 and out[0, 2, 1] == 1 and out[1, 1, 5] == 1
+    assert torch.equal(out[2], X[2]) and torch.equal(X[:, 0], torch.ones(3, 12))
+    m = nn.Sequential(nn.Conv1d(4, 1, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten())
+    r1 = interaction_check(m, "ACG", "TTA", seq_len=30, n_backgrounds=20, random_state=1)
+    r2 = interaction_check(m, "ACG", "TTA", seq_len=30, n_backgrounds=20, random_state=1)
+    np.testing.assert_array_equal(r1.outputs, r2.outputs)
+    with pytest.raises(ValueError):
+        interaction_check(m, "ACGN", "TTA", seq_len=30)
+    with pytest.raises(ValueError):
+        interaction_check(m, "ACG", "TTA")  # neither X nor seq_len
+    with pytest.raises(ValueError, match="fit"):
+        interaction_check(m, "A" * 20, "T" * 20, seq_len=30)
