@@ -1,0 +1,183 @@
+"""Motif tools: PWM rules, JASPAR loading, the memelite TOMTOM wrapper."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from deepresolve_captum import motifs as M
+
+BASES = "ACGT"
+
+
+def one_hot(seq):
+    x = np.zeros((4, len(seq)), dtype=np.float32)
+    for i, b in enumerate(seq):
+        x[BASES.index(b), i] = 1
+    return x
+
+
+@pytest.fixture(scope="module")
+def jaspar():
+    return M.load_jaspar("JASPAR2016", "CORE", "vertebrates")
+
+
+# ------------------------------------------------------------------ PWM rules
+
+def test_filter_pwms_clip_rule():
+    w = np.array([[1.0, -1.0, 0.5],
+                  [1.0, -2.0, 0.0],
+                  [-2.0, -0.5, 1.5],
+                  [0.0, -1.0, 0.0]])
+    p = M.filter_pwms(w)
+    assert p.shape == (1, 4, 3) and p.dtype == np.float64
+    np.testing.assert_allclose(p[0, :, 0], [0.5, 0.5, 0, 0])
+    np.testing.assert_allclose(p[0, :, 1], [0.25] * 4)  # no positive weight -> uniform
+    np.testing.assert_allclose(p[0, :, 2], [0.25, 0, 0.75, 0])
+    np.testing.assert_allclose(p.sum(1), 1.0)
+
+
+def test_filter_pwms_torch_batch_and_pseudocount():
+    w = torch.randn(6, 4, 9, generator=torch.Generator().manual_seed(0))
+    p = M.filter_pwms(w)
+    assert p.shape == (6, 4, 9)
+    np.testing.assert_allclose(p.sum(1), 1.0)
+    np.testing.assert_allclose(p, M.filter_pwms(w.numpy()))
+    q = M.filter_pwms(w, pseudocount=1.0)
+    assert q.min() > 0 and np.allclose(q.sum(1), 1.0)
+    # the clip rule ignores negative weights entirely
+    w2 = w.clone()
+    w2[w2 < 0] *= 10
+    np.testing.assert_allclose(M.filter_pwms(w2), p)
+
+
+def test_filter_pwms_bad_input():
+    with pytest.raises(ValueError):
+        M.filter_pwms(np.zeros((3, 5, 7)))
+    with pytest.raises(TypeError):
+        M.filter_pwms([[1, 2, 3, 4]])
+    with pytest.raises(ValueError):
+        M.filter_pwms(np.zeros((1, 4, 3)), pseudocount=-1)
+
+
+def test_information_content_and_reverse_complement():
+    uni = np.full((4, 5), 0.25)
+    det = one_hot("ACGTT").astype(np.float64)
+    np.testing.assert_allclose(M.information_content([uni, det]), [0.0, 10.0], atol=1e-6)
+    rc = M.reverse_complement(det)
+    np.testing.assert_array_equal(rc, one_hot("AACGT"))
+    np.testing.assert_array_equal(M.reverse_complement(rc), det)
+
+
+def test_window_pwms_recovers_planted_kmer():
+    rng = np.random.default_rng(0)
+    N, L, kmer = 300, 40, "GATTACA"
+    X = np.eye(4, dtype=np.float32)[rng.integers(0, 4, (N, L))].transpose(0, 2, 1).copy()
+    pos = rng.integers(0, L - len(kmer) + 1, N)
+    A = np.zeros((N, 2, L - len(kmer) + 1), dtype=np.float32)
+    for n in range(0, N, 2):  # half the sequences carry the k-mer, where channel 0 fires
+        X[n, :, pos[n]:pos[n] + len(kmer)] = one_hot(kmer)
+        A[n, 0, pos[n]] = 1.0 + rng.random()
+    p, counts = M.window_pwms(X, A, width=len(kmer), n_top=1000, pseudocount=0.0,
+                              return_counts=True)
+    assert p.shape == (2, 4, len(kmer))
+    assert counts.tolist() == [N // 2, 0]
+    np.testing.assert_allclose(p[0], one_hot(kmer))
+    np.testing.assert_allclose(p[1], 0.25)  # a channel that never fires is uniform
+
+
+def test_activation_pwms_reads_padding_and_finds_the_motif():
+    kmer = "CACGTGAT"
+    conv = torch.nn.Conv1d(4, 2, len(kmer), padding=4)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0] = torch.from_numpy(2 * one_hot(kmer) - 1)
+        conv.weight[1] = torch.from_numpy(2 * one_hot("TTTTAAAA") - 1)
+        conv.bias.fill_(-len(kmer) + 2.5)  # fires on >= 7 of 8 matching bases
+    p, counts = M.activation_pwms(conv, n_seqs=4000, seq_len=60, n_top=200, pseudocount=0.0,
+                                  random_state=1, return_counts=True)
+    assert p.shape == (2, 4, len(kmer))
+    assert (counts > 0).all()
+    assert "".join(BASES[i] for i in p[0].argmax(0)) == kmer
+    assert "".join(BASES[i] for i in p[1].argmax(0)) == "TTTTAAAA"
+    # at least 7 of 8 bases match on each window used -> consensus columns carry most mass
+    assert (p[0].max(0) >= 0.75).all()
+    with pytest.raises(TypeError):
+        M.activation_pwms(torch.nn.Conv1d(3, 2, 4))
+
+
+# ------------------------------------------------------------------ JASPAR
+
+def test_load_jaspar_2016_core_vertebrates(jaspar):
+    assert len(jaspar) == 519
+    assert len(jaspar.pwms) == len(jaspar.names) == 519
+    i = jaspar.index("MA0139.1")
+    assert jaspar.names[i] == "CTCF" and jaspar.index("CTCF") == i and jaspar.index("MA0139") == i
+    for m in jaspar.pwms[:50]:
+        assert m.shape[0] == 4 and m.dtype == np.float64
+        np.testing.assert_allclose(m.sum(0), 1.0)
+    with pytest.raises(KeyError):
+        jaspar.index("NOT_A_MOTIF")
+
+
+def test_load_jaspar_other_release():
+    j24 = M.load_jaspar("JASPAR2024")
+    assert len(j24) > 519
+    with pytest.raises(ValueError):
+        M.load_jaspar("JASPAR1999")
+
+
+# ------------------------------------------------------------------ TOMTOM
+
+def test_tomtom_motif_matches_itself_first_both_strands(jaspar):
+    names = ["CTCF", "REST", "SPI1"]
+    idx = [jaspar.index(n) for n in names]
+    Q = [jaspar.pwms[i] for i in idx] + [M.reverse_complement(jaspar.pwms[i]) for i in idx]
+    df = M.tomtom(Q, jaspar, query_names=[f"{n}+" for n in names] + [f"{n}-" for n in names])
+    assert isinstance(df, pd.DataFrame)
+    assert list(df.columns) == ["query", "query_idx", "target_id", "target_name", "target_idx",
+                                "p_value", "score", "offset", "overlap", "strand", "rank"]
+    assert len(df) == len(Q) * len(jaspar)
+    top = df[df["rank"] == 1].set_index("query_idx")
+    for q, i in enumerate(idx * 2):
+        assert top.loc[q, "target_idx"] == i
+        assert top.loc[q, "target_name"] == jaspar.names[i]
+        assert top.loc[q, "p_value"] < 1e-8
+        assert top.loc[q, "strand"] == ("+" if q < 3 else "-")
+        assert top.loc[q, "offset"] == 0
+        assert top.loc[q, "overlap"] == jaspar.pwms[i].shape[1]
+    # ranks are 1..n per query and follow the p-values
+    for _, g in df.groupby("query_idx"):
+        assert g["rank"].tolist() == list(range(1, len(jaspar) + 1))
+        assert np.all(np.diff(g["p_value"].to_numpy()) >= 0)
+
+
+def test_tomtom_nearest_and_plain_targets(jaspar):
+    q = jaspar.pwms[jaspar.index("CTCF")]
+    near = M.tomtom([q], jaspar, n_nearest=3)
+    assert len(near) == 3 and near["rank"].tolist() == [1, 2, 3]
+    assert near["target_name"].iloc[0] == "CTCF"
+    plain = M.tomtom(np.stack([q[:, :10]]), jaspar.pwms[:40] + [q])
+    assert plain["target_id"].iloc[0] == "40"
+    with pytest.raises(ValueError):
+        M.tomtom([q], jaspar, query_names=["a", "b"])
+    with pytest.raises(ValueError):
+        M.tomtom([q[:3]], jaspar)
+
+
+def test_known_motif_hits(jaspar):
+    ctcf = jaspar.pwms[jaspar.index("CTCF")]
+    rng = np.random.default_rng(0)
+    noise = rng.dirichlet(np.ones(4), size=12).T  # a flat-ish random matrix (4, 12)
+    h = M.known_motif_hits([noise, ctcf, M.reverse_complement(ctcf)], jaspar, "MA0139.1")
+    assert h["query_idx"].tolist() == [0, 1, 2]
+    assert h["rank"].tolist()[1:] == [1, 1]
+    assert h["strand"].tolist()[1:] == ["+", "-"]
+    assert h["p_value"].iloc[0] > 1e3 * h["p_value"].iloc[1]
+    assert (h["best_name"].iloc[1:] == "CTCF").all()
+    with pytest.raises(TypeError):
+        M.known_motif_hits([ctcf], jaspar.pwms, "MA0139.1")
