@@ -1,0 +1,405 @@
+"""The paper's synthetic experiments end to end: generate, train, run DeepResolve, draw, check.
+
+``python -m deepresolve_captum.demo --out DIR`` (or ``deepresolve demo --out DIR``) generates
+synthetic set I, trains the paper's CNN, runs DeepResolve on the layer between the convolution
+block and the dense layer (``model.pool``) with ``l2="auto"``, and writes to DIR:
+
+* ``fig2_set1.png`` / ``.svg`` -- the paper's Fig. 2: every start's FIV, IL, OFIV (non-additive
+  channels starred) and each channel's filter logo, channels ordered by OFIV;
+* ``summary_set1.txt`` -- AUC, the lambda used, the BIC choice, the non-additive channels and the
+  planted motifs they respond to, and which of the paper's claims this model satisfies;
+* ``summary_set1.npz`` -- the ``EnsembleSummary`` (reload with ``EnsembleSummary.load``);
+* with ``--set-two``: the same for synthetic set II and the paper's Fig. 4 (``fig4_set2.png``:
+  the four OFIV rows and four class-similarity matrices).
+
+The functions below are what the demo, ``benchmarks/synthetic.py`` and the tests share.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
+                       SET_TWO_MOTIFS, planted_motif_response, synthetic_set_one, synthetic_set_two)
+from .optimizer import LayerFeatureOptimizer
+from .similarity import class_similarity, label_correlation, signed_ofiv_correlation, weight_cosine
+from .summary import CATEGORY_NAMES, summarize
+from .train import train_classifier
+from .zoo import PaperCNN, keras_init_
+
+#: Defaults of the demo and the benchmark (set I / set II): sizes of the paper, length 100.
+DEFAULTS = dict(seq_len=100, epochs=12, batch_size=128, lr=1e-3, n_starts=10, n_probe=256)
+
+
+@dataclass
+class SyntheticRun:
+    """One trained model and its DeepResolve analysis.
+
+    Attributes
+    ----------
+    dataset: "one" or "two".
+    model: the trained ``PaperCNN``.
+    train: ``TrainResult`` (``val_auc`` per output).
+    summary: ``EnsembleSummary`` of the ascent at ``model.pool`` for every output.
+    l2: the lambda ``l2="auto"`` chose.
+    response: (K, M) ``planted_motif_response`` of each channel to each motif in ``motifs``.
+    motifs: the motifs of the dataset (``SET_ONE_MOTIFS`` or ``SET_TWO_MOTIFS``).
+    labels: (N_val, n_outputs) validation labels (for the label correlation of set II).
+    checks: dict, the paper's claims for this model (see ``check_set_one`` / ``check_set_two``).
+    seconds: dict of timings.
+    """
+    dataset: str
+    model: torch.nn.Module
+    train: object
+    summary: object
+    l2: float
+    response: np.ndarray
+    motifs: tuple
+    labels: np.ndarray
+    checks: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+
+
+def detectors(response, frac=0.5):
+    """Which channels detect which motif, from a (K, M) response matrix -> (K, M) bool.
+
+    Channel k detects motif m when its response is positive and at least ``frac`` of the
+    strongest channel's response to m (a channel may detect several motifs).
+    """
+    r = np.asarray(response, dtype=float)
+    best = r.max(0, keepdims=True)
+    return (r > 0) & (best > 0) & (r >= frac * best)
+
+
+def channel_labels(response, motifs, frac=0.5):
+    """One string per channel naming the motifs it detects with its response, e.g.
+    ``"GCTCAT 0.71"``; ``""`` for channels that detect none."""
+    det = detectors(response, frac)
+    out = []
+    for k in range(det.shape[0]):
+        hits = [f"{motifs[m]} {response[k, m]:.2f}" for m in np.argsort(-response[k]) if det[k, m]]
+        out.append(", ".join(hits))
+    return out
+
+
+def check_set_one(summary, response, frac=0.5, target=0):
+    """The paper's claims on synthetic set I (Fig. 2), for one model.
+
+    Parameters
+    ----------
+    summary: ``EnsembleSummary`` of the set I model (one target).
+    response: (K, 3) ``planted_motif_response`` to ``SET_ONE_MOTIFS`` (in that order).
+    frac: detector threshold (see :func:`detectors`).
+
+    Returns
+    -------
+    dict with one bool per claim, ``all`` (every claim holds) and the numbers behind them:
+
+    * ``xor_nonadditive``: every GCTCAT / CGCTTG detector is flagged non-additive;
+    * ``xor_opposite``: the strongest GCTCAT and CGCTTG detectors are two different channels, both
+      sign-flipping, with FIVs of opposite sign in at least half of the starts;
+    * ``top_nonadditive_is_xor``: the non-additive channel with the highest OFIV is a GCTCAT /
+      CGCTTG detector;
+    * ``and_additive``: every CAGGTC detector that is not also an XOR detector is additive, and the
+      additive channel with the highest OFIV is a CAGGTC detector;
+    * ``bic_gt1``: BIC picks more than one mixture component.
+    """
+    det = detectors(response, frac)
+    i_and = SET_ONE_MOTIFS.index(SET_ONE_AND_MOTIF)
+    i_xor = [SET_ONE_MOTIFS.index(m) for m in SET_ONE_XOR_MOTIFS]
+    xor = det[:, i_xor].any(1)
+    and_ = det[:, i_and] & ~xor
+    cat = np.asarray(summary.category[target])
+    nonadd = np.asarray(summary.nonadditive[target]).astype(bool)
+    ofiv = np.asarray(summary.ofiv[target])
+    fiv = np.asarray(summary.fiv[target])                      # (T, K)
+    a, b = (int(np.argmax(response[:, i])) for i in i_xor)
+    opposite = float(np.mean(np.sign(fiv[:, a]) * np.sign(fiv[:, b]) < 0)) if a != b else 0.0
+    top_nonadd = int(np.argmax(np.where(nonadd, ofiv, -np.inf))) if nonadd.any() else -1
+    top_add = int(np.argmax(np.where(~nonadd, ofiv, -np.inf))) if (~nonadd).any() else -1
+    out = dict(
+        xor_nonadditive=bool(xor.any() and nonadd[xor].all()),
+        xor_opposite=bool(a != b and cat[a] == 2 and cat[b] == 2 and opposite >= 0.5),
+        top_nonadditive_is_xor=bool(top_nonadd >= 0 and xor[top_nonadd]),
+        and_additive=bool(and_.any() and not nonadd[and_].any() and top_add >= 0 and and_[top_add]),
+        bic_gt1=bool(summary.n_components[target] > 1),
+    )
+    out["all"] = all(out.values())
+    out.update(xor_channels=np.flatnonzero(xor).tolist(), and_channels=np.flatnonzero(and_).tolist(),
+               nonadditive_channels=np.flatnonzero(nonadd).tolist(), strongest_xor=(a, b),
+               opposite_fraction=opposite, top_nonadditive=top_nonadd, top_additive=top_add,
+               n_components=int(summary.n_components[target]))
+    return out
+
+
+SHARING_PAIRS = ((0, 1), (0, 2), (1, 2))
+CLASS4_PAIRS = ((0, 3), (1, 3), (2, 3))
+
+
+def _ranks_sharing_pairs(m):
+    m = np.asarray(m)
+    return bool(min(m[p] for p in SHARING_PAIRS) > max(m[p] for p in CLASS4_PAIRS))
+
+
+def check_set_two(summary, response, last_weight):
+    """The paper's claims on synthetic set II (Fig. 4), for one model.
+
+    Parameters
+    ----------
+    summary: ``EnsembleSummary`` with the 4 classes as targets.
+    response: (K, 4) ``planted_motif_response`` to ``SET_TWO_MOTIFS`` (in that order).
+    last_weight: (4, H) weight of the last layer.
+
+    Returns
+    -------
+    dict with one bool per claim, ``all``, and the numbers:
+
+    * ``similarity_order``: class similarity (Pearson of non-negative OFIV) ranks each of (1,2),
+      (1,3), (2,3) above every pair with class 4;
+    * ``cosine_fails``: the cosine of the last-layer weight rows does not;
+    * ``top_channel_own_motif``: each class's top positive-OFIV channel responds most to one of its
+      own patterns;
+    * ``bic_one``: BIC picks one component for every class.
+    """
+    ofiv = np.asarray(summary.ofiv)
+    sim = class_similarity(ofiv)
+    cos = weight_cosine(np.asarray(last_weight))
+    tops, own = [], []
+    for c, pats in enumerate(SET_TWO_CLASSES):
+        k = int(np.argmax(ofiv[c]))
+        best = SET_TWO_MOTIFS[int(np.argmax(response[k]))]
+        tops.append((k, best))
+        own.append(bool(ofiv[c, k] > 0 and response[k].max() > 0 and best in pats))
+    out = dict(similarity_order=_ranks_sharing_pairs(sim), cosine_fails=not _ranks_sharing_pairs(cos),
+               top_channel_own_motif=all(own), bic_one=bool(np.all(np.asarray(summary.n_components) == 1)))
+    out["all"] = all(out.values())
+    out.update(similarity=np.round(sim, 3).tolist(), cosine=np.round(cos, 3).tolist(),
+               top_channels=tops, own_motif=own,
+               n_components=np.asarray(summary.n_components).tolist())
+    return out
+
+
+def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_len=None, epochs=None,
+                  batch_size=None, lr=None, n_starts=None, n_probe=None, data_seed=0, init_seed=0,
+                  verbose=False):
+    """Generate a synthetic set, train the paper's CNN on it, run DeepResolve, check the claims.
+
+    Parameters
+    ----------
+    dataset: "one" or "two".
+    n_sequences, n_random: dataset sizes (``n_random`` is set I only).
+    seq_len, epochs, batch_size, lr, n_starts, n_probe: None takes ``DEFAULTS``; ``n_probe``
+        validation sequences are the ``inputs`` of the ascent (the ``l2="auto"`` reference).
+    data_seed: seeds the data, the split and the batch order; init_seed seeds the weights.
+    verbose: progress bars and messages on stderr.
+
+    Returns
+    -------
+    SyntheticRun
+    """
+    if dataset not in ("one", "two"):
+        raise ValueError(f"dataset must be 'one' or 'two', got {dataset!r}")
+    d = {k: v for k, v in DEFAULTS.items()}
+    for k, v in dict(seq_len=seq_len, epochs=epochs, batch_size=batch_size, lr=lr, n_starts=n_starts,
+                     n_probe=n_probe).items():
+        if v is not None:
+            d[k] = v
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else (lambda msg: None)
+    seconds = {}
+    t = time.perf_counter()
+    if dataset == "one":
+        X, y = synthetic_set_one(n_sequences, n_random, seq_len=d["seq_len"], random_state=data_seed)
+        motifs, n_out = SET_ONE_MOTIFS, 1
+    else:
+        X, y = synthetic_set_two(n_sequences, seq_len=d["seq_len"], random_state=data_seed)
+        motifs, n_out = SET_TWO_MOTIFS, 4
+    seconds["generate"] = time.perf_counter() - t
+    say(f"set {dataset}: {len(X)} sequences of {d['seq_len']} bp, {y.mean(0).numpy().round(3).tolist()} positive")
+
+    t = time.perf_counter()
+    torch.manual_seed(init_seed)
+    model = keras_init_(PaperCNN(n_outputs=n_out, seq_len=d["seq_len"]))
+    res = train_classifier(model, X, y, epochs=d["epochs"], batch_size=d["batch_size"], lr=d["lr"],
+                           random_state=data_seed, verbose=verbose)
+    seconds["train"] = time.perf_counter() - t
+    say(f"held-out AUC {np.round(res.val_auc, 4).tolist()} (best epoch {res.best_epoch + 1})")
+
+    t = time.perf_counter()
+    probe = X[res.val_index[:d["n_probe"]]]
+    opt = LayerFeatureOptimizer(model, model.pool)
+    fims, scores = opt.attribute(probe, target=None, n_starts=d["n_starts"], l2="auto", seed=init_seed,
+                                 return_scores=True, verbose=verbose)
+    summary = summarize(fims, scores, random_state=0)
+    response = planted_motif_response(model, model.pool, motifs, seq_len=d["seq_len"], random_state=data_seed)
+    seconds["deepresolve"] = time.perf_counter() - t
+    run = SyntheticRun(dataset=dataset, model=model, train=res, summary=summary, l2=float(opt.diagnostics.l2),
+                       response=response, motifs=motifs, labels=y[res.val_index].numpy(), seconds=seconds)
+    if dataset == "one":
+        run.checks = check_set_one(summary, response)
+    else:
+        run.checks = check_set_two(summary, response, model.fc2.weight.detach().numpy())
+    return run
+
+
+# ---------------------------------------------------------------------------------- reporting
+def _fmt_checks(checks):
+    return ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in checks.items() if isinstance(v, bool))
+
+
+def describe_set_one(run):
+    """A short text summary of a set I run (what ``summary_set1.txt`` holds)."""
+    s, r, c = run.summary, run.response, run.checks
+    labels = channel_labels(r, run.motifs)
+    lines = [
+        "DeepResolve on synthetic set I (label = CAGGTC AND (GCTCAT XOR CGCTTG))",
+        f"held-out AUC {run.train.val_auc[0]:.4f} (paper: 0.985); lambda (l2='auto') {run.l2:.3g}; "
+        f"{s.fiv.shape[1]} starts; BIC picks {int(s.n_components[0])} IL component(s)",
+        "",
+        "non-additive channels (by OFIV):",
+    ]
+    order = np.argsort(-s.ofiv[0])
+    for k in order:
+        if s.nonadditive[0, k]:
+            fiv = s.fiv[0, :, k]
+            lines.append(f"  ch {k:2d}  OFIV {s.ofiv[0, k]:+.3f}  IL {s.il[0, k]:.2e}  "
+                         f"{CATEGORY_NAMES[s.category[0, k]]}, positive in {np.sum(fiv > 0)}/{len(fiv)} "
+                         f"starts  matches: {labels[k] or '-'}")
+    lines.append("top additive channels (by OFIV):")
+    n = 0
+    for k in order:
+        if not s.nonadditive[0, k] and n < 5:
+            lines.append(f"  ch {k:2d}  OFIV {s.ofiv[0, k]:+.3f}  matches: {labels[k] or '-'}")
+            n += 1
+    a, b = c["strongest_xor"]
+    lines += [
+        "",
+        f"strongest GCTCAT detector ch {a}, CGCTTG detector ch {b}: opposite FIV signs in "
+        f"{c['opposite_fraction']:.0%} of the starts",
+        "paper's claims: " + _fmt_checks(c),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def describe_set_two(run):
+    """A short text summary of a set II run."""
+    s, c = run.summary, run.checks
+    lines = ["DeepResolve on synthetic set II (1 = GATA+CAGATG, 2 = TCAT+CAGATG, 3 = GATA+TCAT, 4 = CGCTTG)",
+             f"held-out AUC {np.round(run.train.val_auc, 4).tolist()} (paper: 0.968 0.967 0.979 0.994); "
+             f"lambda {run.l2:.3g}; BIC components per class {c['n_components']}"]
+    for ci, (k, best) in enumerate(c["top_channels"]):
+        lines.append(f"  class {ci + 1}: top OFIV channel {k} responds most to {best}")
+    sim = np.asarray(c["similarity"])
+    cos = np.asarray(c["cosine"])
+    lines.append("class similarity (1,2) (1,3) (2,3) | (1,4) (2,4) (3,4): "
+                 + " ".join(f"{sim[p]:+.2f}" for p in SHARING_PAIRS) + " | "
+                 + " ".join(f"{sim[p]:+.2f}" for p in CLASS4_PAIRS))
+    lines.append("last-layer cosine same pairs:                         "
+                 + " ".join(f"{cos[p]:+.2f}" for p in SHARING_PAIRS) + " | "
+                 + " ".join(f"{cos[p]:+.2f}" for p in CLASS4_PAIRS))
+    lines.append("paper's claims: " + _fmt_checks(c))
+    return "\n".join(lines) + "\n"
+
+
+def figure_set_one(run):
+    """The paper's Fig. 2 for a set I run -> matplotlib Figure."""
+    from .plot import plot_feature_importance
+    return plot_feature_importance(
+        run.summary, target=0, filters=run.model.conv.weight.detach(),
+        channel_labels=channel_labels(run.response, run.motifs),
+        title=f"Synthetic set I: FIVs of {run.summary.fiv.shape[1]} starts, IL, OFIV (* non-additive)")
+
+
+def figure_set_two(run):
+    """The paper's Fig. 4 for a set II run: OFIV rows above four similarity matrices -> Figure."""
+    import matplotlib.pyplot as plt
+    from .plot import plot_ofiv, plot_similarity_matrices
+
+    s = run.summary
+    names = [f"class {c + 1}: {'+'.join(p)}" for c, p in enumerate(SET_TWO_CLASSES)]
+    top = plot_ofiv(s.ofiv, class_names=names, title="Synthetic set II: OFIV per class")
+    mats = {"class similarity\n(Pearson, OFIV >= 0)": class_similarity(s.ofiv),
+            "label correlation": label_correlation(run.labels),
+            "Pearson, signed OFIV": signed_ofiv_correlation(s.ofiv),
+            "last-layer weight cosine": weight_cosine(run.model.fc2.weight.detach().numpy())}
+    bottom = plot_similarity_matrices(mats, class_names=["1", "2", "3", "4"])
+    return top, bottom
+
+
+def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=20_000, epochs=None, seed=0,
+             threads=2, verbose=True):
+    """The demo: set I (and optionally set II) end to end, figures and summaries written to ``out``.
+
+    Returns a dict {name: path} of the files written.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    from .plot import save_figure
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if threads:
+        torch.set_num_threads(int(threads))
+    written = {}
+    t0 = time.perf_counter()
+    runs = [("one", "set1")] + ([("two", "set2")] if set_two else [])
+    for dataset, tag in runs:
+        run = run_synthetic(dataset, n_sequences=n_sequences, n_random=n_random, epochs=epochs,
+                            data_seed=seed, init_seed=seed, verbose=verbose)
+        if dataset == "one":
+            text = describe_set_one(run)
+            figs = {"fig2_set1": figure_set_one(run)}
+        else:
+            text = describe_set_two(run)
+            a, b = figure_set_two(run)
+            figs = {"fig4a_set2_ofiv": a, "fig4b_set2_similarity": b}
+        for name, fig in figs.items():
+            for p in save_figure(fig, out / name):
+                written[p.name] = p
+        (out / f"summary_{tag}.txt").write_text(text)
+        written[f"summary_{tag}.txt"] = out / f"summary_{tag}.txt"
+        run.summary.save(out / f"summary_{tag}.npz")
+        written[f"summary_{tag}.npz"] = out / f"summary_{tag}.npz"
+        torch.save(run.model.state_dict(), out / f"model_{tag}.pt")
+        written[f"model_{tag}.pt"] = out / f"model_{tag}.pt"
+        if verbose:
+            print(text, flush=True)
+    if verbose:
+        print(f"wrote {len(written)} files to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
+    import matplotlib.pyplot as plt
+    plt.close("all")
+    return written
+
+
+def add_arguments(parser):
+    """The demo's command-line options (shared by ``deepresolve demo`` and ``python -m``)."""
+    parser.add_argument("--out", required=True, help="folder for the figures and summaries")
+    parser.add_argument("--set-two", action="store_true", help="also run synthetic set II (Fig. 4)")
+    parser.add_argument("--n-sequences", type=int, default=100_000, help="planted sequences (default 100000)")
+    parser.add_argument("--n-random", type=int, default=20_000, help="random set I sequences (default 20000)")
+    parser.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {DEFAULTS['epochs']})")
+    parser.add_argument("--seed", type=int, default=0, help="data and initialisation seed (default 0)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or summary on the terminal")
+    return parser
+
+
+def run_from_args(args):
+    run_demo(args.out, set_two=args.set_two, n_sequences=args.n_sequences, n_random=args.n_random,
+             epochs=args.epochs, seed=args.seed, threads=args.threads, verbose=not args.quiet)
+    return 0
+
+
+def main(argv=None):
+    parser = add_arguments(argparse.ArgumentParser(
+        prog="python -m deepresolve_captum.demo", description=__doc__.split("\n\n")[0]))
+    return run_from_args(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
