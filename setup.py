@@ -1,7 +1,8 @@
 """Build script: the native extension ``deepresolve_captum._C`` (sources in csrc/).
 
-The CPU part is plain C++17 with pybind11 and OpenMP where the compiler supports it; it is always
-built. It is portable: no ``-march=native`` (the SYRK micro-kernel picks AVX-512 / AVX2 / generic
+The CPU part is plain C++17 with pybind11, threaded with std::thread (not OpenMP: torch's wheel
+ships its own libgomp.so.1, which our extension would bind to, and its spinning barriers made the
+kernels several times slower on a loaded 2-core machine; see csrc/stats.cpp); it is always built. It is portable: no ``-march=native`` (the SYRK micro-kernel picks AVX-512 / AVX2 / generic
 at run time). CUDA kernels (csrc/cuda/*.cu) are compiled with nvcc and linked in, with the CUDA
 runtime linked statically, so ``_C`` never needs libcudart at import time.
 
@@ -19,7 +20,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -43,38 +43,23 @@ def _find_nvcc():
 
 
 def _cuda_lib_dir(nvcc):
-    root = nvcc.resolve().parent.parent
-    for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
-        d = root / sub
-        if (d / "libcudart_static.a").exists():
-            return root, d
-    return root, None
+    """The toolkit root and the folder with libcudart_static.a. nvcc may be a wrapper script
+    (e.g. /usr/local/bin/nvcc exec'ing the real one), so look in a few likely roots."""
+    roots = [Path(_env(v)) for v in ("CUDA_HOME", "CUDA_PATH") if _env(v)]
+    roots += [nvcc.resolve().parent.parent, Path("/usr/local/cuda")]
+    for root in roots:
+        for sub in ("lib64", "lib", "targets/x86_64-linux/lib", "targets/sbsa-linux/lib"):
+            d = root / sub
+            if (d / "libcudart_static.a").exists() and (root / "include" / "cuda_runtime.h").exists():
+                return root, d
+    return roots[0], None
 
 
 def _build_ext_class():
     from pybind11.setup_helpers import Pybind11Extension, build_ext
 
     class BuildExt(build_ext):
-        """Adds OpenMP if the compiler takes it, and nvcc-compiled objects when CUDA is wanted."""
-
-        def _try_compile(self, flags, code="int main(){return 0;}\n", link=True):
-            with tempfile.TemporaryDirectory() as d:
-                src = Path(d) / "t.cpp"
-                src.write_text(code)
-                try:
-                    objs = self.compiler.compile([str(src)], output_dir=d, extra_postargs=flags)
-                    if link:
-                        self.compiler.link_executable(objs, "t", output_dir=d, extra_postargs=flags)
-                    return True
-                except Exception:
-                    return False
-
-        def _openmp_flags(self):
-            code = "#include <omp.h>\nint main(){return omp_get_max_threads() > 0 ? 0 : 1;}\n"
-            for flags in (["-fopenmp"], ["-Xpreprocessor", "-fopenmp", "-lomp"], ["/openmp"]):
-                if self._try_compile(flags, code):
-                    return flags
-            return None
+        """Adds -O3/-pthread, and nvcc-compiled objects when CUDA is wanted."""
 
         def _cuda_objects(self, ext):
             mode = _env("DEEPRESOLVE_CUDA", "auto").lower()
@@ -120,17 +105,17 @@ def _build_ext_class():
             return objects, root, libdir
 
         def build_extensions(self):
-            omp = self._openmp_flags()
+            # Rebuild every time: setuptools only compares source times, and a switch of
+            # DEEPRESOLVE_CUDA / DEEPRESOLVE_NATIVE_ARCH changes flags, not sources (3 small files).
+            self.force = True
             native = _env("DEEPRESOLVE_NATIVE_ARCH") == "1"
+            unix = self.compiler.compiler_type == "unix"
             for ext in self.extensions:
-                ext.extra_compile_args = list(ext.extra_compile_args or []) + ["-O3"]
-                if native:
-                    ext.extra_compile_args.append("-march=native")
-                if omp:
-                    ext.extra_compile_args += [f for f in omp if f != "-lomp"]
-                    ext.extra_link_args = list(ext.extra_link_args or []) + omp
-                else:
-                    print("deepresolve_captum: no OpenMP in this compiler, the kernels run on one thread")
+                if unix:
+                    ext.extra_compile_args = list(ext.extra_compile_args or []) + ["-O3", "-pthread"]
+                    ext.extra_link_args = list(ext.extra_link_args or []) + ["-pthread"]
+                    if native:
+                        ext.extra_compile_args.append("-march=native")
                 cuda = self._cuda_objects(ext)
                 if cuda:
                     objects, root, libdir = cuda

@@ -111,9 +111,9 @@ PYBIND11_MODULE(_C, m) {
     m.def("isa", &dr::isa, "Instruction set of the SYRK micro-kernel in use");
     m.def("set_isa", &dr::set_isa, py::arg("name"), "Force 'avx512', 'avx2', 'generic' or 'auto'");
     m.def("available_isas", &dr::available_isas);
-    m.def("num_threads", &dr::num_threads);
-    m.def("set_num_threads", &dr::set_num_threads, py::arg("n"));
-    m.attr("has_openmp") = dr::has_openmp();
+    m.def("num_threads", &dr::num_threads, "Worker threads per call");
+    m.def("set_num_threads", &dr::set_num_threads, py::arg("n"),
+          "Set the worker threads per call (n <= 0: DEEPRESOLVE_NUM_THREADS, OMP_NUM_THREADS or all cores)");
 #ifdef DR_WITH_CUDA
     m.attr("has_cuda") = true;
     m.def("cuda_device_count", []() { return dr_cuda_device_count(); },

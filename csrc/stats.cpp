@@ -1,55 +1,78 @@
 // Weighted moments over starts (the inconsistency level) and Pearson correlation over rows
-// (class similarity). CPU, OpenMP where the compiler has it.
+// (class similarity). CPU; threads from a small std::thread parallel_for (see below).
 #include <algorithm>
-#ifdef DR_TIMING
-#include <cstdio>
-#include <ctime>
-static double dr_now() {
-    timespec ts;
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-    return ts.tv_sec + 1e-9 * ts.tv_nsec;
-}
-#endif
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <mutex>
-#include <utility>
 #include <new>
+#include <thread>
+#include <utility>
 #include <vector>
-
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "stats.hpp"
 
 namespace dr {
 
-int num_threads() {
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
+// ---- threads ---------------------------------------------------------------------------------
+// A plain std::thread parallel-for with dynamic chunks, not OpenMP. Why: torch's wheel ships its own
+// libgomp.so.1 and, loaded first, it is the one our extension binds to; its spinning barriers
+// (OMP_WAIT_POLICY cannot be changed once it is loaded) made these kernels 5-7x slower than
+// single-threaded on a loaded 2-core machine, while threads that simply exit when the work runs out
+// and a join cost nothing there. Threads are started per call (tens of microseconds; the kernels run
+// for milliseconds).
+namespace {
+int initial_threads() {
+    for (const char* var : {"DEEPRESOLVE_NUM_THREADS", "OMP_NUM_THREADS"}) {
+        const char* e = std::getenv(var);
+        if (e && std::atoi(e) > 0) return std::atoi(e);
+    }
+    const unsigned h = std::thread::hardware_concurrency();
+    return h ? (int)h : 1;
 }
+std::atomic<int> g_threads{initial_threads()};
 
-void set_num_threads(int n) {
-#ifdef _OPENMP
-    if (n > 0) omp_set_num_threads(n);
-#else
-    (void)n;
-#endif
+// f(begin, end, worker) over [0, n) in chunks of `chunk`; worker in [0, workers).
+template <class F>
+void parallel_for(long n, long chunk, F&& f) {
+    if (n <= 0) return;
+    chunk = std::max<long>(1, chunk);
+    const long nchunks = (n + chunk - 1) / chunk;
+    const int nt = (int)std::min<long>(g_threads.load(), nchunks);
+    if (nt <= 1) {
+        f(0L, n, 0);
+        return;
+    }
+    std::atomic<long> next{0};
+    std::exception_ptr err;
+    std::mutex err_mu;
+    auto work = [&](int tid) {
+        try {
+            for (;;) {
+                const long b = next.fetch_add(chunk);
+                if (b >= n) break;
+                f(b, std::min(n, b + chunk), tid);
+            }
+        } catch (...) {
+            std::lock_guard<std::mutex> g(err_mu);
+            if (!err) err = std::current_exception();
+            next.store(n);
+        }
+    };
+    std::vector<std::thread> pool;
+    pool.reserve(nt - 1);
+    for (int t = 1; t < nt; ++t) pool.emplace_back(work, t);
+    work(0);
+    for (auto& th : pool) th.join();
+    if (err) std::rethrow_exception(err);
 }
+}  // namespace
 
-bool has_openmp() {
-#ifdef _OPENMP
-    return true;
-#else
-    return false;
-#endif
-}
+int num_threads() { return g_threads.load(); }
+void set_num_threads(int n) { g_threads.store(n > 0 ? n : initial_threads()); }
 
 namespace {
 
@@ -141,11 +164,17 @@ int weighted_moments(const T* fiv, const double* w, long ws0, long ws1, long C, 
                      T* mean, T* var, long* bad_class) {
     int status = 0;
     long first_bad = -1;
-#pragma omp parallel
-    {
+    std::mutex mu;
+    auto flag = [&](int st, long c) {  // status 1 (bad weights) wins over 2 (non-finite), then class
+        std::lock_guard<std::mutex> g(mu);
+        if (status == 0 || st < status || (st == status && c < first_bad)) {
+            status = st;
+            first_bad = c;
+        }
+    };
+    parallel_for(C, 8, [&](long cb, long ce, int) {
         std::vector<double> m(K), v(K), wn(Tn);
-#pragma omp for schedule(static)
-        for (long c = 0; c < C; ++c) {
+        for (long c = cb; c < ce; ++c) {
             double sum = 0.0;
             bool ok = true;
             for (long t = 0; t < Tn; ++t) {
@@ -155,10 +184,7 @@ int weighted_moments(const T* fiv, const double* w, long ws0, long ws1, long C, 
                 sum += wt;
             }
             if (!ok || !(sum > 0.0) || !std::isfinite(sum)) {
-#pragma omp critical(dr_wm)
-                {
-                    if (status == 0 || status == 2 || c < first_bad) { status = 1; first_bad = c; }
-                }
+                flag(1, c);
                 continue;
             }
             for (long t = 0; t < Tn; ++t) wn[t] /= sum;
@@ -188,14 +214,9 @@ int weighted_moments(const T* fiv, const double* w, long ws0, long ws1, long C, 
                 mean[c * K + k] = (T)mp[k];
                 var[c * K + k] = (T)vp[k];
             }
-            if (!finite) {
-#pragma omp critical(dr_wm)
-                {
-                    if (status == 0 || (status == 2 && c < first_bad)) { status = 2; first_bad = c; }
-                }
-            }
+            if (!finite) flag(2, c);
         }
-    }
+    });
     if (bad_class) *bad_class = first_bad;
     return status;
 }
@@ -225,8 +246,8 @@ struct Packed {
 template <class T>
 void pack_panels(const T* x, long xs0, long xs1, long n, long K, bool clip, const double* mu,
                  const double* scale, T* dst, long P, long npanels) {
-#pragma omp parallel for schedule(static)
-    for (long ip = 0; ip < npanels; ++ip) {
+    parallel_for(npanels, 4, [&](long pb, long pe, int) {
+    for (long ip = pb; ip < pe; ++ip) {
         T* d = dst + ip * P * K;
         const long i0 = ip * P;
         const long rows = std::min(P, n - i0);
@@ -240,6 +261,7 @@ void pack_panels(const T* x, long xs0, long xs1, long n, long K, bool clip, cons
             for (long r = rows; r < P; ++r) dp[r] = (T)0;
         }
     }
+    });
 }
 
 // Row statistics in one pass over each row (clip, min/max, sum), then a second pass over the row
@@ -249,11 +271,10 @@ template <class T>
 long pack_rows(const T* x, long xs0, long xs1, long n, long K, bool clip, Packed<T>& P) {
     long bad = -1;
     std::vector<double> mu(n), scale(n);
-#pragma omp parallel
-    {
+    std::mutex bad_mu;
+    parallel_for(n, 32, [&](long ib, long ie, int) {
         std::vector<double> row(K);
-#pragma omp for schedule(static)
-        for (long i = 0; i < n; ++i) {
+        for (long i = ib; i < ie; ++i) {
             const T* xi = x + i * xs0;
             double* __restrict rp = row.data();
             if (xs1 == 1)
@@ -305,8 +326,8 @@ long pack_rows(const T* x, long xs0, long xs1, long n, long K, bool clip, Packed
             mu[i] = 0.0;
             scale[i] = 0.0;
             if (!finite) {
-#pragma omp critical(dr_pack)
-                { if (bad < 0 || i < bad) bad = i; }
+                std::lock_guard<std::mutex> g(bad_mu);
+                if (bad < 0 || i < bad) bad = i;
                 continue;
             }
             if (hi > lo) {  // an exactly constant row stays all-zero: 0 against the others
@@ -332,7 +353,7 @@ long pack_rows(const T* x, long xs0, long xs1, long n, long K, bool clip, Packed
                 scale[i] = ss > 0.0 ? 1.0 / std::sqrt(ss) : 0.0;
             }
         }
-    }
+    });
     if (bad >= 0) return bad;
     pack_panels(x, xs0, xs1, n, K, clip, mu.data(), scale.data(), P.a(), P.MR, P.nA);
     pack_panels(x, xs0, xs1, n, K, clip, mu.data(), scale.data(), P.b(), P.NR, P.nB);
@@ -363,11 +384,9 @@ void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T
     const long ntasks = (p1 - p0 + group - 1) / group;
     const long kc = kslice<T>();
     const long kf = kc_for<T>();
-#pragma omp parallel
-    {
+    parallel_for(ntasks, 1, [&](long tb, long te, int) {
         Aligned<double> acc((size_t)group * MR * NR);
-#pragma omp for schedule(dynamic, 1)
-        for (long task = 0; task < ntasks; ++task) {
+        for (long task = tb; task < te; ++task) {
             const long ga = p0 + task * group, gb = std::min(p1, ga + group);
             const long row_lo = ga * MR;
             for (long jp = row_lo / NR; jp < P.nB; ++jp) {
@@ -393,18 +412,19 @@ void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T
                 }
             }
         }
-    }
+    });
 }
 
-// out[i, j] = out[j, i] for i in [r0, r1), j < i; `out` points at row r0, whole rows of length n.
-// Rows j < r0 are read from `prev` (row j at prev + j * ldo), i.e. the full matrix's base.
+// out[i, j] = out[j, i] for i in [r0, r1), j < i, in 64 x 64 tiles.
+// `base` is row 0 of the whole matrix: rows j < r0 were written by earlier blocks.
 template <class T>
 void mirror_rows(T* base, long ldo, long r0, long r1) {
     const long TB = 64;
     const long ti0 = r0 / TB, ti1 = (r1 + TB - 1) / TB;
-#pragma omp parallel for schedule(dynamic, 1) collapse(2)
-    for (long ti = ti0; ti < ti1; ++ti)
-        for (long tj = 0; tj < ti1; ++tj) {
+    const long nti = ti1 - ti0;
+    parallel_for(nti * ti1, 4, [&](long b, long e, int) {
+        for (long t = b; t < e; ++t) {
+            const long ti = ti0 + t / ti1, tj = t % ti1;
             if (tj > ti) continue;
             const long i0 = std::max(r0, ti * TB), i1 = std::min(r1, (ti + 1) * TB);
             const long j0 = tj * TB, j1 = std::min(i1, (tj + 1) * TB);
@@ -414,6 +434,7 @@ void mirror_rows(T* base, long ldo, long r0, long r1) {
                 for (long j = j0; j < je; ++j) orow[j] = base[j * ldo + i];
             }
         }
+    });
 }
 
 }  // namespace
@@ -431,14 +452,7 @@ int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negat
     P.nB = (n + ki.NR - 1) / ki.NR;
     P.A = scratch().take(sizeof(T) * (size_t)P.nA * ki.MR * K);  // pack_panels writes it all
     P.B = scratch().take(sizeof(T) * (size_t)P.nB * ki.NR * K);
-#ifdef DR_TIMING
-    auto t0 = dr_now();
-#endif
     const long bad = pack_rows(x, xs0, xs1, n, K, clip_negative, P);
-#ifdef DR_TIMING
-    auto t1 = dr_now();
-    double tu = 0, tm = 0;
-#endif
     if (bad >= 0) {
         if (bad_row) *bad_row = bad;
         return 2;
@@ -448,24 +462,9 @@ int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negat
     br = std::max<long>(ki.MR, (br + ki.MR - 1) / ki.MR * ki.MR);
     for (long r0 = 0; r0 < n; r0 += br) {
         const long r1 = std::min(n, r0 + br);
-#ifdef DR_TIMING
-        auto a = dr_now();
-#endif
         upper_rows(P, ki, r0, r1, out + r0 * ldo, ldo);
-#ifdef DR_TIMING
-        auto b = dr_now();
-#endif
         mirror_rows(out, ldo, r0, r1);
-#ifdef DR_TIMING
-        auto c = dr_now();
-        tu += (b - a);
-        tm += (c - b);
-#endif
     }
-#ifdef DR_TIMING
-    std::fprintf(stderr, "pack %.2f ms upper %.2f ms mirror %.2f ms\n",
-                 1e3 * (t1 - t0), 1e3 * tu, 1e3 * tm);
-#endif
     return 0;
 }
 

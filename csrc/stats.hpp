@@ -41,8 +41,8 @@ template <class T>
 int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negative, T* out, long ldo,
                  long block_rows, long* bad_row);
 
+// Worker threads per call: DEEPRESOLVE_NUM_THREADS, else OMP_NUM_THREADS, else all cores.
 int num_threads();
-void set_num_threads(int n);
-bool has_openmp();
+void set_num_threads(int n);  // n <= 0: back to the default
 
 }  // namespace dr
