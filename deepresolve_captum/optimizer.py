@@ -165,6 +165,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         chunk_size: Optional[int] = None,
         memory_budget: Optional[int] = None,
         verbose: bool = False,
+        callback: Optional[Callable[[int, np.ndarray, np.ndarray], None]] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
         r"""Run the ascent and return the FIMs.
 
@@ -203,6 +204,10 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 half the free memory on CUDA, 2 GiB on the CPU. The per-row cost is measured
                 with a small probe.
             verbose (bool): show a progress bar (starts converged).
+            callback (callable, optional): called after every step as
+                ``callback(step, rows, objective)`` with the 1-based step of the current
+                chunk, the flat row indices (target_index * n_starts + start) still running,
+                and their current objective (numpy). For monitoring and convergence studies.
 
         Returns:
             fims (Tensor): shape (n_targets, n_starts, \*layer_shape), on the layer's device.
@@ -267,7 +272,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 chunk_size = max(1, int(budget // max(per_row, 1)))
             fims, scores, steps, objective, converged = self._ascend_all(
                 run, targets, n_starts, l2, step_max, init_scale, seed, max_steps, tol,
-                patience, chunk_size, verbose)
+                patience, chunk_size, verbose, callback)
         finally:
             swap.remove()
             for m, mode in modes:
@@ -316,7 +321,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                          probe_targets=probe_targets, chosen=lam)
 
     def _ascend_all(self, run, targets, n_starts, l2, step_max, init_scale, seed, max_steps,
-                    tol, patience, chunk_size, verbose):
+                    tol, patience, chunk_size, verbose, callback=None):
         n_t = len(targets)
         n_rows = n_t * n_starts
         shape = run.layer_shape
@@ -336,7 +341,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                         _row_seed(seed, targets[r // n_starts], r % n_starts)))
                     for r in range(lo, hi)]).to(device=device, dtype=dtype) * init_scale
                 _ascend(run, h0, row_target[lo:hi], l2, step_max, max_steps, tol, patience,
-                        lo, fims, scores, steps, objective, converged, bar, targets, n_starts)
+                        lo, fims, scores, steps, objective, converged, bar, targets, n_starts,
+                        callback)
         finally:
             if bar is not None:
                 bar.close()
@@ -346,7 +352,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
 
 
 def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, scores, steps,
-            objective, converged, bar, targets, n_starts):
+            objective, converged, bar, targets, n_starts, callback=None):
     """Monotone per-row gradient ascent with backtracking; rows leave the batch as they stop.
 
     Writes the final rows into fims/scores (tensors) and steps/objective/converged (numpy) at
@@ -369,20 +375,26 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
         if bar is not None:
             bar.update(len(idx))
 
-    for _ in range(max_steps):
-        cand = h + step.view(view) * grad
+    for it in range(max_steps):
+        cand = torch.addcmul(h, step.view(view), grad)
         c_obj, c_score, c_grad = _objective(run, cand, tgt, l2, rows, offset, targets, n_starts)
         gain = c_obj - obj
         ok = gain >= 0
-        okv = ok.view(view)
-        h = torch.where(okv, cand, h)
-        grad = torch.where(okv, c_grad, grad)
-        obj = torch.where(ok, c_obj, obj)
-        score = torch.where(ok, c_score, score)
-        step = torch.where(ok, torch.clamp(step * 1.5, max=step_max), step * 0.5)
+        if bool(ok.all()):  # the common case: no full-size select needed
+            h, grad, obj, score = cand, c_grad, c_obj, c_score
+            step = torch.clamp(step * 1.5, max=step_max)
+        else:
+            okv = ok.view(view)
+            h = torch.where(okv, cand, h)
+            grad = torch.where(okv, c_grad, grad)
+            obj = torch.where(ok, c_obj, obj)
+            score = torch.where(ok, c_score, score)
+            step = torch.where(ok, torch.clamp(step * 1.5, max=step_max), step * 0.5)
         small = ok & (gain <= tol * (obj.abs() + 1e-8))
         calm = torch.where(small, calm + 1, torch.where(ok, torch.zeros_like(calm), calm))
         n_steps += 1
+        if callback is not None:
+            callback(it + 1, (rows + offset).cpu().numpy(), obj.double().cpu().numpy())
         done = (calm >= patience) | (step < floor)
         if bool(done.any()):
             retire(done, True)
@@ -401,8 +413,10 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
     with torch.enable_grad():
         out = run.forward(h)
         score = out.gather(1, tgt.view(-1, 1)).squeeze(1)
-        obj = score - l2 * h.pow(2).flatten(1).sum(1)
-        (grad,) = torch.autograd.grad(obj.sum(), h)
+        (grad,) = torch.autograd.grad(score.sum(), h)
+    h = h.detach()
+    obj = score.detach() - l2 * torch.linalg.vector_norm(h.flatten(1), dim=1).square()
+    grad = torch.add(grad, h, alpha=-2.0 * l2)  # the regulariser's gradient, analytically
     if not bool(torch.isfinite(obj).all()):
         bad = int((~torch.isfinite(obj)).nonzero()[0, 0])
         r = int(rows[bad]) + offset
@@ -410,7 +424,7 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
             f"non-finite class score during the ascent (target {targets[r // n_starts]}, "
             f"start {r % n_starts}): the model's output is not finite at this H. Use larger "
             "l2, a smaller init_scale, or check the model for overflow.")
-    return obj.detach(), score.detach(), grad
+    return obj, score.detach(), grad
 
 
 class _Runner:
