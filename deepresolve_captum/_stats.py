@@ -1,33 +1,159 @@
 """Batched ensemble statistics with one entry point per kernel.
 
-``weighted_moments`` (the inconsistency level) and ``pearson`` (class similarity) dispatch to the
-native extension ``deepresolve_captum._C`` when it is built and the input is a numpy array, and to
-the numpy / torch implementations below otherwise. The fallbacks are the reference the native
-kernels are tested against.
+``weighted_moments`` (the inconsistency level) and ``pearson`` (class similarity) dispatch on what
+they are given:
+
+============================  =====================================  ==========================
+input                         computed by                            returned as
+============================  =====================================  ==========================
+numpy array (or array-like)   ``_C`` (C++), else numpy               numpy, input's dtype
+torch CPU tensor              ``_C`` on a zero-copy numpy view,      torch tensor (CPU),
+                              else torch                             input's dtype
+torch CUDA tensor             ``_C`` CUDA kernels when built with    torch tensor on the same
+                              CUDA and a GPU is usable, else torch   device, input's dtype
+============================  =====================================  ==========================
+
+float32 and float64 are kept; any other dtype is computed in float64 (half precision: float32).
+The numpy and torch implementations (``*_numpy``, ``*_torch``) are the reference the native kernels
+are tested against; they compute in float64.
+
+Force the fallback (tests, debugging): the environment variable ``DEEPRESOLVE_NO_NATIVE=1`` (read
+at every call), or ``with native_disabled(): ...``. :func:`backend` tells which path a call takes.
+
+Arguments are checked here, at the door, with one message per problem (shapes, emptiness, NaN/inf,
+weights): the native code never sees bad input it could crash on. NaN/inf in the big array is
+detected inside the native kernels (in their single pass) and raised as ``ValueError`` too.
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+import warnings
+
 import numpy as np
 
+try:  # the extension is optional: a pure-Python install falls back to numpy/torch
+    from . import _C
+except ImportError:  # pragma: no cover - depends on the build
+    _C = None
 
-def _as_float_array(x, name):
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+__all__ = ["weighted_moments", "pearson", "weighted_moments_numpy", "pearson_numpy",
+           "weighted_moments_torch", "pearson_torch", "native_disabled", "native_available",
+           "cuda_native_available", "backend"]
+
+_lock = threading.Lock()
+_disabled_depth = 0
+
+
+@contextlib.contextmanager
+def native_disabled():
+    """Within this block every call takes the numpy/torch fallback (process-wide, nestable)."""
+    global _disabled_depth
+    with _lock:
+        _disabled_depth += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _disabled_depth -= 1
+
+
+def _native_allowed():
+    return _C is not None and _disabled_depth == 0 and \
+        os.environ.get("DEEPRESOLVE_NO_NATIVE", "").strip() not in ("1", "true", "yes", "on")
+
+
+def native_available():
+    """True when the C++ kernels are built and not switched off."""
+    return _native_allowed()
+
+
+_cuda_state = {}
+
+
+def cuda_native_available():
+    """True when ``_C`` was built with CUDA, a GPU is visible to it, and native is not switched off."""
+    if not _native_allowed() or not getattr(_C, "has_cuda", False):
+        return False
+    if "count" not in _cuda_state:
+        _cuda_state["count"] = int(_C.cuda_device_count())
+    return _cuda_state["count"] > 0
+
+
+def _is_tensor(x):
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        return False
+    return isinstance(x, torch.Tensor)
+
+
+def backend(x):
+    """Which implementation a call on ``x`` takes: 'native', 'native-cuda', 'numpy' or 'torch'."""
+    if _is_tensor(x):
+        if x.is_cuda:
+            return "native-cuda" if cuda_native_available() else "torch"
+        return "native" if native_available() else "torch"
+    return "native" if native_available() else "numpy"
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks at the door (shared by every path).
+
+def _np_float(x):
+    """numpy view/copy of x in float32 or float64 (other dtypes -> float64)."""
     x = np.asarray(x)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float64)
+    if np.iscomplexobj(x):
+        raise TypeError("complex input is not supported")
+    if x.dtype == np.float16:
+        return x.astype(np.float32)
+    if x.dtype not in (np.float32, np.float64) or not x.dtype.isnative:
+        x = x.astype(np.float64 if x.dtype != np.float32 else np.float32)
     return x
 
 
+def _torch_float(x):
+    import torch
+    if x.is_complex():
+        raise TypeError("complex input is not supported")
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return x.to(torch.float32)
+    if x.dtype not in (torch.float32, torch.float64):
+        return x.to(torch.float64)
+    return x
+
+
+def _check_moment_shapes(fiv_shape, w_shape):
+    if len(fiv_shape) != 3 or len(w_shape) != 2 or tuple(fiv_shape[:2]) != tuple(w_shape):
+        raise ValueError(f"expected fiv (C, T, K) and weights (C, T); got {tuple(fiv_shape)} and "
+                         f"{tuple(w_shape)}")
+    if 0 in tuple(fiv_shape):
+        raise ValueError(f"fiv is empty (shape {tuple(fiv_shape)})")
+
+
 def _check_weights(weights, name="weights"):
+    """weights: float64 numpy (C, T). Non-negative, finite, positive sum per class."""
     if not np.all(np.isfinite(weights)):
         raise ValueError(f"{name} contain NaN or inf")
     if np.any(weights < 0):
-        raise ValueError(f"{name} must be non-negative")
-    if np.any(weights.sum(axis=-1) <= 0):
-        bad = np.flatnonzero(weights.sum(axis=-1) <= 0)
-        raise ValueError(f"{name} of class(es) {bad[:10].tolist()} sum to zero")
+        bad = np.flatnonzero((weights < 0).any(axis=-1))
+        raise ValueError(f"{name} must be non-negative (class(es) {bad[:10].tolist()})")
+    sums = weights.sum(axis=-1)
+    if np.any(sums <= 0) or not np.all(np.isfinite(sums)):
+        bad = np.flatnonzero(~(sums > 0) | ~np.isfinite(sums))
+        raise ValueError(f"{name} of class(es) {bad[:10].tolist()} sum to zero (or overflow)")
 
+
+def _check_pearson_shape(shape):
+    if len(shape) != 2:
+        raise ValueError(f"expected a 2-D array (C, K); got shape {tuple(shape)}")
+    if 0 in tuple(shape):
+        raise ValueError(f"x is empty (shape {tuple(shape)})")
+
+
+# ---------------------------------------------------------------------------------------------
+# numpy references (float64 inside).
 
 def weighted_moments_numpy(fiv, weights):
     """Weighted mean and variance over starts, per class and channel (two-pass, float64 inside).
@@ -35,12 +161,13 @@ def weighted_moments_numpy(fiv, weights):
     fiv: (C, T, K); weights: (C, T), non-negative, each row with a positive sum.
     Returns mean (C, K) and var (C, K) in fiv's dtype; weights are normalised per class.
     """
-    fiv = _as_float_array(fiv, "fiv")
-    w = _as_float_array(weights, "weights").astype(np.float64)
-    if fiv.ndim != 3 or w.ndim != 2 or fiv.shape[:2] != w.shape:
-        raise ValueError(f"expected fiv (C, T, K) and weights (C, T); got {fiv.shape} and {w.shape}")
-    if fiv.size == 0:
-        raise ValueError("fiv is empty")
+    if _is_tensor(fiv):
+        fiv = fiv.detach().cpu().numpy()
+    if _is_tensor(weights):
+        weights = weights.detach().cpu().numpy()
+    fiv = _np_float(fiv)
+    w = np.asarray(weights, dtype=np.float64)
+    _check_moment_shapes(fiv.shape, w.shape)
     if not np.all(np.isfinite(fiv)):
         raise ValueError("fiv contains NaN or inf")
     _check_weights(w)
@@ -51,39 +178,278 @@ def weighted_moments_numpy(fiv, weights):
     return mean.astype(fiv.dtype), var.astype(fiv.dtype)
 
 
-def pearson_numpy(x, clip_negative=False):
-    """Pearson correlation between the rows of x (C, K) -> (C, C).
-
-    With ``clip_negative`` the rows are clipped at 0 first. A constant row has no defined
-    correlation: it gets 0 against every other row and 1 on the diagonal.
-    """
-    x = _as_float_array(x, "x")
-    if x.ndim != 2:
-        raise ValueError(f"expected a 2-D array (C, K); got shape {x.shape}")
-    if x.size == 0:
-        raise ValueError("x is empty")
-    if not np.all(np.isfinite(x)):
-        raise ValueError("x contains NaN or inf")
+def _normalised_rows_numpy(x, clip_negative):
+    """float64 rows clipped (optionally), centred and scaled to unit norm; constant rows -> 0."""
     f = x.astype(np.float64)
     if clip_negative:
         f = np.maximum(f, 0.0)
+    # A row is constant when max == min exactly: its centred values would otherwise be rounding
+    # noise (mean of 0.1s is not exactly 0.1) that normalises to garbage.
+    const = f.max(axis=1) == f.min(axis=1)
     f = f - f.mean(axis=1, keepdims=True)
     norm = np.sqrt((f * f).sum(axis=1))
-    const = norm <= 1e-300
+    const |= ~(norm > 0)
     norm[const] = 1.0
     f /= norm[:, None]
     f[const] = 0.0
-    r = f @ f.T
-    np.clip(r, -1.0, 1.0, out=r)
-    np.fill_diagonal(r, 1.0)
-    return r.astype(x.dtype)
+    return f
 
+
+def pearson_numpy(x, clip_negative=False, *, out=None, block_size=None):
+    """Pearson correlation between the rows of x (C, K) -> (C, C).
+
+    With ``clip_negative`` the rows are clipped at 0 first. A constant row has no defined
+    correlation: it gets 0 against every other row and 1 on the diagonal. With ``out`` (a
+    (C, C) array of the result dtype, e.g. a ``np.memmap``), the result is written there
+    ``block_size`` rows at a time (default 1024) and ``out`` is returned.
+    """
+    if _is_tensor(x):
+        x = x.detach().cpu().numpy()
+    x = _np_float(x)
+    _check_pearson_shape(x.shape)
+    if not np.all(np.isfinite(x)):
+        raise ValueError("x contains NaN or inf")
+    f = _normalised_rows_numpy(x, clip_negative)
+    if out is None:
+        r = f @ f.T
+        np.clip(r, -1.0, 1.0, out=r)
+        np.fill_diagonal(r, 1.0)
+        return r.astype(x.dtype)
+    _check_out(out, x.shape[0], x.dtype)
+    n = x.shape[0]
+    b = int(block_size) if block_size else 1024
+    for r0 in range(0, n, b):
+        r1 = min(n, r0 + b)
+        blk = f[r0:r1] @ f.T
+        np.clip(blk, -1.0, 1.0, out=blk)
+        blk[np.arange(r1 - r0), np.arange(r0, r1)] = 1.0
+        out[r0:r1] = blk
+    return out
+
+
+def _check_out(out, n, dtype):
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy array or memmap, got {type(out).__name__}")
+    if out.shape != (n, n):
+        raise ValueError(f"out must have shape ({n}, {n}), got {out.shape}")
+    if out.dtype != dtype:
+        raise ValueError(f"out must have dtype {np.dtype(dtype).name} (the dtype of x), got {out.dtype}")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+
+
+# ---------------------------------------------------------------------------------------------
+# torch fallbacks (float64 inside, on the input's device).
+
+def weighted_moments_torch(fiv, weights):
+    """:func:`weighted_moments_numpy` in torch, on fiv's device; returns tensors of fiv's dtype."""
+    import torch
+    fiv = _torch_float(torch.as_tensor(fiv).detach())
+    w = torch.as_tensor(weights).detach().to(device=fiv.device, dtype=torch.float64)
+    _check_moment_shapes(fiv.shape, w.shape)
+    _check_weights_torch(w)
+    if not bool(torch.isfinite(fiv).all()):
+        raise ValueError("fiv contains NaN or inf")
+    w = w / w.sum(dim=1, keepdim=True)
+    f = fiv.to(torch.float64)
+    mean = torch.einsum("ct,ctk->ck", w, f)
+    var = torch.einsum("ct,ctk->ck", w, (f - mean[:, None, :]) ** 2)
+    return mean.to(fiv.dtype), var.to(fiv.dtype)
+
+
+def _check_weights_torch(w):
+    import torch
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("weights contain NaN or inf")
+    if bool((w < 0).any()):
+        bad = torch.nonzero((w < 0).any(dim=-1)).flatten()[:10].tolist()
+        raise ValueError(f"weights must be non-negative (class(es) {bad})")
+    sums = w.sum(dim=-1)
+    if bool((~(sums > 0) | ~torch.isfinite(sums)).any()):
+        bad = torch.nonzero(~(sums > 0) | ~torch.isfinite(sums)).flatten()[:10].tolist()
+        raise ValueError(f"weights of class(es) {bad} sum to zero (or overflow)")
+
+
+def pearson_torch(x, clip_negative=False):
+    """:func:`pearson_numpy` in torch, on x's device; returns a tensor of x's dtype."""
+    import torch
+    x = _torch_float(torch.as_tensor(x).detach())
+    _check_pearson_shape(x.shape)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf")
+    f = x.to(torch.float64)
+    if clip_negative:
+        f = f.clamp_min(0.0)
+    const = f.amax(dim=1) == f.amin(dim=1)
+    f = f - f.mean(dim=1, keepdim=True)
+    norm = f.pow(2).sum(dim=1).sqrt()
+    const |= ~(norm > 0)
+    norm = torch.where(const, torch.ones_like(norm), norm)
+    f = f / norm[:, None]
+    f[const] = 0.0
+    r = f @ f.T
+    r.clamp_(-1.0, 1.0)
+    r.fill_diagonal_(1.0)
+    return r.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------
+# native paths
+
+def _weighted_moments_native(fiv, w):
+    """fiv: float32/64 numpy; w: float64 numpy, checked. numpy results."""
+    f = np.ascontiguousarray(fiv)  # copies only non-contiguous input ("copy at the door")
+    return _C.weighted_moments(f, w)
+
+
+def _pearson_native(x, clip_negative, out, block_size):
+    """x: float32/64 numpy (any strides). Fills out (allocated if None) and returns it."""
+    if x.strides[0] % x.itemsize or x.strides[1] % x.itemsize:
+        x = np.ascontiguousarray(x)
+    n = x.shape[0]
+    if out is None:
+        out = np.empty((n, n), dtype=x.dtype)
+        _C.pearson_into(x, out, clip_negative, 0)
+        return out
+    _check_out(out, n, x.dtype)
+    if out.strides[1] != out.itemsize or out.strides[0] < n * out.itemsize:
+        tmp = np.empty((n, n), dtype=x.dtype)  # out is a strided view: fill a copy, then assign
+        _C.pearson_into(x, tmp, clip_negative, int(block_size or 0))
+        out[...] = tmp
+        return out
+    _C.pearson_into(x, out, clip_negative, int(block_size or 0))
+    return out
+
+
+def _cuda_ptr(t):
+    return int(t.__cuda_array_interface__["data"][0])
+
+
+def _cuda_fallback_warning(e):
+    if not _cuda_state.get("warned"):
+        warnings.warn(f"deepresolve_captum: native CUDA kernels unusable ({e}); using torch",
+                      RuntimeWarning, stacklevel=3)
+        _cuda_state["warned"] = True
+
+
+def _weighted_moments_cuda(fiv, weights):
+    import torch
+    fiv = _torch_float(fiv.detach()).contiguous()
+    w = torch.as_tensor(weights).detach().to(device=fiv.device, dtype=torch.float64).contiguous()
+    _check_moment_shapes(fiv.shape, w.shape)
+    _check_weights_torch(w)
+    C, T, K = fiv.shape
+    mean = torch.empty((C, K), dtype=fiv.dtype, device=fiv.device)
+    var = torch.empty_like(mean)
+    dev = fiv.device.index if fiv.device.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(fiv.device).cuda_stream
+    _C.cuda_weighted_moments(_cuda_ptr(fiv), _cuda_ptr(w), _cuda_ptr(mean), _cuda_ptr(var), C, T, K,
+                             fiv.dtype == torch.float64, dev, stream)
+    if not bool(torch.isfinite(mean).all() & torch.isfinite(var).all()):
+        raise ValueError("fiv contains NaN or inf")
+    return mean, var
+
+
+def _pearson_cuda(x, clip_negative):
+    import torch
+    x = _torch_float(x.detach()).contiguous()
+    _check_pearson_shape(x.shape)
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or inf")
+    n, K = x.shape
+    work = torch.empty_like(x)
+    out = torch.empty((n, n), dtype=x.dtype, device=x.device)
+    dev = x.device.index if x.device.index is not None else torch.cuda.current_device()
+    stream = torch.cuda.current_stream(x.device).cuda_stream
+    _C.cuda_pearson(_cuda_ptr(x), _cuda_ptr(work), _cuda_ptr(out), n, K, x.dtype == torch.float64,
+                    bool(clip_negative), dev, stream)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# public dispatchers
 
 def weighted_moments(fiv, weights):
-    """Dispatching entry point; see :func:`weighted_moments_numpy` for the contract."""
-    return weighted_moments_numpy(fiv, weights)
+    """Weighted mean and variance of the FIVs over starts: the OFIV candidate and the IL.
+
+    Parameters
+    ----------
+    fiv: (C, T, K) array or tensor: C classes, T starts, K channels.
+    weights: (C, T) non-negative, each class with a positive sum; normalised per class here.
+
+    Returns
+    -------
+    (mean, var), each (C, K), numpy for numpy input and a tensor on fiv's device for a tensor,
+    in fiv's dtype (float32 or float64; others become float64). Raises ``ValueError`` for wrong
+    ranks or mismatched shapes, empty input, NaN/inf, negative weights or a class whose weights
+    sum to zero.
+    """
+    if _is_tensor(fiv):
+        import torch
+        if fiv.is_cuda:
+            if cuda_native_available():
+                try:
+                    return _weighted_moments_cuda(fiv, weights)
+                except RuntimeError as e:  # e.g. a driver older than the toolkit
+                    _cuda_fallback_warning(e)
+            return weighted_moments_torch(fiv, weights)
+        if not native_available():
+            return weighted_moments_torch(fiv, weights)
+        f = _np_float(_torch_float(fiv.detach()).numpy())
+        w = weights.detach().cpu().numpy() if _is_tensor(weights) else weights
+        mean, var = weighted_moments(f, w)
+        return torch.from_numpy(mean), torch.from_numpy(var)
+    if _is_tensor(weights):
+        weights = weights.detach().cpu().numpy()
+    if not native_available():
+        return weighted_moments_numpy(fiv, weights)
+    f = _np_float(fiv)
+    w = np.asarray(weights, dtype=np.float64)
+    _check_moment_shapes(f.shape, w.shape)
+    _check_weights(w)
+    return _weighted_moments_native(f, w)
 
 
-def pearson(x, clip_negative=False):
-    """Dispatching entry point; see :func:`pearson_numpy` for the contract."""
-    return pearson_numpy(x, clip_negative=clip_negative)
+def pearson(x, clip_negative=False, *, out=None, block_size=None):
+    """Pearson correlation between the rows of x (C, K) -> (C, C).
+
+    Parameters
+    ----------
+    x: (C, K) array or tensor.
+    clip_negative: clip x at 0 first (DeepResolve's class similarity uses the non-negative OFIV).
+    out: optional (C, C) numpy array or ``np.memmap`` of the result dtype to fill and return, so a
+        21,907 x 21,907 result never exists twice in memory (with a tensor x, the result is
+        computed, then copied there).
+    block_size: rows computed per block when ``out`` is given (the native kernel computes only
+        the upper triangle and mirrors it block by block; the numpy fallback computes each block
+        of rows in full). Default: all rows at once (native) / 1024 (numpy).
+
+    Returns
+    -------
+    (C, C), symmetric, exactly 1 on the diagonal, values in [-1, 1]; numpy for numpy input (or
+    ``out``), a tensor on x's device for a tensor; x's dtype (float32/float64, others float64).
+    A constant row (after clipping) has no defined correlation: 0 against the others, 1 with
+    itself. Raises ``ValueError`` for a non-2-D or empty x, NaN/inf, or a wrong ``out``.
+    """
+    if _is_tensor(x):
+        import torch
+        if out is not None:
+            r = pearson(x.detach().cpu(), clip_negative)
+            _check_out(out, r.shape[0], r.numpy().dtype)
+            out[...] = r.numpy()
+            return out
+        if x.is_cuda:
+            if cuda_native_available():
+                try:
+                    return _pearson_cuda(x, clip_negative)
+                except RuntimeError as e:
+                    _cuda_fallback_warning(e)
+            return pearson_torch(x, clip_negative)
+        if not native_available():
+            return pearson_torch(x, clip_negative)
+        return torch.from_numpy(pearson(_torch_float(x.detach()).numpy(), clip_negative))
+    if not native_available():
+        return pearson_numpy(x, clip_negative, out=out, block_size=block_size)
+    x = _np_float(x)
+    _check_pearson_shape(x.shape)
+    return _pearson_native(x, bool(clip_negative), out, block_size)
