@@ -1,0 +1,24 @@
+"""The README's usage example runs as written."""
+import re
+from pathlib import Path
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_usage_example_runs(capsys):
+    text = README.read_text()
+    usage = text.split("## Usage", 1)[1]
+    code = re.search(r"```python\n(.*?)```", usage, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 12
+    exec(compile(code, "README-usage", "exec"), {})
+    out = capsys.readouterr().out
+    assert "(4, 32)" in out
+
+
+def test_readme_test_command_is_what_ci_runs():
+    ci = (README.parent / ".ci" / "run").read_text()
+    cmd = re.search(r"```bash\n(pip install[^\n]*-e[^\n]*pytest[^\n]*)\n```", README.read_text())
+    assert cmd, "README must show the test command"
+    install, test = cmd.group(1).split(" && ")
+    assert install.replace("pip install", "python3 -m pip install") in ci
+    assert test.replace("python ", "python3 ") in ci
