@@ -8,7 +8,10 @@ backgrounds (tangermeme ``ersatz.dinucleotide_shuffle``), and compare the model'
     d_a = f(a) - f(none),  d_b = f(b) - f(none),  d_ab = f(both) - f(none),
     interaction = f(both) - f(a) - f(b) + f(none)   (paired over backgrounds)
 
-and name the pair's logic (on the logit scale by default), with ``s = max(|d_a|, |d_b|, |d_ab|)``
+and name the pair's logic on the probability scale (sigmoid of the logit) by default -- on the
+logit scale a ReLU network often adds the evidence of two motifs, and whether that sum is an AND
+(neither alone crosses the decision boundary) or an OR (each does) shows only after the sigmoid --
+with ``s = max(|d_a|, |d_b|, |d_ab|)``
 and a margin ``m = tol * s``:
 
 * ``"XOR-like"``: each motif alone raises the output (d_a, d_b > m) and both together raise it
@@ -130,7 +133,7 @@ def _non_overlapping_starts(rng, n, lengths, L, gap=1, max_tries=1000):
     return out
 
 
-def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.1, sems=None, z=3.0):
+def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z=3.0):
     """Name the logic of a motif pair from its effects over the no-motif background.
 
     Parameters
@@ -204,8 +207,8 @@ def _predict(model, X, target, batch_size, device):
 
 
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
-                      seq_len=None, target=0, output="logit", sample_pwm=False, tol=0.25,
-                      min_effect=0.1, z=3.0, batch_size=512, random_state=0):
+                      seq_len=None, target=0, output="probability", sample_pwm=False,
+                      tol=0.25, min_effect=0.05, z=3.0, batch_size=512, random_state=0):
     """Plant two motifs alone and together into shuffled backgrounds; report the model's outputs.
 
     Parameters
@@ -221,7 +224,8 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     n_backgrounds: number of backgrounds (each used in all four conditions).
     seq_len: length of random backgrounds when ``X`` is None.
     target: output column of the model.
-    output: ``"logit"`` (the raw output) or ``"probability"`` (sigmoid of it).
+    output: ``"probability"`` (default: sigmoid of the model's output, the scale on which AND / OR /
+        XOR are judged) or ``"logit"`` (the raw output).
     tol, min_effect, z: see :func:`classify_interaction` (in units of ``output``); an effect
         counts only if it exceeds ``z`` standard errors over the backgrounds.
     batch_size: sequences per forward pass.
