@@ -287,7 +287,8 @@ def pearson_torch(x, clip_negative=False):
     norm = torch.where(const, torch.ones_like(norm), norm)
     f = f / norm[:, None]
     f[const] = 0.0
-    r = f @ f.T
+    r = f @ f.T  # a gemm: mirror the upper triangle so the result is exactly symmetric
+    r = torch.triu(r) + torch.triu(r, diagonal=1).T
     r.clamp_(-1.0, 1.0)
     r.fill_diagonal_(1.0)
     return r.to(x.dtype)

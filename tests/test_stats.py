@@ -1,0 +1,452 @@
+"""The ensemble statistics: native (_C) and fallback (numpy, torch) against an independent float64
+reference, edge cases, bad input, the blocked/memmap Pearson, and the dispatch switches.
+
+Tolerances (issue 3): float64 within 1e-10; float32 within 1e-5 relative to the scale of the
+result (|a - ref| <= 1e-5 * max|ref|, per array: Pearson values are in [-1, 1])."""
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from deepresolve_captum import _stats
+
+C_EXT = _stats._C
+needs_native = pytest.mark.skipif(C_EXT is None, reason="deepresolve_captum._C is not built")
+ISAS = C_EXT.available_isas().split(",") if C_EXT is not None else []
+
+
+# ---------------------------------------------------------------------------------------------
+# Independent references: np.average / np.corrcoef, not the code under test.
+
+def ref_moments(fiv, w):
+    fiv = np.asarray(fiv, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    C, T, K = fiv.shape
+    mean = np.empty((C, K))
+    var = np.empty((C, K))
+    for c in range(C):
+        mean[c] = np.average(fiv[c], axis=0, weights=w[c])
+        var[c] = np.average((fiv[c] - mean[c]) ** 2, axis=0, weights=w[c])
+    return mean, var
+
+
+def ref_pearson(x, clip_negative=False):
+    x = np.asarray(x, dtype=np.float64)
+    if clip_negative:
+        x = np.maximum(x, 0.0)
+    const = x.max(axis=1) == x.min(axis=1)
+    r = np.zeros((x.shape[0], x.shape[0]))
+    live = np.flatnonzero(~const)
+    if live.size:
+        r[np.ix_(live, live)] = np.corrcoef(x[live]) if live.size > 1 else 1.0
+    np.fill_diagonal(r, 1.0)
+    return np.clip(r, -1.0, 1.0)
+
+
+def assert_close(a, ref, dtype):
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    assert a.dtype == np.dtype(dtype), (a.dtype, dtype)
+    assert a.shape == ref.shape
+    if np.dtype(dtype) == np.float64:
+        np.testing.assert_allclose(a, ref, rtol=0, atol=1e-10)
+    else:
+        scale = max(1e-30, float(np.abs(ref).max()))
+        np.testing.assert_allclose(a.astype(np.float64), ref, rtol=0, atol=1e-5 * scale)
+
+
+# The implementations under test, all through the public entry points.
+def _native(fn):
+    def run(*a, **k):
+        assert _stats.native_available()
+        return fn(*a, **k)
+    return run
+
+
+def _fallback(fn):
+    def run(*a, **k):
+        with _stats.native_disabled():
+            return fn(*a, **k)
+    return run
+
+
+def _torch_in(fn, native):
+    def run(x, *rest, **k):
+        t = torch.from_numpy(np.ascontiguousarray(x))
+        rest = tuple(torch.from_numpy(np.asarray(r)) if isinstance(r, np.ndarray) else r for r in rest)
+        if native:
+            return fn(t, *rest, **k)
+        with _stats.native_disabled():
+            return fn(t, *rest, **k)
+    return run
+
+
+IMPLS = {
+    "native": pytest.param(lambda fn: _native(fn), marks=needs_native),
+    "numpy": pytest.param(lambda fn: _fallback(fn)),
+    "torch-cpu": pytest.param(lambda fn: _torch_in(fn, native=False)),
+    "native-tensor": pytest.param(lambda fn: _torch_in(fn, native=True), marks=needs_native),
+}
+impl = pytest.mark.parametrize("wrap", list(IMPLS.values()), ids=list(IMPLS))
+dtypes = pytest.mark.parametrize("dtype", [np.float64, np.float32])
+
+
+def check_moments(wrap, fiv, w, dtype):
+    mean, var = wrap(_stats.weighted_moments)(fiv.astype(dtype), w)
+    rm, rv = ref_moments(fiv.astype(dtype), w)
+    assert_close(mean, rm, dtype)
+    assert_close(var, rv, dtype)
+
+
+def check_pearson(wrap, x, dtype, clip):
+    r = wrap(_stats.pearson)(x.astype(dtype), clip_negative=clip)
+    assert_close(r, ref_pearson(x.astype(dtype), clip), dtype)
+    r = r.numpy() if isinstance(r, torch.Tensor) else r
+    assert np.array_equal(r, r.T)
+    assert np.all(np.diag(r) == 1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# weighted moments
+
+@impl
+@dtypes
+@pytest.mark.parametrize("shape", [(7, 5, 13), (919, 10, 960)], ids=["small", "deepsea"])
+def test_moments_random(wrap, dtype, shape):
+    rng = np.random.default_rng(0)
+    fiv = rng.standard_normal(shape) * 3 + rng.standard_normal(shape[-1])
+    w = rng.random(shape[:2]) + 0.01
+    check_moments(wrap, fiv, w, dtype)
+
+
+@impl
+@dtypes
+def test_moments_edge_cases(wrap, dtype):
+    rng = np.random.default_rng(1)
+    # one start: mean is that FIV, variance exactly 0
+    fiv = rng.standard_normal((4, 1, 6))
+    mean, var = wrap(_stats.weighted_moments)(fiv.astype(dtype), np.full((4, 1), 2.5))
+    assert_close(mean, fiv[:, 0].astype(dtype).astype(np.float64), dtype)
+    assert np.all(np.asarray(var) == 0)
+    # K = 1
+    check_moments(wrap, rng.standard_normal((5, 3, 1)), rng.random((5, 3)) + 0.1, dtype)
+    # zero weight on some starts: those starts do not count at all
+    fiv = rng.standard_normal((6, 5, 8))
+    w = rng.random((6, 5)) + 0.1
+    w[:, 0] = 0.0
+    w[2, 1:4] = 0.0
+    check_moments(wrap, fiv, w, dtype)
+    fiv_poisoned = fiv.copy()
+    fiv_poisoned[:, 0] = 1e3  # a zero-weight start must not move anything
+    mean, var = wrap(_stats.weighted_moments)(fiv_poisoned.astype(dtype), w)
+    rm, rv = ref_moments(fiv[:, 1:].astype(dtype), w[:, 1:])
+    assert_close(mean, rm, dtype)
+    assert_close(var, rv, dtype)
+    # identical starts: variance 0, whatever the weights
+    same = np.repeat(rng.standard_normal((3, 1, 4)), 6, axis=1)
+    _, var = wrap(_stats.weighted_moments)(same.astype(dtype), rng.random((3, 6)) + 0.1)
+    assert np.abs(np.asarray(var)).max() <= (1e-12 if dtype == np.float64 else 1e-6)
+
+
+@pytest.mark.parametrize("wrap", [v for k, v in IMPLS.items() if k in ("native", "numpy")],
+                         ids=["native", "numpy"])
+@dtypes
+def test_moments_non_contiguous(wrap, dtype):
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal((9, 12, 14)).astype(dtype)
+    w_base = rng.random((12, 9)) + 0.1
+    views = [base[:, ::2, :], base[::-1], np.swapaxes(np.ascontiguousarray(np.swapaxes(base, 1, 2)), 1, 2),
+             np.asfortranarray(base)]
+    for fiv in views:
+        assert not fiv.flags.c_contiguous or fiv is base
+        w = w_base.T[:, : fiv.shape[1]]  # non-contiguous weights too
+        mean, var = wrap(_stats.weighted_moments)(fiv, w)
+        rm, rv = ref_moments(fiv, w)
+        assert_close(mean, rm, dtype)
+        assert_close(var, rv, dtype)
+
+
+@impl
+def test_moments_stable_with_large_offset(wrap):
+    """Two-pass: a 1e6 offset on unit-scale FIVs must not wreck the variance (a one-pass
+    E[x^2] - E[x]^2 would lose ~all digits in float64 here)."""
+    rng = np.random.default_rng(3)
+    noise = rng.standard_normal((5, 10, 7))
+    fiv = 1e6 + noise  # fiv - 1e6 is exact (Sterbenz), so the reference below is exact input
+    w = rng.random((5, 10)) + 0.1
+    mean, var = wrap(_stats.weighted_moments)(fiv, w)
+    rm, rv = ref_moments(fiv - 1e6, w)
+    mean = np.asarray(mean.numpy() if isinstance(mean, torch.Tensor) else mean)
+    var = np.asarray(var.numpy() if isinstance(var, torch.Tensor) else var)
+    np.testing.assert_allclose(mean - 1e6, rm, atol=1e-9)
+    np.testing.assert_allclose(var, rv, rtol=1e-8, atol=1e-10)
+
+
+BAD_MOMENTS = {
+    "rank": (np.zeros((3, 4)), np.ones((3, 4)), "expected fiv"),
+    "shape": (np.zeros((3, 4, 5)), np.ones((3, 5)), "expected fiv"),
+    "empty": (np.zeros((3, 4, 0)), np.ones((3, 4)), "empty"),
+    "empty-C": (np.zeros((0, 4, 2)), np.ones((0, 4)), "empty"),
+    "nan-fiv": (np.where(np.eye(4, 5)[None, :, :] > 0, np.nan, 1.0).repeat(2, 0), np.ones((2, 4)), "NaN or inf"),
+    "inf-fiv-zero-weight": (np.concatenate([np.full((2, 1, 3), np.inf), np.ones((2, 3, 3))], 1),
+                            np.array([[0, 1, 1, 1]] * 2, float), "NaN or inf"),
+    "negative-weight": (np.ones((2, 3, 4)), np.array([[1, -1, 1], [1, 1, 1]], float), "non-negative"),
+    "zero-weights": (np.ones((2, 3, 4)), np.array([[1, 1, 1], [0, 0, 0]], float), "sum to zero"),
+    "nan-weight": (np.ones((2, 3, 4)), np.array([[1, np.nan, 1], [1, 1, 1]], float), "NaN or inf"),
+}
+
+
+@impl
+@pytest.mark.parametrize("case", list(BAD_MOMENTS), ids=list(BAD_MOMENTS))
+def test_moments_bad_input(wrap, case):
+    fiv, w, msg = BAD_MOMENTS[case]
+    with pytest.raises(ValueError, match=msg):
+        wrap(_stats.weighted_moments)(fiv, w)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pearson
+
+@impl
+@dtypes
+@pytest.mark.parametrize("clip", [False, True], ids=["signed", "clipped"])
+@pytest.mark.parametrize("shape", [(1, 5), (37, 19), (919, 960)], ids=["C=1", "small", "deepsea"])
+def test_pearson_random(wrap, dtype, clip, shape):
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal(shape) + 0.3
+    check_pearson(wrap, x, dtype, clip)
+
+
+@impl
+@dtypes
+def test_pearson_edge_cases(wrap, dtype):
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((12, 30))
+    x[3] = 0.1          # constant (and 0.1 is not exact: the float mean leaves noise)
+    x[5] = -2.0         # constant
+    x[7] = -np.abs(x[7])  # all <= 0: constant (zero) only once clipped
+    x[9] = 2 * x[1] + 5   # exactly correlated with row 1
+    for clip in (False, True):
+        r = wrap(_stats.pearson)(x.astype(dtype), clip_negative=clip)
+        r = r.numpy() if isinstance(r, torch.Tensor) else np.asarray(r)
+        assert_close(r, ref_pearson(x.astype(dtype), clip), dtype)
+        for c in (3, 5) + ((7,) if clip else ()):
+            assert r[c, c] == 1.0
+            assert np.all(np.delete(r[c], c) == 0.0)
+        if not clip:  # (clipping breaks the affine relation)
+            assert abs(r[1, 9] - 1.0) <= (1e-12 if dtype == np.float64 else 1e-5)
+    # K = 1: every row is constant -> identity
+    r = wrap(_stats.pearson)(rng.standard_normal((6, 1)).astype(dtype))
+    r = r.numpy() if isinstance(r, torch.Tensor) else np.asarray(r)
+    assert np.array_equal(r, np.eye(6, dtype=dtype))
+
+
+@pytest.mark.parametrize("wrap", [v for k, v in IMPLS.items() if k in ("native", "numpy")],
+                         ids=["native", "numpy"])
+@dtypes
+def test_pearson_non_contiguous(wrap, dtype):
+    rng = np.random.default_rng(6)
+    base = rng.standard_normal((40, 60)).astype(dtype)
+    for x in (base[:, ::3], base[::-2], np.asfortranarray(base), base.T[:25]):
+        assert not x.flags.c_contiguous
+        r = wrap(_stats.pearson)(x, clip_negative=True)
+        assert_close(r, ref_pearson(x, True), dtype)
+
+
+@needs_native
+@pytest.mark.parametrize("isa", ISAS)
+@dtypes
+@pytest.mark.parametrize("shape", [(101, 300), (16, 7), (53, 1000)], ids=["kc-cross", "tiny", "wide"])
+def test_pearson_every_isa(isa, dtype, shape):
+    """Each compiled micro-kernel (AVX-512, AVX2, generic) against the reference, with row counts
+    that are not multiples of the register tile and K crossing the cache/float-accumulation slices."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(shape) * rng.uniform(0.1, 10, size=(shape[0], 1))
+    C_EXT.set_isa(isa)
+    try:
+        assert C_EXT.isa() == isa
+        check_pearson(lambda f: f, x, dtype, clip=True)
+        check_pearson(lambda f: f, x, dtype, clip=False)
+    finally:
+        C_EXT.set_isa("auto")
+
+
+@needs_native
+def test_native_threads_do_not_change_results():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((300, 200))
+    fiv, w = rng.standard_normal((50, 6, 40)), rng.random((50, 6)) + 0.1
+    n0 = C_EXT.num_threads()
+    try:
+        C_EXT.set_num_threads(1)
+        r1, m1 = _stats.pearson(x, True), _stats.weighted_moments(fiv, w)
+        C_EXT.set_num_threads(3)
+        r3, m3 = _stats.pearson(x, True), _stats.weighted_moments(fiv, w)
+    finally:
+        C_EXT.set_num_threads(n0)
+    assert np.array_equal(r1, r3)
+    assert np.array_equal(m1[0], m3[0]) and np.array_equal(m1[1], m3[1])
+
+
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False],
+                         ids=["native", "numpy"])
+@dtypes
+def test_pearson_blocked_into_memmap(tmp_path, native, dtype):
+    rng = np.random.default_rng(9)
+    x = (rng.standard_normal((301, 70)) + 0.2).astype(dtype)
+    ctx = _stats.native_disabled() if not native else _nullctx()
+    with ctx:
+        full = _stats.pearson(x, clip_negative=True)
+        for block in (50, 64, 1000):
+            mm = np.lib.format.open_memmap(tmp_path / f"r{block}.npy", mode="w+", dtype=dtype,
+                                           shape=(301, 301))
+            got = _stats.pearson(x, clip_negative=True, out=mm, block_size=block)
+            assert got is mm
+            mm.flush()
+            back = np.load(tmp_path / f"r{block}.npy", mmap_mode="r")
+            if native:  # same tiles, same order: bit for bit
+                assert np.array_equal(back, full)
+            else:
+                np.testing.assert_allclose(back, full, rtol=0, atol=1e-12 if dtype == np.float64 else 1e-6)
+            assert_close(back, ref_pearson(x, True), dtype)
+        # a strided out (a view) works too
+        big = np.zeros((301, 400), dtype=dtype)
+        _stats.pearson(x, clip_negative=True, out=big[:, :301])
+        np.testing.assert_allclose(big[:, :301], full, atol=1e-12 if dtype == np.float64 else 1e-6)
+        assert np.all(big[:, 301:] == 0)
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False],
+                         ids=["native", "numpy"])
+def test_pearson_bad_out(native):
+    x = np.random.default_rng(0).standard_normal((5, 4))
+    ctx = _stats.native_disabled() if not native else _nullctx()
+    with ctx:
+        with pytest.raises(ValueError, match="shape"):
+            _stats.pearson(x, out=np.empty((5, 4)))
+        with pytest.raises(ValueError, match="dtype"):
+            _stats.pearson(x, out=np.empty((5, 5), dtype=np.float32))
+        ro = np.empty((5, 5))
+        ro.flags.writeable = False
+        with pytest.raises(ValueError, match="read-only"):
+            _stats.pearson(x, out=ro)
+        with pytest.raises(TypeError):
+            _stats.pearson(x, out=[[0.0] * 5] * 5)
+
+
+BAD_PEARSON = {
+    "1-D": (np.ones(5), "2-D"),
+    "3-D": (np.ones((2, 3, 4)), "2-D"),
+    "empty-rows": (np.ones((0, 4)), "empty"),
+    "empty-cols": (np.ones((4, 0)), "empty"),
+    "nan": (np.array([[1.0, np.nan], [1.0, 2.0]]), "NaN or inf"),
+    "-inf-clipped": (np.array([[1.0, -np.inf, 3.0], [1.0, 2.0, 0.0]]), "NaN or inf"),
+}
+
+
+@impl
+@pytest.mark.parametrize("case", list(BAD_PEARSON), ids=list(BAD_PEARSON))
+def test_pearson_bad_input(wrap, case):
+    x, msg = BAD_PEARSON[case]
+    with pytest.raises(ValueError, match=msg):
+        wrap(_stats.pearson)(x, clip_negative=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# dispatch, dtypes, switches
+
+def test_dtypes_and_return_types():
+    rng = np.random.default_rng(10)
+    xi = rng.integers(-5, 5, size=(6, 9))
+    assert _stats.pearson(xi).dtype == np.float64
+    assert _stats.pearson(xi.astype(np.float16)).dtype == np.float32
+    assert _stats.pearson(xi.astype(np.float32)).dtype == np.float32
+    assert isinstance(_stats.pearson(xi.tolist()), np.ndarray)
+    t = torch.tensor(xi, dtype=torch.float32, requires_grad=True)
+    r = _stats.pearson(t, clip_negative=True)
+    assert isinstance(r, torch.Tensor) and r.dtype == torch.float32 and r.device == t.device
+    m, v = _stats.weighted_moments(torch.ones(2, 3, 4, dtype=torch.float64), torch.ones(2, 3))
+    assert isinstance(m, torch.Tensor) and m.dtype == torch.float64
+    m, v = _stats.weighted_moments(np.ones((2, 3, 4), dtype=np.float32), np.ones((2, 3)))
+    assert m.dtype == np.float32 and v.dtype == np.float32
+    with pytest.raises(TypeError, match="complex"):
+        _stats.pearson(np.ones((3, 3), dtype=complex))
+
+
+def test_force_fallback_switches(monkeypatch):
+    x = np.ones((2, 2))
+    expected = "native" if C_EXT is not None else "numpy"
+    assert _stats.backend(x) == expected
+    with _stats.native_disabled():
+        assert _stats.backend(x) == "numpy"
+        assert _stats.backend(torch.ones(2, 2)) == "torch"
+        with _stats.native_disabled():
+            assert not _stats.native_available()
+        assert not _stats.native_available()
+    assert _stats.backend(x) == expected
+    monkeypatch.setenv("DEEPRESOLVE_NO_NATIVE", "1")
+    assert _stats.backend(x) == "numpy" and not _stats.native_available()
+    monkeypatch.setenv("DEEPRESOLVE_NO_NATIVE", "0")
+    assert _stats.backend(x) == expected
+
+
+def test_native_extension_is_built():
+    """CI builds the extension: a silent fall back to numpy there would hide a broken build."""
+    if C_EXT is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("deepresolve_captum._C did not import, and CI=true")
+        pytest.skip("deepresolve_captum._C is not built (pure-Python install)")
+    assert set(ISAS) >= {"generic"}
+    assert C_EXT.num_threads() >= 1
+    assert isinstance(C_EXT.has_cuda, bool)
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA (skipped without a GPU)
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+
+
+@cuda
+@pytest.mark.parametrize("native", [True, False], ids=["native-cuda", "torch-cuda"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
+def test_cuda_paths(native, dtype):
+    if native and not _stats.cuda_native_available():
+        pytest.skip("_C was built without CUDA or its runtime sees no GPU")
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((919, 480)) + 0.1
+    x[5] = 0.1
+    fiv, w = rng.standard_normal((919, 10, 96)), rng.random((919, 10)) + 0.01
+    w[:, 0] = 0
+    np_dtype = np.float64 if dtype == torch.float64 else np.float32
+    xt = torch.tensor(x, dtype=dtype, device="cuda")
+    ft = torch.tensor(fiv, dtype=dtype, device="cuda")
+    wt = torch.tensor(w, device="cuda")
+    ctx = _nullctx() if native else _stats.native_disabled()
+    with ctx:
+        assert _stats.backend(xt) == ("native-cuda" if native else "torch")
+        for clip in (False, True):
+            r = _stats.pearson(xt, clip_negative=clip)
+            assert r.is_cuda and r.dtype == dtype
+            r = r.cpu().numpy()
+            assert_close(r, ref_pearson(x.astype(np_dtype), clip), np_dtype)
+            assert np.array_equal(r, r.T) and np.all(np.diag(r) == 1)
+        mean, var = _stats.weighted_moments(ft, wt)
+        assert mean.is_cuda and mean.dtype == dtype
+        rm, rv = ref_moments(fiv.astype(np_dtype), w)
+        assert_close(mean.cpu(), rm, np_dtype)
+        assert_close(var.cpu(), rv, np_dtype)
+        with pytest.raises(ValueError, match="NaN or inf"):
+            _stats.weighted_moments(torch.full_like(ft, float("nan")), wt)
+        with pytest.raises(ValueError, match="sum to zero"):
+            _stats.weighted_moments(ft, torch.zeros_like(wt))
+        with pytest.raises(ValueError, match="NaN or inf"):
+            _stats.pearson(torch.full_like(xt, float("inf")))
