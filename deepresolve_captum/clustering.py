@@ -1,0 +1,313 @@
+"""Class-relationship toolkit for multi-task models: clustering the class x class matrices.
+
+Beside DeepResolve's class similarity (Pearson of the non-negative OFIVs,
+:func:`deepresolve_captum.similarity.class_similarity`) the paper sets the label correlation, the
+last-layer weights and the signed OFIV correlation (Fig. 7); it then bi-clusters a block of the
+similarity matrix (TFs / histone marks x DNase experiments, Fig. 8a) and collapses it to an
+*association index* (Fig. 8b): for each row class, how many of its similarities to a column group
+are above the 85% and below the 15% quantile.
+
+* :func:`class_relationships` -- the four matrices in one dict.
+* :func:`hierarchical_clustering` -- scipy linkage on the distance 1 - similarity; leaf order and
+  flat clusters.
+* :func:`bicluster` -- scikit-learn spectral co-clustering / biclustering of a rows x columns
+  block.
+* :func:`association_index` -- the paper's Fig. 8b counts, as a DataFrame.
+
+Shapes: C classes; similarity matrices are (C, C) numpy arrays with values in [-1, 1].
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from .similarity import (class_similarity, label_correlation, signed_ofiv_correlation,
+                         weight_cosine)
+
+__all__ = ["class_relationships", "hierarchical_clustering", "ClusterResult", "bicluster",
+           "BiclusterResult", "association_index"]
+
+
+def _square(similarity, name="similarity"):
+    if hasattr(similarity, "detach"):
+        similarity = similarity.detach().cpu().numpy()
+    s = np.asarray(similarity, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1] or s.shape[0] == 0:
+        raise ValueError(f"{name} must be a square (C, C) matrix, got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return s
+
+
+def _index(idx, C, name):
+    if idx is None:
+        return np.arange(C)
+    a = np.asarray(idx)
+    if a.dtype == bool:
+        if a.shape != (C,):
+            raise ValueError(f"{name}: a boolean mask must have length {C}")
+        a = np.flatnonzero(a)
+    if a.ndim != 1 or a.size == 0 or not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} must be a non-empty 1-d array of class indices or a mask")
+    if a.min() < 0 or a.max() >= C:
+        raise ValueError(f"{name}: class index out of range [0, {C})")
+    if len(np.unique(a)) != len(a):
+        raise ValueError(f"{name} has repeated class indices")
+    return a.astype(int)
+
+
+def class_relationships(ofiv=None, labels=None, weight=None):
+    """The paper's class x class comparisons, for whichever inputs are given.
+
+    Parameters
+    ----------
+    ofiv: (C, K) OFIVs (``EnsembleSummary.ofiv``) -> ``"deepresolve"`` (class similarity) and
+        ``"signed_ofiv"`` (Pearson of the signed OFIVs).
+    labels: (N, C) labels -> ``"labels"`` (label correlation).
+    weight: (C, H) last-layer weights (e.g. ``model.fc2.weight``) -> ``"weights"`` (row cosine).
+
+    Returns
+    -------
+    dict {name: (C, C) numpy array}, in the order above.
+    """
+    out = {}
+    if ofiv is not None:
+        out["deepresolve"] = class_similarity(ofiv)
+        out["signed_ofiv"] = signed_ofiv_correlation(ofiv)
+    if labels is not None:
+        out["labels"] = label_correlation(labels)
+    if weight is not None:
+        out["weights"] = weight_cosine(weight)
+    if not out:
+        raise ValueError("give at least one of ofiv, labels, weight")
+    sizes = {k: v.shape[0] for k, v in out.items()}
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"the inputs describe different numbers of classes: {sizes}")
+    return out
+
+
+@dataclass
+class ClusterResult:
+    """Result of :func:`hierarchical_clustering`.
+
+    Attributes
+    ----------
+    linkage: numpy (C - 1, 4), scipy linkage matrix.
+    order: numpy (C,), leaf order (rows/columns of a clustered heatmap).
+    labels: numpy (C,) int flat cluster of each class (1..n), or None if no cut was asked for.
+    distance: numpy (C, C), the distance 1 - similarity that was clustered.
+    settings: dict.
+    """
+    linkage: np.ndarray
+    order: np.ndarray
+    labels: np.ndarray | None
+    distance: np.ndarray
+    settings: dict = field(default_factory=dict)
+
+
+def hierarchical_clustering(similarity, n_clusters=None, threshold=None, method="average",
+                            optimal_ordering=True):
+    """Agglomerative clustering of classes on the distance ``1 - similarity``.
+
+    Parameters
+    ----------
+    similarity: (C, C) matrix (symmetrised as (S + S^T) / 2; the distance is clipped at 0 and its
+        diagonal set to 0).
+    n_clusters: cut the tree into this many flat clusters (scipy ``maxclust``), or
+    threshold: cut it at this distance (scipy ``distance``); neither: no flat clusters.
+    method: scipy linkage method: ``"average"`` (default), ``"complete"``, ``"single"``,
+        ``"weighted"``. (Ward / centroid / median assume Euclidean distances and are refused.)
+    optimal_ordering: reorder leaves so that similar neighbours sit together (scipy).
+
+    Returns
+    -------
+    :class:`ClusterResult`.
+    """
+    from scipy.cluster.hierarchy import fcluster, leaves_list, linkage
+    from scipy.spatial.distance import squareform
+
+    s = _square(similarity)
+    if method not in ("average", "complete", "single", "weighted"):
+        raise ValueError("method must be 'average', 'complete', 'single' or 'weighted' (ward, "
+                         "centroid and median need Euclidean distances, not 1 - similarity)")
+    if n_clusters is not None and threshold is not None:
+        raise ValueError("give n_clusters or threshold, not both")
+    C = s.shape[0]
+    if n_clusters is not None and (not isinstance(n_clusters, (int, np.integer))
+                                   or not 1 <= n_clusters <= C):
+        raise ValueError(f"n_clusters must be an int in [1, {C}]")
+    d = 1.0 - (s + s.T) / 2.0
+    d = np.clip(d, 0.0, None)
+    np.fill_diagonal(d, 0.0)
+    if C == 1:
+        Z = np.zeros((0, 4))
+        order = np.array([0])
+        labels = np.array([1]) if (n_clusters or threshold is not None) else None
+        return ClusterResult(Z, order, labels, d, dict(method=method))
+    Z = linkage(squareform(d, checks=False), method=method, optimal_ordering=optimal_ordering)
+    labels = None
+    if n_clusters is not None:
+        labels = fcluster(Z, t=n_clusters, criterion="maxclust")
+    elif threshold is not None:
+        labels = fcluster(Z, t=float(threshold), criterion="distance")
+    return ClusterResult(Z, leaves_list(Z), labels, d,
+                         dict(method=method, n_clusters=n_clusters, threshold=threshold))
+
+
+@dataclass
+class BiclusterResult:
+    """Result of :func:`bicluster`.
+
+    Attributes
+    ----------
+    rows, columns: numpy int arrays, the class indices of the block (into the full matrix).
+    row_labels, column_labels: numpy int arrays, bicluster of each block row / column.
+    row_order, column_order: positions in ``rows`` / ``columns`` that group the biclusters
+        (draw ``block[np.ix_(row_order, column_order)]``).
+    block: numpy (len(rows), len(columns)), the similarity block as given.
+    method: ``"cocluster"`` or ``"bicluster"``.
+    """
+    rows: np.ndarray
+    columns: np.ndarray
+    row_labels: np.ndarray
+    column_labels: np.ndarray
+    row_order: np.ndarray
+    column_order: np.ndarray
+    block: np.ndarray
+    method: str
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def ordered_block(self):
+        """The block with rows and columns grouped by bicluster."""
+        return self.block[np.ix_(self.row_order, self.column_order)]
+
+
+def _group_order(labels, values):
+    """Order items by cluster, clusters by their mean value (descending), stable inside."""
+    means = {c: values[labels == c].mean() for c in np.unique(labels)}
+    rank = {c: r for r, c in enumerate(sorted(means, key=lambda c: -means[c]))}
+    return np.array(sorted(range(len(labels)), key=lambda i: (rank[labels[i]], i)))
+
+
+def bicluster(similarity, rows=None, columns=None, n_clusters=3, method="cocluster",
+              random_state=0):
+    """Spectral co-/bi-clustering of a class-subset x class-subset block (the paper's Fig. 8a).
+
+    Parameters
+    ----------
+    similarity: (C, C) matrix, or an (R, Q) block given directly (then ``rows``/``columns`` must
+        be None).
+    rows, columns: class indices (or boolean masks) of the block's rows and columns (default:
+        all classes).
+    n_clusters: number of biclusters (``"cocluster"``), or an int / (n_row, n_col) tuple of
+        checkerboard clusters (``"bicluster"``).
+    method: ``"cocluster"`` (sklearn ``SpectralCoclustering``) or ``"bicluster"``
+        (``SpectralBiclustering``). Both need non-negative data: the block is mapped to
+        ``(1 + s) / 2`` (correlations in [-1, 1] -> [0, 1]) plus a small offset.
+    random_state: int seed of the spectral embedding's k-means.
+
+    Returns
+    -------
+    :class:`BiclusterResult`.
+    """
+    from sklearn.cluster import SpectralBiclustering, SpectralCoclustering
+
+    if hasattr(similarity, "detach"):
+        similarity = similarity.detach().cpu().numpy()
+    s = np.asarray(similarity, dtype=np.float64)
+    if s.ndim != 2 or s.size == 0:
+        raise ValueError(f"similarity must be a 2-d matrix, got shape {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("similarity contains NaN or inf")
+    if s.shape[0] == s.shape[1]:
+        r = _index(rows, s.shape[0], "rows")
+        c = _index(columns, s.shape[0], "columns")
+    else:
+        if rows is not None or columns is not None:
+            raise ValueError("rows/columns select from a square (C, C) matrix only")
+        r, c = np.arange(s.shape[0]), np.arange(s.shape[1])
+    block = s[np.ix_(r, c)]
+    if method not in ("cocluster", "bicluster"):
+        raise ValueError("method must be 'cocluster' or 'bicluster'")
+    k = n_clusters if isinstance(n_clusters, tuple) else (n_clusters, n_clusters)
+    if any(not isinstance(v, (int, np.integer)) or v < 1 for v in k):
+        raise ValueError("n_clusters must be a positive int (or a tuple of two for 'bicluster')")
+    if k[0] > block.shape[0] or k[1] > block.shape[1]:
+        raise ValueError(f"{n_clusters} clusters for a {block.shape} block")
+    data = (1.0 + np.clip(block, -1, 1)) / 2.0 + 1e-6
+    if method == "cocluster":
+        if isinstance(n_clusters, tuple):
+            raise ValueError("'cocluster' takes one int n_clusters")
+        model = SpectralCoclustering(n_clusters=int(n_clusters), random_state=random_state)
+    else:
+        model = SpectralBiclustering(n_clusters=n_clusters, method="log",
+                                     random_state=random_state)
+    model.fit(data)
+    rl, cl = np.asarray(model.row_labels_), np.asarray(model.column_labels_)
+    ro = _group_order(rl, block.mean(1))
+    co = _group_order(cl, block.mean(0))
+    return BiclusterResult(r, c, rl, cl, ro, co, block, method,
+                           dict(n_clusters=n_clusters, random_state=random_state))
+
+
+def association_index(similarity, rows, columns, upper=0.85, lower=0.15, quantiles_of="block",
+                      row_names=None):
+    """The paper's association index (Fig. 8b) of each row class with a column group.
+
+    For each row class: ``n_positive`` = how many of its similarities to the column classes
+    exceed the ``upper`` quantile, ``n_negative`` = how many fall below the ``lower`` quantile.
+    (The paper: TF / histone-mark rows against DNase columns, quantiles 85% (0.52) and 15% (0)
+    "of all correlations".) Self-pairs (a class in both groups) are left out.
+
+    Parameters
+    ----------
+    similarity: (C, C) matrix.
+    rows, columns: class indices or boolean masks of the row classes and the column group.
+    upper, lower: quantiles (0 <= lower < upper <= 1).
+    quantiles_of: ``"block"`` (the rows x columns similarities, default) or ``"all"`` (every
+        off-diagonal entry of the matrix).
+    row_names: optional C names (of all classes) for the ``name`` column.
+
+    Returns
+    -------
+    pandas DataFrame, one row per row class sorted by ``index`` (descending) then class:
+    ``class`` (index into the matrix), ``name``, ``n_positive``, ``n_negative``,
+    ``index`` = n_positive - n_negative, ``n_columns`` (compared columns). The thresholds are in
+    ``df.attrs["upper_threshold"]`` and ``df.attrs["lower_threshold"]``.
+    """
+    s = _square(similarity)
+    C = s.shape[0]
+    r, c = _index(rows, C, "rows"), _index(columns, C, "columns")
+    if not 0 <= lower < upper <= 1:
+        raise ValueError("need 0 <= lower < upper <= 1")
+    if quantiles_of not in ("block", "all"):
+        raise ValueError("quantiles_of must be 'block' or 'all'")
+    block = s[np.ix_(r, c)].copy()
+    block[r[:, None] == c[None, :]] = np.nan
+    if quantiles_of == "block":
+        pool = block[np.isfinite(block)]
+    else:
+        pool = s[~np.eye(C, dtype=bool)]
+    if pool.size == 0:
+        raise ValueError("no similarities to compare (rows and columns are the same single class)")
+    hi, lo = np.quantile(pool, upper), np.quantile(pool, lower)
+    with np.errstate(invalid="ignore"):
+        n_pos = np.sum(block > hi, axis=1)
+        n_neg = np.sum(block < lo, axis=1)
+    if row_names is not None:
+        if len(row_names) != C:
+            raise ValueError(f"row_names must have {C} entries (all classes)")
+        names = [str(row_names[i]) for i in r]
+    else:
+        names = [str(i) for i in r]
+    df = pd.DataFrame({"class": r, "name": names, "n_positive": n_pos, "n_negative": n_neg,
+                       "index": n_pos - n_neg, "n_columns": np.isfinite(block).sum(1)})
+    df = df.sort_values(["index", "class"], ascending=[False, True], kind="stable")
+    df = df.reset_index(drop=True)
+    df.attrs["upper_threshold"] = float(hi)
+    df.attrs["lower_threshold"] = float(lo)
+    df.attrs["upper"], df.attrs["lower"] = upper, lower
+    return df

@@ -1,0 +1,139 @@
+"""Class-relationship toolkit (clustering.py): DeepResolve's similarity of a hand-built multi-task
+head clusters into its planted class groups; spectral co-clustering recovers planted biclusters;
+the association index counts as the paper's Fig. 8b."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.metrics import adjusted_rand_score
+from torch import nn
+
+from deepresolve_captum import LayerFeatureOptimizer, summarize
+from deepresolve_captum.clustering import (association_index, bicluster, class_relationships,
+                                           hierarchical_clustering)
+
+GROUPS = np.repeat([0, 1, 2], 3)  # 9 classes in 3 planted groups
+K = 12                            # channels, 4 per group
+
+
+class MultiTaskHead(nn.Module):
+    """conv (12 filters) -> ReLU -> global max -> hidden (6 ReLU units, 2 per group) -> 9 logits.
+    Hidden units of group g read the 4 channels of group g positively and the rest negatively;
+    the classes of group g read the hidden units of group g positively, the others negatively.
+    All magnitudes are random, so classes of one group differ but share their positive channels."""
+
+    def __init__(self, seed=0):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        u = lambda *s: torch.rand(*s, generator=g)
+        self.conv = nn.Conv1d(4, K, 8)
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveMaxPool1d(1)
+        self.flatten = nn.Flatten()
+        self.fc1 = nn.Linear(K, 6)
+        self.relu2 = nn.ReLU()
+        self.fc2 = nn.Linear(6, 9)
+        chan_group = np.repeat([0, 1, 2], 4)
+        hid_group = np.repeat([0, 1, 2], 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.randn(self.conv.weight.shape, generator=g) * 0.3)
+            same = torch.as_tensor(hid_group[:, None] == chan_group[None, :])
+            self.fc1.weight.copy_(torch.where(same, 0.5 + u(6, K), -0.5 * u(6, K)))
+            self.fc1.bias.fill_(0.1)
+            same = torch.as_tensor(GROUPS[:, None] == hid_group[None, :])
+            self.fc2.weight.copy_(torch.where(same, 0.5 + u(9, 6), -0.5 * u(9, 6)))
+            self.fc2.bias.zero_()
+
+    def forward(self, x):
+        h = self.flatten(self.pool(self.relu(self.conv(x))))
+        return self.fc2(self.relu2(self.fc1(h)))
+
+
+def test_hierarchical_clustering_recovers_planted_groups():
+    m = MultiTaskHead()
+    X = nn.functional.one_hot(torch.randint(0, 4, (16, 60)), 4).permute(0, 2, 1).float()
+    fims, scores = LayerFeatureOptimizer(m, m.pool).attribute(
+        X, target=None, n_starts=6, l2="auto", seed=0, return_scores=True)
+    s = summarize(fims, scores, random_state=0)
+    rel = class_relationships(ofiv=s.ofiv, weight=m.fc2.weight)
+    sim = rel["deepresolve"]
+    assert sim.shape == (9, 9) and list(rel) == ["deepresolve", "signed_ofiv", "weights"]
+    res = hierarchical_clustering(sim, n_clusters=3)
+    assert adjusted_rand_score(GROUPS, res.labels) == 1.0, (res.labels, np.round(sim, 2))
+    assert sorted(res.order) == list(range(9)) and res.linkage.shape == (8, 4)
+    # the leaf order keeps each group contiguous
+    assert all(len(set(GROUPS[res.order[i:i + 3]])) == 1 for i in (0, 3, 6))
+    # a random similarity does not reproduce the groups
+    rng = np.random.default_rng(0)
+    r = rng.uniform(-1, 1, (9, 9))
+    noise = hierarchical_clustering((r + r.T) / 2, n_clusters=3)
+    assert adjusted_rand_score(GROUPS, noise.labels) < 0.5
+
+
+def test_threshold_cut_and_bad_input():
+    s = np.array([[1, .9, 0], [.9, 1, .1], [0, .1, 1.]])
+    res = hierarchical_clustering(s, threshold=0.5)
+    assert res.labels[0] == res.labels[1] != res.labels[2]
+    assert np.allclose(res.distance, np.clip(1 - s, 0, None) * (1 - np.eye(3)))
+    assert hierarchical_clustering(s).labels is None
+    with pytest.raises(ValueError, match="square"):
+        hierarchical_clustering(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="ward"):
+        hierarchical_clustering(s, method="ward")
+    with pytest.raises(ValueError, match="not both"):
+        hierarchical_clustering(s, n_clusters=2, threshold=0.3)
+    with pytest.raises(ValueError, match="NaN"):
+        hierarchical_clustering(np.full((2, 2), np.nan))
+
+
+def _planted_similarity(seed=0):
+    """16 classes: rows 0-9 ('TFs') x columns 10-15 ('DNase'); TFs 0-4 go with DNase 10-12,
+    TFs 5-9 with DNase 13-15 (similarity ~0.7 inside a bicluster, ~0 outside, plus noise)."""
+    rng = np.random.default_rng(seed)
+    C = 16
+    grp = np.array([0] * 5 + [1] * 5 + [0] * 3 + [1] * 3)
+    s = np.where(grp[:, None] == grp[None, :], 0.7, 0.0) + rng.normal(0, 0.08, (C, C))
+    s = (s + s.T) / 2
+    np.fill_diagonal(s, 1.0)
+    return np.clip(s, -1, 1), grp
+
+
+@pytest.mark.parametrize("method,k", [("cocluster", 2), ("bicluster", 2)])
+def test_bicluster_recovers_planted_blocks(method, k):
+    s, grp = _planted_similarity()
+    rows, cols = np.arange(10), np.arange(10, 16)
+    res = bicluster(s, rows, cols, n_clusters=k, method=method, random_state=0)
+    assert adjusted_rand_score(grp[rows], res.row_labels) == 1.0
+    assert adjusted_rand_score(grp[cols], res.column_labels) == 1.0
+    ob = res.ordered_block
+    assert ob.shape == (10, 6)
+    # grouped: the first bicluster's rows are contiguous in the order
+    first = res.row_labels[res.row_order[0]]
+    assert (res.row_labels[res.row_order[:5]] == first).all()
+    with pytest.raises(ValueError):
+        bicluster(s, rows, cols, n_clusters=7)
+
+
+def test_association_index_counts():
+    s, grp = _planted_similarity(1)
+    rows = np.arange(10)
+    cols = np.zeros(16, bool)
+    cols[10:] = True
+    names = [f"c{i}" for i in range(16)]
+    df = association_index(s, rows, cols, row_names=names)
+    block = s[:10, 10:]
+    hi, lo = np.quantile(block, 0.85), np.quantile(block, 0.15)
+    assert np.isclose(df.attrs["upper_threshold"], hi) and np.isclose(df.attrs["lower_threshold"], lo)
+    byc = df.set_index("class")
+    for i in rows:
+        assert byc.loc[i, "n_positive"] == (block[i] > hi).sum()
+        assert byc.loc[i, "n_negative"] == (block[i] < lo).sum()
+        assert byc.loc[i, "name"] == f"c{i}"
+    assert list(df["index"]) == sorted(df["index"], reverse=True)
+    # self-pairs are left out when a class is in both groups
+    df2 = association_index(s, np.arange(12), np.arange(8, 16), quantiles_of="all")
+    assert df2.set_index("class").loc[10, "n_columns"] == 7
+    with pytest.raises(ValueError):
+        association_index(s, rows, cols, upper=0.1, lower=0.5)
+    with pytest.raises(ValueError, match="range"):
+        association_index(s, [0, 99], cols)
