@@ -2,6 +2,8 @@
 // (class similarity). CPU; threads from a small std::thread parallel_for (see below).
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <functional>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -18,12 +20,12 @@
 namespace dr {
 
 // ---- threads ---------------------------------------------------------------------------------
-// A plain std::thread parallel-for with dynamic chunks, not OpenMP. Why: torch's wheel ships its own
+// A small persistent pool with dynamic chunks, not OpenMP. Why: torch's wheel ships its own
 // libgomp.so.1 and, loaded first, it is the one our extension binds to; its spinning barriers
 // (OMP_WAIT_POLICY cannot be changed once it is loaded) made these kernels 5-7x slower than
-// single-threaded on a loaded 2-core machine, while threads that simply exit when the work runs out
-// and a join cost nothing there. Threads are started per call (tens of microseconds; the kernels run
-// for milliseconds).
+// single-threaded on a loaded 2-core machine. Here idle workers sleep on a condition variable, and
+// the caller works too and waits only for chunks that some thread has *claimed*: a worker the OS
+// has not scheduled yet costs nothing (it finds the work gone when it wakes).
 namespace {
 int initial_threads() {
     for (const char* var : {"DEEPRESOLVE_NUM_THREADS", "OMP_NUM_THREADS"}) {
@@ -35,39 +37,118 @@ int initial_threads() {
 }
 std::atomic<int> g_threads{initial_threads()};
 
-// f(begin, end, worker) over [0, n) in chunks of `chunk`; worker in [0, workers).
+struct Job {
+    std::function<void(long, long, int)> f;
+    long n = 0, chunk = 1, nchunks = 0;
+    int nworkers = 0;  // pool workers allowed to join (the caller is one more)
+    std::atomic<long> next{0}, done{0};
+    std::mutex mu;
+    std::condition_variable cv;
+    std::exception_ptr err;
+
+    void run(int tid) {  // claim chunks until none is left
+        for (;;) {
+            const long b = next.fetch_add(chunk);
+            if (b >= n) return;
+            try {
+                f(b, std::min(n, b + chunk), tid);
+            } catch (...) {
+                std::lock_guard<std::mutex> g(mu);
+                if (!err) err = std::current_exception();
+            }
+            if (done.fetch_add(1) + 1 == nchunks) {
+                std::lock_guard<std::mutex> g(mu);
+                cv.notify_all();
+            }
+        }
+    }
+};
+
+class Pool {
+  public:
+    // Runs job with up to `workers` pool threads plus the caller; returns when every chunk is done.
+    // Returns false (and runs nothing) if another caller holds the pool: run serially then.
+    bool run(const std::shared_ptr<Job>& job, int workers) {
+        std::unique_lock<std::mutex> busy(busy_mu_, std::try_to_lock);
+        if (!busy.owns_lock()) return false;
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            while ((int)threads_.size() < workers) {
+                const int idx = (int)threads_.size();
+                threads_.emplace_back([this, idx] { loop(idx); });
+            }
+            job->nworkers = workers;
+            job_ = job;
+            ++generation_;
+        }
+        cv_.notify_all();
+        job->run(0);
+        {
+            std::unique_lock<std::mutex> g(job->mu);
+            job->cv.wait(g, [&] { return job->done.load() >= job->nchunks; });
+        }
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            job_.reset();
+        }
+        return true;
+    }
+    ~Pool() {
+        {
+            std::lock_guard<std::mutex> g(mu_);
+            stop_ = true;
+        }
+        cv_.notify_all();
+        for (auto& t : threads_) t.detach();  // never join at exit: workers may be mid-sleep
+    }
+
+  private:
+    void loop(int idx) {
+        long seen = 0;
+        for (;;) {
+            std::shared_ptr<Job> job;
+            {
+                std::unique_lock<std::mutex> g(mu_);
+                cv_.wait(g, [&] { return stop_ || generation_ != seen; });
+                if (stop_) return;
+                seen = generation_;
+                job = job_;
+            }
+            if (job && idx < job->nworkers) job->run(idx + 1);
+        }
+    }
+    std::mutex busy_mu_, mu_;
+    std::condition_variable cv_;
+    std::vector<std::thread> threads_;
+    std::shared_ptr<Job> job_;
+    long generation_ = 0;
+    bool stop_ = false;
+};
+
+Pool& pool() {
+    static Pool* p = new Pool();  // leaked on purpose: no teardown order issues at exit
+    return *p;
+}
+
+// f(begin, end, worker) over [0, n) in chunks of `chunk`.
 template <class F>
 void parallel_for(long n, long chunk, F&& f) {
     if (n <= 0) return;
     chunk = std::max<long>(1, chunk);
     const long nchunks = (n + chunk - 1) / chunk;
     const int nt = (int)std::min<long>(g_threads.load(), nchunks);
-    if (nt <= 1) {
-        f(0L, n, 0);
-        return;
-    }
-    std::atomic<long> next{0};
-    std::exception_ptr err;
-    std::mutex err_mu;
-    auto work = [&](int tid) {
-        try {
-            for (;;) {
-                const long b = next.fetch_add(chunk);
-                if (b >= n) break;
-                f(b, std::min(n, b + chunk), tid);
-            }
-        } catch (...) {
-            std::lock_guard<std::mutex> g(err_mu);
-            if (!err) err = std::current_exception();
-            next.store(n);
+    if (nt > 1) {
+        auto job = std::make_shared<Job>();
+        job->f = f;
+        job->n = n;
+        job->chunk = chunk;
+        job->nchunks = nchunks;
+        if (pool().run(job, nt - 1)) {
+            if (job->err) std::rethrow_exception(job->err);
+            return;
         }
-    };
-    std::vector<std::thread> pool;
-    pool.reserve(nt - 1);
-    for (int t = 1; t < nt; ++t) pool.emplace_back(work, t);
-    work(0);
-    for (auto& th : pool) th.join();
-    if (err) std::rethrow_exception(err);
+    }
+    f(0L, n, 0);
 }
 }  // namespace
 

@@ -1,0 +1,159 @@
+"""Benchmark the native ensemble statistics (deepresolve_captum._C) against numpy, side by side.
+
+    python benchmarks/stats.py [--repeats 7] [--big-repeats 3] [--no-big] [--dtypes float32,float64]
+                               [--tmpdir DIR] [--threads N] [--cuda]
+
+Cases (issue 3):
+  IL       weighted_moments at (919, 10, 480)               native vs weighted_moments_numpy
+  Pearson  (919, 480) and (2,002, 960), clip_negative=True  native vs pearson_numpy
+  Pearson  (21,907, 960) into a memmap (blocked)            native vs pearson_numpy(out=memmap)
+           float32 only by default (a 21,907^2 float64 matrix is 3.8 GB per side)
+  --cuda   the CUDA kernels vs the same torch ops on the GPU (pearson_torch /
+           weighted_moments_torch on CUDA tensors), when a GPU and a CUDA build are there.
+
+Both sides run on the same inputs, alternating (native, numpy, numpy, native, ...) within one
+run, so load from other processes hits both alike; medians over the repeats. Timings include
+each side's argument checks and output allocation (not the memmap file's creation). The ratio
+is numpy / native wall-clock medians: above 1 the native kernel is faster. "CPU" is the median
+process CPU time per call (all threads; OpenBLAS's waiting threads spin, so it counts them): on a
+machine shared with other work it shows the cost when wall-clock time mostly shows the neighbours.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from deepresolve_captum import _stats
+
+
+def _load():
+    try:
+        return "%.1f %.1f %.1f" % os.getloadavg()
+    except OSError:
+        return "n/a"
+
+
+CPU = {"n": [], "r": []}  # process CPU seconds per call, last case only (all threads summed)
+
+
+def side_by_side(native, reference, repeats, sync=None):
+    """Alternate the two callables; return (median native s, median reference s, all times)."""
+    tn, tr = [], []
+    CPU["n"], CPU["r"] = [], []
+    native()  # warm-up (pools, first-touch, lazy imports), not timed
+    reference()
+    for i in range(repeats):
+        order = (("n", native), ("r", reference)) if i % 2 == 0 else (("r", reference), ("n", native))
+        for tag, fn in order:
+            if sync:
+                sync()
+            t, c = time.perf_counter(), time.process_time()
+            fn()
+            if sync:
+                sync()
+            (tn if tag == "n" else tr).append(time.perf_counter() - t)
+            CPU[tag].append(time.process_time() - c)
+    return statistics.median(tn), statistics.median(tr), tn, tr
+
+
+def report(name, med_n, med_r, tn, tr, ref_name="numpy"):
+    ratio = med_r / med_n
+    print(f"{name:<44} native {med_n * 1e3:10.2f} ms   {ref_name} {med_r * 1e3:10.2f} ms   "
+          f"{ref_name}/native {ratio:5.2f}x   (min {min(tn) * 1e3:.2f} / {min(tr) * 1e3:.2f} ms; "
+          f"CPU {statistics.median(CPU['n']) * 1e3:.1f} / {statistics.median(CPU['r']) * 1e3:.1f} ms; "
+          f"n={len(tn)})")
+    return ratio
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--big-repeats", type=int, default=3)
+    ap.add_argument("--no-big", action="store_true", help="skip the 21,907 x 960 case")
+    ap.add_argument("--big-dtype", default="float32", choices=["float32", "float64"])
+    ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--tmpdir", default=None, help="where the 21,907^2 memmaps go (default: system temp)")
+    ap.add_argument("--threads", type=int, default=0, help="native worker threads (0: default)")
+    ap.add_argument("--cuda", action="store_true", help="also the CUDA kernels vs torch on the GPU")
+    args = ap.parse_args()
+
+    C = _stats._C
+    if C is None or not _stats.native_available():
+        raise SystemExit("deepresolve_captum._C is not built or is switched off (DEEPRESOLVE_NO_NATIVE)")
+    if args.threads:
+        C.set_num_threads(args.threads)
+    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; native ISA {C.isa()} "
+          f"(of {C.available_isas()}), {C.num_threads()} native threads; numpy {np.__version__}; "
+          f"load {_load()}")
+    rng = np.random.default_rng(0)
+    dtypes = [np.dtype(d) for d in args.dtypes.split(",")]
+
+    for dt in dtypes:
+        fiv = rng.standard_normal((919, 10, 480)).astype(dt)
+        w = rng.random((919, 10)) + 0.01
+        mn, mr, tn, tr = side_by_side(lambda: _stats.weighted_moments(fiv, w),
+                                      lambda: _stats.weighted_moments_numpy(fiv, w), args.repeats)
+        report(f"IL weighted_moments (919, 10, 480) {dt.name}", mn, mr, tn, tr)
+
+    for shape in ((919, 480), (2002, 960)):
+        for dt in dtypes:
+            x = (rng.standard_normal(shape) + 0.2).astype(dt)
+            mn, mr, tn, tr = side_by_side(lambda: _stats.pearson(x, clip_negative=True),
+                                          lambda: _stats.pearson_numpy(x, clip_negative=True), args.repeats)
+            report(f"Pearson {shape} {dt.name}", mn, mr, tn, tr)
+
+    if not args.no_big:
+        dt = np.dtype(args.big_dtype)
+        n, k = 21907, 960
+        x = (rng.standard_normal((n, k)) + 0.2).astype(dt)
+        with tempfile.TemporaryDirectory(dir=args.tmpdir) as d:
+            mm_n = np.lib.format.open_memmap(Path(d) / "native.npy", mode="w+", dtype=dt, shape=(n, n))
+            mm_r = np.lib.format.open_memmap(Path(d) / "numpy.npy", mode="w+", dtype=dt, shape=(n, n))
+            block = 2048
+            print(f"# {n} x {n} {dt.name} = {n * n * dt.itemsize / 2**30:.2f} GiB per memmap, in {d}; "
+                  f"block_size {block}; load {_load()}")
+            mn, mr, tn, tr = side_by_side(
+                lambda: _stats.pearson(x, clip_negative=True, out=mm_n, block_size=block),
+                lambda: _stats.pearson_numpy(x, clip_negative=True, out=mm_r, block_size=block),
+                args.big_repeats)
+            report(f"Pearson ({n}, {k}) {dt.name} -> memmap", mn, mr, tn, tr)
+            rows = rng.choice(n, size=64, replace=False)
+            diff = float(np.abs(mm_n[rows].astype(np.float64) - mm_r[rows]).max())
+            print(f"# max |native - numpy| over 64 sampled rows of the memmaps: {diff:.2e}")
+            del mm_n, mm_r
+
+    if args.cuda:
+        import torch
+        if not torch.cuda.is_available():
+            print("# --cuda: no CUDA GPU here, skipped")
+        elif not _stats.cuda_native_available():
+            print("# --cuda: _C was built without CUDA (or its runtime sees no GPU), skipped")
+        else:
+            dev = torch.device("cuda")
+            print(f"# GPU: {torch.cuda.get_device_name(dev)}")
+            sync = torch.cuda.synchronize
+            for dt in (torch.float32, torch.float64):
+                fiv = torch.randn(919, 10, 480, dtype=dt, device=dev)
+                w = torch.rand(919, 10, dtype=torch.float64, device=dev) + 0.01
+                mn, mr, tn, tr = side_by_side(lambda: _stats.weighted_moments(fiv, w),
+                                              lambda: _stats.weighted_moments_torch(fiv, w),
+                                              args.repeats, sync=sync)
+                report(f"CUDA IL (919, 10, 480) {str(dt)[6:]}", mn, mr, tn, tr, ref_name="torch")
+                for shape in ((919, 480), (2002, 960), (21907, 960)):
+                    x = torch.randn(*shape, dtype=dt, device=dev) + 0.2
+                    mn, mr, tn, tr = side_by_side(lambda: _stats.pearson(x, clip_negative=True),
+                                                  lambda: _stats.pearson_torch(x, clip_negative=True),
+                                                  args.repeats, sync=sync)
+                    report(f"CUDA Pearson {shape} {str(dt)[6:]}", mn, mr, tn, tr, ref_name="torch")
+    print(f"# load at the end {_load()}")
+
+
+if __name__ == "__main__":
+    main()
