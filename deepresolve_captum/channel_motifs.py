@@ -131,6 +131,32 @@ def _threshold_normalise(x, threshold):
     return np.where(s > 0, y / np.where(s > 0, s, 1.0), 0.25)
 
 
+def _align(mats, ref, max_shift=None):
+    """Shift each (4, k) matrix of ``mats`` (T, 4, k) to best overlap ``mats[ref]`` (the motif
+    can sit anywhere in a pooled receptive field); vacated columns become uniform."""
+    T, _, k = mats.shape
+    max_shift = k // 2 if max_shift is None else max_shift
+    r = mats[ref] - 0.25
+    out = mats.copy()
+    for t in range(T):
+        q = mats[t] - 0.25
+        best, best_s = -np.inf, 0
+        for sh in range(-max_shift, max_shift + 1):
+            if sh >= 0:
+                v = (r[:, sh:] * q[:, :k - sh]).sum()
+            else:
+                v = (r[:, :k + sh] * q[:, -sh:]).sum()
+            if v > best + 1e-12:
+                best, best_s = v, sh
+        shifted = np.full_like(mats[t], 0.25)
+        if best_s >= 0:
+            shifted[:, best_s:] = mats[t][:, :k - best_s]
+        else:
+            shifted[:, :k + best_s] = mats[t][:, -best_s:]
+        out[t] = shifted
+    return out
+
+
 def trim_pwm(pwm, min_ic=0.5):
     """Trim a (4, w) probability matrix to the span from its first to its last column with at
     least ``min_ic`` bits of information content (unchanged if no column reaches it)."""
@@ -181,8 +207,8 @@ class ChannelMotifs:
 
 
 def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_steps=200,
-                 lr=0.05, l2=0.05, threshold=0.2, attribute_to_layer_input=False, batch_size=256,
-                 random_state=0, verbose=False):
+                 lr=0.05, l2=0.05, threshold=0.2, align=True, attribute_to_layer_input=False,
+                 batch_size=256, random_state=0, verbose=False):
     """A position probability matrix for each channel of ``layer``.
 
     Parameters
@@ -198,6 +224,9 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     n_steps, lr: Adam steps and step size of the ascent.
     l2: weight of the l2 penalty on the optimised fragment (objective: activation - l2 * ||x||^2).
     threshold: relative threshold of the paper's heuristic (fraction of each fragment's maximum).
+    align: shift each start's matrix onto the one with the highest final activation before
+        averaging (a motif can sit anywhere inside a pooled receptive field); ``start_pwms`` are
+        returned aligned.
     attribute_to_layer_input: use the layer's input instead of its output.
     batch_size: fragments optimised together.
     random_state: int seed (receptive-field probes).
@@ -284,7 +313,7 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
         it = tqdm(chunks, disable=not verbose) if tqdm is not None else chunks
         for i in it:
             f = frag.iloc[i:i + batch_size]
-            base = X[f["seq_idx"].values].to(device).float()
+            base = X[torch.as_tensor(f["seq_idx"].values.copy())].to(device).float()
             starts = torch.as_tensor(f["start"].values, device=device)
             cols = starts[:, None] + torch.arange(k, device=device)[None]
             ar = torch.arange(len(f), device=device)
@@ -318,9 +347,13 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     T = int(n_per.values[0])
     optimized = optimized.reshape(C, T, 4, k)
     start_pwms = _threshold_normalise(optimized, threshold)
+    if align:
+        after_ = frag["activation_after"].values.reshape(C, T)
+        start_pwms = np.stack([_align(start_pwms[i], int(after_[i].argmax()))
+                               for i in range(C)])
     pwms = start_pwms.mean(1)
     settings = dict(method="ascent", n_top=n_top, n_steps=n_steps, lr=lr, l2=l2,
-                    threshold=threshold, attribute_to_layer_input=attribute_to_layer_input,
+                    threshold=threshold, align=align, attribute_to_layer_input=attribute_to_layer_input,
                     random_state=random_state)
     return ChannelMotifs(channels, pwms, "ascent", start_pwms, optimized, frag, rf, settings)
 
