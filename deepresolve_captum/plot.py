@@ -284,3 +284,269 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
                             color="white" if abs(m[i, j]) > 0.6 * max(abs(vmin), abs(vmax)) else "black")
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8, pad=0.02)
     return fig
+
+
+# ------------------------------------------------------------------ channel -> input, class relationships
+# (issue 6: adapters, channel_motifs, interaction, clustering)
+
+def pwm_logo_matrix(pwm):
+    """A (4, w) probability matrix scaled to information content (bits) for a logo."""
+    p = _np(pwm, "pwm")
+    if p.ndim != 2 or p.shape[0] != 4:
+        raise ValueError(f"pwm must have shape (4, w), got {p.shape}")
+    ic = 2 + (p * np.log2(np.clip(p, 1e-12, None))).sum(0)
+    return p * ic[None]
+
+
+def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height=1.2):
+    """Channel PWMs as information-content logos (tangermeme ``plot_logo``), one panel each.
+
+    Parameters
+    ----------
+    pwms: (C, 4, w) array or list of (4, w_c) probability matrices (e.g. ``ChannelMotifs.pwms``).
+    names: C channel labels (panel titles; default 0..C-1).
+    titles: optional C extra strings appended to the titles (e.g. the best TOMTOM match).
+    ncols: panels per row.
+
+    Returns
+    -------
+    matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    from tangermeme.plot import plot_logo
+
+    mats = [pwm_logo_matrix(p) for p in pwms]
+    if not mats:
+        raise ValueError("no pwms to draw")
+    C = len(mats)
+    names = list(names) if names is not None else [str(i) for i in range(C)]
+    ncols = min(ncols, C)
+    nrows = int(np.ceil(C / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.3),
+                             squeeze=False)
+    for i, ax in enumerate(axes.ravel()):
+        if i >= C:
+            ax.axis("off")
+            continue
+        plot_logo(mats[i], ax=ax)
+        ax.set_ylim(0, 2)
+        t = f"channel {names[i]}"
+        if titles is not None:
+            t += f"\n{titles[i]}"
+        ax.set_title(t, fontsize=8)
+        ax.tick_params(labelsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None, start=None,
+                              end=None, seqlets=None, width=10.0, height=1.1):
+    """Per-channel attributions of one sequence as logos, one row per channel.
+
+    Parameters
+    ----------
+    attributions: (C, N, 4, L) from :func:`deepresolve_captum.adapters.channel_attributions`.
+    channels: C labels (default 0..C-1).
+    seq_idx: which of the N sequences.
+    pwms: optional (C, 4, w) channel PWMs, drawn as a small logo left of each row.
+    start, end: the window of the sequence to draw (default all).
+    seqlets: optional DataFrame from :func:`deepresolve_captum.channel_motifs.channel_seqlets`
+        (columns channel, example_idx, start, end): seqlets of this sequence are shaded.
+
+    Returns
+    -------
+    matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    from tangermeme.plot import plot_logo
+
+    a = _np(attributions, "attributions")
+    if a.ndim != 4 or a.shape[2] != 4:
+        raise ValueError(f"attributions must have shape (C, N, 4, L), got {a.shape}")
+    C, N, _, L = a.shape
+    if not 0 <= seq_idx < N:
+        raise ValueError(f"seq_idx must be in [0, {N})")
+    channels = list(channels) if channels is not None else list(range(C))
+    start = 0 if start is None else int(start)
+    end = L if end is None else int(end)
+    with_pwm = pwms is not None
+    fig, axes = plt.subplots(C, 2 if with_pwm else 1, figsize=(width, height * C + 0.4),
+                             squeeze=False,
+                             gridspec_kw={"width_ratios": [1, 6]} if with_pwm else None)
+    for i in range(C):
+        ax = axes[i, -1]
+        x = a[i, seq_idx, :, start:end]
+        plot_logo(x, ax=ax)
+        lim = max(np.abs(x).max(), 1e-6) * 1.1
+        ax.set_ylim(min(-lim * 0.3, x.sum(0).min() * 1.1), lim)
+        ax.set_ylabel(f"ch {channels[i]}", fontsize=8)
+        ax.tick_params(labelsize=6)
+        if seqlets is not None and len(seqlets):
+            sel = seqlets[(seqlets["channel"] == channels[i])
+                          & (seqlets["example_idx"] == seq_idx)]
+            for _, r in sel.iterrows():
+                if r["end"] > start and r["start"] < end:
+                    ax.axvspan(r["start"] - start - 0.5, r["end"] - start - 0.5, color="gold",
+                               alpha=0.25, lw=0)
+        if with_pwm:
+            plot_logo(pwm_logo_matrix(pwms[i]), ax=axes[i, 0])
+            axes[i, 0].set_ylim(0, 2)
+            axes[i, 0].set_xticks([])
+            axes[i, 0].tick_params(labelsize=6)
+    axes[-1, -1].set_xlabel(f"position (sequence {seq_idx}, from {start})", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_interaction(result, ax=None, names=None):
+    """Bars of the model's mean output for none / a / b / both (with SEM) of an
+    :class:`deepresolve_captum.interaction.InteractionResult`, titled with its logic.
+
+    Returns
+    -------
+    matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3.0, 2.6))
+    t = result.table
+    a, b = names if names is not None else (result.motifs["a"], result.motifs["b"])
+    labels = ["none", a, b, "both"]
+    colors = [GREY, RED, BLUE, "#9467bd"]
+    ax.bar(range(4), t["mean"].values, yerr=t["sem"].values, color=colors, capsize=3)
+    ax.set_xticks(range(4))
+    ax.set_xticklabels(labels, fontsize=7, rotation=20)
+    ax.set_ylabel(result.settings.get("output", "output"), fontsize=8)
+    ctx = result.motifs.get("context") or []
+    sub = f" (+{', '.join(ctx)} in all)" if ctx else ""
+    ax.set_title(f"{result.logic}{sub}\ninteraction {result.interaction:+.2f}", fontsize=8)
+    ax.tick_params(labelsize=7)
+    return ax
+
+
+def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-1.0, vmax=1.0,
+                           cmap="RdBu_r", title=None, figsize=None):
+    """A class x class matrix ordered by hierarchical clustering, with its dendrogram on top.
+
+    Parameters
+    ----------
+    similarity: (C, C) matrix.
+    clustering: a :class:`deepresolve_captum.clustering.ClusterResult` (computed with the
+        defaults if None).
+    class_names: optional C labels.
+    vmin, vmax, cmap: colour scale.
+
+    Returns
+    -------
+    matplotlib Figure.
+    """
+    import matplotlib.pyplot as plt
+    from scipy.cluster.hierarchy import dendrogram
+
+    from .clustering import hierarchical_clustering
+
+    s = _np(similarity, "similarity")
+    if clustering is None:
+        clustering = hierarchical_clustering(s)
+    C = s.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(C)]
+    order = clustering.order
+    size = figsize or (max(3.5, 0.22 * C + 2.2), max(3.8, 0.22 * C + 2.6))
+    fig = plt.figure(figsize=size)
+    ax_d = fig.add_axes([0.18, 0.80, 0.64, 0.15])
+    ax_h = fig.add_axes([0.18, 0.10, 0.64, 0.68])
+    ax_c = fig.add_axes([0.84, 0.10, 0.03, 0.68])
+    if C > 1:
+        dendrogram(clustering.linkage, ax=ax_d, no_labels=True, color_threshold=None,
+                   link_color_func=lambda k: GREY)
+    ax_d.axis("off")
+    im = ax_h.imshow(s[np.ix_(order, order)], vmin=vmin, vmax=vmax, cmap=cmap,
+                     aspect="auto", interpolation="nearest")
+    fs = 7 if C <= 40 else 4
+    if C <= 80:
+        ax_h.set_xticks(range(C))
+        ax_h.set_yticks(range(C))
+        ax_h.set_xticklabels([names[i] for i in order], fontsize=fs, rotation=90)
+        ax_h.set_yticklabels([names[i] for i in order], fontsize=fs)
+    if clustering.labels is not None:
+        lab = clustering.labels[order]
+        for k in np.flatnonzero(lab[1:] != lab[:-1]):
+            ax_h.axhline(k + 0.5, color="k", lw=0.8)
+            ax_h.axvline(k + 0.5, color="k", lw=0.8)
+    fig.colorbar(im, cax=ax_c)
+    if title:
+        ax_d.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_association_index(df, ax=None, max_labels=60):
+    """The paper's Fig. 8b: for each row class, bars up for its strong positive similarities
+    (``n_positive``) and down for its negative ones (``n_negative``), in the DataFrame's order.
+
+    Parameters
+    ----------
+    df: DataFrame from :func:`deepresolve_captum.clustering.association_index`.
+    max_labels: write class names on the x axis only up to this many classes.
+
+    Returns
+    -------
+    matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    for col in ("n_positive", "n_negative", "name"):
+        if col not in df.columns:
+            raise ValueError(f"df lacks column {col!r} (use clustering.association_index)")
+    n = len(df)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(4.0, 0.18 * n + 1.5), 2.8))
+    x = np.arange(n)
+    ax.bar(x, df["n_positive"].values, color=RED, label="> upper quantile")
+    ax.bar(x, -df["n_negative"].values, color=BLUE, label="< lower quantile")
+    ax.axhline(0, color="k", lw=0.6)
+    if n <= max_labels:
+        ax.set_xticks(x)
+        ax.set_xticklabels(df["name"].values, rotation=90, fontsize=6)
+    else:
+        ax.set_xticks([])
+    up, lo = df.attrs.get("upper_threshold"), df.attrs.get("lower_threshold")
+    if up is not None:
+        ax.set_ylabel(f"# similarities\n> {up:.2f} / < {lo:.2f}", fontsize=8)
+    ax.legend(fontsize=7, frameon=False)
+    ax.tick_params(labelsize=7)
+    return ax
+
+
+def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.0,
+                   cmap="RdBu_r", ax=None):
+    """The block of a :class:`deepresolve_captum.clustering.BiclusterResult` with rows and
+    columns grouped by bicluster (the paper's Fig. 8a). Names index all classes.
+
+    Returns
+    -------
+    matplotlib Axes.
+    """
+    import matplotlib.pyplot as plt
+
+    b = result.ordered_block
+    if ax is None:
+        _, ax = plt.subplots(figsize=(max(3.0, 0.2 * b.shape[1] + 1.5),
+                                      max(3.0, 0.2 * b.shape[0] + 1.0)))
+    im = ax.imshow(b, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto", interpolation="nearest")
+    rl = result.row_labels[result.row_order]
+    cl = result.column_labels[result.column_order]
+    for k in np.flatnonzero(rl[1:] != rl[:-1]):
+        ax.axhline(k + 0.5, color="k", lw=0.8)
+    for k in np.flatnonzero(cl[1:] != cl[:-1]):
+        ax.axvline(k + 0.5, color="k", lw=0.8)
+    rows = result.rows[result.row_order]
+    cols = result.columns[result.column_order]
+    if row_names is not None and len(rows) <= 80:
+        ax.set_yticks(range(len(rows)))
+        ax.set_yticklabels([row_names[i] for i in rows], fontsize=6)
+    if column_names is not None and len(cols) <= 80:
+        ax.set_xticks(range(len(cols)))
+        ax.set_xticklabels([column_names[i] for i in cols], fontsize=6, rotation=90)
+    ax.figure.colorbar(im, ax=ax, shrink=0.8)
+    return ax
