@@ -221,3 +221,67 @@ def load_encode_zoo(folder, names=None, verbose=False):
     if (folder / "models").is_dir():
         folder = folder / "models"
     return load_zoo(folder, load_encode_model, names=names, verbose=verbose)
+
+
+class BlockLinear(nn.Module):
+    """M independent ``Linear(in_features, out_features)`` layers applied block-wise:
+    (N, M * in_features) -> (N, M * out_features). Weight (M, out, in), bias (M, out)."""
+
+    def __init__(self, weight, bias):
+        super().__init__()
+        self.weight = nn.Parameter(weight.detach().clone())
+        self.bias = nn.Parameter(bias.detach().clone())
+
+    def forward(self, x):
+        M, out_f, in_f = self.weight.shape
+        y = torch.einsum("nmi,moi->nmo", x.reshape(x.shape[0], M, in_f), self.weight) + self.bias
+        return y.reshape(x.shape[0], M * out_f)
+
+
+class EncodeZooStack(nn.Module):
+    """Many :class:`EncodeTFModel` (same filter count and width) as one network, to analyse a
+    whole zoo in one batch.
+
+    ``forward(x)``: one-hot (N, 4, L) -> (N, M) logits, column m = model m's logit (exactly).
+    With ``sum_outputs=True`` it returns their sum (N, 1) instead: DeepResolve's objective is
+    then separable, sum_m [S_m(H_m) - l2 ||H_m||^2], so one ascent of ``fc1``'s input
+    (N, M * 16) optimises every model's H_m at once; read the per-model class scores of the
+    result with :meth:`head_scores`. Submodules: ``conv`` (grouped), ``relu``, ``pool``,
+    ``flatten``, ``fc1`` (:class:`BlockLinear`), ``relu2``, ``fc2`` (:class:`BlockLinear`).
+    """
+
+    def __init__(self, models, sum_outputs=False):
+        super().__init__()
+        models = list(models.values()) if isinstance(models, dict) else list(models)
+        if not models or not all(isinstance(m, EncodeTFModel) for m in models):
+            raise TypeError("models must be a non-empty list (or dict) of EncodeTFModel")
+        shapes = {(m.conv.weight.shape, m.fc1.weight.shape) for m in models}
+        if len(shapes) != 1:
+            raise ValueError(f"models differ in shape: {shapes}")
+        self.n_models = M = len(models)
+        k, _, w = models[0].conv.weight.shape
+        self.n_filters = k
+        self.sum_outputs = sum_outputs
+        self.conv = nn.Conv1d(4 * M, k * M, w, padding=models[0].conv.padding, groups=M)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.cat([m.conv.weight for m in models]))
+            self.conv.bias.copy_(torch.cat([m.conv.bias for m in models]))
+        self.relu = nn.ReLU()
+        self.pool = nn.AdaptiveMaxPool1d(1)
+        self.flatten = nn.Flatten()
+        self.fc1 = BlockLinear(torch.stack([m.fc1.weight for m in models]),
+                               torch.stack([m.fc1.bias for m in models]))
+        self.relu2 = nn.ReLU()
+        self.fc2 = BlockLinear(torch.stack([m.fc2.weight for m in models]),
+                               torch.stack([m.fc2.bias for m in models]))
+
+    def head_scores(self, h):
+        """Per-model logits from fc1-input values h (..., M * n_filters) -> (..., M)."""
+        lead = h.shape[:-1]
+        out = self.fc2(self.relu2(self.fc1(h.reshape(-1, h.shape[-1]))))
+        return out.reshape(*lead, self.n_models)
+
+    def forward(self, x):
+        x = self.flatten(self.pool(self.relu(self.conv(x.repeat(1, self.n_models, 1)))))
+        out = self.fc2(self.relu2(self.fc1(x)))
+        return out.sum(1, keepdim=True) if self.sum_outputs else out

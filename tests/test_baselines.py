@@ -1,0 +1,169 @@
+"""Channel-scoring baselines on small models whose answers are known in closed form."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepresolve_captum import baselines as B
+from deepresolve_captum.zoo import EncodeTFModel
+
+BASES = "ACGT"
+KMERS = ["GATTACA", "CCGCGGT", "TTTAAAC"]
+
+
+def one_hot(seq):
+    x = torch.zeros(4, len(seq))
+    for i, b in enumerate(seq):
+        x[BASES.index(b), i] = 1
+    return x
+
+
+def small_model(w_out=(2.0, -1.0, 0.5), seed=0):
+    """EncodeTFModel(3 filters of 7 bp, 3 hidden): filter k detects KMERS[k]; the head is
+    logit = sum_k w_out[k] * H_k (fc1 = identity, ReLU inactive since H >= 0)."""
+    torch.manual_seed(seed)
+    m = EncodeTFModel(n_filters=3, filter_len=7, n_hidden=3, dropout=0.5)
+    with torch.no_grad():
+        for k, s in enumerate(KMERS):
+            m.conv.weight[k] = 2 * one_hot(s) - 1
+        m.conv.bias.fill_(-4.0)  # fires (> 0) on >= 6 of 7 matching bases
+        m.fc1.weight.copy_(torch.eye(3))
+        m.fc1.bias.zero_()
+        m.fc2.weight.copy_(torch.tensor([w_out]))
+        m.fc2.bias.fill_(-1.0)
+    return m.train()  # the baselines must switch dropout off themselves
+
+
+def random_seqs(n, L=40, seed=0, plant=None):
+    g = torch.Generator().manual_seed(seed)
+    X = nn.functional.one_hot(torch.randint(0, 4, (n, L), generator=g), 4).float().transpose(1, 2)
+    if plant:
+        for i in range(n):
+            for j, s in enumerate(plant):
+                X[i, :, 3 + 12 * j: 3 + 12 * j + len(s)] = one_hot(s)
+    return X.contiguous()
+
+
+def _unchanged(model, before):
+    assert model.training is before[0]
+    assert all(p.requires_grad for p in model.parameters())
+    for (k, v), v0 in zip(model.state_dict().items(), before[1]):
+        assert torch.equal(v, v0), k
+
+
+def _snapshot(model):
+    return model.training, [v.clone() for v in model.state_dict().values()]
+
+
+def test_model_positives_are_the_top_scoring():
+    m = small_model()
+    X, s = B.model_positives(m, n=20, n_candidates=2000, seq_len=40, random_state=0,
+                             return_scores=True)
+    assert X.shape == (20, 4, 40) and torch.all(X.sum(1) == 1)
+    assert torch.all(s[:-1] >= s[1:])
+    with torch.no_grad():
+        np.testing.assert_allclose(m.eval()(X)[:, 0].numpy(), s.numpy(), rtol=1e-5)
+        other = m(B.model_positives(m, n=2000, n_candidates=2000, seq_len=40, random_state=0))
+    assert s.min() >= torch.quantile(other[:, 0], 0.99) - 1e-5
+    X2 = B.model_positives(m, n=20, n_candidates=2000, seq_len=40, random_state=0)
+    assert torch.equal(X, X2)
+    with pytest.raises(ValueError):
+        B.model_positives(m, n=10, n_candidates=5)
+
+
+def test_saliency_and_grad_x_input_closed_form():
+    m = small_model()
+    before = _snapshot(m)
+    X = random_seqs(30, plant=KMERS)
+    sal = B.layer_saliency(m, m.fc1, X, attribute_to_layer_input=True)
+    np.testing.assert_allclose(sal.numpy(), [2.0, -1.0, 0.5], atol=1e-6)
+    with torch.no_grad():
+        H = m.pool(m.relu(m.conv(X)))[:, :, 0]
+    gxi = B.layer_grad_x_input(m, m.fc1, X, attribute_to_layer_input=True)
+    np.testing.assert_allclose(gxi.numpy(), (H * torch.tensor([2.0, -1.0, 0.5])).mean(0).numpy(),
+                               rtol=1e-5)
+    full = B.layer_grad_x_input(m, m.fc1, X, attribute_to_layer_input=True, reduce=False)
+    assert full.shape == (30, 3)
+    # at a layer *output* with positions: (N, C, W) averaged over examples and positions
+    conv_sal = B.layer_saliency(m, m.relu, X, reduce=False)
+    assert conv_sal.shape == (30, 3, 40)
+    assert B.layer_saliency(m, m.relu, X).shape == (3,)
+    _unchanged(m, before)
+
+
+def test_deeplift_closed_form_and_complete():
+    m = small_model()
+    before = _snapshot(m)
+    X = random_seqs(16, plant=KMERS)
+    R = random_seqs(16, seed=5)
+    w = torch.tensor([2.0, -1.0, 0.5])
+    with torch.no_grad():
+        H = m.pool(m.relu(m.conv(X)))[:, :, 0]
+        Hr = m.pool(m.relu(m.conv(R)))[:, :, 0]
+    dl = B.layer_deeplift(m, m.fc1, X, references=R, attribute_to_layer_input=True)
+    np.testing.assert_allclose(dl.numpy(), ((H - Hr) * w).mean(0).numpy(), rtol=1e-5, atol=1e-6)
+    delta = B.deeplift_delta(m, m.fc1, X, R, attribute_to_layer_input=True)
+    assert delta.abs().max() < 1e-4
+    # shuffled references: one call, seeded, reproducible
+    a = B.layer_channel_scores(m, m.fc1, X, "deeplift", attribute_to_layer_input=True,
+                               random_state=3, n_shuffles=4)
+    b = B.layer_channel_scores(m, m.fc1, X, "deeplift", attribute_to_layer_input=True,
+                               random_state=3, n_shuffles=4)
+    assert a.shape == (3,) and torch.equal(a, b)
+    assert a[0] > 0 and a[1] < 0  # the planted k-mers beat their shuffles
+    _unchanged(m, before)
+
+
+def test_deeplift_complete_through_nonlinear_head():
+    """A real ReLU head (random weights): DeepLIFT at the fc1 input is complete; the max-pool
+    before it is not traversed."""
+    torch.manual_seed(1)
+    m = EncodeTFModel(n_filters=8, filter_len=9, n_hidden=16).eval()
+    X, R = random_seqs(12, L=50, seed=1), random_seqs(12, L=50, seed=2)
+    delta = B.deeplift_delta(m, m.fc1, X, R, attribute_to_layer_input=True)
+    assert delta.abs().max() < 1e-4
+
+
+def test_channel_scores_rank_the_important_channel_first():
+    m = small_model(w_out=(0.2, -1.0, 3.0))
+    X = B.model_positives(m, n=50, n_candidates=3000, seq_len=40, random_state=0)
+    for method in ("saliency", "grad_x_input", "deeplift"):
+        s = B.layer_channel_scores(m, m.fc1, X, method, attribute_to_layer_input=True,
+                                   random_state=0)
+        assert int(torch.argmax(s)) == 2, method
+        if method == "saliency":  # the others see ~0 for a k-mer absent from the positives
+            assert int(torch.argmin(s)) == 1
+
+
+def test_bad_arguments():
+    m = small_model()
+    X = random_seqs(4)
+    with pytest.raises(ValueError):
+        B.layer_channel_scores(m, m.fc1, X, "lrp")
+    with pytest.raises(ValueError):
+        B.layer_saliency(m, m.fc1, X[:, :3])
+    with pytest.raises(TypeError):
+        B.layer_saliency(m, "fc1", X)
+    with pytest.raises(ValueError):
+        B.layer_saliency(m, m.fc1, X, target=3)
+    with pytest.raises(ValueError):
+        B.deepmotif_pwms(m, n_top=5, n_starts=2)
+
+
+def test_deepmotif_generates_the_favoured_kmer():
+    m = small_model(w_out=(3.0, -1.0, 0.0))
+    with torch.no_grad():
+        m.conv.bias.fill_(4.0)  # alive at the random starts (a dead ReLU has no gradient)
+    before = _snapshot(m)
+    X, s = B.deepmotif(m, n_starts=6, seq_len=30, l2=0.1, lr=0.1, n_steps=150, random_state=0)
+    assert X.shape == (6, 4, 30) and torch.all(s[:-1] >= s[1:])
+    P, sc = B.deepmotif_pwms(m, width=7, n_top=3, n_starts=6, seq_len=30, l2=0.1, lr=0.1,
+                             n_steps=150, random_state=0)
+    assert P.shape == (3, 4, 7) and sc.shape == (3,)
+    np.testing.assert_allclose(P.sum(1), 1.0)
+    for p in P:
+        assert "".join(BASES[i] for i in p.argmax(0)) == KMERS[0]
+    P2, _ = B.deepmotif_pwms(m, width=7, n_top=3, n_starts=6, seq_len=30, l2=0.1, lr=0.1,
+                             n_steps=150, random_state=0)
+    np.testing.assert_array_equal(P, P2)
+    _unchanged(m, before)
