@@ -38,7 +38,7 @@ from scipy import stats
 from deepresolve_captum import LayerFeatureOptimizer, summarize
 from deepresolve_captum import baselines as B
 from deepresolve_captum import motifs as M
-from deepresolve_captum.zoo import load_encode_zoo
+from deepresolve_captum.zoo import EncodeZooStack, load_encode_zoo
 
 ALL_METHODS = ("deepresolve", "saliency", "grad_x_input", "deeplift", "deepmotif")
 LABELS = {"deepresolve": "DeepResolve (OFIV)", "saliency": "saliency @fc1",
@@ -62,6 +62,8 @@ def parse_args(argv=None):
                    help=f"comma-separated subset of {','.join(ALL_METHODS)}")
     p.add_argument("--starts", type=int, default=10, help="DeepResolve random starts T")
     p.add_argument("--l2", type=float, default=2.8, help="DeepResolve lambda (authors': 2.8)")
+    p.add_argument("--no-batch", action="store_true",
+                   help="run DeepResolve model by model instead of the whole zoo as one batch")
     p.add_argument("--dm-starts", type=int, default=20, help="enhanced DeepMotif random starts")
     p.add_argument("--dm-steps", type=int, default=200, help="enhanced DeepMotif ascent steps")
     p.add_argument("--n-pos", type=int, default=200, help="model-derived positives per model")
@@ -97,6 +99,45 @@ def rank_of(order, item):
     return int(np.where(np.asarray(order) == item)[0][0]) + 1
 
 
+def run_deepresolve(zoo, n_starts, l2, seed, batch=True):
+    """DeepResolve (ascent at the fc1 input + summary) for every model of the zoo.
+
+    batch=True stacks the zoo into one network whose output is the sum of the logits
+    (:class:`EncodeZooStack`): the objective sum_m [S_m(H_m) - l2 ||H_m||^2] is separable, so
+    one batched ascent of the (M * 16)-dim fc1 input optimises every H_m, each ending at a
+    stationary point of its own objective; the per-model class scores then weight the starts
+    and one ``summarize`` call handles the M targets. batch=False runs the engine per model.
+
+    Returns dict name -> {ofiv (16,), n_components, n_nonadditive, steps}.
+    """
+    x0 = torch.zeros(1, 4, 101)
+    names = list(zoo)
+    if batch:
+        stack = EncodeZooStack(zoo, sum_outputs=True).eval()
+        opt = LayerFeatureOptimizer(stack, stack.fc1)
+        fims, _ = opt.attribute(x0, target=0, n_starts=n_starts, l2=l2, seed=seed,
+                                attribute_to_layer_input=True, return_scores=True)
+        with torch.no_grad():
+            scores = stack.head_scores(fims[0]).T  # (M, T)
+        fims = fims[0].reshape(n_starts, len(names), -1).transpose(0, 1)  # (M, T, 16)
+        s = summarize(fims, scores, random_state=0)
+        steps = [int(opt.diagnostics.steps.max())] * len(names)
+    else:
+        fl, sl, steps = [], [], []
+        for m in zoo.values():
+            opt = LayerFeatureOptimizer(m, m.fc1)
+            f, sc = opt.attribute(x0, target=0, n_starts=n_starts, l2=l2, seed=seed,
+                                  attribute_to_layer_input=True, return_scores=True)
+            fl.append(f[0])
+            sl.append(sc[0])
+            steps.append(int(opt.diagnostics.steps.max()))
+        s = summarize(torch.stack(fl), torch.stack(sl), random_state=0)
+    return {n: dict(ofiv=np.asarray(s.ofiv[i], dtype=float),
+                    n_components=int(s.n_components[i]),
+                    n_nonadditive=int(np.asarray(s.nonadditive[i]).sum()), steps=steps[i])
+            for i, n in enumerate(names)}
+
+
 def main(argv=None):
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -119,7 +160,12 @@ def main(argv=None):
     timing["positives"] = 0.0
     rng = np.random.default_rng(args.seed)
     rows = []
-    x0 = torch.zeros(1, 4, 101)
+    if "deepresolve" in methods:
+        t = time.perf_counter()
+        dr = run_deepresolve(zoo, args.starts, args.l2, args.seed, batch=not args.no_batch)
+        timing["deepresolve"] = time.perf_counter() - t
+        print(f"DeepResolve on {len(zoo)} models ({'one by one' if args.no_batch else 'one batch'}"
+              f", T = {args.starts}): {timing['deepresolve']:.1f} s", flush=True)
     for i, (name, model) in enumerate(zoo.items()):
         info = meta.set_index("name").loc[name]
         known = info["jaspar2016_id"]
@@ -140,25 +186,18 @@ def main(argv=None):
         row.update(best_filter=best_filter, best_filter_p=p_known[best_filter],
                    best_filter_jaspar_rank=int(r_known[best_filter]))
         orders = {}
-        # --- DeepResolve
+        # --- DeepResolve (computed above for the whole zoo)
         if "deepresolve" in methods:
-            t = time.perf_counter()
-            opt = LayerFeatureOptimizer(model, model.fc1)
-            fims, scores = opt.attribute(x0, target=0, n_starts=args.starts, l2=args.l2,
-                                         seed=seed, attribute_to_layer_input=True,
-                                         return_scores=True)
-            s = summarize(fims, scores, random_state=0)
-            timing["deepresolve"] += time.perf_counter() - t
-            ofiv = np.asarray(s.ofiv[0], dtype=float)
+            ofiv = dr[name]["ofiv"]
             orders["deepresolve"] = np.argsort(-ofiv, kind="stable")
             if name in authors.index:
                 theirs = authors.loc[name, [f"ofiv_{k}" for k in range(16)]].to_numpy(float)
                 row["spearman_authors"] = stats.spearmanr(ofiv, theirs)[0]
                 row["authors_top_filter"] = int(np.argmax(theirs))
                 row["authors_n_components"] = int(authors.loc[name, "num_components"])
-            row["n_components"] = int(np.asarray(s.n_components)[0])
-            row["n_nonadditive"] = int(np.asarray(s.nonadditive)[0].sum())
-            row["ascent_steps_max"] = int(opt.diagnostics.steps.max())
+            row["n_components"] = dr[name]["n_components"]
+            row["n_nonadditive"] = dr[name]["n_nonadditive"]
+            row["ascent_steps_max"] = dr[name]["steps"]
         # --- input-dependent baselines at the fc1 input
         if any(m in methods for m in INPUT_DEPENDENT):
             t = time.perf_counter()
