@@ -104,6 +104,17 @@ def _build_ext_class():
                 return None
             return objects, root, libdir
 
+        def copy_file(self, infile, outfile, *args, **kwargs):
+            """Replace an in-place .so atomically (new inode): copying over it would truncate a
+            library that running processes (tests next door, a benchmark) have mapped."""
+            if str(outfile).endswith((".so", ".pyd")) and not getattr(self, "dry_run", False):
+                tmp = f"{outfile}.tmp{os.getpid()}"
+                shutil.copyfile(infile, tmp)
+                shutil.copymode(infile, tmp)
+                os.replace(tmp, outfile)
+                return outfile, True
+            return super().copy_file(infile, outfile, *args, **kwargs)
+
         def build_extensions(self):
             # Rebuild every time: setuptools only compares source times, and a switch of
             # DEEPRESOLVE_CUDA / DEEPRESOLVE_NATIVE_ARCH changes flags, not sources (3 small files).

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <pthread.h>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -125,9 +126,17 @@ class Pool {
     bool stop_ = false;
 };
 
+Pool* g_pool = nullptr;
+std::once_flag g_pool_once;
+
 Pool& pool() {
-    static Pool* p = new Pool();  // leaked on purpose: no teardown order issues at exit
-    return *p;
+    std::call_once(g_pool_once, [] {
+        g_pool = new Pool();  // leaked on purpose: no teardown-order issues at exit
+        // A forked child has none of the parent's workers (and maybe a lock held by one):
+        // give it a fresh pool. The old one is leaked, not destroyed.
+        pthread_atfork(nullptr, nullptr, [] { g_pool = new Pool(); });
+    });
+    return *g_pool;
 }
 
 // f(begin, end, worker) over [0, n) in chunks of `chunk`.
