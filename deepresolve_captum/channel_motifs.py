@@ -191,6 +191,8 @@ class ChannelMotifs:
         (before) and ``activation_after`` (after the ascent) (ascent only).
     receptive_field: dict (see :func:`receptive_field`), ascent only.
     settings: dict of the arguments that made it.
+    fragment_pwms: numpy (C, 4, w): base frequencies of the (aligned) top-activating fragments
+        themselves, before the ascent -- what the channel responds to in the data (ascent only).
     """
     channels: list
     pwms: np.ndarray
@@ -200,6 +202,7 @@ class ChannelMotifs:
     fragments: pd.DataFrame | None = None
     receptive_field: dict | None = None
     settings: dict = field(default_factory=dict)
+    fragment_pwms: np.ndarray | None = None
 
     def trimmed(self, min_ic=0.5):
         """List of C trimmed PWMs (see :func:`trim_pwm`)."""
@@ -314,13 +317,13 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
         for i in it:
             f = frag.iloc[i:i + batch_size]
             base = X[torch.as_tensor(f["seq_idx"].values.copy())].to(device).float()
-            starts = torch.as_tensor(f["start"].values, device=device)
+            starts = torch.as_tensor(f["start"].values.copy(), device=device)
             cols = starts[:, None] + torch.arange(k, device=device)[None]
             ar = torch.arange(len(f), device=device)
             win = base[ar[:, None, None], torch.arange(4, device=device)[None, :, None],
                        cols[:, None, :]].clone().requires_grad_()
-            ch = torch.as_tensor(f["channel"].values, device=device)
-            wpos = torch.as_tensor(f["position"].values, device=device)
+            ch = torch.as_tensor(f["channel"].values.copy(), device=device)
+            wpos = torch.as_tensor(f["position"].values.copy(), device=device)
             opt = torch.optim.Adam([win], lr=lr)
 
             def activation(wv):
@@ -352,10 +355,20 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
         start_pwms = np.stack([_align(start_pwms[i], int(after_[i].argmax()))
                                for i in range(C)])
     pwms = start_pwms.mean(1)
+    # the fragments themselves (one-hot, before the ascent), aligned the same way: what the
+    # channel responds to in the data
+    frag_oh = np.stack([X[n, :, st:st + k].numpy() for n, st in
+                        zip(frag["seq_idx"].values, frag["start"].values)]).astype(np.float64)
+    frag_oh = frag_oh.reshape(C, T, 4, k)
+    if align:
+        act0 = frag["activation"].values.reshape(C, T)
+        frag_oh = np.stack([_align(frag_oh[i], int(act0[i].argmax())) for i in range(C)])
+    fragment_pwms = frag_oh.mean(1)
     settings = dict(method="ascent", n_top=n_top, n_steps=n_steps, lr=lr, l2=l2,
                     threshold=threshold, align=align, attribute_to_layer_input=attribute_to_layer_input,
                     random_state=random_state)
-    return ChannelMotifs(channels, pwms, "ascent", start_pwms, optimized, frag, rf, settings)
+    return ChannelMotifs(channels, pwms, "ascent", start_pwms, optimized, frag, rf, settings,
+                         fragment_pwms)
 
 
 def channel_tomtom(pwms, targets=None, channel_names=None, min_ic=0.5, n_nearest=5, **kwargs):

@@ -320,7 +320,11 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
     channel_a, channel_b: int channel indices.
     X: torch.Tensor (N, 4, L): sequences to shuffle for backgrounds, and to start the deep-layer
         motif search from (see :func:`deepresolve_captum.channel_motifs.channel_pwms`).
-    pwms: optional (K, 4, w) array / list of the layer's channel PWMs (computed if None).
+    pwms: optional (K, 4, w) array / list of the layer's channel PWMs. If None they are computed
+        with :func:`~deepresolve_captum.channel_motifs.channel_pwms`: filter PWMs for first-layer
+        channels, else the base frequencies of each channel's top-activating fragments of ``X``
+        (``fragment_pwms``: what the channel responds to in the data; the gradient-ascent PWM of a
+        channel can drift to a variant the model never saw).
     trim: information-content threshold (bits) used to trim each PWM to its core before planting.
     kwargs: passed to :func:`interaction_check` (``context``, ``n_backgrounds``, ``target`` ...).
 
@@ -332,7 +336,8 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
 
     if pwms is None:
         res = channel_pwms(model, layer, [channel_a, channel_b], X)
-        pa, pb = res.pwms[0], res.pwms[1]
+        src = res.fragment_pwms if res.fragment_pwms is not None else res.pwms
+        pa, pb = src[0], src[1]
     else:
         pa, pb = pwms[channel_a], pwms[channel_b]
     return interaction_check(model, trim_pwm(pa, trim), trim_pwm(pb, trim), X, **kwargs)
