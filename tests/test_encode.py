@@ -1,0 +1,181 @@
+"""The authors' ENCODE TF models: loading, orientation of the kernels, zoo stacking, and the
+motif / baseline / DeepResolve pipeline on a few real models (needs ../shared)."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.stats import spearmanr
+
+from deepresolve_captum import LayerFeatureOptimizer, summarize
+from deepresolve_captum import baselines as B
+from deepresolve_captum import motifs as M
+from deepresolve_captum.zoo import (EncodeTFModel, EncodeZooStack, load_encode_model,
+                                    load_encode_zoo, load_zoo)
+
+CTCF = "wgEncodeAwgTfbsBroadDnd41CtcfUniPk"
+
+
+@pytest.fixture(scope="module")
+def encode(shared_dir):
+    return shared_dir / "data" / "encode422"
+
+
+@pytest.fixture(scope="module")
+def meta(encode):
+    return pd.read_csv(encode / "models.csv").set_index("name")
+
+
+@pytest.fixture(scope="module")
+def authors(encode):
+    return pd.read_csv(encode / "authors_ofiv.csv").set_index("name")
+
+
+@pytest.fixture(scope="module")
+def jaspar():
+    return M.load_jaspar("JASPAR2016", "CORE", "vertebrates")
+
+
+@pytest.fixture(scope="module")
+def ctcf(encode):
+    return load_encode_model(encode / "models" / f"{CTCF}.npz")
+
+
+def test_load_one_model(ctcf, encode):
+    assert isinstance(ctcf, EncodeTFModel) and not ctcf.training
+    assert ctcf.conv.weight.shape == (16, 4, 25) and ctcf.fc2.weight.shape == (1, 32)
+    with np.load(encode / "models" / f"{CTCF}.npz") as z:
+        np.testing.assert_array_equal(ctcf.conv.weight.detach().numpy(), z["conv_weight"])
+        np.testing.assert_array_equal(ctcf.fc1.bias.detach().numpy(), z["fc1_bias"])
+        assert ctcf.dropout.p == pytest.approx(float(z["dropout"]))
+    out = ctcf(torch.zeros(3, 4, 101))
+    assert out.shape == (3, 1)
+    assert ctcf.name == CTCF
+
+
+def test_ctcf_known_filter_matches_jaspar_ctcf(ctcf, authors, jaspar):
+    """The filter the authors' OFIV ranks first is CTCF's motif (rank 1 of 519 JASPAR motifs),
+    and only the right kernel orientation gives that: the reversed (uncomplemented) kernel
+    does not match."""
+    top = int(np.argmax(authors.loc[CTCF, [f"ofiv_{k}" for k in range(16)]].to_numpy(float)))
+    w = ctcf.conv.weight[top].detach()
+    pwms = M.filter_pwms(torch.stack([w, w.flip(-1), w.flip(0).flip(-1)]))
+    hits = M.known_motif_hits(pwms, jaspar, "MA0139.1")
+    assert hits["rank"].iloc[0] == 1 and hits["p_value"].iloc[0] < 1e-4
+    assert hits["best_name"].iloc[0] == "CTCF"
+    assert hits["p_value"].iloc[1] > 100 * hits["p_value"].iloc[0]  # reversed: wrong
+    assert hits["rank"].iloc[2] == 1  # the reverse complement is the same motif
+
+
+def test_known_motif_raises_the_logit(ctcf, jaspar):
+    """Writing JASPAR CTCF's consensus into random sequences raises the logit."""
+    cons = jaspar.pwms[jaspar.index("CTCF")].argmax(0)
+    X = M.random_one_hot(64, 101, random_state=0)
+    Y = X.clone()
+    Y[:, :, 40:40 + len(cons)] = torch.nn.functional.one_hot(torch.from_numpy(cons), 4).T.float()
+    with torch.no_grad():
+        gain = (ctcf(Y) - ctcf(X))[:, 0]
+    assert gain.median() > 3
+
+
+def test_load_whole_zoo_and_subsets(encode, meta):
+    zoo = load_encode_zoo(encode)
+    assert len(zoo) == 276 and set(zoo) == set(meta.index)
+    assert all(not m.training for m in zoo.values())
+    two = load_encode_zoo(encode / "models", names=[CTCF, meta.index[-1]])
+    assert list(two) == [CTCF, meta.index[-1]]
+    assert list(load_encode_zoo(encode, names=3)) == sorted(meta.index)[:3]
+    with pytest.raises(FileNotFoundError):
+        load_encode_zoo(encode, names=["no_such_model"])
+    with pytest.raises(TypeError):
+        load_encode_zoo(encode, names=CTCF)
+
+
+def test_generic_load_zoo_and_bad_files(tmp_path):
+    for i in range(3):
+        torch.save(EncodeTFModel(n_filters=4, filter_len=5).state_dict(), tmp_path / f"m{i}.pt")
+
+    def loader(path):
+        m = EncodeTFModel(n_filters=4, filter_len=5)
+        m.load_state_dict(torch.load(path))
+        return m
+
+    zoo = load_zoo(tmp_path, loader, pattern="*.pt")
+    assert list(zoo) == ["m0", "m1", "m2"]
+    np.savez(tmp_path / "bad.npz", conv_weight=np.zeros((4, 4, 5)))
+    with pytest.raises(ValueError):
+        load_encode_model(tmp_path / "bad.npz")
+    with pytest.raises(FileNotFoundError):
+        load_encode_model(tmp_path / "absent.npz")
+    with pytest.raises(ValueError):
+        load_zoo(tmp_path, loader, pattern="*.h5")
+
+
+def test_zoo_stack_is_exact(encode):
+    zoo = load_encode_zoo(encode, names=6)
+    stack = EncodeZooStack(zoo).eval()
+    X = M.random_one_hot(5, 101, random_state=1)
+    with torch.no_grad():
+        ref = torch.cat([m(X) for m in zoo.values()], 1)
+        np.testing.assert_allclose(stack(X).numpy(), ref.numpy(), rtol=1e-5, atol=1e-5)
+        H = torch.cat([m.flatten(m.pool(m.relu(m.conv(X)))) for m in zoo.values()], 1)
+        np.testing.assert_allclose(stack.head_scores(H).numpy(), ref.numpy(), rtol=1e-5,
+                                   atol=1e-5)
+        stack.sum_outputs = True
+        np.testing.assert_allclose(stack(X)[:, 0].numpy(), ref.sum(1).numpy(), rtol=1e-4)
+    with pytest.raises(ValueError):
+        EncodeZooStack([EncodeTFModel(), EncodeTFModel(n_filters=8)])
+
+
+def test_deepresolve_agrees_with_the_authors(encode, authors):
+    """Our OFIV ranks the 16 channels as the authors' saved OFIVs do (lambda = 2.8, T = 10),
+    model by model and for the zoo stacked into one batch."""
+    names = sorted(authors.index)[::35]  # 8 models over several factors
+    zoo = load_encode_zoo(encode, names=names)
+    theirs = authors.loc[names, [f"ofiv_{k}" for k in range(16)]].to_numpy(float)
+    x0 = torch.zeros(1, 4, 101)
+    fl, sl = [], []
+    for m in zoo.values():
+        f, s = LayerFeatureOptimizer(m, m.fc1).attribute(
+            x0, target=0, n_starts=10, l2=2.8, seed=0, attribute_to_layer_input=True,
+            return_scores=True)
+        fl.append(f[0])
+        sl.append(s[0])
+    ours = summarize(torch.stack(fl), torch.stack(sl), random_state=0).ofiv
+    rho = [spearmanr(a, b)[0] for a, b in zip(ours, theirs)]
+    assert np.median(rho) >= 0.9, rho
+    assert np.mean(np.argmax(ours, 1) == np.argmax(theirs, 1)) >= 0.75
+
+    stack = EncodeZooStack(zoo, sum_outputs=True).eval()
+    f, _ = LayerFeatureOptimizer(stack, stack.fc1).attribute(
+        x0, target=0, n_starts=10, l2=2.8, seed=0, attribute_to_layer_input=True,
+        return_scores=True)
+    with torch.no_grad():
+        scores = stack.head_scores(f[0]).T
+    fims = f[0].reshape(10, len(names), 16).transpose(0, 1)
+    batched = summarize(fims, scores, random_state=0).ofiv
+    rho_b = [spearmanr(a, b)[0] for a, b in zip(batched, theirs)]
+    assert np.median(rho_b) >= 0.9, rho_b
+
+
+def test_baselines_on_a_real_ctcf_model(ctcf, jaspar):
+    """Every baseline puts a CTCF-matching filter among its top 3 channels; DeepLIFT at the fc1
+    input is complete on the real model."""
+    p_known = M.known_motif_hits(M.filter_pwms(ctcf.conv.weight), jaspar, "MA0139.1")["p_value"]
+    ctcf_filters = set(np.where(p_known.to_numpy() < 1e-3)[0])
+    assert len(ctcf_filters) >= 1
+    X = B.model_positives(ctcf, n=100, n_candidates=4000, random_state=0)
+    for method in ("saliency", "grad_x_input", "deeplift"):
+        s = B.layer_channel_scores(ctcf, ctcf.fc1, X, method, attribute_to_layer_input=True,
+                                   random_state=0, **({"n_shuffles": 3} if method == "deeplift" else {}))
+        top3 = set(torch.argsort(s, descending=True)[:3].tolist())
+        assert top3 & ctcf_filters, (method, s)
+    R = B._shuffled_references(X[:16], 1, 0)
+    assert B.deeplift_delta(ctcf, ctcf.fc1, X[:16], R, attribute_to_layer_input=True).abs().max() < 1e-3
+    P, _ = B.deepmotif_pwms(ctcf, width=25, n_top=3, n_starts=6, n_steps=150, random_state=0)
+    hits = M.known_motif_hits(P, jaspar, "MA0139.1")
+    assert (hits["p_value"] < 0.05).any()
