@@ -162,7 +162,7 @@ def main(argv=None):
     rows = []
     if "deepresolve" in methods:
         t = time.perf_counter()
-        dr = run_deepresolve(zoo, args.starts, args.l2, args.seed, batch=not args.no_batch)
+        dres = run_deepresolve(zoo, args.starts, args.l2, args.seed, batch=not args.no_batch)
         timing["deepresolve"] = time.perf_counter() - t
         print(f"DeepResolve on {len(zoo)} models ({'one by one' if args.no_batch else 'one batch'}"
               f", T = {args.starts}): {timing['deepresolve']:.1f} s", flush=True)
@@ -188,16 +188,16 @@ def main(argv=None):
         orders = {}
         # --- DeepResolve (computed above for the whole zoo)
         if "deepresolve" in methods:
-            ofiv = dr[name]["ofiv"]
+            ofiv = dres[name]["ofiv"]
             orders["deepresolve"] = np.argsort(-ofiv, kind="stable")
             if name in authors.index:
                 theirs = authors.loc[name, [f"ofiv_{k}" for k in range(16)]].to_numpy(float)
                 row["spearman_authors"] = stats.spearmanr(ofiv, theirs)[0]
                 row["authors_top_filter"] = int(np.argmax(theirs))
                 row["authors_n_components"] = int(authors.loc[name, "num_components"])
-            row["n_components"] = dr[name]["n_components"]
-            row["n_nonadditive"] = dr[name]["n_nonadditive"]
-            row["ascent_steps_max"] = dr[name]["steps"]
+            row["n_components"] = dres[name]["n_components"]
+            row["n_nonadditive"] = dres[name]["n_nonadditive"]
+            row["ascent_steps_max"] = dres[name]["steps"]
         # --- input-dependent baselines at the fc1 input
         if any(m in methods for m in INPUT_DEPENDENT):
             t = time.perf_counter()
@@ -236,12 +236,12 @@ def main(argv=None):
             t = time.perf_counter()
             dh = M.known_motif_hits(dm_pwms, jaspar, known)
             timing["tomtom"] += time.perf_counter() - t
-            dp, dr = dh["p_value"].to_numpy(), dh["rank"].to_numpy()
+            dm_p, dm_r = dh["p_value"].to_numpy(), dh["rank"].to_numpy()
             for k in TOPS:
                 for c in CUTS:
-                    row[f"deepmotif_top{k}_p{c}"] = bool(dp[:k].min() < c)
-            row["deepmotif_top1_jaspar_rank"] = int(dr[0])
-            row["deepmotif_strict"] = bool(dr[0] <= 3)
+                    row[f"deepmotif_top{k}_p{c}"] = bool(dm_p[:k].min() < c)
+            row["deepmotif_top1_jaspar_rank"] = int(dm_r[0])
+            row["deepmotif_strict"] = bool(dm_r[0] <= 3)
         rows.append(row)
         if args.verbose or (i + 1) % 25 == 0:
             el = time.perf_counter() - t0
