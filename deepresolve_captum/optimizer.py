@@ -436,7 +436,7 @@ class _Runner:
         self.inputs = inputs
         self.extra = extra
         self.n_examples = n_examples
-        self.first = tuple(x[:1] for x in inputs)
+        self.first = tuple(x[:1].detach() for x in inputs)
         self.first_extra = tuple(
             a[:1] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n_examples else a
             for a in extra)
