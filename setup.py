@@ -135,6 +135,9 @@ def _build_ext_class():
                     ext.include_dirs = list(ext.include_dirs or []) + [str(root / "include")]
                     ext.library_dirs = list(ext.library_dirs or []) + [str(libdir)]
                     ext.libraries = list(ext.libraries or []) + ["cudart_static", "dl", "rt", "pthread"]
+                    if unix and sys.platform.startswith("linux"):  # keep cudart's symbols private
+                        ext.extra_link_args = list(ext.extra_link_args or []) + [
+                            "-Wl,--exclude-libs,libcudart_static.a"]
             super().build_extensions()
 
     ext = Pybind11Extension(

@@ -12,7 +12,9 @@ Cases (issue 3):
            weighted_moments_torch on CUDA tensors), when a GPU and a CUDA build are there.
 
 Both sides run on the same inputs, alternating (native, numpy, numpy, native, ...) within one
-run, so load from other processes hits both alike; medians over the repeats. Timings include
+run, so load from other processes hits both alike; medians over the repeats. Each timed call
+starts after --gap idle seconds: OpenBLAS's threads spin after a BLAS call, and back to back
+that spinning lands on (and slows) whichever call comes next. Timings include
 each side's argument checks and output allocation (not the memmap file's creation). The ratio
 is numpy / native wall-clock medians: above 1 the native kernel is faster. "CPU" is the median
 process CPU time per call (all threads; OpenBLAS's waiting threads spin, so it counts them): on a
@@ -43,6 +45,9 @@ def _load():
 CPU = {"n": [], "r": []}  # process CPU seconds per call, last case only (all threads summed)
 
 
+GAP = [0.2]  # seconds of idle time before each timed call (--gap)
+
+
 def side_by_side(native, reference, repeats, sync=None):
     """Alternate the two callables; return (median native s, median reference s, all times)."""
     tn, tr = [], []
@@ -54,6 +59,7 @@ def side_by_side(native, reference, repeats, sync=None):
         for tag, fn in order:
             if sync:
                 sync()
+            time.sleep(GAP[0])
             t, c = time.perf_counter(), time.process_time()
             fn()
             if sync:
@@ -74,7 +80,7 @@ def report(name, med_n, med_r, tn, tr, ref_name="numpy"):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--repeats", type=int, default=11)
     ap.add_argument("--big-repeats", type=int, default=3)
     ap.add_argument("--no-big", action="store_true", help="skip the 21,907 x 960 case")
     ap.add_argument("--big-dtype", default="float32", choices=["float32", "float64"])
@@ -82,7 +88,12 @@ def main():
     ap.add_argument("--tmpdir", default=None, help="where the 21,907^2 memmaps go (default: system temp)")
     ap.add_argument("--threads", type=int, default=0, help="native worker threads (0: default)")
     ap.add_argument("--cuda", action="store_true", help="also the CUDA kernels vs torch on the GPU")
+    ap.add_argument("--gap", type=float, default=0.2,
+                    help="idle seconds before each timed call (default 0.2), so that OpenBLAS's "
+                         "worker threads, which spin for a while after each BLAS call, are asleep "
+                         "again and do not eat the next call's CPU (0: back to back)")
     args = ap.parse_args()
+    GAP[0] = args.gap
 
     C = _stats._C
     if C is None or not _stats.native_available():
