@@ -14,8 +14,8 @@ logit scale a ReLU network often adds the evidence of two motifs, and whether th
 with ``s = max(|d_a|, |d_b|, |d_ab|)``
 and a margin ``m = tol * s``:
 
-* ``"XOR-like"``: each motif alone raises the output (d_a, d_b > m) and both together raise it
-  less than either alone (d_ab < min(d_a, d_b) - m);
+* ``"XOR-like"``: each motif alone raises the output (d_a, d_b > m) and adding the second one
+  lowers it: both together raise it less than the stronger one alone (d_ab < max(d_a, d_b) - m);
 * ``"AND-like"``: together more than the sum of the parts (interaction > m) and more than either
   alone (d_ab > max(d_a, d_b) + m);
 * ``"OR-like"``: each alone raises the output and both together at least as much as the stronger
@@ -156,7 +156,7 @@ def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z
         return "none"
     m = tol * s
     inter = d_ab - d_a - d_b
-    if d_a > m and d_b > m and d_ab < min(d_a, d_b) - m:
+    if d_a > m and d_b > m and d_ab < max(d_a, d_b) - m:
         return "XOR-like"
     if inter > m and d_ab > max(d_a, d_b) + m:
         return "AND-like"
