@@ -409,7 +409,7 @@ def plot_interaction(result, ax=None, names=None):
     import matplotlib.pyplot as plt
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(3.0, 2.6))
+        _, ax = plt.subplots(figsize=(3.0, 2.8), layout="constrained")
     t = result.table
     a, b = names if names is not None else (result.motifs["a"], result.motifs["b"])
     labels = ["none", a, b, "both"]

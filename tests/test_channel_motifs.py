@@ -148,3 +148,30 @@ def test_bad_input():
         channel_pwms(m, m.relu2, [9], X)
     with pytest.raises(ValueError):
         channel_seqlets(torch.zeros(2, 3, 4))
+
+
+def test_channel_figures(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from deepresolve_captum.plot import (plot_channel_attributions, plot_channel_logos,
+                                         pwm_logo_matrix, save_figure)
+
+    m = TwoConv()
+    X = _data(6, n_planted=3)
+    res = channel_pwms(m, m.relu2, [0, 1], X, n_top=3, n_steps=50)
+    fig = plot_channel_logos(res.pwms, names=res.channels, titles=["planted", "other"])
+    save_figure(fig, tmp_path / "logos", formats=("png",))
+    assert len([a for a in fig.axes if a.has_data()]) == 2
+    ic = pwm_logo_matrix(res.pwms[0]).sum(0)
+    assert ic.max() <= 2 + 1e-9 and ic.min() >= -1e-9
+    attr = channel_attributions(m, m.relu2, [0, 1], X, n_shuffles=3)
+    seq = pd.DataFrame({"channel": [0], "example_idx": [0], "start": [5], "end": [17]})
+    fig = plot_channel_attributions(attr, channels=[0, 1], seq_idx=0, pwms=res.pwms, seqlets=seq)
+    save_figure(fig, tmp_path / "attr", formats=("png",))
+    assert len(fig.axes) == 4
+    plt.close("all")
+    with pytest.raises(ValueError):
+        plot_channel_attributions(attr[0], seq_idx=0)

@@ -137,3 +137,36 @@ def test_association_index_counts():
         association_index(s, rows, cols, upper=0.1, lower=0.5)
     with pytest.raises(ValueError, match="range"):
         association_index(s, [0, 99], cols)
+
+
+def test_figures(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deepresolve_captum.plot import (plot_association_index, plot_bicluster,
+                                         plot_clustered_heatmap, save_figure)
+
+    s, grp = _planted_similarity(2)
+    names = [f"TF{i}" for i in range(10)] + [f"DNase{i}" for i in range(6)]
+    res = hierarchical_clustering(s, n_clusters=2)
+    fig = plot_clustered_heatmap(s, res, class_names=names, title="planted groups")
+    paths = save_figure(fig, tmp_path / "heatmap", formats=("png",))
+    assert paths[0].stat().st_size > 5000
+    # the heatmap is drawn in leaf order
+    img = fig.axes[1].images[0].get_array()
+    np.testing.assert_allclose(np.asarray(img), s[np.ix_(res.order, res.order)])
+    plt.close(fig)
+    df = association_index(s, np.arange(10), np.arange(10, 16), row_names=names)
+    ax = plot_association_index(df)
+    heights = [p.get_height() for p in ax.patches]
+    assert heights[:10] == list(df["n_positive"]) and heights[10:] == list(-df["n_negative"])
+    save_figure(ax.figure, tmp_path / "assoc", formats=("png",))
+    plt.close(ax.figure)
+    b = bicluster(s, np.arange(10), np.arange(10, 16), n_clusters=2)
+    ax = plot_bicluster(b, row_names=names, column_names=names)
+    np.testing.assert_allclose(np.asarray(ax.images[0].get_array()), b.ordered_block)
+    save_figure(ax.figure, tmp_path / "bicluster", formats=("png",))
+    plt.close("all")
+    with pytest.raises(ValueError):
+        plot_association_index(pd.DataFrame({"x": [1]}))

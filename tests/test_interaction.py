@@ -147,3 +147,17 @@ def test_trained_set_one_model_pairs():
     for partner in ("GCTCAT", "CGCTTG"):
         and_ = interaction_check(m, "CAGGTC", partner, neg)
         assert and_.logic == "AND-like", and_
+
+
+def test_interaction_figure(model_and_data, tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+
+    from deepresolve_captum.plot import plot_interaction
+
+    m, X, y = model_and_data
+    r = interaction_check(m, "GCTCAT", "CGCTTG", X[:50], context="CAGGTC", n_backgrounds=50)
+    ax = plot_interaction(r)
+    assert [p.get_height() for p in ax.patches] == list(r.table["mean"])
+    assert r.logic in ax.get_title() and "CAGGTC" in ax.get_title()
+    ax.figure.savefig(tmp_path / "interaction.png")
