@@ -49,7 +49,9 @@ py::tuple wm_impl(py::array fiv, py::array w) {
     if (st == 1)
         throw py::value_error("weights of class " + std::to_string(bad) +
                               " are negative, non-finite or sum to zero");
-    if (st == 2) throw py::value_error("fiv of class " + std::to_string(bad) + " contains NaN or inf");
+    if (st == 2)
+        throw py::value_error("fiv of class " + std::to_string(bad) +
+                              " contains NaN or inf, or values so large that the moments overflow");
     return py::make_tuple(mean, var);
 }
 
@@ -82,7 +84,9 @@ void pearson_impl(py::array x, py::array out, bool clip, long block_rows) {
         py::gil_scoped_release nogil;
         st = dr::pearson_into<T>(xp, xs0, xs1, n, K, clip, op, ldo, block_rows, &bad);
     }
-    if (st == 2) throw py::value_error("x contains NaN or inf (row " + std::to_string(bad) + ")");
+    if (st == 2)
+        throw py::value_error("x contains NaN or inf (row " + std::to_string(bad) +
+                              "), or values so large that the row's sums overflow");
 }
 
 void pearson_into(py::array x, py::array out, bool clip_negative, long block_rows) {

@@ -439,6 +439,11 @@ long pack_rows(const T* x, long xs0, long xs1, long n, long K, bool clip, Packed
                     const double d = rp[q] - m;
                     ss += d * d;
                 }
+                if (!std::isfinite(m) || !std::isfinite(ss)) {  // finite values whose sums overflow
+                    std::lock_guard<std::mutex> g(bad_mu);
+                    if (bad < 0 || i < bad) bad = i;
+                    continue;
+                }
                 mu[i] = m;
                 scale[i] = ss > 0.0 ? 1.0 / std::sqrt(ss) : 0.0;
             }

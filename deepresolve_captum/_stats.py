@@ -173,8 +173,11 @@ def weighted_moments_numpy(fiv, weights):
     _check_weights(w)
     w = w / w.sum(axis=1, keepdims=True)
     f = fiv.astype(np.float64)
-    mean = np.einsum("ct,ctk->ck", w, f)
-    var = np.einsum("ct,ctk->ck", w, (f - mean[:, None, :]) ** 2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.einsum("ct,ctk->ck", w, f)
+        var = np.einsum("ct,ctk->ck", w, (f - mean[:, None, :]) ** 2)
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
+        raise ValueError("fiv contains values so large that the moments overflow")
     return mean.astype(fiv.dtype), var.astype(fiv.dtype)
 
 
@@ -186,8 +189,11 @@ def _normalised_rows_numpy(x, clip_negative):
     # A row is constant when max == min exactly: its centred values would otherwise be rounding
     # noise (mean of 0.1s is not exactly 0.1) that normalises to garbage.
     const = f.max(axis=1) == f.min(axis=1)
-    f = f - f.mean(axis=1, keepdims=True)
-    norm = np.sqrt((f * f).sum(axis=1))
+    with np.errstate(over="ignore", invalid="ignore"):
+        f = f - f.mean(axis=1, keepdims=True)
+        norm = np.sqrt((f * f).sum(axis=1))
+    if not np.all(np.isfinite(norm[~const])):
+        raise ValueError("x has values so large that a row's sums overflow")
     const |= ~(norm > 0)
     norm[const] = 1.0
     f /= norm[:, None]
@@ -254,6 +260,8 @@ def weighted_moments_torch(fiv, weights):
     f = fiv.to(torch.float64)
     mean = torch.einsum("ct,ctk->ck", w, f)
     var = torch.einsum("ct,ctk->ck", w, (f - mean[:, None, :]) ** 2)
+    if not bool(torch.isfinite(mean).all() & torch.isfinite(var).all()):
+        raise ValueError("fiv contains values so large that the moments overflow")
     return mean.to(fiv.dtype), var.to(fiv.dtype)
 
 
@@ -283,6 +291,8 @@ def pearson_torch(x, clip_negative=False):
     const = f.amax(dim=1) == f.amin(dim=1)
     f = f - f.mean(dim=1, keepdim=True)
     norm = f.pow(2).sum(dim=1).sqrt()
+    if not bool(torch.isfinite(norm[~const]).all()):
+        raise ValueError("x has values so large that a row's sums overflow")
     const |= ~(norm > 0)
     norm = torch.where(const, torch.ones_like(norm), norm)
     f = f / norm[:, None]
@@ -347,7 +357,7 @@ def _weighted_moments_cuda(fiv, weights):
     _C.cuda_weighted_moments(_cuda_ptr(fiv), _cuda_ptr(w), _cuda_ptr(mean), _cuda_ptr(var), C, T, K,
                              fiv.dtype == torch.float64, dev, stream)
     if not bool(torch.isfinite(mean).all() & torch.isfinite(var).all()):
-        raise ValueError("fiv contains NaN or inf")
+        raise ValueError("fiv contains NaN or inf, or values so large that the moments overflow")
     return mean, var
 
 

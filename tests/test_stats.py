@@ -193,6 +193,8 @@ BAD_MOMENTS = {
     "negative-weight": (np.ones((2, 3, 4)), np.array([[1, -1, 1], [1, 1, 1]], float), "non-negative"),
     "zero-weights": (np.ones((2, 3, 4)), np.array([[1, 1, 1], [0, 0, 0]], float), "sum to zero"),
     "nan-weight": (np.ones((2, 3, 4)), np.array([[1, np.nan, 1], [1, 1, 1]], float), "NaN or inf"),
+    "overflow": (np.array([1e308, -1e308, 1e308])[None, :, None] * np.ones((2, 1, 3)), np.ones((2, 3)),
+                 "overflow"),
 }
 
 
@@ -349,6 +351,7 @@ BAD_PEARSON = {
     "empty-cols": (np.ones((4, 0)), "empty"),
     "nan": (np.array([[1.0, np.nan], [1.0, 2.0]]), "NaN or inf"),
     "-inf-clipped": (np.array([[1.0, -np.inf, 3.0], [1.0, 2.0, 0.0]]), "NaN or inf"),
+    "overflow": (np.array([[1e308, 1.7e308, 0.0], [1.0, 2.0, 0.0]]), "overflow"),
 }
 
 
