@@ -68,7 +68,10 @@ def model_line(dataset, i, run):
         names = SET_TWO_CLAIMS
     flags = "".join("Y" if c[n] else "." for n in names)
     if dataset == "one":
-        flags += f"|flip {'Y' if c['xor_sign_flip'] else '.'}"
+        flags += f"|flip {'Y' if c['xor_sign_flip'] else '.'}|xor learnt {'Y' if c['xor_learned'] else '.'}"
+        t = c["logic_table"]
+        detail += ("  logits c+a/c+b/c+a+b/c " + "/".join(f"{t[k]:+.1f}" for k in (
+            "CAGGTC+GCTCAT", "CGCTTG+CAGGTC", "CGCTTG+CAGGTC+GCTCAT", "CAGGTC")))
     return (f"set {dataset} model {i}: AUC {auc}  claims [{flags}] {'PASS' if c['all'] else 'fail'}  "
             f"({run.seconds['train']:.0f}+{run.seconds['deepresolve']:.0f} s)  {detail}")
 
@@ -81,7 +84,7 @@ def table(dataset, checks):
     for name in names:
         lines.append(f"  {name:26s} {sum(c[name] for c in checks)}/{n}")
     if dataset == "one":
-        for name in ("strongest_xor_nonadditive", "xor_sign_flip"):
+        for name in ("strongest_xor_nonadditive", "xor_sign_flip", "xor_learned"):
             lines.append(f"  ({name:24s} {sum(c[name] for c in checks)}/{n}, not part of the claims)")
     return "\n".join(lines)
 
@@ -95,6 +98,7 @@ def main(argv=None):
     p.add_argument("--seq-len", type=int, default=DEFAULTS["seq_len"])
     p.add_argument("--max-copies", type=int, default=DEFAULTS["max_copies"], help="set I copies per pattern")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate")
     p.add_argument("--first-seed", type=int, default=0, help="model i uses data seed and init seed first_seed + i")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=str, default=None, help="write every number here")
@@ -106,14 +110,14 @@ def main(argv=None):
     print(f"# benchmarks/synthetic.py {' '.join(argv if argv is not None else sys.argv[1:])}", flush=True)
     print(f"# sizes: {args.n_sequences} sequences (+{args.n_random} random for set I, <= {args.max_copies} "
           f"copies per pattern), {args.seq_len} bp, "
-          f"{args.epochs} epochs, lr {DEFAULTS['lr']}, batch {DEFAULTS['batch_size']}, "
+          f"{args.epochs} epochs, lr {args.lr}, batch {DEFAULTS['batch_size']}, "
           f"{DEFAULTS['n_starts']} starts, l2='auto'", flush=True)
     for dataset in args.sets:
         checks, rows = [], []
         for i in range(args.models):
             seed = args.first_seed + i
             run = run_synthetic(dataset, n_sequences=args.n_sequences, n_random=args.n_random,
-                                seq_len=args.seq_len, max_copies=args.max_copies, epochs=args.epochs,
+                                seq_len=args.seq_len, max_copies=args.max_copies, epochs=args.epochs, lr=args.lr,
                                 data_seed=seed,
                                 init_seed=10_000 + seed)
             checks.append(run.checks)

@@ -34,7 +34,7 @@ from .train import train_classifier
 from .zoo import PaperCNN, keras_init_
 
 #: Defaults of the demo and the benchmark (set I / set II); the sizes are the paper's.
-DEFAULTS = dict(seq_len=50, max_copies=2, epochs=12, batch_size=128, lr=1e-3, n_starts=10, n_probe=256)
+DEFAULTS = dict(seq_len=50, max_copies=2, epochs=12, batch_size=128, lr=2e-3, n_starts=10, n_probe=256)
 
 
 @dataclass
@@ -150,6 +150,44 @@ def check_set_one(summary, response, frac=0.5, target=0):
     return out
 
 
+@torch.no_grad()
+def logic_table(model, seq_len=None, n=500, max_copies=1, random_state=0):
+    """What a set I model predicts for each combination of the three patterns.
+
+    For each of the 8 subsets of ``SET_ONE_MOTIFS``, ``n`` random backgrounds get one copy (or
+    1..``max_copies``) of each pattern of the subset; returns a dict {subset string: mean logit},
+    the subset written like ``"CGCTTG+CAGGTC"`` (``"-"`` for none). A network that learnt the
+    paper's logic scores CAGGTC+GCTCAT and CAGGTC+CGCTTG high and everything else, notably
+    CAGGTC with both or neither XOR pattern, low.
+    """
+    from itertools import product
+
+    from .datasets import _plant, one_hot
+
+    seq_len = int(seq_len or getattr(model, "seq_len", DEFAULTS["seq_len"]))
+    rng = np.random.default_rng(random_state)
+    was_training = model.training
+    model.eval()
+    out = {}
+    try:
+        for combo in product([0, 1], repeat=3):
+            chosen = [m for m, c in zip(SET_ONE_MOTIFS, combo) if c]
+            idx = rng.integers(0, 4, size=(n, seq_len), dtype=np.int8)
+            copies = rng.integers(1, max_copies + 1, size=(n, len(chosen)))
+            _plant(rng, idx, range(n), [[m for m, k in zip(chosen, row) for _ in range(k)] for row in copies])
+            out["+".join(chosen) or "-"] = float(model(one_hot(idx))[:, 0].mean())
+    finally:
+        model.train(was_training)
+    return out
+
+
+def xor_learned(table):
+    """True when a ``logic_table`` scores both positive combinations above every negative one."""
+    pos = [table[k] for k in ("CAGGTC+GCTCAT", "CGCTTG+CAGGTC")]
+    neg = [v for k, v in table.items() if k not in ("CAGGTC+GCTCAT", "CGCTTG+CAGGTC")]
+    return bool(min(pos) > max(neg))
+
+
 SHARING_PAIRS = ((0, 1), (0, 2), (1, 2))
 CLASS4_PAIRS = ((0, 3), (1, 3), (2, 3))
 
@@ -257,6 +295,8 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
                        response=response, motifs=motifs, labels=y[res.val_index].numpy(), seconds=seconds)
     if dataset == "one":
         run.checks = check_set_one(summary, response)
+        table = logic_table(model, d["seq_len"], random_state=data_seed)
+        run.checks.update(logic_table=table, xor_learned=xor_learned(table))
     else:
         run.checks = check_set_two(summary, response, model.fc2.weight.detach().numpy())
     return run
@@ -292,6 +332,8 @@ def describe_set_one(run):
             lines.append(f"  ch {k:2d}  OFIV {s.ofiv[0, k]:+.3f}  matches: {labels[k] or '-'}")
             n += 1
     a, b = c["strongest_xor"]
+    lines += ["", "mean logit per planted combination (is the logic learnt?):"]
+    lines += [f"  {k:22s} {v:+.2f}" for k, v in c["logic_table"].items()]
     lines += [
         "",
         f"strongest GCTCAT detector ch {a}, CGCTTG detector ch {b}: opposite FIV signs in "

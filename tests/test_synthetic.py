@@ -1,0 +1,62 @@
+"""Small, seeded versions of the paper's synthetic experiments (the full ones: benchmarks/synthetic.py)."""
+import numpy as np
+import pytest
+import torch
+
+from deepresolve_captum.demo import check_set_one, detectors, logic_table, run_synthetic, xor_learned
+from deepresolve_captum.summary import summarize
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Training here is small: one thread is faster than two on a shared, loaded CPU."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_set_two_similarity_order():
+    # 10,000 sequences, 10 epochs: ~15 s on one core. The claim: class similarity (Pearson of the
+    # non-negative OFIVs) puts each pair of classes that share a pattern above every pair with
+    # class 4, and each class's top channel detects one of its own patterns.
+    run = run_synthetic("two", n_sequences=10_000, epochs=10, lr=3e-3, data_seed=1, init_seed=1)
+    assert np.all(run.train.val_auc > 0.95), run.train.val_auc
+    c = run.checks
+    sim = np.asarray(c["similarity"])
+    assert c["similarity_order"], sim
+    assert min(sim[0, 1], sim[0, 2], sim[1, 2]) > max(sim[0, 3], sim[1, 3], sim[2, 3])
+    assert c["top_channel_own_motif"], c["top_channels"]
+    assert sim.shape == (4, 4) and np.allclose(np.diag(sim), 1)
+
+
+def test_detectors_one_motif_per_channel():
+    r = np.array([[0.9, 0.5, 0.0], [0.1, 0.8, 0.0], [-0.1, -0.1, -0.1], [0.6, 0.0, 0.2]])
+    d = detectors(r)
+    assert d.tolist() == [[True, False, False], [False, True, False], [False, False, False],
+                          [True, False, False]]
+    assert d.sum(1).max() == 1
+
+
+def test_check_set_one_on_a_constructed_ensemble():
+    # Channels 0/1 detect GCTCAT/CGCTTG and take opposite signs across the starts (two XOR
+    # modes), channel 2 detects CAGGTC and is steadily positive, the rest is small noise.
+    rng = np.random.default_rng(0)
+    T, K = 10, 8
+    mode = np.where(np.arange(T) % 2 == 0, 1.0, -1.0)
+    fiv = rng.normal(0, 0.01, size=(1, T, K))
+    fiv[0, :, 0] = 1.0 * mode
+    fiv[0, :, 1] = -1.0 * mode
+    fiv[0, :, 2] = 0.9
+    s = summarize(fiv, np.full((1, T), 5.0) + rng.normal(0, 0.1, (1, T)), random_state=0)
+    response = np.zeros((K, 3))
+    response[0, 2] = 0.8   # GCTCAT (SET_ONE_MOTIFS order: CGCTTG, CAGGTC, GCTCAT)
+    response[1, 0] = 0.7   # CGCTTG
+    response[2, 1] = 0.9   # CAGGTC
+    c = check_set_one(s, response)
+    assert c["all"] and c["xor_sign_flip"], c
+    assert c["strongest_xor"] == (0, 1) and c["opposite_fraction"] == 1.0
+    # the same ensemble with the CAGGTC channel flipping too: the AND claim must fail
+    fiv[0, :, 2] = 0.9 * mode
+    c = check_set_one(summarize(fiv, s.scores, random_state=0), response)
+    assert not c["and_additive"] and not c["all"]
