@@ -8,7 +8,9 @@ with ``attribute_to_layer_input=True``; a 2-d layer output ``(N, K)`` is used as
 Backends
 --------
 * ``"tangermeme"`` (default): ``tangermeme.deep_lift_shap`` and ``tangermeme.saliency``. Its
-  DeepLIFT rules are correct through max-pooling.
+  DeepLIFT rules are correct through max-pooling; global / adaptive max-pooling
+  (``nn.AdaptiveMaxPool1d``, the ENCODE models' layer), which tangermeme 1.6 would silently treat
+  as linear, gets the equivalent ``MaxPool1d`` rule here.
 * ``"captum"``: ``captum.attr.NeuronDeepLift``, ``NeuronGradient`` and
   ``NeuronIntegratedGradients`` with a channel-sum ``neuron_selector``. Captum 0.9.0's DeepLIFT rule
   for MaxPool is wrong (captum issue #1276, and Captum also leaves the rule off the attributed layer
@@ -55,7 +57,29 @@ _METHOD_ALIASES = {
     "input_x_gradient": "grad_x_input", "gradxinput": "grad_x_input",
     "integrated_gradients": "integrated_gradients", "ig": "integrated_gradients",
 }
-_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_MAXPOOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+             nn.AdaptiveMaxPool3d)
+
+
+def _adaptive_maxpool1d_rule(module, grad_input, grad_output):
+    """DeepLIFT rule for ``nn.AdaptiveMaxPool1d`` (e.g. global max pooling), which tangermeme 1.6
+    has no rule for (it would be treated as linear, silently breaking additivity): when the
+    output size divides the length, the module is a ``MaxPool1d(L // o)`` and gets that rule."""
+    from tangermeme.deep_lift_shap import _maxpool
+
+    L = module.input.shape[-1]
+    o = module.output_size
+    o = o[0] if isinstance(o, (tuple, list)) else o
+    o = L if o is None else int(o)
+    if L % o:
+        raise ValueError(f"DeepLIFT through AdaptiveMaxPool1d needs the output size ({o}) to "
+                         f"divide the length ({L})")
+    shim = nn.MaxPool1d(L // o, L // o)
+    shim.input, shim.output = module.input, module.output
+    return _maxpool(shim, grad_input, grad_output)
+
+
+_TANGERMEME_EXTRA_OPS = {nn.AdaptiveMaxPool1d: _adaptive_maxpool1d_rule}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -438,14 +462,20 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
         # bounds check of the channel indices, and the max-pool guard, on one sequence
         with torch.no_grad(), ChannelSum(model, layer, channels, attribute_to_layer_input) as cs:
             cs.sums(X[:1].to(device))
-        if backend == "captum" and method == "deeplift":
+        if method == "deeplift":
             pools = _maxpools_on_path(model, layer, X[:1].to(device), attribute_to_layer_input)
+            bad = [p for p in pools if isinstance(p, (nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d))]
+            if backend == "tangermeme" and bad:
+                raise ValueError("DeepLIFT through AdaptiveMaxPool2d/3d has no rule here; use "
+                                 "an equivalent MaxPool2d/3d")
+        if backend == "captum" and method == "deeplift":
             if pools and captum_maxpool == "error":
                 raise ValueError(
                     "Captum 0.9.0's DeepLift is wrong through max-pooling (captum issue #1276: the "
                     "MaxPool rule indexes grad_input[0]; measured additivity errors are larger "
-                    f"than the output change). The path to this layer contains {len(pools)} "
-                    "max-pool module(s). Use backend='tangermeme' (correct), or pass "
+                    "than the output change), and it has no rule at all for adaptive (global) "
+                    f"max-pooling. The path to this layer contains {len(pools)} max-pool "
+                    "module(s). Use backend='tangermeme' (correct), or pass "
                     "captum_maxpool='allow' to get Captum's result anyway.")
         if backend == "tangermeme":
             attr = _tangermeme(model, layer, channels, X, refs, method, attribute_to_layer_input,
@@ -497,6 +527,7 @@ def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical,
                 attr = tdls.deep_lift_shap(cs, X_rows, args=(sel,), target=0,
                                            batch_size=batch_size, hypothetical=hypothetical,
                                            warning_threshold=np.inf, device=device,
+                                           additional_nonlinear_ops=_TANGERMEME_EXTRA_OPS,
                                            verbose=verbose, **kw)
             else:
                 attr = tsal.saliency(cs, X_rows, args=(sel,), target=0, batch_size=batch_size,
