@@ -257,11 +257,7 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     conv = None
     if method in ("auto", "filter"):
         if X is None:
-            if not isinstance(layer, nn.Conv1d):
-                if method == "filter":
-                    conv = layer if isinstance(layer, nn.Conv1d) else None
-            else:
-                conv = layer if layer.in_channels == 4 else None
+            conv = layer if isinstance(layer, nn.Conv1d) and layer.in_channels == 4 else None
         else:
             conv = first_layer_conv(model, layer, X[:1].to(device), attribute_to_layer_input)
         if method == "filter" and conv is None:
