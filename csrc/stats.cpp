@@ -317,8 +317,9 @@ template int weighted_moments<float>(const float*, const double*, long, long, lo
                                      float*, long*);
 
 // ------------------------------------------------------------------------------------------
-// Pearson: one fused pass per row (clip, mean, centred norm, scale, pack twice), then the packed
-// upper-triangle product, then a blocked mirror.
+// Pearson: row statistics in one fused pass per row (clip, NaN/inf check, min/max, mean, then the
+// centred norm from the row still in cache), the normalised rows packed into MR- and NR-row panels,
+// then the packed upper-triangle product, each tile written at (i, j) and mirrored at (j, i).
 namespace {
 
 typedef double v2 __attribute__((vector_size(16)));
@@ -451,7 +452,23 @@ long pack_rows(const T* x, long xs0, long xs1, long n, long K, bool clip, Packed
     });
     if (bad >= 0) return bad;
     pack_panels(x, xs0, xs1, n, K, clip, mu.data(), scale.data(), P.a(), P.MR, P.nA);
-    pack_panels(x, xs0, xs1, n, K, clip, mu.data(), scale.data(), P.b(), P.NR, P.nB);
+    // B holds the same rows as A, NR instead of MR to a panel: copy it from A (per p, NR values
+    // from at most a few cache lines) rather than gathering and normalising x a second time.
+    const T* A = P.a();
+    T* B = P.b();
+    const long MR = P.MR, NR = P.NR;
+    parallel_for(P.nB, 8, [&](long jb, long je, int) {
+        std::vector<const T*> src(NR);
+        for (long jp = jb; jp < je; ++jp) {
+            for (long j = 0; j < NR; ++j) {
+                const long row = jp * NR + j;
+                src[j] = row < n ? A + (row / MR) * MR * K + (row % MR) : nullptr;
+            }
+            T* d = B + jp * NR * K;
+            for (long p = 0; p < K; ++p)
+                for (long j = 0; j < NR; ++j) d[p * NR + j] = src[j] ? src[j][p * MR] : (T)0;
+        }
+    });
     return -1;
 }
 
@@ -470,7 +487,9 @@ long kslice() {
     return v;
 }
 
-// out[i, j] for i in [r0, r1), j in [i, n): the upper triangle of those rows.
+// Rows [r0, r1) of the upper triangle: out[i, j] for j >= i, each value also written at out[j, i]
+// (the tile is column-major, so the mirror is MR contiguous values per row j). `out` is row 0 of
+// the whole matrix. Every pair (a < b) is owned by the task holding row a: no write races.
 template <class T>
 void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T* out, long ldo) {
     const long n = P.n, K = P.K, MR = ki.MR, NR = ki.NR;
@@ -499,34 +518,18 @@ void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T
                 for (long ip = ip_first; ip < gb; ++ip) {
                     const long i0 = ip * MR, i1 = std::min(r1, i0 + MR);
                     const double* tile = acc.p + (ip - ga) * MR * NR;
-                    for (long i = i0; i < i1; ++i) {
-                        T* orow = out + (i - r0) * ldo;
+                    for (long i = i0; i < i1; ++i) {  // upper triangle, along rows i
+                        T* orow = out + i * ldo;
                         for (long j = std::max(c0, i); j < c1; ++j)
                             orow[j] = (j == i) ? (T)1 : (T)clip1(tile[(j - c0) * MR + (i - i0)]);
                     }
+                    for (long j = std::max(c0, i0 + 1); j < c1; ++j) {  // its mirror: (j, i) for i < j,
+                        T* mrow = out + j * ldo;                       // MR contiguous values per row j
+                        const double* tcol = tile + (j - c0) * MR - i0;
+                        const long ie = std::min(i1, j);
+                        for (long i = i0; i < ie; ++i) mrow[i] = (T)clip1(tcol[i]);
+                    }
                 }
-            }
-        }
-    });
-}
-
-// out[i, j] = out[j, i] for i in [r0, r1), j < i, in 64 x 64 tiles.
-// `base` is row 0 of the whole matrix: rows j < r0 were written by earlier blocks.
-template <class T>
-void mirror_rows(T* base, long ldo, long r0, long r1) {
-    const long TB = 64;
-    const long ti0 = r0 / TB, ti1 = (r1 + TB - 1) / TB;
-    const long nti = ti1 - ti0;
-    parallel_for(nti * ti1, 4, [&](long b, long e, int) {
-        for (long t = b; t < e; ++t) {
-            const long ti = ti0 + t / ti1, tj = t % ti1;
-            if (tj > ti) continue;
-            const long i0 = std::max(r0, ti * TB), i1 = std::min(r1, (ti + 1) * TB);
-            const long j0 = tj * TB, j1 = std::min(i1, (tj + 1) * TB);
-            for (long i = i0; i < i1; ++i) {
-                T* orow = base + i * ldo;
-                const long je = std::min(j1, i);
-                for (long j = j0; j < je; ++j) orow[j] = base[j * ldo + i];
             }
         }
     });
@@ -557,8 +560,7 @@ int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negat
     br = std::max<long>(ki.MR, (br + ki.MR - 1) / ki.MR * ki.MR);
     for (long r0 = 0; r0 < n; r0 += br) {
         const long r1 = std::min(n, r0 + br);
-        upper_rows(P, ki, r0, r1, out + r0 * ldo, ldo);
-        mirror_rows(out, ldo, r0, r1);
+        upper_rows(P, ki, r0, r1, out, ldo);
     }
     return 0;
 }

@@ -35,8 +35,9 @@ int weighted_moments(const T* fiv, const double* w, long ws0, long ws1, long C, 
 
 // x: n x K with element strides (xs0, xs1); out: n x n rows of stride ldo (elements), unit inner stride.
 // Fills the whole of out (symmetric, unit diagonal, clipped to [-1, 1]), computing only the upper
-// triangle with the packed kernel and mirroring it block by block (block_rows rows at a time).
-// Returns 0 on success, 2 if x has a non-finite value (bad_row set).
+// triangle with the packed kernel, block_rows rows at a time, and writing each value at (i, j) and
+// (j, i). Scratch: two packed copies of x (n x K each), kept for reuse; nothing n x n.
+// Returns 0 on success, 2 if x has a NaN/inf or a row whose sums overflow (bad_row set).
 template <class T>
 int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negative, T* out, long ldo,
                  long block_rows, long* bad_row);
