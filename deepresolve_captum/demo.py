@@ -9,8 +9,10 @@ block and the dense layer (``model.pool``) with ``l2="auto"``, and writes to DIR
 * ``summary_set1.txt`` -- AUC, the lambda used, the BIC choice, the non-additive channels and the
   planted motifs they respond to, and which of the paper's claims this model satisfies;
 * ``summary_set1.npz`` -- the ``EnsembleSummary`` (reload with ``EnsembleSummary.load``);
-* with ``--set-two``: the same for synthetic set II and the paper's Fig. 4 (``fig4_set2.png``:
-  the four OFIV rows and four class-similarity matrices).
+* with ``--set-two``: the same for synthetic set II (``summary_set2.*``) and the paper's Fig. 4:
+  ``fig4a_set2_ofiv.png`` (the four OFIV rows) and ``fig4b_set2_similarity.png`` (four class x class
+  matrices side by side: class similarity, label correlation, Pearson of the signed OFIV, cosine of
+  the last-layer weight rows).
 
 The functions below are what the demo, ``benchmarks/synthetic.py`` and the tests share.
 """
