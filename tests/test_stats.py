@@ -453,3 +453,26 @@ def test_cuda_paths(native, dtype):
             _stats.weighted_moments(ft, torch.zeros_like(wt))
         with pytest.raises(ValueError, match="NaN or inf"):
             _stats.pearson(torch.full_like(xt, float("inf")))
+
+
+def test_without_extension_falls_back(monkeypatch):
+    """A pure-Python install (no _C) must work through the same entry points."""
+    rng = np.random.default_rng(12)
+    x, fiv, w = rng.standard_normal((9, 7)), rng.standard_normal((3, 4, 5)), rng.random((3, 4)) + 0.1
+    monkeypatch.setattr(_stats, "_C", None)
+    assert _stats.backend(x) == "numpy" and not _stats.native_available()
+    assert not _stats.cuda_native_available()
+    assert_close(_stats.pearson(x, clip_negative=True), ref_pearson(x, True), np.float64)
+    mean, var = _stats.weighted_moments(fiv, w)
+    rm, rv = ref_moments(fiv, w)
+    assert_close(mean, rm, np.float64)
+    assert_close(var, rv, np.float64)
+
+
+def test_tensor_into_out(tmp_path):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((20, 11)).astype(np.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "r.npy", mode="w+", dtype=np.float32, shape=(20, 20))
+    got = _stats.pearson(torch.from_numpy(x), clip_negative=True, out=mm)
+    assert got is mm
+    assert_close(np.asarray(mm), ref_pearson(x, True), np.float32)
