@@ -11,10 +11,12 @@ __all__ = ["class_similarity", "class_difference", "signed_ofiv_correlation",
            "label_correlation", "weight_cosine"]
 
 
-def _matrix(x, name, ndim=2):
+def _matrix(x, name, ndim=2, keep_float32=False):
     if hasattr(x, "detach"):
         x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)
+    if not (keep_float32 and x.dtype == np.float32):
+        x = x.astype(np.float64)
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
     if x.size == 0:
@@ -24,21 +26,27 @@ def _matrix(x, name, ndim=2):
     return x
 
 
-def class_similarity(ofiv):
+def class_similarity(ofiv, *, out=None, block_size=None):
     """DeepResolve's class similarity: Pearson correlation of the non-negative OFIVs.
 
     Parameters
     ----------
-    ofiv: (C, K) OFIVs of C classes (``EnsembleSummary.ofiv``).
+    ofiv: (C, K) OFIVs of C classes (``EnsembleSummary.ofiv``); float32 input is computed in
+        float32 (accumulated in float64 by the native kernel), anything else in float64.
+    out: optional (C, C) float32/float64 numpy array or ``np.memmap`` to fill, e.g. for Sei's
+        21,907 classes (1.8 GiB in float32), so the matrix never exists twice in memory.
+    block_size: rows per block when filling ``out``.
 
     Returns
     -------
-    (C, C) numpy array, symmetric, unit diagonal. A class whose clipped OFIV is constant (no
-    channel contributes positively, or all equally) has no defined correlation: its similarity
-    to every other class is 0 and to itself 1.
+    (C, C) numpy array (``out`` when given), symmetric, unit diagonal. A class whose clipped
+    OFIV is constant (no channel contributes positively, or all equally) has no defined
+    correlation: its similarity to every other class is 0 and to itself 1.
     """
-    x = _matrix(ofiv, "ofiv")
-    return np.asarray(_stats.pearson(x, clip_negative=True), dtype=np.float64)
+    x = _matrix(ofiv, "ofiv", keep_float32=True)
+    if out is not None:
+        return _stats.pearson(x, clip_negative=True, out=out, block_size=block_size)
+    return np.asarray(_stats.pearson(x, clip_negative=True))
 
 
 def class_difference(ofiv, i, j):

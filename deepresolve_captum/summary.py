@@ -169,7 +169,9 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
             f"compare; pass max_components <= {K}")
 
     w = trial_weights(s)
-    mean, il = _stats.weighted_moments(fiv.astype(np.float64), w)
+    # float32 FIVs stay float32 here: the native kernel accumulates in float64 either way
+    mean, il = _stats.weighted_moments(fiv if fiv.dtype in (np.float32, np.float64)
+                                       else fiv.astype(np.float64), w)
     mean, il = np.asarray(mean, dtype=np.float64), np.asarray(il, dtype=np.float64)
 
     # IL in units of the target's mean FIV power (mean over channels of E_t[fiv^2]): scale-free,

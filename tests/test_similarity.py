@@ -61,3 +61,15 @@ def test_label_correlation_and_weight_cosine():
 def test_bad_input(bad, match):
     with pytest.raises(ValueError, match=match):
         class_similarity(bad)
+
+
+def test_class_similarity_fills_a_memmap(tmp_path):
+    rng = np.random.default_rng(4)
+    ofiv = rng.normal(size=(300, 20)).astype(np.float32)
+    mm = np.lib.format.open_memmap(tmp_path / "sim.npy", mode="w+", dtype=np.float32,
+                                   shape=(300, 300))
+    got = class_similarity(ofiv, out=mm, block_size=64)
+    assert got is mm or np.shares_memory(got, mm)
+    ref = np.corrcoef(np.maximum(ofiv.astype(np.float64), 0))
+    assert np.abs(np.asarray(mm) - ref).max() < 1e-5
+    assert np.allclose(class_similarity(ofiv), ref, atol=1e-5)
