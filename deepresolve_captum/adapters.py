@@ -26,6 +26,8 @@ Shapes: ``X`` is one-hot ``(N, 4, L)``; results are ``(n_channels, N, 4, L)``.
 """
 from __future__ import annotations
 
+import contextlib
+
 import warnings
 from contextlib import contextmanager
 
@@ -147,7 +149,7 @@ def _preserved(model):
 
 
 class _StopForward(Exception):
-    pass
+    """Raised by the layer hook to end the forward pass once the layer's value is captured."""
 
 
 class _Recorder(nn.Module):
@@ -237,10 +239,8 @@ class ChannelSum(nn.Module):
         if not self._swapped:
             raise RuntimeError("ChannelSum must be used inside a `with` block")
         self._value = None
-        try:
+        with contextlib.suppress(_StopForward):
             self.model(x)
-        except _StopForward:
-            pass
         value = self._value
         self._value = None
         if value is None:
