@@ -375,8 +375,9 @@ def figure_set_one(run):
 
 
 def figure_set_two(run):
-    """The paper's Fig. 4 for a set II run: OFIV rows above four similarity matrices -> Figure."""
-    import matplotlib.pyplot as plt
+    """The paper's Fig. 4 for a set II run -> (Figure of the four OFIV rows, Figure of the four
+    class x class matrices: class similarity, label correlation, signed-OFIV Pearson, last-layer
+    weight cosine)."""
     from .plot import plot_ofiv, plot_similarity_matrices
 
     s = run.summary
