@@ -148,10 +148,12 @@ def test_bad_arguments():
         B.layer_saliency(m, m.fc1, X, target=3)
     with pytest.raises(ValueError):
         B.deepmotif_pwms(m, n_top=5, n_starts=2)
+    with pytest.raises(ValueError):
+        B.deepmotif_pwms(m, n_top=1, n_starts=2, window="best")
 
 
 def test_deepmotif_generates_the_favoured_kmer():
-    m = small_model(w_out=(3.0, -1.0, 0.0))
+    m = small_model(w_out=(3.0, 0.0, 0.0))
     with torch.no_grad():
         m.conv.bias.fill_(4.0)  # alive at the random starts (a dead ReLU has no gradient)
     before = _snapshot(m)
@@ -163,6 +165,10 @@ def test_deepmotif_generates_the_favoured_kmer():
     np.testing.assert_allclose(P.sum(1), 1.0)
     for p in P:
         assert "".join(BASES[i] for i in p.argmax(0)) == KMERS[0]
+    for window in ("contrast", "ic"):
+        Pw, _ = B.deepmotif_pwms(m, width=7, n_top=2, n_starts=6, seq_len=30, l2=0.1, lr=0.1,
+                                 n_steps=150, random_state=0, window=window)
+        assert "".join(BASES[i] for i in Pw[0].argmax(0)) == KMERS[0], window
     P2, _ = B.deepmotif_pwms(m, width=7, n_top=3, n_starts=6, seq_len=30, l2=0.1, lr=0.1,
                              n_steps=150, random_state=0)
     np.testing.assert_array_equal(P, P2)
