@@ -157,19 +157,19 @@ def test_deepmotif_generates_the_favoured_kmer():
     with torch.no_grad():
         m.conv.bias.fill_(4.0)  # alive at the random starts (a dead ReLU has no gradient)
     before = _snapshot(m)
-    X, s = B.deepmotif(m, n_starts=6, seq_len=30, l2=0.1, lr=0.1, n_steps=150, random_state=0)
+    X, s = B.deepmotif(m, n_starts=6, seq_len=30, l2=0.1, lr=0.1, n_steps=100, random_state=0)
     assert X.shape == (6, 4, 30) and torch.all(s[:-1] >= s[1:])
     P, sc = B.deepmotif_pwms(m, width=7, n_top=3, n_starts=6, seq_len=30, l2=0.1, lr=0.1,
-                             n_steps=150, random_state=0)
+                             n_steps=100, random_state=0)
     assert P.shape == (3, 4, 7) and sc.shape == (3,)
     np.testing.assert_allclose(P.sum(1), 1.0)
     for p in P:
         assert "".join(BASES[i] for i in p.argmax(0)) == KMERS[0]
     for window in ("contrast", "ic"):
         Pw, _ = B.deepmotif_pwms(m, width=7, n_top=2, n_starts=6, seq_len=30, l2=0.1, lr=0.1,
-                                 n_steps=150, random_state=0, window=window)
+                                 n_steps=100, random_state=0, window=window)
         assert "".join(BASES[i] for i in Pw[0].argmax(0)) == KMERS[0], window
     P2, _ = B.deepmotif_pwms(m, width=7, n_top=3, n_starts=6, seq_len=30, l2=0.1, lr=0.1,
-                             n_steps=150, random_state=0)
+                             n_steps=100, random_state=0)
     np.testing.assert_array_equal(P, P2)
     _unchanged(m, before)
