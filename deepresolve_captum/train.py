@@ -8,8 +8,7 @@ eps 1e-8) for anyone who wants it. What decides whether set I's XOR is learnt as
 detectors is how completely it is learnt: the demo and the benchmark use Adam with lr 2e-3 for 12
 epochs, which drives the CAGGTC+GCTCAT+CGCTTG logit well below zero; lr 1e-3 for 12 epochs stops at
 AUC ~0.987 with that "veto" half learnt, and on the models we tried DeepResolve then found no XOR
-modes. Initialise the
-Keras way (``zoo.keras_init_``) before calling, as the paper did.
+modes. Initialise the Keras way (``zoo.keras_init_``) before calling, as the paper did.
 
 Every output is a sigmoid task (the paper's set II network also ends in four sigmoids), so ``y`` is a
 (N, n_outputs) matrix of 0/1 targets.
