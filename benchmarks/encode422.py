@@ -47,7 +47,8 @@ from deepresolve_captum.zoo import EncodeZooStack, load_encode_zoo
 ALL_METHODS = ("deepresolve", "saliency", "grad_x_input", "deeplift", "deepmotif")
 LABELS = {"deepresolve": "DeepResolve (OFIV)", "saliency": "saliency @fc1",
           "grad_x_input": "grad x input @fc1", "deeplift": "DeepLIFT @fc1",
-          "deepmotif": "enhanced DeepMotif", "random": "control: random order",
+          "deepmotif": "enhanced DeepMotif", "authors": "authors' saved OFIV",
+          "random": "control: random order",
           "any16": "control: any of 16"}
 INPUT_DEPENDENT = ("saliency", "grad_x_input", "deeplift")
 TOPS = (1, 3, 5)
@@ -217,6 +218,9 @@ def main(argv=None):
                                                 random_state=seed)
                     timing[m] += time.perf_counter() - t
                     orders[m] = np.argsort(-sc.numpy(), kind="stable")
+        if name in authors.index:  # reference: the same protocol on the authors' own OFIVs
+            theirs = authors.loc[name, [f"ofiv_{k}" for k in range(16)]].to_numpy(float)
+            orders["authors"] = np.argsort(-theirs, kind="stable")
         orders["random"] = rng.permutation(16)
         orders["any16"] = np.argsort(p_known, kind="stable")  # ceiling: the best filter first
         for m, order in orders.items():
@@ -261,6 +265,8 @@ def main(argv=None):
 def report(df, methods, timing, args, out):
     n = len(df)
     shown = [m for m in ALL_METHODS if m in methods] + ["random", "any16"]
+    if "authors_top1_p0.05" in df and df["authors_top1_p0.05"].notna().all():
+        shown.insert(shown.index("random"), "authors")
     print()
     print(f"Table 1 on {n} of the authors' ENCODE TF models (known JASPAR 2016 motif hit by a "
           f"top-k channel at TOMTOM p < cut; filter matrices: {args.pwm} rule; DeepResolve "
@@ -289,7 +295,7 @@ def report(df, methods, timing, args, out):
         print("Rank of the best-matching filter, DeepResolve vs input-dependent methods "
               "(two-sided; 'less' = DeepResolve ranks it higher):")
         a = df["deepresolve_best_filter_rank"].to_numpy()
-        for m in INPUT_DEPENDENT + ("random",):
+        for m in INPUT_DEPENDENT + ("authors", "random"):
             if f"{m}_best_filter_rank" not in df:
                 continue
             b = df[f"{m}_best_filter_rank"].to_numpy()
