@@ -222,7 +222,7 @@ def synthetic_set_two(n_sequences=100_000, seq_len=50, random_state=0):
 
 
 @torch.no_grad()
-def planted_motif_response(model, layer, motifs, n=256, seq_len=100, random_state=0):
+def planted_motif_response(model, layer, motifs, n=256, seq_len=50, random_state=0):
     """How much each channel of ``layer`` responds to each planted motif.
 
     For ``n`` random backgrounds (i.i.d. uniform, as the datasets use), the motif is written at a
