@@ -182,3 +182,24 @@ def test_class_similarity_ranks_sharing_classes_above_unrelated():
     assert sim[0, 1] > sim[0, 2] + 0.3 and sim[0, 1] > sim[1, 2] + 0.3
     d = class_difference(s.ofiv, 0, 1)
     assert d[3] > 0.4 and d[4] < -0.4
+
+
+def test_spread_between_nearby_optima_is_one_component():
+    """Every start reached one mode: six channels vary 15% across starts, the rest 1%, no sign
+    flips (as in our set II models). At the old resolution (1e-6) BIC reads a mixture into
+    that; the default must not, while a channel whose FIV flips sign still separates."""
+    rng = np.random.default_rng(7)
+    T, K = 10, 32
+    base = np.abs(rng.normal(0.05, 0.02, K)) * rng.choice([-1, 1], K)
+    rel = np.full(K, 0.01)
+    rel[:6] = 0.15
+    fiv = base * (1 + rel * rng.standard_normal((T, K)))
+    scores = rng.uniform(1, 2, (1, T))
+    assert summarize(fiv[None], scores, reg_covar=1e-6).n_components[0] > 1
+    s = summarize(fiv[None], scores)
+    assert s.n_components[0] == 1 and not s.nonadditive.any()
+    fiv[:5, 20], fiv[5:, 20] = 0.1, -0.1                                       # a sign flip
+    s = summarize(fiv[None], scores)
+    assert s.n_components[0] > 1 and s.nonadditive[0, 20] and s.nonadditive[0].sum() <= 3
+    with pytest.raises(ValueError, match="reg_covar"):
+        summarize(fiv[None], scores, reg_covar=0)
