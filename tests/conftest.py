@@ -8,6 +8,8 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+# memelite/tangermeme compile with numba on first use (~40 s): cache it in the checkout (ignored)
+os.environ.setdefault("NUMBA_CACHE_DIR", str(REPO / ".numba_cache"))
 
 
 def _find_shared():
