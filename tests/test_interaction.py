@@ -1,6 +1,5 @@
 """Input-space interaction check (interaction.py) on a synthetic set I model: GCTCAT x CGCTTG must
 come out XOR-like and CAGGTC x GCTCAT AND-like; plus the logic classifier and planting."""
-import os
 
 import numpy as np
 import pytest
