@@ -10,7 +10,8 @@ numpy array (or array-like)   ``_C`` (C++), else numpy               numpy, inpu
 torch CPU tensor              ``_C`` on a zero-copy numpy view,      torch tensor (CPU),
                               else torch                             input's dtype
 torch CUDA tensor             ``_C`` CUDA kernels when built with    torch tensor on the same
-                              CUDA and a GPU is usable, else torch   device, input's dtype
+                              CUDA, a GPU is usable and              device, input's dtype
+                              DEEPRESOLVE_CUDA_KERNELS=1, else torch
 ============================  =====================================  ==========================
 
 float32 and float64 are kept; any other dtype is computed in float64 (half precision: float32).
@@ -72,9 +73,21 @@ def native_available():
 _cuda_state = {}
 
 
+def _cuda_kernels_opted_in():
+    return os.environ.get("DEEPRESOLVE_CUDA_KERNELS", "").strip() in ("1", "true", "yes", "on")
+
+
 def cuda_native_available():
-    """True when ``_C`` was built with CUDA, a GPU is visible to it, and native is not switched off."""
-    if not _native_allowed() or not getattr(_C, "has_cuda", False):
+    """True when ``_C`` was built with CUDA, a GPU is visible to it, native is not switched off,
+    and ``DEEPRESOLVE_CUDA_KERNELS=1`` is set.
+
+    The CUDA kernels are opt-in until they have been validated on a GPU (the sessions that wrote
+    them had none: they compile and link, but have never run). Without the opt-in, CUDA tensors
+    take the torch path, which is tested. ``tests/test_stats.py -k cuda`` on a GPU machine is the
+    check to run before making them the default.
+    """
+    if not _native_allowed() or not getattr(_C, "has_cuda", False) or \
+            not _cuda_kernels_opted_in():
         return False
     if "count" not in _cuda_state:
         _cuda_state["count"] = int(_C.cuda_device_count())

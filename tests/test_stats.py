@@ -421,7 +421,8 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
 @cuda
 @pytest.mark.parametrize("native", [True, False], ids=["native-cuda", "torch-cuda"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=["float64", "float32"])
-def test_cuda_paths(native, dtype):
+def test_cuda_paths(native, dtype, monkeypatch):
+    monkeypatch.setenv("DEEPRESOLVE_CUDA_KERNELS", "1")
     if native and not _stats.cuda_native_available():
         pytest.skip("_C was built without CUDA or its runtime sees no GPU")
     rng = np.random.default_rng(11)
@@ -476,3 +477,20 @@ def test_tensor_into_out(tmp_path):
     got = _stats.pearson(torch.from_numpy(x), clip_negative=True, out=mm)
     assert got is mm
     assert_close(np.asarray(mm), ref_pearson(x, True), np.float32)
+
+
+def test_cuda_kernels_are_opt_in(monkeypatch):
+    """Never-validated CUDA kernels must not be the default path, even with a GPU visible."""
+    class FakeC:
+        has_cuda = True
+
+        @staticmethod
+        def cuda_device_count():
+            return 1
+
+    monkeypatch.setattr(_stats, "_C", FakeC)
+    monkeypatch.setattr(_stats, "_cuda_state", {})
+    monkeypatch.delenv("DEEPRESOLVE_CUDA_KERNELS", raising=False)
+    assert not _stats.cuda_native_available()
+    monkeypatch.setenv("DEEPRESOLVE_CUDA_KERNELS", "1")
+    assert _stats.cuda_native_available()
