@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .adapters import make_references
 from .motifs import _normalise_columns, random_one_hot
 
 __all__ = ["model_positives", "layer_saliency", "layer_grad_x_input", "layer_deeplift",
@@ -187,10 +188,9 @@ def layer_grad_x_input(model, layer, X, target=0, attribute_to_layer_input=False
 
 
 def _shuffled_references(X, n_shuffles, random_state):
-    from tangermeme.ersatz import dinucleotide_shuffle
-
-    R = dinucleotide_shuffle(X, n=n_shuffles, random_state=random_state)  # (N, n, 4, L)
-    return R.transpose(0, 1).reshape(-1, *X.shape[1:])  # shuffle-major: (n * N, 4, L)
+    """Dinucleotide-shuffled references, shuffle-major: (n_shuffles * N, 4, L)."""
+    R = make_references(X, "shuffle", n_shuffles, random_state)          # (N, n, 4, L)
+    return R.transpose(0, 1).reshape(-1, *X.shape[1:]).to(X.dtype)
 
 
 def layer_deeplift(model, layer, X, target=0, attribute_to_layer_input=False, n_shuffles=10,
