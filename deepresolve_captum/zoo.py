@@ -67,7 +67,7 @@ class DeepSEA(nn.Module):
     """DeepSEA (Zhou & Troyanskaya 2015) without the final sigmoid: (N, 4, 1000) -> (N, 919) logits.
 
     The paper analyses the input of the third convolution: ``layer=model.conv3`` with
-    ``attribute_to_layer_input=True`` (480 channels x 53 positions at 1000 bp).
+    ``attribute_to_layer_input=True`` (480 channels x 60 positions at 1000 bp).
     """
 
     def __init__(self, n_outputs=919, seq_len=1000):
