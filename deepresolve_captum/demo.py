@@ -126,7 +126,6 @@ def check_set_one(summary, response, frac=0.5, target=0):
     i_xor = [SET_ONE_MOTIFS.index(m) for m in SET_ONE_XOR_MOTIFS]
     xor = det[:, i_xor].any(1)
     and_ = det[:, i_and] & ~xor
-    cat = np.asarray(summary.category[target])
     nonadd = np.asarray(summary.nonadditive[target]).astype(bool)
     ofiv = np.asarray(summary.ofiv[target])
     fiv = np.asarray(summary.fiv[target])                      # (T, K)
@@ -348,7 +347,7 @@ def describe_set_one(run):
 
 def describe_set_two(run):
     """A short text summary of a set II run."""
-    s, c = run.summary, run.checks
+    c = run.checks
     lines = ["DeepResolve on synthetic set II (1 = GATA+CAGATG, 2 = TCAT+CAGATG, 3 = GATA+TCAT, 4 = CGCTTG)",
              f"held-out AUC {np.round(run.train.val_auc, 4).tolist()} (paper: 0.968 0.967 0.979 0.994); "
              f"lambda {run.l2:.3g}; BIC components per class {c['n_components']}"]

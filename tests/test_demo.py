@@ -7,19 +7,9 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 from deepresolve_captum import cli  # noqa: E402
 from deepresolve_captum.summary import EnsembleSummary  # noqa: E402
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Training here is small: one thread is faster than two on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_cli_demo_writes_figures_and_summary(tmp_path):

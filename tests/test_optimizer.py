@@ -145,9 +145,6 @@ def test_ascent_improves_on_start_and_is_a_local_max():
     opt = LayerFeatureOptimizer(m, m.pool)
     fims, scores = opt.attribute(torch.zeros(1, 4, 50), target=0, n_starts=3, l2=0.3, seed=5,
                                  return_scores=True)
-    h = fims[0].clone().requires_grad_(True)
-    with torch.no_grad():
-        pass
     # small random perturbations do not raise the objective (a local maximum)
     def objective(hh):
         handle = m.pool.register_forward_hook(lambda mod, a, o: hh)

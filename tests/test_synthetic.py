@@ -1,19 +1,8 @@
 """Small, seeded versions of the paper's synthetic experiments (the full ones: benchmarks/synthetic.py)."""
 import numpy as np
-import pytest
-import torch
 
-from deepresolve_captum.demo import check_set_one, detectors, logic_table, run_synthetic, xor_learned
+from deepresolve_captum.demo import check_set_one, detectors, run_synthetic
 from deepresolve_captum.summary import summarize
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Training here is small: one thread is faster than two on a shared, loaded CPU."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_set_one_xor_seen_as_non_additive():
