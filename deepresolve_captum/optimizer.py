@@ -258,17 +258,17 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             for p, _ in params:
                 p.requires_grad_(False)
             run = _Runner(self.forward_func, swap, inputs, extra, n_examples)
-            value, n_outputs = run.probe()
+            run.probe()
             targets = _parse_targets(target, run.output_shape)
             if isinstance(l2, str):
-                l2, l2_auto = self._auto_l2(run, value, targets, init_scale, seed, max_steps,
+                l2, l2_auto = self._auto_l2(run, targets, init_scale, seed, max_steps,
                                             tol, patience)
             else:
                 l2_auto = None
             step_max = float(lr) if lr is not None else 1.0 / (2.0 * l2)
             per_row = run.bytes_per_row()
             if chunk_size is None:
-                budget = memory_budget or _default_budget(value.device)
+                budget = memory_budget or _default_budget(run.device)
                 chunk_size = max(1, int(budget // max(per_row, 1)))
             fims, scores, steps, objective, converged = self._ascend_all(
                 run, targets, n_starts, l2, step_max, init_scale, seed, max_steps, tol,
@@ -294,7 +294,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         return fims
 
     # ------------------------------------------------------------------ internals
-    def _auto_l2(self, run, value, targets, init_scale, seed, max_steps, tol, patience):
+    def _auto_l2(self, run, targets, init_scale, seed, max_steps, tol, patience):
         """The paper's heuristic: FIM norm comparable to the norm of the mean feature map."""
         mean_map = run.mean_activation()
         target_norm = float(mean_map.norm())
@@ -499,7 +499,6 @@ class _Runner:
             ok = (both is not None and alone is not None and both.shape[0] == 2
                   and torch.allclose(both[1], alone[0], rtol=1e-4, atol=1e-5))
         self.recompute = not ok
-        return value, int(np.prod(self.output_shape)) if self.output_shape else 1
 
     def _forward_raw(self, h, expand):
         self.swap.replacement = h
