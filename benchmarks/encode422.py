@@ -42,6 +42,7 @@ from scipy import stats
 from deepresolve_captum import LayerFeatureOptimizer, summarize
 from deepresolve_captum import baselines as B
 from deepresolve_captum import motifs as M
+from deepresolve_captum.adapters import make_references
 from deepresolve_captum.zoo import EncodeZooStack, load_encode_zoo
 
 ALL_METHODS = ("deepresolve", "saliency", "grad_x_input", "deeplift", "deepmotif")
@@ -55,6 +56,10 @@ TOPS = (1, 3, 5)
 CUTS = (0.05, 0.5)
 
 
+def _l2_arg(v):
+    return "auto" if v == "auto" else float(v)
+
+
 def parse_args(argv=None):
     default_models = Path(__file__).resolve().parents[2] / "shared" / "data" / "encode422"
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -66,7 +71,10 @@ def parse_args(argv=None):
     p.add_argument("--methods", default=",".join(ALL_METHODS),
                    help=f"comma-separated subset of {','.join(ALL_METHODS)}")
     p.add_argument("--starts", type=int, default=10, help="DeepResolve random starts T")
-    p.add_argument("--l2", type=float, default=2.8, help="DeepResolve lambda (authors': 2.8)")
+    p.add_argument("--l2", type=_l2_arg, default=2.8,
+                   help="DeepResolve lambda (authors': 2.8), or 'auto': the paper's heuristic per model "
+                        "(FIM norm ~ mean fc1-input norm on realistic sequences: the model-derived "
+                        "positives and one dinucleotide shuffle of each, like a ChIP-seq training set)")
     p.add_argument("--no-batch", action="store_true",
                    help="run DeepResolve model by model instead of the whole zoo as one batch")
     p.add_argument("--dm-starts", type=int, default=20, help="enhanced DeepMotif random starts")
@@ -104,7 +112,14 @@ def rank_of(order, item):
     return int(np.where(np.asarray(order) == item)[0][0]) + 1
 
 
-def run_deepresolve(zoo, n_starts, l2, seed, batch=True):
+def auto_l2_inputs(model, n_pos, n_candidates, seed):
+    """Realistic sequences for ``l2="auto"``: the model-derived positives and one dinucleotide
+    shuffle of each (the negatives of the authors' ChIP-seq sets were shuffles) -> (2 n_pos, 4, 101)."""
+    X = B.model_positives(model, n=n_pos, n_candidates=n_candidates, random_state=seed)
+    return torch.cat([X, make_references(X, "shuffle", n_shuffles=1, random_state=seed)[:, 0]])
+
+
+def run_deepresolve(zoo, n_starts, l2, seed, batch=True, auto_inputs=None):
     """DeepResolve (ascent at the fc1 input + summary) for every model of the zoo.
 
     batch=True stacks the zoo into one network whose output is the sum of the logits
@@ -112,11 +127,16 @@ def run_deepresolve(zoo, n_starts, l2, seed, batch=True):
     one batched ascent of the (M * 16)-dim fc1 input optimises every H_m, each ending at a
     stationary point of its own objective; the per-model class scores then weight the starts
     and one ``summarize`` call handles the M targets. batch=False runs the engine per model.
+    l2="auto" needs batch=False (one lambda per model) and ``auto_inputs(name, model)`` -> the
+    sequences of the heuristic; the lambda chosen is returned as ``l2``.
 
     Returns dict name -> {ofiv (16,), n_components, n_nonadditive, steps}.
     """
     x0 = torch.zeros(1, 4, 101)
     names = list(zoo)
+    lams = [l2] * len(names)
+    if l2 == "auto" and batch:
+        raise ValueError("l2='auto' chooses one lambda per model: use batch=False")
     if batch:
         stack = EncodeZooStack(zoo, sum_outputs=True).eval()
         opt = LayerFeatureOptimizer(stack, stack.fc1)
@@ -129,17 +149,20 @@ def run_deepresolve(zoo, n_starts, l2, seed, batch=True):
         steps = [int(opt.diagnostics.steps.max())] * len(names)
     else:
         fl, sl, steps = [], [], []
-        for m in zoo.values():
+        for i, (name, m) in enumerate(zoo.items()):
             opt = LayerFeatureOptimizer(m, m.fc1)
-            f, sc = opt.attribute(x0, target=0, n_starts=n_starts, l2=l2, seed=seed,
+            inputs = auto_inputs(name, m) if l2 == "auto" else x0
+            f, sc = opt.attribute(inputs, target=0, n_starts=n_starts, l2=l2, seed=seed,
                                   attribute_to_layer_input=True, return_scores=True)
+            lams[i] = float(opt.diagnostics.l2)
             fl.append(f[0])
             sl.append(sc[0])
             steps.append(int(opt.diagnostics.steps.max()))
         s = summarize(torch.stack(fl), torch.stack(sl), random_state=0)
     return {n: dict(ofiv=np.asarray(s.ofiv[i], dtype=float),
                     n_components=int(s.n_components[i]),
-                    n_nonadditive=int(np.asarray(s.nonadditive[i]).sum()), steps=steps[i])
+                    n_nonadditive=int(np.asarray(s.nonadditive[i]).sum()), steps=steps[i],
+                    l2=float(lams[i]))
             for i, n in enumerate(names)}
 
 
@@ -167,10 +190,22 @@ def main(argv=None):
     rows = []
     if "deepresolve" in methods:
         t = time.perf_counter()
-        dres = run_deepresolve(zoo, args.starts, args.l2, args.seed, batch=not args.no_batch)
+        if args.l2 == "auto":
+            args.no_batch = True
+            names = list(zoo)
+            auto_inputs = lambda name, m: auto_l2_inputs(  # noqa: E731
+                m, args.n_pos, args.n_candidates, args.seed * 100003 + names.index(name))
+        else:
+            auto_inputs = None
+        dres = run_deepresolve(zoo, args.starts, args.l2, args.seed, batch=not args.no_batch,
+                               auto_inputs=auto_inputs)
         timing["deepresolve"] = time.perf_counter() - t
         print(f"DeepResolve on {len(zoo)} models ({'one by one' if args.no_batch else 'one batch'}"
               f", T = {args.starts}): {timing['deepresolve']:.1f} s", flush=True)
+        if args.l2 == "auto":
+            lam = np.array([d["l2"] for d in dres.values()])
+            print(f"l2='auto' chose lambda: median {np.median(lam):.3g} (IQR {np.percentile(lam, 25):.3g}-"
+                  f"{np.percentile(lam, 75):.3g}, range {lam.min():.3g}-{lam.max():.3g})", flush=True)
     for i, (name, model) in enumerate(zoo.items()):
         info = meta.set_index("name").loc[name]
         known = info["jaspar2016_id"]
@@ -203,6 +238,7 @@ def main(argv=None):
             row["n_components"] = dres[name]["n_components"]
             row["n_nonadditive"] = dres[name]["n_nonadditive"]
             row["ascent_steps_max"] = dres[name]["steps"]
+            row["l2"] = dres[name]["l2"]
         # --- input-dependent baselines at the fc1 input
         if any(m in methods for m in INPUT_DEPENDENT):
             t = time.perf_counter()
