@@ -123,18 +123,18 @@ void set_isa(const std::string& name) {
 
 KernelInfo<double> kernel_double() {
 #ifdef DR_X86
-    if (g_isa == AVX512) return {&avx512::ukernel<double, 16, 12>, 16, 12};
-    if (g_isa == AVX2) return {&avx2::ukernel<double, 8, 6>, 8, 6};
+    if (g_isa == AVX512) return {&avx512::ukernel<double, avx512::MR_D, avx512::NR_D>, avx512::MR_D, avx512::NR_D};
+    if (g_isa == AVX2) return {&avx2::ukernel<double, avx2::MR_D, avx2::NR_D>, avx2::MR_D, avx2::NR_D};
 #endif
-    return {&generic::ukernel<double, 4, 6>, 4, 6};
+    return {&generic::ukernel<double, generic::MR_D, generic::NR_D>, generic::MR_D, generic::NR_D};
 }
 
 KernelInfo<float> kernel_float() {
 #ifdef DR_X86
-    if (g_isa == AVX512) return {&avx512::ukernel<float, 32, 12>, 32, 12};
-    if (g_isa == AVX2) return {&avx2::ukernel<float, 16, 6>, 16, 6};
+    if (g_isa == AVX512) return {&avx512::ukernel<float, avx512::MR_F, avx512::NR_F>, avx512::MR_F, avx512::NR_F};
+    if (g_isa == AVX2) return {&avx2::ukernel<float, avx2::MR_F, avx2::NR_F>, avx2::MR_F, avx2::NR_F};
 #endif
-    return {&generic::ukernel<float, 8, 6>, 8, 6};
+    return {&generic::ukernel<float, generic::MR_F, generic::NR_F>, generic::MR_F, generic::NR_F};
 }
 
 }  // namespace dr

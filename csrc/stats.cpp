@@ -487,9 +487,13 @@ long kslice() {
     return v;
 }
 
-// Rows [r0, r1) of the upper triangle: out[i, j] for j >= i, each value also written at out[j, i]
-// (the tile is column-major, so the mirror is MR contiguous values per row j). `out` is row 0 of
-// the whole matrix. Every pair (a < b) is owned by the task holding row a: no write races.
+// Rows [r0, r1) of the upper triangle: out[i, j] for j >= i, and their mirror out[j, i]. The
+// tiles (column-major) are written to the lower triangle only, as contiguous runs of the group's
+// rows in each row j; the task then fills its rows' upper part by a blocked transpose of the strip
+// it wrote. (Writing each tile both ways wrote 12-value pieces of rows i that were evicted before
+// the next tile completed their cache lines: 1.4 of 9.2 ms at 919 x 480 float64, now 0.7.)
+// `out` is row 0 of the whole matrix. Every pair (a < b) is owned by the task holding row a: no
+// write races.
 template <class T>
 void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T* out, long ldo) {
     const long n = P.n, K = P.K, MR = ki.MR, NR = ki.NR;
@@ -502,33 +506,43 @@ void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T
         Aligned<double> acc((size_t)group * MR * NR);
         for (long task = tb; task < te; ++task) {
             const long ga = p0 + task * group, gb = std::min(p1, ga + group);
-            const long row_lo = ga * MR;
+            const long row_lo = ga * MR, row_hi = std::min(r1, gb * MR);  // the task's rows
             for (long jp = row_lo / NR; jp < P.nB; ++jp) {
                 const long c0 = jp * NR, c1 = std::min(n, c0 + NR);
-                long ip_first = ga;  // first row panel of the group with a tile on/above the diagonal
-                while (ip_first < gb && c1 - 1 < ip_first * MR) ++ip_first;
-                if (ip_first >= gb) continue;
-                std::memset(acc.p, 0, sizeof(double) * group * MR * NR);
+                // Row panels of the group with a tile on or above the diagonal: those whose first
+                // row is <= the panel's last column (a tile wholly below it is never needed: its
+                // values are the mirror of tiles some task computes above the diagonal).
+                const long ip_end = std::min(gb, (c1 - 1) / MR + 1);
+                if (ip_end <= ga) continue;
+                std::memset(acc.p, 0, sizeof(double) * (ip_end - ga) * MR * NR);
                 for (long k0 = 0; k0 < K; k0 += kc) {
                     const long kn = std::min(kc, K - k0);
                     const T* b = P.bpanel(jp) + k0 * NR;
-                    for (long ip = ip_first; ip < gb; ++ip)
+                    for (long ip = ga; ip < ip_end; ++ip)
                         ki.fn(P.apanel(ip) + k0 * MR, b, kn, kf, acc.p + (ip - ga) * MR * NR);
                 }
-                for (long ip = ip_first; ip < gb; ++ip) {
-                    const long i0 = ip * MR, i1 = std::min(r1, i0 + MR);
-                    const double* tile = acc.p + (ip - ga) * MR * NR;
-                    for (long i = i0; i < i1; ++i) {  // upper triangle, along rows i
-                        T* orow = out + i * ldo;
-                        for (long j = std::max(c0, i); j < c1; ++j)
-                            orow[j] = (j == i) ? (T)1 : (T)clip1(tile[(j - c0) * MR + (i - i0)]);
-                    }
-                    for (long j = std::max(c0, i0 + 1); j < c1; ++j) {  // its mirror: (j, i) for i < j,
-                        T* mrow = out + j * ldo;                       // MR contiguous values per row j
-                        const double* tcol = tile + (j - c0) * MR - i0;
-                        const long ie = std::min(i1, j);
+                // Lower triangle only, row j of out: (j, i) for i <= j, the group's rows i being
+                // contiguous in each tile column (GROUP * MR values per row j, vectorised).
+                for (long j = c0; j < c1; ++j) {
+                    T* mrow = out + j * ldo;
+                    for (long ip = ga; ip < ip_end; ++ip) {
+                        const long i0 = ip * MR, ie = std::min(std::min(r1, i0 + MR), j);
+                        const double* tcol = acc.p + (ip - ga) * MR * NR + (j - c0) * MR - i0;
                         for (long i = i0; i < ie; ++i) mrow[i] = (T)clip1(tcol[i]);
                     }
+                    if (j >= row_lo && j < row_hi) mrow[j] = (T)1;
+                }
+            }
+            // Upper triangle of the group's rows from the lower strip it has just written (only
+            // this task writes out[j, i] for i in its rows): a blocked transpose, each row i
+            // written in runs of TB contiguous values, instead of NR-value pieces per tile.
+            constexpr long TB = 32;
+            for (long jb = row_lo; jb < n; jb += TB) {
+                const long je = std::min(n, jb + TB);
+                for (long i = row_lo; i < std::min(row_hi, je); ++i) {
+                    T* __restrict orow = out + i * ldo;
+                    const T* __restrict col = out + i;
+                    for (long j = std::max(jb, i + 1); j < je; ++j) orow[j] = col[j * ldo];
                 }
             }
         }
