@@ -56,7 +56,8 @@ def model_line(dataset, i, run):
         a, b = c["strongest_xor"]
         detail = (f"BIC {c['n_components']}  xor ch {c['xor_channels']} and ch {c['and_channels']} "
                   f"nonadd ch {c['nonadditive_channels']}  strongest GCTCAT/CGCTTG ch {a}/{b} "
-                  f"opposite {c['opposite_fraction']:.0%}  top nonadd {c['top_nonadditive']} "
+                  f"opposite {c['opposite_fraction']:.0%}  starts GCTCAT:CGCTTG mode "
+                  f"{c['mode_split'][0]}:{c['mode_split'][1]}  top nonadd {c['top_nonadditive']} "
                   f"top add {c['top_additive']}")
         names = SET_ONE_CLAIMS
     else:

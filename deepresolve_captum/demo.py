@@ -119,7 +119,11 @@ def check_set_one(summary, response, frac=0.5, target=0):
     * ``bic_gt1``: BIC picks more than one mixture component.
 
     Reported, not part of ``all``: ``xor_sign_flip`` (both strongest XOR detectors change sign
-    across the starts, i.e. the ascent found both XOR modes) and ``strongest_xor_nonadditive``.
+    across the starts, i.e. the ascent found both XOR modes), ``strongest_xor_nonadditive`` and
+    ``mode_split``: how many starts ended in the GCTCAT mode and how many in the CGCTTG mode (the
+    strongest detector of that motif has the larger FIV of the two). The split does not change a
+    channel's IL relative to the others' (every channel's weighted variance scales with the same
+    p(1 - p)), but a 9:1 split shows that one mode scores far higher than the other.
     """
     det = detectors(response, frac)
     i_and = SET_ONE_MOTIFS.index(SET_ONE_AND_MOTIF)
@@ -142,11 +146,13 @@ def check_set_one(summary, response, frac=0.5, target=0):
     )
     out["all"] = all(out.values())
     flips = [bool(np.any(fiv[:, k] > 0) and np.any(fiv[:, k] < 0)) for k in (a, b)]
+    in_a = int(np.sum(fiv[:, a] > fiv[:, b])) if a != b else 0
     out.update(xor_sign_flip=bool(a != b and all(flips)),
                strongest_xor_nonadditive=bool(nonadd[a] and nonadd[b]),
                xor_channels=np.flatnonzero(xor).tolist(), and_channels=np.flatnonzero(and_).tolist(),
                nonadditive_channels=np.flatnonzero(nonadd).tolist(), strongest_xor=(a, b),
                opposite_fraction=opposite, top_nonadditive=top_nonadd, top_additive=top_add,
+               mode_split=(in_a, int(fiv.shape[0]) - in_a) if a != b else (0, 0),
                n_components=int(summary.n_components[target]))
     return out
 

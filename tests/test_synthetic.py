@@ -68,6 +68,7 @@ def test_check_set_one_on_a_constructed_ensemble():
     c = check_set_one(s, response)
     assert c["all"] and c["xor_sign_flip"], c
     assert c["strongest_xor"] == (0, 1) and c["opposite_fraction"] == 1.0
+    assert c["mode_split"] == (5, 5)  # even starts: channel 0 (GCTCAT) up
     # the same ensemble with the CAGGTC channel flipping too: the AND claim must fail
     fiv[0, :, 2] = 0.9 * mode
     c = check_set_one(summarize(fiv, s.scores, random_state=0), response)
