@@ -319,157 +319,154 @@ template int weighted_moments<float>(const float*, const double*, long, long, lo
 // ------------------------------------------------------------------------------------------
 // Pearson: row statistics in one fused pass per row (clip, NaN/inf check, min/max, mean, then the
 // centred norm from the row still in cache), the normalised rows packed into MR- and NR-row panels,
-// then the packed upper-triangle product, each tile written at (i, j) and mirrored at (j, i).
+// then the packed upper-triangle product, each tile written to the lower triangle and transposed.
 namespace {
 
 typedef double v2 __attribute__((vector_size(16)));
 
+// The normalised rows, packed: MR-row panels (A) and NR-row panels (B). When NR divides MR, there
+// is no B: an NR-row panel is a slice of an A panel, read with stride ldb = MR.
 template <class T>
 struct Packed {
     long n, K, MR, NR, nA, nB;  // nA/nB: number of MR/NR panels
+    bool b_in_a;                // B read from A (NR | MR)
     std::unique_ptr<ScratchPool::Lease> A, B;
     T* a() const { return static_cast<T*>(A->p); }
     T* b() const { return static_cast<T*>(B->p); }
     const T* apanel(long i) const { return a() + i * MR * K; }
-    const T* bpanel(long j) const { return b() + j * NR * K; }
+    const T* bpanel(long j) const {
+        return b_in_a ? apanel(j * NR / MR) + (j * NR) % MR : b() + j * NR * K;
+    }
+    long ldb() const { return b_in_a ? MR : NR; }
 };
 
+// One row's statistics in one pass (clip, NaN/inf check, min/max, sum), then the centred sum of
+// squares from the row still in cache. rp gets the row as double, clipped. Sets m and sc so that
+// (v - m) * sc is the normalised value (both 0 for an exactly constant row: it stays all-zero, 0
+// against the others). Returns false for a NaN/inf, or finite values whose sums overflow.
 template <class T>
-void pack_panels(const T* x, long xs0, long xs1, long n, long K, bool clip, const double* mu,
-                 const double* scale, T* dst, long P, long npanels) {
-    parallel_for(npanels, 4, [&](long pb, long pe, int) {
-    for (long ip = pb; ip < pe; ++ip) {
-        T* d = dst + ip * P * K;
-        const long i0 = ip * P;
-        const long rows = std::min(P, n - i0);
-        for (long p = 0; p < K; ++p) {
-            T* dp = d + p * P;
-            for (long r = 0; r < rows; ++r) {
-                double v = (double)x[(i0 + r) * xs0 + p * xs1];
-                if (clip && v < 0.0) v = 0.0;
-                dp[r] = (T)((v - mu[i0 + r]) * scale[i0 + r]);
-            }
-            for (long r = rows; r < P; ++r) dp[r] = (T)0;
+bool row_stats(const T* xi, long xs1, long K, bool clip, double* __restrict rp, double& m_out,
+               double& sc_out) {
+    if (xs1 == 1)
+        for (long p = 0; p < K; ++p) rp[p] = (double)xi[p];
+    else
+        for (long p = 0; p < K; ++p) rp[p] = (double)xi[p * xs1];
+    // Explicit 16-byte vectors (GCC/Clang extensions; the baseline SSE2/NEON width, wider ones
+    // spill when compiled without -mavx): reductions vectorise without -ffast-math.
+    // poison: 0 * v is 0 for finite v and NaN for NaN/inf; checked before clipping.
+    const v2 zero2 = {0, 0};
+    v2 sa = zero2, sb = zero2, za = zero2, zb = zero2;
+    v2 loa = {INFINITY, INFINITY}, lob = loa, hia = -loa, hib = -loa;
+    long p = 0;
+    for (; p + 4 <= K; p += 4) {
+        v2 va, vb;
+        __builtin_memcpy(&va, rp + p, sizeof va);
+        __builtin_memcpy(&vb, rp + p + 2, sizeof vb);
+        za += va * 0.0;
+        zb += vb * 0.0;
+        if (clip) {
+            va = va < zero2 ? zero2 : va;
+            vb = vb < zero2 ? zero2 : vb;
+            __builtin_memcpy(rp + p, &va, sizeof va);
+            __builtin_memcpy(rp + p + 2, &vb, sizeof vb);
         }
+        sa += va;
+        sb += vb;
+        loa = va < loa ? va : loa;
+        lob = vb < lob ? vb : lob;
+        hia = va > hia ? va : hia;
+        hib = vb > hib ? vb : hib;
     }
-    });
+    sa += sb;
+    za += zb;
+    loa = lob < loa ? lob : loa;
+    hia = hib > hia ? hib : hia;
+    double s = sa[0] + sa[1], z = za[0] + za[1];
+    double lo = std::min(loa[0], loa[1]), hi = std::max(hia[0], hia[1]);
+    for (; p < K; ++p) {
+        double v = rp[p];
+        z += v * 0.0;
+        v = (clip && v < 0.0) ? 0.0 : v;
+        rp[p] = v;
+        s += v;
+        lo = std::min(lo, v);
+        hi = std::max(hi, v);
+    }
+    m_out = 0.0;
+    sc_out = 0.0;
+    if (z != 0.0) return false;  // NaN/inf
+    if (!(hi > lo)) return true;  // an exactly constant row
+    const double m = s / (double)K;
+    v2 qa = zero2, qb = zero2;
+    long q = 0;
+    for (; q + 4 <= K; q += 4) {
+        v2 va, vb;
+        __builtin_memcpy(&va, rp + q, sizeof va);
+        __builtin_memcpy(&vb, rp + q + 2, sizeof vb);
+        va -= m;
+        vb -= m;
+        qa += va * va;
+        qb += vb * vb;
+    }
+    qa += qb;
+    double ss = qa[0] + qa[1];
+    for (; q < K; ++q) {
+        const double d = rp[q] - m;
+        ss += d * d;
+    }
+    if (!std::isfinite(m) || !std::isfinite(ss)) return false;  // finite values whose sums overflow
+    m_out = m;
+    sc_out = ss > 0.0 ? 1.0 / std::sqrt(ss) : 0.0;
+    return true;
 }
 
-// Row statistics in one pass over each row (clip, min/max, sum), then a second pass over the row
-// (in cache) for the centred sum of squares; then both packings, panel by panel, written in order.
-// Returns the first row with a NaN/inf, or -1.
+// rows x K doubles (row stride K) -> P-row panels, element [p * P + r]; rows >= `rows` are 0.
+// Written in destination order (sequential stores; the P source rows stay in L1 across p).
+template <class T>
+void to_panels(const double* buf, long rows, long K, long P, long npanels, T* dst) {
+    for (long ip = 0; ip < npanels; ++ip) {
+        T* __restrict d = dst + ip * P * K;
+        const double* src = buf + ip * P * K;
+        const long nr = std::max(0L, std::min(P, rows - ip * P));
+        for (long p = 0; p < K; ++p, d += P) {
+            for (long r = 0; r < nr; ++r) d[r] = (T)src[r * K + p];
+            for (long r = nr; r < P; ++r) d[r] = (T)0;
+        }
+    }
+}
+
+// The rows, L = lcm(MR, NR) at a time (one chunk per task): each row's statistics and normalised
+// values into a chunk buffer (x is read once), then the chunk's MR-row panels (A) and NR-row
+// panels (B) from the buffer. Returns the first row with a NaN/inf (or overflowing sums), or -1.
 template <class T>
 long pack_rows(const T* x, long xs0, long xs1, long n, long K, bool clip, Packed<T>& P) {
+    const long MR = P.MR, NR = P.NR;
+    long L = MR;
+    while (L % NR) L += MR;  // lcm(MR, NR)
+    const long nchunks = (n + L - 1) / L;
     long bad = -1;
-    std::vector<double> mu(n), scale(n);
     std::mutex bad_mu;
-    parallel_for(n, 32, [&](long ib, long ie, int) {
-        std::vector<double> row(K);
-        for (long i = ib; i < ie; ++i) {
-            const T* xi = x + i * xs0;
-            double* __restrict rp = row.data();
-            if (xs1 == 1)
-                for (long p = 0; p < K; ++p) rp[p] = (double)xi[p];
-            else
-                for (long p = 0; p < K; ++p) rp[p] = (double)xi[p * xs1];
-            // Explicit 16-byte vectors (GCC/Clang extensions; the baseline SSE2/NEON width, wider
-            // ones spill when compiled without -mavx): reductions vectorise without -ffast-math.
-            // poison: 0 * v is 0 for finite v and NaN for NaN/inf; checked before clipping.
-            const v2 zero2 = {0, 0};
-            v2 sa = zero2, sb = zero2, za = zero2, zb = zero2;
-            v2 loa = {INFINITY, INFINITY}, lob = loa, hia = -loa, hib = -loa;
-            long p = 0;
-            for (; p + 4 <= K; p += 4) {
-                v2 va, vb;
-                __builtin_memcpy(&va, rp + p, sizeof va);
-                __builtin_memcpy(&vb, rp + p + 2, sizeof vb);
-                za += va * 0.0;
-                zb += vb * 0.0;
-                if (clip) {
-                    va = va < zero2 ? zero2 : va;
-                    vb = vb < zero2 ? zero2 : vb;
-                    __builtin_memcpy(rp + p, &va, sizeof va);
-                    __builtin_memcpy(rp + p + 2, &vb, sizeof vb);
-                }
-                sa += va;
-                sb += vb;
-                loa = va < loa ? va : loa;
-                lob = vb < lob ? vb : lob;
-                hia = va > hia ? va : hia;
-                hib = vb > hib ? vb : hib;
-            }
-            sa += sb;
-            za += zb;
-            loa = lob < loa ? lob : loa;
-            hia = hib > hia ? hib : hia;
-            double s = sa[0] + sa[1], z = za[0] + za[1];
-            double lo = std::min(loa[0], loa[1]), hi = std::max(hia[0], hia[1]);
-            for (; p < K; ++p) {
-                double v = rp[p];
-                z += v * 0.0;
-                v = (clip && v < 0.0) ? 0.0 : v;
-                rp[p] = v;
-                s += v;
-                lo = std::min(lo, v);
-                hi = std::max(hi, v);
-            }
-            const bool finite = (z == 0.0);
-            mu[i] = 0.0;
-            scale[i] = 0.0;
-            if (!finite) {
-                std::lock_guard<std::mutex> g(bad_mu);
-                if (bad < 0 || i < bad) bad = i;
-                continue;
-            }
-            if (hi > lo) {  // an exactly constant row stays all-zero: 0 against the others
-                const double m = s / (double)K;
-                v2 qa = zero2, qb = zero2;
-                long q = 0;
-                for (; q + 4 <= K; q += 4) {
-                    v2 va, vb;
-                    __builtin_memcpy(&va, rp + q, sizeof va);
-                    __builtin_memcpy(&vb, rp + q + 2, sizeof vb);
-                    va -= m;
-                    vb -= m;
-                    qa += va * va;
-                    qb += vb * vb;
-                }
-                qa += qb;
-                double ss = qa[0] + qa[1];
-                for (; q < K; ++q) {
-                    const double d = rp[q] - m;
-                    ss += d * d;
-                }
-                if (!std::isfinite(m) || !std::isfinite(ss)) {  // finite values whose sums overflow
+    parallel_for(nchunks, 1, [&](long cb, long ce, int) {
+        auto lease = scratch().take(sizeof(double) * (size_t)L * K);
+        double* buf = static_cast<double*>(lease->p);
+        for (long c = cb; c < ce; ++c) {
+            const long r0 = c * L, rows = std::min(L, n - r0);
+            for (long r = 0; r < rows; ++r) {
+                double* __restrict rp = buf + r * K;
+                double m, sc;
+                if (!row_stats(x + (r0 + r) * xs0, xs1, K, clip, rp, m, sc)) {
                     std::lock_guard<std::mutex> g(bad_mu);
-                    if (bad < 0 || i < bad) bad = i;
+                    if (bad < 0 || r0 + r < bad) bad = r0 + r;
                     continue;
                 }
-                mu[i] = m;
-                scale[i] = ss > 0.0 ? 1.0 / std::sqrt(ss) : 0.0;
+                for (long p = 0; p < K; ++p) rp[p] = (rp[p] - m) * sc;
             }
+            to_panels(buf, rows, K, MR, std::min(L / MR, P.nA - r0 / MR), P.a() + r0 * K);
+            if (!P.b_in_a)
+                to_panels(buf, rows, K, NR, std::min(L / NR, P.nB - r0 / NR), P.b() + r0 * K);
         }
     });
-    if (bad >= 0) return bad;
-    pack_panels(x, xs0, xs1, n, K, clip, mu.data(), scale.data(), P.a(), P.MR, P.nA);
-    // B holds the same rows as A, NR instead of MR to a panel: copy it from A (per p, NR values
-    // from at most a few cache lines) rather than gathering and normalising x a second time.
-    const T* A = P.a();
-    T* B = P.b();
-    const long MR = P.MR, NR = P.NR;
-    parallel_for(P.nB, 8, [&](long jb, long je, int) {
-        std::vector<const T*> src(NR);
-        for (long jp = jb; jp < je; ++jp) {
-            for (long j = 0; j < NR; ++j) {
-                const long row = jp * NR + j;
-                src[j] = row < n ? A + (row / MR) * MR * K + (row % MR) : nullptr;
-            }
-            T* d = B + jp * NR * K;
-            for (long p = 0; p < K; ++p)
-                for (long j = 0; j < NR; ++j) d[p * NR + j] = src[j] ? src[j][p * MR] : (T)0;
-        }
-    });
-    return -1;
+    return bad;
 }
 
 inline double clip1(double r) { return r > 1.0 ? 1.0 : (r < -1.0 ? -1.0 : r); }
@@ -502,11 +499,14 @@ void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T
     const long ntasks = (p1 - p0 + group - 1) / group;
     const long kc = kslice<T>();
     const long kf = kc_for<T>();
+    const long ldb = P.ldb();
+    constexpr long TB = 48;
     parallel_for(ntasks, 1, [&](long tb, long te, int) {
         Aligned<double> acc((size_t)group * MR * NR);
         for (long task = tb; task < te; ++task) {
             const long ga = p0 + task * group, gb = std::min(p1, ga + group);
             const long row_lo = ga * MR, row_hi = std::min(r1, gb * MR);  // the task's rows
+            long done_to = row_lo;  // columns [row_lo, done_to) of its upper part are written
             for (long jp = row_lo / NR; jp < P.nB; ++jp) {
                 const long c0 = jp * NR, c1 = std::min(n, c0 + NR);
                 // Row panels of the group with a tile on or above the diagonal: those whose first
@@ -517,9 +517,9 @@ void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T
                 std::memset(acc.p, 0, sizeof(double) * (ip_end - ga) * MR * NR);
                 for (long k0 = 0; k0 < K; k0 += kc) {
                     const long kn = std::min(kc, K - k0);
-                    const T* b = P.bpanel(jp) + k0 * NR;
+                    const T* b = P.bpanel(jp) + k0 * ldb;
                     for (long ip = ga; ip < ip_end; ++ip)
-                        ki.fn(P.apanel(ip) + k0 * MR, b, kn, kf, acc.p + (ip - ga) * MR * NR);
+                        ki.fn(P.apanel(ip) + k0 * MR, b, ldb, kn, kf, acc.p + (ip - ga) * MR * NR);
                 }
                 // Lower triangle only, row j of out: (j, i) for i <= j, the group's rows i being
                 // contiguous in each tile column (GROUP * MR values per row j, vectorised).
@@ -532,17 +532,16 @@ void upper_rows(const Packed<T>& P, const KernelInfo<T>& ki, long r0, long r1, T
                     }
                     if (j >= row_lo && j < row_hi) mrow[j] = (T)1;
                 }
-            }
-            // Upper triangle of the group's rows from the lower strip it has just written (only
-            // this task writes out[j, i] for i in its rows): a blocked transpose, each row i
-            // written in runs of TB contiguous values, instead of NR-value pieces per tile.
-            constexpr long TB = 32;
-            for (long jb = row_lo; jb < n; jb += TB) {
-                const long je = std::min(n, jb + TB);
-                for (long i = row_lo; i < std::min(row_hi, je); ++i) {
-                    T* __restrict orow = out + i * ldo;
-                    const T* __restrict col = out + i;
-                    for (long j = std::max(jb, i + 1); j < je; ++j) orow[j] = col[j * ldo];
+                // Upper triangle of the group's rows: a transpose of the strip just written (only
+                // this task writes out[j, i] for i in its rows), every TB columns while the strip
+                // is still in cache, so rows i get runs of >= TB values rather than NR-value pieces.
+                if (c1 - done_to >= TB || c1 == n) {
+                    for (long i = row_lo; i < row_hi; ++i) {
+                        T* __restrict orow = out + i * ldo;
+                        const T* __restrict col = out + i;
+                        for (long j = std::max(done_to, i + 1); j < c1; ++j) orow[j] = col[j * ldo];
+                    }
+                    done_to = c1;
                 }
             }
         }
@@ -562,8 +561,9 @@ int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negat
     P.NR = ki.NR;
     P.nA = (n + ki.MR - 1) / ki.MR;
     P.nB = (n + ki.NR - 1) / ki.NR;
-    P.A = scratch().take(sizeof(T) * (size_t)P.nA * ki.MR * K);  // pack_panels writes it all
-    P.B = scratch().take(sizeof(T) * (size_t)P.nB * ki.NR * K);
+    P.A = scratch().take(sizeof(T) * (size_t)P.nA * ki.MR * K);  // pack_rows writes it all
+    P.b_in_a = ki.MR % ki.NR == 0;
+    if (!P.b_in_a) P.B = scratch().take(sizeof(T) * (size_t)P.nB * ki.NR * K);
     const long bad = pack_rows(x, xs0, xs1, n, K, clip_negative, P);
     if (bad >= 0) {
         if (bad_row) *bad_row = bad;

@@ -8,7 +8,7 @@ namespace dr {
 
 // ---- micro-kernel selection (microkernel.cpp) --------------------------------------------
 template <class T>
-using UKernel = void (*)(const T* a, const T* b, long K, long kc, double* tile);
+using UKernel = void (*)(const T* a, const T* b, long ldb, long K, long kc, double* tile);
 
 template <class T>
 struct KernelInfo {
@@ -36,7 +36,8 @@ int weighted_moments(const T* fiv, const double* w, long ws0, long ws1, long C, 
 // x: n x K with element strides (xs0, xs1); out: n x n rows of stride ldo (elements), unit inner stride.
 // Fills the whole of out (symmetric, unit diagonal, clipped to [-1, 1]), computing only the upper
 // triangle with the packed kernel, block_rows rows at a time, and writing each value at (i, j) and
-// (j, i). Scratch: two packed copies of x (n x K each), kept for reuse; nothing n x n.
+// (j, i). Scratch: one or two packed copies of x (n x K each; one when the tile's NR divides MR),
+// kept for reuse; nothing n x n.
 // Returns 0 on success, 2 if x has a NaN/inf or a row whose sums overflow (bad_row set).
 template <class T>
 int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negative, T* out, long ldo,
