@@ -273,6 +273,35 @@ def test_pearson_every_isa(isa, dtype, shape):
         C_EXT.set_isa("auto")
 
 
+
+@needs_native
+@pytest.mark.parametrize("isa", ISAS)
+@dtypes
+def test_pearson_tile_and_chunk_edges(isa, dtype):
+    """Row counts around the tile sizes (MR 4..48, NR 6..12), the packing chunks (lcm(MR, NR)
+    rows) and the 48-column transpose steps, with threads and row blocks: against the reference,
+    exactly symmetric, and bit for bit the same whatever the block size or thread count."""
+    rng = np.random.default_rng(12)
+    n0 = C_EXT.num_threads()
+    C_EXT.set_isa(isa)
+    try:
+        for n in (2, 8, 23, 24, 25, 47, 48, 49, 97, 145):
+            x = (rng.standard_normal((n, 37)) + 0.1).astype(dtype)
+            x[n // 2] = 0.25  # a constant row in the middle of a tile
+            C_EXT.set_num_threads(2)
+            full = np.empty((n, n), dtype=dtype)
+            C_EXT.pearson_into(x, full, True, 0)
+            assert_close(full, ref_pearson(x, True), dtype)
+            assert np.array_equal(full, full.T) and np.all(np.diag(full) == 1.0)
+            C_EXT.set_num_threads(1)
+            for block in (1, 30, 50):
+                got = np.full((n, n), np.nan, dtype=dtype)
+                C_EXT.pearson_into(x, got, True, block)
+                assert np.array_equal(got, full), (n, block)
+    finally:
+        C_EXT.set_isa("auto")
+        C_EXT.set_num_threads(n0)
+
 @needs_native
 def test_native_threads_do_not_change_results():
     rng = np.random.default_rng(8)
