@@ -221,17 +221,34 @@ def synthetic_set_two(n_sequences=100_000, seq_len=50, random_state=0):
     return X, y
 
 
+def _motif_free_backgrounds(rng, n, seq_len, motifs, max_rounds=1000):
+    """n i.i.d. uniform backgrounds (n, seq_len) in which no motif of ``motifs`` occurs (forward strand)."""
+    idx = rng.integers(0, 4, size=(n, seq_len), dtype=np.int8)
+    for _ in range(max_rounds):
+        bad = np.zeros(n, dtype=bool)
+        for m in motifs:
+            bad |= contains(idx, m)
+        if not bad.any():
+            return idx
+        idx[bad] = rng.integers(0, 4, size=(int(bad.sum()), seq_len), dtype=np.int8)
+    raise ValueError(f"could not draw {seq_len} bp backgrounds free of {list(motifs)} in {max_rounds} "
+                     "rounds: the motifs are too short for this length; pass a smaller seq_len")
+
+
 @torch.no_grad()
 def planted_motif_response(model, layer, motifs, n=256, seq_len=50, random_state=0):
     """How much each channel of ``layer`` responds to each planted motif.
 
-    For ``n`` random backgrounds (i.i.d. uniform, as the datasets use), the motif is written at a
-    random position; the response of channel k to motif m is the mean over backgrounds of the
-    largest local gain, ``max_position(layer_k(with motif) - layer_k(background))``. A channel that
-    detects the motif gains roughly its activation on the motif where the motif is; others gain
-    ~0. The gain is local on purpose: comparing the whole-sequence peaks instead
-    (``max(with) - max(background)``) credits a detector of a short motif with almost nothing once
-    the background holds the motif by chance somewhere else (a 4-mer is in ~55% of random 200-mers).
+    For ``n`` random backgrounds (i.i.d. uniform, as the datasets use) that contain none of
+    ``motifs`` (forward strand; a background holding one by chance is redrawn), the motif is
+    written at a random position; the response of channel k to motif m is the mean over
+    backgrounds of ``max_position(layer_k(with motif)) - max_position(layer_k(background))``. A
+    channel that detects the motif gains roughly its activation on the motif over its usual peak
+    on random sequence; others gain ~0. Why motif-free backgrounds: a background that already
+    holds the motif by chance credits its detector with nothing (a 4-mer is in ~55% of random
+    200-mers), and why whole-sequence peaks rather than the gain at the planted position: a filter
+    that fires on many random 8-mers is not a detector of the motif, and its usual peak on random
+    sequence is what it must beat.
 
     Parameters
     ----------
@@ -264,8 +281,8 @@ def planted_motif_response(model, layer, motifs, n=256, seq_len=50, random_state
             h = captured["h"]
             return h.reshape(h.shape[0], h.shape[1], -1).double()
 
-        idx = rng.integers(0, 4, size=(n, seq_len), dtype=np.int8)
-        base = layer_out(idx)
+        idx = _motif_free_backgrounds(rng, n, seq_len, motifs)
+        base = layer_out(idx).amax(2)
         out = []
         for m in motifs:
             planted = idx.copy()
@@ -273,7 +290,7 @@ def planted_motif_response(model, layer, motifs, n=256, seq_len=50, random_state
             code = _encode(m)
             for r, p in enumerate(pos):
                 planted[r, p:p + len(m)] = code
-            out.append((layer_out(planted) - base).amax(2).mean(0))
+            out.append((layer_out(planted).amax(2) - base).mean(0))
     finally:
         handle.remove()
         model.train(was_training)
