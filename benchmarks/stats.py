@@ -11,6 +11,14 @@ Cases (issue 3):
   --cuda   the CUDA kernels vs the same torch ops on the GPU (pearson_torch /
            weighted_moments_torch on CUDA tensors), when a GPU and a CUDA build are there.
 
+"native" is deepresolve_captum._C on the CPU: for Pearson, one pass over x for the row statistics
+and the packing, a hand-written SYRK micro-kernel on the upper triangle (the ISA's tile picked at
+run time, "native ISA" below), the lower triangle written from the tiles and the upper one by a
+blocked transpose, on its own std::thread pool (--threads); no BLAS. "numpy" is the float64
+reference (pearson_numpy: numpy preparation, then f @ f.T in numpy's OpenBLAS with its own threads,
+clip, diagonal, astype), so for float32 input numpy multiplies in float64 and native in float32
+(summed in float64 every 128 products), both within the tests' 1e-5.
+
 Both sides run on the same inputs, alternating (native, numpy, numpy, native, ...) within one
 run, so load from other processes hits both alike; medians over the repeats. Each timed call
 starts after --gap idle seconds: OpenBLAS's threads spin after a BLAS call, and back to back

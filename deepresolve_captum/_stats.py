@@ -18,6 +18,19 @@ float32 and float64 are kept; any other dtype is computed in float64 (half preci
 The numpy and torch implementations (``*_numpy``, ``*_torch``) are the reference the native kernels
 are tested against; they compute in float64.
 
+The native CPU Pearson (csrc/stats.cpp) makes one pass over x for the row statistics (clip, NaN/inf
+check, constant rows, mean, centred norm) and packs the normalised rows into register-tile panels,
+then runs a hand-written SYRK micro-kernel on the upper triangle only (AVX-512, AVX2 or generic,
+picked at run time; float32 sums at most 128 products in float before adding them into float64),
+writes each tile to the lower triangle and fills the upper one by a cache-blocked transpose, so the
+result is exactly symmetric with an exact unit diagonal. Threads: its own std::thread pool
+(``_C.set_num_threads``). It calls no BLAS, by measurement (2-core AVX-512 EPYC, float64, 1 thread):
+scipy's OpenBLAS dsyrk alone, without the preparation and the mirror it would still need, took
+8.9 ms at 919 x 480 and 78 ms at 2002 x 960 against 10.0 and 83 ms for this whole path, so the
+product itself is no faster; and with its 2 threads, while another process held a core, dsyrk
+took 22 ms at 919 x 480 (its threads spin-wait) where this path's pool took 9.9. The numpy
+reference uses BLAS (``f @ f.T``, float64).
+
 Force the fallback (tests, debugging): the environment variable ``DEEPRESOLVE_NO_NATIVE=1`` (read
 at every call), or ``with native_disabled(): ...``. :func:`backend` tells which path a call takes.
 
