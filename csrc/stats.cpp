@@ -447,7 +447,7 @@ long pack_rows(const T* x, long xs0, long xs1, long n, long K, bool clip, Packed
     long bad = -1;
     std::mutex bad_mu;
     parallel_for(nchunks, 1, [&](long cb, long ce, int) {
-        auto lease = scratch().take(sizeof(double) * (size_t)L * K);
+        auto lease = scratch().take(sizeof(double) * (size_t)std::min(L, n) * K);  // rows used
         double* buf = static_cast<double*>(lease->p);
         for (long c = cb; c < ce; ++c) {
             const long r0 = c * L, rows = std::min(L, n - r0);
