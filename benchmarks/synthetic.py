@@ -31,7 +31,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepresolve_captum.demo import DEFAULTS, run_synthetic  # noqa: E402
+from deepresolve_captum.demo import DEFAULTS, SEQ_LEN, run_synthetic  # noqa: E402
 
 SET_ONE_CLAIMS = ("xor_nonadditive", "xor_opposite", "top_nonadditive_is_xor", "and_additive", "bic_gt1")
 SET_TWO_CLAIMS = ("similarity_order", "cosine_fails", "top_channel_own_motif", "bic_one")
@@ -96,7 +96,8 @@ def main(argv=None):
     p.add_argument("--sets", nargs="+", default=["one", "two"], choices=["one", "two"])
     p.add_argument("--n-sequences", type=int, default=100_000)
     p.add_argument("--n-random", type=int, default=20_000, help="set I only")
-    p.add_argument("--seq-len", type=int, default=DEFAULTS["seq_len"])
+    p.add_argument("--seq-len", type=int, default=None,
+                   help=f"sequence length (default: each set's own, {SEQ_LEN})")
     p.add_argument("--max-copies", type=int, default=DEFAULTS["max_copies"], help="set I copies per pattern")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
     p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate")
@@ -110,7 +111,7 @@ def main(argv=None):
     results = {}
     print(f"# benchmarks/synthetic.py {' '.join(argv if argv is not None else sys.argv[1:])}", flush=True)
     print(f"# sizes: {args.n_sequences} sequences (+{args.n_random} random for set I, <= {args.max_copies} "
-          f"copies per pattern), {args.seq_len} bp, "
+          f"copies per pattern), {args.seq_len or SEQ_LEN} bp, "
           f"{args.epochs} epochs, lr {args.lr}, batch {DEFAULTS['batch_size']}, "
           f"{DEFAULTS['n_starts']} starts, l2='auto'", flush=True)
     for dataset in args.sets:

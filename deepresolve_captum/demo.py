@@ -35,8 +35,11 @@ from .summary import CATEGORY_NAMES, summarize
 from .train import train_classifier
 from .zoo import PaperCNN, keras_init_
 
+#: Sequence length of each set (see ``datasets``: 150 bp gives set II the paper's AUCs).
+SEQ_LEN = {"one": 50, "two": 150}
 #: Defaults of the demo and the benchmark (set I / set II); the sizes are the paper's.
-DEFAULTS = dict(seq_len=50, max_copies=2, epochs=12, batch_size=128, lr=2e-3, n_starts=10, n_probe=256)
+#: ``seq_len=None``: the set's own length from ``SEQ_LEN``.
+DEFAULTS = dict(seq_len=None, max_copies=2, epochs=12, batch_size=128, lr=2e-3, n_starts=10, n_probe=256)
 
 
 @dataclass
@@ -171,7 +174,7 @@ def logic_table(model, seq_len=None, n=500, max_copies=1, random_state=0):
 
     from .datasets import _plant, one_hot
 
-    seq_len = int(seq_len or getattr(model, "seq_len", DEFAULTS["seq_len"]))
+    seq_len = int(seq_len or getattr(model, "seq_len", SEQ_LEN["one"]))
     rng = np.random.default_rng(random_state)
     was_training = model.training
     model.eval()
@@ -253,7 +256,8 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
     dataset: "one" or "two".
     n_sequences, n_random: dataset sizes (``n_random`` is set I only).
     max_copies: set I, copies of each chosen pattern (see ``synthetic_set_one``).
-    seq_len, epochs, batch_size, lr, n_starts, n_probe: None takes ``DEFAULTS``; ``n_probe``
+    seq_len, epochs, batch_size, lr, n_starts, n_probe: None takes ``DEFAULTS`` (``seq_len``:
+        ``SEQ_LEN[dataset]``, 50 bp for set I, 150 bp for set II); ``n_probe``
         validation sequences are the ``inputs`` of the ascent (the ``l2="auto"`` reference).
     data_seed: seeds the data, the split and the batch order; init_seed seeds the weights.
     verbose: progress bars and messages on stderr.
@@ -269,6 +273,8 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
                      n_probe=n_probe).items():
         if v is not None:
             d[k] = v
+    if d["seq_len"] is None:
+        d["seq_len"] = SEQ_LEN[dataset]
     say = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else (lambda msg: None)
     seconds = {}
     t = time.perf_counter()
