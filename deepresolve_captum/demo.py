@@ -127,6 +127,9 @@ def check_set_one(summary, response, frac=0.5, target=0):
     strongest detector of that motif has the larger FIV of the two). The split does not change a
     channel's IL relative to the others' (every channel's weighted variance scales with the same
     p(1 - p)), but a 9:1 split shows that one mode scores far higher than the other.
+    ``selective_xor_nonadditive``: every *selective* XOR detector (one whose response to the other
+    XOR motif is below half its response to its own) is flagged non-additive. Channels that answer
+    to both through the shared GCT core are left out of this reading.
     """
     det = detectors(response, frac)
     i_and = SET_ONE_MOTIFS.index(SET_ONE_AND_MOTIF)
@@ -150,12 +153,15 @@ def check_set_one(summary, response, frac=0.5, target=0):
     out["all"] = all(out.values())
     flips = [bool(np.any(fiv[:, k] > 0) and np.any(fiv[:, k] < 0)) for k in (a, b)]
     in_a = int(np.sum(fiv[:, a] > fiv[:, b])) if a != b else 0
+    r_xor = np.asarray(response, dtype=float)[:, i_xor]                  # (K, 2)
+    selective = xor & (r_xor.min(1) < 0.5 * r_xor.max(1))
     out.update(xor_sign_flip=bool(a != b and all(flips)),
                strongest_xor_nonadditive=bool(nonadd[a] and nonadd[b]),
                xor_channels=np.flatnonzero(xor).tolist(), and_channels=np.flatnonzero(and_).tolist(),
                nonadditive_channels=np.flatnonzero(nonadd).tolist(), strongest_xor=(a, b),
                opposite_fraction=opposite, top_nonadditive=top_nonadd, top_additive=top_add,
                mode_split=(in_a, int(fiv.shape[0]) - in_a) if a != b else (0, 0),
+               selective_xor_nonadditive=bool(selective.any() and nonadd[selective].all()),
                n_components=int(summary.n_components[target]))
     return out
 

@@ -71,6 +71,16 @@ def test_check_set_one_on_a_constructed_ensemble():
     assert c["all"] and c["xor_sign_flip"], c
     assert c["strongest_xor"] == (0, 1) and c["opposite_fraction"] == 1.0
     assert c["mode_split"] == (5, 5)  # even starts: channel 0 (GCTCAT) up
+    assert c["selective_xor_nonadditive"]
+    # a weak GCT-core channel answering to both XOR motifs, steadily positive (additive): the
+    # detector claim fails, the selective reading does not count it
+    fiv2 = fiv.copy()
+    fiv2[0, :, 3] = 0.05
+    response2 = response.copy()
+    response2[3, 2], response2[3, 0] = 0.5, 0.45
+    c2 = check_set_one(summarize(fiv2, s.scores, random_state=0), response2)
+    assert 3 in c2["xor_channels"] and 3 not in c2["nonadditive_channels"]
+    assert not c2["xor_nonadditive"] and c2["selective_xor_nonadditive"], c2
     # the same ensemble with the CAGGTC channel flipping too: the AND claim must fail
     fiv[0, :, 2] = 0.9 * mode
     c = check_set_one(summarize(fiv, s.scores, random_state=0), response)
