@@ -127,8 +127,8 @@ def run_deepresolve(zoo, n_starts, l2, seed, batch=True, auto_inputs=None):
     one batched ascent of the (M * 16)-dim fc1 input optimises every H_m, each ending at a
     stationary point of its own objective; the per-model class scores then weight the starts
     and one ``summarize`` call handles the M targets. batch=False runs the engine per model.
-    l2="auto" needs batch=False (one lambda per model) and ``auto_inputs(name, model)`` -> the
-    sequences of the heuristic; the lambda chosen is returned as ``l2``.
+    l2="auto" needs batch=False (one lambda per model) and ``auto_inputs(i, model)`` -> the
+    sequences of the heuristic for the i-th model; the lambda chosen is returned as ``l2``.
 
     Returns dict name -> {ofiv (16,), n_components, n_nonadditive, steps}.
     """
@@ -149,9 +149,9 @@ def run_deepresolve(zoo, n_starts, l2, seed, batch=True, auto_inputs=None):
         steps = [int(opt.diagnostics.steps.max())] * len(names)
     else:
         fl, sl, steps = [], [], []
-        for i, (name, m) in enumerate(zoo.items()):
+        for i, m in enumerate(zoo.values()):
             opt = LayerFeatureOptimizer(m, m.fc1)
-            inputs = auto_inputs(name, m) if l2 == "auto" else x0
+            inputs = auto_inputs(i, m) if l2 == "auto" else x0
             f, sc = opt.attribute(inputs, target=0, n_starts=n_starts, l2=l2, seed=seed,
                                   attribute_to_layer_input=True, return_scores=True)
             lams[i] = float(opt.diagnostics.l2)
@@ -192,13 +192,10 @@ def main(argv=None):
         t = time.perf_counter()
         if args.l2 == "auto":
             args.no_batch = True
-            names = list(zoo)
-            auto_inputs = lambda name, m: auto_l2_inputs(  # noqa: E731
-                m, args.n_pos, args.n_candidates, args.seed * 100003 + names.index(name))
-        else:
-            auto_inputs = None
-        dres = run_deepresolve(zoo, args.starts, args.l2, args.seed, batch=not args.no_batch,
-                               auto_inputs=auto_inputs)
+        dres = run_deepresolve(  # the positives use the same seed as the baselines' below
+            zoo, args.starts, args.l2, args.seed, batch=not args.no_batch,
+            auto_inputs=lambda i, m: auto_l2_inputs(m, args.n_pos, args.n_candidates,
+                                                    args.seed * 100003 + i))
         timing["deepresolve"] = time.perf_counter() - t
         print(f"DeepResolve on {len(zoo)} models ({'one by one' if args.no_batch else 'one batch'}"
               f", T = {args.starts}): {timing['deepresolve']:.1f} s", flush=True)

@@ -286,13 +286,13 @@ def planted_motif_response(model, layer, motifs, n=256, seq_len=50, random_state
     try:
         model.eval()
 
-        def layer_out(idx):
+        def peak(idx):
             model(one_hot(idx))
             h = captured["h"]
-            return h.reshape(h.shape[0], h.shape[1], -1).double()
+            return h.reshape(h.shape[0], h.shape[1], -1).amax(2).double()
 
         idx = _motif_free_backgrounds(rng, n, seq_len, motifs)
-        base = layer_out(idx).amax(2)
+        base = peak(idx)
         out = []
         for m in motifs:
             planted = idx.copy()
@@ -300,7 +300,7 @@ def planted_motif_response(model, layer, motifs, n=256, seq_len=50, random_state
             code = _encode(m)
             for r, p in enumerate(pos):
                 planted[r, p:p + len(m)] = code
-            out.append((layer_out(planted).amax(2) - base).mean(0))
+            out.append((peak(planted) - base).mean(0))
     finally:
         handle.remove()
         model.train(was_training)
