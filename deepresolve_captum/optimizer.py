@@ -263,16 +263,15 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             run = _Runner(self.forward_func, swap, inputs, extra, n_examples)
             run.probe()
             targets = _parse_targets(target, run.output_shape)
+            if chunk_size is None:
+                budget = memory_budget or _default_budget(run.device)
+                chunk_size = max(1, int(budget // max(run.bytes_per_row(), 1)))
             if isinstance(l2, str):
                 l2, l2_auto = self._auto_l2(run, targets, init_scale, seed, max_steps,
-                                            tol, patience)
+                                            tol, patience, chunk_size)
             else:
                 l2_auto = None
             step_max = float(lr) if lr is not None else 1.0 / (2.0 * l2)
-            per_row = run.bytes_per_row()
-            if chunk_size is None:
-                budget = memory_budget or _default_budget(run.device)
-                chunk_size = max(1, int(budget // max(per_row, 1)))
             fims, scores, steps, objective, converged = self._ascend_all(
                 run, targets, n_starts, l2, step_max, init_scale, seed, max_steps, tol,
                 patience, chunk_size, verbose, callback)
@@ -297,7 +296,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         return fims
 
     # ------------------------------------------------------------------ internals
-    def _auto_l2(self, run, targets, init_scale, seed, max_steps, tol, patience):
+    def _auto_l2(self, run, targets, init_scale, seed, max_steps, tol, patience, chunk_size):
         """The paper's heuristic: FIM norm comparable to the norm of the mean feature map."""
         mean_map = run.mean_activation()
         target_norm = float(mean_map.norm())
@@ -311,7 +310,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         for _ in range(2):
             fims, _, _, _, _ = self._ascend_all(
                 run, probe_targets, 4, lam, 1.0 / (2.0 * lam), init_scale, seed + 7919,
-                max_steps, tol, patience, 10**9, False)
+                max_steps, tol, patience, chunk_size, False)
             norms = fims.flatten(2).norm(dim=2)
             probe_norm = float(norms.median())
             history.append(dict(l2=lam, median_fim_norm=probe_norm))
@@ -383,16 +382,12 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
         c_obj, c_score, c_grad = _objective(run, cand, tgt, l2, rows, offset, targets, n_starts)
         gain = c_obj - obj
         ok = gain >= 0
-        if bool(ok.all()):  # the common case: no full-size select needed
-            h, grad, obj, score = cand, c_grad, c_obj, c_score
-            step = torch.clamp(step * 1.5, max=step_max)
-        else:
-            okv = ok.view(view)
-            h = torch.where(okv, cand, h)
-            grad = torch.where(okv, c_grad, grad)
-            obj = torch.where(ok, c_obj, obj)
-            score = torch.where(ok, c_score, score)
-            step = torch.where(ok, torch.clamp(step * 1.5, max=step_max), step * 0.5)
+        okv = ok.view(view)
+        h = torch.where(okv, cand, h)
+        grad = torch.where(okv, c_grad, grad)
+        obj = torch.where(ok, c_obj, obj)
+        score = torch.where(ok, c_score, score)
+        step = torch.where(ok, torch.clamp(step * 1.5, max=step_max), step * 0.5)
         small = ok & (gain <= tol * (obj.abs() + 1e-8))
         calm = torch.where(small, calm + 1, torch.where(ok, torch.zeros_like(calm), calm))
         n_steps += 1
@@ -440,9 +435,10 @@ class _Runner:
         self.extra = extra
         self.n_examples = n_examples
         self.first = tuple(x[:1].detach() for x in inputs)
-        self.first_extra = tuple(
-            a[:1] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n_examples else a
-            for a in extra)
+        # which additional arguments are per-example tensors (first dimension N): sliced like inputs
+        self.batched = tuple(isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n_examples
+                             for a in extra)
+        self.first_extra = tuple(a[:1] if b else a for a, b in zip(extra, self.batched))
         self.recompute = False
 
     def _call(self, inputs, extra):
@@ -497,10 +493,12 @@ class _Runner:
         with torch.no_grad():
             g = torch.Generator().manual_seed(0)
             trial = torch.randn((2,) + self.layer_shape, generator=g).to(self.device, self.dtype)
-            both = self._forward_raw(trial, expand=False)
-            alone = self._forward_raw(trial[1:], expand=False)
-            ok = (both is not None and alone is not None and both.shape[0] == 2
-                  and torch.allclose(both[1], alone[0], rtol=1e-4, atol=1e-5))
+            try:  # a model that cannot take 2 rows of H against 1 example fails here: expand
+                both = self._forward_raw(trial, expand=False)
+                alone = self._forward_raw(trial[1:], expand=False)
+                ok = both.shape[0] == 2 and torch.allclose(both[1], alone[0], rtol=1e-4, atol=1e-5)
+            except RuntimeError:
+                ok = False
         self.recompute = not ok
 
     def _forward_raw(self, h, expand):
@@ -509,25 +507,18 @@ class _Runner:
             if expand:
                 b = h.shape[0]
                 ins = tuple(x.expand((b,) + tuple(x.shape[1:])) for x in self.first)
-                ext = tuple(
-                    a.expand((b,) + tuple(a.shape[1:])) if (
-                        isinstance(o, Tensor) and o.dim() > 0 and o.shape[0] == self.n_examples)
-                    else a for a, o in zip(self.first_extra, self.extra))
+                ext = tuple(a.expand((b,) + tuple(a.shape[1:])) if batched else a
+                            for a, batched in zip(self.first_extra, self.batched))
             else:
                 ins, ext = self.first, self.first_extra
-            try:
-                out = self._call(ins, ext)
-            except RuntimeError:
-                if expand:
-                    raise
-                return None
+            out = self._call(ins, ext)
             return out.reshape(out.shape[0], -1)
         finally:
             self.swap.replacement = None
 
     def forward(self, h):
         out = self._forward_raw(h, expand=self.recompute)
-        if out is None or out.shape[0] != h.shape[0]:
+        if out.shape[0] != h.shape[0]:
             raise RuntimeError("the model did not return one output row per H row")
         return out
 
@@ -536,8 +527,8 @@ class _Runner:
         with torch.no_grad():
             for lo in range(0, self.n_examples, batch_size):
                 ins = tuple(x[lo:lo + batch_size] for x in self.inputs)
-                ext = tuple(a[lo:lo + batch_size] if isinstance(a, Tensor) and a.dim() > 0
-                            and a.shape[0] == self.n_examples else a for a in self.extra)
+                ext = tuple(a[lo:lo + batch_size] if b else a
+                            for a, b in zip(self.extra, self.batched))
                 value, _ = self._capture(ins, ext)
                 s = value.double().sum(0)
                 total = s if total is None else total + s

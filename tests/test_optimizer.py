@@ -328,19 +328,37 @@ def test_bad_input_clear_error_and_model_unchanged(name, make, exc, match):
     assert_unchanged(m, snap)
 
 
-def test_tuple_output_layer_is_a_type_error():
-    m = TupleLayerModel()
+@pytest.mark.parametrize("model_cls,layer,match", [
+    (TupleLayerModel, "pair", "not one"),   # the layer outputs a tuple
+    (TwoOutputs, "lin", "one tensor"),      # the model returns a tuple
+], ids=["tuple_output_layer", "model_returning_tuple"])
+def test_tuple_values_are_a_type_error(model_cls, layer, match):
+    m = model_cls()
     snap = snapshot(m)
-    with pytest.raises(TypeError, match="not one"):
-        LayerFeatureOptimizer(m, m.pair).attribute(torch.randn(2, 3), target=0, l2=1.0)
+    with pytest.raises(TypeError, match=match):
+        LayerFeatureOptimizer(m, getattr(m, layer)).attribute(torch.randn(2, 3), target=0, l2=1.0)
     assert_unchanged(m, snap)
 
 
-def test_model_returning_tuple_is_a_type_error():
-    m = TwoOutputs()
+def test_a_model_error_during_the_ascent_is_not_masked():
+    # the model fails on batches of 3+ rows of H (as a GPU out-of-memory would): the user must see
+    # that error, not a message about output rows
+    class FailsOnBigBatches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3, 3)
+            self.out = nn.Linear(3, 1)
+
+        def forward(self, x):
+            h = self.lin(x)
+            if h.shape[0] >= 3:
+                raise RuntimeError("boom: out of memory")
+            return self.out(h)
+
+    m = FailsOnBigBatches()
     snap = snapshot(m)
-    with pytest.raises(TypeError, match="one tensor"):
-        LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(2, 3), target=0, l2=1.0)
+    with pytest.raises(RuntimeError, match="boom"):
+        LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(2, 3), target=0, n_starts=4, l2=1.0)
     assert_unchanged(m, snap)
 
 
