@@ -43,10 +43,8 @@ def class_similarity(ofiv, *, out=None, block_size=None):
     OFIV is constant (no channel contributes positively, or all equally) has no defined
     correlation: its similarity to every other class is 0 and to itself 1.
     """
-    x = _matrix(ofiv, "ofiv", keep_float32=True)
-    if out is not None:
-        return _stats.pearson(x, clip_negative=True, out=out, block_size=block_size)
-    return np.asarray(_stats.pearson(x, clip_negative=True))
+    x = _matrix(ofiv, "ofiv", keep_float32=True)  # numpy, so the result is numpy too
+    return _stats.pearson(x, clip_negative=True, out=out, block_size=block_size)
 
 
 def class_difference(ofiv, i, j):

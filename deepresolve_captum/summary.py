@@ -107,15 +107,15 @@ def trial_weights(scores):
     Per target: if some score is negative the scores are shifted by their minimum (the worst
     start gets weight 0); if all are non-negative they are used as they are (shifting then would
     zero the worst start for nothing, and it is often the only witness of a second mode). When
-    all scores of a target are equal, or the weights sum to zero, every start weighs the same.
+    all scores of a target are equal (the only way its weights can sum to zero), every start
+    weighs the same.
     """
     s = _to_numpy(scores, "scores").astype(np.float64)
     if s.ndim != 2:
         raise ValueError(f"scores must have shape (n_targets, n_starts); got {s.shape}")
     lo = s.min(axis=1, keepdims=True)
     w = np.where(lo < 0, s - lo, s)
-    flat = (np.ptp(s, axis=1) == 0) | (w.sum(axis=1) <= 0)
-    w[flat] = 1.0
+    w[np.ptp(s, axis=1) == 0] = 1.0
     return w
 
 
@@ -177,9 +177,8 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
             f"compare; pass max_components <= {K}")
 
     w = trial_weights(s)
-    # float32 FIVs stay float32 here: the native kernel accumulates in float64 either way
-    mean, il = _stats.weighted_moments(fiv if fiv.dtype in (np.float32, np.float64)
-                                       else fiv.astype(np.float64), w)
+    # float32 FIVs stay float32 (the native kernel accumulates in float64 either way)
+    mean, il = _stats.weighted_moments(fiv, w)
     mean, il = np.asarray(mean, dtype=np.float64), np.asarray(il, dtype=np.float64)
 
     # IL in units of the target's mean FIV power (mean over channels of E_t[fiv^2]): scale-free,
@@ -237,11 +236,11 @@ def _fit_one(il_row, max_components, random_state, covariance_type, reg_covar):
 
     K = il_row.shape[0]
     bic = np.full(max_components, np.nan)
-    if len(np.unique(il_row)) < 2:
+    n_distinct = len(np.unique(il_row))
+    if n_distinct < 2:
         return bic, 1, np.zeros(K, dtype=bool)
     x = il_row.reshape(-1, 1)
     best = None
-    n_distinct = len(np.unique(x))
     for n in range(1, max_components + 1):
         if n > n_distinct:
             break
