@@ -112,10 +112,10 @@ def rank_of(order, item):
     return int(np.where(np.asarray(order) == item)[0][0]) + 1
 
 
-def auto_l2_inputs(model, n_pos, n_candidates, seed):
-    """Realistic sequences for ``l2="auto"``: the model-derived positives and one dinucleotide
-    shuffle of each (the negatives of the authors' ChIP-seq sets were shuffles) -> (2 n_pos, 4, 101)."""
-    X = B.model_positives(model, n=n_pos, n_candidates=n_candidates, random_state=seed)
+def auto_l2_inputs(X, seed):
+    """Realistic sequences for ``l2="auto"`` from a model's positives X (n, 4, 101): X and one
+    dinucleotide shuffle of each (the negatives of the authors' ChIP-seq sets were shuffles)
+    -> (2 n, 4, 101)."""
     return torch.cat([X, make_references(X, "shuffle", n_shuffles=1, random_state=seed)[:, 0]])
 
 
@@ -188,23 +188,35 @@ def main(argv=None):
     timing["positives"] = 0.0
     rng = np.random.default_rng(args.seed)
     rows = []
+    cached_positives = {}
+
+    def positives(i, model):
+        """The i-th model's positives and their logits, computed once (seed as in the loop)."""
+        if i not in cached_positives:
+            t = time.perf_counter()
+            cached_positives[i] = B.model_positives(
+                model, n=args.n_pos, n_candidates=args.n_candidates,
+                random_state=args.seed * 100003 + i, return_scores=True)
+            timing["positives"] += time.perf_counter() - t
+        return cached_positives[i]
+
     if "deepresolve" in methods:
         t = time.perf_counter()
         if args.l2 == "auto":
             args.no_batch = True
-        dres = run_deepresolve(  # the positives use the same seed as the baselines' below
+        dres = run_deepresolve(
             zoo, args.starts, args.l2, args.seed, batch=not args.no_batch,
-            auto_inputs=lambda i, m: auto_l2_inputs(m, args.n_pos, args.n_candidates,
-                                                    args.seed * 100003 + i))
-        timing["deepresolve"] = time.perf_counter() - t
+            auto_inputs=lambda i, m: auto_l2_inputs(positives(i, m)[0], args.seed * 100003 + i))
+        timing["deepresolve"] = time.perf_counter() - t - timing["positives"]  # auto: counted there
         print(f"DeepResolve on {len(zoo)} models ({'one by one' if args.no_batch else 'one batch'}"
               f", T = {args.starts}): {timing['deepresolve']:.1f} s", flush=True)
         if args.l2 == "auto":
             lam = np.array([d["l2"] for d in dres.values()])
             print(f"l2='auto' chose lambda: median {np.median(lam):.3g} (IQR {np.percentile(lam, 25):.3g}-"
                   f"{np.percentile(lam, 75):.3g}, range {lam.min():.3g}-{lam.max():.3g})", flush=True)
+    meta_by_name = meta.set_index("name")
     for i, (name, model) in enumerate(zoo.items()):
-        info = meta.set_index("name").loc[name]
+        info = meta_by_name.loc[name]
         known = info["jaspar2016_id"]
         row = {"name": name, "tf": info["tf"], "known_id": known,
                "known_name": info["jaspar2016_name"]}
@@ -223,12 +235,13 @@ def main(argv=None):
         row.update(best_filter=best_filter, best_filter_p=p_known[best_filter],
                    best_filter_jaspar_rank=int(r_known[best_filter]))
         orders = {}
+        theirs = (authors.loc[name, [f"ofiv_{k}" for k in range(16)]].to_numpy(float)
+                  if name in authors.index else None)
         # --- DeepResolve (computed above for the whole zoo)
         if "deepresolve" in methods:
             ofiv = dres[name]["ofiv"]
             orders["deepresolve"] = np.argsort(-ofiv, kind="stable")
-            if name in authors.index:
-                theirs = authors.loc[name, [f"ofiv_{k}" for k in range(16)]].to_numpy(float)
+            if theirs is not None:
                 row["spearman_authors"] = stats.spearmanr(ofiv, theirs)[0]
                 row["authors_top_filter"] = int(np.argmax(theirs))
                 row["authors_n_components"] = int(authors.loc[name, "num_components"])
@@ -238,10 +251,7 @@ def main(argv=None):
             row["l2"] = dres[name]["l2"]
         # --- input-dependent baselines at the fc1 input
         if any(m in methods for m in INPUT_DEPENDENT):
-            t = time.perf_counter()
-            X, xs = B.model_positives(model, n=args.n_pos, n_candidates=args.n_candidates,
-                                      random_state=seed, return_scores=True)
-            timing["positives"] += time.perf_counter() - t
+            X, xs = positives(i, model)
             row["positives_min_logit"] = float(xs.min())
             for m in INPUT_DEPENDENT:
                 if m in methods:
@@ -251,8 +261,7 @@ def main(argv=None):
                                                 random_state=seed)
                     timing[m] += time.perf_counter() - t
                     orders[m] = np.argsort(-sc.numpy(), kind="stable")
-        if name in authors.index:  # reference: the same protocol on the authors' own OFIVs
-            theirs = authors.loc[name, [f"ofiv_{k}" for k in range(16)]].to_numpy(float)
+        if theirs is not None:  # reference: the same protocol on the authors' own OFIVs
             orders["authors"] = np.argsort(-theirs, kind="stable")
         orders["random"] = rng.permutation(16)
         orders["any16"] = np.argsort(p_known, kind="stable")  # ceiling: the best filter first
