@@ -183,14 +183,8 @@ def synthetic_set_one(n_sequences=100_000, n_random=20_000, seq_len=50, random_s
     _plant(rng, idx, range(n_sequences), motifs)
 
     # The random tail is labelled 0: redraw the rare random sequence that satisfies the positive rule.
-    tail = np.arange(n_sequences, n_sequences + n_random)
-    for _ in range(100):
-        bad = tail[_set_one_label(idx[tail])]
-        if len(bad) == 0:
-            break
-        idx[bad] = rng.integers(0, 4, size=(len(bad), seq_len), dtype=np.int8)
+    idx[n_sequences:] = _redraw(rng, idx[n_sequences:], _set_one_label, "satisfying the positive rule")
     y = _set_one_label(idx)
-    y[n_sequences:] = False
 
     perm = rng.permutation(len(idx))
     X = one_hot(idx[perm])
@@ -231,18 +225,24 @@ def synthetic_set_two(n_sequences=100_000, seq_len=150, random_state=0):
     return X, y
 
 
-def _motif_free_backgrounds(rng, n, seq_len, motifs, max_rounds=1000):
+def _redraw(rng, idx, is_bad, what, max_rounds=1000):
+    """Redraw the rows of i.i.d. uniform sequences idx (n, L) for which is_bad(rows) -> (n,) bool is
+    True until none is; returns idx (changed in place). ValueError after ``max_rounds`` rounds."""
+    for _ in range(max_rounds):
+        bad = np.flatnonzero(is_bad(idx))
+        if len(bad) == 0:
+            return idx
+        idx[bad] = rng.integers(0, 4, size=(len(bad), idx.shape[1]), dtype=np.int8)
+    raise ValueError(f"could not draw {idx.shape[1]} bp random sequences without ones {what} in "
+                     f"{max_rounds} rounds: the patterns are too short for this length; pass a "
+                     "smaller seq_len")
+
+
+def _motif_free_backgrounds(rng, n, seq_len, motifs):
     """n i.i.d. uniform backgrounds (n, seq_len) in which no motif of ``motifs`` occurs (forward strand)."""
     idx = rng.integers(0, 4, size=(n, seq_len), dtype=np.int8)
-    for _ in range(max_rounds):
-        bad = np.zeros(n, dtype=bool)
-        for m in motifs:
-            bad |= contains(idx, m)
-        if not bad.any():
-            return idx
-        idx[bad] = rng.integers(0, 4, size=(int(bad.sum()), seq_len), dtype=np.int8)
-    raise ValueError(f"could not draw {seq_len} bp backgrounds free of {list(motifs)} in {max_rounds} "
-                     "rounds: the motifs are too short for this length; pass a smaller seq_len")
+    return _redraw(rng, idx, lambda rows: np.any([contains(rows, m) for m in motifs], axis=0),
+                   f"holding one of {list(motifs)}")
 
 
 @torch.no_grad()
