@@ -415,8 +415,6 @@ def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=20_000, epochs
 
     Returns a dict {name: path} of the files written.
     """
-    import matplotlib
-    matplotlib.use("Agg")
     from .plot import save_figure
 
     out = Path(out)
@@ -470,6 +468,8 @@ def add_arguments(parser):
 
 
 def run_from_args(args):
+    import matplotlib
+    matplotlib.use("Agg")  # the command line draws to files only; run_demo keeps a caller's backend
     run_demo(args.out, set_two=args.set_two, n_sequences=args.n_sequences, n_random=args.n_random,
              epochs=args.epochs, seed=args.seed, threads=args.threads, verbose=not args.quiet)
     return 0

@@ -147,6 +147,10 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
         if val_loss < best:
             best, best_epoch = val_loss, epoch
             best_state = copy.deepcopy(model.state_dict())
+    if best_state is None:
+        raise FloatingPointError(
+            f"the validation loss was not finite in any of the {epochs} epochs (training diverged): "
+            "lower lr or check X and y")
     model.load_state_dict(best_state)
     model.eval()
     return TrainResult(val_auc=np.array(history[best_epoch]["val_auc"]), best_epoch=best_epoch,
