@@ -138,8 +138,11 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
             total += loss.item() * len(b)
             seen += len(b)
         logits = predict(model, Xv)
-        val_loss = loss_fn(logits, yv).item()
-        auc = _auc(yv.numpy(), logits.numpy())
+        if bool(torch.isfinite(logits).all()):
+            val_loss = loss_fn(logits, yv).item()
+            auc = _auc(yv.numpy(), logits.numpy())
+        else:  # diverged: this epoch is never kept (NaN < best is False)
+            val_loss, auc = float("nan"), np.full(yv.shape[1], np.nan)
         history.append({"train_loss": total / seen, "val_loss": val_loss, "val_auc": auc.tolist()})
         if verbose:
             tqdm.write(f"epoch {epoch + 1}/{epochs}: train loss {total / seen:.4f}, val loss {val_loss:.4f}, "
