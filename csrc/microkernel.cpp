@@ -14,14 +14,7 @@
 #define DR_NR_D 6
 #define DR_MR_F 8
 #define DR_NR_F 6
-#include "microkernel.inc"
-#undef DR_NS
-#undef DR_TARGET
-#undef DR_VBYTES
-#undef DR_MR_D
-#undef DR_NR_D
-#undef DR_MR_F
-#undef DR_NR_F
+#include "microkernel.inc"  // #undefs its parameters at the end
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__)) && \
     !defined(DR_NO_X86_DISPATCH)
@@ -33,14 +26,7 @@
 #define DR_NR_D 6
 #define DR_MR_F 16
 #define DR_NR_F 6
-#include "microkernel.inc"
-#undef DR_NS
-#undef DR_TARGET
-#undef DR_VBYTES
-#undef DR_MR_D
-#undef DR_NR_D
-#undef DR_MR_F
-#undef DR_NR_F
+#include "microkernel.inc"  // #undefs its parameters at the end
 
 // AVX-512: 24 x 8 tiles (24 accumulators; 3 vector loads + 8 broadcasts per 24 FMAs). NR divides
 // MR, so the B panels are slices of the A panels and only one packed copy of x is made. Measured
@@ -53,14 +39,7 @@
 #define DR_NR_D 8
 #define DR_MR_F 48
 #define DR_NR_F 8
-#include "microkernel.inc"
-#undef DR_NS
-#undef DR_TARGET
-#undef DR_VBYTES
-#undef DR_MR_D
-#undef DR_NR_D
-#undef DR_MR_F
-#undef DR_NR_F
+#include "microkernel.inc"  // #undefs its parameters at the end
 #endif
 
 namespace dr {

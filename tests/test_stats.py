@@ -3,6 +3,7 @@ reference, edge cases, bad input, the blocked/memmap Pearson, and the dispatch s
 
 Tolerances (issue 3): float64 within 1e-10; float32 within 1e-5 relative to the scale of the
 result (|a - ref| <= 1e-5 * max|ref|, per array: Pearson values are in [-1, 1])."""
+import contextlib
 import os
 
 import numpy as np
@@ -325,7 +326,7 @@ def test_native_threads_do_not_change_results():
 def test_pearson_blocked_into_memmap(tmp_path, native, dtype):
     rng = np.random.default_rng(9)
     x = (rng.standard_normal((301, 70)) + 0.2).astype(dtype)
-    ctx = _stats.native_disabled() if not native else _nullctx()
+    ctx = _stats.native_disabled() if not native else contextlib.nullcontext()
     with ctx:
         full = _stats.pearson(x, clip_negative=True)
         for block in (50, 64, 1000):
@@ -347,19 +348,11 @@ def test_pearson_blocked_into_memmap(tmp_path, native, dtype):
         assert np.all(big[:, 301:] == 0)
 
 
-class _nullctx:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        return False
-
-
 @pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False],
                          ids=["native", "numpy"])
 def test_pearson_bad_out(native):
     x = np.random.default_rng(0).standard_normal((5, 4))
-    ctx = _stats.native_disabled() if not native else _nullctx()
+    ctx = _stats.native_disabled() if not native else contextlib.nullcontext()
     with ctx:
         with pytest.raises(ValueError, match="shape"):
             _stats.pearson(x, out=np.empty((5, 4)))
@@ -463,7 +456,7 @@ def test_cuda_paths(native, dtype, monkeypatch):
     xt = torch.tensor(x, dtype=dtype, device="cuda")
     ft = torch.tensor(fiv, dtype=dtype, device="cuda")
     wt = torch.tensor(w, device="cuda")
-    ctx = _nullctx() if native else _stats.native_disabled()
+    ctx = contextlib.nullcontext() if native else _stats.native_disabled()
     with ctx:
         assert _stats.backend(xt) == ("native-cuda" if native else "torch")
         for clip in (False, True):
