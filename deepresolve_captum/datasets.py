@@ -279,29 +279,21 @@ def planted_motif_response(model, layer, motifs, n=256, seq_len=50, random_state
     for m in motifs:
         if not m or any(c not in ALPHABET for c in m) or len(m) > seq_len:
             raise ValueError(f"motif {m!r} must be a non-empty ACGT string no longer than seq_len")
+    from .adapters import channel_activations  # the layer hook, eval mode and device handling
+
     rng = _check_random_state(random_state)
-    captured = {}
-    handle = layer.register_forward_hook(lambda mod, inp, out: captured.__setitem__("h", out))
-    was_training = model.training
-    try:
-        model.eval()
 
-        def peak(idx):
-            model(one_hot(idx))
-            h = captured["h"]
-            return h.reshape(h.shape[0], h.shape[1], -1).amax(2).double()
+    def peak(idx):
+        return channel_activations(model, layer, one_hot(idx), reduce=None).flatten(2).amax(2).double()
 
-        idx = _motif_free_backgrounds(rng, n, seq_len, motifs)
-        base = peak(idx)
-        out = []
-        for m in motifs:
-            planted = idx.copy()
-            pos = rng.integers(0, seq_len - len(m) + 1, size=n)
-            code = _encode(m)
-            for r, p in enumerate(pos):
-                planted[r, p:p + len(m)] = code
-            out.append((peak(planted) - base).mean(0))
-    finally:
-        handle.remove()
-        model.train(was_training)
+    idx = _motif_free_backgrounds(rng, n, seq_len, motifs)
+    base = peak(idx)
+    out = []
+    for m in motifs:
+        planted = idx.copy()
+        pos = rng.integers(0, seq_len - len(m) + 1, size=n)
+        code = _encode(m)
+        for r, p in enumerate(pos):
+            planted[r, p:p + len(m)] = code
+        out.append((peak(planted) - base).mean(0))
     return torch.stack(out, 1).numpy()
