@@ -246,7 +246,8 @@ class EncodeZooStack(nn.Module):
     With ``sum_outputs=True`` it returns their sum (N, 1) instead: DeepResolve's objective is
     then separable, sum_m [S_m(H_m) - l2 ||H_m||^2], so one ascent of ``fc1``'s input
     (N, M * 16) optimises every model's H_m at once; read the per-model class scores of the
-    result with :meth:`head_scores`. Submodules: ``conv`` (grouped), ``relu``, ``pool``,
+    result with :meth:`head_scores`. Submodules: ``conv`` (every model's filters in one
+    ``Conv1d(4, M * 16)``: they all read the same sequence), ``relu``, ``pool``,
     ``flatten``, ``fc1`` (:class:`BlockLinear`), ``relu2``, ``fc2`` (:class:`BlockLinear`).
     """
 
@@ -262,7 +263,7 @@ class EncodeZooStack(nn.Module):
         k, _, w = models[0].conv.weight.shape
         self.n_filters = k
         self.sum_outputs = sum_outputs
-        self.conv = nn.Conv1d(4 * M, k * M, w, padding=models[0].conv.padding, groups=M)
+        self.conv = nn.Conv1d(4, k * M, w, padding=models[0].conv.padding)
         with torch.no_grad():
             self.conv.weight.copy_(torch.cat([m.conv.weight for m in models]))
             self.conv.bias.copy_(torch.cat([m.conv.bias for m in models]))
@@ -282,6 +283,6 @@ class EncodeZooStack(nn.Module):
         return out.reshape(*lead, self.n_models)
 
     def forward(self, x):
-        x = self.flatten(self.pool(self.relu(self.conv(x.repeat(1, self.n_models, 1)))))
+        x = self.flatten(self.pool(self.relu(self.conv(x))))
         out = self.fc2(self.relu2(self.fc1(x)))
         return out.sum(1, keepdim=True) if self.sum_outputs else out
