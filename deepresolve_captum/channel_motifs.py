@@ -224,7 +224,8 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
         paper's gradient ascent over the receptive field) or ``"auto"`` (filter where possible).
     n_top: starts per channel: the ``n_top`` (sequence, position) pairs of ``X`` with the highest
         activation of that channel (at most one per sequence).
-    n_steps, lr: Adam steps and step size of the ascent.
+    n_steps, lr: Adam steps and step size of the ascent; ``n_steps=0`` skips it (when only the
+        ``fragment_pwms`` are wanted; ``pwms`` are then the thresholded fragments themselves).
     l2: weight of the l2 penalty on the optimised fragment (objective: activation - l2 * ||x||^2).
     threshold: relative threshold of the paper's heuristic (fraction of each fragment's maximum).
     align: shift each start's matrix onto the one with the highest final activation before
@@ -245,9 +246,9 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     channels = _check_channels(channels)
     if method not in ("auto", "filter", "ascent"):
         raise ValueError("method must be 'auto', 'filter' or 'ascent'")
-    for name, v in (("n_top", n_top), ("n_steps", n_steps), ("batch_size", batch_size)):
-        if not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name} must be a positive int")
+    for name, v, lo in (("n_top", n_top, 1), ("n_steps", n_steps, 0), ("batch_size", batch_size, 1)):
+        if not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{name} must be an int >= {lo}")
     if not 0 <= threshold < 1:
         raise ValueError("threshold must be in [0, 1)")
     if X is not None:

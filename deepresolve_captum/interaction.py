@@ -335,7 +335,7 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
     from .channel_motifs import channel_pwms, trim_pwm
 
     if pwms is None:
-        res = channel_pwms(model, layer, [channel_a, channel_b], X)
+        res = channel_pwms(model, layer, [channel_a, channel_b], X, n_steps=0)  # fragments only
         src = res.fragment_pwms if res.fragment_pwms is not None else res.pwms
         pa, pb = src[0], src[1]
     else:

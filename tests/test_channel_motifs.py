@@ -106,6 +106,10 @@ def test_deep_channel_pwm_matches_planted_motif_by_tomtom():
     assert best.target_name == "PROX1" and best.p_value < 1e-3, hits.head()
     other = hits[(hits["query"] == 2) & (hits["rank"] == 1)].iloc[0]
     assert other.target_name != "PROX1" or other.p_value > 1e-3
+    # n_steps=0 skips the ascent: the same fragments, no change in activation
+    res0 = channel_pwms(m, m.relu2, [0, 2], X, n_top=10, n_steps=0)
+    np.testing.assert_array_equal(res0.fragment_pwms, res.fragment_pwms)
+    np.testing.assert_allclose(res0.fragments.activation_after, res0.fragments.activation, rtol=1e-5)
 
 
 def test_channel_seqlets_wraps_recursive_seqlets(monkeypatch):
@@ -146,6 +150,8 @@ def test_bad_input():
         channel_pwms(m, m.relu2, [0], None, method="ascent")
     with pytest.raises(ValueError, match="range"):
         channel_pwms(m, m.relu2, [9], X)
+    with pytest.raises(ValueError, match="n_steps"):
+        channel_pwms(m, m.relu2, [0], X, n_steps=-1)
     with pytest.raises(ValueError):
         channel_seqlets(torch.zeros(2, 3, 4))
 
