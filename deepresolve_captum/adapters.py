@@ -133,13 +133,17 @@ def _model_device(model):
 
 
 @contextmanager
-def _preserved(model):
-    """Run with the model in eval mode; restore every module's mode and every parameter's
-    requires_grad exactly as found, whatever happens."""
+def _preserved(model, freeze=False):
+    """Run with the model in eval mode (and, with ``freeze``, its parameters not requiring
+    grad); restore every module's mode and every parameter's requires_grad exactly as found,
+    whatever happens."""
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()]
     try:
         model.eval()
+        if freeze:
+            for p, _ in grads:
+                p.requires_grad_(False)
         yield
     finally:
         for m, t in modes:

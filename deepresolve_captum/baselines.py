@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import make_references
+from .adapters import _preserved, make_references
 from .motifs import _normalise_columns, random_one_hot
 
 __all__ = ["model_positives", "layer_saliency", "layer_grad_x_input", "layer_deeplift",
@@ -46,28 +46,6 @@ def _check_X(X):
     if X.shape[0] < 1:
         raise ValueError("X holds no sequences")
     return X.float()
-
-
-class _Eval:
-    """Model in eval mode, parameters frozen, restored afterwards."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def __enter__(self):
-        self.mode = [(m, m.training) for m in self.model.modules()]
-        self.grad = [(p, p.requires_grad) for p in self.model.parameters()]
-        self.model.eval()
-        for p, _ in self.grad:
-            p.requires_grad_(False)
-        return self.model
-
-    def __exit__(self, *exc):
-        for m, t in self.mode:
-            m.training = t
-        for p, g in self.grad:
-            p.requires_grad_(g)
-        return False
 
 
 def _target_output(out, target):
@@ -101,7 +79,7 @@ def model_positives(model, n=200, n_candidates=10000, seq_len=101, target=0,
     if not 1 <= n <= n_candidates:
         raise ValueError(f"need 1 <= n <= n_candidates, got n={n}, n_candidates={n_candidates}")
     X = random_one_hot(n_candidates, seq_len, probs=probs, random_state=random_state)
-    with _Eval(model):
+    with _preserved(model, freeze=True):
         s = torch.cat([_target_output(model(X[i:i + batch_size]), target)
                        for i in range(0, len(X), batch_size)])
     top = torch.argsort(s, descending=True)[:n]
@@ -135,7 +113,7 @@ def _layer_grads(model, layer, X, target, attribute_to_layer_input, batch_size):
     H, G = [], []
     cap = _Capture(layer, attribute_to_layer_input)
     try:
-        with _Eval(model), torch.enable_grad():
+        with _preserved(model, freeze=True), torch.enable_grad():
             for i in range(0, len(X), batch_size):
                 s = _target_output(model(X[i:i + batch_size]), target)
                 g, = torch.autograd.grad(s.sum(), cap.value)
@@ -225,7 +203,7 @@ def layer_deeplift(model, layer, X, target=0, attribute_to_layer_input=False, n_
     Xr = X.repeat(n_ref, 1, 1)
     dl = LayerDeepLift(model, layer, multiply_by_inputs=True)
     out = []
-    with _Eval(model):  # inputs require grad: Captum hooks every nonlinearity, also before the layer
+    with _preserved(model, freeze=True):  # inputs require grad: Captum hooks every nonlinearity, also before the layer
         for i in range(0, len(Xr), batch_size):
             a = dl.attribute(Xr[i:i + batch_size].clone().requires_grad_(True),
                              baselines=R[i:i + batch_size], target=target,
@@ -256,7 +234,7 @@ def deeplift_delta(model, layer, X, references, target=0, attribute_to_layer_inp
     from captum.attr import LayerDeepLift
 
     X, R = _check_X(X), _check_X(references)
-    with _Eval(model):
+    with _preserved(model, freeze=True):
         a = LayerDeepLift(model, layer, multiply_by_inputs=True).attribute(
             X.clone().requires_grad_(True), baselines=R, target=target, attribute_to_layer_input=attribute_to_layer_input)
         with torch.no_grad():
@@ -305,7 +283,7 @@ def deepmotif(model, n_starts=20, seq_len=101, target=0, l2=0.01, lr=0.1, n_step
     g = torch.Generator().manual_seed(int(np.random.default_rng(random_state).integers(2**31)))
     x = (0.25 + init_scale * torch.randn(n_starts, 4, seq_len, generator=g)).requires_grad_(True)
     opt = torch.optim.Adam([x], lr=lr)
-    with _Eval(model), torch.enable_grad():
+    with _preserved(model, freeze=True), torch.enable_grad():
         for _ in range(n_steps):
             opt.zero_grad()
             s = _target_output(model(x), target)

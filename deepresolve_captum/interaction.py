@@ -33,6 +33,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from .adapters import _model_device, _preserved
+
 __all__ = ["interaction_check", "channel_pair_interaction", "plant_motifs", "classify_interaction",
            "InteractionResult", "motif_to_one_hot"]
 
@@ -276,17 +278,8 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         seqs.append(plant_motifs(B, inst, s))
     allX = torch.cat(seqs)
 
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        device = next(model.parameters()).device
-    except StopIteration:
-        device = torch.device("cpu")
-    try:
-        model.eval()
-        y = _predict(model, allX, target, batch_size, device)
-    finally:
-        for m, t in modes:
-            m.training = t
+    with _preserved(model):
+        y = _predict(model, allX, target, batch_size, _model_device(model))
     if output == "probability":
         y = torch.sigmoid(y)
     Y = y.numpy().reshape(4, n_backgrounds).T.astype(np.float64)  # (n, 4): none, a, b, both
