@@ -172,12 +172,8 @@ class _Recorder(nn.Module):
             value = args[0]
         else:
             value = self.inner(*args, **kwargs)
-        if owner.stop:
-            owner._value = value
-            raise _StopForward
-        if owner._value is None:
-            owner._value = value
-        return value
+        owner._value = value
+        raise _StopForward
 
 
 class ChannelSum(nn.Module):
@@ -206,7 +202,6 @@ class ChannelSum(nn.Module):
         self.model = model
         self.channels = list(channels)
         self.attribute_to_layer_input = bool(attribute_to_layer_input)
-        self.stop = True
         self._value = None
         self._layer = [layer]
         self._swapped = []

@@ -91,7 +91,6 @@ class _Capture:
 
     def __init__(self, layer, on_input):
         self.value = None
-        self.on_input = on_input
         if on_input:
             self.h = layer.register_forward_pre_hook(self._pre)
         else:

@@ -28,6 +28,7 @@ from torch import nn
 
 from .adapters import (ChannelSum, _check_channels, _check_model_layer, _check_X, _model_device,
                        _preserved)
+from .motifs import _normalise_columns
 
 try:
     from tqdm.auto import tqdm
@@ -126,9 +127,7 @@ def _threshold_normalise(x, threshold):
     """(..., 4, k) optimised inputs -> probability matrices (the paper's heuristic)."""
     x = np.asarray(x, dtype=np.float64)
     mx = x.max(axis=(-2, -1), keepdims=True)
-    y = np.where((x > 0) & (x >= threshold * mx), x, 0.0)
-    s = y.sum(-2, keepdims=True)
-    return np.where(s > 0, y / np.where(s > 0, s, 1.0), 0.25)
+    return _normalise_columns(np.where((x > 0) & (x >= threshold * mx), x, 0.0))
 
 
 def _align(mats, ref, max_shift=None):
