@@ -31,10 +31,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepresolve_captum.demo import DEFAULTS, SEQ_LEN, run_synthetic  # noqa: E402
-
-SET_ONE_CLAIMS = ("xor_nonadditive", "xor_opposite", "top_nonadditive_is_xor", "and_additive", "bic_gt1")
-SET_TWO_CLAIMS = ("similarity_order", "cosine_fails", "top_channel_own_motif", "bic_one")
+from deepresolve_captum.demo import (CLASS4_PAIRS, DEFAULTS, SEQ_LEN, SET_ONE_CLAIMS,  # noqa: E402
+                                     SET_TWO_CLAIMS, SHARING_PAIRS, run_synthetic)
 
 
 def _jsonable(x):
@@ -62,7 +60,7 @@ def model_line(dataset, i, run):
         names = SET_ONE_CLAIMS
     else:
         sim, cos = np.asarray(c["similarity"]), np.asarray(c["cosine"])
-        pairs = ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3))
+        pairs = SHARING_PAIRS + CLASS4_PAIRS
         detail = (f"BIC {c['n_components']}  sim " + " ".join(f"{sim[p]:+.2f}" for p in pairs)
                   + "  cos " + " ".join(f"{cos[p]:+.2f}" for p in pairs)
                   + f"  top {[f'{k}:{m}' for k, m in c['top_channels']]}")
