@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from .adapters import _preserved, make_references
-from .motifs import _normalise_columns, random_one_hot
+from .motifs import _normalise_columns, column_information, random_one_hot
 
 __all__ = ["model_positives", "layer_saliency", "layer_grad_x_input", "layer_deeplift",
            "layer_channel_scores", "deeplift_delta", "deepmotif", "deepmotif_pwms"]
@@ -329,7 +329,7 @@ def deepmotif_pwms(model, width=25, n_top=5, n_starts=20, window="mass", random_
         raise ValueError(f"width {width} longer than the sequences ({X.shape[2]})")
     P = _normalise_columns(X)  # (n_top, 4, L)
     if window == "ic":
-        col = (P * np.log2(np.clip(P, 1e-12, None) / 0.25)).sum(1)  # (n_top, L)
+        col = column_information(P)  # (n_top, L)
     elif window == "contrast":
         col = X.max(1) - X.mean(1)
     else:

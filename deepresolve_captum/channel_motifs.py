@@ -28,7 +28,7 @@ from torch import nn
 
 from .adapters import (ChannelSum, _check_channels, _check_model_layer, _check_X, _model_device,
                        _preserved)
-from .motifs import _normalise_columns
+from .motifs import _normalise_columns, column_information
 
 try:
     from tqdm.auto import tqdm
@@ -162,8 +162,7 @@ def trim_pwm(pwm, min_ic=0.5):
     p = np.asarray(pwm, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != 4:
         raise ValueError(f"pwm must have shape (4, w), got {p.shape}")
-    ic = 2 + (p * np.log2(np.clip(p, 1e-12, None))).sum(0)
-    keep = np.flatnonzero(ic >= min_ic)
+    keep = np.flatnonzero(column_information(p) >= min_ic)
     if len(keep) == 0:
         return p.copy()
     return p[:, keep[0]:keep[-1] + 1].copy()

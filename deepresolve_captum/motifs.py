@@ -100,6 +100,13 @@ def filter_pwms(weights, pseudocount=0.0):
     return _normalise_columns(w, pseudocount)
 
 
+def column_information(pwm, background=0.25):
+    """Information content (bits) of each column of probability matrices (..., 4, w) -> (..., w):
+    sum_b p_b log2(p_b / background)."""
+    p = np.asarray(pwm, dtype=np.float64)
+    return (p * np.log2(np.clip(p, 1e-12, None) / background)).sum(-2)
+
+
 def information_content(pwms, background=0.25):
     """Total information content (bits) of each probability matrix.
 
@@ -111,11 +118,7 @@ def information_content(pwms, background=0.25):
     -------
     numpy array (n,): sum over columns of sum_b p_b log2(p_b / background).
     """
-    out = []
-    for m in _as_matrix_list(pwms):
-        p = np.clip(m, 1e-12, None)
-        out.append(float((m * np.log2(p / background)).sum()))
-    return np.array(out)
+    return np.array([float(column_information(m, background).sum()) for m in _as_matrix_list(pwms)])
 
 
 def reverse_complement(pwm):

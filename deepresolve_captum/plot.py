@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .motifs import _normalise_columns, column_information
+
 RED, BLUE, GREY = "#d62728", "#1f77b4", "#555555"
 
 
@@ -56,11 +58,7 @@ def filter_logo_matrix(weight, mode="information"):
         return (w - w.mean(0, keepdims=True)).T
     if mode != "information":
         raise ValueError(f"mode must be 'information' or 'weight', got {mode!r}")
-    p = np.clip(w, 0, None)
-    tot = p.sum(0, keepdims=True)
-    p = np.where(tot > 0, p / np.where(tot > 0, tot, 1), 0.25)
-    ic = 2 + (p * np.log2(np.clip(p, 1e-12, 1))).sum(0, keepdims=True)
-    return (p * ic).T
+    return pwm_logo_matrix(_normalise_columns(w)).T
 
 
 def plot_filter_logo(weight, ax=None, mode="information"):
@@ -294,8 +292,7 @@ def pwm_logo_matrix(pwm):
     p = _np(pwm, "pwm")
     if p.ndim != 2 or p.shape[0] != 4:
         raise ValueError(f"pwm must have shape (4, w), got {p.shape}")
-    ic = 2 + (p * np.log2(np.clip(p, 1e-12, None))).sum(0)
-    return p * ic[None]
+    return p * column_information(p)[None]
 
 
 def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height=1.2):
