@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
-                       SET_TWO_MOTIFS, planted_motif_response, synthetic_set_one, synthetic_set_two)
+                       SET_TWO_MOTIFS, _plant, one_hot, planted_motif_response, synthetic_set_one,
+                       synthetic_set_two)
 from .optimizer import LayerFeatureOptimizer
 from .similarity import class_similarity, label_correlation, signed_ofiv_correlation, weight_cosine
 from .summary import CATEGORY_NAMES, summarize
@@ -181,8 +182,6 @@ def logic_table(model, seq_len=None, n=500, max_copies=1, random_state=0):
     CAGGTC with both or neither XOR pattern, low.
     """
     from itertools import product
-
-    from .datasets import _plant, one_hot
 
     seq_len = int(seq_len or getattr(model, "seq_len", SEQ_LEN["one"]))
     rng = np.random.default_rng(random_state)

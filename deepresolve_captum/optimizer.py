@@ -333,7 +333,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         steps = np.zeros(n_rows, dtype=np.int64)
         objective = np.zeros(n_rows)
         converged = np.zeros(n_rows, dtype=bool)
-        row_target = torch.tensor([targets[r // n_starts] for r in range(n_rows)], device=device)
+        row_target = torch.tensor(targets, device=device).repeat_interleave(n_starts)
         bar = _progress(n_rows, verbose)
         try:
             for lo in range(0, n_rows, chunk_size):
@@ -413,7 +413,7 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
         score = out.gather(1, tgt.view(-1, 1)).squeeze(1)
         (grad,) = torch.autograd.grad(score.sum(), h)
     h = h.detach()
-    obj = score.detach() - l2 * torch.linalg.vector_norm(h.flatten(1), dim=1).square()
+    obj = score.detach() - l2 * h.flatten(1).square().sum(1)
     grad = torch.add(grad, h, alpha=-2.0 * l2)  # the regulariser's gradient, analytically
     if not bool(torch.isfinite(obj).all()):
         bad = int((~torch.isfinite(obj)).nonzero()[0, 0])

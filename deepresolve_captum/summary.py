@@ -1,7 +1,8 @@
 """DeepResolve's ensemble summary: FIM -> FIV -> weights -> IL -> GMM/BIC -> OFIV.
 
 Follows the paper (Liu, Zeng & Gifford 2019, "Summarizing feature contributions using OFIV"),
-not the authors' code, whose non-additive branch never runs (see NOTES.md).
+not the authors' code (lgsaber/DeepResolve), whose non-additive branch never runs: it compares
+an estimator object to 0, so their OFIV is always the plain weighted mean.
 """
 from __future__ import annotations
 

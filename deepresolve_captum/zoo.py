@@ -103,7 +103,8 @@ def keras_init_(model):
     """Initialise like Keras 1.2 did for the paper's models: glorot_uniform weights, zero biases.
 
     PyTorch's default (kaiming-uniform with a=sqrt(5)) often makes the synthetic XOR be learned as
-    "positive by default, vetoed" instead of as two opposed detectors (see NOTES). Returns model.
+    "positive by default, vetoed" instead of as two opposed detectors, and then DeepResolve has
+    no XOR modes to find. Returns model.
     """
     for m in model.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
