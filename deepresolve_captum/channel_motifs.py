@@ -276,14 +276,13 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     k, stride, offset = rf["length"], rf["stride"], rf["offset"]
     L = X.shape[-1]
 
-    with _preserved(model):
+    # one swap of the layer for every activation batch and ascent step below
+    with _preserved(model), ChannelSum(model, layer, [0], attribute_to_layer_input) as cs:
         # top activating (sequence, position) per channel, fields inside the sequence
         with torch.no_grad():
             acts = []
             for i in range(0, len(X), batch_size):
-                v = _layer_value(model, layer, X[i:i + batch_size].to(device),
-                                 attribute_to_layer_input)
-                acts.append(v.float().cpu())
+                acts.append(cs.layer_value(X[i:i + batch_size].to(device)).float().cpu())
             A = torch.cat(acts)  # (N, K, W)
         if max(channels) >= A.shape[1]:
             raise ValueError(f"channel index out of range ({A.shape[1]} channels)")
@@ -325,8 +324,7 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
                 x = base.clone()
                 x[ar[:, None, None], torch.arange(4, device=device)[None, :, None],
                   cols[:, None, :]] = wv
-                v = _layer_value(model, layer, x, attribute_to_layer_input)
-                return v[ar, ch, wpos]
+                return cs.layer_value(x)[ar, ch, wpos]
 
             for _ in range(int(n_steps)):
                 opt.zero_grad()
