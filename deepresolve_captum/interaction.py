@@ -34,6 +34,7 @@ import pandas as pd
 import torch
 
 from .adapters import _model_device, _preserved
+from .channel_motifs import consensus
 
 __all__ = ["interaction_check", "channel_pair_interaction", "plant_motifs", "classify_interaction",
            "InteractionResult", "motif_to_one_hot"]
@@ -63,10 +64,6 @@ def motif_to_one_hot(motif):
     if (col <= 0).any():
         raise ValueError("a motif matrix has an all-zero column")
     return m / col
-
-
-def _consensus(m):
-    return "".join(ALPHABET[i] for i in m.argmax(0))
 
 
 def _draw(m, n, sample, rng):
@@ -293,8 +290,8 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     logic = classify_interaction(float(eff[:, 1].mean()), float(eff[:, 2].mean()),
                                  float(eff[:, 3].mean()), tol=tol, min_effect=min_effect,
                                  sems=[sem(eff[:, i]) for i in (1, 2, 3)], z=z)
-    names = {"a": _consensus(mats[0]), "b": _consensus(mats[1]),
-             "context": [_consensus(m) for m in mats[2:]]}
+    names = {"a": consensus(mats[0]), "b": consensus(mats[1]),
+             "context": [consensus(m) for m in mats[2:]]}
     settings = dict(n_backgrounds=n, target=target, output=output, sample_pwm=sample_pwm, tol=tol,
                     min_effect=min_effect, z=z, random_state=random_state,
                     backgrounds="random" if X is None else "dinucleotide_shuffle")
