@@ -199,16 +199,15 @@ void set_num_threads(int n) { g_threads.store(n > 0 ? n : initial_threads()); }
 
 namespace {
 
-// 64-byte aligned scratch buffer, zeroed unless asked not to.
+// 64-byte aligned scratch buffer (not zeroed: its one user clears what it uses, per use).
 template <class T>
 struct Aligned {
     T* p = nullptr;
-    explicit Aligned(size_t n, bool zero = true) {
+    explicit Aligned(size_t n) {
         size_t bytes = ((n * sizeof(T) + 63) / 64) * 64;
         if (bytes == 0) bytes = 64;
         p = static_cast<T*>(std::aligned_alloc(64, bytes));
         if (!p) throw std::bad_alloc();
-        if (zero) std::memset(p, 0, bytes);
     }
     ~Aligned() { std::free(p); }
     Aligned(const Aligned&) = delete;
