@@ -1,6 +1,6 @@
 """Benchmark the native ensemble statistics (deepresolve_captum._C) against numpy, side by side.
 
-    python benchmarks/stats.py [--repeats 7] [--big-repeats 3] [--no-big] [--dtypes float32,float64]
+    python benchmarks/stats.py [--repeats 11] [--big-repeats 3] [--no-big] [--dtypes float32,float64]
                                [--tmpdir DIR] [--threads N] [--cuda]
 
 Cases (issue 3):
@@ -50,16 +50,10 @@ def _load():
         return "n/a"
 
 
-CPU = {"n": [], "r": []}  # process CPU seconds per call, last case only (all threads summed)
-
-
-GAP = [0.2]  # seconds of idle time before each timed call (--gap)
-
-
-def side_by_side(native, reference, repeats, sync=None):
-    """Alternate the two callables; return (median native s, median reference s, all times)."""
-    tn, tr = [], []
-    CPU["n"], CPU["r"] = [], []
+def side_by_side(native, reference, repeats, gap, sync=None):
+    """Alternate the two callables, each timed call after ``gap`` idle seconds; returns
+    {"n"/"r": wall seconds per call, "cpu_n"/"cpu_r": process CPU seconds per call (all threads)}."""
+    t = {"n": [], "r": [], "cpu_n": [], "cpu_r": []}
     native()  # warm-up (pools, first-touch, lazy imports), not timed
     reference()
     for i in range(repeats):
@@ -67,22 +61,23 @@ def side_by_side(native, reference, repeats, sync=None):
         for tag, fn in order:
             if sync:
                 sync()
-            time.sleep(GAP[0])
-            t, c = time.perf_counter(), time.process_time()
+            time.sleep(gap)
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
             if sync:
                 sync()
-            (tn if tag == "n" else tr).append(time.perf_counter() - t)
-            CPU[tag].append(time.process_time() - c)
-    return statistics.median(tn), statistics.median(tr), tn, tr
+            t[tag].append(time.perf_counter() - t0)
+            t["cpu_" + tag].append(time.process_time() - c0)
+    return t
 
 
-def report(name, med_n, med_r, tn, tr, ref_name="numpy"):
-    ratio = med_r / med_n
-    print(f"{name:<44} native {med_n * 1e3:10.2f} ms   {ref_name} {med_r * 1e3:10.2f} ms   "
-          f"{ref_name}/native {ratio:5.2f}x   (min {min(tn) * 1e3:.2f} / {min(tr) * 1e3:.2f} ms; "
-          f"CPU {statistics.median(CPU['n']) * 1e3:.1f} / {statistics.median(CPU['r']) * 1e3:.1f} ms; "
-          f"n={len(tn)})")
+def report(name, t, ref_name="numpy"):
+    """Print one case from ``side_by_side``'s timings: medians, the ratio, minima, CPU time."""
+    med = {k: statistics.median(v) * 1e3 for k, v in t.items()}
+    ratio = med["r"] / med["n"]
+    print(f"{name:<44} native {med['n']:10.2f} ms   {ref_name} {med['r']:10.2f} ms   "
+          f"{ref_name}/native {ratio:5.2f}x   (min {min(t['n']) * 1e3:.2f} / {min(t['r']) * 1e3:.2f} ms; "
+          f"CPU {med['cpu_n']:.1f} / {med['cpu_r']:.1f} ms; n={len(t['n'])})")
     return ratio
 
 
@@ -101,7 +96,6 @@ def main():
                          "worker threads, which spin for a while after each BLAS call, are asleep "
                          "again and do not eat the next call's CPU (0: back to back)")
     args = ap.parse_args()
-    GAP[0] = args.gap
 
     C = _stats._C
     if C is None or not _stats.native_available():
@@ -117,16 +111,16 @@ def main():
     for dt in dtypes:
         fiv = rng.standard_normal((919, 10, 480)).astype(dt)
         w = rng.random((919, 10)) + 0.01
-        mn, mr, tn, tr = side_by_side(lambda: _stats.weighted_moments(fiv, w),
-                                      lambda: _stats.weighted_moments_numpy(fiv, w), args.repeats)
-        report(f"IL weighted_moments (919, 10, 480) {dt.name}", mn, mr, tn, tr)
+        t = side_by_side(lambda: _stats.weighted_moments(fiv, w),
+                                      lambda: _stats.weighted_moments_numpy(fiv, w), args.repeats, args.gap)
+        report(f"IL weighted_moments (919, 10, 480) {dt.name}", t)
 
     for shape in ((919, 480), (2002, 960)):
         for dt in dtypes:
             x = (rng.standard_normal(shape) + 0.2).astype(dt)
-            mn, mr, tn, tr = side_by_side(lambda: _stats.pearson(x, clip_negative=True),
-                                          lambda: _stats.pearson_numpy(x, clip_negative=True), args.repeats)
-            report(f"Pearson {shape} {dt.name}", mn, mr, tn, tr)
+            t = side_by_side(lambda: _stats.pearson(x, clip_negative=True),
+                                          lambda: _stats.pearson_numpy(x, clip_negative=True), args.repeats, args.gap)
+            report(f"Pearson {shape} {dt.name}", t)
 
     if not args.no_big:
         dt = np.dtype(args.big_dtype)
@@ -138,11 +132,11 @@ def main():
             block = 2048
             print(f"# {n} x {n} {dt.name} = {n * n * dt.itemsize / 2**30:.2f} GiB per memmap, in {d}; "
                   f"block_size {block}; load {_load()}")
-            mn, mr, tn, tr = side_by_side(
+            t = side_by_side(
                 lambda: _stats.pearson(x, clip_negative=True, out=mm_n, block_size=block),
                 lambda: _stats.pearson_numpy(x, clip_negative=True, out=mm_r, block_size=block),
-                args.big_repeats)
-            report(f"Pearson ({n}, {k}) {dt.name} -> memmap", mn, mr, tn, tr)
+                args.big_repeats, args.gap)
+            report(f"Pearson ({n}, {k}) {dt.name} -> memmap", t)
             rows = rng.choice(n, size=64, replace=False)
             diff = float(np.abs(mm_n[rows].astype(np.float64) - mm_r[rows]).max())
             print(f"# max |native - numpy| over 64 sampled rows of the memmaps: {diff:.2e}")
@@ -161,16 +155,16 @@ def main():
             for dt in (torch.float32, torch.float64):
                 fiv = torch.randn(919, 10, 480, dtype=dt, device=dev)
                 w = torch.rand(919, 10, dtype=torch.float64, device=dev) + 0.01
-                mn, mr, tn, tr = side_by_side(lambda: _stats.weighted_moments(fiv, w),
+                t = side_by_side(lambda: _stats.weighted_moments(fiv, w),
                                               lambda: _stats.weighted_moments_torch(fiv, w),
-                                              args.repeats, sync=sync)
-                report(f"CUDA IL (919, 10, 480) {str(dt)[6:]}", mn, mr, tn, tr, ref_name="torch")
+                                              args.repeats, args.gap, sync=sync)
+                report(f"CUDA IL (919, 10, 480) {str(dt)[6:]}", t, ref_name="torch")
                 for shape in ((919, 480), (2002, 960), (21907, 960)):
                     x = torch.randn(*shape, dtype=dt, device=dev) + 0.2
-                    mn, mr, tn, tr = side_by_side(lambda: _stats.pearson(x, clip_negative=True),
+                    t = side_by_side(lambda: _stats.pearson(x, clip_negative=True),
                                                   lambda: _stats.pearson_torch(x, clip_negative=True),
-                                                  args.repeats, sync=sync)
-                    report(f"CUDA Pearson {shape} {str(dt)[6:]}", mn, mr, tn, tr, ref_name="torch")
+                                                  args.repeats, args.gap, sync=sync)
+                    report(f"CUDA Pearson {shape} {str(dt)[6:]}", t, ref_name="torch")
     print(f"# load at the end {_load()}")
 
 
