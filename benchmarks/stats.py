@@ -112,14 +112,14 @@ def main():
         fiv = rng.standard_normal((919, 10, 480)).astype(dt)
         w = rng.random((919, 10)) + 0.01
         t = side_by_side(lambda: _stats.weighted_moments(fiv, w),
-                                      lambda: _stats.weighted_moments_numpy(fiv, w), args.repeats, args.gap)
+                         lambda: _stats.weighted_moments_numpy(fiv, w), args.repeats, args.gap)
         report(f"IL weighted_moments (919, 10, 480) {dt.name}", t)
 
     for shape in ((919, 480), (2002, 960)):
         for dt in dtypes:
             x = (rng.standard_normal(shape) + 0.2).astype(dt)
             t = side_by_side(lambda: _stats.pearson(x, clip_negative=True),
-                                          lambda: _stats.pearson_numpy(x, clip_negative=True), args.repeats, args.gap)
+                             lambda: _stats.pearson_numpy(x, clip_negative=True), args.repeats, args.gap)
             report(f"Pearson {shape} {dt.name}", t)
 
     if not args.no_big:
@@ -156,14 +156,14 @@ def main():
                 fiv = torch.randn(919, 10, 480, dtype=dt, device=dev)
                 w = torch.rand(919, 10, dtype=torch.float64, device=dev) + 0.01
                 t = side_by_side(lambda: _stats.weighted_moments(fiv, w),
-                                              lambda: _stats.weighted_moments_torch(fiv, w),
-                                              args.repeats, args.gap, sync=sync)
+                                 lambda: _stats.weighted_moments_torch(fiv, w),
+                                 args.repeats, args.gap, sync=sync)
                 report(f"CUDA IL (919, 10, 480) {str(dt)[6:]}", t, ref_name="torch")
                 for shape in ((919, 480), (2002, 960), (21907, 960)):
                     x = torch.randn(*shape, dtype=dt, device=dev) + 0.2
                     t = side_by_side(lambda: _stats.pearson(x, clip_negative=True),
-                                                  lambda: _stats.pearson_torch(x, clip_negative=True),
-                                                  args.repeats, args.gap, sync=sync)
+                                     lambda: _stats.pearson_torch(x, clip_negative=True),
+                                     args.repeats, args.gap, sync=sync)
                     report(f"CUDA Pearson {shape} {str(dt)[6:]}", t, ref_name="torch")
     print(f"# load at the end {_load()}")
 
