@@ -476,6 +476,10 @@ def test_cuda_paths(native, dtype, monkeypatch):
             _stats.weighted_moments(ft, torch.zeros_like(wt))
         with pytest.raises(ValueError, match="NaN or inf"):
             _stats.pearson(torch.full_like(xt, float("inf")))
+        if dtype == torch.float64:
+            x_big, msg = BAD_PEARSON["overflow"]
+            with pytest.raises(ValueError, match=msg):
+                _stats.pearson(torch.tensor(x_big, device="cuda"), clip_negative=True)
 
 
 def test_without_extension_falls_back(monkeypatch):

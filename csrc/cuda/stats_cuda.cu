@@ -95,6 +95,9 @@ __global__ void prep_kernel(const T* __restrict__ x, T* __restrict__ z, long n, 
         }
         ss = block_sum(ss, sh);
         scale = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
+        // finite values whose sums overflow: a NaN row, which the Python wrapper reports (as the
+        // CPU kernel does) instead of a row of 0 or inf correlations
+        if (!isfinite(mu) || !isfinite(ss)) scale = NAN;
     }
     T* zi = z + i * K;
     for (long p = threadIdx.x; p < K; p += blockDim.x) {
