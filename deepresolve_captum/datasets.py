@@ -121,6 +121,7 @@ def contains(idx, motif):
 def _plant(rng, idx, rows, motifs_per_row):
     """Plant motifs (list per row) into idx[rows] at random non-overlapping positions (in place)."""
     L = idx.shape[1]
+    codes = {}  # each distinct motif encoded once (set II plants ~175,000 copies of 4)
     for r, motifs in zip(rows, motifs_per_row):
         if not motifs:
             continue
@@ -136,7 +137,10 @@ def _plant(rng, idx, rows, motifs_per_row):
         for j, o in enumerate(order):
             pos += cuts[j] - prev
             prev = cuts[j]
-            idx[r, pos:pos + lengths[o]] = _encode(motifs[o])
+            m = motifs[o]
+            if m not in codes:
+                codes[m] = _encode(m)
+            idx[r, pos:pos + lengths[o]] = codes[m]
             pos += lengths[o]
 
 
