@@ -165,7 +165,7 @@ def layer_grad_x_input(model, layer, X, target=0, attribute_to_layer_input=False
 
 
 def _shuffled_references(X, n_shuffles, random_state):
-    """Dinucleotide-shuffled references, shuffle-major: (n_shuffles * N, 4, L)."""
+    """Dinucleotide-shuffled references, reference-major: (n_shuffles * N, 4, L)."""
     R = make_references(X, "shuffle", n_shuffles, random_state)          # (N, n, 4, L)
     return R.transpose(0, 1).reshape(-1, *X.shape[1:]).to(X.dtype)
 
@@ -185,7 +185,8 @@ def layer_deeplift(model, layer, X, target=0, attribute_to_layer_input=False, n_
     model, layer, X, target, attribute_to_layer_input, batch_size: as :func:`layer_saliency`.
     n_shuffles: dinucleotide-shuffled references per sequence (tangermeme's shuffle) when
         ``references`` is None.
-    references: optional (n_refs, N, 4, L) or (N, 4, L) reference sequences.
+    references: optional reference sequences, (N, R, 4, L) (R references for each sequence, the
+        layout of :func:`deepresolve_captum.adapters.make_references`) or (N, 4, L) (R = 1).
     random_state: seed of the shuffles.
     reduce: True -> (C,), False -> (N, *layer_shape) (averaged over references).
 
@@ -213,15 +214,15 @@ def layer_deeplift(model, layer, X, target=0, attribute_to_layer_input=False, n_
 
 
 def _references(X, references, n_shuffles, random_state):
+    """The references, reference-major: (R * N, 4, L), row r * N + i a reference of sequence i."""
     if references is None:
         if n_shuffles < 1:
             raise ValueError("n_shuffles must be >= 1")
         return _shuffled_references(X, n_shuffles, random_state)
-    R = _check_X(references.reshape(-1, *X.shape[1:]) if isinstance(references, torch.Tensor)
-                 else torch.as_tensor(np.asarray(references)).reshape(-1, *X.shape[1:]))
-    if R.shape[0] % X.shape[0]:
-        raise ValueError("references must hold a whole number of sets of N sequences")
-    return R
+    if not isinstance(references, torch.Tensor):
+        references = torch.as_tensor(np.asarray(references))
+    R = make_references(X, references.float())                          # (N, R, 4, L), checked
+    return R.transpose(0, 1).reshape(-1, *X.shape[1:]).to(X.dtype)
 
 
 def deeplift_delta(model, layer, X, references, target=0, attribute_to_layer_input=False):

@@ -114,6 +114,25 @@ def test_deeplift_closed_form_and_complete():
     _unchanged(m, before)
 
 
+def test_deeplift_references_per_sequence():
+    # (N, R, 4, L), the layout of make_references: reference r of sequence i is R[i, r]; a
+    # reference paired with the wrong sequence changes the closed form below
+    m = small_model()
+    X = random_seqs(6, plant=KMERS)
+    R = torch.stack([random_seqs(6, seed=s) for s in (5, 6, 7)], dim=1)       # (6, 3, 4, L)
+    w = torch.tensor([2.0, -1.0, 0.5])
+    with torch.no_grad():
+        H = m.pool(m.relu(m.conv(X)))[:, :, 0]                               # (N, C)
+        Hr = torch.stack([m.pool(m.relu(m.conv(R[:, r])))[:, :, 0] for r in range(3)], 1)
+    per_seq = B.layer_deeplift(m, m.fc1, X, references=R, attribute_to_layer_input=True,
+                               reduce=False)                                 # (N, C)
+    np.testing.assert_allclose(per_seq.numpy(), ((H[:, None] - Hr) * w).mean(1).numpy(),
+                               rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\(N, R, 4, L\)"):
+        B.layer_deeplift(m, m.fc1, X, references=R.transpose(0, 1)[:, :4],
+                         attribute_to_layer_input=True)
+
+
 def test_deeplift_complete_through_nonlinear_head():
     """A real ReLU head (random weights): DeepLIFT at the fc1 input is complete; the max-pool
     before it is not traversed."""
