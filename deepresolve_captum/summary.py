@@ -6,6 +6,7 @@ an estimator object to 0, so their OFIV is always the plain weighted mean.
 """
 from __future__ import annotations
 
+import json
 import warnings
 from dataclasses import asdict, dataclass, field
 
@@ -67,25 +68,83 @@ class EnsembleSummary:
 
     def channels(self, target=0, category=None, order="ofiv"):
         """Channel indices of one target, optionally of one category, sorted by descending
-        OFIV (``order="ofiv"``) or IL (``order="il"``)."""
+        OFIV (``order="ofiv"``) or IL (``order="il"``).
+
+        category: None (all), an int (``ADDITIVE``, ``NONADDITIVE_CONSISTENT``,
+            ``NONADDITIVE_FLIPPING``), one of ``CATEGORY_NAMES``, or "additive" /
+            "nonadditive" (both non-additive categories).
+        Returns an int array of channel indices.
+        """
+        if order not in ("ofiv", "il"):
+            raise ValueError(f"order must be 'ofiv' or 'il', got {order!r}")
         key = self.ofiv[target] if order == "ofiv" else self.il[target]
         idx = np.argsort(-key, kind="stable")
         if category is not None:
-            idx = idx[self.category[target, idx] == category]
+            idx = idx[np.isin(self.category[target, idx], _category_codes(category))]
         return idx
 
     def save(self, path):
-        """Save to an ``.npz`` file (arrays and settings); reload with :meth:`load`."""
+        """Save to an ``.npz`` file (arrays and settings); reload with :meth:`load`.
+
+        numpy appends ``.npz`` to a path without it; the path written is returned. Settings
+        that are not plain numbers, strings, lists or dicts (e.g. a ``RandomState``) are saved
+        as their ``repr``.
+        """
+        from pathlib import Path
         arrays = {k: v for k, v in asdict(self).items() if k != "settings"}
-        np.savez(path, settings=np.array(repr(self.settings)), **arrays)
+        np.savez(path, settings=np.array(json.dumps(_plain(self.settings))), **arrays)
+        path = Path(path)
+        return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
     @classmethod
     def load(cls, path):
-        import ast
+        """Read a summary written by :meth:`save` (``path`` with or without its ``.npz``)."""
+        from pathlib import Path
+        path = Path(path)
+        if not path.exists() and path.suffix != ".npz" and path.with_name(path.name + ".npz").exists():
+            path = path.with_name(path.name + ".npz")
         with np.load(path, allow_pickle=False) as f:
             data = {k: f[k] for k in f.files}
-        settings = ast.literal_eval(str(data.pop("settings")))
+        if "settings" not in data:
+            raise ValueError(f"{path} is not a saved EnsembleSummary (no 'settings' entry)")
+        text = str(data.pop("settings"))
+        try:
+            settings = json.loads(text)
+        except json.JSONDecodeError:  # files written before 0.1's JSON settings: a dict's repr
+            import ast
+            settings = ast.literal_eval(text)
+        missing = {f for f in cls.__dataclass_fields__ if f != "settings"} - set(data)
+        if missing:
+            raise ValueError(f"{path} is not a saved EnsembleSummary (missing {sorted(missing)})")
         return cls(settings=settings, **data)
+
+
+def _plain(x):
+    """x with numpy scalars/arrays as Python values and anything else JSON cannot hold as repr."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    return repr(x)
+
+
+def _category_codes(category):
+    names = {"additive": (ADDITIVE,), "nonadditive": (NONADDITIVE_CONSISTENT, NONADDITIVE_FLIPPING)}
+    names.update({n: (i,) for i, n in enumerate(CATEGORY_NAMES)})
+    if isinstance(category, str):
+        if category not in names:
+            raise ValueError(f"category must be one of {sorted(names)} or 0/1/2, got {category!r}")
+        return names[category]
+    if isinstance(category, (bool, np.bool_)) or not isinstance(category, (int, np.integer)) \
+            or int(category) not in (0, 1, 2):
+        raise ValueError(f"category must be 0, 1, 2 or one of {sorted(names)}, got {category!r}")
+    return (int(category),)
 
 
 def feature_importance_vectors(fims):

@@ -1,4 +1,6 @@
 """summarize: FIV, weights, IL, GMM/BIC, categories and OFIV as the paper defines them."""
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -203,3 +205,34 @@ def test_spread_between_nearby_optima_is_one_component():
     assert s.n_components[0] > 1 and s.nonadditive[0, 20] and s.nonadditive[0].sum() <= 3
     with pytest.raises(ValueError, match="reg_covar"):
         summarize(fiv[None], scores, reg_covar=0)
+
+
+def test_summary_save_numpy_settings_and_no_suffix(tmp_path):
+    rng = np.random.default_rng(0)
+    s = summarize(rng.normal(size=(2, 4, 6)), rng.uniform(size=(2, 4)),
+                  random_state=np.arange(5)[3])                      # a numpy integer
+    written = s.save(tmp_path / "s")                                 # numpy appends .npz
+    assert written == tmp_path / "s.npz" and written.exists()
+    r = EnsembleSummary.load(tmp_path / "s")
+    assert r.settings["random_state"] == 3 and r.settings == json.loads(json.dumps(r.settings))
+    s.settings["rng"] = np.random.RandomState(0)                     # not JSON: kept as its repr
+    r = EnsembleSummary.load(s.save(tmp_path / "t.npz"))
+    assert r.settings["rng"].startswith("RandomState")
+    np.savez(tmp_path / "other.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a saved EnsembleSummary"):
+        EnsembleSummary.load(tmp_path / "other.npz")
+
+
+def test_channels_checks_order_and_category():
+    rng = np.random.default_rng(0)
+    s = summarize(rng.normal(size=(1, 6, 8)), rng.uniform(size=(1, 6)))
+    assert list(s.channels(0, category="additive")) == list(s.channels(0, category=ADDITIVE))
+    both = set(s.channels(0, category="nonadditive"))
+    assert both == set(np.flatnonzero(s.category[0] > 0))
+    assert list(s.channels(0, order="il")) == list(np.argsort(-s.il[0], kind="stable"))
+    with pytest.raises(ValueError, match="order"):
+        s.channels(0, order="OFIV")
+    with pytest.raises(ValueError, match="category"):
+        s.channels(0, category="additiv")
+    with pytest.raises(ValueError, match="category"):
+        s.channels(0, category=3)
