@@ -20,6 +20,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import NamedTuple
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -62,6 +64,16 @@ def _as_matrix_list(pwms, name="pwms"):
     if not out:
         raise ValueError(f"{name} is empty")
     return out
+
+
+def _check_probabilities(mats, name, atol=1e-3):
+    """Raise unless every matrix is non-negative with columns summing to 1 (within atol)."""
+    for i, m in enumerate(mats):
+        if m.min() < 0 or np.abs(m.sum(0) - 1).max() > atol:
+            raise ValueError(
+                f"{name}[{i}] is not a probability matrix (negative values, or columns not summing "
+                f"to 1): convert filter weights with filter_pwms() or activation_pwms() first")
+    return mats
 
 
 def _normalise_columns(m, pseudocount=0.0):
@@ -268,9 +280,22 @@ def _fetch_jaspar(release, collection, tax_group, all_versions):
     kwargs = dict(collection=collection, all_versions=all_versions)
     if tax_group is not None:
         kwargs["tax_group"] = list(tax_group)
-    motifs = db.fetch_motifs(**kwargs)
+    with warnings.catch_warnings():  # "Zero motifs returned": load_jaspar raises a clearer error
+        warnings.filterwarnings("ignore", message="Zero motifs returned")
+        motifs = db.fetch_motifs(**kwargs)
     return [(m.matrix_id, m.name, np.array([m.counts[b] for b in ALPHABET], dtype=np.float64))
             for m in motifs]
+
+
+def _jaspar_vocabulary(release):
+    """(collections, tax groups) of a release, for error messages."""
+    from pyjaspar import jaspardb
+
+    conn = jaspardb(release=release).conn
+    cols = sorted(r[0] for r in conn.execute("SELECT DISTINCT collection FROM MATRIX"))
+    groups = sorted(r[0] for r in conn.execute(
+        "SELECT DISTINCT val FROM MATRIX_ANNOTATION WHERE tag = 'tax_group'"))
+    return cols, groups
 
 
 def load_jaspar(release="JASPAR2016", collection="CORE", tax_group="vertebrates",
@@ -289,16 +314,23 @@ def load_jaspar(release="JASPAR2016", collection="CORE", tax_group="vertebrates"
     -------
     :class:`MotifSet` (JASPAR2016 CORE vertebrates: 519 motifs). Cached per arguments.
     """
+    from pyjaspar import jaspar_releases
+
+    if release not in jaspar_releases:  # pyjaspar only prints this and fails later
+        raise ValueError(f"unknown JASPAR release {release!r}; pyjaspar has "
+                         f"{sorted(jaspar_releases)}")
     if isinstance(tax_group, str):
         tax_group = (tax_group,)
     elif tax_group is not None:
         tax_group = tuple(tax_group)
     try:
         rows = _fetch_jaspar(release, collection, tax_group, bool(all_versions))
-    except Exception as e:  # pyjaspar raises bare errors for unknown releases
+    except Exception as e:
         raise ValueError(f"could not load JASPAR {release!r} {collection!r} {tax_group}: {e}") from e
     if not rows:
-        raise ValueError(f"JASPAR {release} {collection} {tax_group}: no motifs")
+        collections, groups = _jaspar_vocabulary(release)
+        raise ValueError(f"JASPAR {release} {collection!r} {tax_group}: no motifs. This release has "
+                         f"collections {collections} and tax groups {groups}")
     return MotifSet([_normalise_columns(c, pseudocount) for _, _, c in rows],
                     [r[0] for r in rows], [r[1] for r in rows])
 
@@ -311,8 +343,8 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
 
     Parameters
     ----------
-    queries: list of (4, w) probability matrices or an (n, 4, w) array. Give real probability
-        matrices (e.g. :func:`filter_pwms`), not raw weights: flat queries get spurious p-values.
+    queries: list of (4, w) probability matrices or an (n, 4, w) array (e.g. :func:`filter_pwms`);
+        raw filter weights, or columns not summing to 1, raise ValueError.
     targets: a :class:`MotifSet` (e.g. :func:`load_jaspar`) or a list/array of matrices (then
         ids and names are their positions as str). p-values use the targets as background:
         compare against a whole database, not a handful of motifs.
@@ -333,11 +365,11 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
     """
     from memelite import tomtom as _tomtom
 
-    Q = _as_matrix_list(queries, "queries")
+    Q = _check_probabilities(_as_matrix_list(queries, "queries"), "queries")
     if isinstance(targets, MotifSet):
         T, tids, tnames = _as_matrix_list(targets.pwms, "targets"), list(targets.ids), list(targets.names)
     else:
-        T = _as_matrix_list(targets, "targets")
+        T = _check_probabilities(_as_matrix_list(targets, "targets"), "targets")
         tids = tnames = [str(i) for i in range(len(T))]
     if query_names is None:
         query_names = list(range(len(Q)))
@@ -391,6 +423,9 @@ def known_motif_hits(queries, targets, known, n_jobs=1, **kwargs):
     """
     if not isinstance(targets, MotifSet):
         raise TypeError("targets must be a MotifSet (see load_jaspar)")
+    if "n_nearest" in kwargs:
+        raise TypeError("known_motif_hits ranks the known motif among all targets; n_nearest is "
+                        "not supported")
     keys = [known] if isinstance(known, str) else list(known)
     kidx = {targets.index(k) for k in keys}
     df = tomtom(queries, targets, n_jobs=n_jobs, **kwargs)

@@ -127,8 +127,10 @@ def test_load_jaspar_2016_core_vertebrates(jaspar):
 def test_load_jaspar_other_release():
     j24 = M.load_jaspar("JASPAR2024")
     assert len(j24) > 519
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="JASPAR2016"):             # the valid releases listed
         M.load_jaspar("JASPAR1999")
+    with pytest.raises(ValueError, match="vertebrates"):            # the valid tax groups listed
+        M.load_jaspar("JASPAR2016", tax_group="vertebrate")
 
 
 # ------------------------------------------------------------------ TOMTOM
@@ -167,6 +169,12 @@ def test_tomtom_nearest_and_plain_targets(jaspar):
         M.tomtom([q], jaspar, query_names=["a", "b"])
     with pytest.raises(ValueError):
         M.tomtom([q[:3]], jaspar)
+    # raw filter weights (negative values, columns not summing to 1) are refused
+    raw = np.random.default_rng(0).normal(size=(4, 8))
+    with pytest.raises(ValueError, match="filter_pwms"):
+        M.tomtom([raw], jaspar)
+    with pytest.raises(ValueError, match="probability"):
+        M.tomtom([q], [2 * q])
 
 
 def test_known_motif_hits(jaspar):
@@ -181,3 +189,5 @@ def test_known_motif_hits(jaspar):
     assert (h["best_name"].iloc[1:] == "CTCF").all()
     with pytest.raises(TypeError):
         M.known_motif_hits([ctcf], jaspar.pwms, "MA0139.1")
+    with pytest.raises(TypeError, match="n_nearest"):
+        M.known_motif_hits([ctcf], jaspar, "MA0139.1", n_nearest=3)
