@@ -93,12 +93,13 @@ def detectors(response, frac=0.5):
 
 
 def channel_labels(response, motifs, frac=0.5):
-    """One string per channel naming the motif it detects with its response, e.g.
-    ``"GCTCAT 0.71"``; ``""`` for channels that detect none (see :func:`detectors`)."""
+    """One string per channel naming the motif it detects with its response (the gain in the
+    channel's peak activation when the motif is planted, see ``planted_motif_response``), e.g.
+    ``"GCTCAT (gain 0.71)"``; ``""`` for channels that detect none (see :func:`detectors`)."""
     det = detectors(response, frac)
     out = []
     for k in range(det.shape[0]):
-        hits = [f"{motifs[m]} {response[k, m]:.2f}" for m in np.argsort(-response[k]) if det[k, m]]
+        hits = [f"{motifs[m]} (gain {response[k, m]:.2f})" for m in np.argsort(-response[k]) if det[k, m]]
         out.append(", ".join(hits))
     return out
 

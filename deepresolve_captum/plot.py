@@ -1,4 +1,4 @@
-"""Figures in the style of the paper (matplotlib; nothing else in the package imports this module).
+"""Figures in the style of the paper (matplotlib; only ``demo`` imports this module, lazily).
 
 * :func:`plot_feature_importance` -- Fig. 2: every start's FIV as red/blue circles sized by |FIV|,
   the IL column, the OFIV column with non-additive channels starred, and each channel's filter as a
@@ -32,8 +32,10 @@ def _np(x, name):
 
 
 def save_figure(fig, path, formats=("png", "svg"), dpi=150):
-    """Save ``fig`` as ``path`` with each suffix in ``formats`` (any suffix of ``path`` is
-    replaced). Creates the folder. Returns the list of written paths."""
+    """Save ``fig`` as ``path`` with each suffix in ``formats`` (a str or a sequence of them; any
+    suffix of ``path`` is replaced). Creates the folder. Returns the list of written paths."""
+    if isinstance(formats, str):
+        formats = (formats,)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
@@ -92,9 +94,13 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
 
     Channels are rows, sorted by descending OFIV (``order="ofiv"``) or IL (``order="il"``), or
     given as an index array. Columns: the T starts (red = positive FIV, blue = negative, area
-    proportional to |FIV|, the same scale for all starts and the OFIV), then IL (grey, area and
-    darkness proportional to IL), then OFIV with a star on non-additive channels, then the
-    channel's filter logo (if ``filters`` is given) and its label.
+    proportional to |FIV|, the same scale for all starts and the OFIV), then IL (grey), then OFIV
+    with a star on non-additive channels, then the channel's filter logo (if ``filters`` is given)
+    and its label. The IL circle's area is sqrt(IL), the weighted standard deviation of the
+    channel's FIV across starts, on the FIV circles' scale (its darkness grows with it): a channel
+    whose FIV swings between +a and -a gets a circle like an FIV of a, and a consistent one a dot.
+    (The paper sizes IL circles by IL, scaled to the largest shown, which makes tiny spreads look
+    large when every channel is consistent.) A key below the plot gives the scale.
 
     Parameters
     ----------
@@ -140,9 +146,9 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         raise ValueError(f"channel_labels must have {K} entries, got {len(channel_labels)}")
     n = len(idx)
 
-    big = max(np.abs(fiv[:, idx]).max(), np.abs(ofiv[idx]).max(), 1e-12)
+    sd = np.sqrt(np.maximum(il, 0.0))
+    big = max(np.abs(fiv[:, idx]).max(), np.abs(ofiv[idx]).max(), sd[idx].max(), 1e-12)
     scale = max_size / big
-    il_scale = max_size / max(il[idx].max(), 1e-30)
 
     height = 0.36 * n + 1.4
     fig = plt.figure(figsize=(0.42 * (T + 2) + (3.6 if filters is not None else 1.6), height))
@@ -153,9 +159,9 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     rows = np.arange(n)
     for t in range(T):
         _circles(ax, np.full(n, t), rows, fiv[t, idx], scale)
-    ilv = il[idx]
-    dark = ilv / max(ilv.max(), 1e-30)
-    ax.scatter(np.full(n, T + 0.3), rows, s=il_scale * ilv, c=[str(0.85 - 0.75 * d) for d in dark],
+    sdv = sd[idx]
+    dark = sdv / big
+    ax.scatter(np.full(n, T + 0.3), rows, s=scale * sdv, c=[str(0.85 - 0.75 * d) for d in dark],
                linewidths=0.3, edgecolors="k")
     _circles(ax, np.full(n, T + 1.3), rows, ofiv[idx], scale)
     star = nonadd[idx]
@@ -187,6 +193,10 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     if title is None:
         title = "FIVs of each start, IL and OFIV (* = non-additive)"
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / height)
+    fig.text(0.01, 0.0, f"red: positive, blue: negative; circle area ~ |value|, largest = {big:.3g}. "
+             f"IL: area ~ sqrt(IL), the FIV's s.d. across starts, on the same scale; "
+             f"max IL shown {il[idx].max():.3g}. *: non-additive (GMM on IL).",
+             fontsize=6.5, va="top", ha="left", color="0.25", wrap=True)
     return fig
 
 
@@ -242,7 +252,7 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
 
 
 def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cmap="RdBu_r",
-                             annotate=True):
+                             annotate=None):
     """Fig. 4b: class x class matrices side by side, one panel per entry of ``matrices``.
 
     Parameters
@@ -250,7 +260,10 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
     matrices: dict {title: (C, C) array}, drawn left to right in order.
     class_names: optional C strings.
     vmin, vmax, cmap: one colour scale shared by all panels (with one colour bar).
-    annotate: write each value in its cell.
+    annotate: write each value in its cell (None: when C <= 12).
+
+    Panels grow with C; class names are drawn when C <= 60 (x labels turned when they are long
+    or many). For hundreds of classes use :func:`plot_clustered_heatmap`.
 
     Returns
     -------
@@ -265,16 +278,33 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
     for k, v in mats.items():
         if v.shape != (C, C):
             raise ValueError(f"matrices[{k!r}] has shape {v.shape}, expected ({C}, {C})")
-    names = list(class_names) if class_names is not None else [str(c + 1) for c in range(C)]
-    fig, axes = plt.subplots(1, len(mats), figsize=(3.0 * len(mats) + 0.8, 3.2), squeeze=False)
+    names = [str(n) for n in class_names] if class_names is not None else [str(c + 1) for c in range(C)]
+    if len(names) != C:
+        raise ValueError(f"class_names must have {C} entries, got {len(names)}")
+    if annotate is None:
+        annotate = C <= 12
+    labels = C <= 60
+    longest = max(len(n) for n in names)
+    turn = labels and (C > 6 or longest > 3)
+    fontsize = 8 if C <= 20 else 6
+    side = min(9.0, max(3.0, 0.32 * C))                      # inches per panel
+    label_room = (0.075 * longest * fontsize / 8 + 0.2) if labels else 0.2
+    fig, axes = plt.subplots(1, len(mats), figsize=((side + label_room) * len(mats) + 0.8,
+                                                    side + (label_room if turn else 0.3) + 0.4),
+                             squeeze=False, layout="constrained")
     im = None
     for ax, (t, m) in zip(axes[0], mats.items()):
         im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap)
         ax.set_title(t, fontsize=9)
-        ax.set_xticks(range(C))
-        ax.set_yticks(range(C))
-        ax.set_xticklabels(names, fontsize=8)
-        ax.set_yticklabels(names, fontsize=8)
+        if labels:
+            ax.set_xticks(range(C))
+            ax.set_yticks(range(C))
+            ax.set_xticklabels(names, fontsize=fontsize, rotation=90 if turn else 0)
+            ax.set_yticklabels(names, fontsize=fontsize)
+        else:
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"{C} classes", fontsize=8)
         if annotate:
             for i in range(C):
                 for j in range(C):
