@@ -17,10 +17,9 @@ Collections of matrices are lists of such arrays (widths may differ) or arrays (
 """
 from __future__ import annotations
 
+import warnings
 from functools import lru_cache
 from typing import NamedTuple
-
-import warnings
 
 import numpy as np
 import pandas as pd
