@@ -144,12 +144,27 @@ def load_encode_model(path, eval=True):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
-    with np.load(path) as z:
-        missing = [k for k in _ENCODE_KEYS if k not in z.files]
-        if missing:
-            raise ValueError(f"{path.name}: not an ENCODE TF model npz, missing {missing}")
-        arrays = {k: np.asarray(z[k], dtype=np.float32) for k in _ENCODE_KEYS}
-        dropout = float(z["dropout"]) if "dropout" in z.files else 0.1
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            files = list(z.files)
+            missing = [k for k in _ENCODE_KEYS if k not in files]
+            if not missing:
+                arrays = {k: np.asarray(z[k], dtype=np.float32) for k in _ENCODE_KEYS}
+                dropout = np.asarray(z["dropout"]) if "dropout" in files else np.asarray(0.1)
+    except Exception as e:  # not a zip, truncated, object arrays, ...
+        raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: {e}); a truncated "
+                         f"download or a git-lfs pointer?") from e
+    if missing:
+        raise ValueError(f"{path.name}: not an ENCODE TF model npz, missing {missing}")
+    bad = [k for k, v in arrays.items() if not np.all(np.isfinite(v))]
+    if bad:
+        raise ValueError(f"{path.name}: non-finite values in {bad}")
+    if dropout.shape != () or not 0.0 <= float(dropout) < 1.0:
+        raise ValueError(f"{path.name}: 'dropout' must be one number in [0, 1), got {dropout!r}")
+    dropout = float(dropout)
+    if arrays["conv_weight"].ndim != 3:
+        raise ValueError(f"{path.name}: conv_weight must be (n_filters, 4, width), got "
+                         f"{arrays['conv_weight'].shape}")
     n_filters, n_alpha, filter_len = arrays["conv_weight"].shape
     n_hidden = arrays["fc1_weight"].shape[0]
     if n_alpha != 4 or arrays["fc1_weight"].shape[1] != n_filters or arrays["fc2_weight"].shape != (1, n_hidden):
@@ -171,8 +186,9 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     ----------
     folder: directory holding one file per model.
     loader: callable ``loader(path) -> nn.Module`` (e.g. :func:`load_encode_model`).
-    names: optional list of model names (file stems, in the order wanted) or an int n for the
-        first n files in sorted order; None loads every file matching ``pattern``.
+    names: optional list of model names (file stems, in the order wanted) or an int n >= 1 for
+        the first n files in sorted order; None loads every file matching ``pattern``. A file that
+        fails to load raises ValueError naming it.
     pattern: glob for the model files. Default ``"*.npz"``.
     verbose: tqdm progress bar.
 
@@ -181,17 +197,24 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     dict name -> model, in the order of ``names`` (or sorted file order).
     """
     from pathlib import Path
+
+    import numpy as np
     from tqdm.auto import tqdm
 
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
     files = sorted(folder.glob(pattern))
-    if isinstance(names, int):
-        files = files[:names]
+    if isinstance(names, (bool, np.bool_)) or isinstance(names, (str, bytes)):
+        raise TypeError(f"names must be a list of model names, an int or None, not {names!r}")
+    if isinstance(names, (int, np.integer)):
+        if names < 1:
+            raise ValueError(f"names as an int is how many models to load (>= 1), got {names}")
+        files = files[:int(names)]
     elif names is not None:
-        if isinstance(names, str):
-            raise TypeError("names must be a list of model names, an int or None, not a str")
+        names = list(names)
+        if not names:
+            raise ValueError("names is empty")
         suffix = pattern.lstrip("*") if pattern.startswith("*") else ""
         files = [folder / f"{n}{suffix}" for n in names]
         absent = [f.name for f in files if not f.is_file()]
@@ -199,7 +222,15 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
             raise FileNotFoundError(f"{len(absent)} model(s) not in {folder}: {absent[:5]}")
     if not files:
         raise ValueError(f"no files matching {pattern!r} in {folder}")
-    return {f.stem: loader(f) for f in tqdm(files, disable=not verbose, desc="loading models")}
+    models = {}
+    for f in tqdm(files, disable=not verbose, desc="loading models"):
+        try:
+            models[f.stem] = loader(f)
+        except Exception as e:
+            if f.name in str(e):
+                raise
+            raise ValueError(f"could not load {f}: {type(e).__name__}: {e}") from e
+    return models
 
 
 def load_encode_zoo(folder, names=None, verbose=False):

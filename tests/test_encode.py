@@ -113,6 +113,30 @@ def test_generic_load_zoo_and_bad_files(tmp_path):
         load_encode_model(tmp_path / "absent.npz")
     with pytest.raises(ValueError):
         load_zoo(tmp_path, loader, pattern="*.h5")
+    for bad_names, err in ((0, ValueError), (-1, ValueError), ([], ValueError), (True, TypeError)):
+        with pytest.raises(err):
+            load_zoo(tmp_path, loader, names=bad_names, pattern="*.pt")
+    assert list(load_zoo(tmp_path, loader, names=np.int64(2), pattern="*.pt")) == ["m0", "m1"]
+    # a file that fails to load is named in the error
+    (tmp_path / "m3.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ValueError, match="m3.pt"):
+        load_zoo(tmp_path, loader, pattern="*.pt")
+
+
+def test_load_encode_model_bad_files(tmp_path):
+    good = dict(conv_weight=np.zeros((4, 4, 5)), conv_bias=np.zeros(4), fc1_weight=np.zeros((3, 4)),
+                fc1_bias=np.zeros(3), fc2_weight=np.zeros((1, 3)), fc2_bias=np.zeros(1))
+    np.savez(tmp_path / "ok.npz", dropout=0.2, **good)
+    assert load_encode_model(tmp_path / "ok.npz").dropout.p == 0.2
+    (tmp_path / "trunc.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:300])
+    with pytest.raises(ValueError, match="trunc.npz: not a readable npz"):
+        load_encode_model(tmp_path / "trunc.npz")
+    np.savez(tmp_path / "nan.npz", **{**good, "fc1_bias": np.full(3, np.nan)})
+    with pytest.raises(ValueError, match="non-finite"):
+        load_encode_model(tmp_path / "nan.npz")
+    np.savez(tmp_path / "drop.npz", dropout=np.array([0.1, 0.2]), **good)
+    with pytest.raises(ValueError, match="dropout"):
+        load_encode_model(tmp_path / "drop.npz")
 
 
 def test_zoo_stack_is_exact(encode):
