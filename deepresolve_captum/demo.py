@@ -422,14 +422,25 @@ def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=20_000, epochs
              threads=1, verbose=True):
     """The demo: set I (and optionally set II) end to end, figures and summaries written to ``out``.
 
-    Returns a dict {name: path} of the files written.
+    ``threads``: torch CPU threads while it runs (0 or None: leave torch's setting); the caller's
+    setting is restored afterwards. Returns a dict {name: path} of the files written.
     """
-    from .plot import save_figure
-
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    threads_before = torch.get_num_threads()
     if threads:
         torch.set_num_threads(int(threads))
+    try:
+        return _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose):
+    from .plot import save_figure
+
     written = {}
     t0 = time.perf_counter()
     runs = [("one", "set1")] + ([("two", "set2")] if set_two else [])
@@ -461,22 +472,42 @@ def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=20_000, epochs
     return written
 
 
+def _int_at_least(lo):
+    def parse(text):
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        return v
+    parse.__name__ = f"integer >= {lo}"
+    return parse
+
+
 def add_arguments(parser):
     """The demo's command-line options (shared by ``deepresolve demo`` and ``python -m``)."""
     parser.add_argument("--out", required=True, help="folder for the figures and summaries")
     parser.add_argument("--set-two", action="store_true", help="also run synthetic set II (Fig. 4)")
-    parser.add_argument("--n-sequences", type=int, default=100_000, help="planted sequences (default 100000)")
-    parser.add_argument("--n-random", type=int, default=20_000, help="random set I sequences (default 20000)")
-    parser.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {DEFAULTS['epochs']})")
-    parser.add_argument("--seed", type=int, default=0, help="data and initialisation seed (default 0)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--n-sequences", type=_int_at_least(100), default=100_000,
+                        help="planted sequences (default 100000)")
+    parser.add_argument("--n-random", type=_int_at_least(0), default=20_000,
+                        help="random set I sequences (default 20000)")
+    parser.add_argument("--epochs", type=_int_at_least(1), default=None,
+                        help=f"training epochs (default {DEFAULTS['epochs']})")
+    parser.add_argument("--seed", type=_int_at_least(0), default=0,
+                        help="data and initialisation seed (default 0)")
+    parser.add_argument("--threads", type=_int_at_least(0), default=1,
                         help="torch CPU threads (default 1: this small CNN gains little from more, and "
-                             "loses a lot when the cores are shared)")
+                             "loses a lot when the cores are shared; 0: torch's own setting)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary on the terminal")
     return parser
 
 
 def run_from_args(args):
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"deepresolve demo: error: --out {out} exists and is not a folder")
     import matplotlib
     matplotlib.use("Agg")  # the command line draws to files only; run_demo keeps a caller's backend
     run_demo(args.out, set_two=args.set_two, n_sequences=args.n_sequences, n_random=args.n_random,

@@ -13,10 +13,13 @@ from deepresolve_captum.summary import EnsembleSummary  # noqa: E402
 
 
 def test_cli_demo_writes_figures_and_summary(tmp_path):
+    import torch
     out = tmp_path / "demo"
+    threads = torch.get_num_threads()
     rc = cli.main(["demo", "--out", str(out), "--n-sequences", "1500", "--n-random", "300",
                    "--epochs", "1", "--threads", "1", "--quiet", "--set-two"])
     assert rc == 0
+    assert torch.get_num_threads() == threads        # the caller's setting is restored
     for name in ("fig2_set1", "fig4a_set2_ofiv", "fig4b_set2_similarity"):
         png = mpimg.imread(out / f"{name}.png")
         assert png.ndim == 3 and png.shape[0] > 200 and png.shape[1] > 200
@@ -31,11 +34,21 @@ def test_cli_demo_writes_figures_and_summary(tmp_path):
     assert s2.ofiv.shape == (4, 32) and np.all(np.isfinite(s2.ofiv))
 
 
-def test_cli_help_and_errors(capsys):
+def test_cli_help_and_errors(capsys, tmp_path):
     assert cli.main([]) == 2
     with pytest.raises(SystemExit):
         cli.main(["demo"])                          # --out is required
     assert "--out" in capsys.readouterr().err
+    for bad in (["--n-sequences", "-5"], ["--epochs", "0"], ["--threads", "-1"], ["--seed", "x"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(["demo", "--out", "never_made"] + bad)
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert ("expected an integer" if bad[0] == "--seed" else "must be >=") in err
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit, match="not a folder"):
+        cli.main(["demo", "--out", str(a_file)])
 
 
 def test_module_entry_point_help():
