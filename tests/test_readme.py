@@ -22,3 +22,14 @@ def test_readme_test_command_is_what_ci_runs():
     install, test = cmd.group(1).split(" && ")
     assert install.replace("pip install", "python3 -m pip install") in ci
     assert test.replace("python ", "python3 ") in ci
+
+
+def test_readme_real_models_example_runs(shared_dir):
+    text = README.read_text()
+    section = text.split("## Real models", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    code = code.replace('"../shared/data/encode422"', repr(str(shared_dir / "data" / "encode422")))
+    ns = {}
+    exec(compile(code, "README-real-models", "exec"), ns)
+    hits = ns["hits"]
+    assert len(hits) == 3 and hits["rank"].min() == 1 and "CTCF" in set(hits["best_name"])
