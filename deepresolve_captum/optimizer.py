@@ -78,19 +78,22 @@ class _LayerSwap:
         else:
             self.handle = layer.register_forward_hook(self._hook)
 
+    # The value passed on is a copy: a module after the layer may work in place (nn.ReLU(inplace=
+    # True) right after a convolution is common), which autograd forbids on the leaf H, and which
+    # would change a captured value after the hook has read it.
     def _pre_hook(self, module, args):
         self.calls += 1
         if self.replacement is None:
-            self.captured = args
+            self.captured = tuple(a.detach().clone() if isinstance(a, Tensor) else a for a in args)
             return None
-        return (self.replacement,) + tuple(args[1:])
+        return (self.replacement.clone(),) + tuple(args[1:])
 
     def _hook(self, module, args, output):
         self.calls += 1
         if self.replacement is None:
-            self.captured = output
+            self.captured = output.detach().clone() if isinstance(output, Tensor) else output
             return None
-        return self.replacement
+        return self.replacement.clone()
 
     def remove(self):
         self.handle.remove()
@@ -245,12 +248,17 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         extra = _as_tuple(additional_forward_args)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
+        elif seed < 0:
+            raise ValueError(f"seed must be a non-negative int or None, got {seed}")
+        seed = int(seed)
 
         owner = _owning_module(self.forward_func)
         if owner is None:
             warnings.warn(
                 "forward_func is not an nn.Module (or a bound method of one): only `layer` "
-                "can be switched to eval mode during the ascent", stacklevel=2)
+                "can be switched to eval mode during the ascent", stacklevel=3)
         scope = owner if owner is not None else self.layer
         modes = [(m, m.training) for m in scope.modules()]
         params = [(p, p.requires_grad) for p in scope.parameters()]
@@ -291,6 +299,12 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             settings=dict(n_starts=n_starts, seed=seed, init_scale=init_scale,
                           max_steps=max_steps, tol=tol, patience=patience,
                           attribute_to_layer_input=attribute_to_layer_input))
+        n_open = int((~converged).sum())
+        if n_open:
+            warnings.warn(
+                f"{n_open} of {n_rows} starts stopped at max_steps={max_steps} before converging "
+                "(self.diagnostics.converged): their FIMs are not at an optimum. Raise max_steps, "
+                "or l2 if the objective keeps growing.", RuntimeWarning, stacklevel=3)
         if return_scores:
             return fims, scores
         return fims

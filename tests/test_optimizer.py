@@ -231,8 +231,9 @@ def test_genomics_models(model, layer_name, shape, on_input):
 def test_deepsea_input_of_third_conv_shape():
     m = DeepSEA(n_outputs=5, seq_len=300)
     opt = LayerFeatureOptimizer(m, m.conv3)
-    fims = opt.attribute(torch.zeros(1, 4, 300), target=[0, 4], n_starts=2, l2=1.0, seed=0,
-                         attribute_to_layer_input=True, max_steps=20)
+    with pytest.warns(RuntimeWarning, match="before converging"):   # 20 steps: shape only
+        fims = opt.attribute(torch.zeros(1, 4, 300), target=[0, 4], n_starts=2, l2=1.0, seed=0,
+                             attribute_to_layer_input=True, max_steps=20)
     assert fims.shape == (2, 2, 480, 16)
 
 
@@ -311,6 +312,8 @@ BAD = [
     ("l2_word", lambda m: (m, m.relu, {"l2": "big"}), ValueError, "l2"),
     ("n_starts_zero", lambda m: (m, m.relu, {"n_starts": 0}), ValueError, "n_starts"),
     ("n_starts_float", lambda m: (m, m.relu, {"n_starts": 2.5}), ValueError, "n_starts"),
+    ("seed_generator", lambda m: (m, m.relu, {"seed": torch.Generator()}), TypeError, "seed"),
+    ("seed_negative", lambda m: (m, m.relu, {"seed": -1}), ValueError, "seed"),
 ]
 
 
@@ -404,3 +407,38 @@ def test_tuple_target_into_multidimensional_output():
     with pytest.raises(ValueError, match="does not fit"):
         opt.attribute(torch.randn(2, 4, 1000), target=[(2, 0)], n_starts=2, l2=1.0)
     assert fims.shape[:2] == (1, 2)
+
+
+def _conv_relu(inplace):
+    return nn.Sequential(nn.Conv1d(4, 6, 5), nn.ReLU(inplace=inplace), nn.MaxPool1d(2),
+                         nn.Flatten(), nn.Linear(6 * 13, 3)).eval()
+
+
+@pytest.mark.parametrize("index,on_input", [(0, False), (1, True), (2, False)])
+def test_inplace_module_after_the_layer(index, on_input):
+    # Conv -> ReLU(inplace=True): the ascent must not fail on the in-place op, and the results
+    # (l2="auto" included, which reads the layer's captured value) equal the out-of-place model's
+    a, b = _conv_relu(False), _conv_relu(True)
+    torch.manual_seed(0)
+    for m in (a, b):
+        torch.manual_seed(0)
+        for p in m.parameters():
+            nn.init.normal_(p, std=0.3)
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (8, 30)), 4).permute(0, 2, 1).float()
+    kw = dict(target=[0, 2], n_starts=3, l2="auto", seed=1, attribute_to_layer_input=on_input,
+              return_scores=True)
+    fa, sa = LayerFeatureOptimizer(a, a[index]).attribute(x, **kw)
+    fb, sb = LayerFeatureOptimizer(b, b[index]).attribute(x, **kw)
+    assert torch.equal(fa, fb) and torch.equal(sa, sb)
+    if index == 0:
+        assert fa.min() < 0          # the FIM is the conv output itself, not its ReLU
+
+
+def test_unconverged_starts_warn():
+    m = _conv_relu(False)
+    x = torch.zeros(1, 4, 30)
+    opt = LayerFeatureOptimizer(m, m[2])
+    with pytest.warns(RuntimeWarning, match="before converging") as rec:
+        opt.attribute(x, target=None, n_starts=2, l2=1e-3, seed=0, max_steps=2)
+    assert not opt.diagnostics.converged.all()
+    assert rec[0].filename == __file__            # points at the caller, not at Captum's wrapper
