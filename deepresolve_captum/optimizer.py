@@ -222,6 +222,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             ``self.diagnostics`` (:class:`AscentDiagnostics`).
         """
         t0 = time.perf_counter()
+        if torch.is_inference_mode_enabled():
+            raise RuntimeError("attribute() needs gradients and cannot run inside "
+                               "torch.inference_mode(); call it outside that block")
         n_starts = _check_positive_int(n_starts, "n_starts")
         max_steps = _check_positive_int(max_steps, "max_steps")
         patience = _check_positive_int(patience, "patience")

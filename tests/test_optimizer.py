@@ -442,3 +442,14 @@ def test_unconverged_starts_warn():
         opt.attribute(x, target=None, n_starts=2, l2=1e-3, seed=0, max_steps=2)
     assert not opt.diagnostics.converged.all()
     assert rec[0].filename == __file__            # points at the caller, not at Captum's wrapper
+
+
+def test_inference_mode_is_refused_and_no_grad_is_fine():
+    m = _conv_relu(False)
+    x = torch.zeros(1, 4, 30)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="inference_mode"):
+        LayerFeatureOptimizer(m, m[2]).attribute(x, target=0, n_starts=2, l2=1.0, seed=0)
+    ref = LayerFeatureOptimizer(m, m[2]).attribute(x, target=0, n_starts=2, l2=1.0, seed=0)
+    with torch.no_grad():
+        assert torch.equal(LayerFeatureOptimizer(m, m[2]).attribute(
+            x, target=0, n_starts=2, l2=1.0, seed=0), ref)
