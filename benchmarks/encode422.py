@@ -43,7 +43,8 @@ from deepresolve_captum import LayerFeatureOptimizer, summarize
 from deepresolve_captum import baselines as B
 from deepresolve_captum import motifs as M
 from deepresolve_captum.adapters import make_references
-from deepresolve_captum.zoo import EncodeZooStack, load_encode_zoo
+from deepresolve_captum.zoo import load_encode_zoo
+from deepresolve_captum.zoo_summary import summarize_zoo
 
 ALL_METHODS = ("deepresolve", "saliency", "grad_x_input", "deeplift", "deepmotif")
 LABELS = {"deepresolve": "DeepResolve (OFIV)", "saliency": "saliency @fc1",
@@ -122,11 +123,10 @@ def auto_l2_inputs(X, seed):
 def run_deepresolve(zoo, n_starts, l2, seed, batch=True, auto_inputs=None):
     """DeepResolve (ascent at the fc1 input + summary) for every model of the zoo.
 
-    batch=True stacks the zoo into one network whose output is the sum of the logits
-    (:class:`EncodeZooStack`): the objective sum_m [S_m(H_m) - l2 ||H_m||^2] is separable, so
-    one batched ascent of the (M * 16)-dim fc1 input optimises every H_m, each ending at a
-    stationary point of its own objective; the per-model class scores then weight the starts
-    and one ``summarize`` call handles the M targets. batch=False runs the engine per model.
+    batch=True is :func:`deepresolve_captum.zoo_summary.summarize_zoo`: the zoo stacked into one
+    network whose output is the sum of the logits, one batched ascent of the (M * 16)-dim fc1
+    input (the objective is separable), each start weighted by its own model's score, one
+    ``summarize`` call. batch=False runs the engine per model.
     l2="auto" needs batch=False (one lambda per model) and ``auto_inputs(i, model)`` -> the
     sequences of the heuristic for the i-th model; the lambda chosen is returned as ``l2``.
 
@@ -138,15 +138,8 @@ def run_deepresolve(zoo, n_starts, l2, seed, batch=True, auto_inputs=None):
     if l2 == "auto" and batch:
         raise ValueError("l2='auto' chooses one lambda per model: use batch=False")
     if batch:
-        stack = EncodeZooStack(zoo, sum_outputs=True).eval()
-        opt = LayerFeatureOptimizer(stack, stack.fc1)
-        fims, _ = opt.attribute(x0, target=0, n_starts=n_starts, l2=l2, seed=seed,
-                                attribute_to_layer_input=True, return_scores=True)
-        with torch.no_grad():
-            scores = stack.head_scores(fims[0]).T  # (M, T)
-        fims = fims[0].reshape(n_starts, len(names), -1).transpose(0, 1)  # (M, T, 16)
-        s = summarize(fims, scores, random_state=0)
-        steps = [int(opt.diagnostics.steps.max())] * len(names)
+        s = summarize_zoo(zoo, n_starts=n_starts, l2=l2, seed=seed, random_state=0)
+        steps = [s.settings["steps_max"]] * len(names)
     else:
         fl, sl, steps = [], [], []
         for i, m in enumerate(zoo.values()):

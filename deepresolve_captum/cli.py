@@ -4,6 +4,7 @@ Subcommands are registered in ``SUBCOMMANDS``: name -> (module path, one-line he
 provides ``add_arguments(parser)`` and ``run_from_args(args) -> int``. To add a subcommand, add a line.
 
     deepresolve demo --out DIR        # synthetic set I end to end (figures + summary), see demo.py
+    deepresolve zoo FOLDER --out DIR  # every model of a TF-model zoo, see zoo_summary.py
 """
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ SUBCOMMANDS = {
     "demo": ("deepresolve_captum.demo",
              "reproduce the paper's synthetic experiment (set I; --set-two for set II): "
              "generate, train, run DeepResolve, write figures and a summary"),
+    "zoo": ("deepresolve_captum.zoo_summary",
+            "DeepResolve on every model of a folder of ENCODE-style TF models (one batched "
+            "ascent): summary.npz, ofiv.csv and filters.csv (with --jaspar: TOMTOM matches)"),
 }
 
 

@@ -11,11 +11,12 @@ import pytest
 import torch
 from scipy.stats import spearmanr
 
-from deepresolve_captum import LayerFeatureOptimizer, summarize
+from deepresolve_captum import EnsembleSummary, LayerFeatureOptimizer, cli, summarize
 from deepresolve_captum import baselines as B
 from deepresolve_captum import motifs as M
 from deepresolve_captum.zoo import (EncodeTFModel, EncodeZooStack, load_encode_model,
                                     load_encode_zoo, load_zoo)
+from deepresolve_captum.zoo_summary import summarize_zoo, zoo_filter_table
 
 CTCF = "wgEncodeAwgTfbsBroadDnd41CtcfUniPk"
 
@@ -174,16 +175,43 @@ def test_deepresolve_agrees_with_the_authors(encode, authors):
     assert np.median(rho) >= 0.9, rho
     assert np.mean(np.argmax(ours, 1) == np.argmax(theirs, 1)) >= 0.75
 
-    stack = EncodeZooStack(zoo, sum_outputs=True).eval()
-    f, _ = LayerFeatureOptimizer(stack, stack.fc1).attribute(
-        x0, target=0, n_starts=10, l2=2.8, seed=0, attribute_to_layer_input=True,
-        return_scores=True)
+    batched = summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0)
+    assert batched.settings["models"] == names and batched.fiv.shape == (len(names), 10, 16)
+    # each start is weighted by its own model's score: that model alone gives the same score
     with torch.no_grad():
-        scores = stack.head_scores(f[0]).T
-    fims = f[0].reshape(10, len(names), 16).transpose(0, 1)
-    batched = summarize(fims, scores, random_state=0).ofiv
-    rho_b = [spearmanr(a, b)[0] for a, b in zip(batched, theirs)]
+        alone = zoo[names[3]].fc2(zoo[names[3]].relu2(zoo[names[3]].fc1(
+            torch.as_tensor(batched.fiv[3], dtype=torch.float32))))[:, 0]
+    np.testing.assert_allclose(batched.scores[3], alone.numpy(), rtol=1e-4, atol=1e-5)
+    rho_b = [spearmanr(a, b)[0] for a, b in zip(batched.ofiv, theirs)]
     assert np.median(rho_b) >= 0.9, rho_b
+
+
+def test_zoo_filter_table_and_cli(encode, meta, jaspar, tmp_path):
+    names = [CTCF, meta.index[-1]]
+    zoo = load_encode_zoo(encode, names=names)
+    s = summarize_zoo(zoo, n_starts=4, l2=2.8, seed=0)
+    known = dict(zip(meta.index, meta["jaspar2016_id"]))
+    t = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=3)
+    assert list(t["model"]) == [CTCF] * 3 + [names[1]] * 3 and list(t["rank"]) == [1, 2, 3] * 2
+    assert (t.groupby("model", sort=False)["ofiv"].apply(lambda v: v.is_monotonic_decreasing)).all()
+    ctcf_rows = t[t["model"] == CTCF]
+    assert ctcf_rows["known_rank"].min() == 1 and ctcf_rows["known_p"].min() < 1e-4
+    assert set(t.columns) >= {"filter", "ofiv", "il", "category", "best_name", "best_p"}
+    with pytest.raises(ValueError, match="known needs jaspar"):
+        zoo_filter_table(s, zoo, known=known)
+
+    out = tmp_path / "zoo_out"
+    assert cli.main(["zoo", str(encode), "--models", *names, "--out", str(out), "--starts", "4",
+                     "--quiet"]) == 0
+    ofiv = pd.read_csv(out / "ofiv.csv", index_col="model")
+    assert list(ofiv.index) == names and ofiv.shape == (2, 16)
+    np.testing.assert_allclose(ofiv.to_numpy(), s.ofiv, rtol=1e-6)          # same seed, same result
+    assert EnsembleSummary.load(out / "summary.npz").settings["models"] == names
+    assert len(pd.read_csv(out / "filters.csv")) == 6
+    with pytest.raises(SystemExit, match="--starts"):
+        cli.main(["zoo", str(encode), "--out", str(out), "--starts", "0"])
+    with pytest.raises(SystemExit, match="no such folder"):
+        cli.main(["zoo", str(tmp_path / "absent"), "--out", str(out)])
 
 
 def test_baselines_on_a_real_ctcf_model(ctcf, jaspar):
