@@ -45,6 +45,10 @@ class EncodeTFModel(nn.Module):
 
     DeepResolve's H is the *input* of ``model.fc1`` (16 values): use
     ``attribute_to_layer_input=True`` with ``layer=model.fc1``, or ``layer=model.flatten``.
+
+    The convolution pads ``filter_len // 2`` on both sides: "same" for odd widths (all the
+    authors' models are 25 wide). An even width gives L + 1 positions, one more window than
+    Keras's "same" would; global max-pooling follows, so only that edge window differs.
     """
 
     def __init__(self, n_filters=16, filter_len=25, n_hidden=32, dropout=0.1):
