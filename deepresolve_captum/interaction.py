@@ -95,7 +95,8 @@ def plant_motifs(X, motifs, starts):
     X = X.clone().float()
     starts = np.asarray(starts)
     for j, inst in enumerate(motifs):
-        inst = torch.as_tensor(inst, dtype=X.dtype)
+        inst = torch.as_tensor(np.array(inst, dtype=np.float32) if isinstance(inst, np.ndarray) else inst,
+                               dtype=X.dtype)  # a copy: read-only arrays (broadcast views) are fine
         k = inst.shape[-1]
         rows = np.flatnonzero(starts[:, j] >= 0)
         if len(rows) == 0:
