@@ -143,6 +143,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             raise TypeError("LayerFeatureOptimizer takes one layer (an nn.Module), not a list")
         if not isinstance(layer, nn.Module):
             raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
+        if isinstance(layer, torch.jit.ScriptModule) or isinstance(forward_func, torch.jit.ScriptModule):
+            raise TypeError("TorchScript modules do not run Python hooks: pass the eager (not "
+                            "scripted) model and layer")
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self.diagnostics: Optional[AscentDiagnostics] = None
@@ -177,10 +180,12 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 model. Its first example fixes the layer's shape and the path into it; with
                 ``l2="auto"`` all N examples give the mean activation the heuristic matches.
             target (int, sequence of int, or None): flat output indices (classes) to optimise,
-                each independently; a tuple index into a multi-dimensional output is accepted
-                inside a list. None = every output of the model.
-            additional_forward_args (Any): extra arguments for ``forward_func``; tensors whose
-                first dimension equals N are sliced to the first example like ``inputs``.
+                each independently (duplicates warn); a tuple index into a multi-dimensional
+                output is accepted inside a list, ``[(1, 2)]`` (a bare tuple of ints there is
+                refused: Captum would read it as one index). None = every output of the model.
+            additional_forward_args (Any): extra arguments for ``forward_func`` (a tuple for
+                several; anything else, a list too, is one argument, as in Captum); tensors
+                whose first dimension equals N are sliced to the first example like ``inputs``.
             n_starts (int): random starts T per target, drawn from N(0, init_scale^2).
             l2 (float or "auto"): lambda > 0. ``"auto"`` is the paper's heuristic: lambda such
                 that the median FIM norm equals the norm of the mean feature map of ``inputs``
@@ -248,7 +253,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         n_examples = inputs[0].shape[0] if inputs[0].dim() > 0 else 0
         if n_examples < 1:
             raise ValueError("inputs must hold at least one example (shape (N, ...), N >= 1)")
-        extra = _as_tuple(additional_forward_args)
+        # as in Captum: a tuple holds several arguments, anything else (a list too) is one
+        extra = (() if additional_forward_args is None else additional_forward_args
+                 if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
@@ -260,8 +267,11 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         owner = _owning_module(self.forward_func)
         if owner is None:
             warnings.warn(
-                "forward_func is not an nn.Module (or a bound method of one): only `layer` "
-                "can be switched to eval mode during the ascent", stacklevel=3)
+                "forward_func is not an nn.Module (or a bound method of one), so only `layer` "
+                "can be switched to eval mode and frozen during the ascent: if the model is in "
+                "train mode, its Dropout stays on and its BatchNorm running statistics are "
+                "updated. Call model.eval() first, or wrap the model in an nn.Module (e.g. one "
+                "whose forward returns model(x)[1]).", stacklevel=3)
         scope = owner if owner is not None else self.layer
         modes = [(m, m.training) for m in scope.modules()]
         params = [(p, p.requires_grad) for p in scope.parameters()]
@@ -463,7 +473,9 @@ class _Runner:
         out = self.forward_func(*inputs, *extra)
         if not isinstance(out, Tensor):
             raise TypeError(
-                f"forward_func must return one tensor of logits, got {type(out).__name__}")
+                f"forward_func must return one tensor of logits, got {type(out).__name__}: wrap "
+                "the model in an nn.Module whose forward returns the head to explain (e.g. "
+                "model(x)[1] for a (profile, counts) model), so that its mode is managed too")
         return out
 
     def _capture(self, inputs, extra):
@@ -580,8 +592,16 @@ def _parse_targets(target, output_shape):
         target = target.tolist()
     if isinstance(target, (int, np.integer)):
         target = [target]
+    if isinstance(target, range):
+        target = list(target)
     if not isinstance(target, (list, tuple, np.ndarray)) or len(target) == 0:
         raise TypeError("target must be an int, a non-empty sequence of ints, or None")
+    if isinstance(target, tuple) and len(output_shape) > 1 and all(
+            isinstance(t, (int, np.integer)) for t in target):
+        raise ValueError(
+            f"target={target!r} is ambiguous for the output shape {output_shape}: Captum reads a "
+            f"tuple as one multi-dimensional index, here a tuple lists classes. Pass "
+            f"[{target!r}] for that one output, or a list of flat indices")
     flat = []
     for t in target:
         if isinstance(t, (tuple, list)):
@@ -597,6 +617,11 @@ def _parse_targets(target, output_shape):
         if not 0 <= t < n_out:
             raise ValueError(f"target {t} is outside the model's {n_out} outputs [0, {n_out})")
         flat.append(int(t))
+    if len(set(flat)) < len(flat):
+        warnings.warn(
+            f"target lists {len(flat) - len(set(flat))} duplicate output(s): each target is "
+            "optimised on its own (target lists classes, not one class per example), so "
+            "duplicates repeat the same work", stacklevel=4)
     return flat
 
 

@@ -407,6 +407,42 @@ def test_tuple_target_into_multidimensional_output():
     with pytest.raises(ValueError, match="does not fit"):
         opt.attribute(torch.randn(2, 4, 1000), target=[(2, 0)], n_starts=2, l2=1.0)
     assert fims.shape[:2] == (1, 2)
+    # Captum reads target=(1, 0) as one index; here a tuple would list classes: refused
+    with pytest.raises(ValueError, match="ambiguous"):
+        opt.attribute(torch.randn(2, 4, 1000), target=(1, 0), n_starts=2, l2=1.0)
+
+
+class ListArgModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+
+    def forward(self, x, scales):               # scales: a list, one argument
+        return self.lin(x) * torch.tensor(scales)
+
+
+def test_targets_range_duplicates_and_list_argument():
+    m = ListArgModel().eval()
+    x = torch.randn(2, 3)
+    opt = LayerFeatureOptimizer(m, m.lin)
+    a = opt.attribute(x, target=range(3), additional_forward_args=[1.0, 2.0, 3.0], n_starts=2,
+                      l2=1.0, seed=0)
+    assert a.shape == (3, 2, 3) and list(opt.diagnostics.targets) == [0, 1, 2]
+    with pytest.warns(UserWarning, match="duplicate"):
+        opt.attribute(x, target=[1, 1], additional_forward_args=[1.0, 2.0, 3.0], n_starts=2,
+                      l2=1.0, seed=0)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_scripted_modules_and_tuple_outputs_explain_themselves():
+    m = ConvLinearHead().eval()
+    sm = torch.jit.script(m)
+    with pytest.raises(TypeError, match="TorchScript"):
+        LayerFeatureOptimizer(sm, sm.relu)
+    two = TwoOutputs()
+    with pytest.raises(TypeError, match="wrap"):
+        LayerFeatureOptimizer(two, two.lin).attribute(torch.randn(2, 3), target=0, n_starts=2,
+                                                      l2=1.0)
 
 
 def _conv_relu(inplace):
