@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import int_at_least
 from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
                        SET_TWO_MOTIFS, _plant, one_hot, planted_motif_response, synthetic_set_one,
                        synthetic_set_two)
@@ -472,32 +473,19 @@ def _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose):
     return written
 
 
-def _int_at_least(lo):
-    def parse(text):
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
-        return v
-    parse.__name__ = f"integer >= {lo}"
-    return parse
-
-
 def add_arguments(parser):
     """The demo's command-line options (shared by ``deepresolve demo`` and ``python -m``)."""
     parser.add_argument("--out", required=True, help="folder for the figures and summaries")
     parser.add_argument("--set-two", action="store_true", help="also run synthetic set II (Fig. 4)")
-    parser.add_argument("--n-sequences", type=_int_at_least(100), default=100_000,
+    parser.add_argument("--n-sequences", type=int_at_least(100), default=100_000,
                         help="planted sequences (default 100000)")
-    parser.add_argument("--n-random", type=_int_at_least(0), default=20_000,
+    parser.add_argument("--n-random", type=int_at_least(0), default=20_000,
                         help="random set I sequences (default 20000)")
-    parser.add_argument("--epochs", type=_int_at_least(1), default=None,
+    parser.add_argument("--epochs", type=int_at_least(1), default=None,
                         help=f"training epochs (default {DEFAULTS['epochs']})")
-    parser.add_argument("--seed", type=_int_at_least(0), default=0,
+    parser.add_argument("--seed", type=int_at_least(0), default=0,
                         help="data and initialisation seed (default 0)")
-    parser.add_argument("--threads", type=_int_at_least(0), default=1,
+    parser.add_argument("--threads", type=int_at_least(0), default=1,
                         help="torch CPU threads (default 1: this small CNN gains little from more, and "
                              "loses a lot when the cores are shared; 0: torch's own setting)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary on the terminal")

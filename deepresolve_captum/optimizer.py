@@ -112,6 +112,14 @@ def _as_tuple(x) -> Tuple:
     return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
+def _forward_args(x) -> Tuple:
+    """additional_forward_args as Captum reads them: a tuple holds several arguments, anything
+    else (a list too) is one."""
+    if x is None:
+        return ()
+    return x if isinstance(x, tuple) else (x,)
+
+
 def _row_seed(seed: int, target: int, start: int) -> int:
     return int(np.random.SeedSequence([seed, target, start]).generate_state(1, np.uint64)[0] >> 1)
 
@@ -253,9 +261,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         n_examples = inputs[0].shape[0] if inputs[0].dim() > 0 else 0
         if n_examples < 1:
             raise ValueError("inputs must hold at least one example (shape (N, ...), N >= 1)")
-        # as in Captum: a tuple holds several arguments, anything else (a list too) is one
-        extra = (() if additional_forward_args is None else additional_forward_args
-                 if isinstance(additional_forward_args, tuple) else (additional_forward_args,))
+        extra = _forward_args(additional_forward_args)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
         elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):

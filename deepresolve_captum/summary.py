@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -90,7 +91,6 @@ class EnsembleSummary:
         that are not plain numbers, strings, lists or dicts (e.g. a ``RandomState``) are saved
         as their ``repr``.
         """
-        from pathlib import Path
         arrays = {k: v for k, v in asdict(self).items() if k != "settings"}
         np.savez(path, settings=np.array(json.dumps(_plain(self.settings))), **arrays)
         path = Path(path)
@@ -99,7 +99,6 @@ class EnsembleSummary:
     @classmethod
     def load(cls, path):
         """Read a summary written by :meth:`save` (``path`` with or without its ``.npz``)."""
-        from pathlib import Path
         path = Path(path)
         if not path.exists() and path.suffix != ".npz" and path.with_name(path.name + ".npz").exists():
             path = path.with_name(path.name + ".npz")

@@ -150,16 +150,15 @@ def load_encode_model(path, eval=True):
         raise FileNotFoundError(f"no such model file: {path}")
     try:
         with np.load(path, allow_pickle=False) as z:
-            files = list(z.files)
-            missing = [k for k in _ENCODE_KEYS if k not in files]
-            if not missing:
-                arrays = {k: np.asarray(z[k], dtype=np.float32) for k in _ENCODE_KEYS}
-                dropout = np.asarray(z["dropout"]) if "dropout" in files else np.asarray(0.1)
+            data = {k: z[k] for k in z.files}
     except Exception as e:  # not a zip, truncated, object arrays, ...
         raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: {e}); a truncated "
                          f"download or a git-lfs pointer?") from e
+    missing = [k for k in _ENCODE_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path.name}: not an ENCODE TF model npz, missing {missing}")
+    arrays = {k: np.asarray(data[k], dtype=np.float32) for k in _ENCODE_KEYS}
+    dropout = np.asarray(data.get("dropout", 0.1))
     bad = [k for k, v in arrays.items() if not np.all(np.isfinite(v))]
     if bad:
         raise ValueError(f"{path.name}: non-finite values in {bad}")
@@ -209,7 +208,7 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
     files = sorted(folder.glob(pattern))
-    if isinstance(names, (bool, np.bool_)) or isinstance(names, (str, bytes)):
+    if isinstance(names, (bool, np.bool_, str, bytes)):
         raise TypeError(f"names must be a list of model names, an int or None, not {names!r}")
     if isinstance(names, (int, np.integer)):
         if names < 1:

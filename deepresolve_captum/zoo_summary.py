@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .cli import int_at_least, positive_float
 from .optimizer import LayerFeatureOptimizer
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import EncodeTFModel, EncodeZooStack, load_encode_zoo
@@ -120,12 +121,17 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
             "n_components": int(summary.n_components[i])})
         if jaspar is not None:
             pwms = filter_pwms(zoo[name].conv.weight)[order]
-            best = tomtom(pwms, jaspar, n_nearest=1)
-            part["best_id"] = best["target_id"].to_numpy()
-            part["best_name"] = best["target_name"].to_numpy()
-            part["best_p"] = best["p_value"].to_numpy()
+            hits = None
             if known is not None and isinstance(known.get(name), str):
+                # one TOMTOM run gives both each filter's best match and the known motif's hit
                 hits = known_motif_hits(pwms, jaspar, known[name])
+                best = hits[["best_id", "best_name", "best_p"]].to_numpy()
+            else:
+                best = tomtom(pwms, jaspar, n_nearest=1)[["target_id", "target_name",
+                                                          "p_value"]].to_numpy()
+            part["best_id"], part["best_name"], part["best_p"] = best.T
+            part["best_p"] = part["best_p"].astype(float)
+            if hits is not None:
                 part["known_p"] = hits["p_value"].to_numpy()
                 part["known_rank"] = hits["rank"].to_numpy()
         rows.append(part)
@@ -138,15 +144,20 @@ def add_arguments(parser):
     parser.add_argument("folder", help="a folder of ENCODE-style model npz files (or the "
                         "encode422 folder, with models/ and models.csv inside)")
     parser.add_argument("--out", required=True, help="folder for summary.npz, ofiv.csv, filters.csv")
-    parser.add_argument("--first", type=int, default=None, help="only the first N models (sorted)")
-    parser.add_argument("--models", nargs="+", default=None, help="only these model names")
-    parser.add_argument("--starts", type=int, default=10, help="random starts per model (default 10)")
-    parser.add_argument("--l2", type=float, default=2.8, help="lambda (default 2.8, the authors')")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the starts (default 0)")
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--first", type=int_at_least(1), default=None,
+                       help="only the first N models (sorted)")
+    which.add_argument("--models", nargs="+", default=None, help="only these model names")
+    parser.add_argument("--starts", type=int_at_least(1), default=10,
+                        help="random starts per model (default 10)")
+    parser.add_argument("--l2", type=positive_float, default=2.8,
+                        help="lambda (default 2.8, the authors')")
+    parser.add_argument("--seed", type=int_at_least(0), default=0,
+                        help="seed of the starts (default 0)")
     parser.add_argument("--jaspar", default=None, metavar="RELEASE",
                         help="match each model's top filters against this JASPAR CORE vertebrates "
                              "release (e.g. JASPAR2016; the first call compiles TOMTOM, ~1 min)")
-    parser.add_argument("--top", type=int, default=3, help="filters per model in filters.csv "
+    parser.add_argument("--top", type=int_at_least(0), default=3, help="filters per model in filters.csv "
                         "(default 3; 0: all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return parser
@@ -157,15 +168,6 @@ def run_from_args(args):
 
     from .motifs import load_jaspar
 
-    for name in ("first", "starts", "top"):
-        v = getattr(args, name)
-        if v is not None and v < (0 if name == "top" else 1):
-            raise SystemExit(f"deepresolve zoo: error: --{name} must be >= "
-                             f"{0 if name == 'top' else 1}, got {v}")
-    if not args.l2 > 0:
-        raise SystemExit(f"deepresolve zoo: error: --l2 must be > 0, got {args.l2}")
-    if args.first is not None and args.models is not None:
-        raise SystemExit("deepresolve zoo: error: give --first or --models, not both")
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():
         raise SystemExit(f"deepresolve zoo: error: no such folder: {folder}")
