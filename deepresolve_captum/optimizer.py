@@ -222,7 +222,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             memory_budget (int, optional): bytes of autograd activations per chunk. Default:
                 half the free memory on CUDA, 2 GiB on the CPU. The per-row cost is measured
                 with a small probe.
-            verbose (bool): show a progress bar (starts converged).
+            verbose (bool): show progress bars (starts converged), for the two probe ascents
+                of ``l2="auto"`` too.
             callback (callable, optional): called after every step as
                 ``callback(step, rows, objective)`` with the 1-based step of the current
                 chunk, the flat row indices (target_index * n_starts + start) still running,
@@ -295,7 +296,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 chunk_size = max(1, int(budget // max(run.bytes_per_row(), 1)))
             if isinstance(l2, str):
                 l2, l2_auto = self._auto_l2(run, targets, init_scale, seed, max_steps,
-                                            tol, patience, chunk_size)
+                                            tol, patience, chunk_size, verbose)
             else:
                 l2_auto = None
             step_max = float(lr) if lr is not None else 1.0 / (2.0 * l2)
@@ -329,7 +330,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         return fims
 
     # ------------------------------------------------------------------ internals
-    def _auto_l2(self, run, targets, init_scale, seed, max_steps, tol, patience, chunk_size):
+    def _auto_l2(self, run, targets, init_scale, seed, max_steps, tol, patience, chunk_size,
+                 verbose=False):
         """The paper's heuristic: FIM norm comparable to the norm of the mean feature map."""
         mean_map = run.mean_activation()
         target_norm = float(mean_map.norm())
@@ -340,10 +342,11 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         pick = np.unique(np.linspace(0, len(targets) - 1, min(16, len(targets))).round().astype(int))
         probe_targets = [targets[i] for i in pick]
         lam, history = 1.0, []
-        for _ in range(2):
+        for i in range(2):
             fims, _, _, _, _ = self._ascend_all(
                 run, probe_targets, 4, lam, 1.0 / (2.0 * lam), init_scale, seed + 7919,
-                max_steps, tol, patience, chunk_size, False)
+                max_steps, tol, patience, chunk_size, verbose,
+                desc=f"l2='auto' probe {i + 1}/2")
             norms = fims.flatten(2).norm(dim=2)
             probe_norm = float(norms.median())
             history.append(dict(l2=lam, median_fim_norm=probe_norm))
@@ -356,7 +359,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                          probe_targets=probe_targets, chosen=lam)
 
     def _ascend_all(self, run, targets, n_starts, l2, step_max, init_scale, seed, max_steps,
-                    tol, patience, chunk_size, verbose, callback=None):
+                    tol, patience, chunk_size, verbose, callback=None, desc="DeepResolve ascent"):
         n_t = len(targets)
         n_rows = n_t * n_starts
         shape = run.layer_shape
@@ -367,7 +370,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         objective = np.zeros(n_rows)
         converged = np.zeros(n_rows, dtype=bool)
         row_target = torch.tensor(targets, device=device).repeat_interleave(n_starts)
-        bar = _progress(n_rows, verbose)
+        bar = _progress(n_rows, verbose, desc)
         try:
             for lo in range(0, n_rows, chunk_size):
                 hi = min(n_rows, lo + chunk_size)
@@ -529,12 +532,33 @@ class _Runner:
             g = torch.Generator().manual_seed(0)
             trial = torch.randn((2,) + self.layer_shape, generator=g).to(self.device, self.dtype)
             try:  # a model that cannot take 2 rows of H against 1 example fails here: expand
-                both = self._forward_raw(trial, expand=False)
-                alone = self._forward_raw(trial[1:], expand=False)
-                ok = both.shape[0] == 2 and torch.allclose(both[1], alone[0], rtol=1e-4, atol=1e-5)
+                ok = self._rows_independent(trial, expand=False)
             except RuntimeError:
                 ok = False
-        self.recompute = not ok
+            self.recompute = not ok
+            if self.recompute and not self._rows_independent(trial, expand=True):
+                warnings.warn(self._mixing_message(trial), RuntimeWarning, stacklevel=4)
+
+    def _rows_independent(self, trial, expand):
+        """Does row 1 of a 2-row batch of H give the output it gives alone?"""
+        both = self._forward_raw(trial, expand=expand)
+        alone = self._forward_raw(trial[1:], expand=expand)
+        return both.shape[0] == 2 and torch.allclose(both[1], alone[0], rtol=1e-4, atol=1e-5)
+
+    def _mixing_message(self, trial):
+        alone = self._forward_raw(trial[1:], expand=True)
+        again = self._forward_raw(trial[1:], expand=True)
+        if not torch.allclose(alone, again, rtol=1e-4, atol=1e-5):
+            why = ("draws fresh randomness after the layer (e.g. F.dropout(training=True) or "
+                   "MC dropout, which model.eval() does not switch off)")
+        else:
+            why = ("mixes the rows of the batch after the layer (e.g. x - x.mean(0), or a "
+                   "normalisation over the batch that eval mode does not fix)")
+        return (f"the model's output for one row of H depends on more than that row: it {why}. "
+                "Each start's result then depends on the other rows in its chunk (chunk_size, "
+                "the target list) or on chance, and re-running the layers before "
+                f"{self._layer_name()} cannot fix it. Remove that from the forward pass for "
+                "the ascent, or pass chunk_size=1 to optimise each start on its own.")
 
     def _forward_raw(self, h, expand):
         self.swap.replacement = h
@@ -638,11 +662,11 @@ def _default_budget(device):
     return _CPU_MEMORY_BUDGET
 
 
-def _progress(total, verbose):
+def _progress(total, verbose, desc="DeepResolve ascent"):
     if not verbose:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc="DeepResolve ascent", unit="start")
+    return tqdm(total=total, desc=desc, unit="start")
 
 
 def _check_positive_int(x, name):

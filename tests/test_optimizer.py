@@ -2,6 +2,7 @@
 models, and leaves the model exactly as it found it, after success and after every bad input."""
 import copy
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -489,3 +490,56 @@ def test_inference_mode_is_refused_and_no_grad_is_fine():
     with torch.no_grad():
         assert torch.equal(LayerFeatureOptimizer(m, m[2]).attribute(
             x, target=0, n_starts=2, l2=1.0, seed=0), ref)
+
+
+class _AfterLayer(nn.Module):
+    """Linear -> ReLU (the layer) -> something that couples rows or draws noise -> Linear."""
+
+    def __init__(self, kind):
+        super().__init__()
+        self.kind = kind
+        self.lin = nn.Linear(5, 5)
+        self.relu = nn.ReLU()
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, x):
+        h = self.relu(self.lin(x))
+        if self.kind == "mix":
+            h = h - h.mean(0, keepdim=True)
+        elif self.kind == "noise":
+            h = nn.functional.dropout(h, 0.5, training=True)
+        return self.out(h)
+
+
+@pytest.mark.parametrize("kind, why", [("mix", "mixes the rows"), ("noise", "fresh randomness")])
+def test_model_coupling_rows_after_layer_warns(kind, why):
+    torch.manual_seed(0)
+    m = _AfterLayer(kind)
+    opt = LayerFeatureOptimizer(m, m.relu)
+    with pytest.warns(RuntimeWarning, match=why) as rec:
+        opt.attribute(torch.randn(3, 5), target=[0, 1], n_starts=2, l2=1.0, seed=0, max_steps=50)
+    w = [r for r in rec if why in str(r.message)]
+    assert w[0].filename == __file__          # points at the caller, past Captum's log_usage
+    assert "chunk_size=1" in str(w[0].message)
+    assert opt.diagnostics.recompute_upstream
+
+
+def test_row_independent_models_do_not_warn_about_coupling():
+    torch.manual_seed(0)
+    for m, layer in ((BatchMixer(), "relu"), (_AfterLayer("none"), "relu")):
+        opt = LayerFeatureOptimizer(m, getattr(m, layer))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            opt.attribute(torch.randn(3, 5), target=[0, 1], n_starts=2, l2=1.0, seed=0)
+
+
+def test_verbose_shows_the_auto_l2_probes(capsys):
+    m = PaperCNN(n_outputs=2, seq_len=40)
+    opt = LayerFeatureOptimizer(m, m.pool)
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (8, 40)), 4).transpose(1, 2).float()
+    opt.attribute(x, target=None, n_starts=2, l2="auto", seed=0, verbose=True)
+    err = capsys.readouterr().err
+    assert "l2='auto' probe 1/2" in err and "l2='auto' probe 2/2" in err
+    assert "DeepResolve ascent" in err
+    opt.attribute(x, target=None, n_starts=2, l2="auto", seed=0)
+    assert capsys.readouterr().err == ""
