@@ -235,6 +235,11 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
             f"the layer has {K} channel(s), fewer than the {max_components} GMM components to "
             f"compare; pass max_components <= {K}")
 
+    if T == 1:
+        warnings.warn(
+            "one start per target (T = 1): the inconsistency level is 0 for every channel, so "
+            "no channel can be found non-additive and the OFIV is that start's FIV. Run the "
+            "ascent with n_starts >= 2 (the paper uses 10).", UserWarning, stacklevel=2)
     w = trial_weights(s)
     # float32 FIVs stay float32 (the native kernel accumulates in float64 either way)
     mean, il = _stats.weighted_moments(fiv, w)

@@ -236,3 +236,12 @@ def test_channels_checks_order_and_category():
         s.channels(0, category="additiv")
     with pytest.raises(ValueError, match="category"):
         s.channels(0, category=3)
+
+
+def test_one_start_warns_that_nothing_can_be_non_additive():
+    rng = np.random.default_rng(0)
+    fiv = rng.normal(size=(2, 1, 6))
+    with pytest.warns(UserWarning, match="one start per target") as rec:
+        s = summarize(fiv, rng.uniform(size=(2, 1)))
+    assert rec[0].filename == __file__
+    assert not s.nonadditive.any() and np.allclose(s.ofiv, fiv[:, 0])
