@@ -17,6 +17,10 @@ counts how many models satisfy each of the paper's claims (``demo.check_set_one`
     python benchmarks/synthetic.py --models 3 --sets one --n-sequences 30000
 
 Prints one line per model, then a table per set; ``--json PATH`` also saves every number.
+For set I it also reports, outside the claims, how the network itself uses each channel:
+``demo.xor_ablation`` zeroes one channel at a time in sequences holding CAGGTC with one or both
+XOR patterns, and for the XOR detectors DeepResolve leaves additive it prints whether their FIV
+still changes sign and whether the network uses them in its XOR.
 """
 from __future__ import annotations
 
@@ -57,6 +61,10 @@ def model_line(dataset, i, run):
                   f"opposite {c['opposite_fraction']:.0%}  starts GCTCAT:CGCTTG mode "
                   f"{c['mode_split'][0]}:{c['mode_split'][1]}  top nonadd {c['top_nonadditive']} "
                   f"top add {c['top_additive']}")
+        if c.get("xor_additive"):
+            detail += (f"  xor ch left additive {c['xor_additive']} (FIV flips {c['xor_additive_flip']}, "
+                       f"used in the XOR by ablation {c['xor_additive_used']}, "
+                       f"respond to both XOR patterns {c['xor_additive_both']})")
         names = SET_ONE_CLAIMS
     else:
         sim, cos = np.asarray(c["similarity"]), np.asarray(c["cosine"])
@@ -85,6 +93,17 @@ def table(dataset, checks):
     if dataset == "one":
         for name in ("strongest_xor_nonadditive", "selective_xor_nonadditive", "xor_sign_flip", "xor_learned"):
             lines.append(f"  ({name:24s} {sum(c[name] for c in checks)}/{n}, not part of the claims)")
+        if all("xor_additive" in c for c in checks):
+            lines.append(f"  (used_xor_nonadditive      {sum(c['used_xor_nonadditive'] for c in checks)}/{n}, "
+                         "not part of the claims: every channel the network uses in its XOR, by "
+                         "ablation, is flagged non-additive)")
+            left = [k for c in checks for k in c["xor_additive"]]
+            lines.append(
+                f"  (XOR detectors flagged additive: {len(left)} in "
+                f"{sum(bool(c['xor_additive']) for c in checks)} models; of these, FIV changes sign: "
+                f"{sum(len(c['xor_additive_flip']) for c in checks)}, used in the XOR by ablation: "
+                f"{sum(len(c['xor_additive_used']) for c in checks)}, respond to both XOR patterns: "
+                f"{sum(len(c['xor_additive_both']) for c in checks)})")
         alt = sum(c["selective_xor_nonadditive"] and all(c[k] for k in SET_ONE_CLAIMS if k != "xor_nonadditive")
                   for c in checks)
         lines.append(f"  (every claim, with selective_xor_nonadditive for xor_nonadditive: {alt}/{n})")

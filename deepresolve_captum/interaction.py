@@ -33,11 +33,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .adapters import _model_device, _preserved
+from .adapters import _check_channels, _check_model_layer, _check_X, _model_device, _preserved
 from .channel_motifs import consensus
 
 __all__ = ["interaction_check", "channel_pair_interaction", "plant_motifs", "classify_interaction",
-           "InteractionResult", "motif_to_one_hot"]
+           "InteractionResult", "motif_to_one_hot", "channel_ablation"]
 
 ALPHABET = "ACGT"
 CONDITIONS = ("none", "a", "b", "both")
@@ -330,3 +330,83 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
     else:
         pa, pb = pwms[channel_a], pwms[channel_b]
     return interaction_check(model, trim_pwm(pa, trim), trim_pwm(pb, trim), X, **kwargs)
+
+
+def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
+                     attribute_to_layer_input=False, batch_size=256):
+    """How much each channel of ``layer`` supports the model's output on the sequences ``X``.
+
+    For channel k the effect is the mean over the N sequences of ``f(x) - f(x with channel k of
+    the layer set to fill)`` at every position: positive when the channel raises output
+    ``target`` there, negative when it lowers it. Called on sequences that hold different motif
+    combinations (one call per combination), it shows how the network *uses* a channel: a
+    channel whose effect changes sign with the presence of another motif (positive with motif a
+    alone, negative with a and b together, as in an XOR) is used non-additively, whatever its
+    FIVs say; one whose effect keeps its sign is used additively. This is the ground truth
+    DeepResolve's IL approximates from the feature space.
+
+    Parameters
+    ----------
+    model: nn.Module returning (N, n_outputs) (or (N,)) logits.
+    layer: a submodule of ``model`` whose output (or input) is (N, K, ...), called once per forward.
+    X: torch.Tensor (N, 4, L), one-hot sequences.
+    channels: list of int or None (all K channels).
+    target: int, the output to read (flat index).
+    fill: float, the value the channel is set to (0: a ReLU channel that does not fire).
+    attribute_to_layer_input: ablate the layer's input instead of its output.
+    batch_size: sequences per forward pass.
+
+    Returns
+    -------
+    numpy float64 (n_channels,), the mean effect per channel, in the output's units.
+    """
+    _check_model_layer(model, layer)
+    X = _check_X(X)
+    device = _model_device(model)
+    ablate = {"k": None}
+
+    def swap(value):
+        if ablate["k"] is None:
+            return value
+        value = value.clone()
+        value[:, ablate["k"]] = fill
+        return value
+
+    if attribute_to_layer_input:
+        handle = layer.register_forward_pre_hook(lambda m, args: (swap(args[0]),) + tuple(args[1:]))
+    else:
+        handle = layer.register_forward_hook(lambda m, args, out: swap(out))
+    try:
+        with _preserved(model):
+            seen = {}
+
+            def shape_hook(m, args, out=None):
+                v = args[0] if attribute_to_layer_input else out
+                seen["shape"] = tuple(v.shape) if torch.is_tensor(v) else None
+            h = (layer.register_forward_pre_hook(shape_hook) if attribute_to_layer_input
+                 else layer.register_forward_hook(shape_hook))
+            try:
+                with torch.no_grad():
+                    y1 = model(X[:1].to(device))
+            finally:
+                h.remove()
+            if seen.get("shape") is None or len(seen["shape"]) < 2:
+                raise ValueError("the layer's value must be one (N, K, ...) tensor to ablate channels")
+            n_out = int(np.prod(y1.shape[1:])) if y1.dim() > 1 else 1
+            if isinstance(target, bool) or not isinstance(target, (int, np.integer)) \
+                    or not 0 <= target < n_out:
+                raise ValueError(f"target must be an int in [0, {n_out}), got {target!r}")
+            K = seen["shape"][1]
+            channels = list(range(K)) if channels is None else _check_channels(channels)
+            if not all(0 <= k < K for k in channels):
+                raise ValueError(f"channels must lie in [0, {K}) for this layer, got {channels}")
+            full = _predict(model, X, target, batch_size, device).double()
+            out = []
+            for k in channels:
+                ablate["k"] = k
+                out.append(float((full - _predict(model, X, target, batch_size, device).double()).mean()))
+                ablate["k"] = None
+            return np.array(out)
+    finally:
+        ablate["k"] = None
+        handle.remove()

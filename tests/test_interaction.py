@@ -157,3 +157,43 @@ def test_interaction_figure(model_and_data, tmp_path):
     assert [p.get_height() for p in ax.patches] == list(r.table["mean"])
     assert r.logic in ax.get_title() and "CAGGTC" in ax.get_title()
     ax.figure.savefig(tmp_path / "interaction.png")
+
+
+class _TwoChannelSum(nn.Module):
+    """conv (A and C counters) -> ReLU (the layer) -> sum over positions -> 2 a - 3 c + 0.5: the
+    effect of ablating a channel is its weight times its summed activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 2, 1, bias=False)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(2, 1)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0, 0, 0] = 1.0   # channel 0 counts A
+            self.conv.weight[1, 1, 0] = 1.0   # channel 1 counts C
+            self.fc.weight.copy_(torch.tensor([[2.0, -3.0]]))
+            self.fc.bias.fill_(0.5)
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x)).sum(-1))
+
+
+def test_channel_ablation_matches_closed_form_and_leaves_model_as_found():
+    from deepresolve_captum.interaction import channel_ablation
+
+    m = _TwoChannelSum().train()
+    X = torch.nn.functional.one_hot(torch.randint(0, 4, (7, 20), generator=torch.Generator().manual_seed(0)),
+                                    4).transpose(1, 2).float()
+    n_a, n_c = X[:, 0].sum(1).mean().item(), X[:, 1].sum(1).mean().item()
+    e = channel_ablation(m, m.relu, X, batch_size=3)
+    assert np.allclose(e, [2 * n_a, -3 * n_c], atol=1e-5)
+    assert np.allclose(channel_ablation(m, m.relu, X, [1], attribute_to_layer_input=True), [-3 * n_c], atol=1e-5)
+    assert np.allclose(channel_ablation(m, m.relu, X, 0, fill=1.0), [2 * (n_a - 20)], atol=1e-4)
+    assert m.training and not m.relu._forward_hooks and not m.relu._forward_pre_hooks
+    for bad, err in (([2], ValueError), ([], ValueError), ([True, False], TypeError)):
+        with pytest.raises(err):
+            channel_ablation(m, m.relu, X, bad)
+    with pytest.raises(ValueError, match="target"):
+        channel_ablation(m, m.relu, X, target=1)
+    assert not m.relu._forward_hooks

@@ -1,7 +1,8 @@
 """Small, seeded versions of the paper's synthetic experiments (the full ones: benchmarks/synthetic.py)."""
 import numpy as np
+import pytest
 
-from deepresolve_captum.demo import check_set_one, detectors, run_synthetic
+from deepresolve_captum.demo import check_set_one, detectors, run_synthetic, used_in_xor
 from deepresolve_captum.summary import summarize
 
 
@@ -81,6 +82,21 @@ def test_check_set_one_on_a_constructed_ensemble():
     c2 = check_set_one(summarize(fiv2, s.scores, random_state=0), response2)
     assert 3 in c2["xor_channels"] and 3 not in c2["nonadditive_channels"]
     assert not c2["xor_nonadditive"] and c2["selective_xor_nonadditive"], c2
+    assert c2["xor_additive_flip"] == []          # steadily positive: no sign change
+    # with an ablation table in which the network uses channel 3 in its XOR (up with one XOR
+    # pattern, down with both) and channel 2 additively
+    abl = np.zeros((K, 3))
+    abl[0] = [2.0, 0.0, -3.0]
+    abl[1] = [0.0, 2.0, -3.0]
+    abl[2] = [4.0, 4.0, 4.0]
+    abl[3] = [0.3, 0.2, -0.5]
+    assert used_in_xor(abl).tolist() == [True, True, False, True] + [False] * 4
+    c3 = check_set_one(summarize(fiv2, s.scores, random_state=0), response2, ablation=abl)
+    assert {k: c3[k] for k in ("all", "xor_nonadditive")} == {k: c2[k] for k in ("all", "xor_nonadditive")}
+    assert c3["xor_used"] == [0, 1, 3] and not c3["used_xor_nonadditive"]
+    assert c3["xor_additive"] == c3["xor_additive_used"] == c3["xor_additive_both"] == [3]
+    with pytest.raises(ValueError, match="ablation must have shape"):
+        check_set_one(s, response, ablation=abl[:, :2])
     # the same ensemble with the CAGGTC channel flipping too: the AND claim must fail
     fiv[0, :, 2] = 0.9 * mode
     c = check_set_one(summarize(fiv, s.scores, random_state=0), response)
