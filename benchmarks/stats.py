@@ -1,7 +1,7 @@
 """Benchmark the native ensemble statistics (deepresolve_captum._C) against numpy, side by side.
 
     python benchmarks/stats.py [--repeats 11] [--big-repeats 3] [--no-big] [--dtypes float32,float64]
-                               [--tmpdir DIR] [--threads N] [--cuda]
+                               [--tmpdir DIR] [--threads N] [--cuda] [--gap 0.2] [--warm N]
 
 Cases (issue 3):
   IL       weighted_moments at (919, 10, 480)               native vs weighted_moments_numpy
@@ -20,9 +20,15 @@ clip, diagonal, astype), so for float32 input numpy multiplies in float64 and na
 (summed in float64 every 128 products), both within the tests' 1e-5.
 
 Both sides run on the same inputs, alternating (native, numpy, numpy, native, ...) within one
-run, so load from other processes hits both alike; medians over the repeats. Each timed call
-starts after --gap idle seconds: OpenBLAS's threads spin after a BLAS call, and back to back
-that spinning lands on (and slows) whichever call comes next. Timings include
+run, so load from other processes hits both alike; medians over the repeats. By default each
+timed call starts after --gap idle seconds: OpenBLAS's threads spin after a BLAS call, and back
+to back that spinning lands on (and slows) whichever call comes next. Such a cold call also
+pays for CPUs that idled (on our 2-core VM the native (919, 480) float64 Pearson took 6.6-7.9 ms
+after 0.2 s idle and 4.6-4.9 ms back to back), which weighs more on the shorter call. --warm N
+measures the other regime, the one of a pipeline that calls these right after other work: turns
+of N calls of one side back to back. Either way numpy's own time there is bimodal (about 7 ms,
+or 13-15 ms when the guest scheduler packs OpenBLAS's two threads onto one CPU), so quote
+ratios from several runs. Timings include
 each side's argument checks and output allocation (not the memmap file's creation). The ratio
 is numpy / native wall-clock medians: above 1 the native kernel is faster. "CPU" is the median
 process CPU time per call (all threads; OpenBLAS's waiting threads spin, so it counts them): on a
@@ -50,9 +56,13 @@ def _load():
         return "n/a"
 
 
-def side_by_side(native, reference, repeats, gap, sync=None):
+def side_by_side(native, reference, repeats, gap, sync=None, warm=0):
     """Alternate the two callables, each timed call after ``gap`` idle seconds; returns
-    {"n"/"r": wall seconds per call, "cpu_n"/"cpu_r": process CPU seconds per call (all threads)}."""
+    {"n"/"r": wall seconds per call, "cpu_n"/"cpu_r": process CPU seconds per call (all threads)}.
+
+    With ``warm`` > 0, each turn is one untimed call and then ``warm`` timed calls of the same
+    side back to back (the gap only between turns): the steady state of repeated calls on warm
+    CPUs, with no spinning OpenBLAS threads left over from the other side."""
     t = {"n": [], "r": [], "cpu_n": [], "cpu_r": []}
     native()  # warm-up (pools, first-touch, lazy imports), not timed
     reference()
@@ -62,12 +72,15 @@ def side_by_side(native, reference, repeats, gap, sync=None):
             if sync:
                 sync()
             time.sleep(gap)
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            if sync:
-                sync()
-            t[tag].append(time.perf_counter() - t0)
-            t["cpu_" + tag].append(time.process_time() - c0)
+            if warm:
+                fn()
+            for _ in range(max(warm, 1)):
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                if sync:
+                    sync()
+                t[tag].append(time.perf_counter() - t0)
+                t["cpu_" + tag].append(time.process_time() - c0)
     return t
 
 
@@ -95,6 +108,10 @@ def main():
                     help="idle seconds before each timed call (default 0.2), so that OpenBLAS's "
                          "worker threads, which spin for a while after each BLAS call, are asleep "
                          "again and do not eat the next call's CPU (0: back to back)")
+    ap.add_argument("--warm", type=int, default=0,
+                    help="steady state instead: each turn is one untimed call, then this many timed "
+                         "calls back to back (default 0: every timed call starts after --gap idle "
+                         "seconds, a cold call)")
     args = ap.parse_args()
 
     C = _stats._C
@@ -105,6 +122,9 @@ def main():
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; native ISA {C.isa()} "
           f"(of {C.available_isas()}), {C.num_threads()} native threads; numpy {np.__version__}; "
           f"load {_load()}")
+    print(f"# timing: " + (f"steady state, turns of 1 untimed + {args.warm} timed calls back to back, "
+                           f"{args.gap} s idle between turns" if args.warm else
+                           f"cold calls, each after {args.gap} s idle"))
     rng = np.random.default_rng(0)
     dtypes = [np.dtype(d) for d in args.dtypes.split(",")]
 
@@ -112,14 +132,16 @@ def main():
         fiv = rng.standard_normal((919, 10, 480)).astype(dt)
         w = rng.random((919, 10)) + 0.01
         t = side_by_side(lambda: _stats.weighted_moments(fiv, w),
-                         lambda: _stats.weighted_moments_numpy(fiv, w), args.repeats, args.gap)
+                         lambda: _stats.weighted_moments_numpy(fiv, w), args.repeats, args.gap,
+                         warm=args.warm)
         report(f"IL weighted_moments (919, 10, 480) {dt.name}", t)
 
     for shape in ((919, 480), (2002, 960)):
         for dt in dtypes:
             x = (rng.standard_normal(shape) + 0.2).astype(dt)
             t = side_by_side(lambda: _stats.pearson(x, clip_negative=True),
-                             lambda: _stats.pearson_numpy(x, clip_negative=True), args.repeats, args.gap)
+                             lambda: _stats.pearson_numpy(x, clip_negative=True), args.repeats, args.gap,
+                             warm=args.warm)
             report(f"Pearson {shape} {dt.name}", t)
 
     if not args.no_big:
