@@ -171,6 +171,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         seed: Optional[int] = None,
         attribute_to_layer_input: bool = False,
         return_scores: bool = False,
+        fiv_only: bool = False,
         init_scale: float = 1.0,
         lr: Optional[float] = None,
         max_steps: int = 2000,
@@ -207,6 +208,12 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 result on the CPU. None draws a seed from torch's global generator.
             attribute_to_layer_input (bool): optimise the layer's input instead of its output.
             return_scores (bool): also return the class score S_c at each final H.
+            fiv_only (bool): return each start's FIV (the mean of its FIM over the positions,
+                what ``summarize`` uses) instead of the FIM, shape (n_targets, n_starts, K):
+                only one chunk of FIMs is ever held, so thousands of targets on a large layer
+                fit in memory (DeepSEA's 919 x 10 FIMs at the input of conv3 take ~1 GiB; 21,907
+                targets on such a layer would take ~25).
+                The same FIVs as ``summary.feature_importance_vectors`` of the full FIMs.
             init_scale (float): standard deviation sigma of the starts.
             lr (float, optional): largest step size. Default 1 / (2 * l2): the exact step for
                 the quadratic part of the objective (for a piecewise-linear head it lands on the
@@ -230,7 +237,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 and their current objective (numpy). For monitoring and convergence studies.
 
         Returns:
-            fims (Tensor): shape (n_targets, n_starts, \*layer_shape), on the layer's device.
+            fims (Tensor): shape (n_targets, n_starts, \*layer_shape), on the layer's device
+                ((n_targets, n_starts, K) with ``fiv_only``).
             scores (Tensor, with ``return_scores=True``): shape (n_targets, n_starts).
             Per-start diagnostics (steps, objective, convergence, l2) are in
             ``self.diagnostics`` (:class:`AscentDiagnostics`).
@@ -302,7 +310,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             step_max = float(lr) if lr is not None else 1.0 / (2.0 * l2)
             fims, scores, steps, objective, converged = self._ascend_all(
                 run, targets, n_starts, l2, step_max, init_scale, seed, max_steps, tol,
-                patience, chunk_size, verbose, callback)
+                patience, chunk_size, verbose, callback, fiv_only=bool(fiv_only))
         finally:
             swap.remove()
             for m, mode in modes:
@@ -359,12 +367,14 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                          probe_targets=probe_targets, chosen=lam)
 
     def _ascend_all(self, run, targets, n_starts, l2, step_max, init_scale, seed, max_steps,
-                    tol, patience, chunk_size, verbose, callback=None, desc="DeepResolve ascent"):
+                    tol, patience, chunk_size, verbose, callback=None, desc="DeepResolve ascent",
+                    fiv_only=False):
         n_t = len(targets)
         n_rows = n_t * n_starts
         shape = run.layer_shape
         device, dtype = run.device, run.dtype
-        fims = torch.empty((n_rows,) + shape, device=device, dtype=dtype)
+        out_shape = shape[:1] if fiv_only else shape
+        fims = torch.empty((n_rows,) + out_shape, device=device, dtype=dtype)
         scores = torch.empty(n_rows, device=device, dtype=dtype)
         steps = np.zeros(n_rows, dtype=np.int64)
         objective = np.zeros(n_rows)
@@ -384,7 +394,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         finally:
             if bar is not None:
                 bar.close()
-        return (fims.reshape((n_t, n_starts) + shape), scores.reshape(n_t, n_starts),
+        return (fims.reshape((n_t, n_starts) + out_shape), scores.reshape(n_t, n_starts),
                 steps.reshape(n_t, n_starts), objective.reshape(n_t, n_starts),
                 converged.reshape(n_t, n_starts))
 
@@ -405,7 +415,10 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
 
     def retire(mask, done_flag):
         idx = (rows[mask] + offset).cpu().numpy()
-        fims[idx] = h[mask].detach()
+        done_h = h[mask].detach()
+        if fims.dim() < h.dim():  # fiv_only: the mean over the positions
+            done_h = done_h.flatten(2).mean(2)
+        fims[idx] = done_h
         scores[idx] = score[mask].detach()
         steps[idx] = n_steps[mask].cpu().numpy()
         objective[idx] = obj[mask].detach().double().cpu().numpy()

@@ -543,3 +543,31 @@ def test_verbose_shows_the_auto_l2_probes(capsys):
     assert "DeepResolve ascent" in err
     opt.attribute(x, target=None, n_starts=2, l2="auto", seed=0)
     assert capsys.readouterr().err == ""
+
+
+def test_fiv_only_equals_the_mean_of_the_fims():
+    from deepresolve_captum.summary import feature_importance_vectors, summarize
+
+    m = PaperCNN(n_outputs=3, seq_len=40)
+    opt = LayerFeatureOptimizer(m, m.pool)
+    x = torch.zeros(1, 4, 40)
+    fims, s = opt.attribute(x, target=None, n_starts=4, l2=0.8, seed=3, return_scores=True)
+    fiv, s2 = opt.attribute(x, target=None, n_starts=4, l2=0.8, seed=3, return_scores=True,
+                            fiv_only=True)
+    assert fiv.shape == (3, 4, 32) and torch.equal(s, s2)
+    assert np.allclose(fiv.numpy(), feature_importance_vectors(fims), rtol=1e-5, atol=1e-7)
+    fiv5 = opt.attribute(x, target=None, n_starts=4, l2=0.8, seed=3, fiv_only=True, chunk_size=5)
+    assert np.allclose(fiv5.numpy(), fiv.numpy(), atol=1e-5)   # as chunking does for FIMs
+    a, b = summarize(fims, s), summarize(fiv, s2)
+    assert np.allclose(a.ofiv, b.ofiv, atol=1e-6) and (a.category == b.category).all()
+    # l2="auto" probes still see whole FIMs: the same lambda either way
+    opt.attribute(x, target=[0, 2], n_starts=2, l2="auto", seed=1)
+    lam = opt.diagnostics.l2
+    opt.attribute(x, target=[0, 2], n_starts=2, l2="auto", seed=1, fiv_only=True)
+    assert opt.diagnostics.l2 == lam
+    # a flat layer is its own FIV
+    m2 = EncodeTFModel()
+    opt2 = LayerFeatureOptimizer(m2, m2.fc1)
+    f = opt2.attribute(torch.zeros(1, 4, 101), target=0, n_starts=3, l2=2.8, seed=0,
+                       attribute_to_layer_input=True, fiv_only=True)
+    assert f.shape == (1, 3, 16)
