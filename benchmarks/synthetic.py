@@ -97,7 +97,7 @@ def table(dataset, checks):
             lines.append(f"  ({name:24s} {sum(c[name] for c in checks)}/{n}, not part of the claims)")
         if all("xor_additive" in c for c in checks):
             cap = np.array([c["xor_captured"] for c in checks])
-            lines.append(f"  (xor_strongest_nonadditive {sum(c['xor_strongest_nonadditive'] for c in checks)}/{n}, "
+            lines.append(f"  (ablation_top_nonadditive {sum(c['ablation_top_nonadditive'] for c in checks)}/{n}, "
                          "not part of the claims: the channel the network uses most in its XOR, by "
                          "ablation, is flagged non-additive)")
             lines.append(f"  (share of the network's XOR, by ablation strength, on channels flagged "

@@ -141,7 +141,7 @@ def check_set_one(summary, response, frac=0.5, target=0, ablation=None):
     to both through the shared GCT core are left out of this reading.
     With ``ablation``: ``xor_used`` (channels the network uses in its XOR, :func:`used_in_xor`),
     ``xor_captured`` (the share of the summed :func:`xor_strength` carried by the channels
-    flagged non-additive), ``xor_strongest_nonadditive`` (the channel with the strongest XOR
+    flagged non-additive), ``ablation_top_nonadditive`` (the channel with the strongest XOR
     role is flagged), and, for the XOR
     detectors flagged additive, ``xor_additive`` (them), ``xor_additive_used`` (those the
     network uses in its XOR all the same) and ``xor_additive_both`` (those that respond to both
@@ -189,6 +189,8 @@ def check_set_one(summary, response, frac=0.5, target=0, ablation=None):
         if ablation.shape != (len(nonadd), len(XOR_CONTEXTS)):
             raise ValueError(f"ablation must have shape ({len(nonadd)}, {len(XOR_CONTEXTS)}), "
                              f"got {ablation.shape}")
+        if not np.all(np.isfinite(ablation)):
+            raise ValueError("ablation holds NaN or inf")
         used = used_in_xor(ablation)
         strength = xor_strength(ablation)
         left = xor & ~nonadd
@@ -196,7 +198,7 @@ def check_set_one(summary, response, frac=0.5, target=0, ablation=None):
         out.update(xor_used=np.flatnonzero(used).tolist(),
                    xor_captured=float(strength[nonadd].sum() / strength.sum()) if strength.sum() > 0
                    else 0.0,
-                   xor_strongest_nonadditive=bool(strength.max() > 0 and nonadd[int(np.argmax(strength))]),
+                   ablation_top_nonadditive=bool(strength.max() > 0 and nonadd[int(np.argmax(strength))]),
                    xor_additive=np.flatnonzero(left).tolist(),
                    xor_additive_used=np.flatnonzero(left & used).tolist(),
                    xor_additive_both=np.flatnonzero(left & both).tolist(),

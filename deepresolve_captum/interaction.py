@@ -351,7 +351,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
     layer: a submodule of ``model`` whose output (or input) is (N, K, ...), called once per forward.
     X: torch.Tensor (N, 4, L), one-hot sequences.
     channels: list of int or None (all K channels).
-    target: int, the output to read (flat index).
+    target: int (or a one-element tensor), the output to read (flat index).
     fill: float, the value the channel is set to (0: a ReLU channel that does not fire).
     attribute_to_layer_input: ablate the layer's input instead of its output.
     batch_size: sequences per forward pass.
@@ -362,8 +362,22 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
     """
     _check_model_layer(model, layer)
     X = _check_X(X)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if torch.is_tensor(target) and target.numel() == 1:
+        target = int(target.item())
     device = _model_device(model)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), X.dtype)
+    X = X.to(dtype=dtype)
     ablate = {"k": None}
+
+    def predict():
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(X), batch_size):
+                y = model(X[i:i + batch_size].to(device))
+                out.append(y.reshape(y.shape[0], -1)[:, target].double().cpu())
+        return torch.cat(out)
 
     def swap(value):
         if ablate["k"] is None:
@@ -383,6 +397,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
             def shape_hook(m, args, out=None):
                 v = args[0] if attribute_to_layer_input else out
                 seen["shape"] = tuple(v.shape) if torch.is_tensor(v) else None
+                seen["calls"] = seen.get("calls", 0) + 1
             h = (layer.register_forward_pre_hook(shape_hook) if attribute_to_layer_input
                  else layer.register_forward_hook(shape_hook))
             try:
@@ -390,7 +405,12 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
                     y1 = model(X[:1].to(device))
             finally:
                 h.remove()
-            if seen.get("shape") is None or len(seen["shape"]) < 2:
+            if not seen:
+                raise ValueError("layer was not reached by the forward pass")
+            if seen["calls"] > 1:
+                raise ValueError(f"layer is called {seen['calls']} times per forward pass; "
+                                 "choose a module used once")
+            if seen["shape"] is None or len(seen["shape"]) < 2:
                 raise ValueError("the layer's value must be one (N, K, ...) tensor to ablate channels")
             n_out = int(np.prod(y1.shape[1:])) if y1.dim() > 1 else 1
             if isinstance(target, bool) or not isinstance(target, (int, np.integer)) \
@@ -400,11 +420,11 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
             channels = list(range(K)) if channels is None else _check_channels(channels)
             if not all(0 <= k < K for k in channels):
                 raise ValueError(f"channels must lie in [0, {K}) for this layer, got {channels}")
-            full = _predict(model, X, target, batch_size, device).double()
+            full = predict()
             out = []
             for k in channels:
                 ablate["k"] = k
-                out.append(float((full - _predict(model, X, target, batch_size, device).double()).mean()))
+                out.append(float((full - predict()).mean()))
                 ablate["k"] = None
             return np.array(out)
     finally:

@@ -196,4 +196,19 @@ def test_channel_ablation_matches_closed_form_and_leaves_model_as_found():
             channel_ablation(m, m.relu, X, bad)
     with pytest.raises(ValueError, match="target"):
         channel_ablation(m, m.relu, X, target=1)
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="batch_size"):
+            channel_ablation(m, m.relu, X, batch_size=bad)
     assert not m.relu._forward_hooks
+    # a float64 model, a tensor target
+    m64 = _TwoChannelSum().double()
+    assert np.allclose(channel_ablation(m64, m64.relu, X, target=torch.tensor(0)),
+                       [2 * n_a, -3 * n_c], atol=1e-10)
+
+    class Twice(_TwoChannelSum):
+        def forward(self, x):
+            return self.fc(self.relu(self.relu(self.conv(x))).sum(-1))
+    t = Twice()
+    with pytest.raises(ValueError, match="called 2 times"):
+        channel_ablation(t, t.relu, X)
+    assert not t.relu._forward_hooks

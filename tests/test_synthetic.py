@@ -93,7 +93,7 @@ def test_check_set_one_on_a_constructed_ensemble():
     assert used_in_xor(abl).tolist() == [True, True, False, True] + [False] * 4
     c3 = check_set_one(summarize(fiv2, s.scores, random_state=0), response2, ablation=abl)
     assert {k: c3[k] for k in ("all", "xor_nonadditive")} == {k: c2[k] for k in ("all", "xor_nonadditive")}
-    assert c3["xor_used"] == [0, 1, 3] and c3["xor_strongest_nonadditive"]
+    assert c3["xor_used"] == [0, 1, 3] and c3["ablation_top_nonadditive"]
     assert np.isclose(c3["xor_captured"], 4.0 / 4.3)      # strengths 2, 2, 0, 0.3
     assert c3["xor_additive"] == c3["xor_additive_used"] == c3["xor_additive_both"] == [3]
     with pytest.raises(ValueError, match="ablation must have shape"):
