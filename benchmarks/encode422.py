@@ -123,10 +123,10 @@ def auto_l2_inputs(X, seed):
 def run_deepresolve(zoo, n_starts, l2, seed, batch=True, auto_inputs=None):
     """DeepResolve (ascent at the fc1 input + summary) for every model of the zoo.
 
-    batch=True is :func:`deepresolve_captum.zoo_summary.summarize_zoo`: the zoo stacked into one
-    network whose output is the sum of the logits, one batched ascent of the (M * 16)-dim fc1
-    input (the objective is separable), each start weighted by its own model's score, one
-    ``summarize`` call. batch=False runs the engine per model.
+    batch=True is :func:`deepresolve_captum.zoo_summary.summarize_zoo`: the models' heads as one
+    network on a shared fc1 input, groups of models per batched ascent with one row per (model,
+    start), one ``summarize`` call; each model's result is the one it gets alone. batch=False
+    runs the engine per model.
     l2="auto" needs batch=False (one lambda per model) and ``auto_inputs(i, model)`` -> the
     sequences of the heuristic for the i-th model; the lambda chosen is returned as ``l2``.
 

@@ -360,7 +360,7 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
     ``offset``, ``overlap``, ``strand`` (``"+"`` or ``"-"``: the query was reverse-complemented),
     ``rank`` (1 = best target of that query).
 
-    Set ``NUMBA_CACHE_DIR`` to keep memelite's compiled code (the first call compiles ~40 s).
+    Set ``NUMBA_CACHE_DIR`` to keep memelite's compiled code (the first call compiles for about a minute).
     """
     from memelite import tomtom as _tomtom
 

@@ -172,6 +172,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         attribute_to_layer_input: bool = False,
         return_scores: bool = False,
         fiv_only: bool = False,
+        init: Optional[Tensor] = None,
         init_scale: float = 1.0,
         lr: Optional[float] = None,
         max_steps: int = 2000,
@@ -214,6 +215,10 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 fit in memory (DeepSEA's 919 x 10 FIMs at the input of conv3 take ~1 GiB; 21,907
                 targets on such a layer would take ~23 GiB).
                 The same FIVs as ``summary.feature_importance_vectors`` of the full FIMs.
+            init (Tensor, optional): the starts themselves, shape (n_targets, n_starts,
+                \*layer_shape), instead of the N(0, init_scale^2) draws (e.g. realistic feature
+                maps, or starts shared with another run). The ``l2="auto"`` probes still use
+                their own seeded draws.
             init_scale (float): standard deviation sigma of the starts.
             lr (float, optional): largest step size. Default 1 / (2 * l2): the exact step for
                 the quadratic part of the objective (for a piecewise-linear head it lands on the
@@ -299,6 +304,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             run = _Runner(self.forward_func, swap, inputs, extra, n_examples)
             run.probe()
             targets = _parse_targets(target, run.output_shape)
+            if init is not None:
+                init = _check_init(init, (len(targets), n_starts) + run.layer_shape)
             if chunk_size is None:
                 budget = memory_budget or _default_budget(run.device)
                 chunk_size = max(1, int(budget // max(run.bytes_per_row(), 1)))
@@ -310,7 +317,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             step_max = float(lr) if lr is not None else 1.0 / (2.0 * l2)
             fims, scores, steps, objective, converged = self._ascend_all(
                 run, targets, n_starts, l2, step_max, init_scale, seed, max_steps, tol,
-                patience, chunk_size, verbose, callback, fiv_only=bool(fiv_only))
+                patience, chunk_size, verbose, callback, fiv_only=bool(fiv_only), init=init)
         finally:
             swap.remove()
             for m, mode in modes:
@@ -369,7 +376,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
 
     def _ascend_all(self, run, targets, n_starts, l2, step_max, init_scale, seed, max_steps,
                     tol, patience, chunk_size, verbose, callback=None, desc="DeepResolve ascent",
-                    fiv_only=False):
+                    fiv_only=False, init=None):
         n_t = len(targets)
         n_rows = n_t * n_starts
         shape = run.layer_shape
@@ -385,10 +392,13 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         try:
             for lo in range(0, n_rows, chunk_size):
                 hi = min(n_rows, lo + chunk_size)
-                h0 = torch.stack([
-                    torch.randn(shape, generator=torch.Generator().manual_seed(
-                        _row_seed(seed, targets[r // n_starts], r % n_starts)))
-                    for r in range(lo, hi)]).to(device=device, dtype=dtype) * init_scale
+                if init is not None:
+                    h0 = init.reshape((n_rows,) + shape)[lo:hi].to(device=device, dtype=dtype)
+                else:
+                    h0 = torch.stack([
+                        torch.randn(shape, generator=torch.Generator().manual_seed(
+                            _row_seed(seed, targets[r // n_starts], r % n_starts)))
+                        for r in range(lo, hi)]).to(device=device, dtype=dtype) * init_scale
                 _ascend(run, h0, row_target[lo:hi], l2, step_max, max_steps, tol, patience,
                         lo, fims, scores, steps, objective, converged, bar, targets, n_starts,
                         callback)
@@ -672,6 +682,17 @@ def _parse_targets(target, output_shape):
             "optimised on its own (target lists classes, not one class per example), so "
             "duplicates repeat the same work", stacklevel=4)
     return flat
+
+
+def _check_init(init, shape):
+    if not isinstance(init, Tensor):
+        raise TypeError(f"init must be a tensor of shape {shape}, got {type(init).__name__}")
+    if tuple(init.shape) != tuple(shape):
+        raise ValueError(f"init must have shape (n_targets, n_starts, *layer_shape) = {tuple(shape)}, "
+                         f"got {tuple(init.shape)}")
+    if not init.is_floating_point() or not bool(torch.isfinite(init).all()):
+        raise ValueError("init must be a finite floating-point tensor")
+    return init.detach()
 
 
 def _same(a, b, loose=False):

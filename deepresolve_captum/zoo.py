@@ -273,6 +273,45 @@ class BlockLinear(nn.Module):
         return y.reshape(x.shape[0], M * out_f)
 
 
+class EncodeZooHeads(nn.Module):
+    """The dense heads (fc1 -> ReLU -> fc2) of many :class:`EncodeTFModel` as one network on a
+    shared input (submodules ``input``, ``fc1`` = every model's fc1 as one ``Linear(K, M *
+    hidden)``, ``relu2``, ``fc2`` (:class:`BlockLinear`)): ``forward(h)`` takes fc1-input values h (N, K) (K pooled filter activations)
+    and returns (N, M), column m = model m's logit for h. DeepResolve at ``input`` (an
+    ``nn.Identity``, its value is H) with target m then optimises model m alone: one row per
+    (model, start), each with its own step control, so a model's result does not depend on the
+    other models of the zoo (:func:`zoo_summary.summarize_zoo`).
+    """
+
+    def __init__(self, models):
+        super().__init__()
+        models = list(models.values()) if isinstance(models, dict) else list(models)
+        if not models or not all(isinstance(m, EncodeTFModel) for m in models):
+            raise TypeError("models must be a non-empty list (or dict) of EncodeTFModel")
+        shapes = {(m.fc1.weight.shape, m.fc2.weight.shape) for m in models}
+        if len(shapes) != 1:
+            raise ValueError(f"models differ in shape: {shapes}")
+        self.n_models = len(models)
+        self.n_filters = models[0].fc1.weight.shape[1]
+        self.input = nn.Identity()
+        # every model's fc1 reads the same h: one Linear(K, M * hidden), rows model by model
+        w1 = torch.cat([m.fc1.weight for m in models])
+        self.fc1 = nn.Linear(w1.shape[1], w1.shape[0])
+        with torch.no_grad():
+            self.fc1.weight.copy_(w1)
+            self.fc1.bias.copy_(torch.cat([m.fc1.bias for m in models]))
+        self.relu2 = nn.ReLU()
+        self.fc2 = BlockLinear(torch.stack([m.fc2.weight for m in models]),
+                               torch.stack([m.fc2.bias for m in models]))
+
+    def forward(self, h):
+        h = self.input(h)
+        if h.dim() != 2 or h.shape[1] != self.n_filters:
+            raise ValueError(f"EncodeZooHeads takes fc1-input values (N, {self.n_filters}), got "
+                             f"{tuple(h.shape)}")
+        return self.fc2(self.relu2(self.fc1(h)))
+
+
 class EncodeZooStack(nn.Module):
     """Many :class:`EncodeTFModel` (same filter count and width) as one network, to analyse a
     whole zoo in one batch.

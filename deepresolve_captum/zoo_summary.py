@@ -1,8 +1,8 @@
 """DeepResolve over a zoo of single-output TF models, in one batched ascent.
 
 * :func:`summarize_zoo` -- every model of an ENCODE-style zoo (``zoo.load_encode_zoo``) through
-  one ascent of the stacked network (:class:`zoo.EncodeZooStack`) and one ``summarize`` call:
-  an ``EnsembleSummary`` whose targets are the models.
+  one batched ascent of the models' heads (:class:`zoo.EncodeZooHeads`) and one ``summarize``
+  call: an ``EnsembleSummary`` whose targets are the models.
 * :func:`zoo_filter_table` -- the per-filter table a zoo script wants: each model's filters by
   OFIV, with their category and, given a JASPAR collection, their best match and the known
   motif's TOMTOM p-value and rank.
@@ -22,19 +22,27 @@ import numpy as np
 import torch
 
 from .cli import int_at_least, positive_float
-from .optimizer import LayerFeatureOptimizer
+from .optimizer import LayerFeatureOptimizer, _row_seed
 from .summary import CATEGORY_NAMES, summarize
-from .zoo import EncodeTFModel, EncodeZooStack, load_encode_zoo
+from .zoo import EncodeTFModel, EncodeZooHeads, load_encode_zoo
 
 __all__ = ["summarize_zoo", "zoo_filter_table"]
 
+#: the category column of the filter table: CATEGORY_NAMES without "unimportant" (a rank-1
+#: filter of an all-additive model is additive, not unimportant)
+_CSV_CATEGORY = ("additive",) + tuple(CATEGORY_NAMES[1:])
 
-def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=False):
+
+def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=False, group_size=32):
     """DeepResolve at the input of ``fc1`` (the pooled filter activations) of every model.
 
-    The zoo runs as one network whose output is the sum of the models' logits: the objective
-    sum_m [S_m(H_m) - l2 ||H_m||^2] is separable, so one batched ascent of the (M * K) values
-    optimises every model's H_m on its own, and each start is weighted by its own model's score.
+    The models' heads run as one network on a shared input (:class:`zoo.EncodeZooHeads`), a
+    group of models at a time: one batched ascent per group with one row per (model, start),
+    each with its own step control. Start t of
+    every model is the draw a single-model run makes with the same ``seed`` (target 0, start t),
+    so a model's result is the one ``LayerFeatureOptimizer(model, model.fc1).attribute(x,
+    target=0, n_starts=n_starts, l2=l2, seed=seed, attribute_to_layer_input=True)`` gives, and
+    does not depend on the other models of the zoo.
 
     Parameters
     ----------
@@ -42,10 +50,13 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
         same filter count and width.
     n_starts: T random starts per model.
     l2: lambda, a positive number (default 2.8, what the authors' saved OFIVs imply). One lambda
-        serves the whole stack, so ``"auto"`` is not offered here: run ``LayerFeatureOptimizer``
+        serves the whole zoo, so ``"auto"`` is not offered here: run ``LayerFeatureOptimizer``
         per model for that.
     seed: seed of the starts. random_state: seed of the GMMs (``summarize``).
-    verbose: progress bar.
+    verbose: progress bar (over groups).
+    group_size: models per batched ascent. Every row evaluates the heads of its whole group, so
+        smaller groups do less work in total and larger ones fewer steps of Python; the results
+        do not depend on it.
 
     Returns
     -------
@@ -60,21 +71,34 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     if isinstance(l2, str):
         raise ValueError("summarize_zoo takes one numeric l2 for the whole zoo; for l2='auto' run "
                          "LayerFeatureOptimizer on each model")
+    if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
+        raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
     names = list(zoo)
     M = len(names)
-    stack = EncodeZooStack(zoo, sum_outputs=True).eval()
-    opt = LayerFeatureOptimizer(stack, stack.fc1)
-    # the input only fixes the path to fc1: after global max-pooling any length gives (M * K,)
-    fims = opt.attribute(torch.zeros(1, 4, 101), target=0, n_starts=n_starts, l2=l2,
-                         seed=seed, attribute_to_layer_input=True, verbose=verbose)
-    with torch.no_grad():
-        scores = stack.head_scores(fims[0]).T                      # (M, T)
-    fims = fims[0].reshape(n_starts, M, -1).transpose(0, 1)        # (M, T, K)
-    s = summarize(fims, scores, random_state=random_state)
-    steps = opt.diagnostics.steps
+    K = next(iter(zoo.values())).fc1.weight.shape[1]
+    starts = torch.stack([torch.randn(K, generator=torch.Generator().manual_seed(
+        _row_seed(int(seed), 0, t))) for t in range(int(n_starts))])
+    fims, scores, steps, converged = [], [], [], []
+    groups = range(0, M, int(group_size))
+    if verbose:
+        from tqdm.auto import tqdm
+        groups = tqdm(groups, desc="DeepResolve on the zoo", unit="group")
+    for lo in groups:
+        part = names[lo:lo + int(group_size)]
+        heads = EncodeZooHeads([zoo[n] for n in part]).eval()
+        opt = LayerFeatureOptimizer(heads, heads.input)
+        f, sc = opt.attribute(torch.zeros(1, K), target=list(range(len(part))), n_starts=n_starts,
+                              l2=l2, seed=seed, init=starts.expand(len(part), -1, -1),
+                              return_scores=True)
+        fims.append(f)
+        scores.append(sc)
+        steps.append(opt.diagnostics.steps)
+        converged.append(opt.diagnostics.converged)
+    steps, converged = np.concatenate(steps), np.concatenate(converged)
+    s = summarize(torch.cat(fims), torch.cat(scores), random_state=random_state)
     s.settings.update(models=names, l2=float(l2), n_starts=int(n_starts), seed=int(seed),
                       layer="fc1 input", steps_median=float(np.median(steps)),
-                      steps_max=int(steps.max()), converged=bool(opt.diagnostics.converged.all()))
+                      steps_max=int(steps.max()), converged=bool(converged.all()))
     return s
 
 
@@ -87,14 +111,20 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
     zoo: the same dict name -> EncodeTFModel (its filters give the PWMs).
     jaspar: optional :class:`motifs.MotifSet` (e.g. ``load_jaspar("JASPAR2016")``): adds each
         filter's best match (paper's PWM rule, TOMTOM) ``best_id``, ``best_name``, ``best_p``.
-    known: optional dict model name -> JASPAR id or name of the model's TF (needs ``jaspar``):
-        adds ``known_p`` and ``known_rank`` (the known motif's rank among the filter's matches).
-    top: keep only the ``top`` best filters of each model (None: all K).
+    known: optional dict model name -> JASPAR id or name of the model's TF, or a list of them
+        (e.g. a dimer's parts: the best counts; needs ``jaspar``): adds ``known_p`` and
+        ``known_rank`` (the known motif's rank among the filter's matches). Models missing
+        from it get NaN there.
+    top: keep only the ``top`` best filters of each model (None or 0: all K).
 
     Returns
     -------
     pandas DataFrame with columns ``model``, ``rank`` (1 = highest OFIV), ``filter``, ``ofiv``,
-    ``il``, ``category``, ``n_components`` and the match columns above.
+    ``il``, ``category`` ("additive", "non-additive, consistent sign" or "non-additive,
+    sign-flipping": additive says how a filter combines with the others, not that it is
+    unimportant; the rank says that), ``n_components`` and the match columns above. The
+    p-values are TOMTOM's for the whole filter matrix (paper's rule); ``channel_motifs`` trims
+    low-information columns first, so its p-values for the same filter differ.
     """
     import pandas as pd
 
@@ -109,22 +139,32 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
         raise ValueError(f"{len(missing)} model(s) of the summary are not in zoo: {missing[:3]}")
     if known is not None and jaspar is None:
         raise ValueError("known needs jaspar (the collection the known motif is ranked in)")
+    if known is not None and not isinstance(known, dict):
+        raise TypeError(f"known must be a dict model name -> JASPAR id or name (or a list of them), "
+                        f"got {type(known).__name__}")
+    if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0):
+        raise ValueError(f"top must be an int >= 0 or None (0 or None: all filters), got {top!r}")
     rows = []
     for i, name in enumerate(models):
         order = summary.channels(i)
-        if top is not None:
+        if top:
             order = order[:int(top)]
         part = pd.DataFrame({
             "model": name, "rank": np.arange(1, len(order) + 1), "filter": order,
             "ofiv": summary.ofiv[i, order], "il": summary.il[i, order],
-            "category": [CATEGORY_NAMES[c] for c in summary.category[i, order]],
+            "category": [_CSV_CATEGORY[c] for c in summary.category[i, order]],
             "n_components": int(summary.n_components[i])})
         if jaspar is not None:
             pwms = filter_pwms(zoo[name].conv.weight)[order]
             hits = None
-            if known is not None and isinstance(known.get(name), str):
+            k = known.get(name) if known is not None else None
+            if isinstance(k, (list, tuple, np.ndarray)):
+                k = [str(v) for v in k] or None
+            elif k is not None and not isinstance(k, str):
+                k = None if (isinstance(k, float) and np.isnan(k)) else str(k)
+            if k is not None:
                 # one TOMTOM run gives both each filter's best match and the known motif's hit
-                hits = known_motif_hits(pwms, jaspar, known[name])
+                hits = known_motif_hits(pwms, jaspar, k)
                 best = hits[["best_id", "best_name", "best_p"]].to_numpy()
             else:
                 best = tomtom(pwms, jaspar, n_nearest=1)[["target_id", "target_name",
@@ -173,9 +213,17 @@ def run_from_args(args):
         raise SystemExit(f"deepresolve zoo: error: no such folder: {folder}")
     if out.exists() and not out.is_dir():
         raise SystemExit(f"deepresolve zoo: error: --out {out} exists and is not a folder")
+    if args.jaspar:  # before any work: a bad release must not leave half an output folder
+        from pyjaspar import jaspar_releases
+        if args.jaspar not in jaspar_releases:
+            raise SystemExit(f"deepresolve zoo: error: --jaspar {args.jaspar!r} is not a JASPAR "
+                             f"release; choose from {sorted(jaspar_releases)}")
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
-    zoo = load_encode_zoo(folder, names=args.models if args.models else args.first)
+    try:
+        zoo = load_encode_zoo(folder, names=args.models if args.models else args.first)
+    except (FileNotFoundError, ValueError) as e:
+        raise SystemExit(f"deepresolve zoo: error: {e}") from None
     say(f"{len(zoo)} models loaded")
     s = summarize_zoo(zoo, n_starts=args.starts, l2=args.l2, seed=args.seed, verbose=not args.quiet)
     say(f"DeepResolve on {len(zoo)} models (T = {args.starts}, l2 = {args.l2:g}): "
@@ -187,13 +235,19 @@ def run_from_args(args):
                  columns=[f"ofiv_{k}" for k in range(K)]).to_csv(out / "ofiv.csv")
     jaspar = known = None
     if args.jaspar:
+        say(f"matching filters against {args.jaspar} CORE vertebrates with TOMTOM (the first run "
+            "compiles it with numba, about a minute; set NUMBA_CACHE_DIR to keep the compiled code)")
         jaspar = load_jaspar(args.jaspar, collection="CORE", tax_group="vertebrates")
         table = folder / "models.csv" if (folder / "models.csv").is_file() else None
         if table is not None:
             meta = pd.read_csv(table)
-            if {"name", "jaspar2016_id"} <= set(meta.columns) and args.jaspar == "JASPAR2016":
-                known = dict(zip(meta["name"], meta["jaspar2016_id"]))
-    ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top or None)
+            if {"name", "jaspar2016_id"} <= set(meta.columns):
+                if args.jaspar == "JASPAR2016":
+                    known = dict(zip(meta["name"], meta["jaspar2016_id"]))
+                else:
+                    say(f"models.csv names each model's known motif in JASPAR2016 only: no "
+                        f"known_p / known_rank columns for {args.jaspar}")
+    ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top)
     ft.to_csv(out / "filters.csv", index=False)
     say(f"wrote summary.npz, ofiv.csv and filters.csv to {out} in {time.perf_counter() - t0:.1f} s")
     return 0

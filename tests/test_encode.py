@@ -14,7 +14,7 @@ from scipy.stats import spearmanr
 from deepresolve_captum import EnsembleSummary, LayerFeatureOptimizer, cli, summarize
 from deepresolve_captum import baselines as B
 from deepresolve_captum import motifs as M
-from deepresolve_captum.zoo import (EncodeTFModel, EncodeZooStack, load_encode_model,
+from deepresolve_captum.zoo import (EncodeTFModel, EncodeZooHeads, EncodeZooStack, load_encode_model,
                                     load_encode_zoo, load_zoo)
 from deepresolve_captum.zoo_summary import summarize_zoo, zoo_filter_table
 
@@ -156,6 +156,33 @@ def test_zoo_stack_is_exact(encode):
         EncodeZooStack([EncodeTFModel(), EncodeTFModel(n_filters=8)])
 
 
+def test_summarize_zoo_gives_each_model_its_own_result():
+    """No ../shared needed: random ENCODE-architecture models. A model's result equals running
+    it alone with the same seed, whichever other models are in the zoo."""
+    torch.manual_seed(0)
+    zoo = {f"m{i}": EncodeTFModel().eval() for i in range(4)}
+    for m in zoo.values():  # weights as trained models have them: some units off, scores of both signs
+        with torch.no_grad():
+            m.fc1.bias.uniform_(-0.5, 0.5)
+    heads = EncodeZooHeads(zoo).eval()
+    h = torch.randn(7, 16)
+    with torch.no_grad():
+        ref = torch.cat([m.fc2(m.relu2(m.fc1(h))) for m in zoo.values()], 1)
+        np.testing.assert_allclose(heads(h).numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
+    full = summarize_zoo(zoo, n_starts=5, l2=2.8, seed=3)
+    part = summarize_zoo({k: zoo[k] for k in ("m2", "m0")}, n_starts=5, l2=2.8, seed=3)
+    np.testing.assert_allclose(part.fiv, full.fiv[[2, 0]], atol=1e-6)
+    m = zoo["m1"]
+    alone, sc = LayerFeatureOptimizer(m, m.fc1).attribute(
+        torch.zeros(1, 4, 101), target=0, n_starts=5, l2=2.8, seed=3, attribute_to_layer_input=True,
+        return_scores=True)
+    np.testing.assert_allclose(full.fiv[1], alone[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(full.scores[1], sc[0].numpy(), rtol=1e-5, atol=1e-5)
+    assert full.settings["converged"] and full.settings["models"] == list(zoo)
+    with pytest.raises(ValueError, match="fc1-input"):
+        heads(torch.zeros(2, 4, 101))
+
+
 def test_deepresolve_agrees_with_the_authors(encode, authors):
     """Our OFIV ranks the 16 channels as the authors' saved OFIVs do (lambda = 2.8, T = 10),
     model by model and for the zoo stacked into one batch."""
@@ -177,6 +204,8 @@ def test_deepresolve_agrees_with_the_authors(encode, authors):
 
     batched = summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0)
     assert batched.settings["models"] == names and batched.fiv.shape == (len(names), 10, 16)
+    # a model's FIVs in the zoo are the ones it gets alone (same seed)
+    np.testing.assert_allclose(batched.fiv, torch.stack(fl).numpy(), atol=1e-4)
     # each start is weighted by its own model's score: that model alone gives the same score
     with torch.no_grad():
         alone = zoo[names[3]].fc2(zoo[names[3]].relu2(zoo[names[3]].fc1(
@@ -199,6 +228,16 @@ def test_zoo_filter_table_and_cli(encode, meta, jaspar, tmp_path, capsys):
     assert set(t.columns) >= {"filter", "ofiv", "il", "category", "best_name", "best_p"}
     with pytest.raises(ValueError, match="known needs jaspar"):
         zoo_filter_table(s, zoo, known=known)
+    # a list of known motifs (a dimer's parts): the best counts; a string is not a dict
+    t2 = zoo_filter_table(s, zoo, jaspar=jaspar, known={CTCF: ["MA0139.1", "MA0102.3"]}, top=0)
+    assert len(t2) == 32 and t2.loc[t2["model"] == CTCF, "known_rank"].min() == 1
+    assert t2.loc[t2["model"] == names[1], "known_p"].isna().all()      # not in known
+    assert set(t2["category"]) <= {"additive", "non-additive, consistent sign",
+                                   "non-additive, sign-flipping"}
+    with pytest.raises(TypeError, match="known must be a dict"):
+        zoo_filter_table(s, zoo, jaspar=jaspar, known="CTCF")
+    with pytest.raises(ValueError, match="top"):
+        zoo_filter_table(s, zoo, top=-1)
 
     out = tmp_path / "zoo_out"
     assert cli.main(["zoo", str(encode), "--models", *names, "--out", str(out), "--starts", "4",
@@ -213,6 +252,12 @@ def test_zoo_filter_table_and_cli(encode, meta, jaspar, tmp_path, capsys):
     assert "--starts" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="no such folder"):
         cli.main(["zoo", str(tmp_path / "absent"), "--out", str(out)])
+    bad = tmp_path / "bad_out"
+    with pytest.raises(SystemExit, match="not a JASPAR release"):     # before any work
+        cli.main(["zoo", str(encode), "--first", "1", "--out", str(bad), "--jaspar", "JASPAR2099"])
+    assert not bad.exists()
+    with pytest.raises(SystemExit, match="error: .*NoSuchModel"):      # one line, no traceback
+        cli.main(["zoo", str(encode), "--models", "NoSuchModel", "--out", str(bad)])
 
 
 def test_baselines_on_a_real_ctcf_model(ctcf, jaspar):

@@ -581,3 +581,22 @@ def test_loose_row_comparison_tolerates_kernel_noise_not_coupling():
     assert not _same(a, a - a.mean() + 0.05, loose=True)
     h = a.to(torch.bfloat16)
     assert _same(h, (a * 1.01).to(torch.bfloat16), loose=True)
+
+
+def test_init_gives_the_starts():
+    from deepresolve_captum.optimizer import _row_seed
+
+    m = PaperCNN(n_outputs=2, seq_len=40)
+    opt = LayerFeatureOptimizer(m, m.pool)
+    x = torch.zeros(1, 4, 40)
+    a = opt.attribute(x, target=[1, 0], n_starts=3, l2=0.5, seed=9)
+    draws = torch.stack([torch.stack([torch.randn((32, 8), generator=torch.Generator().manual_seed(
+        _row_seed(9, t, s))) for s in range(3)]) for t in (1, 0)])
+    b = opt.attribute(x, target=[1, 0], n_starts=3, l2=0.5, seed=123, init=draws)
+    assert torch.equal(a, b)                                   # the seed no longer matters
+    c = opt.attribute(x, target=[1, 0], n_starts=3, l2=0.5, init=draws * 3)
+    assert not torch.equal(a, c)
+    for bad, err in ((draws[:1], ValueError), (draws.numpy(), TypeError),
+                     (draws * float("nan"), ValueError)):
+        with pytest.raises(err, match="init"):
+            opt.attribute(x, target=[1, 0], n_starts=3, l2=0.5, init=bad)
