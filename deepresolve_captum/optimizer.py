@@ -189,7 +189,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             inputs (Tensor or tuple of Tensor): an example batch, shape (N, ...), as for the
                 model. Its first example fixes the layer's shape and the path into it; with
                 ``l2="auto"`` all N examples give the mean activation the heuristic matches.
-            target (int, sequence of int, or None): flat output indices (classes) to optimise,
+            target (int, sequence of int, 1-d tensor or array, or None): flat output indices
+                (classes) to optimise,
                 each independently (duplicates warn); a tuple index into a multi-dimensional
                 output is accepted inside a list, ``[(1, 2)]`` (a bare tuple of ints there is
                 refused: Captum would read it as one index). None = every output of the model.
@@ -249,6 +250,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             ``self.diagnostics`` (:class:`AscentDiagnostics`).
         """
         t0 = time.perf_counter()
+        self.diagnostics = None  # never the previous call's, also when this one raises
         if torch.is_inference_mode_enabled():
             raise RuntimeError("attribute() needs gradients and cannot run inside "
                                "torch.inference_mode(); call it outside that block")
@@ -275,6 +277,15 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         n_examples = inputs[0].shape[0] if inputs[0].dim() > 0 else 0
         if n_examples < 1:
             raise ValueError("inputs must hold at least one example (shape (N, ...), N >= 1)")
+        if any(x.is_floating_point() and not bool(torch.isfinite(x).all()) for x in inputs):
+            raise ValueError("inputs contain NaN or inf")
+        if l2 == "auto" and (n_examples == 1 or all(
+                x.numel() == 0 or bool((x == x.flatten()[0]).all()) for x in inputs)):
+            warnings.warn(
+                "l2='auto' sets lambda from the mean activation of `inputs` at the layer, and "
+                f"`inputs` is {'one example' if n_examples == 1 else 'constant'}: pass a few "
+                "hundred realistic sequences (e.g. held-out data), or an explicit l2.",
+                UserWarning, stacklevel=3)
         extra = _forward_args(additional_forward_args)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
@@ -302,7 +313,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             for p, _ in params:
                 p.requires_grad_(False)
             run = _Runner(self.forward_func, swap, inputs, extra, n_examples)
-            run.probe()
+            run.probe(owner)
             targets = _parse_targets(target, run.output_shape)
             if init is not None:
                 init = _check_init(init, (len(targets), n_starts) + run.layer_shape)
@@ -341,6 +352,15 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 f"{n_open} of {n_rows} starts stopped at max_steps={max_steps} before converging "
                 "(self.diagnostics.converged): their FIMs are not at an optimum. Raise max_steps, "
                 "or l2 if the objective keeps growing.", RuntimeWarning, stacklevel=3)
+        flat = fims.reshape(fims.shape[0], -1)
+        zero = [t for t, z in zip(targets, (flat == 0).all(1).tolist()) if z]
+        if zero:
+            warnings.warn(
+                f"the FIMs of target(s) {zero[:10]}{' ...' if len(zero) > 10 else ''} are all "
+                "zero: at this l2 no start found a direction that raises the score (every "
+                "channel lowers it, or the score is flat there). Their OFIV will be 0 and their "
+                "similarity to other classes undefined; try a smaller l2.",
+                RuntimeWarning, stacklevel=3)
         if return_scores:
             return fims, scores
         return fims
@@ -539,9 +559,28 @@ class _Runner:
     def _layer_name(self):
         return self.swap.name
 
-    def probe(self):
-        with torch.no_grad():
-            value, out = self._capture(self.first, self.first_extra)
+    def probe(self, owner=None):
+        last = []
+        handles = [m.register_forward_hook(lambda mod, a, o: last.append(mod))
+                   for m in (owner.modules() if owner is not None else ()) if not list(m.children())]
+        try:
+            with torch.no_grad():
+                value, out = self._capture(self.first, self.first_extra)
+        except RuntimeError as e:
+            raise RuntimeError(
+                f"{e}\n(the model failed on the first example of `inputs`, shape "
+                f"{tuple(self.first[0].shape)}: inputs must be a batch (N, ...) as the model "
+                "takes it)") from e
+        finally:
+            for h in handles:
+                h.remove()
+        if last and isinstance(last[-1], (nn.Sigmoid, nn.Softmax, nn.LogSoftmax, nn.Softmax2d)):
+            warnings.warn(
+                f"the model ends in {type(last[-1]).__name__}: DeepResolve maximises the score "
+                "before it (pre-sigmoid / pre-softmax logits). Squashed outputs saturate near 1, "
+                "which shrinks l2='auto' and changes the channel ranking; pass a model without "
+                "that last module (e.g. nn.Sequential(*list(model.children())[:-1]) or a "
+                "wrapper returning the logits).", UserWarning, stacklevel=4)
         if not value.is_floating_point():
             raise TypeError(f"the layer's value has dtype {value.dtype}; it must be floating point")
         self.layer_shape = tuple(value.shape[1:])

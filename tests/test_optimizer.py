@@ -192,9 +192,11 @@ def test_captum_basic_models(model_cls, layer_name, inp, on_input):
     layer = m.get_submodule(layer_name)
     snap = snapshot(m)
     x = tuple(torch.randn(s) for s in inp) if isinstance(inp[0], tuple) else torch.randn(inp)
-    fims, scores = LayerFeatureOptimizer(m, layer).attribute(
-        x, target=0, n_starts=3, l2=0.5, seed=0,
-        attribute_to_layer_input=on_input, return_scores=True, max_steps=300)
+    with warnings.catch_warnings():  # Captum's ConvNets end in Softmax: warned, tested below
+        warnings.filterwarnings("ignore", message="the model ends in|the FIMs of target")
+        fims, scores = LayerFeatureOptimizer(m, layer).attribute(
+            x, target=0, n_starts=3, l2=0.5, seed=0,
+            attribute_to_layer_input=on_input, return_scores=True, max_steps=300)
     assert fims.shape[:2] == (1, 3) and torch.isfinite(fims).all()
     assert torch.isfinite(scores).all()
     assert_unchanged(m, snap)
@@ -561,9 +563,10 @@ def test_fiv_only_equals_the_mean_of_the_fims():
     a, b = summarize(fims, s), summarize(fiv, s2)
     assert np.allclose(a.ofiv, b.ofiv, atol=1e-6) and (a.category == b.category).all()
     # l2="auto" probes still see whole FIMs: the same lambda either way
-    opt.attribute(x, target=[0, 2], n_starts=2, l2="auto", seed=1)
+    xs = torch.nn.functional.one_hot(torch.randint(0, 4, (6, 40)), 4).transpose(1, 2).float()
+    opt.attribute(xs, target=[0, 2], n_starts=2, l2="auto", seed=1)
     lam = opt.diagnostics.l2
-    opt.attribute(x, target=[0, 2], n_starts=2, l2="auto", seed=1, fiv_only=True)
+    opt.attribute(xs, target=[0, 2], n_starts=2, l2="auto", seed=1, fiv_only=True)
     assert opt.diagnostics.l2 == lam
     # a flat layer is its own FIV
     m2 = EncodeTFModel()
@@ -600,3 +603,40 @@ def test_init_gives_the_starts():
                      (draws * float("nan"), ValueError)):
         with pytest.raises(err, match="init"):
             opt.attribute(x, target=[1, 0], n_starts=3, l2=0.5, init=bad)
+
+
+
+def test_warnings_and_errors_a_user_needs():
+    torch.manual_seed(0)
+    logits = nn.Sequential(nn.Conv1d(4, 6, 5), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 16, 3))
+    squashed = nn.Sequential(*logits, nn.Sigmoid())
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (8, 20)), 4).transpose(1, 2).float()
+    with pytest.warns(UserWarning, match="ends in Sigmoid") as rec:
+        LayerFeatureOptimizer(squashed, squashed[1]).attribute(x, target=0, n_starts=2, l2=1.0, seed=0)
+    assert rec[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LayerFeatureOptimizer(logits, logits[1]).attribute(x, target=0, n_starts=2, l2="auto", seed=0)
+    opt = LayerFeatureOptimizer(logits, logits[1])
+    with pytest.warns(UserWarning, match="one example") as rec:
+        opt.attribute(x[:1], target=0, n_starts=2, l2="auto", seed=0)
+    assert rec[0].filename == __file__
+    with pytest.warns(UserWarning, match="constant"):
+        opt.attribute(torch.zeros(4, 4, 20), target=0, n_starts=2, l2="auto", seed=0)
+    with pytest.raises(ValueError, match="NaN"):
+        opt.attribute(x * float("nan"), target=0, n_starts=2, l2=1.0)
+    assert opt.diagnostics is None                             # not the previous call's
+    with pytest.raises(RuntimeError, match="must be a batch"):
+        opt.attribute(x[0], target=0, n_starts=2, l2=1.0)      # one example without its batch dim
+
+    class Lowers(nn.Module):                                   # every channel lowers the score
+        def __init__(self):
+            super().__init__()
+            self.h = nn.Identity()
+
+        def forward(self, v):
+            return -torch.relu(self.h(v)).sum(1, keepdim=True)
+    m = Lowers()
+    with pytest.warns(RuntimeWarning, match=r"target\(s\) \[0\] are all zero") as rec:
+        f = LayerFeatureOptimizer(m, m.h).attribute(torch.zeros(1, 5), target=0, n_starts=3, l2=1.0, seed=0)
+    assert rec[0].filename == __file__ and not f.any()
