@@ -207,7 +207,7 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     Parameters
     ----------
     ofiv: (C, K) array or tensor.
-    class_names: optional C strings.
+    class_names: optional C strings (default: the target indices, from 0 like the channels).
     channel_order: optional index array of channels (columns); default 0..K-1.
     ax: optional Axes to draw on.
     nonadditive: optional (C, K) bool; starred.
@@ -222,7 +222,7 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     if ofiv.ndim != 2:
         raise ValueError(f"ofiv must have shape (C, K), got {ofiv.shape}")
     C, K = ofiv.shape
-    names = list(class_names) if class_names is not None else [f"class {c + 1}" for c in range(C)]
+    names = list(class_names) if class_names is not None else [f"target {c}" for c in range(C)]
     if len(names) != C:
         raise ValueError(f"class_names must have {C} entries")
     idx = np.arange(K) if channel_order is None else np.asarray(channel_order, dtype=int)
@@ -258,7 +258,7 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
     Parameters
     ----------
     matrices: dict {title: (C, C) array}, drawn left to right in order.
-    class_names: optional C strings.
+    class_names: optional C strings (default: the target indices, from 0 like the channels).
     vmin, vmax, cmap: one colour scale shared by all panels (with one colour bar).
     annotate: write each value in its cell (None: when C <= 12).
 
@@ -278,7 +278,7 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
     for k, v in mats.items():
         if v.shape != (C, C):
             raise ValueError(f"matrices[{k!r}] has shape {v.shape}, expected ({C}, {C})")
-    names = [str(n) for n in class_names] if class_names is not None else [str(c + 1) for c in range(C)]
+    names = [str(n) for n in class_names] if class_names is not None else [str(c) for c in range(C)]
     if len(names) != C:
         raise ValueError(f"class_names must have {C} entries, got {len(names)}")
     if annotate is None:

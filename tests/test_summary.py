@@ -245,3 +245,15 @@ def test_one_start_warns_that_nothing_can_be_non_additive():
         s = summarize(fiv, rng.uniform(size=(2, 1)))
     assert rec[0].filename == __file__
     assert not s.nonadditive.any() and np.allclose(s.ofiv, fiv[:, 0])
+
+
+def test_summaries_compare_equal_and_print_short(tmp_path):
+    rng = np.random.default_rng(1)
+    s = summarize(rng.normal(size=(30, 5, 8)), rng.uniform(size=(30, 5)), random_state=0)
+    back = EnsembleSummary.load(s.save(tmp_path / "s"))
+    assert back == s and not (back != s)
+    other = EnsembleSummary.load(tmp_path / "s")
+    other.ofiv[0, 0] += 1e-9
+    assert other != s and s != "a string"
+    text = repr(s)
+    assert len(text) < 400 and "30 targets x 5 starts x 8 channels" in text
