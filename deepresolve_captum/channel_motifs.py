@@ -87,6 +87,14 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
     with _preserved(model):
         W, _ = support(0)
         if W < 2:
+            X = nn.functional.one_hot(torch.randint(0, 4, (n_probe, 4 * int(seq_len)), generator=g),
+                                      4).permute(0, 2, 1).float().to(_model_device(model))
+            W_long, _ = support(0)
+            if W_long < 2:
+                raise ValueError(
+                    "the layer has one position whatever the sequence length (a global pooling "
+                    "layer?): it has no receptive field to optimise. Pick the layer before the "
+                    "pooling (e.g. model.relu), or use method='filter' for first-layer filters")
             raise ValueError("the layer has fewer than 2 positions at this seq_len; use longer "
                              "sequences to measure its receptive field")
         w0 = W // 2 if W > 2 else 0

@@ -20,7 +20,10 @@ and a margin ``m = tol * s``:
   alone (d_ab > max(d_a, d_b) + m);
 * ``"OR-like"``: each alone raises the output and both together at least as much as the stronger
   one (d_ab >= max(d_a, d_b) - m) but not super-additively (interaction <= m);
-* ``"none"``: no effect above ``min_effect`` and ``z`` standard errors; ``"other"``: anything else (e.g. a repressive motif).
+* ``"uncertain"``: the means look XOR- or AND-like, but the gap (both together vs the stronger
+  one alone) or the interaction is within ``z`` standard errors: more backgrounds would decide;
+* ``"none"``: no effect above ``min_effect`` and ``z`` standard errors; ``"other"``: anything
+  else (e.g. a repressive motif, or an effect of only one of the two motifs).
 
 Motifs that only matter in the presence of a third one (the XOR pair of synthetic set I needs
 CAGGTC) are checked with ``context=[...]``: context motifs are planted in all four conditions.
@@ -40,6 +43,10 @@ __all__ = ["interaction_check", "channel_pair_interaction", "plant_motifs", "cla
            "InteractionResult", "motif_to_one_hot", "channel_ablation"]
 
 ALPHABET = "ACGT"
+_ONE_HOT_HINT = ("(the model failed on one-hot sequences (N, 4, L): this function calls "
+                 "model(x) with them only. For another layout or extra inputs, pass a wrapper "
+                 "nn.Module whose forward(x) takes (N, 4, L), e.g. returns model(x.unsqueeze(1)) "
+                 "for a (N, 1, 4, L) model or model(x, covariate) with a fixed covariate)")
 CONDITIONS = ("none", "a", "b", "both")
 
 
@@ -131,7 +138,8 @@ def _non_overlapping_starts(rng, n, lengths, L, gap=1, max_tries=1000):
     return out
 
 
-def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z=3.0):
+def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z=3.0,
+                         interaction_sem=None, gap_sem=None):
     """Name the logic of a motif pair from its effects over the no-motif background.
 
     Parameters
@@ -142,10 +150,16 @@ def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z
     sems: optional (sem_a, sem_b, sem_ab) standard errors of the three effects: the pair is also
         ``"none"`` when no effect exceeds ``z`` of its standard errors.
     z: significance multiple used with ``sems``.
+    interaction_sem, gap_sem: optional standard errors (paired over backgrounds) of the
+        interaction d_ab - d_a - d_b and of the gap d_ab - max(d_a, d_b): with them an XOR- or
+        AND-like pattern whose gap (and, for AND, interaction) is within ``z`` standard errors
+        is ``"uncertain"`` (more backgrounds would decide it) instead of a label that changes
+        with the random backgrounds.
 
     Returns
     -------
-    str: ``"XOR-like"``, ``"AND-like"``, ``"OR-like"``, ``"none"`` or ``"other"``.
+    str: ``"XOR-like"``, ``"AND-like"``, ``"OR-like"``, ``"uncertain"``, ``"none"`` or
+    ``"other"`` (e.g. a repressive motif, or only one of the two motifs having an effect).
     """
     s = max(abs(d_a), abs(d_b), abs(d_ab))
     if s < min_effect:
@@ -154,10 +168,13 @@ def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z
         return "none"
     m = tol * s
     inter = d_ab - d_a - d_b
-    if d_a > m and d_b > m and d_ab < max(d_a, d_b) - m:
-        return "XOR-like"
-    if inter > m and d_ab > max(d_a, d_b) + m:
-        return "AND-like"
+    gap = d_ab - max(d_a, d_b)
+    sure_gap = gap_sem is None or abs(gap) > z * gap_sem
+    sure_inter = interaction_sem is None or abs(inter) > z * interaction_sem
+    if d_a > m and d_b > m and gap < -m:
+        return "XOR-like" if sure_gap else "uncertain"
+    if inter > m and gap > m:
+        return "AND-like" if sure_gap and sure_inter else "uncertain"
     if d_a > m and d_b > m and d_ab >= max(d_a, d_b) - m and inter <= m:
         return "OR-like"
     return "other"
@@ -275,7 +292,10 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     allX = torch.cat(seqs)
 
     with _preserved(model):
-        y = _predict(model, allX, target, batch_size, _model_device(model))
+        try:
+            y = _predict(model, allX, target, batch_size, _model_device(model))
+        except (RuntimeError, IndexError) as e:
+            raise type(e)(f"{e}\n{_ONE_HOT_HINT}") from e
     if output == "probability":
         y = torch.sigmoid(y)
     Y = y.numpy().reshape(4, n_backgrounds).T.astype(np.float64)  # (n, 4): none, a, b, both
@@ -288,9 +308,11 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         "effect": eff.mean(0), "effect_sem": [sem(eff[:, i]) for i in range(4)],
     }, index=pd.Index(CONDITIONS, name="condition"))
     inter = Y[:, 3] - Y[:, 1] - Y[:, 2] + Y[:, 0]
+    stronger = 1 if eff[:, 1].mean() >= eff[:, 2].mean() else 2
     logic = classify_interaction(float(eff[:, 1].mean()), float(eff[:, 2].mean()),
                                  float(eff[:, 3].mean()), tol=tol, min_effect=min_effect,
-                                 sems=[sem(eff[:, i]) for i in (1, 2, 3)], z=z)
+                                 sems=[sem(eff[:, i]) for i in (1, 2, 3)], z=z,
+                                 interaction_sem=sem(inter), gap_sem=sem(Y[:, 3] - Y[:, stronger]))
     names = {"a": consensus(mats[0]), "b": consensus(mats[1]),
              "context": [consensus(m) for m in mats[2:]]}
     settings = dict(n_backgrounds=n, target=target, output=output, sample_pwm=sample_pwm, tol=tol,
@@ -403,6 +425,8 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
             try:
                 with torch.no_grad():
                     y1 = model(X[:1].to(device))
+            except (RuntimeError, IndexError) as e:
+                raise type(e)(f"{e}\n{_ONE_HOT_HINT}") from e
             finally:
                 h.remove()
             if not seen:

@@ -181,3 +181,13 @@ def test_channel_figures(tmp_path):
     plt.close("all")
     with pytest.raises(ValueError):
         plot_channel_attributions(attr[0], seq_idx=0)
+
+
+def test_ascent_on_a_globally_pooled_layer_says_so():
+    from deepresolve_captum.channel_motifs import channel_pwms
+    from deepresolve_captum.zoo import EncodeTFModel
+
+    m = EncodeTFModel().eval()
+    X = torch.nn.functional.one_hot(torch.randint(0, 4, (10, 101)), 4).transpose(1, 2).float()
+    with pytest.raises(ValueError, match="global pooling"):
+        channel_pwms(m, m.pool, [7], X, method="ascent")

@@ -103,6 +103,11 @@ def test_classifier_rules():
     assert classify_interaction(-5, 3, -2) == "other"
     assert classify_interaction(0.3, 0.3, 0.0, sems=(0.2, 0.2, 0.2)) == "none"  # not significant
     assert classify_interaction(0.3, 0.3, 0.0, sems=(0.05, 0.05, 0.05)) == "XOR-like"
+    # the means look XOR- / AND-like, the paired gap or interaction is noise: "uncertain"
+    assert classify_interaction(0.3, 0.3, 0.0, sems=(0.05,) * 3, gap_sem=0.2) == "uncertain"
+    assert classify_interaction(0.3, 0.3, 0.0, sems=(0.05,) * 3, gap_sem=0.05) == "XOR-like"
+    assert classify_interaction(0, 0.5, 10, interaction_sem=4.0, gap_sem=0.1) == "uncertain"
+    assert classify_interaction(0, 0.5, 10, interaction_sem=0.1, gap_sem=0.1) == "AND-like"
 
 
 def test_planting_and_backgrounds():
@@ -212,3 +217,18 @@ def test_channel_ablation_matches_closed_form_and_leaves_model_as_found():
     with pytest.raises(ValueError, match="called 2 times"):
         channel_ablation(t, t.relu, X)
     assert not t.relu._forward_hooks
+
+    class Conv2dLayout(nn.Module):                 # takes (N, 1, 4, L): needs a wrapper
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(1, 2, (4, 3))
+            self.fc = nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.fc(self.conv(x).amax((2, 3)))
+    c2 = Conv2dLayout()
+    for call in (lambda: channel_ablation(c2, c2.conv, X),
+                 lambda: interaction_check(c2, "ACG", "TTA", n_backgrounds=8, seq_len=20)):
+        with pytest.raises((RuntimeError, IndexError), match="wrapper"):
+            call()
+    assert not c2.conv._forward_hooks and c2.training
