@@ -47,7 +47,9 @@ def positive_float(text):
     return v
 
 
-def build_parser():
+def build_parser(argv=None):
+    """The parser; only the subcommand named in ``argv`` (all of them when argv is None) imports
+    its module, so ``deepresolve --help`` does not wait for torch."""
     from . import __version__
 
     parser = argparse.ArgumentParser(
@@ -55,16 +57,18 @@ def build_parser():
         description="DeepResolve (Liu, Zeng & Gifford 2019) for PyTorch/Captum.")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = None if argv is None else {a for a in argv if a in SUBCOMMANDS}
     for name, (module, help_) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_, description=help_)
-        mod = importlib.import_module(module)
-        mod.add_arguments(p)
+        if wanted is None or name in wanted:
+            importlib.import_module(module).add_arguments(p)
         p.set_defaults(_module=module)
     return parser
 
 
 def main(argv=None):
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

@@ -268,7 +268,13 @@ class MotifSet(NamedTuple):
         for i, (mid, name) in enumerate(zip(self.ids, self.names)):
             if key == mid or key == mid.split(".")[0] or key == name:
                 return i
-        raise KeyError(f"{key!r} not in this motif set")
+        key_s = str(key)
+        close = [f"{mid} {name}" for mid, name in zip(self.ids, self.names)
+                 if key_s.lower() in (mid.lower(), mid.split(".")[0].lower(), name.lower())
+                 or key_s.split(".")[0] == mid.split(".")[0]]
+        hint = (f"; did you mean {', '.join(close[:5])}? (ids and names are case-sensitive, and a "
+                "release holds one version of each matrix)") if close else ""
+        raise KeyError(f"{key!r} not in this motif set of {len(self.ids)} motifs{hint}")
 
 
 @lru_cache(maxsize=8)

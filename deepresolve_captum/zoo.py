@@ -219,7 +219,8 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
         if not names:
             raise ValueError("names is empty")
         suffix = pattern.lstrip("*") if pattern.startswith("*") else ""
-        files = [folder / f"{n}{suffix}" for n in names]
+        # a name given with its file suffix ("X.npz") is the same model as "X"
+        files = [folder / (n if suffix and str(n).endswith(suffix) else f"{n}{suffix}") for n in names]
         absent = [f.name for f in files if not f.is_file()]
         if absent:
             raise FileNotFoundError(f"{len(absent)} model(s) not in {folder}: {absent[:5]}")

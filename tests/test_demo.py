@@ -36,6 +36,10 @@ def test_cli_demo_writes_figures_and_summary(tmp_path):
 
 def test_cli_help_and_errors(capsys, tmp_path):
     assert cli.main([]) == 2
+    assert "zoo" in capsys.readouterr().out and "demo" in cli.build_parser([]).format_help()
+    with pytest.raises(SystemExit) as e:
+        cli.main(["zoo", "--help"])                 # only the named subcommand's options are built
+    assert e.value.code == 0 and "--jaspar" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["demo"])                          # --out is required
     assert "--out" in capsys.readouterr().err

@@ -90,6 +90,7 @@ def test_load_whole_zoo_and_subsets(encode, meta):
     two = load_encode_zoo(encode / "models", names=[CTCF, meta.index[-1]])
     assert list(two) == [CTCF, meta.index[-1]]
     assert list(load_encode_zoo(encode, names=3)) == sorted(meta.index)[:3]
+    assert list(load_encode_zoo(encode, names=[CTCF + ".npz"])) == [CTCF]   # suffix given too
     with pytest.raises(FileNotFoundError):
         load_encode_zoo(encode, names=["no_such_model"])
     with pytest.raises(TypeError):

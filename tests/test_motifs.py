@@ -122,6 +122,9 @@ def test_load_jaspar_2016_core_vertebrates(jaspar):
         np.testing.assert_allclose(m.sum(0), 1.0)
     with pytest.raises(KeyError):
         jaspar.index("NOT_A_MOTIF")
+    for near in ("ctcf", "MA0139.2"):                       # wrong case / another version
+        with pytest.raises(KeyError, match="did you mean MA0139.1 CTCF"):
+            jaspar.index(near)
 
 
 def test_load_jaspar_other_release():
