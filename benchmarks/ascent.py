@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from deepresolve_captum import LayerFeatureOptimizer
-from deepresolve_captum.optimizer import _row_seed
+from deepresolve_captum.optimizer import start_draw
 from deepresolve_captum.zoo import PaperCNN, keras_init_
 
 
@@ -47,11 +47,6 @@ def random_onehot(n, L=100, seed=0):
     g = torch.Generator().manual_seed(seed)
     idx = torch.randint(0, 4, (n, L), generator=g)
     return torch.nn.functional.one_hot(idx, 4).permute(0, 2, 1).float()
-
-
-def start_h(seed, target, start, shape):
-    return torch.randn(shape, generator=torch.Generator().manual_seed(_row_seed(seed, target,
-                                                                              start)))
 
 
 class HeadRunner:
@@ -83,7 +78,7 @@ def loop_one_at_a_time(model, x1, targets, n_starts, l2, lr, steps_per_row, seed
         for ti, c in enumerate(targets):
             tc = torch.tensor([c])
             for s in range(n_starts):
-                h = start_h(seed, c, s, shape)[None]
+                h = start_draw(seed, c, s, shape)[None]
                 for _ in range(int(steps_per_row[ti, s])):
                     _, g = run.grad(h, tc, l2)
                     h = h + lr * g
@@ -94,7 +89,7 @@ def loop_one_at_a_time(model, x1, targets, n_starts, l2, lr, steps_per_row, seed
 def loop_batched(model, x1, targets, n_starts, l2, lr, n_steps, seed, shape):
     run = HeadRunner(model, x1)
     try:
-        h = torch.stack([start_h(seed, c, s, shape) for c in targets for s in range(n_starts)])
+        h = torch.stack([start_draw(seed, c, s, shape) for c in targets for s in range(n_starts)])
         t = torch.tensor([c for c in targets for _ in range(n_starts)])
         for _ in range(n_steps):
             _, g = run.grad(h, t, l2)
@@ -107,7 +102,7 @@ def authors_port(model, x1, target, start, l2, lr, seed, shape, max_steps=10_000
     """The authors' procedure for one class and one start; returns (objective, steps)."""
     run = HeadRunner(model, x1)
     try:
-        h = start_h(seed, target, start, shape)[None]
+        h = start_draw(seed, target, start, shape)[None]
         tc = torch.tensor([target])
         best, since = -float("inf"), 0
         obj = None

@@ -210,14 +210,17 @@ class InteractionResult:
 
 
 def _predict(model, X, target, batch_size, device):
+    """Output ``target`` of ``model`` on X (N, 4, L) by batches, X cast to the model's float dtype
+    -> float64 CPU tensor (N,)."""
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), X.dtype)
     out = []
     with torch.no_grad():
         for i in range(0, len(X), batch_size):
-            y = model(X[i:i + batch_size].to(device))
+            y = model(X[i:i + batch_size].to(device=device, dtype=dtype))
             if y.ndim == 1:
                 y = y[:, None]
             y = y.reshape(y.shape[0], -1)
-            out.append(y[:, target].float().cpu())
+            out.append(y[:, target].double().cpu())
     return torch.cat(out)
 
 
@@ -389,17 +392,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
     if torch.is_tensor(target) and target.numel() == 1:
         target = int(target.item())
     device = _model_device(model)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), X.dtype)
-    X = X.to(dtype=dtype)
     ablate = {"k": None}
-
-    def predict():
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(X), batch_size):
-                y = model(X[i:i + batch_size].to(device))
-                out.append(y.reshape(y.shape[0], -1)[:, target].double().cpu())
-        return torch.cat(out)
 
     def swap(value):
         if ablate["k"] is None:
@@ -423,8 +416,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
             h = (layer.register_forward_pre_hook(shape_hook) if attribute_to_layer_input
                  else layer.register_forward_hook(shape_hook))
             try:
-                with torch.no_grad():
-                    y1 = model(X[:1].to(device))
+                n_out = _predict(model, X[:1], slice(None), 1, device).shape[1]
             except (RuntimeError, IndexError) as e:
                 raise type(e)(f"{e}\n{_ONE_HOT_HINT}") from e
             finally:
@@ -436,7 +428,6 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
                                  "choose a module used once")
             if seen["shape"] is None or len(seen["shape"]) < 2:
                 raise ValueError("the layer's value must be one (N, K, ...) tensor to ablate channels")
-            n_out = int(np.prod(y1.shape[1:])) if y1.dim() > 1 else 1
             if isinstance(target, bool) or not isinstance(target, (int, np.integer)) \
                     or not 0 <= target < n_out:
                 raise ValueError(f"target must be an int in [0, {n_out}), got {target!r}")
@@ -444,11 +435,11 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
             channels = list(range(K)) if channels is None else _check_channels(channels)
             if not all(0 <= k < K for k in channels):
                 raise ValueError(f"channels must lie in [0, {K}) for this layer, got {channels}")
-            full = predict()
+            full = _predict(model, X, target, batch_size, device)
             out = []
             for k in channels:
                 ablate["k"] = k
-                out.append(float((full - predict()).mean()))
+                out.append(float((full - _predict(model, X, target, batch_size, device)).mean()))
                 ablate["k"] = None
             return np.array(out)
     finally:

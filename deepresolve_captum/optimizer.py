@@ -124,6 +124,13 @@ def _row_seed(seed: int, target: int, start: int) -> int:
     return int(np.random.SeedSequence([seed, target, start]).generate_state(1, np.uint64)[0] >> 1)
 
 
+def start_draw(seed: int, target: int, start: int, shape) -> Tensor:
+    """The N(0, 1) start (before ``init_scale``) that ``attribute`` draws for (seed, target,
+    start), shape ``shape`` on the CPU: pass such draws as ``init`` to reproduce a start."""
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(
+        _row_seed(int(seed), int(target), int(start))))
+
+
 class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
     r"""DeepResolve's feature-importance maps (FIMs) by multi-start gradient ascent at a layer.
 
@@ -415,10 +422,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 if init is not None:
                     h0 = init.reshape((n_rows,) + shape)[lo:hi].to(device=device, dtype=dtype)
                 else:
-                    h0 = torch.stack([
-                        torch.randn(shape, generator=torch.Generator().manual_seed(
-                            _row_seed(seed, targets[r // n_starts], r % n_starts)))
-                        for r in range(lo, hi)]).to(device=device, dtype=dtype) * init_scale
+                    h0 = torch.stack([start_draw(seed, targets[r // n_starts], r % n_starts, shape)
+                                      for r in range(lo, hi)]).to(device=device, dtype=dtype) * init_scale
                 _ascend(run, h0, row_target[lo:hi], l2, step_max, max_steps, tol, patience,
                         lo, fims, scores, steps, objective, converged, bar, targets, n_starts,
                         callback)

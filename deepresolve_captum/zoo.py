@@ -268,10 +268,26 @@ class BlockLinear(nn.Module):
         self.weight = nn.Parameter(weight.detach().clone())
         self.bias = nn.Parameter(bias.detach().clone())
 
+    @classmethod
+    def stack(cls, linears):
+        """M ``nn.Linear`` of one shape as one BlockLinear (their weights copied)."""
+        return cls(torch.stack([l.weight for l in linears]), torch.stack([l.bias for l in linears]))
+
     def forward(self, x):
         M, out_f, in_f = self.weight.shape
         y = torch.einsum("nmi,moi->nmo", x.reshape(x.shape[0], M, in_f), self.weight) + self.bias
         return y.reshape(x.shape[0], M * out_f)
+
+
+def _same_shape_models(models, shape_of):
+    """models (dict or list of EncodeTFModel) as a list, checked non-empty and of one shape."""
+    models = list(models.values()) if isinstance(models, dict) else list(models)
+    if not models or not all(isinstance(m, EncodeTFModel) for m in models):
+        raise TypeError("models must be a non-empty list (or dict) of EncodeTFModel")
+    shapes = {shape_of(m) for m in models}
+    if len(shapes) != 1:
+        raise ValueError(f"models differ in shape: {shapes}")
+    return models
 
 
 class EncodeZooHeads(nn.Module):
@@ -286,12 +302,7 @@ class EncodeZooHeads(nn.Module):
 
     def __init__(self, models):
         super().__init__()
-        models = list(models.values()) if isinstance(models, dict) else list(models)
-        if not models or not all(isinstance(m, EncodeTFModel) for m in models):
-            raise TypeError("models must be a non-empty list (or dict) of EncodeTFModel")
-        shapes = {(m.fc1.weight.shape, m.fc2.weight.shape) for m in models}
-        if len(shapes) != 1:
-            raise ValueError(f"models differ in shape: {shapes}")
+        models = _same_shape_models(models, lambda m: (m.fc1.weight.shape, m.fc2.weight.shape))
         self.n_models = len(models)
         self.n_filters = models[0].fc1.weight.shape[1]
         self.input = nn.Identity()
@@ -302,8 +313,7 @@ class EncodeZooHeads(nn.Module):
             self.fc1.weight.copy_(w1)
             self.fc1.bias.copy_(torch.cat([m.fc1.bias for m in models]))
         self.relu2 = nn.ReLU()
-        self.fc2 = BlockLinear(torch.stack([m.fc2.weight for m in models]),
-                               torch.stack([m.fc2.bias for m in models]))
+        self.fc2 = BlockLinear.stack([m.fc2 for m in models])
 
     def forward(self, h):
         h = self.input(h)
@@ -328,12 +338,7 @@ class EncodeZooStack(nn.Module):
 
     def __init__(self, models, sum_outputs=False):
         super().__init__()
-        models = list(models.values()) if isinstance(models, dict) else list(models)
-        if not models or not all(isinstance(m, EncodeTFModel) for m in models):
-            raise TypeError("models must be a non-empty list (or dict) of EncodeTFModel")
-        shapes = {(m.conv.weight.shape, m.fc1.weight.shape) for m in models}
-        if len(shapes) != 1:
-            raise ValueError(f"models differ in shape: {shapes}")
+        models = _same_shape_models(models, lambda m: (m.conv.weight.shape, m.fc1.weight.shape))
         self.n_models = M = len(models)
         k, _, w = models[0].conv.weight.shape
         self.n_filters = k
@@ -345,11 +350,9 @@ class EncodeZooStack(nn.Module):
         self.relu = nn.ReLU()
         self.pool = nn.AdaptiveMaxPool1d(1)
         self.flatten = nn.Flatten()
-        self.fc1 = BlockLinear(torch.stack([m.fc1.weight for m in models]),
-                               torch.stack([m.fc1.bias for m in models]))
+        self.fc1 = BlockLinear.stack([m.fc1 for m in models])
         self.relu2 = nn.ReLU()
-        self.fc2 = BlockLinear(torch.stack([m.fc2.weight for m in models]),
-                               torch.stack([m.fc2.bias for m in models]))
+        self.fc2 = BlockLinear.stack([m.fc2 for m in models])
 
     def head_scores(self, h):
         """Per-model logits from fc1-input values h (..., M * n_filters) -> (..., M)."""

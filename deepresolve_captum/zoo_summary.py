@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .cli import int_at_least, positive_float
-from .optimizer import LayerFeatureOptimizer, _row_seed
+from .optimizer import LayerFeatureOptimizer, start_draw
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import EncodeTFModel, EncodeZooHeads, load_encode_zoo
 
@@ -76,8 +76,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     names = list(zoo)
     M = len(names)
     K = next(iter(zoo.values())).fc1.weight.shape[1]
-    starts = torch.stack([torch.randn(K, generator=torch.Generator().manual_seed(
-        _row_seed(int(seed), 0, t))) for t in range(int(n_starts))])
+    starts = torch.stack([start_draw(seed, 0, t, (K,)) for t in range(int(n_starts))])
     fims, scores, steps, converged = [], [], [], []
     groups = range(0, M, int(group_size))
     if verbose:

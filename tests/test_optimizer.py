@@ -587,14 +587,13 @@ def test_loose_row_comparison_tolerates_kernel_noise_not_coupling():
 
 
 def test_init_gives_the_starts():
-    from deepresolve_captum.optimizer import _row_seed
+    from deepresolve_captum.optimizer import start_draw
 
     m = PaperCNN(n_outputs=2, seq_len=40)
     opt = LayerFeatureOptimizer(m, m.pool)
     x = torch.zeros(1, 4, 40)
     a = opt.attribute(x, target=[1, 0], n_starts=3, l2=0.5, seed=9)
-    draws = torch.stack([torch.stack([torch.randn((32, 8), generator=torch.Generator().manual_seed(
-        _row_seed(9, t, s))) for s in range(3)]) for t in (1, 0)])
+    draws = torch.stack([torch.stack([start_draw(9, t, s, (32, 8)) for s in range(3)]) for t in (1, 0)])
     b = opt.attribute(x, target=[1, 0], n_starts=3, l2=0.5, seed=123, init=draws)
     assert torch.equal(a, b)                                   # the seed no longer matters
     c = opt.attribute(x, target=[1, 0], n_starts=3, l2=0.5, init=draws * 3)
