@@ -32,6 +32,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -224,6 +226,23 @@ def _predict(model, X, target, batch_size, device):
     return torch.cat(out)
 
 
+_SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d)
+
+
+def _last_leaf_module(model, x):
+    """The last leaf module that ran when ``model`` saw ``x`` (one small batch), or None."""
+    seen = []
+    handles = [m.register_forward_hook(lambda mod, a, o: seen.append(mod))
+               for m in model.modules() if not list(m.children())]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return seen[-1] if seen else None
+
+
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
                       seq_len=None, target=0, output="probability", sample_pwm=False,
                       tol=0.25, min_effect=0.05, z=3.0, batch_size=512, random_state=0):
@@ -243,7 +262,9 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     seq_len: length of random backgrounds when ``X`` is None.
     target: output column of the model.
     output: ``"probability"`` (default: sigmoid of the model's output, the scale on which AND / OR /
-        XOR are judged) or ``"logit"`` (the raw output).
+        XOR are judged) or ``"logit"`` (the raw output). A model that ends in ``nn.Sigmoid`` or
+        ``nn.Softmax`` already returns probabilities: they are used as they are (no second
+        sigmoid), with a warning, and ``"logit"`` is refused for it.
     tol, min_effect, z: see :func:`classify_interaction` (in units of ``output``); an effect
         counts only if it exceeds ``z`` standard errors over the backgrounds.
     batch_size: sequences per forward pass.
@@ -296,10 +317,22 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
 
     with _preserved(model):
         try:
+            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), allX.dtype)
+            last = _last_leaf_module(model, allX[:2].to(device=_model_device(model), dtype=dtype))
             y = _predict(model, allX, target, batch_size, _model_device(model))
         except (RuntimeError, IndexError) as e:
             raise type(e)(f"{e}\n{_ONE_HOT_HINT}") from e
-    if output == "probability":
+    squashed = isinstance(last, _SQUASHING)
+    if squashed and output == "logit":
+        raise ValueError(
+            f"output='logit' asked, but the model ends in {type(last).__name__}: its outputs are "
+            "probabilities. Use output='probability', or pass a model without that last module "
+            "(e.g. nn.Sequential(*list(model.children())[:-1])) for logits.")
+    if squashed:
+        warnings.warn(
+            f"the model ends in {type(last).__name__}, so its outputs are already probabilities; "
+            "interaction_check uses them as they are (no second sigmoid).", UserWarning, stacklevel=2)
+    elif output == "probability":
         y = torch.sigmoid(y)
     Y = y.numpy().reshape(4, n_backgrounds).T.astype(np.float64)  # (n, 4): none, a, b, both
 

@@ -232,3 +232,18 @@ def test_channel_ablation_matches_closed_form_and_leaves_model_as_found():
         with pytest.raises((RuntimeError, IndexError), match="wrapper"):
             call()
     assert not c2.conv._forward_hooks and c2.training
+
+
+def test_sigmoid_ending_model_is_not_squashed_twice(model_and_data):
+    """A model that already ends in nn.Sigmoid gives probabilities: interaction_check must use them
+    as they are (the same table as the logit model), say so, and refuse output='logit'."""
+    m, X, _ = model_and_data
+    wrapped = nn.Sequential(m, nn.Sigmoid()).eval()
+    kw = dict(X=X[:64], n_backgrounds=64, random_state=3)
+    plain = interaction_check(m, "GCTCAT", "CGCTTG", context="CAGGTC", **kw)
+    with pytest.warns(UserWarning, match="already probabilities"):
+        squashed = interaction_check(wrapped, "GCTCAT", "CGCTTG", context="CAGGTC", **kw)
+    np.testing.assert_allclose(squashed.table["mean"], plain.table["mean"], atol=1e-6)
+    assert squashed.logic == plain.logic
+    with pytest.raises(ValueError, match="ends in Sigmoid"):
+        interaction_check(wrapped, "GCTCAT", "CGCTTG", output="logit", **kw)
