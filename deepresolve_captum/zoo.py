@@ -148,12 +148,19 @@ def load_encode_model(path, eval=True):
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such model file: {path}")
+    with open(path, "rb") as fh:
+        head = fh.read(64)
+    if head.startswith(b"version https://git-lfs"):
+        raise ValueError(f"{path}: a git-lfs pointer, not the model; fetch it with `git lfs pull`")
+    if not head.startswith(b"PK"):
+        raise ValueError(f"{path}: not an npz file (an npz is a zip archive; this one starts with "
+                         f"{head[:16]!r})")
     try:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
-    except Exception as e:  # not a zip, truncated, object arrays, ...
+    except Exception as e:  # truncated, object arrays, ...
         raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: {e}); a truncated "
-                         f"download or a git-lfs pointer?") from e
+                         f"download?") from e
     missing = [k for k in _ENCODE_KEYS if k not in data]
     if missing:
         raise ValueError(f"{path.name}: not an ENCODE TF model npz, missing {missing}")

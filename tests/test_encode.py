@@ -133,6 +133,12 @@ def test_load_encode_model_bad_files(tmp_path):
     (tmp_path / "trunc.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:300])
     with pytest.raises(ValueError, match="trunc.npz: not a readable npz"):
         load_encode_model(tmp_path / "trunc.npz")
+    (tmp_path / "models.csv").write_text("name,tf\nm0,CTCF\n")
+    with pytest.raises(ValueError, match="models.csv: not an npz file"):
+        load_encode_model(tmp_path / "models.csv")
+    (tmp_path / "lfs.npz").write_text("version https://git-lfs.github.com/spec/v1\noid sha256:00\n")
+    with pytest.raises(ValueError, match="git-lfs pointer"):
+        load_encode_model(tmp_path / "lfs.npz")
     np.savez(tmp_path / "nan.npz", **{**good, "fc1_bias": np.full(3, np.nan)})
     with pytest.raises(ValueError, match="non-finite"):
         load_encode_model(tmp_path / "nan.npz")
