@@ -265,6 +265,9 @@ def main(argv=None):
                 for c in CUTS:
                     row[f"{m}_top{k}_p{c}"] = bool(pk < c)
             row[f"{m}_top1_jaspar_rank"] = int(r_known[order[0]])
+            row[f"{m}_top1_filter"] = int(order[0])
+            row[f"{m}_top1_known_p"] = float(p_known[order[0]])
+            row[f"{m}_top1_best_match"] = f"{hits['best_name'].iloc[order[0]]} (p {hits['best_p'].iloc[order[0]]:.1e})"
             row[f"{m}_strict"] = bool(r_known[order[0]] <= 3)
             row[f"{m}_best_filter_rank"] = rank_of(order, best_filter)
         row["any16_top16_p0.05"] = bool(p_known.min() < 0.05)
@@ -295,6 +298,27 @@ def main(argv=None):
     df.to_csv(out, index=False)
     report(df, methods, timing, args, out)
     return df
+
+
+def _print_top1_disagreements(df, methods, cut=0.05):
+    """The models where DeepResolve's top-ranked filter and DeepLIFT's disagree on hitting the
+    known motif at p < cut: which filter each put first and what that filter matches best."""
+    other = "deeplift" if "deeplift" in methods else next((m for m in INPUT_DEPENDENT if m in methods), None)
+    if other is None or f"deepresolve_top1_filter" not in df:
+        return
+    a, b = df[f"deepresolve_top1_p{cut}"].astype(bool), df[f"{other}_top1_p{cut}"].astype(bool)
+    rows = df[a != b]
+    print()
+    print(f"Top-1 at p<{cut}: DeepResolve only {int((a & ~b).sum())}, {LABELS[other]} only "
+          f"{int((~a & b).sum())}, both {int((a & b).sum())}, neither {int((~a & ~b).sum())}")
+    for _, r in rows.iterrows():
+        cells = []
+        for m in ("deepresolve", other):
+            cells.append(f"{m} filter {r[f'{m}_top1_filter']:>2d}: p {r[f'{m}_top1_known_p']:.1e} vs "
+                         f"{r['known_name']}, best {r[f'{m}_top1_best_match']}")
+        auth = (f"; authors' top filter {int(r['authors_top_filter'])}"
+                if "authors_top_filter" in r and r["authors_top_filter"] == r["authors_top_filter"] else "")
+        print(f"  {r['tf']:8s} {r['name']}: " + " | ".join(cells) + auth)
 
 
 def report(df, methods, timing, args, out):
@@ -345,6 +369,7 @@ def report(df, methods, timing, args, out):
             print(f"  vs {LABELS[m]:22s} Mann-Whitney p = {mw:.2e} (less: {mw1:.2e});  "
                   f"Wilcoxon p = {wx:.2e} (less: {wx1:.2e});  DeepResolve better/worse in "
                   f"{better[0]}/{better[1]} models")
+        _print_top1_disagreements(df, methods)
         if "spearman_authors" in df:
             r = df["spearman_authors"].dropna()
             q1, med, q3 = np.percentile(r, [25, 50, 75])
