@@ -125,7 +125,10 @@ def main(argv=None):
                    help=f"sequence length (default: each set's own, {SEQ_LEN})")
     p.add_argument("--max-copies", type=int, default=DEFAULTS["max_copies"], help="set I copies per pattern")
     p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
-    p.add_argument("--lr", type=float, default=DEFAULTS["lr"], help="Adam learning rate")
+    p.add_argument("--optimizer", choices=("adam", "adadelta"), default="adam",
+                   help="adam (default) or adadelta, the authors' Keras-1.2 recipe (give it more --epochs)")
+    p.add_argument("--lr", type=float, default=None,
+                   help=f"learning rate (default {DEFAULTS['lr']} for Adam, 1.0 for Adadelta)")
     p.add_argument("--first-seed", type=int, default=0, help="model i uses data seed and init seed first_seed + i")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=str, default=None, help="write every number here")
@@ -137,7 +140,7 @@ def main(argv=None):
     print(f"# benchmarks/synthetic.py {' '.join(argv if argv is not None else sys.argv[1:])}", flush=True)
     print(f"# sizes: {args.n_sequences} sequences (+{args.n_random} random for set I, <= {args.max_copies} "
           f"copies per pattern), {args.seq_len or SEQ_LEN} bp, "
-          f"{args.epochs} epochs, lr {args.lr}, batch {DEFAULTS['batch_size']}, "
+          f"{args.epochs} epochs, {args.optimizer} lr {args.lr or (1.0 if args.optimizer == 'adadelta' else DEFAULTS['lr'])}, batch {DEFAULTS['batch_size']}, "
           f"{DEFAULTS['n_starts']} starts, l2='auto'", flush=True)
     for dataset in args.sets:
         checks, rows = [], []
@@ -145,7 +148,7 @@ def main(argv=None):
             seed = args.first_seed + i
             run = run_synthetic(dataset, n_sequences=args.n_sequences, n_random=args.n_random,
                                 seq_len=args.seq_len, max_copies=args.max_copies, epochs=args.epochs, lr=args.lr,
-                                data_seed=seed,
+                                optimizer=args.optimizer, data_seed=seed,
                                 init_seed=10_000 + seed)
             checks.append(run.checks)
             rows.append(dict(seed=seed, val_auc=run.train.val_auc, l2=run.l2, checks=run.checks,

@@ -331,7 +331,7 @@ def check_set_two(summary, response, last_weight):
 def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_len=None, max_copies=None,
                   epochs=None,
                   batch_size=None, lr=None, n_starts=None, n_probe=None, data_seed=0, init_seed=0,
-                  verbose=False):
+                  optimizer="adam", verbose=False):
     """Generate a synthetic set, train the paper's CNN on it, run DeepResolve, check the claims.
 
     Parameters
@@ -343,6 +343,8 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
         ``SEQ_LEN[dataset]``, 50 bp for set I, 150 bp for set II); ``n_probe``
         validation sequences are the ``inputs`` of the ascent (the ``l2="auto"`` reference).
     data_seed: seeds the data, the split and the batch order; init_seed seeds the weights.
+    optimizer: "adam" (the default, with ``lr`` 2e-3) or "adadelta" (the authors' Keras-1.2
+        recipe; ``lr=None`` then means Adadelta's 1.0, and it needs more ``epochs``).
     verbose: progress bars and messages on stderr.
 
     Returns
@@ -352,6 +354,8 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
     if dataset not in ("one", "two"):
         raise ValueError(f"dataset must be 'one' or 'two', got {dataset!r}")
     d = {k: v for k, v in DEFAULTS.items()}
+    if optimizer == "adadelta" and lr is None:
+        d["lr"] = None  # train_classifier's Adadelta default (1.0), not Adam's 2e-3
     for k, v in dict(seq_len=seq_len, max_copies=max_copies, epochs=epochs, batch_size=batch_size, lr=lr, n_starts=n_starts,
                      n_probe=n_probe).items():
         if v is not None:
@@ -376,7 +380,7 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
     torch.manual_seed(init_seed)
     model = keras_init_(PaperCNN(n_outputs=n_out, seq_len=d["seq_len"]))
     res = train_classifier(model, X, y, epochs=d["epochs"], batch_size=d["batch_size"], lr=d["lr"],
-                           random_state=data_seed, verbose=verbose)
+                           optimizer=optimizer, random_state=data_seed, verbose=verbose)
     seconds["train"] = time.perf_counter() - t
     say(f"held-out AUC {np.round(res.val_auc, 4).tolist()} (best epoch {res.best_epoch + 1})")
 
