@@ -102,3 +102,23 @@ def test_check_set_one_on_a_constructed_ensemble():
     fiv[0, :, 2] = 0.9 * mode
     c = check_set_one(summarize(fiv, s.scores, random_state=0), response)
     assert not c["and_additive"] and not c["all"]
+
+
+def test_run_synthetic_passes_the_optimizer(monkeypatch):
+    """optimizer='adadelta' reaches train_classifier with Adadelta's own lr (None -> 1.0), not
+    the Adam default of 2e-3; an explicit lr is kept."""
+    import deepresolve_captum.demo as demo
+
+    seen = []
+    real = demo.train_classifier
+
+    def spy(*a, **kw):
+        seen.append((kw["optimizer"], kw["lr"]))
+        return real(*a, **kw)
+
+    monkeypatch.setattr(demo, "train_classifier", spy)
+    kw = dict(n_sequences=300, n_random=50, epochs=1, n_starts=2, n_probe=8)
+    run_synthetic("one", optimizer="adadelta", **kw)
+    run_synthetic("one", optimizer="adadelta", lr=0.5, **kw)
+    run_synthetic("one", **kw)
+    assert seen == [("adadelta", None), ("adadelta", 0.5), ("adam", demo.DEFAULTS["lr"])]
