@@ -30,9 +30,8 @@ CAGGTC) are checked with ``context=[...]``: context motifs are planted in all fo
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
