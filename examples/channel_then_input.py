@@ -125,15 +125,20 @@ def main(argv=None):
     pwms_file = out / "channel_pwms.npz"
     np.savez(pwms_file, channels=np.array(ranked), pwms=motifs.pwms)
     hits.to_csv(out / "channel_tomtom.csv", index=False)
-    # each planted motif is represented by the strongest (|OFIV|) channel whose ascent or
-    # fragment PWM matches it by TOMTOM (p < 0.01)
-    chosen = {}
+    # each planted motif is represented by the channel whose ascent or fragment PWM matches it
+    # best by TOMTOM (p < 0.01), among the channels for which it is the best planted match; the
+    # first channel by |OFIV| that merely passes p < 0.01 can be a poor, short match (a "GCT")
+    chosen, chosen_p = {}, {}
     for c in ranked:
         h = planted_hit[c]
-        if h is not None and h["p_value"] < 0.01 and h["target_name"] not in chosen:
-            chosen[h["target_name"]] = c
+        if h is None or h["p_value"] >= 0.01:
+            continue
+        m = h["target_name"]
+        if m not in chosen or h["p_value"] < chosen_p[m]:
+            chosen[m], chosen_p[m] = c, float(h["p_value"])
+    chosen = {m: chosen[m] for m in SET_ONE_MOTIFS if m in chosen}
     print("    channels standing for the planted motifs: "
-          + ", ".join(f"{m} <- ch {c}" for m, c in chosen.items()))
+          + ", ".join(f"{m} <- ch {c} (p={chosen_p[m]:.1e})" for m, c in chosen.items()))
     top = ranked[:args.top] + [c for c in chosen.values() if c not in ranked[:args.top]]
 
     # 4. channel -> input attributions --------------------------------------------------------
