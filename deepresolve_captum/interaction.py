@@ -228,18 +228,20 @@ def _predict(model, X, target, batch_size, device):
 _SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d)
 
 
-def _last_leaf_module(model, x):
-    """The last leaf module that ran when ``model`` saw ``x`` (one small batch), or None."""
+def _probe_forward(model, x):
+    """One small batch through ``model`` -> (the last leaf module that ran or None, the number of
+    outputs per sequence)."""
     seen = []
     handles = [m.register_forward_hook(lambda mod, a, o: seen.append(mod))
                for m in model.modules() if not list(m.children())]
     try:
         with torch.no_grad():
-            model(x)
+            y = model(x)
     finally:
         for h in handles:
             h.remove()
-    return seen[-1] if seen else None
+    n_out = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+    return (seen[-1] if seen else None), n_out
 
 
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
@@ -317,10 +319,14 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     with _preserved(model):
         try:
             dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), allX.dtype)
-            last = _last_leaf_module(model, allX[:2].to(device=_model_device(model), dtype=dtype))
-            y = _predict(model, allX, target, batch_size, _model_device(model))
+            last, n_out = _probe_forward(model, allX[:2].to(device=_model_device(model), dtype=dtype))
         except (RuntimeError, IndexError) as e:
-            raise type(e)(f"{e}\n{_ONE_HOT_HINT}") from e
+            raise type(e)(f"{e}\n(the sequences were (N, 4, {L}): is {L} bp a length the model "
+                          f"takes? set it with X or seq_len)\n{_ONE_HOT_HINT}") from e
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) \
+                or not 0 <= target < n_out:
+            raise ValueError(f"target must be an int in [0, {n_out}) for this model, got {target!r}")
+        y = _predict(model, allX, target, batch_size, _model_device(model))
     squashed = isinstance(last, _SQUASHING)
     if squashed and output == "logit":
         raise ValueError(

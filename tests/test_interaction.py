@@ -247,3 +247,12 @@ def test_sigmoid_ending_model_is_not_squashed_twice(model_and_data):
     assert squashed.logic == plain.logic
     with pytest.raises(ValueError, match="ends in Sigmoid"):
         interaction_check(wrapped, "GCTCAT", "CGCTTG", output="logit", **kw)
+
+
+def test_interaction_check_names_bad_target_and_length(model_and_data):
+    m, X, _ = model_and_data
+    with pytest.raises(ValueError, match=r"target must be an int in \[0, 1\) for this model, got 3"):
+        interaction_check(m, "GCTCAT", "CGCTTG", X=X[:8], n_backgrounds=8, target=3)
+    lin = nn.Sequential(nn.Flatten(), nn.Linear(4 * 50, 1))
+    with pytest.raises(RuntimeError, match=r"\(N, 4, 60\): is 60 bp a length the model takes"):
+        interaction_check(lin, "GCTCAT", "CGCTTG", seq_len=60, n_backgrounds=8)
