@@ -13,7 +13,10 @@ __all__ = ["class_similarity", "class_difference", "signed_ofiv_correlation",
 
 def _matrix(x, name, ndim=2, keep_float32=False):
     if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if str(x.dtype) in ("torch.float16", "torch.bfloat16"):
+            x = x.float()  # numpy has no bfloat16
+        x = x.numpy()
     x = np.asarray(x)
     if not (keep_float32 and x.dtype == np.float32):
         x = x.astype(np.float64)
@@ -34,7 +37,9 @@ def class_similarity(ofiv, *, out=None, block_size=None):
     ofiv: (C, K) OFIVs of C classes (``EnsembleSummary.ofiv``); float32 input is computed in
         float32 (accumulated in float64 by the native kernel), anything else in float64.
     out: optional (C, C) float32/float64 numpy array or ``np.memmap`` to fill, e.g. for Sei's
-        21,907 classes (1.8 GiB in float32), so the matrix never exists twice in memory.
+        21,907 classes (1.8 GiB in float32), so the matrix never exists twice in memory. The
+        computation then runs in ``out``'s dtype (float64 OFIVs into a float32 ``out`` are
+        computed in float32, summed in float64).
     block_size: rows per block when filling ``out``.
 
     Returns
@@ -44,6 +49,11 @@ def class_similarity(ofiv, *, out=None, block_size=None):
     correlation: its similarity to every other class is 0 and to itself 1.
     """
     x = _matrix(ofiv, "ofiv", keep_float32=True)  # numpy, so the result is numpy too
+    if isinstance(out, np.ndarray) and out.dtype in (np.float32, np.float64) and out.dtype != x.dtype:
+        x = x.astype(out.dtype)
+    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
+                                   or block_size < 1):
+        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
     return _stats.pearson(x, clip_negative=True, out=out, block_size=block_size)
 
 

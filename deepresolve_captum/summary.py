@@ -98,6 +98,10 @@ class EnsembleSummary:
         """
         if order not in ("ofiv", "il"):
             raise ValueError(f"order must be 'ofiv' or 'il', got {order!r}")
+        n = self.ofiv.shape[0]
+        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < n:
+            raise ValueError(f"target must be an int in [0, {n}) (this summary has {n} target(s)), "
+                             f"got {target!r}")
         key = self.ofiv[target] if order == "ofiv" else self.il[target]
         idx = np.argsort(-key, kind="stable")
         if category is not None:
@@ -174,6 +178,9 @@ def feature_importance_vectors(fims):
     fims = _to_numpy(fims, "fims")
     if fims.ndim < 3:
         raise ValueError(f"fims must have shape (n_targets, n_starts, K, ...); got {fims.shape}")
+    if fims.size == 0:
+        raise ValueError(f"fims is empty: shape {fims.shape} (n_targets, n_starts, K, ...) needs "
+                         "at least one target, one start, one channel and one position")
     if fims.ndim == 3:
         return fims
     return fims.reshape(fims.shape[:3] + (-1,)).mean(axis=3)
@@ -352,7 +359,10 @@ def _fit_one(il_row, max_components, random_state, covariance_type, reg_covar):
 
 def _to_numpy(x, name):
     if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        if str(x.dtype) in ("torch.float16", "torch.bfloat16"):
+            x = x.float()  # numpy has no bfloat16
+        x = x.numpy()
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise TypeError(f"{name} must be a real-valued tensor or array, got dtype {x.dtype}")

@@ -73,3 +73,21 @@ def test_class_similarity_fills_a_memmap(tmp_path):
     ref = np.corrcoef(np.maximum(ofiv.astype(np.float64), 0))
     assert np.abs(np.asarray(mm) - ref).max() < 1e-5
     assert np.allclose(class_similarity(ofiv), ref, atol=1e-5)
+
+
+def test_class_similarity_half_precision_float32_out_and_block_size():
+    """bfloat16 OFIVs (from a bf16 model) are accepted; float64 OFIVs fill a float32 `out` (the
+    docstring's memmap case); block_size=0 is refused rather than ignored."""
+    import torch
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((6, 9))
+    ref = class_similarity(x)
+    bf = class_similarity(torch.from_numpy(x).to(torch.bfloat16))
+    np.testing.assert_allclose(bf, class_similarity(torch.from_numpy(x).to(torch.bfloat16).float().numpy()),
+                               atol=1e-6)
+    out = np.zeros((6, 6), np.float32)
+    assert class_similarity(x, out=out) is out
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    with pytest.raises(ValueError, match="block_size"):
+        class_similarity(x, block_size=0)

@@ -257,3 +257,27 @@ def test_summaries_compare_equal_and_print_short(tmp_path):
     assert other != s and s != "a string"
     text = repr(s)
     assert len(text) < 400 and "30 targets x 5 starts x 8 channels" in text
+
+
+def test_summarize_accepts_bfloat16_fims():
+    """FIMs from a bfloat16 model: summarize upcasts them (numpy has no bfloat16) and gives what
+    the same values in float32 give."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    fims = torch.randn(2, 5, 4, 3, generator=g).to(torch.bfloat16)
+    scores = torch.rand(2, 5, generator=g).to(torch.bfloat16)
+    a = summarize(fims, scores, random_state=0)
+    b = summarize(fims.float(), scores.float(), random_state=0)
+    np.testing.assert_array_equal(a.ofiv, b.ofiv)
+    np.testing.assert_array_equal(a.il, b.il)
+
+
+def test_summarize_empty_and_channels_target_are_named():
+    fims = np.random.default_rng(0).standard_normal((1, 4, 5, 3))
+    with pytest.raises(ValueError, match="fims is empty"):
+        summarize(fims[:0], np.ones((0, 4)))
+    s = summarize(fims, np.ones((1, 4)), random_state=0)
+    assert len(s.channels(0)) == 5
+    with pytest.raises(ValueError, match=r"target must be an int in \[0, 1\)"):
+        s.channels(3)
