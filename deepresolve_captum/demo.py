@@ -123,7 +123,9 @@ def check_set_one(summary, response, frac=0.5, target=0, ablation=None):
     * ``xor_nonadditive``: every GCTCAT / CGCTTG detector is flagged non-additive;
     * ``xor_opposite``: the strongest GCTCAT and CGCTTG detectors are two different channels whose
       FIVs have opposite signs in at least half of the starts (the paper: "the corresponding
-      filters tend to have opposite signs all the time");
+      filters tend to have opposite signs all the time"). The strongest detector of a motif is
+      the channel with the highest response to it among those :func:`detectors` accepts for it
+      (``strongest_xor`` = (GCTCAT's, CGCTTG's), -1 where no channel detects the motif);
     * ``top_nonadditive_is_xor``: the non-additive channel with the highest OFIV is a GCTCAT /
       CGCTTG detector;
     * ``and_additive``: every CAGGTC detector that is not also an XOR detector is additive, and the
@@ -158,28 +160,32 @@ def check_set_one(summary, response, frac=0.5, target=0, ablation=None):
     nonadd = np.asarray(summary.nonadditive[target]).astype(bool)
     ofiv = np.asarray(summary.ofiv[target])
     fiv = np.asarray(summary.fiv[target])                      # (T, K)
-    a, b = (int(np.argmax(response[:, i])) for i in i_xor)
-    opposite = float(np.mean(np.sign(fiv[:, a]) * np.sign(fiv[:, b]) < 0)) if a != b else 0.0
+    # the strongest detector of each XOR motif, among the channels that detect it (-1: none; a
+    # plain argmax of the response can be a CAGGTC channel in a weakly trained model)
+    a, b = (int(np.argmax(np.where(det[:, i], response[:, i], -np.inf))) if det[:, i].any() else -1
+            for i in i_xor)
+    found = a >= 0 and b >= 0 and a != b
+    opposite = float(np.mean(np.sign(fiv[:, a]) * np.sign(fiv[:, b]) < 0)) if found else 0.0
     top_nonadd = int(np.argmax(np.where(nonadd, ofiv, -np.inf))) if nonadd.any() else -1
     top_add = int(np.argmax(np.where(~nonadd, ofiv, -np.inf))) if (~nonadd).any() else -1
     out = dict(
         xor_nonadditive=bool(xor.any() and nonadd[xor].all()),
-        xor_opposite=bool(a != b and opposite >= 0.5),
+        xor_opposite=bool(found and opposite >= 0.5),
         top_nonadditive_is_xor=bool(top_nonadd >= 0 and xor[top_nonadd]),
         and_additive=bool(and_.any() and not nonadd[and_].any() and top_add >= 0 and and_[top_add]),
         bic_gt1=bool(summary.n_components[target] > 1),
     )
     out["all"] = all(out[k] for k in SET_ONE_CLAIMS)
-    flips = [bool(np.any(fiv[:, k] > 0) and np.any(fiv[:, k] < 0)) for k in (a, b)]
-    in_a = int(np.sum(fiv[:, a] > fiv[:, b])) if a != b else 0
+    flips = [k >= 0 and bool(np.any(fiv[:, k] > 0) and np.any(fiv[:, k] < 0)) for k in (a, b)]
+    in_a = int(np.sum(fiv[:, a] > fiv[:, b])) if found else 0
     r_xor = np.asarray(response, dtype=float)[:, i_xor]                  # (K, 2)
     selective = xor & (r_xor.min(1) < 0.5 * r_xor.max(1))
-    out.update(xor_sign_flip=bool(a != b and all(flips)),
-               strongest_xor_nonadditive=bool(nonadd[a] and nonadd[b]),
+    out.update(xor_sign_flip=bool(found and all(flips)),
+               strongest_xor_nonadditive=bool(found and nonadd[a] and nonadd[b]),
                xor_channels=np.flatnonzero(xor).tolist(), and_channels=np.flatnonzero(and_).tolist(),
                nonadditive_channels=np.flatnonzero(nonadd).tolist(), strongest_xor=(a, b),
                opposite_fraction=opposite, top_nonadditive=top_nonadd, top_additive=top_add,
-               mode_split=(in_a, int(fiv.shape[0]) - in_a) if a != b else (0, 0),
+               mode_split=(in_a, int(fiv.shape[0]) - in_a) if found else (0, 0),
                selective_xor_nonadditive=bool(selective.any() and nonadd[selective].all()),
                xor_additive_flip=np.flatnonzero(
                    xor & ~nonadd & np.asarray(summary.sign_flip[target]).astype(bool)).tolist(),
@@ -423,7 +429,7 @@ def describe_set_one(run):
         f"held-out AUC {run.train.val_auc[0]:.4f} (paper: 0.985); lambda (l2='auto') {run.l2:.3g}; "
         f"{s.fiv.shape[1]} starts; BIC picks {int(s.n_components[0])} IL component(s)",
         "",
-        "non-additive channels (by OFIV):",
+        "non-additive channels (by OFIV):" + ("" if s.nonadditive[0].any() else " (none)"),
     ]
     order = np.argsort(-s.ofiv[0])
     for k in order:
@@ -441,10 +447,15 @@ def describe_set_one(run):
     a, b = c["strongest_xor"]
     lines += ["", "mean logit per planted combination (is the logic learnt?):"]
     lines += [f"  {k:22s} {v:+.2f}" for k, v in c["logic_table"].items()]
+    if a >= 0 and b >= 0:
+        xor_line = (f"strongest GCTCAT detector ch {a}, CGCTTG detector ch {b}: opposite FIV signs in "
+                    f"{c['opposite_fraction']:.0%} of the starts")
+    else:
+        xor_line = ("no channel detects " + " or ".join(m for m, k in zip(SET_ONE_XOR_MOTIFS, (a, b)) if k < 0)
+                    + " (a detector responds to it more than to the other planted motifs; train longer?)")
     lines += [
         "",
-        f"strongest GCTCAT detector ch {a}, CGCTTG detector ch {b}: opposite FIV signs in "
-        f"{c['opposite_fraction']:.0%} of the starts",
+        xor_line,
         "paper's claims: " + _fmt_checks(c, SET_ONE_CLAIMS),
     ]
     if "xor_used" in c:

@@ -122,3 +122,22 @@ def test_run_synthetic_passes_the_optimizer(monkeypatch):
     run_synthetic("one", optimizer="adadelta", lr=0.5, **kw)
     run_synthetic("one", **kw)
     assert seen == [("adadelta", None), ("adadelta", 0.5), ("adam", demo.DEFAULTS["lr"])]
+
+
+def test_strongest_xor_detector_must_detect_the_motif():
+    """In a weakly trained model a CAGGTC channel can have the highest GCTCAT response of all
+    channels; it is not "the strongest GCTCAT detector". With no GCTCAT detector at all the
+    pair is (-1, ...) and the claims that need it fail instead of reading a wrong channel."""
+    rng = np.random.default_rng(1)
+    T, K = 6, 5
+    fiv = rng.normal(0, 0.1, size=(1, T, K))
+    s = summarize(fiv, np.full((1, T), 3.0), random_state=0)
+    response = np.zeros((K, 3))          # columns: CGCTTG, CAGGTC, GCTCAT
+    response[0] = [0.0, 0.9, 0.6]        # a CAGGTC detector, the highest GCTCAT response
+    response[1] = [0.0, 0.0, 0.5]        # the GCTCAT detector
+    response[2] = [0.7, 0.0, 0.0]        # the CGCTTG detector
+    assert check_set_one(s, response)["strongest_xor"] == (1, 2)
+    response[1] = [0.0, 0.0, 0.0]        # now nothing detects GCTCAT
+    c = check_set_one(s, response)
+    assert c["strongest_xor"] == (-1, 2) and c["mode_split"] == (0, 0)
+    assert not (c["xor_opposite"] or c["xor_sign_flip"] or c["strongest_xor_nonadditive"])
