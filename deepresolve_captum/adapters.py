@@ -98,14 +98,23 @@ def _check_model_layer(model, layer):
         raise ValueError("layer is not a submodule of model")
 
 
-def _check_X(X, name="X"):
+def _model_float_dtype(model):
+    """The dtype of the model's first floating-point parameter (None: it has none)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def _check_X(X, name="X", model=None):
+    """Validate one-hot sequences (N, 4, L); cast them to float, or to ``model``'s float dtype."""
     if not isinstance(X, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, 4, L), got {type(X).__name__}")
     if X.ndim != 3 or X.shape[1] != 4:
         raise ValueError(f"{name} must have shape (N, 4, L) (one-hot DNA), got {tuple(X.shape)}")
     if X.shape[0] == 0:
         raise ValueError(f"{name} holds no sequences")
-    if not torch.is_floating_point(X):
+    dtype = _model_float_dtype(model) if model is not None else None
+    if dtype is not None and X.dtype != dtype:
+        X = X.to(dtype)
+    elif not torch.is_floating_point(X):
         X = X.float()
     return X
 
@@ -122,6 +131,9 @@ def _check_channels(channels):
         raise TypeError("channels must be indices, not a boolean mask (use np.flatnonzero(mask))")
     if not np.issubdtype(ch.dtype, np.integer):
         raise TypeError(f"channels must be integers, got dtype {ch.dtype}")
+    if (ch < 0).any():
+        raise ValueError(f"channels must be indices >= 0 (no wrap-around from the end), got "
+                         f"{ch[ch < 0].tolist()}")
     return [int(c) for c in ch]
 
 
@@ -284,7 +296,7 @@ def channel_activations(model, layer, X, channels=None, *, attribute_to_layer_in
     torch.Tensor, (N, n_channels) or (N, n_channels, W), float, on the CPU.
     """
     _check_model_layer(model, layer)
-    X = _check_X(X)
+    X = _check_X(X, model=model)
     if reduce not in ("sum", None):
         raise ValueError("reduce must be 'sum' or None")
     device = _model_device(model)
@@ -437,7 +449,7 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
     references: torch.Tensor (N, R, 4, L), only with ``return_references=True``.
     """
     _check_model_layer(model, layer)
-    X = _check_X(X)
+    X = _check_X(X, model=model)
     channels = _check_channels(channels)
     if not isinstance(method, str) or method.lower() not in _METHOD_ALIASES:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")

@@ -572,10 +572,18 @@ class _Runner:
             with torch.no_grad():
                 value, out = self._capture(self.first, self.first_extra)
         except RuntimeError as e:
-            raise RuntimeError(
-                f"{e}\n(the model failed on the first example of `inputs`, shape "
-                f"{tuple(self.first[0].shape)}: inputs must be a batch (N, ...) as the model "
-                "takes it)") from e
+            hint = (f"the model failed on the first example of `inputs`, shape "
+                    f"{tuple(self.first[0].shape)}: inputs must be a batch (N, ...) as the model "
+                    "takes it")
+            p_dtype = next((p.dtype for p in owner.parameters() if p.is_floating_point()),
+                           None) if owner is not None else None
+            in_dtypes = sorted({str(t.dtype) for t in self.first if torch.is_tensor(t)})
+            if p_dtype is not None and any(d != str(p_dtype) for d in in_dtypes) \
+                    and "type" in str(e):  # torch: "Input type ...", "scalar type ...", "dtype"
+                hint = (f"`inputs` are {', '.join(in_dtypes)} but the model's parameters are "
+                        f"{p_dtype}: cast the inputs (e.g. inputs.to({p_dtype})); "
+                        "LayerFeatureOptimizer, like Captum, passes them to the model as they are")
+            raise RuntimeError(f"{e}\n({hint})") from e
         finally:
             for h in handles:
                 h.remove()

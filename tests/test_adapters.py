@@ -173,6 +173,20 @@ def test_bad_input():
         channel_attributions(m, m.pool, np.array([True, False]), X)
     with pytest.raises(ValueError):
         make_references(X, references=torch.zeros(3, 2, 4, L))
+    with pytest.raises(ValueError, match="indices >= 0"):  # no silent wrap to the last channel
+        channel_attributions(m, m.pool, [-1], X)
+
+
+def test_float64_sequences_or_model():
+    """float64 sequences into a float32 model, or float32 ones into a float64 model: cast to the
+    model's dtype (as interaction_check does) instead of failing inside the convolution."""
+    m = _model()
+    X = _X(2)
+    ref = channel_attributions(m, m.pool, [0, 1], X, method="saliency")
+    torch.testing.assert_close(channel_attributions(m, m.pool, [0, 1], X.double(), method="saliency"), ref)
+    m64 = _model().double()
+    got = channel_attributions(m64, m64.pool, [0, 1], X, method="saliency")
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-4)
 
 
 def test_global_max_pool_encode_model():

@@ -334,6 +334,16 @@ def test_bad_input_clear_error_and_model_unchanged(name, make, exc, match):
     assert_unchanged(m, snap)
 
 
+def test_dtype_mismatch_is_named():
+    """float32 inputs into a float64 model: the error says to cast the inputs, not that they
+    must be a batch (which they are); the model is left as found."""
+    m = ConvLinearHead().double()
+    snap = snapshot(m)
+    with pytest.raises(RuntimeError, match=r"inputs.to\(torch.float64\)"):
+        LayerFeatureOptimizer(m, m.relu).attribute(torch.randn(2, 4, 20), target=0, n_starts=2, l2=1.0)
+    assert_unchanged(m, snap)
+
+
 @pytest.mark.parametrize("model_cls,layer,match", [
     (TupleLayerModel, "pair", "not one"),   # the layer outputs a tuple
     (TwoOutputs, "lin", "one tensor"),      # the model returns a tuple
