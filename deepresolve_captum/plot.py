@@ -31,6 +31,28 @@ def _np(x, name):
     return x
 
 
+def _channel_index(values, K, name):
+    """``values`` as a non-empty 1-d int array of distinct channel indices in [0, K)."""
+    if hasattr(values, "detach"):
+        values = values.detach().cpu().numpy()
+    idx = np.asarray(values)
+    if idx.ndim != 1 or idx.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-d sequence of channel indices, got "
+                         f"{'shape ' + str(idx.shape) if idx.ndim != 1 else 'an empty one'}")
+    if idx.dtype == bool:
+        raise TypeError(f"{name} must be channel indices, not a boolean mask "
+                        f"(use np.flatnonzero(mask))")
+    if not np.issubdtype(idx.dtype, np.integer):
+        raise TypeError(f"{name} must be integer channel indices, got dtype {idx.dtype}")
+    bad = idx[(idx < 0) | (idx >= K)]
+    if bad.size:
+        raise ValueError(f"{name} must index channels 0..{K - 1}, got {bad.tolist()}")
+    uniq, counts = np.unique(idx, return_counts=True)
+    if (counts > 1).any():
+        raise ValueError(f"{name} repeats channel(s) {uniq[counts > 1].tolist()}")
+    return idx.astype(int)
+
+
 def save_figure(fig, path, formats=("png", "svg"), dpi=150):
     """Save ``fig`` as ``path`` with each suffix in ``formats`` (a str or a sequence of them; any
     suffix of ``path`` is replaced). Creates the folder. Returns the list of written paths."""
@@ -88,6 +110,27 @@ def _circles(ax, x, y, values, scale, pos_color=RED, neg_color=BLUE, alpha=0.9):
     ax.scatter(x, y, s=sizes, c=list(colors), alpha=alpha, linewidths=0.3, edgecolors="k")
 
 
+def _footer(fig, text, fontsize=6.5, margin=0.08):
+    """Write ``text`` at the bottom left of ``fig``, wrapped to the figure's width and anchored in
+    inches from its lower edge (so it stays put when the figure's height changes); returns the
+    height (inches) it takes, margins included."""
+    import textwrap
+
+    w_in = fig.get_size_inches()[0]
+    avail = (w_in - 2 * margin) * fig.dpi
+    # a first guess from an average glyph width of ~0.6 em, then narrower until it fits
+    chars = max(20, int((w_in - 2 * margin) * 72 / (0.6 * fontsize)))
+    t = fig.text(margin, margin, "", fontsize=fontsize, va="bottom", ha="left", color="0.25",
+                 transform=fig.dpi_scale_trans)
+    while True:
+        t.set_text(textwrap.fill(text, chars))
+        bb = t.get_window_extent()
+        if bb.width <= avail or chars <= 20:
+            break
+        chars = max(20, int(chars * avail / bb.width) - 1)
+    return bb.height / fig.dpi + 2 * margin
+
+
 def plot_feature_importance(summary, target=0, filters=None, channel_labels=None, order="ofiv",
                             max_channels=None, title=None, max_size=260.0):
     """Fig. 2 of the paper for one target: FIVs of all starts, IL, OFIV and filter logos.
@@ -100,7 +143,8 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     channel's FIV across starts, on the FIV circles' scale (its darkness grows with it): a channel
     whose FIV swings between +a and -a gets a circle like an FIV of a, and a consistent one a dot.
     (The paper sizes IL circles by IL, scaled to the largest shown, which makes tiny spreads look
-    large when every channel is consistent.) A key below the plot gives the scale.
+    large when every channel is consistent.) A key at the bottom of the figure (inside it, so a
+    plain ``fig.savefig`` keeps it) gives the scale.
 
     Parameters
     ----------
@@ -108,8 +152,9 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     target: int, which target (row of the summary) to draw.
     filters: optional (K, 4, w) convolution weights (e.g. ``model.conv.weight``) for the logos.
     channel_labels: optional list of K strings shown right of each row (e.g. matched motifs).
-    order: "ofiv", "il" or an array of channel indices (also selects channels).
-    max_channels: draw only the first ``max_channels`` channels of the order.
+    order: "ofiv", "il" or a non-empty array of distinct channel indices in [0, K) (also selects
+        channels).
+    max_channels: optional int >= 1, draw only the first ``max_channels`` channels of the order.
     title: figure title.
     max_size: marker area (points^2) of the largest |FIV|.
 
@@ -133,10 +178,11 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
             raise ValueError(f"order must be 'ofiv', 'il' or an index array, got {order!r}")
         idx = np.argsort(-(ofiv if order == "ofiv" else il), kind="stable")
     else:
-        idx = np.asarray(order, dtype=int)
-        if idx.ndim != 1 or idx.min() < 0 or idx.max() >= K:
-            raise ValueError(f"order must index channels 0..{K - 1}")
+        idx = _channel_index(order, K, "order")
     if max_channels is not None:
+        if isinstance(max_channels, (bool, np.bool_)) \
+                or not isinstance(max_channels, (int, np.integer)) or max_channels < 1:
+            raise ValueError(f"max_channels must be None or an int >= 1, got {max_channels!r}")
         idx = idx[:int(max_channels)]
     if filters is not None:
         filters = _np(filters, "filters")
@@ -150,11 +196,18 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     big = max(np.abs(fiv[:, idx]).max(), np.abs(ofiv[idx]).max(), sd[idx].max(), 1e-12)
     scale = max_size / big
 
-    height = 0.36 * n + 1.4
-    fig = plt.figure(figsize=(0.42 * (T + 2) + (3.6 if filters is not None else 1.6), height))
+    width = 0.42 * (T + 2) + (3.6 if filters is not None else 1.6)
+    fig = plt.figure(figsize=(width, 0.36 * n + 1.4))
+    key = _footer(fig, f"red: positive, blue: negative; circle area ~ |value|, largest = "
+                       f"{big:.3g}. IL: area ~ sqrt(IL), the FIV's s.d. across starts, on the same "
+                       f"scale; max IL shown {il[idx].max():.3g}. *: non-additive (GMM on IL).")
+    # room at the bottom for the x label (0.55 in) and the key above the figure's lower edge
+    bottom = 0.55 + key
+    height = 0.36 * n + 0.85 + bottom
+    fig.set_size_inches(width, height)
     widths = [0.42 * (T + 2), 1.4 if filters is not None else 0.01, 1.6]
     gs = GridSpec(1, 3, width_ratios=widths, wspace=0.02, figure=fig, top=1 - 0.45 / height,
-                  bottom=0.55 / height)
+                  bottom=bottom / height)
     ax = fig.add_subplot(gs[0])
     rows = np.arange(n)
     for t in range(T):
@@ -193,10 +246,6 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     if title is None:
         title = "FIVs of each start, IL and OFIV (* = non-additive)"
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / height)
-    fig.text(0.01, 0.0, f"red: positive, blue: negative; circle area ~ |value|, largest = {big:.3g}. "
-             f"IL: area ~ sqrt(IL), the FIV's s.d. across starts, on the same scale; "
-             f"max IL shown {il[idx].max():.3g}. *: non-additive (GMM on IL).",
-             fontsize=6.5, va="top", ha="left", color="0.25", wrap=True)
     return fig
 
 
@@ -206,11 +255,14 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
 
     Parameters
     ----------
-    ofiv: (C, K) array or tensor.
+    ofiv: (C, K) array or tensor, or an ``EnsembleSummary`` (from ``summarize``): its ``ofiv``,
+        and its non-additive channels are starred unless ``nonadditive`` is given.
     class_names: optional C strings (default: the target indices, from 0 like the channels).
-    channel_order: optional index array of channels (columns); default 0..K-1.
+    channel_order: optional non-empty array of distinct channel indices in [0, K) (columns);
+        default 0..K-1.
     ax: optional Axes to draw on.
-    nonadditive: optional (C, K) bool; starred.
+    nonadditive: optional (C, K) bool; starred. None: a summary's ``nonadditive`` (none for an
+        array); False: no stars.
 
     Returns
     -------
@@ -218,23 +270,40 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     """
     import matplotlib.pyplot as plt
 
+    from .summary import EnsembleSummary
+
+    if isinstance(ofiv, EnsembleSummary):
+        if nonadditive is None:
+            nonadditive = ofiv.nonadditive
+        ofiv = ofiv.ofiv
+    if nonadditive is False:
+        nonadditive = None
     ofiv = _np(ofiv, "ofiv")
     if ofiv.ndim != 2:
         raise ValueError(f"ofiv must have shape (C, K), got {ofiv.shape}")
     C, K = ofiv.shape
     names = list(class_names) if class_names is not None else [f"target {c}" for c in range(C)]
     if len(names) != C:
-        raise ValueError(f"class_names must have {C} entries")
-    idx = np.arange(K) if channel_order is None else np.asarray(channel_order, dtype=int)
+        raise ValueError(f"class_names must have {C} entries, got {len(names)}")
+    if nonadditive is not None:
+        if hasattr(nonadditive, "detach"):
+            nonadditive = nonadditive.detach().cpu().numpy()
+        nonadditive = np.asarray(nonadditive)
+        if nonadditive.shape != (C, K):
+            raise ValueError(f"nonadditive must have shape ({C}, {K}) like ofiv, got "
+                             f"{nonadditive.shape}")
+        nonadditive = nonadditive.astype(bool)
+    idx = np.arange(K) if channel_order is None else _channel_index(channel_order, K,
+                                                                     "channel_order")
     if ax is None:
-        fig, ax = plt.subplots(figsize=(0.3 * len(idx) + 1.5, 0.55 * C + 1.0))
+        fig, ax = plt.subplots(figsize=(0.3 * len(idx) + 1.5, 0.55 * C + 1.0), layout="constrained")
     else:
         fig = ax.figure
     scale = max_size / max(np.abs(ofiv[:, idx]).max(), 1e-12)
     for c in range(C):
         _circles(ax, np.arange(len(idx)), np.full(len(idx), c), ofiv[c, idx], scale)
         if nonadditive is not None:
-            star = np.asarray(nonadditive)[c, idx].astype(bool)
+            star = nonadditive[c, idx]
             ax.scatter(np.arange(len(idx))[star], np.full(star.sum(), c - 0.38), marker="*", s=30, c="k")
     ax.set_yticks(range(C))
     ax.set_yticklabels(names, fontsize=8)
@@ -330,7 +399,9 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
 
     Parameters
     ----------
-    pwms: (C, 4, w) array or list of (4, w_c) probability matrices (e.g. ``ChannelMotifs.pwms``).
+    pwms: (C, 4, w) array or list of (4, w_c) probability matrices (e.g. ``ChannelMotifs.pwms``),
+        or a :class:`deepresolve_captum.channel_motifs.ChannelMotifs` (its ``pwms``, titled with
+        its ``channels`` unless ``names`` is given).
     names: C channel labels (panel titles; default 0..C-1).
     titles: optional C extra strings appended to the titles (e.g. the best TOMTOM match).
     ncols: panels per row.
@@ -342,11 +413,21 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
     import matplotlib.pyplot as plt
     from tangermeme.plot import plot_logo
 
+    from .channel_motifs import ChannelMotifs
+
+    if isinstance(pwms, ChannelMotifs):
+        if names is None:
+            names = pwms.channels
+        pwms = pwms.pwms
     mats = [pwm_logo_matrix(p) for p in pwms]
     if not mats:
         raise ValueError("no pwms to draw")
     C = len(mats)
     names = list(names) if names is not None else [str(i) for i in range(C)]
+    if len(names) != C:
+        raise ValueError(f"names must have one entry per pwm ({C}), got {len(names)}")
+    if titles is not None and len(titles) != C:
+        raise ValueError(f"titles must have one entry per pwm ({C}), got {len(titles)}")
     ncols = min(ncols, C)
     nrows = int(np.ceil(C / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.3),
@@ -373,7 +454,9 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
     Parameters
     ----------
     attributions: (C, N, 4, L) from :func:`deepresolve_captum.adapters.channel_attributions`.
-    channels: C labels (default 0..C-1).
+    channels: C labels, one per row of ``attributions`` (default 0..C-1), e.g. the channel indices
+        passed to ``channel_attributions``; they also match the ``seqlets``' channel column. To
+        draw some of the channels, select them from ``attributions`` (``attributions[[0, 2]]``).
     seq_idx: which of the N sequences.
     pwms: optional (C, 4, w) channel PWMs, drawn as a small logo left of each row.
     start, end: the window of the sequence to draw (default all).
@@ -394,8 +477,18 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
     if not 0 <= seq_idx < N:
         raise ValueError(f"seq_idx must be in [0, {N})")
     channels = list(channels) if channels is not None else list(range(C))
+    if len(channels) != C:
+        raise ValueError(
+            f"channels must have one label per channel of attributions ({C}), got "
+            f"{len(channels)}: {channels!r}. It labels the rows; to draw some channels only, "
+            f"select them from attributions first (e.g. attributions[[0]])")
+    if pwms is not None and len(pwms) != C:
+        raise ValueError(f"pwms must have one matrix per channel of attributions ({C}), got "
+                         f"{len(pwms)}")
     start = 0 if start is None else int(start)
     end = L if end is None else int(end)
+    if not 0 <= start < end <= L:
+        raise ValueError(f"start and end must satisfy 0 <= start < end <= {L}, got {start}, {end}")
     with_pwm = pwms is not None
     fig, axes = plt.subplots(C, 2 if with_pwm else 1, figsize=(width, height * C + 0.4),
                              squeeze=False,

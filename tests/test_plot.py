@@ -1,0 +1,152 @@
+"""Usability of the figures (plot.py): the key of plot_feature_importance inside the canvas,
+argument checks with clear messages, and the package's result objects accepted where a user
+would pass them."""
+import os
+import warnings
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
+
+from deepresolve_captum.plot import (plot_channel_attributions, plot_channel_logos,  # noqa: E402
+                                     plot_feature_importance, plot_ofiv, save_figure)
+from deepresolve_captum.summary import summarize  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    plt.close("all")
+
+
+def _summary(C=2, T=4, K=6, seed=0):
+    rng = np.random.default_rng(seed)
+    fims = rng.normal(size=(C, T, K))
+    fims[:, ::2, 1], fims[:, 1::2, 1] = 4.0, -4.0          # one sign-flipping, high-IL channel
+    with warnings.catch_warnings():                         # T = 1 warns that IL is 0
+        warnings.simplefilter("ignore", UserWarning)
+        return summarize(fims, rng.normal(size=(C, T)))
+
+
+def _key(fig):
+    texts = [t for t in fig.texts if t.get_text().startswith("red: positive")]
+    assert len(texts) == 1
+    return texts[0]
+
+
+@pytest.mark.parametrize("variant", ["plain", "one channel", "filters"])
+@pytest.mark.parametrize("T", [1, 4])                      # T = 1: the narrowest figure
+def test_feature_importance_key_inside_canvas(variant, T):
+    s = _summary(T=T)
+    kwargs = {"plain": {}, "one channel": {"max_channels": 1},
+              "filters": {"filters": np.random.default_rng(1).normal(size=(6, 4, 5))}}[variant]
+    fig = plot_feature_importance(s, **kwargs)
+    fig.canvas.draw()
+    canvas = fig.bbox
+    bb = _key(fig).get_window_extent()
+    assert bb.x0 >= canvas.x0 and bb.y0 >= canvas.y0
+    assert bb.x1 <= canvas.x1 and bb.y1 <= canvas.y1
+    # below the x label of the circles, not over it
+    ax = fig.axes[0]
+    assert bb.y1 <= ax.xaxis.label.get_window_extent().y0
+
+
+def test_feature_importance_key_survives_plain_and_tight_savefig(tmp_path):
+    import matplotlib.image as mpimg
+
+    fig = plot_feature_importance(_summary())
+    key = _key(fig)
+    for how in ("plain", "tight"):
+        imgs = []
+        for visible in (True, False):
+            key.set_visible(visible)
+            if how == "plain":
+                p = tmp_path / f"{how}{visible}.png"
+                fig.savefig(p, dpi=60)
+            else:
+                p, = save_figure(fig, tmp_path / f"{how}{visible}", formats=("png",), dpi=60)
+            imgs.append(mpimg.imread(p))
+        # the key is drawn: hiding it changes the picture (an off-canvas key changes nothing)
+        assert imgs[0].shape != imgs[1].shape or not np.array_equal(*imgs), how
+
+
+def test_feature_importance_order_and_max_channels_checked():
+    s = _summary()
+    with pytest.raises(ValueError, match="order must be a non-empty"):
+        plot_feature_importance(s, order=[])
+    with pytest.raises(ValueError, match=r"order must index channels 0\.\.5, got \[6\]"):
+        plot_feature_importance(s, order=[0, 6])
+    with pytest.raises(ValueError, match="order repeats"):
+        plot_feature_importance(s, order=[1, 1])
+    with pytest.raises(TypeError, match="boolean mask"):
+        plot_feature_importance(s, order=np.ones(6, dtype=bool))
+    with pytest.raises(TypeError, match="integer"):
+        plot_feature_importance(s, order=[0.5, 1.0])
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="max_channels"):
+            plot_feature_importance(s, max_channels=bad)
+    fig = plot_feature_importance(s, order=np.array([3, 0]), max_channels=1)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["ch 3"]
+
+
+def test_plot_ofiv_accepts_a_summary():
+    s = _summary()
+    assert s.nonadditive.any()
+    fig = plot_ofiv(s)
+    ax = fig.axes[0]
+    n_star = sum(len(c.get_offsets()) for c in ax.collections if len(c.get_offsets())
+                 and c.get_paths() and c.get_sizes()[0] == 30)
+    assert n_star == int(s.nonadditive.sum())
+    ref = plot_ofiv(s.ofiv, nonadditive=s.nonadditive)
+    assert len(ref.axes[0].collections) == len(ax.collections)
+    assert len(plot_ofiv(s, nonadditive=False).axes[0].collections) == s.n_targets
+    with pytest.raises(ValueError, match=r"nonadditive must have shape \(2, 6\)"):
+        plot_ofiv(s, nonadditive=np.zeros((2, 5), dtype=bool))
+
+
+def test_plot_ofiv_channel_order_checked():
+    ofiv = np.random.default_rng(0).normal(size=(2, 4))
+    with pytest.raises(ValueError, match=r"channel_order must index channels 0\.\.3, got \[99\]"):
+        plot_ofiv(ofiv, channel_order=[0, 99])
+    with pytest.raises(ValueError, match=r"channel_order must index channels 0\.\.3, got \[-1\]"):
+        plot_ofiv(ofiv, channel_order=[-1, 2])
+    with pytest.raises(ValueError, match="channel_order repeats channel"):
+        plot_ofiv(ofiv, channel_order=[2, 2])
+    with pytest.raises(ValueError, match="channel_order must be a non-empty"):
+        plot_ofiv(ofiv, channel_order=[])
+    fig = plot_ofiv(ofiv, channel_order=[3, 1])
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["3", "1"]
+
+
+def test_plot_channel_attributions_channels_checked():
+    a = np.random.default_rng(0).normal(size=(2, 1, 4, 12))
+    with pytest.raises(ValueError, match=r"channels must have one label per channel of "
+                                         r"attributions \(2\), got 1"):
+        plot_channel_attributions(a, channels=[9])
+    with pytest.raises(ValueError, match="pwms must have one matrix"):
+        plot_channel_attributions(a, pwms=np.full((1, 4, 3), 0.25))
+    with pytest.raises(ValueError, match="start and end"):
+        plot_channel_attributions(a, start=8, end=4)
+    fig = plot_channel_attributions(a[[1]], channels=[9])
+    assert fig.axes[0].get_ylabel() == "ch 9"
+
+
+def test_plot_channel_logos_accepts_channel_motifs():
+    from deepresolve_captum.channel_motifs import channel_pwms
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 5, 6), nn.ReLU())
+    res = channel_pwms(model, model[0], [3, 1], method="filter")
+    fig = plot_channel_logos(res)
+    assert [a.get_title() for a in fig.axes] == ["channel 3", "channel 1"]
+    fig = plot_channel_logos(res, names=["a", "b"], titles=["x", "y"])
+    assert [a.get_title() for a in fig.axes] == ["channel a\nx", "channel b\ny"]
+    with pytest.raises(ValueError, match=r"titles must have one entry per pwm \(2\), got 1"):
+        plot_channel_logos(res, titles=["x"])
