@@ -198,11 +198,26 @@ def add_arguments(parser):
                              "release (e.g. JASPAR2016; the first call compiles TOMTOM, ~1 min)")
     parser.add_argument("--top", type=int_at_least(0), default=3, help="filters per model in filters.csv "
                         "(default 3; 0: all)")
+    parser.add_argument("--threads", type=int_at_least(0), default=1,
+                        help="torch CPU threads (default 1: these small heads gain little from more, "
+                             "and lose a lot when the cores are shared; 0: torch's own setting)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return parser
 
 
 def run_from_args(args):
+    import torch
+
+    before = torch.get_num_threads()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(args):
     import pandas as pd
 
     from .motifs import load_jaspar

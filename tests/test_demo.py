@@ -59,3 +59,24 @@ def test_module_entry_point_help():
     r = subprocess.run([sys.executable, "-m", "deepresolve_captum.demo", "--help"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and "--out" in r.stdout
+
+
+def test_zoo_threads_option_restores_torch_threads(tmp_path, monkeypatch):
+    """--threads sets torch's CPU threads for the run and puts the caller's setting back."""
+    import argparse
+
+    import torch
+
+    from deepresolve_captum import zoo_summary
+
+    seen = []
+    monkeypatch.setattr(zoo_summary, "_run", lambda args: seen.append(torch.get_num_threads()) or 0)
+    args = zoo_summary.add_arguments(argparse.ArgumentParser()).parse_args(
+        [str(tmp_path), "--out", str(tmp_path / "o"), "--threads", "1"])
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert zoo_summary.run_from_args(args) == 0
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
