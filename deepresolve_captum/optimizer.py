@@ -213,8 +213,10 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 known-motif hits went 227 / 273 / 276 of 276 at lambda 0.3 / 2.8 / 30, and
                 "auto" chose ~0.46 there (237). Check a ranking you rely on at a few lambdas.
             seed (int, optional): seeds every start as (seed, target, start), so a start's
-                result does not depend on chunking or on the other targets. Same seed, same
-                result on the CPU. None draws a seed from torch's global generator.
+                draw does not depend on chunking or on the other targets, and its result only
+                up to float rounding (a batch of another size can sum in another order: ~1e-7
+                relative in float32; the step count may then differ by a few). Same seed, same
+                chunks, same result on the CPU. None draws a seed from torch's global generator.
             attribute_to_layer_input (bool): optimise the layer's input instead of its output.
             return_scores (bool): also return the class score S_c at each final H.
             fiv_only (bool): return each start's FIV (the mean of its FIM over the positions,
