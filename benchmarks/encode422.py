@@ -304,7 +304,7 @@ def _print_top1_disagreements(df, methods, cut=0.05):
     """The models where DeepResolve's top-ranked filter and DeepLIFT's disagree on hitting the
     known motif at p < cut: which filter each put first and what that filter matches best."""
     other = "deeplift" if "deeplift" in methods else next((m for m in INPUT_DEPENDENT if m in methods), None)
-    if other is None or f"deepresolve_top1_filter" not in df:
+    if other is None or "deepresolve_top1_filter" not in df:
         return
     a, b = df[f"deepresolve_top1_p{cut}"].astype(bool), df[f"{other}_top1_p{cut}"].astype(bool)
     rows = df[a != b]

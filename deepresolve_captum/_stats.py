@@ -139,6 +139,14 @@ def _np_float(x):
     return x
 
 
+def _tensor_to_numpy(x):
+    """A tensor as a CPU numpy array; float16/bfloat16 become float32 (numpy has no bfloat16)."""
+    x = x.detach().cpu()
+    if str(x.dtype) in ("torch.float16", "torch.bfloat16"):
+        x = x.float()
+    return x.numpy()
+
+
 def _torch_float(x):
     import torch
     if x.is_complex():
@@ -470,6 +478,9 @@ def pearson(x, clip_negative=False, *, out=None, block_size=None):
     A constant row (after clipping) has no defined correlation: 0 against the others, 1 with
     itself. Raises ``ValueError`` for a non-2-D or empty x, NaN/inf, or a wrong ``out``.
     """
+    if block_size is not None and (isinstance(block_size, bool)
+                                   or not isinstance(block_size, (int, np.integer)) or block_size < 1):
+        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
     if _is_tensor(x):
         import torch
         if out is not None:

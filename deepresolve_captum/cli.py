@@ -9,6 +9,7 @@ provides ``add_arguments(parser)`` and ``run_from_args(args) -> int``. To add a 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import sys
 
@@ -45,6 +46,27 @@ def positive_float(text):
     if not (v > 0 and v < float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return v
+
+
+def add_threads_argument(parser, why):
+    """``--threads`` (torch CPU threads, default 1); ``why`` says why one is the default."""
+    parser.add_argument("--threads", type=int_at_least(0), default=1,
+                        help=f"torch CPU threads (default 1: {why}; 0: torch's own setting)")
+
+
+@contextlib.contextmanager
+def torch_threads(n):
+    """Run the block with ``n`` torch CPU threads (0 or None: leave torch's setting); the
+    caller's setting is restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def build_parser(argv=None):

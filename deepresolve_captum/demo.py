@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import int_at_least
+from .cli import add_threads_argument, int_at_least, torch_threads
 from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
                        SET_TWO_MOTIFS, _motif_free_backgrounds, _plant, one_hot, planted_motif_response, synthetic_set_one,
                        synthetic_set_two)
@@ -526,13 +526,8 @@ def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=20_000, epochs
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
-    threads_before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(int(threads))
-    try:
+    with torch_threads(threads):
         return _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose):
@@ -581,9 +576,8 @@ def add_arguments(parser):
                         help=f"training epochs (default {DEFAULTS['epochs']})")
     parser.add_argument("--seed", type=int_at_least(0), default=0,
                         help="data and initialisation seed (default 0)")
-    parser.add_argument("--threads", type=int_at_least(0), default=1,
-                        help="torch CPU threads (default 1: this small CNN gains little from more, and "
-                             "loses a lot when the cores are shared; 0: torch's own setting)")
+    add_threads_argument(parser, "this small CNN gains little from more, and loses a lot when the "
+                                 "cores are shared")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary on the terminal")
     return parser
 

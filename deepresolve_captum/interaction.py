@@ -37,7 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .adapters import _check_channels, _check_model_layer, _check_X, _model_device, _preserved
+from .adapters import (_check_channels, _check_model_layer, _check_X, _model_device, _model_float_dtype,
+                       _preserved)
 from .channel_motifs import consensus
 
 __all__ = ["interaction_check", "channel_pair_interaction", "plant_motifs", "classify_interaction",
@@ -213,7 +214,7 @@ class InteractionResult:
 def _predict(model, X, target, batch_size, device):
     """Output ``target`` of ``model`` on X (N, 4, L) by batches, X cast to the model's float dtype
     -> float64 CPU tensor (N,)."""
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), X.dtype)
+    dtype = _model_float_dtype(model) or X.dtype
     out = []
     with torch.no_grad():
         for i in range(0, len(X), batch_size):
@@ -318,7 +319,7 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
 
     with _preserved(model):
         try:
-            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), allX.dtype)
+            dtype = _model_float_dtype(model) or allX.dtype
             last, n_out = _probe_forward(model, allX[:2].to(device=_model_device(model), dtype=dtype))
         except (RuntimeError, IndexError) as e:
             raise type(e)(f"{e}\n(the sequences were (N, 4, {L}): is {L} bp a length the model "

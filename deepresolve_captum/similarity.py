@@ -13,10 +13,7 @@ __all__ = ["class_similarity", "class_difference", "signed_ofiv_correlation",
 
 def _matrix(x, name, ndim=2, keep_float32=False):
     if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if str(x.dtype) in ("torch.float16", "torch.bfloat16"):
-            x = x.float()  # numpy has no bfloat16
-        x = x.numpy()
+        x = _stats._tensor_to_numpy(x)
     x = np.asarray(x)
     if not (keep_float32 and x.dtype == np.float32):
         x = x.astype(np.float64)
@@ -51,9 +48,6 @@ def class_similarity(ofiv, *, out=None, block_size=None):
     x = _matrix(ofiv, "ofiv", keep_float32=True)  # numpy, so the result is numpy too
     if isinstance(out, np.ndarray) and out.dtype in (np.float32, np.float64) and out.dtype != x.dtype:
         x = x.astype(out.dtype)
-    if block_size is not None and (isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer))
-                                   or block_size < 1):
-        raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
     return _stats.pearson(x, clip_negative=True, out=out, block_size=block_size)
 
 

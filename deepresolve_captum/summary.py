@@ -359,10 +359,7 @@ def _fit_one(il_row, max_components, random_state, covariance_type, reg_covar):
 
 def _to_numpy(x, name):
     if hasattr(x, "detach"):
-        x = x.detach().cpu()
-        if str(x.dtype) in ("torch.float16", "torch.bfloat16"):
-            x = x.float()  # numpy has no bfloat16
-        x = x.numpy()
+        x = _stats._tensor_to_numpy(x)
     x = np.asarray(x)
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise TypeError(f"{name} must be a real-valued tensor or array, got dtype {x.dtype}")

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import int_at_least, positive_float
+from .cli import add_threads_argument, int_at_least, positive_float, torch_threads
 from .optimizer import LayerFeatureOptimizer, start_draw
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import EncodeTFModel, EncodeZooHeads, load_encode_zoo
@@ -198,23 +198,15 @@ def add_arguments(parser):
                              "release (e.g. JASPAR2016; the first call compiles TOMTOM, ~1 min)")
     parser.add_argument("--top", type=int_at_least(0), default=3, help="filters per model in filters.csv "
                         "(default 3; 0: all)")
-    parser.add_argument("--threads", type=int_at_least(0), default=1,
-                        help="torch CPU threads (default 1: these small heads gain little from more, "
-                             "and lose a lot when the cores are shared; 0: torch's own setting)")
+    add_threads_argument(parser, "these small heads gain little from more, and lose a lot when the "
+                                 "cores are shared")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or messages")
     return parser
 
 
 def run_from_args(args):
-    import torch
-
-    before = torch.get_num_threads()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
+    with torch_threads(args.threads):
         return _run(args)
-    finally:
-        torch.set_num_threads(before)
 
 
 def _run(args):
