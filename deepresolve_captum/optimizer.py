@@ -253,7 +253,11 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
 
         Returns:
             fims (Tensor): shape (n_targets, n_starts, \*layer_shape), on the layer's device
-                ((n_targets, n_starts, K) with ``fiv_only``).
+                ((n_targets, n_starts, K) with ``fiv_only``). Axis 1 of the layer's value is
+                the channel axis K, as in PyTorch's convolutions (N, K, L); FIVs average over
+                the axes after it. For a channels-last layer (N, L, K), e.g. a Linear applied
+                per position, optimise a layer whose value is (N, K, L), or permute the FIMs
+                before ``summarize``.
             scores (Tensor, with ``return_scores=True``): shape (n_targets, n_starts).
             Per-start diagnostics (steps, objective, convergence, l2) are in
             ``self.diagnostics`` (:class:`AscentDiagnostics`).
@@ -361,8 +365,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 f"{n_open} of {n_rows} starts stopped at max_steps={max_steps} before converging "
                 "(self.diagnostics.converged): their FIMs are not at an optimum. Raise max_steps, "
                 "or l2 if the objective keeps growing.", RuntimeWarning, stacklevel=3)
-        flat = fims.reshape(fims.shape[0], -1)
-        zero = [t for t, z in zip(targets, (flat == 0).all(1).tolist()) if z]
+        zero = [t for t, z in zip(targets, _collapsed(fims, init_scale).tolist()) if z]
         if zero:
             warnings.warn(
                 f"the FIMs of target(s) {zero[:10]}{' ...' if len(zero) > 10 else ''} are all "
@@ -392,13 +395,18 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 run, probe_targets, 4, lam, 1.0 / (2.0 * lam), init_scale, seed + 7919,
                 max_steps, tol, patience, chunk_size, verbose,
                 desc=f"l2='auto' probe {i + 1}/2")
-            norms = fims.flatten(2).norm(dim=2)
-            probe_norm = float(norms.median())
-            history.append(dict(l2=lam, median_fim_norm=probe_norm))
+            norms = fims.flatten(2).norm(dim=2)  # (n_probe_targets, 4)
+            # A target whose score ignores the layer (another head of the model) ends at H = 0
+            # from every start; it says nothing about the scale, so it is left out.
+            live = ~_collapsed(fims, init_scale)
+            flat = [t for t, keep in zip(probe_targets, live.tolist()) if not keep]
+            probe_norm = float(norms[live].median()) if bool(live.any()) else 0.0
+            history.append(dict(l2=lam, median_fim_norm=probe_norm, flat_targets=flat))
             if not math.isfinite(probe_norm) or probe_norm <= 0:
                 raise ValueError(
-                    "l2='auto' failed: the probe ascent at l2=%g gave FIM norm %r (the score "
-                    "has no gradient at the layer?). Pass an explicit l2." % (lam, probe_norm))
+                    "l2='auto' failed: the probe ascent at l2=%g gave FIM norm %r for targets "
+                    "%s (their score has no gradient at the layer?). Pass an explicit l2."
+                    % (lam, probe_norm, probe_targets))
             lam = lam * probe_norm / target_norm
         return lam, dict(mean_activation_norm=target_norm, probes=history,
                          probe_targets=probe_targets, chosen=lam)
@@ -498,7 +506,18 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
     with torch.enable_grad():
         out = run.forward(h)
         score = out.gather(1, tgt.view(-1, 1)).squeeze(1)
-        (grad,) = torch.autograd.grad(score.sum(), h)
+        if not score.requires_grad:
+            raise ValueError(
+                f"the model's output does not depend on layer {run._layer_name()} through "
+                "autograd (its value is detached, computed under torch.no_grad(), or not used "
+                "on the way to the output), so there is no gradient to ascend. Choose a layer "
+                "the output is differentiable through.")
+        (grad,) = torch.autograd.grad(score.sum(), h, allow_unused=True)
+        if grad is None:  # the output needs grad through the weights, but not through H
+            raise ValueError(
+                f"the model's output does not depend on the value of layer "
+                f"{run._layer_name()}: it is computed but not used on the way to the output "
+                "(or detached there). Choose a layer the output is differentiable through.")
     h = h.detach()
     obj = score.detach() - l2 * h.flatten(1).square().sum(1)
     grad = torch.add(grad, h, alpha=-2.0 * l2)  # the regulariser's gradient, analytically
@@ -736,6 +755,14 @@ def _parse_targets(target, output_shape):
             "optimised on its own (target lists classes, not one class per example), so "
             "duplicates repeat the same work", stacklevel=4)
     return flat
+
+
+def _collapsed(fims, init_scale):
+    """(n_targets,) bool: every start of the target ended at H = 0 (up to float rounding of the
+    step that lands there: below 1e-6 of the starts' scale). fims: (n_targets, n_starts, ...)."""
+    peak = fims.reshape(fims.shape[0], -1).abs().amax(1) if fims.numel() else \
+        torch.zeros(fims.shape[0])
+    return (peak <= 1e-6 * float(init_scale)).cpu()
 
 
 def _check_init(init, shape):

@@ -212,7 +212,9 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     Parameters
     ----------
     fims: (C, T, K, *spatial) tensor or array, e.g. the output of
-        ``LayerFeatureOptimizer.attribute``; (C, T, K) for a flat layer.
+        ``LayerFeatureOptimizer.attribute``; (C, T, K) for a flat layer. Axis 2 must be the
+        channels: the FIV of a channel is its mean over the spatial axes after it
+        (for a channels-last layer, pass ``fims.movedim(-1, 2)``).
     scores: (C, T) class score of each start (``return_scores=True``).
     random_state: seed of the Gaussian mixtures.
     max_components: GMMs with 1..max_components components are fitted to each target's IL

@@ -303,6 +303,36 @@ class TwoOutputs(nn.Module):
         return self.lin(x), self.lin(x)
 
 
+class DetachedLayer(nn.Module):
+    """The conv's value is detached (or not used at all) on the way to the output."""
+
+    def __init__(self, use="detach"):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 5)
+        self.fc = nn.Linear(6, 3)
+        self.side = nn.Linear(4, 3)
+        self.use = use
+
+    def forward(self, x):
+        h = self.conv(x)
+        if self.use == "detach":
+            return self.fc(h.detach().mean(-1))
+        return self.side(x.mean(-1))  # the conv runs, but its value is never used
+
+
+class TwoHeads(nn.Module):
+    """Output 0 reads the conv; output 1 reads only the input, so its score ignores the layer."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 5)
+        self.fc = nn.Linear(6, 1)
+        self.side = nn.Linear(4, 1)
+
+    def forward(self, x):
+        return torch.cat([self.fc(self.conv(x).mean(-1)), self.side(x.mean(-1))], 1)
+
+
 BAD = [
     ("unreached", lambda m: (m, nn.Linear(2, 2), {}), ValueError, "not reached"),
     ("target_high", lambda m: (m, m.relu, {"target": 3}), ValueError, "outside"),
@@ -332,6 +362,37 @@ def test_bad_input_clear_error_and_model_unchanged(name, make, exc, match):
     with pytest.raises(exc, match=match):
         LayerFeatureOptimizer(model, layer).attribute(torch.randn(2, 4, 20), **args)
     assert_unchanged(m, snap)
+
+
+@pytest.mark.parametrize("use", ["detach", "unused"])
+@pytest.mark.parametrize("l2", [1.0, "auto"])
+def test_layer_without_gradient_path_is_named(use, l2):
+    """A layer whose value does not reach the output through autograd gets a named error, not
+    torch's 'element 0 of tensors does not require grad'; the model is left as found."""
+    m = DetachedLayer(use)
+    snap = snapshot(m)
+    with pytest.raises(ValueError, match="does not depend on"):
+        LayerFeatureOptimizer(m, m.conv).attribute(torch.randn(4, 4, 20), target=0, n_starts=2,
+                                                    l2=l2, seed=0)
+    assert_unchanged(m, snap)
+
+
+def test_auto_l2_ignores_targets_whose_score_ignores_the_layer():
+    """l2='auto' on a two-head model where target 1 never reads the layer: the probe leaves
+    target 1 out (it used to take the median over its zero norms and fail), target 0 gets the
+    same l2 as alone, and target 1 is warned about as all zero."""
+    torch.manual_seed(0)
+    m = TwoHeads().eval()
+    x = torch.randn(8, 4, 20)
+    alone = LayerFeatureOptimizer(m, m.conv)
+    alone.attribute(x, target=0, n_starts=2, l2="auto", seed=0)
+    both = LayerFeatureOptimizer(m, m.conv)
+    with pytest.warns(RuntimeWarning, match=r"target\(s\) \[1\] are all zero"):
+        fims = both.attribute(x, target=None, n_starts=2, l2="auto", seed=0)
+    assert both.diagnostics.l2 == pytest.approx(alone.diagnostics.l2, rel=1e-6)
+    assert both.diagnostics.l2_auto["probes"][0]["flat_targets"] == [1]
+    assert float(fims[0].abs().max()) > 0.1
+    assert float(fims[1].abs().max()) < 1e-5
 
 
 def test_dtype_mismatch_is_named():
