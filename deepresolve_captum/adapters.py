@@ -83,6 +83,15 @@ def _adaptive_maxpool1d_rule(module, grad_input, grad_output):
 
 _TANGERMEME_EXTRA_OPS = {nn.AdaptiveMaxPool1d: _adaptive_maxpool1d_rule}
 
+# The modules Captum 0.9.0's DeepLift replaces the gradient of (its own list is private). Its
+# hooks keep one input/output per module, so a module called twice in a forward pass breaks it.
+_CAPTUM_DEEPLIFT_NONLINEAR = (nn.ReLU, nn.ELU, nn.LeakyReLU, nn.Sigmoid, nn.Tanh, nn.Softplus,
+                              nn.Softmax, nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+
+# A DeepLIFT attribution is flagged when its sum misses the output change by more than this
+# fraction of the largest output change (or channel value) in the call.
+ADDITIVITY_TOLERANCE = 1e-3
+
 
 # ----------------------------------------------------------------------------------------------
 # validation and model-state helpers
@@ -392,6 +401,43 @@ def _maxpools_on_path(model, layer, X1, attribute_to_layer_input):
     return seen
 
 
+def _reused_nonlinearities(model, X1):
+    """Names of the modules Captum's DeepLift hooks that one full forward pass calls twice."""
+    calls, handles = {}, []
+
+    def hook(m, i, o):
+        calls[m] = calls.get(m, 0) + 1
+
+    names = {m: n for n, m in model.named_modules()}
+    for m in model.modules():
+        if isinstance(m, _CAPTUM_DEEPLIFT_NONLINEAR):
+            handles.append(m.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            model(X1)
+    finally:
+        for h in handles:
+            h.remove()
+    return [f"{names.get(m, '?')} ({type(m).__name__}, {k} calls)" for m, k in calls.items()
+            if k > 1]
+
+
+def _additivity_error(model, layer, channels, X, refs, attr, hypothetical, to_input):
+    """DeepLIFT's summation-to-delta, checked: returns (largest |sum(attr) - delta|, the scale it
+    is judged against). delta[c, n] = S_c(X[n]) - mean_r S_c(refs[n, r]), S = channel sums."""
+    N, R = refs.shape[:2]
+    contrib = attr * X.to(attr.dtype)[None] if hypothetical else attr
+    sums = contrib.double().sum((2, 3))                                      # (C, N)
+    s_x = channel_activations(model, layer, X, channels,
+                              attribute_to_layer_input=to_input).double()   # (N, C)
+    s_ref = channel_activations(model, layer, refs.reshape(N * R, *refs.shape[2:]), channels,
+                                attribute_to_layer_input=to_input).double()
+    delta = (s_x - s_ref.reshape(N, R, -1).mean(1)).T                        # (C, N)
+    err = float((sums - delta).abs().max())
+    scale = max(float(delta.abs().max()), float(s_x.abs().max()))
+    return err, scale
+
+
 def _project(mult, x, ref, hypothetical):
     """DeepLIFT multipliers -> contributions, as tangermeme does for one-hot input.
 
@@ -406,7 +452,8 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
                          references="shuffle", n_shuffles=20, n_steps=50,
                          attribute_to_layer_input=False, hypothetical=False,
                          gradient_correction=False, captum_maxpool="error", batch_size=128,
-                         random_state=0, return_references=False, verbose=False):
+                         random_state=0, return_references=False, check_additivity=True,
+                         verbose=False):
     """Attribute the channel sums of ``layer`` to every input base.
 
     One call explains several channels (e.g. the top-OFIV or the non-additive channels of a
@@ -438,6 +485,12 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
     batch_size: rows (sequence x channel x reference pairs) per forward/backward pass.
     random_state: int, seed of the dinucleotide shuffles.
     return_references: also return the references used, (N, R, 4, L).
+    check_additivity: deeplift only: check DeepLIFT's summation-to-delta (each ``attr[c, n]`` sums
+        to ``S_c(X[n]) - mean_r S_c(ref[n, r])``) with one extra forward pass over the references,
+        and warn (``RuntimeWarning``) when the largest miss exceeds ``ADDITIVITY_TOLERANCE``
+        (0.1%) of the largest output change or channel value. A miss means a rule is wrong or
+        missing: a functional nonlinearity (``F.relu``), an operation DeepLIFT has no rule for,
+        or Captum's max-pool bug.
     verbose: show a progress bar.
 
     Returns
@@ -480,6 +533,14 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
                 raise ValueError("DeepLIFT through AdaptiveMaxPool2d/3d has no rule here; use "
                                  "an equivalent MaxPool2d/3d")
         if backend == "captum" and method == "deeplift":
+            reused = _reused_nonlinearities(model, X[:1].to(device))
+            if reused:
+                raise ValueError(
+                    "Captum's DeepLift keeps one input and output per nonlinearity module, so a "
+                    "module called more than once in the forward pass breaks it (shape errors "
+                    f"or wrong multipliers). Called more than once: {', '.join(reused)}. Use "
+                    "backend='tangermeme' (it runs the model only up to the layer), or give the "
+                    "model one module per use.")
             if pools and captum_maxpool == "error":
                 raise ValueError(
                     "Captum 0.9.0's DeepLift is wrong through max-pooling (captum issue #1276: the "
@@ -495,6 +556,19 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
             attr = _captum(model, layer, channels, X, refs, method, attribute_to_layer_input,
                            hypothetical, gradient_correction, batch_size, n_steps, device,
                            verbose)
+        if method == "deeplift" and check_additivity:
+            err, scale = _additivity_error(model, layer, channels, X, refs, attr, hypothetical,
+                                           attribute_to_layer_input)
+            if not err <= ADDITIVITY_TOLERANCE * scale + 1e-6:
+                warnings.warn(
+                    f"DeepLIFT attributions ({backend} backend) do not add up: the largest miss "
+                    f"between an attribution's sum and its output change is {err:.3g}, against "
+                    f"output changes and channel values up to {scale:.3g}. Some operation on the "
+                    "path to the layer has no correct DeepLIFT rule here: a functional "
+                    "nonlinearity (F.relu, torch.sigmoid; use nn.ReLU modules), an unsupported "
+                    "operation"
+                    + (", or Captum's max-pool rule (captum#1276)" if backend == "captum" else "")
+                    + ". The attributions are not reliable.", RuntimeWarning, stacklevel=2)
     attr = attr.float()
     if return_references:
         return attr, refs

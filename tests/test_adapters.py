@@ -1,5 +1,7 @@
 """Channel -> input attributions (adapters.py): DeepLIFT additivity through max-pooling for both
 backends, batched channels == a per-channel loop, cross-backend agreement, model left as found."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -63,10 +65,71 @@ def test_captum_deeplift_guarded_through_maxpool_and_additive_before_it():
         d = _delta(m, layer, X, refs, chs)
         assert (a_c.sum((2, 3)) - d).abs().max() <= 1e-3 * d.abs().max()
         torch.testing.assert_close(a_c, a_t, atol=1e-4, rtol=1e-4)
-    # opting in returns Captum's own (here non-additive) result instead of raising
-    a, refs = channel_attributions(m, m.pool, chs, X, backend="captum", n_shuffles=4,
-                                   captum_maxpool="allow", return_references=True)
+    # opting in returns Captum's own (here non-additive) result instead of raising, with a
+    # warning from the additivity check
+    with pytest.warns(RuntimeWarning, match="do not add up.*captum#1276"):
+        a, refs = channel_attributions(m, m.pool, chs, X, backend="captum", n_shuffles=4,
+                                       captum_maxpool="allow", return_references=True)
     assert a.shape == (2, 5, 4, L) and torch.isfinite(a).all()
+
+
+class _FunctionalReLU(nn.Module):
+    """conv -> F.relu -> conv2: DeepLIFT cannot see the functional ReLU."""
+
+    def __init__(self, functional=True):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.conv2 = nn.Conv1d(4, 6, 5), nn.Conv1d(6, 5, 3)
+        self.relu = nn.ReLU()
+        self.functional = functional
+
+    def forward(self, x):
+        h = self.conv(x)
+        return self.conv2(nn.functional.relu(h) if self.functional else self.relu(h))
+
+
+@pytest.mark.parametrize("backend", ["tangermeme", "captum"])
+@pytest.mark.parametrize("hypothetical", [False, True])
+def test_deeplift_that_does_not_add_up_is_warned(backend, hypothetical):
+    """A functional F.relu makes DeepLIFT silently wrong (tangermeme's own check was switched
+    off): the summation-to-delta check warns; the same model with nn.ReLU stays silent, and the
+    check can be switched off."""
+    X = _X(6)
+    kw = dict(backend=backend, n_shuffles=4, hypothetical=hypothetical)
+    bad, ok = _FunctionalReLU(), _FunctionalReLU(functional=False)
+    with pytest.warns(RuntimeWarning, match="do not add up.*functional nonlinearity"):
+        channel_attributions(bad, bad.conv2, [0, 2], X, **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        channel_attributions(ok, ok.conv2, [0, 2], X, **kw)
+        channel_attributions(bad, bad.conv2, [0, 2], X, check_additivity=False, **kw)
+
+
+class _SharedReLU(nn.Module):
+    """One nn.ReLU module called twice (before and after the layer)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.conv2, self.act = nn.Conv1d(4, 6, 5), nn.Conv1d(6, 5, 3), nn.ReLU()
+        self.fc = nn.Linear(5 * (L - 6), 2)
+
+    def forward(self, x):
+        return self.fc(self.act(self.conv2(self.act(self.conv(x)))).flatten(1))
+
+
+def test_captum_deeplift_refuses_a_reused_nonlinearity_module():
+    """Captum's DeepLift breaks on a module called twice (it raised a shape error deep inside
+    Captum); the error names the module. tangermeme runs only up to the layer: additive."""
+    m, X = _SharedReLU(), _X(4)
+    with pytest.raises(ValueError, match=r"act \(ReLU, 2 calls\).*backend='tangermeme'"):
+        channel_attributions(m, m.conv2, [0], X, backend="captum", n_shuffles=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        attr, refs = channel_attributions(m, m.conv2, [0, 1], X, n_shuffles=3,
+                                          return_references=True)
+    d = _delta(m, m.conv2, X, refs, [0, 1])
+    assert (attr.sum((2, 3)) - d).abs().max() <= 1e-3 * d.abs().max()
 
 
 CASES = [("deeplift", "tangermeme"), ("saliency", "tangermeme"), ("grad_x_input", "tangermeme"),
