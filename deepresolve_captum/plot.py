@@ -571,8 +571,13 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
         clustering = hierarchical_clustering(s)
     C = s.shape[0]
     names = list(class_names) if class_names is not None else [str(i) for i in range(C)]
+    if len(names) != C:
+        raise ValueError(f"class_names must have {C} entries, got {len(names)}")
     order = clustering.order
-    size = figsize or (max(3.5, 0.22 * C + 2.2), max(3.8, 0.22 * C + 2.6))
+    # Labelled (C <= 80): 0.22 inch per class. Beyond, labels are dropped and the figure keeps
+    # a fixed size (a 919-class matrix at 0.22 in/class was 204 inches: 20 GB to save at 150 dpi).
+    size = figsize or ((max(3.5, 0.22 * C + 2.2), max(3.8, 0.22 * C + 2.6)) if C <= 80
+                       else (10.0, 10.4))
     fig = plt.figure(figsize=size)
     ax_d = fig.add_axes([0.18, 0.80, 0.64, 0.15])
     ax_h = fig.add_axes([0.18, 0.10, 0.64, 0.68])
@@ -650,9 +655,15 @@ def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.
     import matplotlib.pyplot as plt
 
     b = result.ordered_block
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(3.0, 0.2 * b.shape[1] + 1.5),
-                                      max(3.0, 0.2 * b.shape[0] + 1.0)))
+    n_classes = max(int(np.max(result.rows, initial=-1)), int(np.max(result.columns, initial=-1))) + 1
+    for what, names in (("row_names", row_names), ("column_names", column_names)):
+        if names is not None and len(names) < n_classes:
+            raise ValueError(f"{what} must name all classes (index {n_classes - 1} is used), "
+                             f"got {len(names)} names")
+    if ax is None:  # 0.2 inch per labelled row/column; a fixed size beyond 80 (labels dropped)
+        w = max(3.0, 0.2 * b.shape[1] + 1.5) if b.shape[1] <= 80 else 10.0
+        h = max(3.0, 0.2 * b.shape[0] + 1.0) if b.shape[0] <= 80 else 10.0
+        _, ax = plt.subplots(figsize=(w, h))
     im = ax.imshow(b, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto", interpolation="nearest")
     rl = result.row_labels[result.row_order]
     cl = result.column_labels[result.column_order]

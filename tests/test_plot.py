@@ -15,7 +15,8 @@ from torch import nn  # noqa: E402
 
 os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(os.path.dirname(__file__), "..", ".numba_cache"))
 
-from deepresolve_captum.plot import (plot_channel_attributions, plot_channel_logos,  # noqa: E402
+from deepresolve_captum.plot import (plot_bicluster, plot_channel_attributions,  # noqa: E402
+                                     plot_channel_logos, plot_clustered_heatmap,
                                      plot_feature_importance, plot_ofiv, save_figure)
 from deepresolve_captum.summary import summarize  # noqa: E402
 
@@ -150,3 +151,29 @@ def test_plot_channel_logos_accepts_channel_motifs():
     assert [a.get_title() for a in fig.axes] == ["channel a\nx", "channel b\ny"]
     with pytest.raises(ValueError, match=r"titles must have one entry per pwm \(2\), got 1"):
         plot_channel_logos(res, titles=["x"])
+
+
+@pytest.mark.parametrize("C", [30, 300])
+def test_clustered_heatmap_and_bicluster_keep_a_sane_size(C):
+    """Labelled matrices grow with the class count; beyond 80 classes (no labels) the figure
+    stays about 10 inches. At 919 classes it was 204 inches wide, 20 GB to save."""
+    from deepresolve_captum.clustering import bicluster, hierarchical_clustering
+    rng = np.random.default_rng(0)
+    S = np.corrcoef(rng.normal(size=(C, 12)))
+    fig = plot_clustered_heatmap(S, hierarchical_clustering(S))
+    w, h = fig.get_size_inches()
+    assert (w, h) == pytest.approx((0.22 * C + 2.2, 0.22 * C + 2.6)) if C <= 80 \
+        else max(w, h) <= 12
+    ax = plot_bicluster(bicluster(S, n_clusters=3), row_names=[f"c{i}" for i in range(C)])
+    assert max(ax.figure.get_size_inches()) <= (0.2 * C + 1.5 if C <= 80 else 12)
+    plt.close("all")
+
+
+def test_clustered_heatmap_and_bicluster_check_names():
+    from deepresolve_captum.clustering import bicluster
+    S = np.corrcoef(np.random.default_rng(1).normal(size=(4, 6)))
+    with pytest.raises(ValueError, match="class_names must have 4 entries, got 1"):
+        plot_clustered_heatmap(S, class_names=["a"])
+    with pytest.raises(ValueError, match="row_names must name all classes"):
+        plot_bicluster(bicluster(S, n_clusters=2), row_names=["a", "b"])
+    plt.close("all")
