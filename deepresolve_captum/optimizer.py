@@ -240,10 +240,13 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 row each raised the objective by at most ``tol * (|objective| + 1e-8)``, or
                 when its step falls below ``lr * 1e-7``.
             chunk_size (int, optional): rows (target x start pairs) per batch. Default: as many
-                as fit ``memory_budget``.
+                as fit ``memory_budget``. When given, ``memory_budget`` is ignored (warned).
             memory_budget (int, optional): bytes of autograd activations per chunk. Default:
                 half the free memory on CUDA, 2 GiB on the CPU. The per-row cost is measured
-                with a small probe.
+                with a small probe. It counts the tensors autograd saves, not the allocator's
+                temporaries: a chunk's real peak is about 1.4-2x the budget (measured on
+                DeepSEA at conv3's input: 123 MiB at a 64 MiB budget, 779 MiB at 1 GiB).
+                A row larger than the budget runs alone, with a warning.
             verbose (bool): show progress bars (starts converged), for the two probe ascents
                 of ``l2="auto"`` too.
             callback (callable, optional): called after every step as
@@ -332,7 +335,17 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 init = _check_init(init, (len(targets), n_starts) + run.layer_shape)
             if chunk_size is None:
                 budget = memory_budget or _default_budget(run.device)
-                chunk_size = max(1, int(budget // max(run.bytes_per_row(), 1)))
+                per_row = run.bytes_per_row()
+                chunk_size = max(1, int(budget // max(per_row, 1)))
+                if per_row > budget:
+                    warnings.warn(
+                        f"one row (target x start) of the ascent needs ~{per_row / 2**20:.1f} "
+                        f"MiB of autograd activations, more than memory_budget = "
+                        f"{budget / 2**20:.2f} MiB: running one row per chunk, which still "
+                        "exceeds the budget.", RuntimeWarning, stacklevel=3)
+            elif memory_budget is not None:
+                warnings.warn("chunk_size is given, so memory_budget is ignored",
+                              UserWarning, stacklevel=3)
             if isinstance(l2, str):
                 l2, l2_auto = self._auto_l2(run, targets, init_scale, seed, max_steps,
                                             tol, patience, chunk_size, verbose)
@@ -439,6 +452,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                         callback)
         finally:
             if bar is not None:
+                bar.set_postfix_str("", refresh=False)
                 bar.close()
         return (fims.reshape((n_t, n_starts) + out_shape), scores.reshape(n_t, n_starts),
                 steps.reshape(n_t, n_starts), objective.reshape(n_t, n_starts),
@@ -458,6 +472,7 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
     calm = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
     n_steps = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
     floor = step_max * 1e-7
+    shown = time.perf_counter()
 
     def retire(mask, done_flag):
         idx = (rows[mask] + offset).cpu().numpy()
@@ -486,6 +501,9 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
         small = ok & (gain <= tol * (obj.abs() + 1e-8))
         calm = torch.where(small, calm + 1, torch.where(ok, torch.zeros_like(calm), calm))
         n_steps += 1
+        if bar is not None and time.perf_counter() - shown > 0.5:
+            bar.set_postfix_str(f"step {it + 1}, {h.shape[0]} running", refresh=True)
+            shown = time.perf_counter()
         if callback is not None:
             callback(it + 1, (rows + offset).cpu().numpy(), obj.double().cpu().numpy())
         done = (calm >= patience) | (step < floor)
@@ -797,7 +815,12 @@ def _progress(total, verbose, desc="DeepResolve ascent"):
     if not verbose:
         return None
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="start")
+    # The bar counts converged starts, which arrive in bursts (all rows of a chunk run
+    # together), so a rate-based ETA misleads: show the elapsed time and the current step and
+    # running rows (set by _ascend) instead.
+    return tqdm(total=total, desc=desc, unit="start",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} starts "
+                           "[{elapsed}{postfix}]")
 
 
 def _check_positive_int(x, name):

@@ -260,9 +260,13 @@ def test_chunking_matches_one_batch():
                           chunk_size=3)
     assert opt.diagnostics.n_chunks == 4
     assert torch.allclose(a, b, atol=1e-5) and torch.allclose(sa, sb, atol=1e-5)
-    c = opt.attribute(x, target=None, n_starts=5, l2=0.7, seed=4, memory_budget=1)
+    with pytest.warns(RuntimeWarning, match="more than memory_budget"):
+        c = opt.attribute(x, target=None, n_starts=5, l2=0.7, seed=4, memory_budget=1)
     assert opt.diagnostics.rows_per_chunk == 1
     assert torch.allclose(a, c, atol=1e-5)
+    with pytest.warns(UserWarning, match="memory_budget is ignored"):
+        opt.attribute(x, target=0, n_starts=2, l2=0.7, seed=4, chunk_size=2, memory_budget=2**30)
+    assert opt.diagnostics.rows_per_chunk == 2
 
 
 class TupleOut(nn.Module):
