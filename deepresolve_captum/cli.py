@@ -69,6 +69,28 @@ def torch_threads(n):
         torch.set_num_threads(before)
 
 
+def output_folder(out, command):
+    """Create the ``--out`` folder before any work starts, so that a path that cannot be written
+    ends the command at once with a usage-style error, not with a traceback after the work.
+    Returns it as a Path."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SystemExit(f"deepresolve {command}: error: --out {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".write_test_")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise SystemExit(f"deepresolve {command}: error: cannot write to --out {out}: "
+                         f"{e.strerror or e}") from None
+    return out
+
+
 def build_parser(argv=None):
     """The parser; only the subcommand named in ``argv`` (all of them when argv is None) imports
     its module, so ``deepresolve --help`` does not wait for torch."""

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import add_threads_argument, int_at_least, torch_threads
+from .cli import add_threads_argument, int_at_least, output_folder, torch_threads
 from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
                        SET_TWO_MOTIFS, _motif_free_backgrounds, _plant, one_hot, planted_motif_response, synthetic_set_one,
                        synthetic_set_two)
@@ -583,9 +583,7 @@ def add_arguments(parser):
 
 
 def run_from_args(args):
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"deepresolve demo: error: --out {out} exists and is not a folder")
+    output_folder(args.out, "demo")
     import matplotlib
     matplotlib.use("Agg")  # the command line draws to files only; run_demo keeps a caller's backend
     run_demo(args.out, set_two=args.set_two, n_sequences=args.n_sequences, n_random=args.n_random,

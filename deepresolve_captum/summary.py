@@ -108,15 +108,17 @@ class EnsembleSummary:
             idx = idx[np.isin(self.category[target, idx], _category_codes(category))]
         return idx
 
-    def save(self, path):
+    def save(self, path, compressed=False):
         """Save to an ``.npz`` file (arrays and settings); reload with :meth:`load`.
 
         numpy appends ``.npz`` to a path without it; the path written is returned. Settings
         that are not plain numbers, strings, lists or dicts (e.g. a ``RandomState``) are saved
-        as their ``repr``.
+        as their ``repr``. ``compressed=True`` writes a zip-compressed file (``np.savez_compressed``;
+        slower to write, for summaries kept or shipped: the FIVs of many targets compress well).
         """
         arrays = {k: v for k, v in asdict(self).items() if k != "settings"}
-        np.savez(path, settings=np.array(json.dumps(_plain(self.settings))), **arrays)
+        write = np.savez_compressed if compressed else np.savez
+        write(path, settings=np.array(json.dumps(_plain(self.settings))), **arrays)
         path = Path(path)
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 

@@ -196,8 +196,8 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     ----------
     folder: directory holding one file per model.
     loader: callable ``loader(path) -> nn.Module`` (e.g. :func:`load_encode_model`).
-    names: optional list of model names (file stems, in the order wanted) or an int n >= 1 for
-        the first n files in sorted order; None loads every file matching ``pattern``. A file that
+    names: optional list of distinct model names (file stems, in the order wanted) or an int
+        n >= 1 for the first n files in sorted order; None loads every file matching ``pattern``. A file that
         fails to load raises ValueError naming it.
     pattern: glob for the model files. Default ``"*.npz"``.
     verbose: tqdm progress bar.
@@ -231,6 +231,11 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
         absent = [f.name for f in files if not f.is_file()]
         if absent:
             raise FileNotFoundError(f"{len(absent)} model(s) not in {folder}: {absent[:5]}")
+        stems = [f.stem for f in files]
+        repeated = sorted({n for n in stems if stems.count(n) > 1})
+        if repeated:  # a dict keeps one: results would no longer line up with the caller's list
+            raise ValueError(f"names lists {len(repeated)} model(s) more than once (with or "
+                             f"without the file suffix): {repeated[:5]}")
     if not files:
         raise ValueError(f"no files matching {pattern!r} in {folder}")
     models = {}

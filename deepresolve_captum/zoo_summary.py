@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import add_threads_argument, int_at_least, positive_float, torch_threads
+from .cli import add_threads_argument, int_at_least, output_folder, positive_float, torch_threads
 from .optimizer import LayerFeatureOptimizer, start_draw
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import EncodeTFModel, EncodeZooHeads, load_encode_zoo
@@ -56,7 +56,9 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     verbose: progress bar (over groups).
     group_size: models per batched ascent. Every row evaluates the heads of its whole group, so
         smaller groups do less work in total and larger ones fewer steps of Python; the results
-        do not depend on it.
+        depend on it only through float rounding, which can move where a slowly converging start
+        stops (all 276 ENCODE models, groups of 1 vs 32: FIVs within 0.004, 1% of the model's
+        largest; OFIVs within 4e-4; rankings and categories unchanged).
 
     Returns
     -------
@@ -217,8 +219,6 @@ def _run(args):
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():
         raise SystemExit(f"deepresolve zoo: error: no such folder: {folder}")
-    if out.exists() and not out.is_dir():
-        raise SystemExit(f"deepresolve zoo: error: --out {out} exists and is not a folder")
     if args.jaspar:  # before any work: a bad release must not leave half an output folder
         from pyjaspar import jaspar_releases
         if args.jaspar not in jaspar_releases:
@@ -230,11 +230,11 @@ def _run(args):
         zoo = load_encode_zoo(folder, names=args.models if args.models else args.first)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"deepresolve zoo: error: {e}") from None
+    out = output_folder(out, "zoo")  # before the ascent: an unwritable --out fails at once
     say(f"{len(zoo)} models loaded")
     s = summarize_zoo(zoo, n_starts=args.starts, l2=args.l2, seed=args.seed, verbose=not args.quiet)
     say(f"DeepResolve on {len(zoo)} models (T = {args.starts}, l2 = {args.l2:g}): "
         f"{time.perf_counter() - t0:.1f} s")
-    out.mkdir(parents=True, exist_ok=True)
     s.save(out / "summary.npz")
     K = s.n_channels
     pd.DataFrame(s.ofiv, index=pd.Index(s.settings["models"], name="model"),

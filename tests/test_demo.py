@@ -53,6 +53,8 @@ def test_cli_help_and_errors(capsys, tmp_path):
     a_file.write_text("")
     with pytest.raises(SystemExit, match="not a folder"):
         cli.main(["demo", "--out", str(a_file)])
+    with pytest.raises(SystemExit, match="cannot write to --out"):   # at once, not after the work
+        cli.main(["demo", "--out", str(a_file / "sub")])
 
 
 def test_module_entry_point_help():

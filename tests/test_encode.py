@@ -119,6 +119,9 @@ def test_generic_load_zoo_and_bad_files(tmp_path):
         with pytest.raises(err):
             load_zoo(tmp_path, loader, names=bad_names, pattern="*.pt")
     assert list(load_zoo(tmp_path, loader, names=np.int64(2), pattern="*.pt")) == ["m0", "m1"]
+    # a name twice (here once with its suffix) would silently give fewer models than names
+    with pytest.raises(ValueError, match=r"more than once.*\['m1'\]"):
+        load_zoo(tmp_path, loader, names=["m1", "m0", "m1.pt"], pattern="*.pt")
     # a file that fails to load is named in the error
     (tmp_path / "m3.pt").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match="m3.pt"):
@@ -265,6 +268,11 @@ def test_zoo_filter_table_and_cli(encode, meta, jaspar, tmp_path, capsys):
     assert not bad.exists()
     with pytest.raises(SystemExit, match="error: .*NoSuchModel"):      # one line, no traceback
         cli.main(["zoo", str(encode), "--models", "NoSuchModel", "--out", str(bad)])
+    assert not bad.exists()
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    with pytest.raises(SystemExit, match="cannot write to --out"):     # before the ascent
+        cli.main(["zoo", str(encode), "--first", "1", "--out", str(a_file / "sub")])
 
 
 def test_baselines_on_a_real_ctcf_model(ctcf, jaspar):

@@ -131,6 +131,13 @@ def test_summary_round_trip(tmp_path):
     assert r.settings == s.settings
     for k in ("fiv", "il", "ofiv", "category", "nonadditive", "n_components", "bic"):
         assert np.array_equal(getattr(r, k), getattr(s, k), equal_nan=True)
+    # compressed: the same summary back, in a smaller file (FIVs of repeated starts compress)
+    z = summarize(np.repeat(rng.normal(size=(2, 1, 64)), 10, axis=1), np.ones((2, 10)))
+    small, big = z.save(tmp_path / "z", compressed=True), z.save(tmp_path / "zz")
+    assert small.stat().st_size < big.stat().st_size
+    back = EnsembleSummary.load(small)
+    assert all(np.array_equal(getattr(back, k), getattr(z, k), equal_nan=True)
+               for k in ("fiv", "il", "ofiv", "category", "weights"))
 
 
 def test_seeded_gmm_is_reproducible():
