@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .adapters import (ChannelSum, _check_channels, _check_model_layer, _check_X, _model_device,
-                       _preserved)
+                       _model_float_dtype, _preserved)
 from .motifs import _normalise_columns, column_information
 
 try:
@@ -72,7 +72,8 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
     _check_model_layer(model, layer)
     g = torch.Generator().manual_seed(int(random_state))
     idx = torch.randint(0, 4, (n_probe, int(seq_len)), generator=g)
-    X = nn.functional.one_hot(idx, 4).permute(0, 2, 1).float().to(_model_device(model))
+    dev, dt = _model_device(model), _model_float_dtype(model)
+    X = nn.functional.one_hot(idx, 4).permute(0, 2, 1).to(device=dev, dtype=dt)
 
     def support(w):
         x = X.clone().requires_grad_()
@@ -88,7 +89,7 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
         W, _ = support(0)
         if W < 2:
             X = nn.functional.one_hot(torch.randint(0, 4, (n_probe, 4 * int(seq_len)), generator=g),
-                                      4).permute(0, 2, 1).float().to(_model_device(model))
+                                      4).permute(0, 2, 1).to(device=dev, dtype=dt)
             W_long, _ = support(0)
             if W_long < 2:
                 raise ValueError(
@@ -258,7 +259,7 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     if not 0 <= threshold < 1:
         raise ValueError("threshold must be in [0, 1)")
     if X is not None:
-        X = _check_X(X)
+        X = _check_X(X, model=model)  # in the model's float dtype (a float64 model too)
     device = _model_device(model)
 
     conv = None
@@ -318,7 +319,7 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
         it = tqdm(chunks, disable=not verbose) if tqdm is not None else chunks
         for i in it:
             f = frag.iloc[i:i + batch_size]
-            base = X[torch.as_tensor(f["seq_idx"].values.copy())].to(device).float()
+            base = X[torch.as_tensor(f["seq_idx"].values.copy())].to(device)  # model's dtype
             starts = torch.as_tensor(f["start"].values.copy(), device=device)
             cols = starts[:, None] + torch.arange(k, device=device)[None]
             ar = torch.arange(len(f), device=device)

@@ -26,9 +26,15 @@ import pandas as pd
 import torch
 
 __all__ = ["MotifSet", "filter_pwms", "window_pwms", "activation_pwms", "information_content",
-           "reverse_complement", "load_jaspar", "tomtom", "known_motif_hits"]
+           "reverse_complement", "load_jaspar", "tomtom", "known_motif_hits", "write_meme",
+           "MIN_QUERY_BITS"]
 
 ALPHABET = "ACGT"
+
+#: tomtom warns about queries with less total information content than this (bits): near-uniform
+#: matrices get small p-values against some targets all the same. JASPAR 2016 CORE vertebrate
+#: motifs carry 5.4 bits at least; the authors' 4,416 ENCODE filters, by the clip rule, 9.5.
+MIN_QUERY_BITS = 3.0
 
 
 # ------------------------------------------------------------------ validation helpers ------
@@ -94,7 +100,9 @@ def filter_pwms(weights, pseudocount=0.0):
     Parameters
     ----------
     weights: (C, 4, W) numpy array or torch tensor (e.g. ``model.conv.weight``, rows A, C, G, T).
-        A single (4, W) filter is accepted too.
+        A single (4, W) filter is accepted too. This is PyTorch's ``Conv1d`` layout; a Keras
+        ``Conv1D`` kernel is (W, 4, C) and passes the shape check, so transpose it first
+        (``np.transpose(kernel, (2, 1, 0))``; Theano-era kernels are also flipped along W).
     pseudocount: added to every clipped weight before normalising (default 0: the paper's rule).
 
     Returns
@@ -106,7 +114,10 @@ def filter_pwms(weights, pseudocount=0.0):
         w = w[None]
     if w.ndim != 3 or w.shape[1] != 4:
         raise ValueError(f"weights must have shape (C, 4, W), got {w.shape}")
-    if pseudocount < 0:
+    if not np.all(np.isfinite(w)):
+        bad = sorted({int(i) for i in np.nonzero(~np.isfinite(w))[0]})
+        raise ValueError(f"weights of filter(s) {bad[:10]} are not finite (NaN or inf)")
+    if not pseudocount >= 0:
         raise ValueError("pseudocount must be >= 0")
     return _normalise_columns(w, pseudocount)
 
@@ -264,10 +275,18 @@ class MotifSet(NamedTuple):
         return len(self.ids)
 
     def index(self, key):
-        """Position of a motif by JASPAR id (``MA0139.1``), base id (``MA0139``) or name."""
-        for i, (mid, name) in enumerate(zip(self.ids, self.names)):
-            if key == mid or key == mid.split(".")[0] or key == name:
-                return i
+        """Position of a motif by JASPAR id (``MA0139.1``), base id (``MA0139``) or name: the
+        first that matches. A name or base id can match several matrices (JASPAR 2024 has two
+        RORA matrices; ``all_versions=True`` keeps every version): :meth:`indices` gives all."""
+        return self.indices(key)[0]
+
+    def indices(self, key):
+        """Positions of every motif whose id, base id or name is ``key`` (at least one, else
+        KeyError with suggestions)."""
+        found = [i for i, (mid, name) in enumerate(zip(self.ids, self.names))
+                 if key == mid or key == mid.split(".")[0] or key == name]
+        if found:
+            return found
         key_s = str(key)
         close = [f"{mid} {name}" for mid, name in zip(self.ids, self.names)
                  if key_s.lower() in (mid.lower(), mid.split(".")[0].lower(), name.lower())
@@ -313,7 +332,7 @@ def load_jaspar(release="JASPAR2016", collection="CORE", tax_group="vertebrates"
     collection: ``"CORE"``, ``"UNVALIDATED"``, ...
     tax_group: str or list of str (``"vertebrates"``, ``"plants"``, ...), or None for all.
     all_versions: all versions of each matrix instead of the latest (the non-redundant set).
-    pseudocount: added to each count before normalising the columns.
+    pseudocount: added to each count before normalising the columns (>= 0).
 
     Returns
     -------
@@ -324,10 +343,15 @@ def load_jaspar(release="JASPAR2016", collection="CORE", tax_group="vertebrates"
     if release not in jaspar_releases:  # pyjaspar only prints this and fails later
         raise ValueError(f"unknown JASPAR release {release!r}; pyjaspar has "
                          f"{sorted(jaspar_releases)}")
+    if not (isinstance(pseudocount, (int, float, np.integer, np.floating))
+            and np.isfinite(pseudocount) and pseudocount >= 0):
+        raise ValueError(f"pseudocount must be a finite number >= 0, got {pseudocount!r}")
     if isinstance(tax_group, str):
         tax_group = (tax_group,)
     elif tax_group is not None:
         tax_group = tuple(tax_group)
+        if not tax_group:
+            raise ValueError("tax_group is empty; pass None for every taxonomic group")
     try:
         rows = _fetch_jaspar(release, collection, tax_group, bool(all_versions))
     except Exception as e:
@@ -363,8 +387,19 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
     -------
     pandas DataFrame, rows sorted by query then p-value, with columns ``query`` (name),
     ``query_idx``, ``target_id``, ``target_name``, ``target_idx``, ``p_value``, ``score``,
-    ``offset``, ``overlap``, ``strand`` (``"+"`` or ``"-"``: the query was reverse-complemented),
-    ``rank`` (1 = best target of that query).
+    ``offset``, ``overlap``, ``strand``, ``rank`` and ``query_bits``:
+
+    - ``strand``: ``"-"`` when the best alignment is with the *target's* reverse complement
+      (memelite flips the target, not the query), else ``"+"``.
+    - ``offset``: the column of the target (of its reverse complement for ``"-"``) that query
+      column 0 lines up with; negative when the query starts before the target. ``overlap``:
+      the aligned columns.
+    - ``rank``: 1 = the query's best target; equal p-values share the best rank among them
+      (a flat query ties with many targets at p = 1).
+    - ``query_bits``: the query's total information content. Queries below
+      ``MIN_QUERY_BITS`` (3 bits: a uniform matrix, e.g. a filter that never fires or has no
+      positive weight) get tiny p-values against some targets all the same; they are warned
+      about, and their matches mean nothing.
 
     Set ``NUMBA_CACHE_DIR`` to keep memelite's compiled code (the first call compiles for about a minute).
     """
@@ -390,7 +425,19 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
         tidx = np.broadcast_to(np.arange(nt), (nq, nt))
     else:
         tidx = out[5].astype(int)
+    bits = information_content(Q)
+    flat = np.flatnonzero(bits < MIN_QUERY_BITS)
+    if len(flat):
+        warnings.warn(
+            f"{len(flat)} of {nq} queries carry less than {MIN_QUERY_BITS:g} bits of information "
+            f"(queries {[query_names[i] for i in flat[:10]]}{' ...' if len(flat) > 10 else ''}; "
+            "e.g. a filter with no positive weight, or a channel no sequence activated): TOMTOM "
+            "gives such near-uniform matrices small p-values against some targets anyway; "
+            "ignore their matches (column query_bits).", RuntimeWarning, stacklevel=2)
     order = np.argsort(p, axis=1, kind="stable")
+    p_sorted = np.take_along_axis(np.asarray(p), order, axis=1)
+    # competition ranks: a run of equal p-values shares the first rank of the run
+    rank = np.vstack([np.searchsorted(row, row, side="left") for row in p_sorted]) + 1
     take = lambda a: np.take_along_axis(np.asarray(a), order, axis=1).ravel()
     ti = take(tidx)
     df = pd.DataFrame({
@@ -404,7 +451,8 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
         "offset": take(offset).astype(int),
         "overlap": take(overlap).astype(int),
         "strand": np.where(take(strand) > 0, "-", "+"),
-        "rank": np.tile(np.arange(1, nt + 1), nq),
+        "rank": rank.ravel(),
+        "query_bits": np.repeat(bits, nt),
     })
     return df
 
@@ -417,8 +465,9 @@ def known_motif_hits(queries, targets, known, n_jobs=1, **kwargs):
     ----------
     queries: list of (4, w) matrices or (n, 4, w) array.
     targets: :class:`MotifSet` containing the known motif (the p-value background).
-    known: the known motif's id, base id or name (see :meth:`MotifSet.index`), or a list of them
-        (e.g. a dimer's parts): then the best of them counts.
+    known: the known motif's id, base id or name, or a list of them (e.g. a dimer's parts).
+        Every matrix each one names counts (:meth:`MotifSet.indices`: a name JASPAR gives to two
+        matrices, a base id with ``all_versions=True``), and the best of them is reported.
     n_jobs, kwargs: as in :func:`tomtom`.
 
     Returns
@@ -432,7 +481,9 @@ def known_motif_hits(queries, targets, known, n_jobs=1, **kwargs):
         raise TypeError("known_motif_hits ranks the known motif among all targets; n_nearest is "
                         "not supported")
     keys = [known] if isinstance(known, str) else list(known)
-    kidx = {targets.index(k) for k in keys}
+    if not keys:
+        raise ValueError("known is empty: name at least one motif of targets")
+    kidx = {i for k in keys for i in targets.indices(k)}
     df = tomtom(queries, targets, n_jobs=n_jobs, **kwargs)
     best = df[df["rank"] == 1].set_index("query_idx")
     hit = df[df["target_idx"].isin(kidx)].sort_values(["query_idx", "p_value"]).groupby(
@@ -447,3 +498,39 @@ def known_motif_hits(queries, targets, known, n_jobs=1, **kwargs):
         "best_name": best.loc[hit.index, "target_name"].values,
         "best_p": best.loc[hit.index, "p_value"].values,
     })
+
+
+def write_meme(path, pwms, names=None):
+    """Write probability matrices to a MEME motif file (for MEME-suite tools, TOMTOM's web
+    server, or memelite's ``read_meme``), with memelite's writer.
+
+    Parameters
+    ----------
+    path: file to write.
+    pwms: a :class:`MotifSet`, a list of (4, w) probability matrices or an (n, 4, w) array
+        (e.g. :func:`filter_pwms`, ``ChannelMotifs.pwms``).
+    names: n motif names (default: a MotifSet's ``id_name``, else ``0..n-1``). Whitespace in
+        a name becomes ``_`` (MEME reads the first word as the motif id).
+
+    Returns
+    -------
+    pathlib.Path of the file written.
+    """
+    from pathlib import Path
+
+    from memelite.io import write_meme as _write_meme
+
+    if isinstance(pwms, MotifSet):
+        if names is None:
+            names = [f"{i}_{n}" for i, n in zip(pwms.ids, pwms.names)]
+        pwms = pwms.pwms
+    mats = _check_probabilities(_as_matrix_list(pwms, "pwms"), "pwms")
+    if names is None:
+        names = [str(i) for i in range(len(mats))]
+    names = ["_".join(str(n).split()) for n in names]
+    if len(names) != len(mats):
+        raise ValueError(f"{len(names)} names for {len(mats)} matrices")
+    if len(set(names)) != len(names):
+        raise ValueError("names must be distinct (MEME identifies motifs by name)")
+    _write_meme(str(path), dict(zip(names, mats)))
+    return Path(path)

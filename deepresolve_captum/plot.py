@@ -391,6 +391,10 @@ def pwm_logo_matrix(pwm):
     p = _np(pwm, "pwm")
     if p.ndim != 2 or p.shape[0] != 4:
         raise ValueError(f"pwm must have shape (4, w), got {p.shape}")
+    if not np.all(np.isfinite(p)) or p.min() < 0 or np.abs(p.sum(0) - 1).max() > 1e-3:
+        raise ValueError("pwm is not a probability matrix (negative or non-finite values, or "
+                         "columns not summing to 1): convert filter weights with "
+                         "motifs.filter_pwms() or motifs.activation_pwms() first")
     return p * column_information(p)[None]
 
 

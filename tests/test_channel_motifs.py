@@ -191,3 +191,17 @@ def test_ascent_on_a_globally_pooled_layer_says_so():
     X = torch.nn.functional.one_hot(torch.randint(0, 4, (10, 101)), 4).transpose(1, 2).float()
     with pytest.raises(ValueError, match="global pooling"):
         channel_pwms(m, m.pool, [7], X, method="ascent")
+
+
+@pytest.mark.parametrize("method", ["ascent", "filter"])
+def test_float64_model_with_sequences(method):
+    """A float64 model: the sequences are cast to its dtype (they were cast to float32 and the
+    model raised 'Input type (float) and bias type (double)'); the same PWMs as in float32."""
+    m = TwoConv()
+    X = _data(40)
+    a = channel_pwms(m, m.relu2 if method == "ascent" else m.conv1, [0], X, method=method,
+                     n_steps=5)
+    m64 = TwoConv().double()
+    b = channel_pwms(m64, m64.relu2 if method == "ascent" else m64.conv1, [0], X.double(),
+                     method=method, n_steps=5)
+    np.testing.assert_allclose(b.pwms[0], a.pwms[0], atol=1e-4)

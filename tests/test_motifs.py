@@ -62,6 +62,10 @@ def test_filter_pwms_bad_input():
         M.filter_pwms([[1, 2, 3, 4]])
     with pytest.raises(ValueError):
         M.filter_pwms(np.zeros((1, 4, 3)), pseudocount=-1)
+    w = np.ones((3, 4, 5))
+    w[1, 2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"filter\(s\) \[1\] are not finite"):
+        M.filter_pwms(w)
 
 
 def test_information_content_and_reverse_complement():
@@ -145,7 +149,8 @@ def test_tomtom_motif_matches_itself_first_both_strands(jaspar):
     df = M.tomtom(Q, jaspar, query_names=[f"{n}+" for n in names] + [f"{n}-" for n in names])
     assert isinstance(df, pd.DataFrame)
     assert list(df.columns) == ["query", "query_idx", "target_id", "target_name", "target_idx",
-                                "p_value", "score", "offset", "overlap", "strand", "rank"]
+                                "p_value", "score", "offset", "overlap", "strand", "rank",
+                                "query_bits"]
     assert len(df) == len(Q) * len(jaspar)
     top = df[df["rank"] == 1].set_index("query_idx")
     for q, i in enumerate(idx * 2):
@@ -155,10 +160,41 @@ def test_tomtom_motif_matches_itself_first_both_strands(jaspar):
         assert top.loc[q, "strand"] == ("+" if q < 3 else "-")
         assert top.loc[q, "offset"] == 0
         assert top.loc[q, "overlap"] == jaspar.pwms[i].shape[1]
-    # ranks are 1..n per query and follow the p-values
+    # ranks follow the p-values: competition ranks (a tie shares the first rank of its run)
     for _, g in df.groupby("query_idx"):
-        assert g["rank"].tolist() == list(range(1, len(jaspar) + 1))
-        assert np.all(np.diff(g["p_value"].to_numpy()) >= 0)
+        p, r = g["p_value"].to_numpy(), g["rank"].to_numpy()
+        assert np.all(np.diff(p) >= 0) and r[0] == 1
+        assert np.array_equal(r, [1 + np.searchsorted(p, x, side="left") for x in p])
+
+
+def test_tomtom_offset_is_in_target_coordinates(jaspar):
+    """memelite flips the target, not the query: offset is the target column (of the target's
+    reverse complement on '-') that query column 0 lines up with."""
+    T = jaspar.pwms[jaspar.index("CTCF")]
+    W = T.shape[1]
+    core = T[:, 2:14]
+    overhang = np.hstack([np.full((4, 1), 0.25), T[:, :10]])  # one column before the target
+    df = M.tomtom([core, M.reverse_complement(core), overhang], jaspar)
+    top = df[df["target_name"] == "CTCF"].set_index("query_idx")
+    assert (top.loc[0, "strand"], top.loc[0, "offset"]) == ("+", 2)
+    assert (top.loc[1, "strand"], top.loc[1, "offset"]) == ("-", W - 14)
+    assert (top.loc[2, "strand"], top.loc[2, "offset"]) == ("+", -1)
+
+
+def test_tomtom_flat_queries_warned_and_ties_share_a_rank(jaspar):
+    """A uniform matrix (a filter with no positive weight, a channel nothing activated) gets
+    small p-values against some targets anyway: warned, with query_bits 0; the many p = 1
+    targets tie and share one rank."""
+    flat = np.full((4, 25), 0.25)
+    ctcf = jaspar.pwms[jaspar.index("CTCF")]
+    with pytest.warns(RuntimeWarning, match=r"1 of 2 queries carry less than 3 bits.*\['flat'\]"):
+        df = M.tomtom([flat, ctcf], jaspar, query_names=["flat", "ctcf"])
+    g = df[df["query_idx"] == 0]
+    assert g["query_bits"].iloc[0] == pytest.approx(0.0)
+    assert df[df["query_idx"] == 1]["query_bits"].iloc[0] > 10
+    ones = g[g["p_value"] == g["p_value"].max()]
+    assert len(ones) > 1 and ones["rank"].nunique() == 1
+    assert ones["rank"].iloc[0] == 1 + (g["p_value"] < g["p_value"].max()).sum()
 
 
 def test_tomtom_nearest_and_plain_targets(jaspar):
@@ -194,3 +230,41 @@ def test_known_motif_hits(jaspar):
         M.known_motif_hits([ctcf], jaspar.pwms, "MA0139.1")
     with pytest.raises(TypeError, match="n_nearest"):
         M.known_motif_hits([ctcf], jaspar, "MA0139.1", n_nearest=3)
+    with pytest.raises(ValueError, match="known is empty"):
+        M.known_motif_hits([ctcf], jaspar, [])
+
+
+def test_known_motif_by_name_uses_every_matrix_of_that_name():
+    """JASPAR 2024 has two RORA matrices; the name used to mean the first one only, so a query
+    equal to the second came out rank 3 against 'RORA'."""
+    j24 = M.load_jaspar("JASPAR2024")
+    rora = j24.indices("RORA")
+    assert len(rora) == 2 and j24.index("RORA") == rora[0]
+    q = j24.pwms[rora[1]]
+    h = M.known_motif_hits([q], j24, "RORA")
+    assert h["rank"].iloc[0] == 1 and h["best_id"].iloc[0] == j24.ids[rora[1]]
+    assert h["p_value"].iloc[0] == h["best_p"].iloc[0]
+
+
+def test_load_jaspar_bad_arguments():
+    with pytest.raises(ValueError, match="pseudocount"):
+        M.load_jaspar("JASPAR2016", pseudocount=-1)
+    with pytest.raises(ValueError, match="tax_group is empty"):
+        M.load_jaspar("JASPAR2016", tax_group=[])
+
+
+def test_write_meme_round_trip(jaspar, tmp_path):
+    from memelite.io import read_meme
+    pwms = M.filter_pwms(np.random.default_rng(0).normal(size=(3, 4, 9)))
+    path = M.write_meme(tmp_path / "f.meme", pwms, names=["ch 0", "ch 1", "ch 2"])
+    back = read_meme(str(path))
+    assert list(back) == ["ch_0", "ch_1", "ch_2"]
+    for m, b in zip(pwms, back.values()):
+        np.testing.assert_allclose(np.asarray(b), m, atol=1e-6)
+    sub = M.MotifSet(jaspar.pwms[:2], jaspar.ids[:2], jaspar.names[:2])
+    back = read_meme(str(M.write_meme(tmp_path / "j.meme", sub)))
+    assert list(back) == [f"{i}_{n}" for i, n in zip(sub.ids, sub.names)]
+    with pytest.raises(ValueError, match="probability"):
+        M.write_meme(tmp_path / "x.meme", np.random.default_rng(1).normal(size=(1, 4, 5)))
+    with pytest.raises(ValueError, match="distinct"):
+        M.write_meme(tmp_path / "x.meme", pwms[:2], names=["a", "a"])

@@ -151,6 +151,9 @@ def test_plot_channel_logos_accepts_channel_motifs():
     assert [a.get_title() for a in fig.axes] == ["channel a\nx", "channel b\ny"]
     with pytest.raises(ValueError, match=r"titles must have one entry per pwm \(2\), got 1"):
         plot_channel_logos(res, titles=["x"])
+    # raw filter weights are refused (they drew meaningless logos)
+    with pytest.raises(ValueError, match="not a probability matrix.*filter_pwms"):
+        plot_channel_logos(model[0].weight[:2])
 
 
 @pytest.mark.parametrize("C", [30, 300])
