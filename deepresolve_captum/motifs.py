@@ -485,7 +485,7 @@ def known_motif_hits(queries, targets, known, n_jobs=1, **kwargs):
         raise ValueError("known is empty: name at least one motif of targets")
     kidx = {i for k in keys for i in targets.indices(k)}
     df = tomtom(queries, targets, n_jobs=n_jobs, **kwargs)
-    best = df[df["rank"] == 1].set_index("query_idx")
+    best = df.groupby("query_idx", sort=True).head(1).set_index("query_idx")  # rank 1 may tie
     hit = df[df["target_idx"].isin(kidx)].sort_values(["query_idx", "p_value"]).groupby(
         "query_idx", sort=True).head(1).set_index("query_idx")
     return pd.DataFrame({

@@ -108,10 +108,10 @@ def main(argv=None):
                        jaspar.ids + [f"planted{i}" for i in range(3)],
                        jaspar.names + list(SET_ONE_MOTIFS))
     hits = channel_tomtom(motifs, targets, min_ic=0.5, n_nearest=None)
-    best = hits[hits["rank"] == 1].set_index("query")
+    best = hits.groupby("query", sort=False).head(1).set_index("query")  # rows sorted by p
     fhits = channel_tomtom(motifs.fragment_pwms, targets, channel_names=ranked, min_ic=1.0,
                            n_nearest=None)
-    fbest = fhits[fhits["rank"] == 1].set_index("query")
+    fbest = fhits.groupby("query", sort=False).head(1).set_index("query")
     planted_hit = {}
     for c in ranked:
         i = ranked.index(c)

@@ -246,6 +246,19 @@ def test_known_motif_by_name_uses_every_matrix_of_that_name():
     assert h["p_value"].iloc[0] == h["best_p"].iloc[0]
 
 
+def test_known_motif_hits_one_row_per_query_when_the_best_p_ties(jaspar):
+    """Two identical targets tie at rank 1: still one row per query (the best-match columns
+    once made the DataFrame constructor fail with 'All arrays must be of the same length')."""
+    i = jaspar.index("CTCF")
+    twice = M.MotifSet(jaspar.pwms + [jaspar.pwms[i]], jaspar.ids + ["copy"],
+                       jaspar.names + ["CTCF_copy"])
+    q = jaspar.pwms[i]
+    df = M.tomtom([q], twice)
+    assert (df["rank"] == 1).sum() == 2
+    h = M.known_motif_hits([q, M.reverse_complement(q)], twice, "REST")
+    assert len(h) == 2 and h["best_name"].isin(["CTCF", "CTCF_copy"]).all()
+
+
 def test_load_jaspar_bad_arguments():
     with pytest.raises(ValueError, match="pseudocount"):
         M.load_jaspar("JASPAR2016", pseudocount=-1)
