@@ -380,44 +380,39 @@ def make_references(X, references="shuffle", n_shuffles=20, random_state=0):
 # the main entry point
 # ----------------------------------------------------------------------------------------------
 
-def _maxpools_on_path(model, layer, X1, attribute_to_layer_input):
-    """Max-pool modules run between the input and the layer's output (input)."""
-    seen, handles = [], []
-
-    def hook(m, i, o):
-        seen.append(m)
-
-    for m in model.modules():
-        if isinstance(m, _MAXPOOLS):
-            handles.append(m.register_forward_hook(hook))
-    try:
-        with torch.no_grad():
-            cs = ChannelSum(model, layer, [0], attribute_to_layer_input)
-            with cs:
-                cs.layer_value(X1)
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
-
-
-def _reused_nonlinearities(model, X1):
-    """Names of the modules Captum's DeepLift hooks that one full forward pass calls twice."""
+def _module_calls(model, types, run):
+    """{module: calls} for the modules of ``model`` of the given types that ``run()`` calls
+    (forward hooks, removed whatever happens; under no_grad)."""
     calls, handles = {}, []
 
     def hook(m, i, o):
         calls[m] = calls.get(m, 0) + 1
 
-    names = {m: n for n, m in model.named_modules()}
     for m in model.modules():
-        if isinstance(m, _CAPTUM_DEEPLIFT_NONLINEAR):
+        if isinstance(m, types):
             handles.append(m.register_forward_hook(hook))
     try:
         with torch.no_grad():
-            model(X1)
+            run()
     finally:
         for h in handles:
             h.remove()
+    return calls
+
+
+def _maxpools_on_path(model, layer, X1, attribute_to_layer_input):
+    """Max-pool modules run between the input and the layer's output (input)."""
+    def up_to_layer():
+        with ChannelSum(model, layer, [0], attribute_to_layer_input) as cs:
+            cs.layer_value(X1)
+
+    return list(_module_calls(model, _MAXPOOLS, up_to_layer))
+
+
+def _reused_nonlinearities(model, X1):
+    """Names of the modules Captum's DeepLift hooks that one full forward pass calls twice."""
+    names = {m: n for n, m in model.named_modules()}
+    calls = _module_calls(model, _CAPTUM_DEEPLIFT_NONLINEAR, lambda: model(X1))
     return [f"{names.get(m, '?')} ({type(m).__name__}, {k} calls)" for m, k in calls.items()
             if k > 1]
 

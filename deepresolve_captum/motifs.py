@@ -425,7 +425,7 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
         tidx = np.broadcast_to(np.arange(nt), (nq, nt))
     else:
         tidx = out[5].astype(int)
-    bits = information_content(Q)
+    bits = np.array([column_information(m).sum() for m in Q])  # Q is validated already
     flat = np.flatnonzero(bits < MIN_QUERY_BITS)
     if len(flat):
         warnings.warn(
@@ -436,8 +436,10 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
             "ignore their matches (column query_bits).", RuntimeWarning, stacklevel=2)
     order = np.argsort(p, axis=1, kind="stable")
     p_sorted = np.take_along_axis(np.asarray(p), order, axis=1)
-    # competition ranks: a run of equal p-values shares the first rank of the run
-    rank = np.vstack([np.searchsorted(row, row, side="left") for row in p_sorted]) + 1
+    # competition ranks: a run of equal p-values shares the first position of the run
+    run_start = np.ones(p_sorted.shape, dtype=bool)
+    run_start[:, 1:] = p_sorted[:, 1:] != p_sorted[:, :-1]
+    rank = np.maximum.accumulate(np.where(run_start, np.arange(nt), 0), axis=1) + 1
     take = lambda a: np.take_along_axis(np.asarray(a), order, axis=1).ravel()
     ti = take(tidx)
     df = pd.DataFrame({
@@ -509,7 +511,7 @@ def write_meme(path, pwms, names=None):
     path: file to write.
     pwms: a :class:`MotifSet`, a list of (4, w) probability matrices or an (n, 4, w) array
         (e.g. :func:`filter_pwms`, ``ChannelMotifs.pwms``).
-    names: n motif names (default: a MotifSet's ``id_name``, else ``0..n-1``). Whitespace in
+    names: n motif names (default: ``"{id}_{name}"`` for a MotifSet, else ``0..n-1``). Whitespace in
         a name becomes ``_`` (MEME reads the first word as the motif id).
 
     Returns

@@ -778,8 +778,7 @@ def _parse_targets(target, output_shape):
 def _collapsed(fims, init_scale):
     """(n_targets,) bool: every start of the target ended at H = 0 (up to float rounding of the
     step that lands there: below 1e-6 of the starts' scale). fims: (n_targets, n_starts, ...)."""
-    peak = fims.reshape(fims.shape[0], -1).abs().amax(1) if fims.numel() else \
-        torch.zeros(fims.shape[0])
+    peak = fims.reshape(fims.shape[0], -1).abs().amax(1)
     return (peak <= 1e-6 * float(init_scale)).cpu()
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .motifs import _normalise_columns, column_information
+from .motifs import _as_matrix_list, _check_probabilities, _normalise_columns, column_information
 
 RED, BLUE, GREY = "#d62728", "#1f77b4", "#555555"
 
@@ -391,10 +391,7 @@ def pwm_logo_matrix(pwm):
     p = _np(pwm, "pwm")
     if p.ndim != 2 or p.shape[0] != 4:
         raise ValueError(f"pwm must have shape (4, w), got {p.shape}")
-    if not np.all(np.isfinite(p)) or p.min() < 0 or np.abs(p.sum(0) - 1).max() > 1e-3:
-        raise ValueError("pwm is not a probability matrix (negative or non-finite values, or "
-                         "columns not summing to 1): convert filter weights with "
-                         "motifs.filter_pwms() or motifs.activation_pwms() first")
+    (p,) = _check_probabilities(_as_matrix_list([p], "pwm"), "pwm")  # finite, columns sum to 1
     return p * column_information(p)[None]
 
 
