@@ -7,6 +7,7 @@ an estimator object to 0, so their OFIV is always the plain weighted mean.
 from __future__ import annotations
 
 import json
+import re
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -111,37 +112,92 @@ class EnsembleSummary:
     def save(self, path, compressed=False):
         """Save to an ``.npz`` file (arrays and settings); reload with :meth:`load`.
 
-        numpy appends ``.npz`` to a path without it; the path written is returned. Settings
-        that are not plain numbers, strings, lists or dicts (e.g. a ``RandomState``) are saved
-        as their ``repr``. ``compressed=True`` writes a zip-compressed file (``np.savez_compressed``;
-        slower to write, for summaries kept or shipped: the FIVs of many targets compress well).
+        ``path``: a file name (numpy appends ``.npz`` to one without it; the path written is
+        returned) or a writable binary file object such as ``io.BytesIO`` (returned as given).
+        Settings that are not plain numbers, strings, lists or dicts (e.g. a ``RandomState``)
+        are saved as their ``repr``. ``compressed=True`` writes a zip-compressed file
+        (``np.savez_compressed``; slower to write, for summaries kept or shipped: the FIVs of
+        many targets compress well).
         """
         arrays = {k: v for k, v in asdict(self).items() if k != "settings"}
         write = np.savez_compressed if compressed else np.savez
         write(path, settings=np.array(json.dumps(_plain(self.settings))), **arrays)
+        if hasattr(path, "write"):
+            return path
         path = Path(path)
         return path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
 
     @classmethod
     def load(cls, path):
-        """Read a summary written by :meth:`save` (``path`` with or without its ``.npz``)."""
-        path = Path(path)
-        if not path.exists() and path.suffix != ".npz" and path.with_name(path.name + ".npz").exists():
-            path = path.with_name(path.name + ".npz")
-        with np.load(path, allow_pickle=False) as f:
-            data = {k: f[k] for k in f.files}
+        """Read a summary written by :meth:`save`: ``path`` with or without its ``.npz``, or a
+        readable binary file object. A file that is not a saved summary (another npz, a
+        ``.npy``, arrays of inconsistent shapes) raises ``ValueError`` saying so; arrays this
+        version does not know (a file from a newer version) are ignored with a warning."""
+        name = path if hasattr(path, "read") else Path(path)
+        if isinstance(name, Path) and not name.exists() and name.suffix != ".npz" \
+                and name.with_name(name.name + ".npz").exists():
+            name = name.with_name(name.name + ".npz")
+        what = f"{name!r}" if hasattr(name, "read") else str(name)
+        try:
+            f = np.load(name, allow_pickle=False)
+        except FileNotFoundError:
+            raise
+        except (OSError, ValueError, EOFError) as e:
+            why = "neither an .npz nor an .npy file" if "pickled" in str(e) else str(e)
+            raise ValueError(f"{what} is not a saved EnsembleSummary (numpy cannot read it as "
+                             f"an .npz file: {why})") from None
+        if not hasattr(f, "files"):
+            raise ValueError(f"{what} is not a saved EnsembleSummary (it holds one array, "
+                             "not the .npz that EnsembleSummary.save writes)")
+        try:
+            with f:
+                data = {k: f[k] for k in f.files}
+        except (OSError, ValueError, EOFError) as e:
+            raise ValueError(f"{what} is not a saved EnsembleSummary (an entry cannot be "
+                             f"read: {e})") from None
         if "settings" not in data:
-            raise ValueError(f"{path} is not a saved EnsembleSummary (no 'settings' entry)")
+            raise ValueError(f"{what} is not a saved EnsembleSummary (no 'settings' entry)")
         text = str(data.pop("settings"))
         try:
             settings = json.loads(text)
         except json.JSONDecodeError:  # files written before 0.1's JSON settings: a dict's repr
             import ast
-            settings = ast.literal_eval(text)
-        missing = {f for f in cls.__dataclass_fields__ if f != "settings"} - set(data)
+            try:
+                settings = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                settings = None
+        if not isinstance(settings, dict):
+            raise ValueError(f"{what} is not a saved EnsembleSummary (its 'settings' entry is "
+                             f"not a dict: {text[:60]!r})")
+        missing = set(cls._ARRAYS) - set(data)
         if missing:
-            raise ValueError(f"{path} is not a saved EnsembleSummary (missing {sorted(missing)})")
+            raise ValueError(f"{what} is not a saved EnsembleSummary (missing {sorted(missing)})")
+        extra = sorted(set(data) - set(cls._ARRAYS))
+        if extra:
+            warnings.warn(f"{what}: ignoring arrays this version does not know: {extra} (a "
+                          "file from a newer version?)", UserWarning, stacklevel=2)
+        data = {k: data[k] for k in cls._ARRAYS}
+        _check_shapes(data, what)
         return cls(settings=settings, **data)
+
+
+def _check_shapes(data, what):
+    """Raise ValueError unless the arrays of a summary have the shapes :class:`EnsembleSummary`
+    documents: fiv (C, T, K), scores/weights (C, T), bic (C, M), n_components (C,), the rest
+    (C, K)."""
+    fiv = data["fiv"]
+    if fiv.ndim != 3:
+        raise ValueError(f"{what} is not a saved EnsembleSummary: fiv has shape {fiv.shape}, "
+                         "expected (C, T, K)")
+    C, T, K = fiv.shape
+    want = dict(scores=(C, T), weights=(C, T), n_components=(C,), mean=(C, K), il=(C, K),
+                nonadditive=(C, K), sign_flip=(C, K), category=(C, K), ofiv=(C, K))
+    bad = {k: data[k].shape for k, shape in want.items() if data[k].shape != shape}
+    if data["bic"].ndim != 2 or data["bic"].shape[0] != C:
+        bad["bic"] = data["bic"].shape
+    if bad:
+        raise ValueError(f"{what} is not a saved EnsembleSummary of consistent shapes: with fiv "
+                         f"(C, T, K) = {fiv.shape}, got {bad}")
 
 
 def _plain(x):
@@ -156,7 +212,8 @@ def _plain(x):
         return x.tolist()
     if x is None or isinstance(x, (bool, int, float, str)):
         return x
-    return repr(x)
+    # drop memory addresses ("RandomState(MT19937) at 0x7F..."): they differ on every run
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(x))
 
 
 def _category_codes(category):

@@ -224,10 +224,36 @@ def test_summary_save_numpy_settings_and_no_suffix(tmp_path):
     assert r.settings["random_state"] == 3 and r.settings == json.loads(json.dumps(r.settings))
     s.settings["rng"] = np.random.RandomState(0)                     # not JSON: kept as its repr
     r = EnsembleSummary.load(s.save(tmp_path / "t.npz"))
-    assert r.settings["rng"].startswith("RandomState")
+    assert r.settings["rng"].startswith("RandomState") and " at 0x" not in r.settings["rng"]
     np.savez(tmp_path / "other.npz", a=np.zeros(3))
     with pytest.raises(ValueError, match="not a saved EnsembleSummary"):
         EnsembleSummary.load(tmp_path / "other.npz")
+
+
+def test_summary_save_load_file_objects_and_foreign_files(tmp_path):
+    import io
+    rng = np.random.default_rng(0)
+    s = summarize(rng.normal(size=(2, 4, 6)), rng.uniform(size=(2, 4)))
+    buf = io.BytesIO()
+    assert s.save(buf) is buf
+    buf.seek(0)
+    assert EnsembleSummary.load(buf) == s
+    arrays = dict(np.load(s.save(tmp_path / "s")))
+
+    np.save(tmp_path / "one.npy", np.zeros(3))
+    (tmp_path / "text.npz").write_text("not numpy")
+    np.savez(tmp_path / "shape.npz", **{**arrays, "ofiv": np.zeros(7)})
+    np.savez(tmp_path / "settings.npz", **{**arrays, "settings": np.array("hello")})
+    for name, why in [("one.npy", "one array"), ("text.npz", "neither an .npz nor an .npy"),
+                      ("shape.npz", "consistent shapes.*ofiv"), ("settings.npz", "not a dict")]:
+        with pytest.raises(ValueError, match=f"not a saved EnsembleSummary.*{why}"):
+            EnsembleSummary.load(tmp_path / name)
+    with pytest.raises(FileNotFoundError):
+        EnsembleSummary.load(tmp_path / "absent.npz")
+
+    np.savez(tmp_path / "newer.npz", future_field=np.ones(2), **arrays)
+    with pytest.warns(UserWarning, match="future_field"):
+        assert EnsembleSummary.load(tmp_path / "newer.npz") == s
 
 
 def test_channels_checks_order_and_category():
