@@ -204,6 +204,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             additional_forward_args (Any): extra arguments for ``forward_func`` (a tuple for
                 several; anything else, a list too, is one argument, as in Captum); tensors
                 whose first dimension equals N are sliced to the first example like ``inputs``.
+                A tensor that is not per-example but happens to have N rows (e.g. one scale
+                per output) would be sliced too: bind it into ``forward_func`` instead
+                (``functools.partial`` or a module attribute), or pass a different N.
             n_starts (int): random starts T per target, drawn from N(0, init_scale^2).
             l2 (float or "auto"): lambda > 0. ``"auto"`` is the paper's heuristic: lambda such
                 that the median FIM norm equals the norm of the mean feature map of ``inputs``
@@ -638,9 +641,14 @@ class _Runner:
         self.layer_shape = tuple(value.shape[1:])
         self.device, self.dtype = value.device, value.dtype
         if out.dim() == 0 or out.shape[0] != 1:
+            unsliced = [tuple(a.shape) for a, b in zip(self.extra, self.batched)
+                        if isinstance(a, Tensor) and a.dim() > 0 and not b]
+            hint = (f"; additional_forward_args tensors of shape {unsliced} were passed whole, "
+                    f"since only a first dimension equal to N = {self.n_examples} marks a "
+                    "per-example argument" if unsliced else "")
             raise ValueError(
                 "forward_func must return outputs with a batch dimension, shape (N, ...); "
-                f"got {tuple(out.shape)} for one example")
+                f"got {tuple(out.shape)} for one example{hint}")
         self.output_shape = tuple(out.shape[1:])
         # Can H be broadcast from the layer on (one example through the upstream part)?
         with torch.no_grad():

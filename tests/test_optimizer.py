@@ -213,6 +213,21 @@ def test_additional_forward_args_are_used():
     assert a.shape == (1, 2, 3)
 
 
+def test_additional_forward_args_not_per_example_error_names_them():
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(5, 3)
+
+        def forward(self, x, rows):
+            return self.lin(x) + rows          # rows: (M, 3) with M != N broadcasts to (M, 3)
+
+    m = Scaled()
+    with pytest.raises(ValueError, match=r"tensors of shape \[\(5, 3\)\] were passed whole.*N = 6"):
+        LayerFeatureOptimizer(m, m.lin).attribute(
+            torch.randn(6, 5), target=0, additional_forward_args=(torch.ones(5, 3),), l2=1.0)
+
+
 @pytest.mark.parametrize("model,layer_name,shape,on_input", [
     (PaperCNN(n_outputs=4, seq_len=100), "pool", (32, 23), False),
     (EncodeTFModel(), "fc1", (16,), True),
