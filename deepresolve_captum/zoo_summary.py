@@ -75,6 +75,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
                          "LayerFeatureOptimizer on each model")
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
         raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
+    _check_one_shape(zoo)
     names = list(zoo)
     M = len(names)
     K = next(iter(zoo.values())).fc1.weight.shape[1]
@@ -103,6 +104,22 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     return s
 
 
+def _check_one_shape(zoo):
+    """ValueError naming the models of each head shape unless all models of ``zoo`` share one
+    (the batched ascent stacks their heads; one summary holds one channel count)."""
+    groups = {}
+    for name, m in zoo.items():
+        key = (tuple(m.fc1.weight.shape), tuple(m.fc2.weight.shape))
+        groups.setdefault(key, []).append(name)
+    if len(groups) > 1:
+        parts = "; ".join(
+            f"{len(v)} with fc1 {k[0][1]} -> {k[0][0]}, fc2 {k[1][1]} -> {k[1][0]} "
+            f"({', '.join(map(str, v[:3]))}{', ...' if len(v) > 3 else ''})"
+            for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1])))
+        raise ValueError(f"the models differ in shape, and one summary needs one shape: {parts}. "
+                         "Summarize each shape on its own (choose models by name)")
+
+
 def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
     """One row per (model, filter), filters ranked by OFIV within each model.
 
@@ -113,9 +130,9 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
     jaspar: optional :class:`motifs.MotifSet` (e.g. ``load_jaspar("JASPAR2016")``): adds each
         filter's best match (paper's PWM rule, TOMTOM) ``best_id``, ``best_name``, ``best_p``.
     known: optional dict model name -> JASPAR id or name of the model's TF, or a list of them
-        (e.g. a dimer's parts: the best counts; needs ``jaspar``): adds ``known_p`` and
-        ``known_rank`` (the known motif's rank among the filter's matches). Models missing
-        from it get NaN there.
+        (e.g. a dimer's parts: the best counts; needs ``jaspar``): adds ``known_motif`` (the
+        id or name given, several joined by "|"), ``known_p`` and ``known_rank`` (the known
+        motif's rank among the filter's matches). Models missing from it get NaN there.
     top: keep only the ``top`` best filters of each model (None or 0: all K).
 
     Returns
@@ -173,6 +190,7 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
             part["best_id"], part["best_name"], part["best_p"] = best.T
             part["best_p"] = part["best_p"].astype(float)
             if hits is not None:
+                part["known_motif"] = k if isinstance(k, str) else "|".join(k)
                 part["known_p"] = hits["p_value"].to_numpy()
                 part["known_rank"] = hits["rank"].to_numpy()
         rows.append(part)
@@ -192,7 +210,8 @@ def add_arguments(parser):
     parser.add_argument("--starts", type=int_at_least(1), default=10,
                         help="random starts per model (default 10)")
     parser.add_argument("--l2", type=positive_float, default=2.8,
-                        help="lambda (default 2.8, the authors')")
+                        help="lambda (default 2.8, the authors'); one lambda for the whole zoo, "
+                             "so the per-model heuristic l2='auto' is not offered here")
     parser.add_argument("--seed", type=int_at_least(0), default=0,
                         help="seed of the starts (default 0)")
     parser.add_argument("--jaspar", default=None, metavar="RELEASE",
@@ -228,6 +247,7 @@ def _run(args):
     t0 = time.perf_counter()
     try:
         zoo = load_encode_zoo(folder, names=args.models if args.models else args.first)
+        _check_one_shape(zoo)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"deepresolve zoo: error: {e}") from None
     out = output_folder(out, "zoo")  # before the ascent: an unwritable --out fails at once

@@ -235,6 +235,7 @@ def test_zoo_filter_table_and_cli(encode, meta, jaspar, tmp_path, capsys):
     assert (t.groupby("model", sort=False)["ofiv"].apply(lambda v: v.is_monotonic_decreasing)).all()
     ctcf_rows = t[t["model"] == CTCF]
     assert ctcf_rows["known_rank"].min() == 1 and ctcf_rows["known_p"].min() < 1e-4
+    assert (ctcf_rows["known_motif"] == known[CTCF]).all()
     assert set(t.columns) >= {"filter", "ofiv", "il", "category", "best_name", "best_p"}
     with pytest.raises(ValueError, match="known needs jaspar"):
         zoo_filter_table(s, zoo, known=known)
@@ -242,6 +243,7 @@ def test_zoo_filter_table_and_cli(encode, meta, jaspar, tmp_path, capsys):
     t2 = zoo_filter_table(s, zoo, jaspar=jaspar, known={CTCF: ["MA0139.1", "MA0102.3"]}, top=0)
     assert len(t2) == 32 and t2.loc[t2["model"] == CTCF, "known_rank"].min() == 1
     assert t2.loc[t2["model"] == names[1], "known_p"].isna().all()      # not in known
+    assert set(t2.loc[t2["model"] == CTCF, "known_motif"]) == {"MA0139.1|MA0102.3"}
     assert set(t2["category"]) <= {"additive", "non-additive, consistent sign",
                                    "non-additive, sign-flipping"}
     with pytest.raises(TypeError, match="known must be a dict"):
@@ -292,3 +294,22 @@ def test_baselines_on_a_real_ctcf_model(ctcf, jaspar):
     P, _ = B.deepmotif_pwms(ctcf, width=25, n_top=3, n_starts=6, n_steps=150, random_state=0)
     hits = M.known_motif_hits(P, jaspar, "MA0139.1")
     assert (hits["p_value"] < 0.05).any()
+
+
+def test_zoo_of_two_shapes_names_them(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+
+    def model(K):
+        shapes = dict(conv_weight=(K, 4, 5), conv_bias=(K,), fc1_weight=(3, K), fc1_bias=(3,),
+                      fc2_weight=(1, 3), fc2_bias=(1,))
+        return {k: rng.normal(size=v) for k, v in shapes.items()}
+    np.savez(tmp_path / "small.npz", **model(4))
+    np.savez(tmp_path / "wide.npz", **model(6))
+    with pytest.raises(ValueError, match=r"differ in shape.*fc1 4 -> 3.*small.*fc1 6 -> 3.*wide"):
+        summarize_zoo(load_encode_zoo(tmp_path))
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit, match="deepresolve zoo: error: the models differ in shape"):
+        cli.main(["zoo", str(tmp_path), "--out", str(out), "--quiet"])
+    assert not out.exists()                                      # refused before any work
+    cli.main(["zoo", str(tmp_path), "--models", "wide", "--out", str(out), "--quiet", "--starts", "2"])
+    assert (out / "ofiv.csv").exists()
