@@ -156,7 +156,13 @@ def layer_grad_x_input(model, layer, X, target=0, attribute_to_layer_input=False
                        batch_size=512, reduce=True):
     """Gradient x input at a layer: H * dS_target/dH, averaged per channel.
 
-    Parameters and returns as in :func:`layer_saliency`.
+    Parameters as in :func:`layer_saliency`: X one-hot (N, 4, L); H of shape (N, C, ...) or
+    (N, C) at ``layer``'s output (or input, with ``attribute_to_layer_input``).
+
+    Returns
+    -------
+    float32 tensor (C,), the mean over sequences and positions (``reduce=False``:
+    (N, *layer_shape)).
     """
     _check_model(model, layer)
     X = _check_X(X)

@@ -57,6 +57,10 @@ import numbers
 import numpy as np
 import torch
 
+__all__ = ["ALPHABET", "SET_ONE_AND_MOTIF", "SET_ONE_XOR_MOTIFS", "SET_ONE_MOTIFS",
+           "SET_TWO_CLASSES", "SET_TWO_MOTIFS", "one_hot", "decode", "contains",
+           "synthetic_set_one", "synthetic_set_two", "planted_motif_response"]
+
 ALPHABET = "ACGT"
 
 #: Set I motifs (paper, "Recovering important features and combinatorial interactions").

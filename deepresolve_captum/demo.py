@@ -37,6 +37,12 @@ from .summary import CATEGORY_NAMES, summarize
 from .train import train_classifier
 from .zoo import PaperCNN, keras_init_
 
+__all__ = ["SET_ONE_CLAIMS", "SET_TWO_CLAIMS", "SEQ_LEN", "DEFAULTS", "SyntheticRun", "detectors",
+           "channel_labels", "check_set_one", "logic_table", "xor_learned", "XOR_CONTEXTS",
+           "xor_ablation", "xor_strength", "used_in_xor", "SHARING_PAIRS", "CLASS4_PAIRS",
+           "check_set_two", "run_synthetic", "describe_set_one", "describe_set_two",
+           "figure_set_one", "figure_set_two", "run_demo"]
+
 #: The paper's claims checked per model (``check_set_one`` / ``check_set_two``); ``all`` is their
 #: conjunction. The checks return more booleans than these: those are reported, not claimed.
 SET_ONE_CLAIMS = ("xor_nonadditive", "xor_opposite", "top_nonadditive_is_xor", "and_additive", "bic_gt1")
@@ -461,12 +467,61 @@ def describe_set_one(run):
     if "xor_used" in c:
         used = c["xor_used"]
         flagged = [k for k in used if k in c["nonadditive_channels"]]
+        others = [int(k) for k in c["nonadditive_channels"] if k not in used]
         lines += [
             f"by ablation (one channel zeroed in sequences with CAGGTC and one or both XOR patterns) the "
             f"network uses channels {used} in its XOR; DeepResolve flags {len(flagged)} of them "
-            f"non-additive: {flagged}",
+            f"non-additive: {flagged}"
+            + (f"; it also flags {others}, which the ablation does not find used in the XOR"
+               if others else ""),
         ]
+    lines += ["", _LEGEND_COMMON, _LEGEND_SET_ONE]
     return "\n".join(lines) + "\n"
+
+
+_LEGEND_COMMON = """\
+How to read this
+  FIV   a channel's mean value over positions in the feature map one gradient-ascent start
+        found (the map that maximises the class score minus lambda * its squared norm).
+  OFIV  overall FIV: the weighted mean over the starts (weights from each start's score);
+        for a non-additive channel whose sign flips, the weighted mean of its positive FIVs.
+        Large positive = the class wants this channel on; negative = wants it off.
+  IL    inconsistency level: the weighted variance of a channel's FIV over the starts.
+  BIC   Gaussian mixtures with 1-3 components are fitted to the IL values of all channels;
+        the count with the lowest BIC wins. Channels outside the lowest-IL component are
+        non-additive (their contribution depends on other channels, as in XOR); one component
+        means every channel is additive.
+  lambda  the L2 penalty of the ascent; l2='auto' picks it so that the maps have the size of
+        the layer's mean activation on real sequences.
+  matches / gain  the planted motif a channel responds to most: the rise of its peak activation
+        when the motif is written into motif-free random sequence (see planted_motif_response)."""
+
+_LEGEND_SET_ONE = """\
+  paper's claims (Fig. 2), per model:
+    (a detector of a motif: a channel that responds to it most of the planted motifs, with at
+    least half the gain of the motif's strongest channel)
+    xor_nonadditive        every GCTCAT and CGCTTG detector is flagged non-additive
+    xor_opposite           the strongest GCTCAT and CGCTTG detectors take opposite FIV signs in
+                           at least half of the starts
+    top_nonadditive_is_xor the non-additive channel with the highest OFIV detects one of them
+    and_additive           every CAGGTC-only detector is additive, and the additive channel with
+                           the highest OFIV detects CAGGTC
+    bic_gt1                BIC picks more than one IL component
+  One model can fail a claim that holds on most: benchmarks/synthetic.py retrains 10 models and
+  counts them (README, "What reproduces")."""
+
+_LEGEND_SET_TWO = """\
+  class similarity  Pearson correlation of two classes' OFIVs with negative values set to 0
+        (the paper's choice: features a class wants, not those it uses to rule others out).
+  last-layer cosine  cosine of the two classes' rows of the final dense layer's weights.
+  paper's claims (Fig. 4), per model:
+    similarity_order      each of (1,2), (1,3), (2,3) (classes sharing a motif) is more similar
+                          than every pair with class 4 (which shares none)
+    cosine_fails          the last-layer cosine does not give that order
+    top_channel_own_motif each class's top OFIV channel detects one of its own motifs
+    bic_one               BIC picks one IL component for every class (all additive)
+  One model can fail a claim that holds on most: benchmarks/synthetic.py retrains 10 models and
+  counts them (README, "What reproduces")."""
 
 
 def describe_set_two(run):
@@ -486,6 +541,7 @@ def describe_set_two(run):
                  + " ".join(f"{cos[p]:+.2f}" for p in SHARING_PAIRS) + " | "
                  + " ".join(f"{cos[p]:+.2f}" for p in CLASS4_PAIRS))
     lines.append("paper's claims: " + _fmt_checks(c, SET_TWO_CLAIMS))
+    lines += ["", _LEGEND_COMMON, _LEGEND_SET_TWO]
     return "\n".join(lines) + "\n"
 
 

@@ -19,6 +19,11 @@ import numpy as np
 
 from .motifs import _as_matrix_list, _check_probabilities, _normalise_columns, column_information
 
+__all__ = ["save_figure", "filter_logo_matrix", "plot_filter_logo", "plot_feature_importance",
+           "plot_ofiv", "plot_similarity_matrices", "pwm_logo_matrix", "plot_channel_logos",
+           "plot_channel_attributions", "plot_interaction", "plot_clustered_heatmap",
+           "plot_association_index", "plot_bicluster"]
+
 RED, BLUE, GREY = "#d62728", "#1f77b4", "#555555"
 
 

@@ -24,6 +24,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
+__all__ = ["TrainResult", "predict", "train_classifier"]
+
 
 @dataclass
 class TrainResult:

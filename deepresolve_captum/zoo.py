@@ -8,6 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+__all__ = ["PaperCNN", "EncodeTFModel", "DeepSEA", "keras_init_", "load_encode_model", "load_zoo",
+           "load_encode_zoo", "BlockLinear", "EncodeZooHeads", "EncodeZooStack"]
+
 
 class PaperCNN(nn.Module):
     """The synthetic-data CNN of the paper: Conv1d(4, 32, 8) -> ReLU -> MaxPool1d(4) -> Linear(64)

@@ -8,7 +8,7 @@ import matplotlib.image as mpimg  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from deepresolve_captum import cli  # noqa: E402
+from deepresolve_captum import cli, demo  # noqa: E402
 from deepresolve_captum.summary import EnsembleSummary  # noqa: E402
 
 
@@ -27,7 +27,13 @@ def test_cli_demo_writes_figures_and_summary(tmp_path):
         assert (out / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     text = (out / "summary_set1.txt").read_text()
     assert "held-out AUC" in text and "non-additive channels" in text and "paper's claims" in text
-    assert "class similarity" in (out / "summary_set2.txt").read_text()
+    text2 = (out / "summary_set2.txt").read_text()
+    assert "class similarity" in text2
+    # every term and claim the summaries print is explained in them
+    for t, claims in ((text, demo.SET_ONE_CLAIMS), (text2, demo.SET_TWO_CLAIMS)):
+        legend = t.split("How to read this", 1)[1]
+        for term in ("OFIV", "IL", "BIC", "lambda") + claims:
+            assert f"\n  {term}" in legend or f"\n    {term}" in legend, term
     s = EnsembleSummary.load(out / "summary_set1.npz")
     assert s.fiv.shape == (1, 10, 32) and s.ofiv.shape == (1, 32)
     s2 = EnsembleSummary.load(out / "summary_set2.npz")
