@@ -333,6 +333,17 @@ def channel_activations(model, layer, X, channels=None, *, attribute_to_layer_in
 # references
 # ----------------------------------------------------------------------------------------------
 
+def _unknown_positions(X):
+    """(N, L) bool: positions of one-hot X (N, 4, L) that are all zero (N bases)."""
+    return X.sum(1) == 0
+
+
+def _describe_unknown(unknown):
+    n_seq = int(unknown.any(1).sum())
+    i, j = (int(v) for v in torch.nonzero(unknown)[0])
+    return f"{int(unknown.sum())} in {n_seq} sequence(s), the first at sequence {i}, position {j}"
+
+
 def make_references(X, references="shuffle", n_shuffles=20, random_state=0):
     """Reference sequences for DeepLIFT / integrated gradients.
 
@@ -363,6 +374,13 @@ def make_references(X, references="shuffle", n_shuffles=20, random_state=0):
     if references == "shuffle":
         if not isinstance(n_shuffles, (int, np.integer)) or n_shuffles < 1:
             raise ValueError("n_shuffles must be a positive int")
+        unknown = _unknown_positions(X)
+        if unknown.any():
+            raise ValueError(
+                f"X has N (all-zero) positions ({_describe_unknown(unknown)}), and dinucleotide "
+                "shuffles (tangermeme) need ACGT sequences. Use references='zeros' (N positions "
+                "then get zero attribution and the sums still add up), pass your own reference "
+                "tensor that is zero wherever X is N, or drop those sequences.")
         from tangermeme.ersatz import dinucleotide_shuffle
         rs = 0 if random_state is None else int(random_state)
         R = torch.stack([dinucleotide_shuffle(X.cpu(), n=1, random_state=rs + k)[:, 0]
@@ -460,7 +478,9 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
         must be modules (``nn.ReLU``), not ``F.relu``, for DeepLIFT to see them.
     layer: nn.Module, a submodule of ``model`` (e.g. ``model.pool``).
     channels: int or sequence of C channel indices (axis 1 of the layer output).
-    X: torch.Tensor (N, 4, L), one-hot sequences.
+    X: torch.Tensor (N, 4, L), one-hot sequences; all-zero columns (N bases) are allowed with
+        references that are zero there (``"zeros"``; dinucleotide shuffles need ACGT), and get
+        zero attribution.
     method: ``"deeplift"`` (DeepLIFT / DeepLiftShap averaged over the references),
         ``"saliency"`` (signed gradient of the channel sum), ``"grad_x_input"`` (gradient x input),
         ``"integrated_gradients"`` (averaged over the references; Captum backend only).
@@ -515,6 +535,14 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
 
     uses_refs = method in ("deeplift", "integrated_gradients")
     refs = make_references(X, references, n_shuffles, random_state) if uses_refs else None
+    unknown = _unknown_positions(X)
+    if uses_refs and unknown.any() and bool((refs.sum(2) != 0)[unknown[:, None, :].expand(
+            -1, refs.shape[1], -1)].any()):
+        raise ValueError(
+            f"X has N (all-zero) positions ({_describe_unknown(unknown)}) where the references "
+            "are not zero: the attributions keep only each position's observed base, so an N "
+            "position's share of the output change would be lost and the sums would not add "
+            "up. Use references='zeros' or references that are zero wherever X is N.")
 
     device = _model_device(model)
     with _preserved(model):
@@ -590,6 +618,9 @@ def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical,
         cs.eval()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Convergence deltas.*")
+            # N (all-zero) columns: tangermeme refuses them unless only_warn; the references
+            # are zero there (checked by the caller), so DeepLIFT stays exact
+            warnings.filterwarnings("ignore", message=".*one-hot encoded.*")
             if method == "deeplift":
                 R = refs[seq]
                 is_onehot = bool(((R == 0) | (R == 1)).all() and (R.sum(2) <= 1).all())
@@ -608,6 +639,7 @@ def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical,
                                            batch_size=batch_size, hypothetical=hypothetical,
                                            warning_threshold=np.inf, device=device,
                                            additional_nonlinear_ops=_TANGERMEME_EXTRA_OPS,
+                                           only_warn=bool(_unknown_positions(X).any()),
                                            verbose=verbose, **kw)
             else:
                 attr = tsal.saliency(cs, X_rows, args=(sel,), target=0, batch_size=batch_size,

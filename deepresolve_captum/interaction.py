@@ -37,8 +37,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from .adapters import (_check_channels, _check_model_layer, _check_X, _model_device, _model_float_dtype,
-                       _preserved)
+from .adapters import (_check_channels, _check_model_layer, _check_X, _describe_unknown, _model_device,
+                       _model_float_dtype, _preserved, _unknown_positions)
 from .channel_motifs import consensus
 
 __all__ = ["interaction_check", "channel_pair_interaction", "plant_motifs", "classify_interaction",
@@ -211,6 +211,26 @@ class InteractionResult:
                 f"{self.interaction_sem:.3f})\n{t}")
 
 
+def _as_tensor_output(y):
+    """The model's output, refused with a named error unless it is one tensor."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(
+            f"the model returned a {type(y).__name__}, not one tensor of outputs: wrap it in an "
+            "nn.Module whose forward returns the tensor to explain (e.g. model(x)[0] or "
+            "model(x)['logits'])")
+    return y
+
+
+def _as_target(target):
+    """A one-element tensor or numpy integer as a Python int; anything else unchanged (checked
+    against the output count later)."""
+    if torch.is_tensor(target) and target.numel() == 1 and not target.is_floating_point():
+        return int(target.item())
+    if isinstance(target, np.ndarray) and target.size == 1 and np.issubdtype(target.dtype, np.integer):
+        return int(target.item())
+    return target
+
+
 def _predict(model, X, target, batch_size, device):
     """Output ``target`` of ``model`` on X (N, 4, L) by batches, X cast to the model's float dtype
     -> float64 CPU tensor (N,)."""
@@ -218,7 +238,7 @@ def _predict(model, X, target, batch_size, device):
     out = []
     with torch.no_grad():
         for i in range(0, len(X), batch_size):
-            y = model(X[i:i + batch_size].to(device=device, dtype=dtype))
+            y = _as_tensor_output(model(X[i:i + batch_size].to(device=device, dtype=dtype)))
             if y.ndim == 1:
                 y = y[:, None]
             y = y.reshape(y.shape[0], -1)
@@ -237,7 +257,7 @@ def _probe_forward(model, x):
                for m in model.modules() if not list(m.children())]
     try:
         with torch.no_grad():
-            y = model(x)
+            y = _as_tensor_output(model(x))
     finally:
         for h in handles:
             h.remove()
@@ -257,12 +277,13 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     motif_a, motif_b: str over ACGT, or (4, k) probability matrices (their consensus is planted,
         or, with ``sample_pwm=True``, one instance sampled per background).
     X: torch.Tensor (N, 4, L) one-hot sequences whose dinucleotide shuffles are the backgrounds
-        (cycled through when ``n_backgrounds > N``), or None: uniform random sequences of length
-        ``seq_len``.
+        (cycled through when ``n_backgrounds > N``; no N bases), or None: uniform random
+        sequences of length ``seq_len`` that hold none of the planted motifs' consensus
+        sequences (forward strand).
     context: motifs (str or matrices) planted into every condition, e.g. the AND partner.
     n_backgrounds: number of backgrounds (each used in all four conditions).
     seq_len: length of random backgrounds when ``X`` is None.
-    target: output column of the model.
+    target: output column of the model (int, or a one-element integer tensor).
     output: ``"probability"`` (default: sigmoid of the model's output, the scale on which AND / OR /
         XOR are judged) or ``"logit"`` (the raw output). A model that ends in ``nn.Sigmoid`` or
         ``nn.Softmax`` already returns probabilities: they are used as they are (no second
@@ -286,6 +307,7 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         raise ValueError("n_backgrounds must be an int >= 2")
     if isinstance(context, (str, np.ndarray, torch.Tensor)):
         context = [context]
+    target = _as_target(target)
     mats = [motif_to_one_hot(motif_a), motif_to_one_hot(motif_b)]
     mats += [motif_to_one_hot(c) for c in context]
     rng = np.random.default_rng(random_state)
@@ -294,11 +316,29 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     if X is None:
         if seq_len is None:
             raise ValueError("give X (sequences to shuffle) or seq_len (random backgrounds)")
-        idx = rng.integers(0, 4, size=(n_backgrounds, int(seq_len)))
-        B = torch.nn.functional.one_hot(torch.as_tensor(idx), 4).permute(0, 2, 1).float()
+        # backgrounds without the planted motifs' consensus (forward strand): one holding a
+        # motif by chance would blur the "none" / "a" / "b" contrast. Only for motifs expected
+        # at most once per background: a short one in a long sequence is nearly always there.
+        from .datasets import _motif_free_backgrounds
+        L0 = int(seq_len)
+        cons = sorted({consensus(m) for m in mats})
+        avoid = [c for c in cons if (L0 - len(c) + 1) / 4.0 ** len(c) <= 1.0]
+        if len(avoid) < len(cons):
+            warnings.warn(
+                f"random {L0} bp backgrounds hold {sorted(set(cons) - set(avoid))} by chance "
+                "(expected more than once per background), so they are not kept motif-free; "
+                "'none' then already contains it", UserWarning, stacklevel=2)
+        idx = _motif_free_backgrounds(rng, n_backgrounds, L0, avoid)
+        B = torch.nn.functional.one_hot(torch.as_tensor(idx, dtype=torch.long), 4).permute(0, 2, 1).float()
     else:
         if not isinstance(X, torch.Tensor) or X.ndim != 3 or X.shape[1] != 4 or len(X) == 0:
             raise ValueError("X must be a non-empty one-hot tensor of shape (N, 4, L)")
+        unknown = _unknown_positions(X)
+        if unknown.any():
+            raise ValueError(
+                f"X has N (all-zero) positions ({_describe_unknown(unknown)}); the backgrounds "
+                "are dinucleotide shuffles of X (tangermeme), which need ACGT sequences: pass "
+                "sequences without N, or X=None with seq_len for random backgrounds")
         src = X[np.arange(n_backgrounds) % len(X)].float().cpu()
         B = dinucleotide_shuffle(src, n=1, random_state=seed)[:, 0].float()
     L = B.shape[-1]
@@ -387,6 +427,11 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
     """
     from .channel_motifs import channel_pwms, trim_pwm
 
+    if not isinstance(channel_a, bool) and not isinstance(channel_b, bool) and \
+            isinstance(channel_a, (int, np.integer)) and isinstance(channel_b, (int, np.integer)) \
+            and int(channel_a) == int(channel_b):
+        raise ValueError(f"channel_a and channel_b are the same channel ({int(channel_a)}): a "
+                         "channel paired with itself plants one motif twice; pick two channels")
     if pwms is None:
         res = channel_pwms(model, layer, [channel_a, channel_b], X, n_steps=0)  # fragments only
         src = res.fragment_pwms if res.fragment_pwms is not None else res.pwms
@@ -428,8 +473,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
     X = _check_X(X)
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if torch.is_tensor(target) and target.numel() == 1:
-        target = int(target.item())
+    target = _as_target(target)
     device = _model_device(model)
     ablate = {"k": None}
 

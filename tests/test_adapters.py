@@ -277,3 +277,26 @@ def test_global_max_pool_encode_model():
         assert (a.sum((2, 3)) - d).abs().max() <= 1e-3 * d.abs().max()
     with pytest.raises(ValueError, match="max-pool"):
         channel_attributions(m, m.fc1, [0], X, backend="captum", attribute_to_layer_input=True)
+
+
+def test_sequences_with_n_positions():
+    """N bases (all-zero columns) are attributed with zero references (zero attribution there,
+    sums exact) on both backends; shuffles and non-zero references there are refused by name."""
+    m = _model()
+    X, chs = _X(4), [0, 3]
+    X[1, :, 20:25] = 0
+    for backend in ("tangermeme", "captum"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")                    # no additivity or one-hot warning
+            attr, refs = channel_attributions(m, m.relu, chs, X, references="zeros",
+                                              backend=backend, return_references=True)
+        d = _delta(m, m.relu, X, refs, chs)
+        assert (attr.sum((2, 3)) - d).abs().max() <= 1e-4 * d.abs().max()
+        assert torch.all(attr[:, 1, :, 20:25] == 0)
+    for refs in ("shuffle", "uniform"):
+        with pytest.raises(ValueError, match=r"N \(all-zero\) positions \(5 in 1 sequence\(s\), "
+                                             r"the first at sequence 1, position 20\)"):
+            channel_attributions(m, m.relu, chs, X, references=refs, n_shuffles=2)
+    # gradients need no references
+    g = channel_attributions(m, m.relu, chs, X, method="saliency")
+    assert torch.isfinite(g).all()

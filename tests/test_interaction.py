@@ -256,3 +256,52 @@ def test_interaction_check_names_bad_target_and_length(model_and_data):
     lin = nn.Sequential(nn.Flatten(), nn.Linear(4 * 50, 1))
     with pytest.raises(RuntimeError, match=r"\(N, 4, 60\): is 60 bp a length the model takes"):
         interaction_check(lin, "GCTCAT", "CGCTTG", seq_len=60, n_backgrounds=8)
+
+
+def _gctcat_detector():
+    """Global max of an exact GCTCAT match score: 6 where GCTCAT occurs, at most 5 elsewhere."""
+    conv = nn.Conv1d(4, 1, 6, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for j, c in enumerate("GCTCAT"):
+            conv.weight[0, "ACGT".index(c), j] = 1.0
+    return nn.Sequential(conv, nn.AdaptiveMaxPool1d(1), nn.Flatten()).eval()
+
+
+def test_random_backgrounds_hold_no_planted_motif():
+    m = _gctcat_detector()
+    # 200 bp: ~5% of uniform random backgrounds hold GCTCAT by chance
+    r = interaction_check(m, "GCTCAT", "CGCTTG", seq_len=200, n_backgrounds=200, output="logit",
+                          random_state=0)
+    none, a = r.outputs[:, 0], r.outputs[:, 1]
+    assert none.max() <= 5 and (a == 6).all()
+    with pytest.warns(UserWarning, match="not kept motif-free"):     # a 3-mer in 200 bp
+        interaction_check(m, "GCTCAT", "TTA", seq_len=200, n_backgrounds=8, output="logit")
+
+
+def test_interaction_inputs_named_errors(model_and_data):
+    m, X, _ = model_and_data
+    kw = dict(X=X[:8], n_backgrounds=8, output="logit", random_state=0)
+    a = interaction_check(m, "GCTCAT", "CGCTTG", target=torch.tensor(0), **kw)
+    b = interaction_check(m, "GCTCAT", "CGCTTG", target=0, **kw)
+    np.testing.assert_array_equal(a.outputs, b.outputs)
+    XN = X[:8].clone()
+    XN[2, :, 5:8] = 0
+    with pytest.raises(ValueError, match=r"N \(all-zero\) positions \(3 in 1 sequence\(s\), the "
+                                         r"first at sequence 2, position 5\).*need ACGT"):
+        interaction_check(m, "GCTCAT", "CGCTTG", **{**kw, "X": XN})
+
+    class TwoHeads(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            return self.inner(x), self.inner(x)
+    with pytest.raises(TypeError, match="returned a tuple, not one tensor"):
+        interaction_check(TwoHeads(m), "GCTCAT", "CGCTTG", **kw)
+    from deepresolve_captum.interaction import channel_ablation
+    with pytest.raises(TypeError, match="returned a tuple, not one tensor"):
+        channel_ablation(TwoHeads(m), m.conv, X[:4])
+    with pytest.raises(ValueError, match="same channel"):
+        channel_pair_interaction(m, m.conv, 1, 1, X[:8])
