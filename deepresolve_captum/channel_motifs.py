@@ -49,7 +49,7 @@ def _layer_value(model, layer, x, to_input):
 
 
 def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_probe=32,
-                    random_state=0):
+                    random_state=0, X=None):
     """Receptive field of the positions of ``layer``, found by back-propagation.
 
     The layer value must be (B, K, W). Position ``w`` sees input positions
@@ -64,6 +64,9 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
     n_probe: random one-hot sequences whose gradients are pooled (max-pools route gradient to one
         position per window: several probes cover the whole field).
     random_state: int seed of the probes.
+    X: optional one-hot sequences (N, 4, seq_len) probed as well (up to ``n_probe`` of them):
+        units that never fire on random sequence (sparse ReLU detectors) pass gradient on the
+        data they were trained on.
 
     Returns
     -------
@@ -71,38 +74,64 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
     """
     _check_model_layer(model, layer)
     g = torch.Generator().manual_seed(int(random_state))
-    idx = torch.randint(0, 4, (n_probe, int(seq_len)), generator=g)
     dev, dt = _model_device(model), _model_float_dtype(model)
-    X = nn.functional.one_hot(idx, 4).permute(0, 2, 1).to(device=dev, dtype=dt)
 
-    def support(w):
-        x = X.clone().requires_grad_()
+    def probes(length, with_data):
+        idx = torch.randint(0, 4, (n_probe, int(length)), generator=g)
+        P = nn.functional.one_hot(idx, 4).permute(0, 2, 1).to(device=dev, dtype=dt)
+        if with_data and X is not None and X.shape[-1] == int(length):
+            P = torch.cat([P, X[:n_probe].to(device=dev, dtype=P.dtype)])
+        return P
+
+    def support(P, w):
+        x = P.clone().requires_grad_()
         v = _layer_value(model, layer, x, attribute_to_layer_input)
         if v.ndim != 3:
             raise ValueError(f"layer value must be (B, K, W) to have a receptive field, got "
                              f"{tuple(v.shape)}")
-        (v[:, :, w] ** 2).sum().backward()
+        # random weights per (probe, channel): no gradient cancels by chance, and unlike
+        # v ** 2 the gradient does not vanish where the value is 0
+        r = torch.randn(v[:, :, w].shape, generator=g).to(device=v.device, dtype=v.dtype)
+        (v[:, :, w] * r).sum().backward()
         nz = np.flatnonzero(x.grad.abs().sum((0, 1)).cpu().numpy() > 0)
         return v.shape[-1], nz
 
-    with _preserved(model):
-        W, _ = support(0)
-        if W < 2:
-            X = nn.functional.one_hot(torch.randint(0, 4, (n_probe, 4 * int(seq_len)), generator=g),
-                                      4).permute(0, 2, 1).to(device=dev, dtype=dt)
-            W_long, _ = support(0)
-            if W_long < 2:
+    # ReLU-like modules pass gradient straight through (their forward value unchanged): the
+    # field is a property of the wiring, and a detector that never fires on the probes would
+    # hide it. Parameters are frozen so that the probes leave no .grad on the model.
+    straight = [m.register_forward_hook(_straight_through) for m in model.modules()
+                if isinstance(m, _GATING)]
+    try:
+        with _preserved(model, freeze=True):
+            P = probes(seq_len, True)
+            W, _ = support(P, 0)
+            if W < 2:
+                try:
+                    W_long, _ = support(probes(4 * int(seq_len), False), 0)
+                except (RuntimeError, ValueError, IndexError):  # a model of one input length
+                    W_long = None
+                if W_long is None or W_long < 2:
+                    raise ValueError(
+                        f"the layer has one position for {int(seq_len)} bp inputs"
+                        + (" and for longer ones" if W_long is not None else
+                           " (the model takes no longer ones)")
+                        + ": it pools the whole sequence (global pooling), so it has no "
+                        "receptive field to optimise. Pick the layer before the pooling (e.g. "
+                        "model.relu), or use method='filter' for first-layer filters")
                 raise ValueError(
-                    "the layer has one position whatever the sequence length (a global pooling "
-                    "layer?): it has no receptive field to optimise. Pick the layer before the "
-                    "pooling (e.g. model.relu), or use method='filter' for first-layer filters")
-            raise ValueError("the layer has fewer than 2 positions at this seq_len; use longer "
-                             "sequences to measure its receptive field")
-        w0 = W // 2 if W > 2 else 0
-        _, a = support(w0)
-        _, b = support(w0 + 1)
+                    f"the layer has one position for {int(seq_len)} bp inputs (it pools nearly "
+                    "the whole sequence), too few to measure its receptive field. Pick the "
+                    "layer before the pooling (e.g. model.relu), or, if the model takes longer "
+                    "sequences, pass longer ones")
+            w0 = W // 2 if W > 2 else 0
+            _, a = support(P, w0)
+            _, b = support(P, w0 + 1)
+    finally:
+        for h in straight:
+            h.remove()
     if len(a) == 0 or len(b) == 0:
-        raise ValueError("no gradient reaches the input from this layer (dead units?)")
+        raise ValueError("no gradient reaches the input from this layer on the probe sequences "
+                         "(is the layer's output constant, e.g. detached?)")
     length = int(max(a[-1] - a[0], b[-1] - b[0]) + 1)
     stride = int(b[0] - a[0]) if (a[0] > 0 and b[0] > 0) else int(b[-1] - a[-1])
     if a[-1] - a[0] + 1 < length:  # the field of w0 is clipped at the sequence start
@@ -111,6 +140,19 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
         start = int(a[0])
     return {"length": length, "stride": stride, "offset": start - w0 * stride, "width": int(W)}
 
+
+#: Modules whose backward pass is exactly zero where a unit is off; receptive_field lets
+#: gradient through them.
+_GATING = (nn.ReLU, nn.ReLU6, nn.Threshold, nn.Hardtanh, nn.LeakyReLU)
+
+
+def _straight_through(module, args, out):
+    """Forward hook: the module's output, with the gradient of its input (identity backward)."""
+    x = args[0] if args else None
+    if isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and x.shape == out.shape \
+            and x.requires_grad:
+        return x + (out - x).detach()
+    return None
 
 def first_layer_conv(model, layer, X1, attribute_to_layer_input=False):
     """The first-layer Conv1d whose filters *are* the channels of ``layer``, or None.
@@ -281,12 +323,13 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     if X is None:
         raise ValueError("method='ascent' needs sequences X to start from")
     rf = receptive_field(model, layer, X.shape[-1], attribute_to_layer_input,
-                         random_state=random_state)
+                         random_state=random_state, X=X)
     k, stride, offset = rf["length"], rf["stride"], rf["offset"]
     L = X.shape[-1]
 
-    # one swap of the layer for every activation batch and ascent step below
-    with _preserved(model), ChannelSum(model, layer, [0], attribute_to_layer_input) as cs:
+    # one swap of the layer for every activation batch and ascent step below; parameters
+    # frozen so that the ascent leaves no .grad on the model
+    with _preserved(model, freeze=True), ChannelSum(model, layer, [0], attribute_to_layer_input) as cs:
         # top activating (sequence, position) per channel, fields inside the sequence
         with torch.no_grad():
             acts = []
@@ -316,8 +359,9 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
         # gradient ascent on each fragment, in its own sequence context
         opt_all, after = [], []
         chunks = range(0, len(frag), batch_size)
-        it = tqdm(chunks, disable=not verbose) if tqdm is not None else chunks
-        for i in it:
+        bar = (tqdm(total=len(chunks) * int(n_steps), disable=not verbose, unit="step",
+                    desc=f"ascent on {len(frag)} fragments") if tqdm is not None else None)
+        for i in chunks:
             f = frag.iloc[i:i + batch_size]
             base = X[torch.as_tensor(f["seq_idx"].values.copy())].to(device)  # model's dtype
             starts = torch.as_tensor(f["start"].values.copy(), device=device)
@@ -340,9 +384,13 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
                 obj = activation(win) - l2 * (win ** 2).sum((1, 2))
                 (-obj.sum()).backward()
                 opt.step()
+                if bar is not None:
+                    bar.update()
             with torch.no_grad():
                 after.append(activation(win).float().cpu())
             opt_all.append(win.detach().float().cpu())
+        if bar is not None:
+            bar.close()
     optimized = torch.cat(opt_all).numpy()
     frag["activation_after"] = torch.cat(after).numpy()
     C = len(channels)

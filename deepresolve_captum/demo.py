@@ -230,20 +230,19 @@ def logic_table(model, seq_len=None, n=500, max_copies=1, random_state=0):
     """
     from itertools import product
 
+    from .adapters import _preserved
+
     seq_len = int(seq_len or getattr(model, "seq_len", SEQ_LEN["one"]))
     rng = np.random.default_rng(random_state)
-    was_training = model.training
-    model.eval()
     out = {}
-    try:
+    # eval mode for the call; every module's own mode is restored afterwards
+    with _preserved(model), torch.no_grad():
         for combo in product([0, 1], repeat=3):
             chosen = [m for m, c in zip(SET_ONE_MOTIFS, combo) if c]
             idx = rng.integers(0, 4, size=(n, seq_len), dtype=np.int8)
             copies = rng.integers(1, max_copies + 1, size=(n, len(chosen)))
             _plant(rng, idx, range(n), [[m for m, k in zip(chosen, row) for _ in range(k)] for row in copies])
             out["+".join(chosen) or "-"] = float(model(one_hot(idx))[:, 0].mean())
-    finally:
-        model.train(was_training)
     return out
 
 

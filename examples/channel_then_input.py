@@ -57,8 +57,10 @@ def one_hot_pwm(motif, pseudo=0.02):
 
 
 def main(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--out", default=str(REPO / "demo_out" / "channel_then_input"))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--out", default=str(REPO / "demo_out" / "channel_then_input"),
+                    help="folder for the figure, the text report and the cached model "
+                         "(default: demo_out/channel_then_input in the checkout)")
     ap.add_argument("--retrain", action="store_true", help="ignore cached weights")
     ap.add_argument("--seqlets", action="store_true", help="also call tangermeme seqlets")
     ap.add_argument("--top", type=int, default=8, help="channels to explain in the figure")

@@ -205,3 +205,53 @@ def test_float64_model_with_sequences(method):
     b = channel_pwms(m64, m64.relu2 if method == "ascent" else m64.conv1, [0], X.double(),
                      method=method, n_steps=5)
     np.testing.assert_allclose(b.pwms[0], a.pwms[0], atol=1e-4)
+
+
+class _SparseDetectors(nn.Module):
+    """Two exact 6-mer detectors (bias -5.5: they fire only on CAGGTC / GCTCAT) -> ReLU ->
+    MaxPool(2) -> dense: on random sequence their units are off, so no gradient passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 2, 6)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool1d(2)
+        self.fc = nn.Linear(2 * 22, 1)
+        with torch.no_grad():
+            self.conv.weight.fill_(-1.0)
+            for f, motif in enumerate(("CAGGTC", "GCTCAT")):
+                for j, c in enumerate(motif):
+                    self.conv.weight[f, "ACGT".index(c), j] = 1.0
+            self.conv.bias.fill_(-5.5)
+
+    def forward(self, x):
+        return self.fc(self.pool(self.relu(self.conv(x))).flatten(1))
+
+
+def test_ascent_on_sparse_detectors_and_no_gradients_left():
+    """The receptive field of units that never fire on random probes is still found (ReLUs pass
+    gradient straight through while probing; it used to raise 'dead units?'), and neither the
+    probes nor the ascent leave .grad on the model's parameters."""
+    torch.manual_seed(0)
+    m = _SparseDetectors().eval()
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, 4, (40, 50))
+    for i in range(40):
+        for motif in ("CAGGTC", "GCTCAT"):
+            s = rng.integers(0, 44)
+            idx[i, s:s + 6] = ["ACGT".index(c) for c in motif]
+    X = nn.functional.one_hot(torch.as_tensor(idx), 4).permute(0, 2, 1).float()
+    rf = receptive_field(m, m.relu, 50)                        # random probes only
+    assert (rf["length"], rf["stride"], rf["offset"]) == (6, 1, 0)
+    r = channel_pwms(m, m.relu, [0, 1], X, method="ascent", n_steps=20)
+    assert [consensus(p) for p in r.pwms] == ["CAGGTC", "GCTCAT"]
+    assert all(p.grad is None for p in m.parameters())
+    assert all(p.requires_grad for p in m.parameters())
+
+
+def test_ascent_on_a_layer_pooling_nearly_everything_names_the_way_out():
+    m = nn.Sequential(nn.Conv1d(4, 2, 6), nn.ReLU(), nn.MaxPool1d(45), nn.Flatten(), nn.Linear(2, 1))
+    X = nn.functional.one_hot(torch.randint(0, 4, (8, 50)), 4).permute(0, 2, 1).float()
+    with pytest.raises(ValueError, match=r"one position for 50 bp inputs.*layer before the pooling"):
+        channel_pwms(m, m[2], [0], X, method="ascent")
+    assert channel_pwms(m, m[1], [0], X, method="ascent", n_steps=2).pwms.shape == (1, 4, 6)

@@ -88,3 +88,17 @@ def test_zoo_threads_option_restores_torch_threads(tmp_path, monkeypatch):
         assert seen == [1] and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_logic_table_leaves_every_module_mode_as_found():
+    import torch
+
+    from deepresolve_captum.zoo import PaperCNN
+    m = PaperCNN(n_outputs=1, seq_len=50)
+    m.eval()
+    m.drop.train() if hasattr(m, "drop") else m.fc1.train()      # one module left in train mode
+    modes = [mod.training for mod in m.modules()]
+    table = demo.logic_table(m, n=20)
+    assert [mod.training for mod in m.modules()] == modes
+    assert len(table) == 8 and all(p.grad is None for p in m.parameters())
+    assert torch.is_grad_enabled()
