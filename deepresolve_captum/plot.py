@@ -22,9 +22,11 @@ from .motifs import _as_matrix_list, _check_probabilities, _normalise_columns, c
 __all__ = ["save_figure", "filter_logo_matrix", "plot_filter_logo", "plot_feature_importance",
            "plot_ofiv", "plot_similarity_matrices", "pwm_logo_matrix", "plot_channel_logos",
            "plot_channel_attributions", "plot_interaction", "plot_clustered_heatmap",
-           "plot_association_index", "plot_bicluster"]
+           "plot_association_index", "plot_bicluster", "MAX_OFIV_ROWS"]
 
 RED, BLUE, GREY = "#d62728", "#1f77b4", "#555555"
+#: plot_ofiv draws at most this many class rows (at 919 it made a 506-inch, 1.75 GB figure).
+MAX_OFIV_ROWS = 100
 
 
 def _np(x, name):
@@ -287,6 +289,11 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     if ofiv.ndim != 2:
         raise ValueError(f"ofiv must have shape (C, K), got {ofiv.shape}")
     C, K = ofiv.shape
+    if C > MAX_OFIV_ROWS:
+        raise ValueError(
+            f"{C} classes: one row of circles per class would make a figure {0.55 * C:.0f} inches "
+            f"tall. Draw a selection (plot_ofiv(ofiv[idx], class_names=...), at most "
+            f"{MAX_OFIV_ROWS} rows), or the whole matrix as a heatmap")
     names = list(class_names) if class_names is not None else [f"target {c}" for c in range(C)]
     if len(names) != C:
         raise ValueError(f"class_names must have {C} entries, got {len(names)}")
@@ -576,6 +583,9 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
     if clustering is None:
         clustering = hierarchical_clustering(s)
     C = s.shape[0]
+    if len(clustering.order) != C:
+        raise ValueError(f"clustering is of {len(clustering.order)} classes, the similarity of {C}: "
+                         "pass the clustering of this matrix")
     names = list(class_names) if class_names is not None else [str(i) for i in range(C)]
     if len(names) != C:
         raise ValueError(f"class_names must have {C} entries, got {len(names)}")
@@ -600,6 +610,9 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
         ax_h.set_yticks(range(C))
         ax_h.set_xticklabels([names[i] for i in order], fontsize=fs, rotation=90)
         ax_h.set_yticklabels([names[i] for i in order], fontsize=fs)
+    else:  # the ticks are positions in the clustered order, not class indices: say so
+        ax_h.set_xlabel(f"{C} classes in clustered order (position, not class index; "
+                        "clustering.order maps positions to classes)", fontsize=7)
     if clustering.labels is not None:
         lab = clustering.labels[order]
         for k in np.flatnonzero(lab[1:] != lab[:-1]):
@@ -685,5 +698,8 @@ def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.
     if column_names is not None and len(cols) <= 80:
         ax.set_xticks(range(len(cols)))
         ax.set_xticklabels([column_names[i] for i in cols], fontsize=6, rotation=90)
+    if len(rows) > 80 or len(cols) > 80:
+        ax.set_xlabel("positions in bicluster order, not class indices (result.rows / "
+                      "result.columns map them to classes)", fontsize=7)
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
     return ax

@@ -84,6 +84,30 @@ def test_threshold_cut_and_bad_input():
         hierarchical_clustering(s, n_clusters=2, threshold=0.3)
     with pytest.raises(ValueError, match="NaN"):
         hierarchical_clustering(np.full((2, 2), np.nan))
+    # an OFIV matrix passed by mistake, a scaled matrix, a threshold that cannot be a distance
+    with pytest.raises(ValueError, match="not symmetric.*class_similarity"):
+        hierarchical_clustering(np.random.default_rng(0).normal(size=(4, 4)))
+    with pytest.raises(ValueError, match=r"outside \[-1, 1\]"):
+        hierarchical_clustering(5 * s)
+    with pytest.raises(ValueError, match="threshold"):
+        hierarchical_clustering(s, threshold=-1)
+    with pytest.raises(ValueError, match="int >= 2"):
+        bicluster(s, n_clusters=1)
+
+
+def test_optimal_ordering_auto_by_size():
+    from deepresolve_captum.clustering import OPTIMAL_ORDERING_MAX
+    s = np.array([[1, .9, 0], [.9, 1, .1], [0, .1, 1.]])
+    assert hierarchical_clustering(s).settings["optimal_ordering"] is True
+    assert hierarchical_clustering(s, optimal_ordering=False).settings["optimal_ordering"] is False
+    rng = np.random.default_rng(0)
+    C = OPTIMAL_ORDERING_MAX + 1
+    x = rng.normal(size=(C, 8))
+    big = np.clip(np.corrcoef(x), -1, 1)
+    res = hierarchical_clustering(big, n_clusters=5)
+    assert res.settings["optimal_ordering"] is False and sorted(res.order) == list(range(C))
+    with pytest.raises(ValueError, match="optimal_ordering"):
+        hierarchical_clustering(s, optimal_ordering="yes")
 
 
 def _planted_similarity(seed=0):
@@ -170,3 +194,23 @@ def test_figures(tmp_path):
     plt.close("all")
     with pytest.raises(ValueError):
         plot_association_index(pd.DataFrame({"x": [1]}))
+
+
+def test_figures_refuse_mismatches_and_label_large_matrices():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from deepresolve_captum.plot import MAX_OFIV_ROWS, plot_clustered_heatmap, plot_ofiv
+    from deepresolve_captum.similarity import class_similarity
+
+    rng = np.random.default_rng(0)
+    ofiv = rng.normal(size=(90, 6))
+    s = class_similarity(ofiv)
+    with pytest.raises(ValueError, match="clustering is of 10 classes, the similarity of 90"):
+        plot_clustered_heatmap(s, hierarchical_clustering(s[:10, :10]))
+    fig = plot_clustered_heatmap(s)                       # > 80 classes: no names, say what ticks are
+    assert "clustered order" in fig.axes[1].get_xlabel()
+    plt.close(fig)
+    with pytest.raises(ValueError, match=f"at most {MAX_OFIV_ROWS} rows"):
+        plot_ofiv(rng.normal(size=(MAX_OFIV_ROWS + 1, 6)))

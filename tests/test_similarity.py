@@ -91,3 +91,30 @@ def test_class_similarity_half_precision_float32_out_and_block_size():
     np.testing.assert_allclose(out, ref, atol=1e-5)
     with pytest.raises(ValueError, match="block_size"):
         class_similarity(x, block_size=0)
+
+
+def test_summary_in_place_of_its_ofiv():
+    from deepresolve_captum import summarize
+    rng = np.random.default_rng(0)
+    s = summarize(rng.normal(size=(3, 5, 6)), rng.uniform(size=(3, 5)))
+    np.testing.assert_array_equal(class_similarity(s), class_similarity(s.ofiv))
+    np.testing.assert_array_equal(class_difference(s, 0, 2), class_difference(s.ofiv, 0, 2))
+
+
+def test_label_correlation_in_chunks_matches_numpy():
+    rng = np.random.default_rng(2)
+    y = (rng.uniform(size=(1000, 6)) < [[.02, .1, .5, .9, .3, .3]]).astype(np.uint8)
+    y[:, 5] = y[:, 4]                                   # identical columns: exactly 1
+    y[:, 1] = 1                                         # constant column: 0 off the diagonal
+    for chunk in (1, 7, 65536):
+        r = label_correlation(y, chunk_rows=chunk)
+        live = [0, 2, 3, 4, 5]
+        np.testing.assert_allclose(r[np.ix_(live, live)], np.corrcoef(y[:, live].T.astype(float)),
+                                   atol=1e-12)
+        assert np.all(r[1, [0, 2, 3, 4, 5]] == 0) and r[1, 1] == 1
+    # real-valued labels far from 0: centring keeps the precision
+    z = 1e6 + rng.normal(size=(500, 3))
+    np.testing.assert_allclose(label_correlation(z, chunk_rows=64), np.corrcoef(z.T), atol=1e-8)
+    assert label_correlation(y.astype(bool)).shape == (6, 6)
+    with pytest.raises(ValueError, match="NaN"):
+        label_correlation(np.array([[1.0, np.nan], [0.0, 1.0]]))
