@@ -535,9 +535,8 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
 
     uses_refs = method in ("deeplift", "integrated_gradients")
     refs = make_references(X, references, n_shuffles, random_state) if uses_refs else None
-    unknown = _unknown_positions(X)
-    if uses_refs and unknown.any() and bool((refs.sum(2) != 0)[unknown[:, None, :].expand(
-            -1, refs.shape[1], -1)].any()):
+    unknown = _unknown_positions(X)                              # (N, L)
+    if uses_refs and bool(((refs.sum(2) != 0) & unknown[:, None, :]).any()):
         raise ValueError(
             f"X has N (all-zero) positions ({_describe_unknown(unknown)}) where the references "
             "are not zero: the attributions keep only each position's observed base, so an N "
@@ -574,7 +573,8 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
                     "captum_maxpool='allow' to get Captum's result anyway.")
         if backend == "tangermeme":
             attr = _tangermeme(model, layer, channels, X, refs, method, attribute_to_layer_input,
-                               hypothetical, gradient_correction, batch_size, device, verbose)
+                               hypothetical, gradient_correction, batch_size, device, verbose,
+                               has_n=bool(unknown.any()))
         else:
             attr = _captum(model, layer, channels, X, refs, method, attribute_to_layer_input,
                            hypothetical, gradient_correction, batch_size, n_steps, device,
@@ -606,7 +606,7 @@ def _selector_rows(C, N):
 
 
 def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical, gc, batch_size,
-                device, verbose):
+                device, verbose, has_n=False):
     import tangermeme.deep_lift_shap as tdls
     import tangermeme.saliency as tsal
 
@@ -639,7 +639,7 @@ def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical,
                                            batch_size=batch_size, hypothetical=hypothetical,
                                            warning_threshold=np.inf, device=device,
                                            additional_nonlinear_ops=_TANGERMEME_EXTRA_OPS,
-                                           only_warn=bool(_unknown_positions(X).any()),
+                                           only_warn=has_n,
                                            verbose=verbose, **kw)
             else:
                 attr = tsal.saliency(cs, X_rows, args=(sel,), target=0, batch_size=batch_size,

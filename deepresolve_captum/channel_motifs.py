@@ -154,6 +154,7 @@ def _straight_through(module, args, out):
         return x + (out - x).detach()
     return None
 
+
 def first_layer_conv(model, layer, X1, attribute_to_layer_input=False):
     """The first-layer Conv1d whose filters *are* the channels of ``layer``, or None.
 

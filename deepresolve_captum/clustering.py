@@ -160,12 +160,13 @@ def hierarchical_clustering(similarity, n_clusters=None, threshold=None, method=
         optimal_ordering = C <= OPTIMAL_ORDERING_MAX
     elif not isinstance(optimal_ordering, (bool, np.bool_)):
         raise ValueError(f"optimal_ordering must be True, False or 'auto', got {optimal_ordering!r}")
+    top = float(np.abs(s).max())
     asym = float(np.abs(s - s.T).max())
-    if asym > 1e-6 * max(1.0, float(np.abs(s).max())):
+    if asym > 1e-6 * max(1.0, top):
         raise ValueError(f"similarity is not symmetric (largest |S - S^T| = {asym:.3g}): pass a "
                          "class x class similarity, e.g. class_similarity(ofiv), not the OFIVs")
-    if np.abs(s).max() > 1 + 1e-6:
-        raise ValueError(f"similarity has values outside [-1, 1] (up to {np.abs(s).max():.3g}): "
+    if top > 1 + 1e-6:
+        raise ValueError(f"similarity has values outside [-1, 1] (up to {top:.3g}): "
                          "the distance 1 - similarity expects correlations or cosines")
     d = 1.0 - (s + s.T) / 2.0
     d = np.clip(d, 0.0, None)

@@ -427,9 +427,8 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
     """
     from .channel_motifs import channel_pwms, trim_pwm
 
-    if not isinstance(channel_a, bool) and not isinstance(channel_b, bool) and \
-            isinstance(channel_a, (int, np.integer)) and isinstance(channel_b, (int, np.integer)) \
-            and int(channel_a) == int(channel_b):
+    if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool)
+           for c in (channel_a, channel_b)) and channel_a == channel_b:
         raise ValueError(f"channel_a and channel_b are the same channel ({int(channel_a)}): a "
                          "channel paired with itself plants one motif twice; pick two channels")
     if pwms is None:

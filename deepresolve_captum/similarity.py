@@ -12,18 +12,29 @@ __all__ = ["class_similarity", "class_difference", "signed_ofiv_correlation",
            "label_correlation", "weight_cosine"]
 
 
-def _matrix(x, name, ndim=2, keep_float32=False):
+def _array(x, name, ndim=2):
+    """x (array, tensor, memmap; for ``name == "ofiv"`` also an EnsembleSummary) as a numpy
+    array of real numbers with ``ndim`` axes and some elements, in its own dtype (no copy)."""
     if name == "ofiv" and isinstance(x, EnsembleSummary):   # as plot_ofiv takes it
         x = x.ofiv
     if hasattr(x, "detach"):
         x = _stats._tensor_to_numpy(x)
     x = np.asarray(x)
-    if not (keep_float32 and x.dtype == np.float32):
-        x = x.astype(np.float64)
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool) \
+            or np.issubdtype(x.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers, got dtype {x.dtype}")
     if x.ndim != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {x.shape}")
     if x.size == 0:
         raise ValueError(f"{name} is empty")
+    return x
+
+
+def _matrix(x, name, ndim=2, keep_float32=False):
+    """:func:`_array` as float64 (float32 kept with ``keep_float32``), checked finite."""
+    x = _array(x, name, ndim)
+    if not (keep_float32 and x.dtype == np.float32):
+        x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or inf")
     return x
@@ -83,16 +94,7 @@ def label_correlation(labels, chunk_rows=16384):
     plus one chunk, not a float64 copy of all N x C labels (DeepSEA's 4.4 M x 919 would be
     32 GB).
     """
-    if hasattr(labels, "detach"):
-        labels = _stats._tensor_to_numpy(labels)
-    y = labels if isinstance(labels, np.ndarray) else np.asarray(labels)
-    if y.ndim != 2:
-        raise ValueError(f"labels must be 2-D, got shape {y.shape}")
-    if y.size == 0:
-        raise ValueError("labels is empty")
-    if not (np.issubdtype(y.dtype, np.number) or y.dtype == bool) \
-            or np.issubdtype(y.dtype, np.complexfloating):
-        raise TypeError(f"labels must be real numbers, got dtype {y.dtype}")
+    y = _array(labels, "labels")     # no float64 copy: the chunks below are cast one at a time
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be an int >= 1, got {chunk_rows!r}")
     N, C = y.shape

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 __all__ = ["PaperCNN", "EncodeTFModel", "DeepSEA", "keras_init_", "load_encode_model", "load_zoo",
-           "load_encode_zoo", "BlockLinear", "EncodeZooHeads", "EncodeZooStack"]
+           "load_encode_zoo", "BlockLinear", "EncodeZooHeads", "EncodeZooStack", "HEAD_LAYERS"]
 
 
 class PaperCNN(nn.Module):
@@ -294,15 +294,29 @@ class BlockLinear(nn.Module):
         return y.reshape(x.shape[0], M * out_f)
 
 
-def _same_shape_models(models, shape_of):
-    """models (dict or list of EncodeTFModel) as a list, checked non-empty and of one shape."""
-    models = list(models.values()) if isinstance(models, dict) else list(models)
-    if not models or not all(isinstance(m, EncodeTFModel) for m in models):
+#: The layers whose shapes the batched heads of a zoo must share (``EncodeZooHeads``).
+HEAD_LAYERS = ("fc1", "fc2")
+
+
+def _same_shape_models(models, layers):
+    """models (dict name -> EncodeTFModel, or a list) as a list, checked non-empty and with one
+    weight shape in each of ``layers``; otherwise ValueError naming the models of each shape."""
+    named = dict(models) if isinstance(models, dict) else dict(enumerate(models))
+    if not named or not all(isinstance(m, EncodeTFModel) for m in named.values()):
         raise TypeError("models must be a non-empty list (or dict) of EncodeTFModel")
-    shapes = {shape_of(m) for m in models}
-    if len(shapes) != 1:
-        raise ValueError(f"models differ in shape: {shapes}")
-    return models
+    groups = {}
+    for name, m in named.items():
+        groups.setdefault(tuple(tuple(getattr(m, l).weight.shape) for l in layers), []).append(name)
+    if len(groups) > 1:
+        def describe(shapes):  # weight (out, in[, width]) as "in -> out"
+            return ", ".join(f"{l} {w[1]} -> {w[0]}" + (f" (width {w[2]})" if len(w) > 2 else "")
+                             for l, w in zip(layers, shapes))
+        parts = "; ".join(
+            f"{len(v)} with {describe(k)} ({', '.join(map(str, v[:3]))}{', ...' if len(v) > 3 else ''})"
+            for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1])))
+        raise ValueError(f"the models differ in shape: {parts}. Use models of one shape (choose "
+                         "them by name)")
+    return list(named.values())
 
 
 class EncodeZooHeads(nn.Module):
@@ -317,7 +331,7 @@ class EncodeZooHeads(nn.Module):
 
     def __init__(self, models):
         super().__init__()
-        models = _same_shape_models(models, lambda m: (m.fc1.weight.shape, m.fc2.weight.shape))
+        models = _same_shape_models(models, HEAD_LAYERS)
         self.n_models = len(models)
         self.n_filters = models[0].fc1.weight.shape[1]
         self.input = nn.Identity()
@@ -353,7 +367,7 @@ class EncodeZooStack(nn.Module):
 
     def __init__(self, models, sum_outputs=False):
         super().__init__()
-        models = _same_shape_models(models, lambda m: (m.conv.weight.shape, m.fc1.weight.shape))
+        models = _same_shape_models(models, ("conv", "fc1"))
         self.n_models = M = len(models)
         k, _, w = models[0].conv.weight.shape
         self.n_filters = k

@@ -24,7 +24,7 @@ import torch
 from .cli import add_threads_argument, int_at_least, output_folder, positive_float, torch_threads
 from .optimizer import LayerFeatureOptimizer, start_draw
 from .summary import CATEGORY_NAMES, summarize
-from .zoo import EncodeTFModel, EncodeZooHeads, load_encode_zoo
+from .zoo import HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models, load_encode_zoo
 
 __all__ = ["summarize_zoo", "zoo_filter_table"]
 
@@ -75,7 +75,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
                          "LayerFeatureOptimizer on each model")
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
         raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
-    _check_one_shape(zoo)
+    _same_shape_models(zoo, HEAD_LAYERS)  # all groups, before any ascent
     names = list(zoo)
     M = len(names)
     K = next(iter(zoo.values())).fc1.weight.shape[1]
@@ -102,22 +102,6 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
                       layer="fc1 input", steps_median=float(np.median(steps)),
                       steps_max=int(steps.max()), converged=bool(converged.all()))
     return s
-
-
-def _check_one_shape(zoo):
-    """ValueError naming the models of each head shape unless all models of ``zoo`` share one
-    (the batched ascent stacks their heads; one summary holds one channel count)."""
-    groups = {}
-    for name, m in zoo.items():
-        key = (tuple(m.fc1.weight.shape), tuple(m.fc2.weight.shape))
-        groups.setdefault(key, []).append(name)
-    if len(groups) > 1:
-        parts = "; ".join(
-            f"{len(v)} with fc1 {k[0][1]} -> {k[0][0]}, fc2 {k[1][1]} -> {k[1][0]} "
-            f"({', '.join(map(str, v[:3]))}{', ...' if len(v) > 3 else ''})"
-            for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1])))
-        raise ValueError(f"the models differ in shape, and one summary needs one shape: {parts}. "
-                         "Summarize each shape on its own (choose models by name)")
 
 
 def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
@@ -247,7 +231,7 @@ def _run(args):
     t0 = time.perf_counter()
     try:
         zoo = load_encode_zoo(folder, names=args.models if args.models else args.first)
-        _check_one_shape(zoo)
+        _same_shape_models(zoo, HEAD_LAYERS)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"deepresolve zoo: error: {e}") from None
     out = output_folder(out, "zoo")  # before the ascent: an unwritable --out fails at once
