@@ -214,3 +214,39 @@ def test_figures_refuse_mismatches_and_label_large_matrices():
     plt.close(fig)
     with pytest.raises(ValueError, match=f"at most {MAX_OFIV_ROWS} rows"):
         plot_ofiv(rng.normal(size=(MAX_OFIV_ROWS + 1, 6)))
+
+
+def test_condensed_distance_in_blocks_leaves_input_alone(monkeypatch):
+    """The distance is built block by block from S (float64, float32 or a memmap) without
+    touching S, and equals 1 - (S + S^T) / 2 clipped at 0, whatever the block size."""
+    from scipy.cluster.hierarchy import linkage
+    from scipy.spatial.distance import squareform
+
+    from deepresolve_captum import clustering as CL
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 6))
+    s = np.corrcoef(x)
+    s[2, 5] += 1e-9                                           # symmetric up to rounding
+    ref = squareform(np.clip(1 - (s + s.T) / 2, 0, None) * (1 - np.eye(40)), checks=False)
+    keep = s.copy()
+    whole = hierarchical_clustering(s, n_clusters=4)
+    monkeypatch.setattr(CL, "_row_blocks", lambda C, target_bytes=0: [(r, min(C, r + 7))
+                                                                       for r in range(0, C, 7)])
+    blocked = hierarchical_clustering(s, n_clusters=4)
+    assert np.array_equal(s, keep), "the similarity given was modified"
+    for res in (whole, blocked):
+        assert np.allclose(res.condensed_distance, ref, atol=1e-12)
+        assert res.distance.shape == (40, 40) and np.allclose(squareform(res.distance), ref)
+    assert np.array_equal(whole.labels, blocked.labels)
+    assert np.allclose(whole.linkage, linkage(ref, method="average", optimal_ordering=True))
+    s32 = s.astype(np.float32)
+    res32 = hierarchical_clustering(s32, n_clusters=4)
+    assert s32.dtype == np.float32 and np.allclose(res32.condensed_distance, ref, atol=1e-6)
+    bad = s.copy()
+    bad[30, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        hierarchical_clustering(bad)
+    asym = s.copy()
+    asym[35, 2] += 0.5                                         # in a later block than its mirror
+    with pytest.raises(ValueError, match="not symmetric"):
+        hierarchical_clustering(asym)
