@@ -28,7 +28,7 @@ __all__ = ["LayerFeatureOptimizer", "AscentDiagnostics"]
 _CPU_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations per chunk on the CPU by default
 
 
-@dataclass
+@dataclass(repr=False)
 class AscentDiagnostics:
     """What one ``attribute`` call did, per start and overall.
 
@@ -61,6 +61,24 @@ class AscentDiagnostics:
     recompute_upstream: bool = False
     seconds: float = 0.0
     settings: dict = field(default_factory=dict)
+
+    def __repr__(self):
+        """One line, whatever the number of targets (the arrays stay in the attributes)."""
+        steps = np.asarray(self.steps)
+        n_t, n_s = steps.shape if steps.ndim == 2 else (len(np.atleast_1d(self.targets)), 0)
+        conv = np.asarray(self.converged, dtype=bool)
+        parts = [f"{n_t} targets x {n_s} starts",
+                 f"l2={self.l2:.4g}" + (" (auto)" if self.l2_auto is not None else ""),
+                 f"lr={self.lr:.4g}"]
+        if steps.size:
+            obj = np.asarray(self.objective, dtype=float)
+            parts += [f"steps median {int(np.median(steps))} (range {int(steps.min())}-{int(steps.max())})",
+                      f"converged {int(conv.sum())}/{conv.size}",
+                      f"objective median {np.median(obj):.4g} (range {obj.min():.4g} to {obj.max():.4g})"]
+        parts.append(f"{self.n_chunks} chunk{'s' if self.n_chunks != 1 else ''} of <= "
+                     f"{self.rows_per_chunk} rows" + (", upstream recomputed" if self.recompute_upstream else ""))
+        parts.append(f"{self.seconds:.2f} s")
+        return f"AscentDiagnostics({', '.join(parts)})"
 
 
 class _LayerSwap:

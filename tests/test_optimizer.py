@@ -140,6 +140,19 @@ def test_diagnostics_and_scores_shapes():
     assert np.allclose(d.objective, expect.numpy(), rtol=1e-4, atol=1e-5)
 
 
+def test_diagnostics_print_as_one_line_at_many_targets():
+    """print(opt.diagnostics) after a 300-target run is one short line, not the arrays."""
+    m = PaperCNN(n_outputs=300, seq_len=24)
+    opt = LayerFeatureOptimizer(m, m.pool)
+    with pytest.warns(RuntimeWarning, match="stopped at max_steps"):   # some starts, not all
+        opt.attribute(torch.zeros(1, 4, 24), target=None, n_starts=2, l2=1.0, seed=0, max_steps=20)
+    text = repr(opt.diagnostics)
+    assert "\n" not in text and len(text) < 400, text
+    d = opt.diagnostics
+    assert text.startswith("AscentDiagnostics(300 targets x 2 starts, l2=1,")
+    assert f"converged {int(d.converged.sum())}/600" in text and f"{int(d.steps.max())})" in text
+
+
 def test_ascent_improves_on_start_and_is_a_local_max():
     torch.manual_seed(1)
     m = PaperCNN(n_outputs=1, seq_len=50)
