@@ -89,6 +89,8 @@ class _LayerSwap:
         self.on_input = on_input
         self.replacement: Optional[Tensor] = None
         self.captured: Any = None
+        self.record = False       # keep the original input the layer was called with (a probe)
+        self.original: Any = None
         self.calls = 0
         self.name = f"{type(layer).__name__}" + (" (input)" if on_input else "")
         if on_input:
@@ -104,6 +106,8 @@ class _LayerSwap:
         if self.replacement is None:
             self.captured = tuple(a.detach().clone() if isinstance(a, Tensor) else a for a in args)
             return None
+        if self.record:
+            self.original = args[0] if args else None
         return (self.replacement.clone(),) + tuple(args[1:])
 
     def _hook(self, module, args, output):
@@ -179,6 +183,12 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         if isinstance(layer, torch.jit.ScriptModule) or isinstance(forward_func, torch.jit.ScriptModule):
             raise TypeError("TorchScript modules do not run Python hooks: pass the eager (not "
                             "scripted) model and layer")
+        # A torch.compile'd model: run its eager module (same modules and weights). The swap
+        # hook's replacement changes size with every chunk, so a compiled graph would be
+        # re-traced until dynamo's recompile limit, for no speed-up.
+        if type(forward_func).__name__ == "OptimizedModule" and isinstance(
+                getattr(forward_func, "_orig_mod", None), nn.Module):
+            forward_func = forward_func._orig_mod
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self.diagnostics: Optional[AscentDiagnostics] = None
@@ -234,10 +244,13 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 known-motif hits went 227 / 273 / 276 of 276 at lambda 0.3 / 2.8 / 30, and
                 "auto" chose ~0.46 there (237). Check a ranking you rely on at a few lambdas.
             seed (int, optional): seeds every start as (seed, target, start), so a start's
-                draw does not depend on chunking or on the other targets, and its result only
-                up to float rounding (a batch of another size can sum in another order: ~1e-7
-                relative in float32; the step count may then differ by a few). Same seed, same
-                chunks, same result on the CPU. None draws a seed from torch's global generator.
+                draw does not depend on chunking or on the other targets. Its result does, slightly:
+                a batch of another size can sum in another order (~1e-7 relative in float32),
+                which can change where a start's stopping rule fires, so across chunk sizes a
+                FIM agrees to the stopping tolerance (measured: up to ~2e-4 relative on H, the
+                objective to ~1e-7; step counts can differ a lot), not to float rounding. Same
+                seed, same chunks, same result on the CPU. None draws a seed from torch's
+                global generator.
             attribute_to_layer_input (bool): optimise the layer's input instead of its output.
             return_scores (bool): also return the class score S_c at each final H.
             fiv_only (bool): return each start's FIV (the mean of its FIM over the positions,
@@ -314,6 +327,15 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         n_examples = inputs[0].shape[0] if inputs[0].dim() > 0 else 0
         if n_examples < 1:
             raise ValueError("inputs must hold at least one example (shape (N, ...), N >= 1)")
+        for i, x in enumerate(inputs[1:], 1):
+            if x.dim() == 0 or x.shape[0] != n_examples:
+                raise ValueError(
+                    f"inputs[{i}] has shape {tuple(x.shape)}, but inputs[0] has N = {n_examples} "
+                    "examples: every tensor in `inputs` is per-example, (N, ...). Pass other "
+                    "arguments (scalars, per-output tensors) in additional_forward_args.")
+        if any(x.device.type == "meta" for x in inputs):
+            raise ValueError("inputs are on the 'meta' device, which holds no values: move "
+                             "the model and the inputs to a real device (cpu, cuda)")
         if any(x.is_floating_point() and not bool(torch.isfinite(x).all()) for x in inputs):
             raise ValueError("inputs contain NaN or inf")
         if l2 == "auto" and (n_examples == 1 or all(
@@ -333,7 +355,18 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         seed = int(seed)
 
         owner = _owning_module(self.forward_func)
-        if owner is None:
+        if owner is not None and not any(m is self.layer for m in owner.modules()):
+            warnings.warn(
+                f"layer {type(self.layer).__name__} is not a submodule of forward_func "
+                f"({type(owner).__name__}): it belongs to another model, or the model that "
+                "holds it is hidden from LayerFeatureOptimizer (e.g. stored outside the module "
+                "tree). In the second case only `layer` "
+                "can be switched to eval mode and frozen during the ascent: if that model is "
+                "in train mode, its Dropout stays on and its BatchNorm running statistics are "
+                "updated. Pass the model that holds the layer, or call model.eval() first.",
+                stacklevel=3)
+            owner = None
+        elif owner is None:
             warnings.warn(
                 "forward_func is not an nn.Module (or a bound method of one), so only `layer` "
                 "can be switched to eval mode and frozen during the ascent: if the model is in "
@@ -341,6 +374,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 "updated. Call model.eval() first, or wrap the model in an nn.Module (e.g. one "
                 "whose forward returns model(x)[1]).", stacklevel=3)
         scope = owner if owner is not None else self.layer
+        if any(p.device.type == "meta" for p in scope.parameters()):
+            raise ValueError("the model's parameters are on the 'meta' device, which holds no "
+                             "values: load its weights on a real device (cpu, cuda) first")
         modes = [(m, m.training) for m in scope.modules()]
         params = [(p, p.requires_grad) for p in scope.parameters()]
 
@@ -360,10 +396,10 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 chunk_size = max(1, int(budget // max(per_row, 1)))
                 if per_row > budget:
                     warnings.warn(
-                        f"one row (target x start) of the ascent needs ~{per_row / 2**20:.1f} "
-                        f"MiB of autograd activations, more than memory_budget = "
-                        f"{budget / 2**20:.2f} MiB: running one row per chunk, which still "
-                        "exceeds the budget.", RuntimeWarning, stacklevel=3)
+                        f"one row (target x start) of the ascent needs ~{_size(per_row)} of "
+                        f"autograd activations, more than memory_budget = {_size(budget)}: "
+                        "running one row per chunk, which still exceeds the budget.",
+                        RuntimeWarning, stacklevel=3)
             elif memory_budget is not None:
                 warnings.warn("chunk_size is given, so memory_budget is ignored",
                               UserWarning, stacklevel=3)
@@ -373,13 +409,17 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             else:
                 l2_auto = None
             step_max = float(lr) if lr is not None else 1.0 / (2.0 * l2)
-            fims, scores, steps, objective, converged = self._ascend_all(
+            fims, scores, steps, objective, converged, peak = self._ascend_all(
                 run, targets, n_starts, l2, step_max, init_scale, seed, max_steps, tol,
                 patience, chunk_size, verbose, callback, fiv_only=bool(fiv_only), init=init)
         finally:
             swap.remove()
+            # train() first, so that a module overriding it (e.g. to switch MC sampling) sees
+            # its mode come back; then each module's own flag as it was
+            scope.train(modes[0][1])
             for m, mode in modes:
-                m.training = mode
+                if m.training != mode:
+                    m.training = mode
             for p, rg in params:
                 p.requires_grad_(rg)
 
@@ -399,7 +439,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 f"{n_open} of {n_rows} starts stopped at max_steps={max_steps} before converging "
                 "(self.diagnostics.converged): their FIMs are not at an optimum. Raise max_steps, "
                 "or l2 if the objective keeps growing.", RuntimeWarning, stacklevel=3)
-        zero = [t for t, z in zip(targets, _collapsed(fims, init_scale).tolist()) if z]
+        zero = [t for t, z in zip(targets, _collapsed(peak, init_scale).tolist()) if z]
         if zero:
             warnings.warn(
                 f"the FIMs of target(s) {zero[:10]}{' ...' if len(zero) > 10 else ''} are all "
@@ -425,14 +465,14 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         probe_targets = [targets[i] for i in pick]
         lam, history = 1.0, []
         for i in range(2):
-            fims, _, _, _, _ = self._ascend_all(
+            fims, _, _, _, _, peak = self._ascend_all(
                 run, probe_targets, 4, lam, 1.0 / (2.0 * lam), init_scale, seed + 7919,
                 max_steps, tol, patience, chunk_size, verbose,
                 desc=f"l2='auto' probe {i + 1}/2")
             norms = fims.flatten(2).norm(dim=2)  # (n_probe_targets, 4)
             # A target whose score ignores the layer (another head of the model) ends at H = 0
             # from every start; it says nothing about the scale, so it is left out.
-            live = ~_collapsed(fims, init_scale)
+            live = ~torch.as_tensor(_collapsed(peak, init_scale))
             flat = [t for t, keep in zip(probe_targets, live.tolist()) if not keep]
             probe_norm = float(norms[live].median()) if bool(live.any()) else 0.0
             history.append(dict(l2=lam, median_fim_norm=probe_norm, flat_targets=flat))
@@ -458,6 +498,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         steps = np.zeros(n_rows, dtype=np.int64)
         objective = np.zeros(n_rows)
         converged = np.zeros(n_rows, dtype=bool)
+        peak = np.zeros(n_rows)  # max |H| of each final FIM (also when only FIVs are kept)
         row_target = torch.tensor(targets, device=device).repeat_interleave(n_starts)
         bar = _progress(n_rows, verbose, desc)
         try:
@@ -469,7 +510,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                     h0 = torch.stack([start_draw(seed, targets[r // n_starts], r % n_starts, shape)
                                       for r in range(lo, hi)]).to(device=device, dtype=dtype) * init_scale
                 _ascend(run, h0, row_target[lo:hi], l2, step_max, max_steps, tol, patience,
-                        lo, fims, scores, steps, objective, converged, bar, targets, n_starts,
+                        lo, fims, scores, steps, objective, converged, peak, bar, targets, n_starts,
                         callback)
         finally:
             if bar is not None:
@@ -477,11 +518,11 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 bar.close()
         return (fims.reshape((n_t, n_starts) + out_shape), scores.reshape(n_t, n_starts),
                 steps.reshape(n_t, n_starts), objective.reshape(n_t, n_starts),
-                converged.reshape(n_t, n_starts))
+                converged.reshape(n_t, n_starts), peak.reshape(n_t, n_starts))
 
 
 def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, scores, steps,
-            objective, converged, bar, targets, n_starts, callback=None):
+            objective, converged, peak, bar, targets, n_starts, callback=None):
     """Monotone per-row gradient ascent with backtracking; rows leave the batch as they stop.
 
     Writes the final rows into fims/scores (tensors) and steps/objective/converged (numpy) at
@@ -498,6 +539,7 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
     def retire(mask, done_flag):
         idx = (rows[mask] + offset).cpu().numpy()
         done_h = h[mask].detach()
+        peak[idx] = done_h.flatten(1).abs().amax(1).double().cpu().numpy()
         if fims.dim() < h.dim():  # fiv_only: the mean over the positions
             done_h = done_h.flatten(2).mean(2)
         fims[idx] = done_h
@@ -542,16 +584,22 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
 def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
     """S_c(H) - l2 ||H||^2 per row, the class score, and the gradient w.r.t. H."""
     h = h.detach().requires_grad_(True)
+    # H stays swapped in until the backward has run: activation checkpointing (torch.utils.
+    # checkpoint) re-runs the forward during the backward, and must see H again
     with torch.enable_grad():
-        out = run.forward(h)
-        score = out.gather(1, tgt.view(-1, 1)).squeeze(1)
-        if not score.requires_grad:
-            raise ValueError(
-                f"the model's output does not depend on layer {run._layer_name()} through "
-                "autograd (its value is detached, computed under torch.no_grad(), or not used "
-                "on the way to the output), so there is no gradient to ascend. Choose a layer "
-                "the output is differentiable through.")
-        (grad,) = torch.autograd.grad(score.sum(), h, allow_unused=True)
+        try:
+            out = run.forward(h, keep_swap=True)
+            score = out.gather(1, tgt.view(-1, 1)).squeeze(1)
+            if not score.requires_grad:
+                raise ValueError(
+                    f"the model's output does not depend on layer {run._layer_name()} through "
+                    "autograd (its value is detached, computed under torch.no_grad(), inside "
+                    "torch.utils.checkpoint with use_reentrant=True (use use_reentrant=False), "
+                    "or not used on the way to the output), so there is no gradient to ascend. "
+                    "Choose a layer the output is differentiable through.")
+            (grad,) = torch.autograd.grad(score.sum(), h, allow_unused=True)
+        finally:
+            run.swap.replacement = None
         if grad is None:  # the output needs grad through the weights, but not through H
             raise ValueError(
                 f"the model's output does not depend on the value of layer "
@@ -633,8 +681,8 @@ class _Runner:
                 value, out = self._capture(self.first, self.first_extra)
         except RuntimeError as e:
             hint = (f"the model failed on the first example of `inputs`, shape "
-                    f"{tuple(self.first[0].shape)}: inputs must be a batch (N, ...) as the model "
-                    "takes it")
+                    f"{tuple(self.first[0].shape)}; if the error is about shapes: inputs must "
+                    "be a batch (N, ...) as the model takes it")
             p_dtype = next((p.dtype for p in owner.parameters() if p.is_floating_point()),
                            None) if owner is not None else None
             in_dtypes = sorted({str(t.dtype) for t in self.first if torch.is_tensor(t)})
@@ -656,8 +704,22 @@ class _Runner:
                 "wrapper returning the logits).", UserWarning, stacklevel=4)
         if not value.is_floating_point():
             raise TypeError(f"the layer's value has dtype {value.dtype}; it must be floating point")
+        if value.dim() == 0 or value.shape[0] != 1:
+            raise ValueError(
+                f"the value of layer {self._layer_name()} has shape {tuple(value.shape)} for one "
+                "example: its first axis is not the batch (e.g. a sequence-first (L, N, E) "
+                "layout, batch_first=False). H must be (N, ...): choose a layer whose value is "
+                "batch-first, or wrap the model so that it is.")
         self.layer_shape = tuple(value.shape[1:])
         self.device, self.dtype = value.device, value.dtype
+        if self.swap.on_input and self._input_bypasses_layer(value):
+            warnings.warn(
+                f"the input of layer {self._layer_name()} also reaches the output by another "
+                "path (e.g. a residual connection h + layer(h)): the hook replaces only the "
+                "layer's own copy, so the other path keeps the first example's value and H is "
+                "not the whole tensor, as Captum's layer-input attributions take it. To "
+                "optimise the tensor itself, attribute to the output of the module that "
+                "produces it.", UserWarning, stacklevel=4)
         if out.dim() == 0 or out.shape[0] != 1:
             unsliced = [tuple(a.shape) for a, b in zip(self.extra, self.batched)
                         if isinstance(a, Tensor) and a.dim() > 0 and not b]
@@ -681,6 +743,28 @@ class _Runner:
             # (TF32, half) choosing differently for 1 and 2 rows cannot fail.
             if self.recompute and not self._rows_independent(trial, expand=True, loose=True):
                 warnings.warn(self._mixing_message(trial), RuntimeWarning, stacklevel=4)
+
+    def _input_bypasses_layer(self, value):
+        """Does the output depend on the layer's original input with H swapped in (a path
+        around the layer)? One forward and backward of the first example with its inputs
+        requiring grad; False when that cannot be asked (integer inputs, in-place input ops)."""
+        xs = tuple(x.detach().clone().requires_grad_(True) if x.is_floating_point() else x
+                   for x in self.first)
+        self.swap.replacement, self.swap.record, self.swap.original = value, True, None
+        try:
+            with torch.enable_grad():
+                out = self._call(xs, self.first_extra)
+                orig = self.swap.original
+                if not (isinstance(orig, Tensor) and orig.requires_grad and out.requires_grad):
+                    return False
+                w = torch.randn(out.shape, generator=torch.Generator().manual_seed(0),
+                                dtype=out.dtype).to(out.device)
+                (g,) = torch.autograd.grad((out * w).sum(), orig, allow_unused=True)
+            return g is not None and bool((g != 0).any())
+        except RuntimeError:
+            return False
+        finally:
+            self.swap.replacement, self.swap.record, self.swap.original = None, False, None
 
     def _rows_independent(self, trial, expand, loose=False):
         """Does row 1 of a 2-row batch of H give the output it gives alone?"""
@@ -706,7 +790,9 @@ class _Runner:
         return (f"the model's output for one row of H depends on more than that row: it {why}. "
                 f"Re-running the layers before {self._layer_name()} cannot fix this. {fix}")
 
-    def _forward_raw(self, h, expand):
+    def _forward_raw(self, h, expand, keep_swap=False):
+        """The output (rows, n_out) with H swapped in. ``keep_swap``: leave H in the hook after
+        the forward (the caller clears it after its backward)."""
         self.swap.replacement = h
         try:
             if expand:
@@ -719,10 +805,11 @@ class _Runner:
             out = self._call(ins, ext)
             return out.reshape(out.shape[0], -1)
         finally:
-            self.swap.replacement = None
+            if not keep_swap:
+                self.swap.replacement = None
 
-    def forward(self, h):
-        out = self._forward_raw(h, expand=self.recompute)
+    def forward(self, h, keep_swap=False):
+        out = self._forward_raw(h, expand=self.recompute, keep_swap=keep_swap)
         if out.shape[0] != h.shape[0]:
             raise RuntimeError("the model did not return one output row per H row")
         return out
@@ -735,6 +822,11 @@ class _Runner:
                 ext = tuple(a[lo:lo + batch_size] if b else a
                             for a, b in zip(self.extra, self.batched))
                 value, _ = self._capture(ins, ext)
+                if value.dim() == 0 or value.shape[0] != ins[0].shape[0]:
+                    raise ValueError(
+                        f"the value of layer {self._layer_name()} has shape "
+                        f"{tuple(value.shape)} for {ins[0].shape[0]} examples: its first axis "
+                        "is not the batch")
                 s = value.double().sum(0)
                 total = s if total is None else total + s
                 n += value.shape[0]
@@ -801,11 +893,11 @@ def _parse_targets(target, output_shape):
     return flat
 
 
-def _collapsed(fims, init_scale):
-    """(n_targets,) bool: every start of the target ended at H = 0 (up to float rounding of the
-    step that lands there: below 1e-6 of the starts' scale). fims: (n_targets, n_starts, ...)."""
-    peak = fims.reshape(fims.shape[0], -1).abs().amax(1)
-    return (peak <= 1e-6 * float(init_scale)).cpu()
+def _collapsed(peak, init_scale):
+    """(n_targets,) bool numpy: every start of the target ended at H = 0 (up to float rounding of
+    the step that lands there: below 1e-6 of the starts' scale). peak: (n_targets, n_starts)
+    max |H| of each final FIM (not of its FIV: a FIM can average to 0 over the positions)."""
+    return np.asarray(peak).max(1) <= 1e-6 * float(init_scale)
 
 
 def _check_init(init, shape):
@@ -827,6 +919,15 @@ def _same(a, b, loose=False):
     rel = 3e-2 if a.dtype in (torch.float16, torch.bfloat16) else 1e-3
     a, b = a.double(), b.double()
     return bool((a - b).abs().max() <= rel * (b.abs().max() + 1e-3))
+
+
+def _size(n_bytes):
+    """A byte count for people: 512 bytes, 3.2 KiB, 1.5 MiB, 2.0 GiB."""
+    n = float(n_bytes)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} bytes" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
 
 
 def _default_budget(device):

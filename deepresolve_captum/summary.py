@@ -313,7 +313,8 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
         raise ValueError("fims contain NaN or inf")
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or inf")
-    if not (isinstance(reg_covar, (int, float)) and np.isfinite(reg_covar) and reg_covar > 0):
+    if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(reg_covar) and reg_covar > 0):
         raise ValueError(f"reg_covar must be a finite number > 0, got {reg_covar!r}")
     if isinstance(max_components, bool) or not isinstance(max_components, (int, np.integer)) \
             or max_components < 1:
@@ -330,6 +331,14 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
             "no channel can be found non-additive and the OFIV is that start's FIV. Run the "
             "ascent with n_starts >= 2 (the paper uses 10).", UserWarning, stacklevel=2)
     w = trial_weights(s)
+    lone = np.flatnonzero((w > 0).sum(axis=1) == 1) if T > 1 else []
+    if len(lone):
+        warnings.warn(
+            f"target(s) {lone[:10].tolist()}{' ...' if len(lone) > 10 else ''} (positions in "
+            "fims) have one start with a non-zero weight: the scores are shifted by their "
+            "minimum when one is negative, and every other start scored that minimum (with "
+            "T = 2 this happens whenever a score is negative). Their IL is 0 and the OFIV is "
+            "that start's FIV, as with T = 1: run more starts.", UserWarning, stacklevel=2)
     # float32 FIVs stay float32 (the native kernel accumulates in float64 either way)
     mean, il = _stats.weighted_moments(fiv, w)
     mean, il = np.asarray(mean, dtype=np.float64), np.asarray(il, dtype=np.float64)

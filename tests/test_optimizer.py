@@ -742,3 +742,170 @@ def test_warnings_and_errors_a_user_needs():
     with pytest.warns(RuntimeWarning, match=r"target\(s\) \[0\] are all zero") as rec:
         f = LayerFeatureOptimizer(m, m.h).attribute(torch.zeros(1, 5), target=0, n_starts=3, l2=1.0, seed=0)
     assert rec[0].filename == __file__ and not f.any()
+
+
+# ---------------------------------------------------------------- models off the beaten path
+class _Residual(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv1d(4, 6, 3, padding=1)
+        self.block = nn.Sequential(nn.Conv1d(6, 6, 3, padding=1), nn.ReLU())
+        self.fc = nn.Linear(72, 3)
+
+    def forward(self, x):
+        h = self.stem(x)
+        return self.fc((h + self.block(h)).flatten(1))
+
+
+def test_layer_input_with_a_skip_path_is_warned_not_the_output():
+    """With attribute_to_layer_input the hook swaps only the layer's own copy of its input: a
+    residual h + block(h) keeps the real h on the skip path. That is warned; the output of the
+    module producing h (the whole tensor) is not."""
+    torch.manual_seed(2)
+    m = _Residual().eval()
+    x = torch.randn(5, 4, 12)
+    with pytest.warns(UserWarning, match="reaches the output by another path"):
+        LayerFeatureOptimizer(m, m.block).attribute(x, target=0, n_starts=2, l2=0.5, seed=0,
+                                                    attribute_to_layer_input=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LayerFeatureOptimizer(m, m.stem).attribute(x, target=0, n_starts=2, l2=0.5, seed=0)
+        seq = nn.Sequential(nn.Conv1d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(60, 2)).eval()
+        LayerFeatureOptimizer(seq, seq[1]).attribute(x, target=0, n_starts=2, l2=0.5, seed=0,
+                                                     attribute_to_layer_input=True)
+
+
+def test_activation_checkpointing_sees_h_in_the_backward():
+    """torch.utils.checkpoint re-runs the forward during the backward: H must still be swapped
+    in then. The FIMs equal those of the same model without checkpointing."""
+    import torch.utils.checkpoint as cp
+
+    torch.manual_seed(1)
+    net = nn.Sequential(nn.Conv1d(4, 6, 3), nn.ReLU(), nn.Conv1d(6, 6, 3), nn.Tanh(),
+                        nn.Flatten(), nn.Linear(48, 3)).eval()
+
+    class Checkpointed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = net
+
+        def forward(self, x):
+            h = cp.checkpoint(lambda z: self.m[3](self.m[2](self.m[1](self.m[0](z)))), x,
+                              use_reentrant=False)
+            return self.m[5](self.m[4](h))
+
+    x = torch.randn(5, 4, 12)
+    ref = LayerFeatureOptimizer(net, net[1]).attribute(x, target=[0, 1], n_starts=3, l2=0.5, seed=0)
+    ck = Checkpointed().eval()
+    got = LayerFeatureOptimizer(ck, net[1]).attribute(x, target=[0, 1], n_starts=3, l2=0.5, seed=0)
+    assert torch.allclose(got, ref, atol=1e-6)
+
+
+def test_model_hidden_from_the_module_tree_is_warned():
+    """A wrapper that keeps the model outside its module tree cannot put it in eval mode:
+    warned, as for a plain function (BatchNorm statistics would change in train mode)."""
+    net = nn.Sequential(nn.Conv1d(4, 6, 3), nn.BatchNorm1d(6), nn.ReLU(), nn.Flatten(),
+                        nn.Linear(60, 2)).eval()
+
+    class Hiding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.__dict__["net"] = net          # not registered as a submodule
+
+        def forward(self, x):
+            return self.net(x)
+
+    with pytest.warns(UserWarning, match="not a submodule of forward_func"):
+        LayerFeatureOptimizer(Hiding(), net[2]).attribute(torch.randn(4, 4, 12), target=0,
+                                                          n_starts=2, l2=0.5, seed=0)
+
+
+def test_sequence_first_layer_is_named():
+    """A layer whose value is (L, N, E) (batch_first=False) gets an error naming the layout,
+    not one about rows mixing."""
+    class SeqFirst(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.proj, self.act, self.fc = nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 3)
+
+        def forward(self, x):
+            return self.fc(self.act(self.proj(x.transpose(0, 1))).mean(0))
+
+    m = SeqFirst().eval()
+    with pytest.raises(ValueError, match="first axis is not the batch"):
+        LayerFeatureOptimizer(m, m.act).attribute(torch.randn(6, 10, 8), target=0, n_starts=2,
+                                                  l2=0.5, seed=0)
+
+
+def test_mode_comes_back_through_a_train_override():
+    """A module whose train() does more than set the flag (here: MC samples) gets it back."""
+    class MC(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Conv1d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(60, 2))
+            self.mc_samples = 1
+
+        def train(self, mode=True):
+            super().train(mode)
+            self.mc_samples = 8 if mode else 1
+            return self
+
+        def forward(self, x):
+            return self.net(x)
+
+    m = MC().train()
+    m.net[1].eval()                               # a mixed mode inside, kept as found too
+    LayerFeatureOptimizer(m, m.net[1]).attribute(torch.randn(3, 4, 12), target=0, n_starts=2,
+                                                 l2=0.5, seed=0)
+    assert m.training and m.mc_samples == 8 and m.net[0].training and not m.net[1].training
+
+
+def test_fiv_only_zero_mean_maps_are_not_called_collapsed():
+    """FIVs average over positions: a FIM of +a / -a has FIV 0 without having collapsed."""
+    class Diff(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c, self.id = nn.Conv1d(4, 3, 1), nn.Identity()
+
+        def forward(self, x):
+            h = self.id(self.c(x))
+            return (h[:, :, 0] - h[:, :, 1]).sum(1, keepdim=True)
+
+    m = Diff().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fiv = LayerFeatureOptimizer(m, m.id).attribute(torch.randn(3, 4, 6), target=0, n_starts=2,
+                                                       l2=0.3, seed=0, fiv_only=True)
+    assert fiv.abs().max() < 1e-6
+
+
+@pytest.mark.parametrize("bad, match", [
+    ((torch.randn(3, 4, 12), torch.tensor(5.0)), r"inputs\[1\] has shape \(\)"),
+    ((torch.randn(3, 4, 12), torch.randn(2, 4)), r"inputs\[1\].*N = 3"),
+])
+def test_inputs_that_are_not_per_example_are_named(bad, match):
+    m = nn.Sequential(nn.Conv1d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(60, 2)).eval()
+
+    class Two(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x, s):
+            return self.m(x)
+
+    with pytest.raises(ValueError, match=match):
+        LayerFeatureOptimizer(Two(), m[1]).attribute(bad, target=0, n_starts=2, l2=0.5)
+
+
+def test_meta_device_and_compiled_model():
+    m = nn.Sequential(nn.Conv1d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(60, 2)).eval()
+    x = torch.randn(3, 4, 12)
+    with pytest.raises(ValueError, match="'meta' device"):
+        meta = copy.deepcopy(m).to("meta")
+        LayerFeatureOptimizer(meta, meta[1]).attribute(x, target=0, n_starts=2, l2=0.5)
+    ref = LayerFeatureOptimizer(m, m[1]).attribute(x, target=[0, 1], n_starts=2, l2=0.5, seed=0)
+    compiled = torch.compile(m, backend="eager")
+    opt = LayerFeatureOptimizer(compiled, m[1])
+    assert opt.forward_func is m                  # the eager module runs the ascent
+    assert torch.equal(opt.attribute(x, target=[0, 1], n_starts=2, l2=0.5, seed=0), ref)

@@ -1,6 +1,8 @@
 """summarize: FIV, weights, IL, GMM/BIC, categories and OFIV as the paper defines them."""
 import json
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -278,6 +280,21 @@ def test_one_start_warns_that_nothing_can_be_non_additive():
         s = summarize(fiv, rng.uniform(size=(2, 1)))
     assert rec[0].filename == __file__
     assert not s.nonadditive.any() and np.allclose(s.ofiv, fiv[:, 0])
+
+
+def test_one_weighted_start_warns_like_one_start():
+    """T = 2 with a negative score: the shift by the minimum leaves one start weighted, so the
+    IL is 0, as with T = 1. Warned for that target only; numpy scalars pass as reg_covar."""
+    rng = np.random.default_rng(0)
+    fiv = rng.normal(size=(3, 2, 6))
+    scores = np.array([[1.0, -1.0], [2.0, 3.0], [0.5, 0.5]])
+    with pytest.warns(UserWarning, match=r"target\(s\) \[0\].*one start with a non-zero weight"):
+        s = summarize(fiv, scores, reg_covar=np.float32(1e-3))
+    assert np.allclose(s.il[0], 0) and np.allclose(s.ofiv[0], fiv[0, 0])
+    assert (s.il[1:] > 0).any()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        summarize(fiv, np.abs(scores) + 1)
 
 
 def test_summaries_compare_equal_and_print_short(tmp_path):
