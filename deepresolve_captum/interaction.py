@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ._modules import leaf_module_trace
 from .adapters import (_check_channels, _check_model_layer, _check_X, _describe_unknown, _model_device,
                        _model_float_dtype, _preserved, _unknown_positions)
 from .channel_motifs import consensus
@@ -252,15 +253,8 @@ _SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d)
 def _probe_forward(model, x):
     """One small batch through ``model`` -> (the last leaf module that ran or None, the number of
     outputs per sequence)."""
-    seen = []
-    handles = [m.register_forward_hook(lambda mod, a, o: seen.append(mod))
-               for m in model.modules() if not list(m.children())]
-    try:
-        with torch.no_grad():
-            y = _as_tensor_output(model(x))
-    finally:
-        for h in handles:
-            h.remove()
+    with torch.no_grad(), leaf_module_trace(model) as seen:
+        y = _as_tensor_output(model(x))
     n_out = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
     return (seen[-1] if seen else None), n_out
 

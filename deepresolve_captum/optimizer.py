@@ -23,6 +23,8 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
+from ._modules import SQUASHING, leaf_module_trace
+
 __all__ = ["LayerFeatureOptimizer", "AscentDiagnostics"]
 
 _CPU_MEMORY_BUDGET = 2 * 1024**3  # bytes of activations per chunk on the CPU by default
@@ -673,11 +675,8 @@ class _Runner:
         return self.swap.name
 
     def probe(self, owner=None):
-        last = []
-        handles = [m.register_forward_hook(lambda mod, a, o: last.append(mod))
-                   for m in (owner.modules() if owner is not None else ()) if not list(m.children())]
         try:
-            with torch.no_grad():
+            with torch.no_grad(), leaf_module_trace(owner) as last:
                 value, out = self._capture(self.first, self.first_extra)
         except RuntimeError as e:
             hint = (f"the model failed on the first example of `inputs`, shape "
@@ -692,10 +691,7 @@ class _Runner:
                         f"{p_dtype}: cast the inputs (e.g. inputs.to({p_dtype})); "
                         "LayerFeatureOptimizer, like Captum, passes them to the model as they are")
             raise RuntimeError(f"{e}\n({hint})") from e
-        finally:
-            for h in handles:
-                h.remove()
-        if last and isinstance(last[-1], (nn.Sigmoid, nn.Softmax, nn.LogSoftmax, nn.Softmax2d)):
+        if last and isinstance(last[-1], SQUASHING):
             warnings.warn(
                 f"the model ends in {type(last[-1]).__name__}: DeepResolve maximises the score "
                 "before it (pre-sigmoid / pre-softmax logits). Squashed outputs saturate near 1, "

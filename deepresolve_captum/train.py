@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import copy
 import numbers
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
+
+from ._modules import SQUASHING, leaf_module_trace
 
 __all__ = ["TrainResult", "predict", "train_classifier"]
 
@@ -33,7 +36,8 @@ class TrainResult:
 
     Attributes
     ----------
-    val_auc: numpy (n_outputs,), validation ROC AUC per output, for the kept (best) weights.
+    val_auc: numpy (n_outputs,), validation ROC AUC per output, for the kept (best) weights;
+        NaN for an output whose validation labels are all one class (warned).
     best_epoch: int, 0-based epoch whose weights were kept (lowest validation loss).
     history: list of dicts, one per epoch: ``train_loss``, ``val_loss``, ``val_auc`` (list).
     train_index, val_index: numpy int arrays, the rows of X used for training / validation.
@@ -75,9 +79,10 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
 
     Parameters
     ----------
-    model: torch.nn.Module, already initialised (e.g. ``zoo.keras_init_``).
-    X: torch.Tensor (N, 4, L) one-hot float.
-    y: torch.Tensor (N, n_outputs) or (N,) in {0, 1}.
+    model: torch.nn.Module returning logits (no final ``nn.Sigmoid``: the loss applies it),
+        already initialised (e.g. ``zoo.keras_init_``). It is left in eval mode.
+    X: torch.Tensor (N, 4, L) one-hot float, finite.
+    y: torch.Tensor (N, n_outputs) or (N,) of 0/1 labels (bool, int or float).
     epochs, batch_size: ints.
     lr: float or None (None: 1e-3 for Adam, 1.0 for Adadelta).
     optimizer: "adam" or "adadelta".
@@ -104,6 +109,18 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
             raise ValueError(f"{name} must be a positive int, got {v!r}")
     if not 0 < float(val_fraction) < 1:
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction!r}")
+    for name, v in (("X", X), ("y", y)):
+        bad = ~torch.isfinite(v.reshape(len(v), -1)).all(1)
+        if bool(bad.any()):
+            rows = torch.nonzero(bad).flatten()
+            raise ValueError(f"{name} has NaN or inf in {len(rows)} row(s), e.g. "
+                             f"{rows[:5].tolist()}: drop or fix them before training")
+    odd = torch.unique(y[(y != 0) & (y != 1)])
+    if len(odd):
+        hint = (" (for -1/+1 labels pass (y + 1) / 2)" if bool(((y == -1) | (y == 1)).all())
+                else "")
+        raise ValueError(f"y must hold 0/1 labels, found {odd[:5].tolist()}{hint}: this loop "
+                         "trains sigmoid tasks with binary cross-entropy and reports ROC AUC")
     optimizer = str(optimizer).lower()
     if optimizer not in ("adam", "adadelta"):
         raise ValueError(f"optimizer must be 'adam' or 'adadelta', got {optimizer!r}")
@@ -114,6 +131,24 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
     perm = rng.permutation(len(X))
     n_val = max(1, int(round(len(X) * float(val_fraction))))
     val_index, train_index = np.sort(perm[:n_val]), perm[n_val:]
+    if len(train_index) == 0:
+        raise ValueError(f"no rows left to train on: N = {len(X)} with val_fraction = "
+                         f"{val_fraction} puts all of them in validation")
+    one_class = [j for j in range(y.shape[1]) if len(torch.unique(y[val_index, j])) < 2]
+    if one_class:
+        warnings.warn(
+            f"output(s) {one_class[:10]} have a single class among the {n_val} validation rows: "
+            "their AUC is undefined (NaN). Use more data, a larger val_fraction, or check y.",
+            UserWarning, stacklevel=2)
+    with torch.no_grad(), leaf_module_trace(model) as ran:
+        model.eval()
+        model(X[train_index[:2]])
+    if ran and isinstance(ran[-1], SQUASHING):
+        warnings.warn(
+            f"the model ends in {type(ran[-1]).__name__}: train_classifier applies the sigmoid "
+            "in its loss (BCEWithLogitsLoss) and expects logits, so a squashed output learns "
+            "little or nothing. Train the model without that last module.",
+            UserWarning, stacklevel=2)
     Xv, yv = X[val_index], y[val_index]
     gen = torch.Generator().manual_seed(int(rng.integers(2**31)))
 

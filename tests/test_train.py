@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -5,10 +6,57 @@ from deepresolve_captum.train import train_classifier
 from deepresolve_captum.zoo import PaperCNN
 
 
+def _onehot(n, length=50, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.one_hot(torch.randint(0, 4, (n, length), generator=g), 4) \
+        .permute(0, 2, 1).float()
+
+
 def test_diverged_training_is_a_clear_error():
-    # NaN inputs make every validation loss NaN: no epoch can be kept
-    X = torch.zeros(40, 4, 50)
-    X[:, 0] = float("nan")
+    # logits that overflow make every validation loss non-finite: no epoch can be kept
+    class Overflowing(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(200, 1)
+
+        def forward(self, x):
+            return self.lin(x.flatten(1)) * 1e30 * 1e30
+
     y = (torch.arange(40) % 2).float()
     with pytest.raises(FloatingPointError, match="not finite in any of the 2 epochs"):
-        train_classifier(PaperCNN(n_outputs=1, seq_len=50), X, y, epochs=2, batch_size=8)
+        train_classifier(Overflowing(), _onehot(40), y, epochs=2, batch_size=8)
+
+
+@pytest.mark.parametrize("case, match", [
+    ("nan_x", r"X has NaN or inf in 1 row\(s\), e.g. \[7\]"),
+    ("nan_y", r"y has NaN or inf in 1 row\(s\), e.g. \[3\]"),
+    ("pm_one", r"0/1 labels, found \[-1.0\] \(for -1/\+1 labels pass \(y \+ 1\) / 2\)"),
+    ("soft", r"0/1 labels, found \[0.1"),
+    ("no_train_rows", r"no rows left to train on: N = 10 with val_fraction = 0.95"),
+])
+def test_data_a_binary_loop_cannot_use_is_refused_before_training(case, match):
+    X, y = _onehot(40), (torch.arange(40) % 2).float()
+    if case == "nan_x":
+        X[7, 0, 3] = float("nan")
+    elif case == "nan_y":
+        y[3] = float("nan")
+    elif case == "pm_one":
+        y = 2 * y - 1
+    elif case == "soft":
+        y = y * 0.8 + 0.1
+    kw = dict(val_fraction=0.95) if case == "no_train_rows" else {}
+    if case == "no_train_rows":
+        X, y = X[:10], y[:10]
+    with pytest.raises(ValueError, match=match):
+        train_classifier(PaperCNN(n_outputs=1, seq_len=50), X, y, epochs=1, batch_size=8, **kw)
+
+
+def test_sigmoid_head_and_undefined_auc_are_warned():
+    X, y = _onehot(40), (torch.arange(40) % 2).float()
+    squashed = torch.nn.Sequential(PaperCNN(n_outputs=1, seq_len=50), torch.nn.Sigmoid())
+    with pytest.warns(UserWarning, match="ends in Sigmoid.*expects logits"):
+        train_classifier(squashed, X, y, epochs=1, batch_size=8)
+    y2 = torch.stack([y, torch.zeros(40)], 1)                 # output 1: never positive
+    with pytest.warns(UserWarning, match=r"output\(s\) \[1\] have a single class"):
+        r = train_classifier(PaperCNN(n_outputs=2, seq_len=50), X, y2, epochs=1, batch_size=8)
+    assert np.isnan(r.val_auc[1]) and np.isfinite(r.val_auc[0])
