@@ -5,11 +5,24 @@ nonlinearities (``nn.ReLU``), so that Captum and tangermeme's DeepLIFT rules see
 """
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import nn
 
 __all__ = ["PaperCNN", "EncodeTFModel", "DeepSEA", "keras_init_", "load_encode_model", "load_zoo",
            "load_encode_zoo", "BlockLinear", "EncodeZooHeads", "EncodeZooStack", "HEAD_LAYERS"]
+
+
+def _check_seq_len(model, seq_len, stages, what):
+    """ValueError unless ``seq_len`` leaves at least one position after ``stages``, a sequence of
+    (convolution width, pooling) applied in order (valid convolutions, floor pooling)."""
+    smallest = 1
+    for k, p in reversed(stages):  # the shortest input giving `smallest` outputs of this stage
+        smallest = p * smallest + k - 1
+    if isinstance(seq_len, bool) or not isinstance(seq_len, numbers.Integral) or seq_len < smallest:
+        raise ValueError(f"{model}: seq_len must be an integer >= {smallest} (the shortest input "
+                         f"that leaves one position after {what}), got {seq_len!r}")
 
 
 class PaperCNN(nn.Module):
@@ -21,11 +34,14 @@ class PaperCNN(nn.Module):
     Parameters
     ----------
     n_outputs: 1 for synthetic set I, 4 for set II.
-    seq_len: input length L of the one-hot (N, 4, L) sequences.
+    seq_len: input length L of the one-hot (N, 4, L) sequences, at least filter_len + pool - 1
+        (11 by default: one pooled position).
     """
 
     def __init__(self, n_outputs=1, seq_len=100, n_filters=32, filter_len=8, pool=4, n_hidden=64):
         super().__init__()
+        _check_seq_len("PaperCNN", seq_len, ((filter_len, pool),),
+                       f"filter_len {filter_len} and pool {pool}")
         self.seq_len = seq_len
         self.conv = nn.Conv1d(4, n_filters, filter_len)
         self.relu = nn.ReLU()
@@ -75,10 +91,18 @@ class DeepSEA(nn.Module):
 
     The paper analyses the input of the third convolution: ``layer=model.conv3`` with
     ``attribute_to_layer_input=True`` (480 channels x 60 positions at 1000 bp).
+
+    ``seq_len`` must be at least 163: three width-8 convolutions and two 4-wide poolings leave
+    one position there.
     """
+
+    #: (convolution width, pooling) of each stage, input to output
+    _STAGES = ((8, 4), (8, 4), (8, 1))
 
     def __init__(self, n_outputs=919, seq_len=1000):
         super().__init__()
+        _check_seq_len("DeepSEA", seq_len, self._STAGES, "its three width-8 convolutions and "
+                       "two 4-wide poolings")
         self.conv1 = nn.Conv1d(4, 320, 8)
         self.relu1 = nn.ReLU()
         self.pool1 = nn.MaxPool1d(4, 4)
@@ -91,7 +115,7 @@ class DeepSEA(nn.Module):
         self.relu3 = nn.ReLU()
         self.drop3 = nn.Dropout(0.5)
         w = seq_len
-        for k, p in ((8, 4), (8, 4), (8, 1)):
+        for k, p in self._STAGES:
             w = (w - k + 1) // p
         self.flatten = nn.Flatten()
         self.fc1 = nn.Linear(960 * w, 925)
@@ -198,16 +222,22 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     Parameters
     ----------
     folder: directory holding one file per model.
-    loader: callable ``loader(path) -> nn.Module`` (e.g. :func:`load_encode_model`).
-    names: optional list of distinct model names (file stems, in the order wanted) or an int
-        n >= 1 for the first n files in sorted order; None loads every file matching ``pattern``. A file that
-        fails to load raises ValueError naming it.
+    loader: callable ``loader(path) -> nn.Module`` (e.g. :func:`load_encode_model`). Anything
+        else it returns (None, a state dict, ...) raises TypeError naming the file.
+    names: optional list of distinct model names, in the order wanted, or an int n >= 1 for the
+        first n files in sorted order; None loads every file matching ``pattern``. A name is a
+        key this function returns (the file's stem), the file's name, or, for a pattern
+        ``"*SUFFIX"``, the name without SUFFIX: with ``pattern="*_model.pt"``, ``"a_model"``,
+        ``"a_model.pt"`` and ``"a"`` all mean ``a_model.pt`` (key ``"a_model"``). A name that
+        could mean two files raises ValueError naming both. A file that fails to load raises
+        ValueError naming it.
     pattern: glob for the model files. Default ``"*.npz"``.
     verbose: tqdm progress bar.
 
     Returns
     -------
-    dict name -> model, in the order of ``names`` (or sorted file order).
+    dict name -> model, name = the file's stem (``Path(file).stem``), in the order of ``names``
+    (or sorted file order).
     """
     from pathlib import Path
 
@@ -218,6 +248,8 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
     files = sorted(folder.glob(pattern))
+    # pattern "*SUFFIX" (no other wildcard): a name may leave SUFFIX out
+    suffix = pattern[1:] if pattern.startswith("*") and not any(c in pattern[1:] for c in "*?[") else ""
     if isinstance(names, (bool, np.bool_, str, bytes)):
         raise TypeError(f"names must be a list of model names, an int or None, not {names!r}")
     if isinstance(names, (int, np.integer)):
@@ -225,30 +257,56 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
             raise ValueError(f"names as an int is how many models to load (>= 1), got {names}")
         files = files[:int(names)]
     elif names is not None:
-        names = list(names)
+        names = [str(n) for n in names]
         if not names:
             raise ValueError("names is empty")
-        suffix = pattern.lstrip("*") if pattern.startswith("*") else ""
-        # a name given with its file suffix ("X.npz") is the same model as "X"
-        files = [folder / (n if suffix and str(n).endswith(suffix) else f"{n}{suffix}") for n in names]
-        absent = [f.name for f in files if not f.is_file()]
+        meaning = {}  # every way of naming a file of the pattern -> the files so named
+        for f in files:
+            keys = {f.stem, f.name}
+            if suffix and f.name.endswith(suffix):
+                keys.add(f.name[:-len(suffix)])
+            for k in keys:
+                meaning.setdefault(k, []).append(f)
+        chosen, absent = [], []
+        for n in names:
+            found = meaning.get(n)
+            if found is None:  # a path the pattern does not list (e.g. "sub/x"): as before
+                f = folder / (n if suffix and n.endswith(suffix) else f"{n}{suffix}")
+                if not f.is_file():
+                    absent.append(f.name)
+                found = [f]
+            if len(found) > 1:
+                raise ValueError(f"names: {n!r} could mean {[f.name for f in found]} in {folder}; "
+                                 f"give the file name")
+            chosen.append(found[0])
         if absent:
             raise FileNotFoundError(f"{len(absent)} model(s) not in {folder}: {absent[:5]}")
-        stems = [f.stem for f in files]
-        repeated = sorted({n for n in stems if stems.count(n) > 1})
+        files = chosen
+        repeated = sorted({f.stem for f in files if files.count(f) > 1})
         if repeated:  # a dict keeps one: results would no longer line up with the caller's list
             raise ValueError(f"names lists {len(repeated)} model(s) more than once (with or "
                              f"without the file suffix): {repeated[:5]}")
     if not files:
         raise ValueError(f"no files matching {pattern!r} in {folder}")
+    stems = {}
+    for f in files:
+        stems.setdefault(f.stem, []).append(f.name)
+    clash = [v for v in stems.values() if len(v) > 1]
+    if clash:  # e.g. pattern "*" over a.npz and a.pt: one key, one model would be lost
+        raise ValueError(f"files with one name but different extensions would load as one model: "
+                         f"{clash[:3]}; narrow pattern")
     models = {}
     for f in tqdm(files, disable=not verbose, desc="loading models"):
         try:
-            models[f.stem] = loader(f)
+            model = loader(f)
         except Exception as e:
             if f.name in str(e):
                 raise
             raise ValueError(f"could not load {f}: {type(e).__name__}: {e}") from e
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"loader returned {type(model).__name__} for {f}, not an nn.Module "
+                            f"(a loader must build the model, e.g. load a state dict into one)")
+        models[f.stem] = model
     return models
 
 
@@ -299,8 +357,9 @@ HEAD_LAYERS = ("fc1", "fc2")
 
 
 def _same_shape_models(models, layers):
-    """models (dict name -> EncodeTFModel, or a list) as a list, checked non-empty and with one
-    weight shape in each of ``layers``; otherwise ValueError naming the models of each shape."""
+    """models (dict name -> EncodeTFModel, or a list) as a list, checked non-empty, with one
+    weight shape in each of ``layers`` and one dtype and device for their parameters; otherwise
+    ValueError naming the models of each shape (or dtype and device)."""
     named = dict(models) if isinstance(models, dict) else dict(enumerate(models))
     if not named or not all(isinstance(m, EncodeTFModel) for m in named.values()):
         raise TypeError("models must be a non-empty list (or dict) of EncodeTFModel")
@@ -316,6 +375,19 @@ def _same_shape_models(models, layers):
             for k, v in sorted(groups.items(), key=lambda kv: -len(kv[1])))
         raise ValueError(f"the models differ in shape: {parts}. Use models of one shape (choose "
                          "them by name)")
+    # the stacked layers are built with one dtype on one device: a float64 model among float32
+    # ones (or one on another device) would fail deep in the forward
+    kinds = {}
+    for name, m in named.items():
+        kind = sorted({(str(p.dtype).replace("torch.", ""), str(p.device))
+                       for l in layers for p in getattr(m, l).parameters()})
+        kinds.setdefault(" + ".join(f"{d} on {v}" for d, v in kind), []).append(name)
+    if len(kinds) > 1:
+        parts = "; ".join(
+            f"{len(v)} with {k} ({', '.join(map(str, v[:3]))}{', ...' if len(v) > 3 else ''})"
+            for k, v in sorted(kinds.items(), key=lambda kv: -len(kv[1])))
+        raise ValueError(f"the models differ in dtype or device: {parts}. Move them to one, e.g. "
+                         "`for m in zoo.values(): m.to(torch.float32)`")
     return list(named.values())
 
 
@@ -326,7 +398,8 @@ class EncodeZooHeads(nn.Module):
     and returns (N, M), column m = model m's logit for h. DeepResolve at ``input`` (an
     ``nn.Identity``, its value is H) with target m then optimises model m alone: one row per
     (model, start), each with its own step control, so a model's result does not depend on the
-    other models of the zoo (:func:`zoo_summary.summarize_zoo`).
+    other models of the zoo (:func:`zoo_summary.summarize_zoo`). The heads take the models'
+    dtype and device (the models must share them: ValueError naming the odd ones otherwise).
     """
 
     def __init__(self, models):
@@ -337,7 +410,7 @@ class EncodeZooHeads(nn.Module):
         self.input = nn.Identity()
         # every model's fc1 reads the same h: one Linear(K, M * hidden), rows model by model
         w1 = torch.cat([m.fc1.weight for m in models])
-        self.fc1 = nn.Linear(w1.shape[1], w1.shape[0])
+        self.fc1 = nn.Linear(w1.shape[1], w1.shape[0], dtype=w1.dtype, device=w1.device)
         with torch.no_grad():
             self.fc1.weight.copy_(w1)
             self.fc1.bias.copy_(torch.cat([m.fc1.bias for m in models]))
@@ -362,7 +435,8 @@ class EncodeZooStack(nn.Module):
     (N, M * 16) optimises every model's H_m at once; read the per-model class scores of the
     result with :meth:`head_scores`. Submodules: ``conv`` (every model's filters in one
     ``Conv1d(4, M * 16)``: they all read the same sequence), ``relu``, ``pool``,
-    ``flatten``, ``fc1`` (:class:`BlockLinear`), ``relu2``, ``fc2`` (:class:`BlockLinear`).
+    ``flatten``, ``fc1`` (:class:`BlockLinear`), ``relu2``, ``fc2`` (:class:`BlockLinear`),
+    all with the models' dtype and device (which the models must share).
     """
 
     def __init__(self, models, sum_outputs=False):
@@ -372,7 +446,9 @@ class EncodeZooStack(nn.Module):
         k, _, w = models[0].conv.weight.shape
         self.n_filters = k
         self.sum_outputs = sum_outputs
-        self.conv = nn.Conv1d(4, k * M, w, padding=models[0].conv.padding)
+        w0 = models[0].conv.weight
+        self.conv = nn.Conv1d(4, k * M, w, padding=models[0].conv.padding, dtype=w0.dtype,
+                              device=w0.device)
         with torch.no_grad():
             self.conv.weight.copy_(torch.cat([m.conv.weight for m in models]))
             self.conv.bias.copy_(torch.cat([m.conv.bias for m in models]))

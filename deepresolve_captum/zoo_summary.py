@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .cli import add_threads_argument, int_at_least, output_folder, positive_float, torch_threads
-from .optimizer import LayerFeatureOptimizer, start_draw
+from .optimizer import LayerFeatureOptimizer, _check_positive_int, start_draw
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models, load_encode_zoo
 
@@ -46,13 +46,16 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
 
     Parameters
     ----------
-    zoo: dict name -> :class:`EncodeTFModel` (e.g. ``load_encode_zoo(folder)``), all with the
-        same filter count and width.
-    n_starts: T random starts per model.
+    zoo: dict name (a str) -> :class:`EncodeTFModel` (e.g. ``load_encode_zoo(folder)``), all
+        with the same filter count and width, dtype and device (the models' own: float64 models
+        run in float64, models on a GPU on it).
+    n_starts: T random starts per model, an integer >= 1.
     l2: lambda, a positive number (default 2.8, what the authors' saved OFIVs imply). One lambda
         serves the whole zoo, so ``"auto"`` is not offered here: run ``LayerFeatureOptimizer``
         per model for that.
-    seed: seed of the starts. random_state: seed of the GMMs (``summarize``).
+    seed: seed of the starts, an int >= 0, or None to draw one from torch's global generator
+        (as ``LayerFeatureOptimizer.attribute`` does; it is kept in ``settings["seed"]``).
+        random_state: seed of the GMMs (``summarize``).
     verbose: progress bar (over groups).
     group_size: models per batched ascent. Every row evaluates the heads of its whole group, so
         smaller groups do less work in total and larger ones fewer steps of Python; the results
@@ -68,18 +71,32 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     """
     if not isinstance(zoo, dict) or not zoo:
         raise TypeError("zoo must be a non-empty dict name -> EncodeTFModel (see load_encode_zoo)")
+    not_str = [k for k in zoo if not isinstance(k, str)]
+    if not_str:  # the names become settings["models"] and the filter table's model column
+        raise TypeError(f"zoo: model names must be strings, got {len(not_str)} that are not: "
+                        f"{not_str[:3]} (e.g. {{str(k): m for k, m in zoo.items()}})")
     if not all(isinstance(m, EncodeTFModel) for m in zoo.values()):
         raise TypeError("every model of the zoo must be an EncodeTFModel")
+    n_starts = _check_positive_int(n_starts, "n_starts")
+    if seed is None:  # drawn once, so that every group shares it; kept in settings["seed"]
+        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
+    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
+    elif seed < 0:
+        raise ValueError(f"seed must be a non-negative int or None, got {seed}")
+    seed = int(seed)
     if isinstance(l2, str):
         raise ValueError("summarize_zoo takes one numeric l2 for the whole zoo; for l2='auto' run "
                          "LayerFeatureOptimizer on each model")
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
         raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
-    _same_shape_models(zoo, HEAD_LAYERS)  # all groups, before any ascent
+    _same_shape_models(zoo, HEAD_LAYERS)  # all groups (shape, dtype, device), before any ascent
     names = list(zoo)
     M = len(names)
-    K = next(iter(zoo.values())).fc1.weight.shape[1]
-    starts = torch.stack([start_draw(seed, 0, t, (K,)) for t in range(int(n_starts))])
+    w = next(iter(zoo.values())).fc1.weight
+    K = w.shape[1]
+    probe = torch.zeros(1, K, dtype=w.dtype, device=w.device)  # the heads' dtype and device
+    starts = torch.stack([start_draw(seed, 0, t, (K,)) for t in range(n_starts)])
     fims, scores, steps, converged = [], [], [], []
     groups = range(0, M, int(group_size))
     if verbose:
@@ -89,7 +106,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
         part = names[lo:lo + int(group_size)]
         heads = EncodeZooHeads([zoo[n] for n in part]).eval()
         opt = LayerFeatureOptimizer(heads, heads.input)
-        f, sc = opt.attribute(torch.zeros(1, K), target=list(range(len(part))), n_starts=n_starts,
+        f, sc = opt.attribute(probe, target=list(range(len(part))), n_starts=n_starts,
                               l2=l2, seed=seed, init=starts.expand(len(part), -1, -1),
                               return_scores=True)
         fims.append(f)
@@ -98,7 +115,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
         converged.append(opt.diagnostics.converged)
     steps, converged = np.concatenate(steps), np.concatenate(converged)
     s = summarize(torch.cat(fims), torch.cat(scores), random_state=random_state)
-    s.settings.update(models=names, l2=float(l2), n_starts=int(n_starts), seed=int(seed),
+    s.settings.update(models=names, l2=float(l2), n_starts=n_starts, seed=seed,
                       layer="fc1 input", steps_median=float(np.median(steps)),
                       steps_max=int(steps.max()), converged=bool(converged.all()))
     return s
@@ -185,8 +202,12 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
 def add_arguments(parser):
     """``deepresolve zoo`` options."""
     parser.add_argument("folder", help="a folder of ENCODE-style model npz files (or the "
-                        "encode422 folder, with models/ and models.csv inside)")
-    parser.add_argument("--out", required=True, help="folder for summary.npz, ofiv.csv, filters.csv")
+                        "encode422 folder, with models/ and models.csv inside). With --jaspar, a "
+                        "models.csv in FOLDER or beside the models folder (encode422/models.csv "
+                        "for encode422/models) names each model's known motif")
+    parser.add_argument("--out", required=True, help="folder for summary.npz, ofiv.csv, filters.csv; "
+                        "not the models folder itself (its summary.npz would be read as a model "
+                        "on the next run): refused")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--first", type=int_at_least(1), default=None,
                        help="only the first N models (sorted)")
@@ -222,6 +243,11 @@ def _run(args):
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():
         raise SystemExit(f"deepresolve zoo: error: no such folder: {folder}")
+    models_dir = folder / "models" if (folder / "models").is_dir() else folder  # as load_encode_zoo
+    if out.resolve() == models_dir.resolve():
+        raise SystemExit(f"deepresolve zoo: error: --out {out} is the models folder; its "
+                         "summary.npz would be read as a model on the next run: choose another "
+                         "folder")
     if args.jaspar:  # before any work: a bad release must not leave half an output folder
         from pyjaspar import jaspar_releases
         if args.jaspar not in jaspar_releases:
@@ -248,15 +274,23 @@ def _run(args):
         say(f"matching filters against {args.jaspar} CORE vertebrates with TOMTOM (the first run "
             "compiles it with numba, about a minute; set NUMBA_CACHE_DIR to keep the compiled code)")
         jaspar = load_jaspar(args.jaspar, collection="CORE", tax_group="vertebrates")
-        table = folder / "models.csv" if (folder / "models.csv").is_file() else None
-        if table is not None:
+        # encode422/models.csv sits beside models/, and FOLDER may be either of them
+        places = list(dict.fromkeys([folder.resolve(), models_dir.resolve().parent]))
+        table = next((p / "models.csv" for p in places if (p / "models.csv").is_file()), None)
+        if table is None:
+            say(f"no models.csv in {' or '.join(map(str, places))}: filters.csv gets no "
+                "known-motif columns (known_motif, known_p, known_rank)")
+        else:
             meta = pd.read_csv(table)
-            if {"name", "jaspar2016_id"} <= set(meta.columns):
-                if args.jaspar == "JASPAR2016":
-                    known = dict(zip(meta["name"], meta["jaspar2016_id"]))
-                else:
-                    say(f"models.csv names each model's known motif in JASPAR2016 only: no "
-                        f"known_p / known_rank columns for {args.jaspar}")
+            if not {"name", "jaspar2016_id"} <= set(meta.columns):
+                say(f"{table} has no 'name' and 'jaspar2016_id' columns: filters.csv gets no "
+                    "known-motif columns (known_motif, known_p, known_rank)")
+            elif args.jaspar == "JASPAR2016":
+                known = dict(zip(meta["name"], meta["jaspar2016_id"]))
+                say(f"known motifs from {table}")
+            else:
+                say(f"models.csv names each model's known motif in JASPAR2016 only: no "
+                    f"known_p / known_rank columns for {args.jaspar}")
     ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top)
     ft.to_csv(out / "filters.csv", index=False)
     say(f"wrote summary.npz, ofiv.csv and filters.csv to {out} in {time.perf_counter() - t0:.1f} s")

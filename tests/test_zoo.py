@@ -1,0 +1,211 @@
+"""Zoo building blocks without ../shared: model constructors, ``load_zoo`` names, the batched
+zoo heads in the models' dtype and device, ``summarize_zoo``'s argument checks and the
+``deepresolve zoo`` folder handling, on random ENCODE-architecture models."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("NUMBA_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".numba_cache"))
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torch import nn
+
+from deepresolve_captum import LayerFeatureOptimizer, cli
+from deepresolve_captum.zoo import (DeepSEA, EncodeTFModel, EncodeZooHeads, EncodeZooStack, PaperCNN,
+                                    load_zoo)
+from deepresolve_captum.zoo_summary import summarize_zoo
+
+
+def random_zoo(n=3, seed=0):
+    torch.manual_seed(seed)
+    zoo = {f"m{i}": EncodeTFModel(n_filters=4, filter_len=5, n_hidden=6).eval() for i in range(n)}
+    for m in zoo.values():  # some units off, scores of both signs, as in trained models
+        with torch.no_grad():
+            m.fc1.bias.uniform_(-0.5, 0.5)
+    return zoo
+
+
+def write_npz_models(folder, names, seed=0):
+    """ENCODE-style npz files (load_encode_model's layout) of random 4-filter models."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    shapes = dict(conv_weight=(4, 4, 5), conv_bias=(4,), fc1_weight=(3, 4), fc1_bias=(3,),
+                  fc2_weight=(1, 3), fc2_bias=(1,))
+    for n in names:
+        np.savez(folder / f"{n}.npz", **{k: rng.normal(size=v) for k, v in shapes.items()})
+
+
+# ------------------------------------------------------------------ item 1: dtype and device
+def test_summarize_zoo_runs_float64_models_in_float64():
+    zoo = random_zoo()
+    for m in zoo.values():
+        m.double()
+    heads = EncodeZooHeads(zoo)
+    assert {p.dtype for p in heads.parameters()} == {torch.float64}
+    h = torch.randn(5, 4, dtype=torch.float64)
+    with torch.no_grad():
+        ref = torch.cat([m.fc2(m.relu2(m.fc1(h))) for m in zoo.values()], 1)
+        np.testing.assert_allclose(heads(h).numpy(), ref.numpy(), rtol=1e-12, atol=1e-12)
+        x = torch.nn.functional.one_hot(torch.randint(0, 4, (3, 30)), 4).permute(0, 2, 1).double()
+        stack = EncodeZooStack(zoo).eval()
+        ref = torch.cat([m(x) for m in zoo.values()], 1)
+        np.testing.assert_allclose(stack(x).numpy(), ref.numpy(), rtol=1e-12, atol=1e-12)
+    s = summarize_zoo(zoo, n_starts=3, seed=5)
+    m = zoo["m1"]
+    alone, _ = LayerFeatureOptimizer(m, m.fc1).attribute(
+        torch.zeros(1, 4, 30, dtype=torch.float64), target=0, n_starts=3, l2=2.8, seed=5,
+        attribute_to_layer_input=True, return_scores=True)
+    np.testing.assert_allclose(s.fiv[1], alone[0].numpy(), atol=1e-9)
+
+
+def test_summarize_zoo_float32_models_under_float64_default():
+    zoo = random_zoo()
+    ref = summarize_zoo(zoo, n_starts=3, seed=5)
+    before = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        s = summarize_zoo(zoo, n_starts=3, seed=5)
+    finally:
+        torch.set_default_dtype(before)
+    assert s.fiv.shape == ref.fiv.shape
+    np.testing.assert_allclose(s.fiv, ref.fiv, atol=1e-4)
+
+
+def test_zoo_of_mixed_dtypes_or_devices_names_the_odd_ones():
+    zoo = random_zoo(4)
+    zoo["m2"].double()
+    with pytest.raises(ValueError, match=r"differ in dtype or device: 3 with float32 on cpu "
+                                         r"\(m0, m1, m3\); 1 with float64 on cpu \(m2\)"):
+        summarize_zoo(zoo, n_starts=2)
+    with pytest.raises(ValueError, match="differ in dtype"):
+        EncodeZooHeads(zoo)
+    with pytest.raises(ValueError, match="differ in dtype"):
+        EncodeZooStack(zoo)
+    zoo["m2"].float()
+    zoo["m3"].to("meta")  # another device, without needing a GPU
+    with pytest.raises(ValueError, match=r"1 with float32 on meta \(m3\)"):
+        summarize_zoo(zoo, n_starts=2)
+
+
+# ------------------------------------------------------------------ item 2: argument checks
+def test_summarize_zoo_checks_n_starts_seed_and_names():
+    zoo = random_zoo(2)
+    for bad in (0, -1, 2.5, True, None):
+        with pytest.raises(ValueError, match="n_starts must be an integer >= 1"):
+            summarize_zoo(zoo, n_starts=bad)
+    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+        summarize_zoo(zoo, n_starts=2, seed=-1)
+    for bad in (1.5, "0", True):
+        with pytest.raises(TypeError, match="seed must be a non-negative int"):
+            summarize_zoo(zoo, n_starts=2, seed=bad)
+    drawn = summarize_zoo(zoo, n_starts=2, seed=None)       # a drawn seed, recorded
+    seed = drawn.settings["seed"]
+    assert isinstance(seed, int) and seed >= 0
+    np.testing.assert_array_equal(summarize_zoo(zoo, n_starts=2, seed=seed).fiv, drawn.fiv)
+    assert summarize_zoo(zoo, n_starts=np.int64(2), seed=np.int64(3)).settings["n_starts"] == 2
+    with pytest.raises(TypeError, match=r"names must be strings.*\(0, 'a'\)"):
+        summarize_zoo({(0, "a"): zoo["m0"], "b": zoo["m1"]}, n_starts=2)
+
+
+# ------------------------------------------------------------------ item 3: load_zoo names
+def test_load_zoo_names_round_trip(tmp_path):
+    for n in ("a", "b", "c"):
+        (tmp_path / f"{n}_model.pt").write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a model")
+
+    def loader(path):
+        m = nn.Linear(1, 1)
+        m.path = path
+        return m
+
+    for pattern in ("*_model.pt", "*.pt", "*"):
+        if pattern == "*":
+            (tmp_path / "notes.txt").unlink()
+        zoo = load_zoo(tmp_path, loader, pattern=pattern)
+        assert list(zoo) == ["a_model", "b_model", "c_model"]
+        again = load_zoo(tmp_path, loader, names=list(zoo)[::-1], pattern=pattern)  # round trip
+        assert list(again) == ["c_model", "b_model", "a_model"]
+        assert again["a_model"].path.name == "a_model.pt"
+    # what worked before still works: the name without the pattern's suffix, or the file name
+    assert list(load_zoo(tmp_path, loader, names=["b", "a_model.pt", "c_model"],
+                         pattern="*_model.pt")) == ["b_model", "a_model", "c_model"]
+    with pytest.raises(ValueError, match=r"more than once.*\['a_model'\]"):
+        load_zoo(tmp_path, loader, names=["a", "a_model"], pattern="*_model.pt")
+    with pytest.raises(FileNotFoundError, match="d_model.pt"):
+        load_zoo(tmp_path, loader, names=["d"], pattern="*_model.pt")
+    # "a_model" is a_model.pt's key and a_model_model.pt without its suffix: refused, both named
+    (tmp_path / "a_model_model.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"'a_model' could mean.*a_model.pt.*a_model_model.pt"):
+        load_zoo(tmp_path, loader, names=["a_model"], pattern="*_model.pt")
+    assert list(load_zoo(tmp_path, loader, names=["a_model.pt"], pattern="*_model.pt")) == ["a_model"]
+
+
+def test_load_zoo_refuses_a_loader_that_returns_no_module(tmp_path):
+    (tmp_path / "a.pt").write_bytes(b"")
+    with pytest.raises(TypeError, match=r"loader returned NoneType for .*a.pt, not an nn.Module"):
+        load_zoo(tmp_path, lambda p: None, pattern="*.pt")
+    with pytest.raises(TypeError, match=r"loader returned dict for .*a.pt"):
+        load_zoo(tmp_path, lambda p: {"w": torch.zeros(1)}, pattern="*.pt")
+
+
+def test_load_zoo_refuses_two_files_with_one_name(tmp_path):
+    (tmp_path / "a.npz").write_bytes(b"")
+    (tmp_path / "a.pt").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"one name.*\['a.npz', 'a.pt'\]"):
+        load_zoo(tmp_path, lambda p: nn.Identity(), pattern="a.*")
+
+
+# ------------------------------------------------------------------ item 4: the command line
+def test_cli_zoo_reads_models_csv_beside_the_models_folder(tmp_path, capsys):
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA", "tfB"])
+    pd.DataFrame({"name": ["tfA", "tfB"], "jaspar2016_id": ["MA0139.1", "MA0102.3"]}).to_csv(
+        data / "models.csv", index=False)
+    for folder in (data / "models", data):  # models/ (csv in the parent), or the encode folder
+        out = tmp_path / f"out_{folder.name}"
+        assert cli.main(["zoo", str(folder), "--out", str(out), "--starts", "2", "--top", "1",
+                         "--jaspar", "JASPAR2016"]) == 0
+        t = pd.read_csv(out / "filters.csv")
+        assert {"known_motif", "known_p", "known_rank"} <= set(t.columns), folder
+        assert list(t["known_motif"]) == ["MA0139.1", "MA0102.3"]
+        assert "known motifs from" in capsys.readouterr().err
+    (data / "models.csv").unlink()
+    out = tmp_path / "out_no_csv"
+    assert cli.main(["zoo", str(data / "models"), "--out", str(out), "--starts", "2", "--top", "1",
+                     "--jaspar", "JASPAR2016"]) == 0
+    assert "known_p" not in pd.read_csv(out / "filters.csv").columns
+    assert "no models.csv in" in capsys.readouterr().err
+
+
+def test_cli_zoo_refuses_the_models_folder_as_out(tmp_path, capsys):
+    write_npz_models(tmp_path / "models", ["tfA", "tfB"])
+    for folder, out in ((tmp_path / "models", tmp_path / "models"),
+                        (tmp_path, tmp_path / "models"),           # encode layout: models/ inside
+                        (tmp_path / "models", tmp_path / "x" / ".." / "models")):
+        with pytest.raises(SystemExit, match="is the models folder"):
+            cli.main(["zoo", str(folder), "--out", str(out), "--starts", "2", "--quiet"])
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["tfA.npz", "tfB.npz"]
+    for _ in range(2):  # beside the models (the encode folder itself) works, run after run
+        assert cli.main(["zoo", str(tmp_path), "--out", str(tmp_path), "--starts", "2",
+                         "--quiet"]) == 0
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["zoo", "--help"])
+    assert "not the models folder itself" in " ".join(capsys.readouterr().out.split())
+
+
+# ------------------------------------------------------------------ item 5: too-short seq_len
+def test_models_name_the_shortest_seq_len():
+    with pytest.raises(ValueError, match=r"PaperCNN: seq_len must be an integer >= 11 .*got 10"):
+        PaperCNN(seq_len=10)
+    with pytest.raises(ValueError, match=r"seq_len must be an integer >= 16 .*got 15"):
+        PaperCNN(seq_len=15, filter_len=8, pool=9)
+    assert PaperCNN(seq_len=11)(torch.zeros(2, 4, 11)).shape == (2, 1)
+    assert PaperCNN(seq_len=np.int64(50)).fc1.in_features == 32 * 10
+    with pytest.raises(ValueError, match=r"DeepSEA: seq_len must be an integer >= 163 .*got 100"):
+        DeepSEA(seq_len=100)
+    with pytest.raises(ValueError, match=">= 163"):
+        DeepSEA(seq_len=162)
+    assert DeepSEA(n_outputs=2, seq_len=163)(torch.zeros(1, 4, 163)).shape == (1, 2)
