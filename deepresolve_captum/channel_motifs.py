@@ -96,11 +96,14 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
         nz = np.flatnonzero(x.grad.abs().sum((0, 1)).cpu().numpy() > 0)
         return v.shape[-1], nz
 
-    # ReLU-like modules pass gradient straight through (their forward value unchanged): the
-    # field is a property of the wiring, and a detector that never fires on the probes would
-    # hide it. Parameters are frozen so that the probes leave no .grad on the model.
-    straight = [m.register_forward_hook(_straight_through) for m in model.modules()
-                if isinstance(m, _GATING)]
+    # ReLU-like modules are the identity while probing, forward and backward: the field is a
+    # property of the wiring, and a detector that never fires on the probes would hide it (a
+    # zero backward), or, with its forward value kept at 0, tie every max-pool window so that
+    # the pool's gradient always picks the window's first position (a field too short).
+    # Parameters are frozen so that the probes leave no .grad on the model.
+    gating = [(m, m.__dict__.get("forward")) for m in model.modules() if isinstance(m, _GATING)]
+    for m, _ in gating:
+        m.forward = _identity
     try:
         with _preserved(model, freeze=True):
             P = probes(seq_len, True)
@@ -127,8 +130,10 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
             _, a = support(P, w0)
             _, b = support(P, w0 + 1)
     finally:
-        for h in straight:
-            h.remove()
+        for m, own in gating:     # back to the class's forward (or the instance's own)
+            del m.forward
+            if own is not None:
+                m.forward = own
     if len(a) == 0 or len(b) == 0:
         raise ValueError("no gradient reaches the input from this layer on the probe sequences "
                          "(is the layer's output constant, e.g. detached?)")
@@ -141,36 +146,39 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
     return {"length": length, "stride": stride, "offset": start - w0 * stride, "width": int(W)}
 
 
-#: Modules whose backward pass is exactly zero where a unit is off; receptive_field lets
-#: gradient through them.
+#: Modules whose backward pass is exactly zero where a unit is off; receptive_field runs them
+#: as the identity.
 _GATING = (nn.ReLU, nn.ReLU6, nn.Threshold, nn.Hardtanh, nn.LeakyReLU)
 
 
-def _straight_through(module, args, out):
-    """Forward hook: the module's output, with the gradient of its input (identity backward)."""
-    x = args[0] if args else None
-    if isinstance(x, torch.Tensor) and isinstance(out, torch.Tensor) and x.shape == out.shape \
-            and x.requires_grad:
-        return x + (out - x).detach()
-    return None
+def _identity(x, *args, **kwargs):
+    return x
 
 
 def first_layer_conv(model, layer, X1, attribute_to_layer_input=False):
     """The first-layer Conv1d whose filters *are* the channels of ``layer``, or None.
 
     True when exactly one convolution runs on the way to the layer, it reads the 4 one-hot rows,
-    and it has as many filters as the layer has channels (conv -> ReLU -> pool keeps them)."""
-    convs = []
-    hs = [m.register_forward_hook(lambda m, i, o: convs.append(m))
-          for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    it has as many filters as the layer has channels (conv -> ReLU -> pool keeps them), and no
+    other module with parameters runs on the way except a BatchNorm with positive scales (a
+    monotone rescaling per channel; a negative scale flips which windows a channel prefers, and
+    other parametrised modules can mix or reorder what the filter sees)."""
+    ran = []
+    hs = [m.register_forward_hook(lambda m, i, o: ran.append(m))
+          for m in model.modules() if not list(m.children())]
     try:
         with torch.no_grad(), _preserved(model):
             v = _layer_value(model, layer, X1, attribute_to_layer_input)
     finally:
         for h in hs:
             h.remove()
+    convs = [m for m in ran if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
+    others = [m for m in ran if m not in convs and any(True for _ in m.parameters(recurse=False))]
+    monotone = all(isinstance(m, nn.modules.batchnorm._BatchNorm)
+                   and (m.weight is None or bool((m.weight > 0).all())) for m in others)
     if (len(convs) == 1 and isinstance(convs[0], nn.Conv1d) and convs[0].in_channels == 4
-            and v.ndim >= 2 and v.shape[1] == convs[0].out_channels and convs[0].groups == 1):
+            and v.ndim >= 2 and v.shape[1] == convs[0].out_channels and convs[0].groups == 1
+            and monotone):
         return convs[0]
     return None
 
@@ -208,16 +216,21 @@ def _align(mats, ref, max_shift=None):
     return out
 
 
+def _informative_span(p, min_ic):
+    """(start, stop) columns of (4, w) ``p`` from its first to its last column with at least
+    ``min_ic`` bits; the whole matrix if no column reaches it."""
+    if p.ndim != 2 or p.shape[0] != 4:
+        raise ValueError(f"pwm must have shape (4, w), got {p.shape}")
+    keep = np.flatnonzero(column_information(p) >= min_ic)
+    return (0, p.shape[1]) if len(keep) == 0 else (int(keep[0]), int(keep[-1]) + 1)
+
+
 def trim_pwm(pwm, min_ic=0.5):
     """Trim a (4, w) probability matrix to the span from its first to its last column with at
     least ``min_ic`` bits of information content (unchanged if no column reaches it)."""
     p = np.asarray(pwm, dtype=np.float64)
-    if p.ndim != 2 or p.shape[0] != 4:
-        raise ValueError(f"pwm must have shape (4, w), got {p.shape}")
-    keep = np.flatnonzero(column_information(p) >= min_ic)
-    if len(keep) == 0:
-        return p.copy()
-    return p[:, keep[0]:keep[-1] + 1].copy()
+    start, stop = _informative_span(p, min_ic)
+    return p[:, start:stop].copy()
 
 
 def consensus(pwm):
@@ -438,7 +451,9 @@ def channel_tomtom(pwms, targets=None, channel_names=None, min_ic=0.5, n_nearest
     Returns
     -------
     pandas DataFrame as :func:`deepresolve_captum.motifs.tomtom` (``query`` = channel label), plus
-    ``consensus`` of the (trimmed) query.
+    ``consensus`` of the (trimmed) query and ``trim_start``, the column of the untrimmed PWM
+    where the trimmed query begins: ``offset`` is relative to the trimmed query, so the target
+    column that untrimmed column 0 lines up with is ``offset - trim_start``.
     """
     from .motifs import load_jaspar, tomtom
 
@@ -447,12 +462,14 @@ def channel_tomtom(pwms, targets=None, channel_names=None, min_ic=0.5, n_nearest
             channel_names = list(pwms.channels)
         pwms = pwms.pwms
     mats = [np.asarray(p, dtype=np.float64) for p in pwms]
-    if min_ic is not None:
-        mats = [trim_pwm(p, min_ic) for p in mats]
+    spans = [_informative_span(p, min_ic) if min_ic is not None else (0, p.shape[1]) for p in mats]
+    mats = [p[:, a:b].copy() for p, (a, b) in zip(mats, spans)]
     if targets is None:
         targets = load_jaspar()
-    df = tomtom(mats, targets, query_names=channel_names, n_nearest=n_nearest, **kwargs)
+    df = tomtom(mats, targets, query_names=channel_names, n_nearest=n_nearest, _stacklevel=3,
+                **kwargs)
     df["consensus"] = [consensus(mats[i]) for i in df["query_idx"]]
+    df["trim_start"] = [spans[i][0] for i in df["query_idx"]]
     return df
 
 

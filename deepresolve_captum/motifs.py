@@ -41,7 +41,8 @@ MIN_QUERY_BITS = 3.0
 
 def _as_numpy(x, name):
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        x = x.detach().cpu()
+        return (x.float() if x.dtype == torch.bfloat16 else x).numpy()  # numpy has no bfloat16
     if isinstance(x, np.ndarray):
         return x
     raise TypeError(f"{name} must be a numpy array or torch tensor, not {type(x).__name__}")
@@ -152,15 +153,16 @@ def reverse_complement(pwm):
 
 
 def window_pwms(X, activations, width, offset=0, n_top=500, min_fraction=0.0, pseudocount=0.5,
-                return_counts=False):
+                return_counts=False, stride=1):
     """The better rule: base frequencies of each channel's top-activating input windows.
 
     For every channel, the ``n_top`` (sequence, position) pairs with the highest positive
     activation (and at least ``min_fraction`` of that channel's maximum) are taken; the input
-    window of each, ``X[n, :, p + offset : p + offset + width]``, is summed and normalised.
-    Windows that run off the sequence are skipped. Works for any channel whose receptive field
-    is a contiguous window: first-layer filters (``width`` = filter length, ``offset`` = -padding)
-    or deeper channels (their receptive field and its start relative to the position).
+    window of each, ``X[n, :, p * stride + offset : p * stride + offset + width]``, is summed and
+    normalised. Windows that run off the sequence are skipped. Works for any channel whose
+    receptive field is a contiguous window: first-layer filters (``width`` = filter length,
+    ``offset`` = -padding, ``stride`` 1) or deeper channels: pass the ``length``, ``offset`` and
+    ``stride`` of ``channel_motifs.receptive_field`` (after a max-pool of 4, stride is 4).
 
     Parameters
     ----------
@@ -168,6 +170,7 @@ def window_pwms(X, activations, width, offset=0, n_top=500, min_fraction=0.0, ps
     activations: (N, C, P) activations of C channels at P positions, numpy or torch.
     width: receptive-field width in bases.
     offset: input start of the window of position p is ``p * stride + offset``; default 0.
+    stride: input bases between neighbouring positions of ``activations``; default 1.
     n_top: windows used per channel (fewer if fewer have positive activation).
     min_fraction: keep only windows with activation >= min_fraction * channel max (0 = any > 0).
     pseudocount: added to each count before normalising (0.5 keeps sparse columns finite).
@@ -178,8 +181,10 @@ def window_pwms(X, activations, width, offset=0, n_top=500, min_fraction=0.0, ps
     numpy float64 (C, 4, width) probability matrices (uniform for a channel that never fires);
     with ``return_counts``, also an int array (C,).
     """
-    return _window_pwms(X, activations, width, offset, 1, n_top, min_fraction, pseudocount,
-                        return_counts)
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+    return _window_pwms(X, activations, width, offset, int(stride), n_top, min_fraction,
+                        pseudocount, return_counts)
 
 
 def _window_pwms(X, activations, width, offset, stride, n_top, min_fraction, pseudocount,
@@ -301,7 +306,8 @@ def _fetch_jaspar(release, collection, tax_group, all_versions):
     from pyjaspar import jaspardb
 
     db = jaspardb(release=release)
-    kwargs = dict(collection=collection, all_versions=all_versions)
+    kwargs = dict(collection=list(collection) if isinstance(collection, tuple) else collection,
+                  all_versions=all_versions)
     if tax_group is not None:
         kwargs["tax_group"] = list(tax_group)
     with warnings.catch_warnings():  # "Zero motifs returned": load_jaspar raises a clearer error
@@ -329,7 +335,7 @@ def load_jaspar(release="JASPAR2016", collection="CORE", tax_group="vertebrates"
     Parameters
     ----------
     release: e.g. ``"JASPAR2016"`` (Table 1's) ... ``"JASPAR2024"``.
-    collection: ``"CORE"``, ``"UNVALIDATED"``, ...
+    collection: ``"CORE"``, ``"UNVALIDATED"``, ..., or a list of them.
     tax_group: str or list of str (``"vertebrates"``, ``"plants"``, ...), or None for all.
     all_versions: all versions of each matrix instead of the latest (the non-redundant set).
     pseudocount: added to each count before normalising the columns (>= 0).
@@ -346,6 +352,10 @@ def load_jaspar(release="JASPAR2016", collection="CORE", tax_group="vertebrates"
     if not (isinstance(pseudocount, (int, float, np.integer, np.floating))
             and np.isfinite(pseudocount) and pseudocount >= 0):
         raise ValueError(f"pseudocount must be a finite number >= 0, got {pseudocount!r}")
+    if isinstance(collection, (list, tuple)):
+        collection = tuple(collection)       # hashable for the cache
+        if not collection:
+            raise ValueError("collection is empty")
     if isinstance(tax_group, str):
         tax_group = (tax_group,)
     elif tax_group is not None:
@@ -405,9 +415,11 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
     """
     from memelite import tomtom as _tomtom
 
+    stacklevel = kwargs.pop("_stacklevel", 2)   # where warnings point: the user's call
     Q = _check_probabilities(_as_matrix_list(queries, "queries"), "queries")
     if isinstance(targets, MotifSet):
-        T, tids, tnames = _as_matrix_list(targets.pwms, "targets"), list(targets.ids), list(targets.names)
+        T = _check_probabilities(_as_matrix_list(targets.pwms, "targets"), "targets (MotifSet.pwms)")
+        tids, tnames = list(targets.ids), list(targets.names)
     else:
         T = _check_probabilities(_as_matrix_list(targets, "targets"), "targets")
         tids = tnames = [str(i) for i in range(len(T))]
@@ -415,6 +427,10 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
         query_names = list(range(len(Q)))
     elif len(query_names) != len(Q):
         raise ValueError(f"{len(query_names)} query_names for {len(Q)} queries")
+    elif len(set(map(str, query_names))) < len(query_names):
+        warnings.warn("query_names has repeated labels: rows of different queries share a "
+                      "`query` value (group by `query_idx` to keep them apart)",
+                      UserWarning, stacklevel=stacklevel)
     if n_nearest is not None and n_nearest < 1:
         raise ValueError("n_nearest must be >= 1 or None")
     out = _tomtom(Q, T, n_nearest=n_nearest, reverse_complement=reverse_complement,
@@ -433,7 +449,7 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
             f"(queries {[query_names[i] for i in flat[:10]]}{' ...' if len(flat) > 10 else ''}; "
             "e.g. a filter with no positive weight, or a channel no sequence activated): TOMTOM "
             "gives such near-uniform matrices small p-values against some targets anyway; "
-            "ignore their matches (column query_bits).", RuntimeWarning, stacklevel=2)
+            "ignore their matches (column query_bits).", RuntimeWarning, stacklevel=stacklevel)
     order = np.argsort(p, axis=1, kind="stable")
     p_sorted = np.take_along_axis(np.asarray(p), order, axis=1)
     # competition ranks: a run of equal p-values shares the first position of the run
@@ -486,7 +502,7 @@ def known_motif_hits(queries, targets, known, n_jobs=1, **kwargs):
     if not keys:
         raise ValueError("known is empty: name at least one motif of targets")
     kidx = {i for k in keys for i in targets.indices(k)}
-    df = tomtom(queries, targets, n_jobs=n_jobs, **kwargs)
+    df = tomtom(queries, targets, n_jobs=n_jobs, _stacklevel=3, **kwargs)
     best = df.groupby("query_idx", sort=True).head(1).set_index("query_idx")  # rank 1 may tie
     hit = df[df["target_idx"].isin(kidx)].sort_values(["query_idx", "p_value"]).groupby(
         "query_idx", sort=True).head(1).set_index("query_idx")

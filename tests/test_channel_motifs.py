@@ -255,3 +255,59 @@ def test_ascent_on_a_layer_pooling_nearly_everything_names_the_way_out():
     with pytest.raises(ValueError, match=r"one position for 50 bp inputs.*layer before the pooling"):
         channel_pwms(m, m[2], [0], X, method="ascent")
     assert channel_pwms(m, m[1], [0], X, method="ascent", n_steps=2).pwms.shape == (1, 4, 6)
+
+
+def _gattaca_net(bias, bn_scale=None):
+    """conv (2 filters holding GATTACAGC, 9 bp, padding 4) -> [BatchNorm] -> ReLU -> MaxPool(4)."""
+    conv = nn.Conv1d(4, 2, 9, padding=4)
+    with torch.no_grad():
+        conv.weight.fill_(-1.0)
+        for j, b in enumerate("GATTACAGC"):
+            conv.weight[:, "ACGT".index(b), j] = 1.0
+        conv.bias.fill_(bias)
+    mods = [conv]
+    if bn_scale is not None:
+        bn = nn.BatchNorm1d(2)
+        with torch.no_grad():
+            bn.weight.fill_(bn_scale)
+        mods.append(bn)
+    mods += [nn.ReLU(), nn.MaxPool1d(4), nn.Flatten(), nn.Linear(50, 1)]
+    return nn.Sequential(*mods).eval()
+
+
+def test_receptive_field_is_the_wiring_not_how_often_units_fire():
+    """Detectors that fire on ~1 in 3,000 windows (bias -6) have the field of the same wiring
+    at bias 0: 9 bp filters behind a max-pool of 4 see 12 bp. (With the ReLU's forward value
+    kept at 0, the pool's windows tie and the field came out 9.)"""
+    from deepresolve_captum.motifs import random_one_hot
+    X = random_one_hot(200, 100, random_state=0)
+    fields = [receptive_field(m, m[-3], 100, X=X) for m in (_gattaca_net(-6.0), _gattaca_net(0.0))]
+    assert fields[0] == fields[1] == {"length": 12, "stride": 4, "offset": -4, "width": 25}
+    m = _gattaca_net(-6.0)
+    receptive_field(m, m[-3], 100)
+    assert "forward" not in m[1].__dict__ and m[1](torch.tensor([-1.0])).item() == 0.0
+
+
+def test_filters_behind_a_sign_flipping_batchnorm_are_not_read_as_motifs():
+    """A negative BatchNorm scale makes a channel prefer the opposite of its filter: 'auto'
+    must not return the filter then; a positive scale keeps the filter rule."""
+    from deepresolve_captum.motifs import random_one_hot
+    X = random_one_hot(100, 100, random_state=0)
+    for scale, method in ((1.0, "filter"), (-1.0, "ascent")):
+        m = _gattaca_net(0.0, bn_scale=scale)
+        cm = channel_pwms(m, m[-3], [0], X, n_steps=5, n_top=10)
+        assert cm.method == method, (scale, cm.method)
+
+
+def test_channel_tomtom_says_where_the_trimmed_query_starts():
+    """offset is relative to the trimmed query; trim_start maps it back to the PWM as given."""
+    from deepresolve_captum.motifs import load_jaspar
+    jaspar = load_jaspar()
+    ctcf = jaspar.pwms[jaspar.index("CTCF")]
+    padded = np.hstack([np.full((4, 6), 0.25), ctcf])
+    df = channel_tomtom([padded, ctcf], jaspar, n_nearest=3)
+    top = df[(df["target_name"] == "CTCF") & (df["strand"] == "+")].set_index("query_idx")
+    assert top.loc[0, "trim_start"] - top.loc[1, "trim_start"] == 6
+    assert top.loc[0, "offset"] == top.loc[1, "offset"]
+    assert (top["offset"] - top["trim_start"]).tolist() == [top.loc[1, "offset"] - top.loc[1, "trim_start"] - 6,
+                                                           top.loc[1, "offset"] - top.loc[1, "trim_start"]]

@@ -281,3 +281,50 @@ def test_write_meme_round_trip(jaspar, tmp_path):
         M.write_meme(tmp_path / "x.meme", np.random.default_rng(1).normal(size=(1, 4, 5)))
     with pytest.raises(ValueError, match="distinct"):
         M.write_meme(tmp_path / "x.meme", pwms[:2], names=["a", "a"])
+
+
+def test_window_pwms_stride_reads_pooled_channels():
+    """Max-pooled activations: position p starts at p * 4 + offset. With stride the planted
+    9-mer comes back (blurred over the pool's 4 shifts), read at stride 1 it is lost."""
+    from torch import nn
+    conv = nn.Conv1d(4, 1, 9, padding=4)
+    with torch.no_grad():
+        conv.weight.fill_(-1.0)
+        for j, b in enumerate("GATTACAGC"):
+            conv.weight[0, "ACGT".index(b), j] = 1.0
+        conv.bias.fill_(-6.0)
+    X = M.random_one_hot(3000, 100, random_state=0)
+    with torch.no_grad():
+        A = nn.functional.max_pool1d(torch.relu(conv(X)), 4)
+    good = M.window_pwms(X, A, 12, offset=-4, stride=4, n_top=300)
+    bad = M.window_pwms(X, A, 12, offset=-4, n_top=300)
+    assert M.information_content(good)[0] > 2 * M.information_content(bad)[0]
+
+    def motif_share(p):  # mean probability of the 9-mer's bases, at its best of the 4 shifts
+        return max(np.mean([p["ACGT".index(b), s + j] for j, b in enumerate("GATTACAGC")])
+                   for s in range(4))
+    assert motif_share(good[0]) > 0.35 > 0.3 > motif_share(bad[0])   # measured 0.40 vs 0.26
+    with pytest.raises(ValueError, match="stride"):
+        M.window_pwms(X, A, 12, stride=0)
+
+
+def test_motifset_of_counts_is_refused(jaspar):
+    counts = M.MotifSet([p * 20 for p in jaspar.pwms[:5]], jaspar.ids[:5], jaspar.names[:5])
+    with pytest.raises(ValueError, match=r"targets \(MotifSet.pwms\)\[0\] is not a probability"):
+        M.tomtom([jaspar.pwms[0]], counts)
+
+
+def test_small_conveniences(jaspar):
+    """Lists of collections; bfloat16 filters; repeated query names warned; the warning of a
+    flat query seen through known_motif_hits points at the caller."""
+    both = M.load_jaspar(collection=["CORE", "CNE"], tax_group=None)
+    assert len(both) == len(M.load_jaspar(collection="CORE", tax_group=None)) + \
+        len(M.load_jaspar(collection="CNE", tax_group=None))
+    w = torch.randn(3, 4, 8)
+    assert np.allclose(M.filter_pwms(w.bfloat16()), M.filter_pwms(w.bfloat16().float()))
+    ctcf = jaspar.pwms[jaspar.index("CTCF")]
+    with pytest.warns(UserWarning, match="repeated labels"):
+        M.tomtom([ctcf, ctcf], jaspar, query_names=["a", "a"], n_nearest=1)
+    with pytest.warns(RuntimeWarning, match="less than 3 bits") as rec:
+        M.known_motif_hits([np.full((4, 10), 0.25)], jaspar, "CTCF")
+    assert rec[0].filename == __file__
