@@ -10,21 +10,29 @@ over positions.
 - :func:`layer_deeplift` -- DeepLIFT (rescale rule) at the layer against dinucleotide-shuffled
   references, via Captum's ``LayerDeepLift``. Only the network *after* the layer is traversed
   by the multipliers, so Captum's MaxPool bug (#1276) does not reach a layer taken after the
-  pooling (the ENCODE models' ``fc1`` input); :func:`deeplift_delta` checks completeness.
+  pooling (the ENCODE models' ``fc1`` input). It checks completeness on a few of its own
+  (sequence, reference) pairs and warns when the attributions do not add up (functional
+  nonlinearities, max-pooling after the layer); :func:`deeplift_delta` checks any set.
 - :func:`deepmotif` / :func:`deepmotif_pwms` -- enhanced DeepMotif: gradient ascent in input
   space from several random starts; the most informative window of the top-scoring generated
   sequences becomes a probability matrix.
 
 Positive sequences come from the model itself (:func:`model_positives`): the top-scoring of
 many random sequences, never a known motif.
+
+Every function runs in the model's floating dtype and on its device (a ``model.double()`` or a
+model on a GPU works); results come back as float32 tensors on the CPU.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import torch
 from torch import nn
 
-from .adapters import _preserved, make_references
+from .adapters import ADDITIVITY_TOLERANCE, _model_device, _model_float_dtype, _preserved, make_references
+from .adapters import _check_X as _check_onehot
 from .motifs import _normalise_columns, column_information, random_one_hot
 
 __all__ = ["model_positives", "layer_saliency", "layer_grad_x_input", "layer_deeplift",
@@ -38,14 +46,35 @@ def _check_model(model, layer):
         raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
 
 
-def _check_X(X):
+def _check_X(X, model, name="X"):
+    """One-hot (N, 4, L) sequences (a tensor or array) in ``model``'s float dtype, on its device."""
     if not isinstance(X, torch.Tensor):
         X = torch.as_tensor(np.asarray(X), dtype=torch.float32)
-    if X.dim() != 3 or X.shape[1] != 4:
-        raise ValueError(f"X must be one-hot sequences of shape (N, 4, L), got {tuple(X.shape)}")
-    if X.shape[0] < 1:
-        raise ValueError("X holds no sequences")
-    return X.float()
+    return _check_onehot(X, name, model=model).to(_model_device(model))
+
+
+def _like_model(x, model):
+    """``x`` in the model's float dtype (float32 if it has no float parameter), on its device."""
+    return x.to(device=_model_device(model), dtype=_model_float_dtype(model) or torch.float32)
+
+
+def _out(t):
+    """A result as documented: float32, on the CPU."""
+    return t.detach().float().cpu()
+
+
+class _Columns(nn.Module):
+    """The model with its output as (N, n_outputs): Captum picks ``target`` as a column, and a
+    (N,) output (one logit per sequence, squeezed) has none. ``target`` then indexes the
+    flattened output, as :func:`_target_output` does."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        out = self.model(x)
+        return out.reshape(out.shape[0], -1)
 
 
 def _target_output(out, target):
@@ -80,7 +109,7 @@ def model_positives(model, n=200, n_candidates=10000, seq_len=101, target=0,
         raise ValueError(f"need 1 <= n <= n_candidates, got n={n}, n_candidates={n_candidates}")
     X = random_one_hot(n_candidates, seq_len, probs=probs, random_state=random_state)
     with _preserved(model, freeze=True):
-        s = torch.cat([_target_output(model(X[i:i + batch_size]), target)
+        s = torch.cat([_out(_target_output(model(_like_model(X[i:i + batch_size], model)), target))
                        for i in range(0, len(X), batch_size)])
     top = torch.argsort(s, descending=True)[:n]
     return (X[top], s[top]) if return_scores else X[top]
@@ -147,9 +176,9 @@ def layer_saliency(model, layer, X, target=0, attribute_to_layer_input=False, ba
     float32 tensor (C,) (or (N, *layer_shape)).
     """
     _check_model(model, layer)
-    X = _check_X(X)
+    X = _check_X(X, model)
     _, G = _layer_grads(model, layer, X, target, attribute_to_layer_input, batch_size)
-    return _channel_mean(G) if reduce else G
+    return _out(_channel_mean(G) if reduce else G)
 
 
 def layer_grad_x_input(model, layer, X, target=0, attribute_to_layer_input=False,
@@ -165,36 +194,48 @@ def layer_grad_x_input(model, layer, X, target=0, attribute_to_layer_input=False
     (N, *layer_shape)).
     """
     _check_model(model, layer)
-    X = _check_X(X)
+    X = _check_X(X, model)
     H, G = _layer_grads(model, layer, X, target, attribute_to_layer_input, batch_size)
-    return _channel_mean(H * G) if reduce else H * G
+    return _out(_channel_mean(H * G) if reduce else H * G)
 
 
 def _shuffled_references(X, n_shuffles, random_state):
     """Dinucleotide-shuffled references, reference-major: (n_shuffles * N, 4, L)."""
-    R = make_references(X, "shuffle", n_shuffles, random_state)          # (N, n, 4, L)
-    return R.transpose(0, 1).reshape(-1, *X.shape[1:]).to(X.dtype)
+    R = make_references(X.cpu(), "shuffle", n_shuffles, random_state)    # (N, n, 4, L)
+    return R.transpose(0, 1).reshape(-1, *X.shape[1:]).to(device=X.device, dtype=X.dtype)
+
+
+#: (sequence, reference) pairs whose completeness :func:`layer_deeplift` checks by default
+N_COMPLETENESS_CHECKS = 8
 
 
 def layer_deeplift(model, layer, X, target=0, attribute_to_layer_input=False, n_shuffles=10,
-                   references=None, batch_size=512, random_state=None, reduce=True):
+                   references=None, batch_size=512, random_state=None, reduce=True,
+                   check_completeness=N_COMPLETENESS_CHECKS):
     """DeepLIFT (rescale rule) at a layer, averaged over references and then per channel.
 
     Uses Captum's ``LayerDeepLift``: attributions (H - H_ref) * m with DeepLIFT multipliers m of
     the network *after* the layer. The model must use module nonlinearities (``nn.ReLU``).
     Multipliers never pass through modules before the layer, so max-pooling before it is safe
     (Captum 0.9's MaxPool rule, wrong per issue #1276, is not used); MaxPool *after* the layer
-    would not be -- check with :func:`deeplift_delta`.
+    is not. Both failures break completeness (the attributions of a pair no longer sum to
+    S(x) - S(reference)), which is checked on ``check_completeness`` pairs and warned about.
 
     Parameters
     ----------
     model, layer, X, target, attribute_to_layer_input, batch_size: as :func:`layer_saliency`.
+        The output may also be (N,) (one logit per sequence): ``target`` indexes the output
+        flattened per sequence, (N, -1), here as in the other baselines.
     n_shuffles: dinucleotide-shuffled references per sequence (tangermeme's shuffle) when
         ``references`` is None.
     references: optional reference sequences, (N, R, 4, L) (R references for each sequence, the
         layout of :func:`deepresolve_captum.adapters.make_references`) or (N, 4, L) (R = 1).
     random_state: seed of the shuffles.
     reduce: True -> (C,), False -> (N, *layer_shape) (averaged over references).
+    check_completeness: (sequence, reference) pairs, spread over all of them, whose
+        summation-to-delta is checked (two forward passes of that many sequences); a
+        ``RuntimeWarning`` when the largest miss exceeds ``ADDITIVITY_TOLERANCE`` (0.1%) of
+        the largest S(x) - S(reference) among them. 0 turns the check off.
 
     Returns
     -------
@@ -203,49 +244,85 @@ def layer_deeplift(model, layer, X, target=0, attribute_to_layer_input=False, n_
     from captum.attr import LayerDeepLift
 
     _check_model(model, layer)
-    X = _check_X(X)
+    if isinstance(check_completeness, bool) or not isinstance(check_completeness, (int, np.integer)) \
+            or check_completeness < 0:
+        raise ValueError(f"check_completeness must be an int >= 0, got {check_completeness!r}")
+    X = _check_X(X, model)
     R = _references(X, references, n_shuffles, random_state)
     n_ref = R.shape[0] // X.shape[0]
     Xr = X.repeat(n_ref, 1, 1)
-    dl = LayerDeepLift(model, layer, multiply_by_inputs=True)
+    dl = LayerDeepLift(_Columns(model), layer, multiply_by_inputs=True)
     out = []
     with _preserved(model, freeze=True):  # inputs require grad: Captum hooks every nonlinearity, also before the layer
+        with torch.no_grad():  # target's range, before Captum's assertion
+            _target_output(model(Xr[:1]), target)
         for i in range(0, len(Xr), batch_size):
             a = dl.attribute(Xr[i:i + batch_size].clone().requires_grad_(True),
                              baselines=R[i:i + batch_size], target=target,
                              attribute_to_layer_input=attribute_to_layer_input)
             out.append(a.detach())
-    A = torch.cat(out).reshape(n_ref, X.shape[0], *out[0].shape[1:]).mean(0)
-    return _channel_mean(A) if reduce else A
+        A = torch.cat(out)                                               # (n_ref * N, *layer)
+        if check_completeness:
+            _warn_incomplete(model, layer, Xr, R, A, target, int(check_completeness))
+    A = A.reshape(n_ref, X.shape[0], *A.shape[1:]).mean(0)
+    return _out(_channel_mean(A) if reduce else A)
+
+
+def _warn_incomplete(model, layer, Xr, R, A, target, k):
+    """DeepLIFT's summation-to-delta on k pairs spread over the rows of Xr / R (row j: a
+    sequence, its reference, its attributions A[j]); RuntimeWarning when it fails."""
+    rows = torch.linspace(0, len(Xr) - 1, min(k, len(Xr))).round().long().unique()
+    with torch.no_grad():
+        d = (_target_output(model(Xr[rows]), target) - _target_output(model(R[rows]), target))
+    err = float((A[rows].reshape(len(rows), -1).sum(1) - d).abs().max())
+    scale = float(d.abs().max())
+    if err <= ADDITIVITY_TOLERANCE * scale + 1e-6:
+        return
+    name = next((n for n, m in model.named_modules() if m is layer), type(layer).__name__) or "model"
+    warnings.warn(
+        f"layer_deeplift at {name!r}: the attributions are not DeepLIFT -- they do not add up to "
+        f"S(x) - S(reference): the largest miss over {len(rows)} checked pairs is {err:.3g}, on "
+        f"output changes up to {scale:.3g}. Captum applies DeepLIFT's rule only to nonlinearity "
+        "modules after the layer; likely causes: a functional nonlinearity (F.relu, torch.relu, "
+        "x.max(), ...: treated as linear; use nn.ReLU modules), or max-pooling after the layer "
+        "(Captum 0.9's MaxPool rule is wrong, captum issue #1276, and adaptive/global max-pooling "
+        "has no rule: attribute at a layer after the pooling, e.g. the input of the first dense "
+        "layer). Channel scores and rankings can differ from DeepLIFT's.",
+        RuntimeWarning, stacklevel=3)
 
 
 def _references(X, references, n_shuffles, random_state):
-    """The references, reference-major: (R * N, 4, L), row r * N + i a reference of sequence i."""
+    """The references, reference-major: (R * N, 4, L), row r * N + i a reference of sequence i,
+    in X's dtype and on its device."""
     if references is None:
         if n_shuffles < 1:
             raise ValueError("n_shuffles must be >= 1")
         return _shuffled_references(X, n_shuffles, random_state)
     if not isinstance(references, torch.Tensor):
         references = torch.as_tensor(np.asarray(references))
-    R = make_references(X, references.float())                          # (N, R, 4, L), checked
-    return R.transpose(0, 1).reshape(-1, *X.shape[1:]).to(X.dtype)
+    R = make_references(X.cpu(), references.float().cpu())            # (N, R, 4, L), checked
+    return R.transpose(0, 1).reshape(-1, *X.shape[1:]).to(device=X.device, dtype=X.dtype)
 
 
 def deeplift_delta(model, layer, X, references, target=0, attribute_to_layer_input=False):
     """Completeness check of :func:`layer_deeplift`: per sequence,
     sum(attributions) - (S(X) - S(reference)), which DeepLIFT makes 0.
 
-    X and references: (N, 4, L) each (one reference per sequence). Returns a tensor (N,).
+    X and references: (N, 4, L) each (one reference per sequence). Returns a float32 tensor (N,).
     """
     from captum.attr import LayerDeepLift
 
-    X, R = _check_X(X), _check_X(references)
+    _check_model(model, layer)
+    X, R = _check_X(X, model), _check_X(references, model, "references")
+    if R.shape != X.shape:
+        raise ValueError(f"references must have X's shape {tuple(X.shape)}, got {tuple(R.shape)}")
     with _preserved(model, freeze=True):
-        a = LayerDeepLift(model, layer, multiply_by_inputs=True).attribute(
-            X.clone().requires_grad_(True), baselines=R, target=target, attribute_to_layer_input=attribute_to_layer_input)
         with torch.no_grad():
             d = _target_output(model(X), target) - _target_output(model(R), target)
-    return a.detach().reshape(len(X), -1).sum(1) - d
+        a = LayerDeepLift(_Columns(model), layer, multiply_by_inputs=True).attribute(
+            X.clone().requires_grad_(True), baselines=R, target=target,
+            attribute_to_layer_input=attribute_to_layer_input)
+    return _out(a.detach().reshape(len(X), -1).sum(1) - d)
 
 
 def layer_channel_scores(model, layer, X, method, target=0, attribute_to_layer_input=False,
@@ -287,7 +364,8 @@ def deepmotif(model, n_starts=20, seq_len=101, target=0, l2=0.01, lr=0.1, n_step
     if n_starts < 1 or n_steps < 1:
         raise ValueError("n_starts and n_steps must be >= 1")
     g = torch.Generator().manual_seed(int(np.random.default_rng(random_state).integers(2**31)))
-    x = (0.25 + init_scale * torch.randn(n_starts, 4, seq_len, generator=g)).requires_grad_(True)
+    x = _like_model(0.25 + init_scale * torch.randn(n_starts, 4, seq_len, generator=g),
+                    model).requires_grad_(True)  # drawn on the CPU: the same starts on any device
     opt = torch.optim.Adam([x], lr=lr)
     with _preserved(model, freeze=True), torch.enable_grad():
         for _ in range(n_steps):
@@ -299,7 +377,7 @@ def deepmotif(model, n_starts=20, seq_len=101, target=0, l2=0.01, lr=0.1, n_step
         with torch.no_grad():
             s = _target_output(model(x), target)
     order = torch.argsort(s, descending=True)
-    return x.detach()[order], s.detach()[order]
+    return _out(x[order]), _out(s[order])
 
 
 def deepmotif_pwms(model, width=25, n_top=5, n_starts=20, window="mass", random_state=None,

@@ -192,3 +192,118 @@ def test_deepmotif_generates_the_favoured_kmer():
                              n_steps=100, random_state=0)
     np.testing.assert_array_equal(P, P2)
     _unchanged(m, before)
+
+
+class FunctionalReLUModel(EncodeTFModel):
+    """EncodeTFModel with functional ReLUs (the same function): Captum's DeepLift sees no
+    nonlinearity to apply its rule to and treats both as linear."""
+
+    def forward(self, x):
+        x = self.flatten(self.pool(nn.functional.relu(self.conv(x))))
+        return self.fc2(self.dropout(nn.functional.relu(self.fc1(x))))
+
+
+class Squeezed(nn.Module):
+    """A binary classifier returning one logit per sequence, shape (N,)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x):
+        return self.model(x).squeeze(-1)
+
+
+def _no_warning(fn, *args, **kwargs):
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return fn(*args, **kwargs)
+
+
+def test_deeplift_warns_when_not_complete():
+    """Functional nonlinearities, and a global max-pool after the layer, break DeepLIFT's
+    summation-to-delta: layer_deeplift says so; at the fc1 input of an nn.ReLU model it is
+    silent."""
+    torch.manual_seed(1)
+    m = EncodeTFModel(n_filters=8, filter_len=9, n_hidden=16).eval()
+    mf = FunctionalReLUModel(n_filters=8, filter_len=9, n_hidden=16).eval()
+    mf.load_state_dict(m.state_dict())
+    X = random_seqs(12, L=50, seed=1)
+    ok = _no_warning(B.layer_deeplift, m, m.fc1, X, attribute_to_layer_input=True,
+                     n_shuffles=2, random_state=0)
+    with pytest.warns(RuntimeWarning, match=r"not DeepLIFT.*functional nonlinearity"):
+        bad = B.layer_deeplift(mf, mf.fc1, X, attribute_to_layer_input=True, n_shuffles=2,
+                               random_state=0)
+    assert not torch.allclose(ok, bad)                   # the warning is about a real difference
+    for layer in (m.conv, m.relu):                       # AdaptiveMaxPool1d after the layer
+        with pytest.warns(RuntimeWarning, match=r"max-pooling after the layer.*#1276"):
+            B.layer_deeplift(m, layer, X, n_shuffles=2, random_state=0)
+    _no_warning(B.layer_deeplift, mf, mf.conv, X, n_shuffles=2, random_state=0,
+                check_completeness=0)
+    with pytest.raises(ValueError, match="check_completeness"):
+        B.layer_deeplift(m, m.fc1, X, attribute_to_layer_input=True, check_completeness=-1)
+
+
+def test_deeplift_warns_on_the_real_ctcf_model(shared_dir):
+    """The ENCODE CTCF model: at the fc1 input (the benchmark's layer) DeepLIFT is complete
+    (miss ~3e-6 logits); rewritten with F.relu (miss ~8 logits) or taken at the conv output
+    (before AdaptiveMaxPool1d, miss up to ~5 logits on differences ~10) it is not."""
+    from deepresolve_captum.zoo import load_encode_zoo
+    m = next(iter(load_encode_zoo(shared_dir / "data" / "encode422",
+                                  names=["wgEncodeAwgTfbsBroadDnd41CtcfUniPk"]).values()))
+    mf = FunctionalReLUModel().eval()
+    mf.load_state_dict(m.state_dict())
+    X = B.model_positives(m, n=20, n_candidates=1000, random_state=0)
+    _no_warning(B.layer_deeplift, m, m.fc1, X, attribute_to_layer_input=True, n_shuffles=2,
+                random_state=0)
+    with pytest.warns(RuntimeWarning, match="not DeepLIFT"):
+        B.layer_deeplift(mf, mf.fc1, X, attribute_to_layer_input=True, n_shuffles=2,
+                         random_state=0)
+    with pytest.warns(RuntimeWarning, match="not DeepLIFT"):
+        B.layer_deeplift(m, m.conv, X, n_shuffles=2, random_state=0)
+
+
+def test_float64_model():
+    """A model.double() runs in float64 (inputs and generated sequences cast to its dtype);
+    results are float32 and equal the float32 model's."""
+    m = small_model()
+    m64 = small_model().double()
+    X = random_seqs(10, plant=KMERS)
+    for fn in (B.layer_saliency, B.layer_grad_x_input, B.layer_deeplift):
+        kw = dict(random_state=0, n_shuffles=2) if fn is B.layer_deeplift else {}
+        a = fn(m, m.fc1, X, attribute_to_layer_input=True, **kw)
+        b = fn(m64, m64.fc1, X.numpy(), attribute_to_layer_input=True, **kw)  # arrays too
+        assert b.dtype == torch.float32
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+    d = B.deeplift_delta(m64, m64.fc1, X, random_seqs(10, seed=3), attribute_to_layer_input=True)
+    assert d.abs().max() < 1e-10
+    X32, s32 = B.model_positives(m, n=5, n_candidates=300, seq_len=40, random_state=0,
+                                 return_scores=True)
+    X64, s64 = B.model_positives(m64, n=5, n_candidates=300, seq_len=40, random_state=0,
+                                 return_scores=True)
+    assert torch.equal(X32, X64) and X64.dtype == torch.float32
+    np.testing.assert_allclose(s64.numpy(), s32.numpy(), rtol=1e-5)
+    P, sc = B.deepmotif_pwms(m64, width=7, n_top=2, n_starts=3, seq_len=30, n_steps=5,
+                             random_state=0)
+    assert P.shape == (2, 4, 7) and np.isfinite(sc).all()
+
+
+def test_deeplift_with_1d_output():
+    """A model returning (N,) (one logit per sequence): every baseline gives the (N, 1)
+    model's answer; target indexes the flattened output, so only 0 exists."""
+    m = small_model(w_out=(0.2, -1.0, 3.0))
+    sq = Squeezed(m)
+    X = random_seqs(8, plant=KMERS)
+    for method in ("saliency", "grad_x_input", "deeplift"):
+        a = B.layer_channel_scores(m, m.fc1, X, method, attribute_to_layer_input=True,
+                                   random_state=0, **({"n_shuffles": 2} if method == "deeplift" else {}))
+        b = B.layer_channel_scores(sq, m.fc1, X, method, attribute_to_layer_input=True,
+                                   random_state=0, **({"n_shuffles": 2} if method == "deeplift" else {}))
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7)
+    R = random_seqs(8, seed=4)
+    np.testing.assert_allclose(B.deeplift_delta(sq, m.fc1, X, R, attribute_to_layer_input=True),
+                               B.deeplift_delta(m, m.fc1, X, R, attribute_to_layer_input=True),
+                               atol=1e-6)
+    with pytest.raises(ValueError, match="target 1 out of range"):
+        B.layer_deeplift(sq, m.fc1, X, target=1, attribute_to_layer_input=True, n_shuffles=1)
