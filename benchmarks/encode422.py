@@ -4,14 +4,16 @@ For every model: rank its 16 first-layer filters by each method (DeepResolve's O
 gradient x input and DeepLIFT at the fc1 input averaged over model-derived positives), turn the
 filters into probability matrices (the paper's clip rule, or --pwm activation), TOMTOM them
 against JASPAR 2016 CORE vertebrates and count the models whose known motif is hit among the
-top 1 / 3 / 5 channels at p < 0.05 and p < 0.5. Enhanced DeepMotif proposes its own 5 matrices
+top 1 / 3 / 5 channels at p < 0.05 and p < 0.5 (another release with --jaspar: models.csv's
+2016 ids are looked up there by base id). Enhanced DeepMotif proposes its own 5 matrices
 (best windows of its top-5 generated sequences). Two controls make the loose cut-offs honest:
 a random order of the filters and "any of the 16 filters". A strict column asks that the known
 motif be among the top-3 JASPAR matches of the top-ranked filter.
 
 Also: Mann-Whitney (unpaired) and Wilcoxon (paired) tests on the rank each method gives the
 filter that best matches the known motif; Spearman agreement of our OFIV with the authors'
-(lambda = 2.8); wall time per method. Per-model results go to a CSV.
+(lambda = 2.8; skipped when the folder has no authors_ofiv.csv); wall time per method.
+Per-model results go to a CSV.
 
     NUMBA_CACHE_DIR=$PWD/.numba_cache python benchmarks/encode422.py \\
         --models ../shared/data/encode422 --out bench_out/encode422.csv
@@ -19,6 +21,8 @@ filter that best matches the known motif; Spearman agreement of our OFIV with th
 
 Positive sequences for the input-dependent baselines are the top-scoring 200 of 10,000 uniform
 random 101-bp sequences, scored by the model itself (never the known motif).
+
+Every argument is checked before any work starts (an argparse error naming it).
 """
 from __future__ import annotations
 
@@ -55,57 +59,170 @@ LABELS = {"deepresolve": "DeepResolve (OFIV)", "saliency": "saliency @fc1",
 INPUT_DEPENDENT = ("saliency", "grad_x_input", "deeplift")
 TOPS = (1, 3, 5)
 CUTS = (0.05, 0.5)
+DM_TOP = 5  # enhanced DeepMotif's candidate matrices per model (its top-5 generated sequences)
 
 
 def _l2_arg(v):
-    return "auto" if v == "auto" else float(v)
+    if v == "auto":
+        return v
+    try:
+        lam = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {v!r}")
+    if not (np.isfinite(lam) and lam > 0):
+        raise argparse.ArgumentTypeError(f"lambda must be a positive number or 'auto', got {v!r}")
+    return lam
+
+
+def _int_at_least(lo):
+    """argparse type: an int >= lo."""
+    def conv(v):
+        try:
+            n = int(v)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}, got {v!r}")
+        if n < lo:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {lo}, got {n}")
+        return n
+    return conv
 
 
 def parse_args(argv=None):
+    """The command line, checked: every error (bad numbers, a subset that selects nothing or
+    names unknown models, no methods, a missing models folder, a JASPAR release without some
+    selected model's known motif) is an argparse error before any model is loaded."""
     default_models = Path(__file__).resolve().parents[2] / "shared" / "data" / "encode422"
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=str(default_models),
-                   help="the encode422 folder (models/, models.csv, authors_ofiv.csv)")
+                   help="the encode422 folder (models/, models.csv; authors_ofiv.csv optional)")
     p.add_argument("--subset", default=None,
-                   help="an int n (every len/n-th model, spread over the TFs), 'first:n', or "
-                        "comma-separated model names or TF symbols")
+                   help="an int n >= 1 (n models spread over the list and so over the TFs), "
+                        "'first:n' (the first n), or comma-separated model names or TF symbols "
+                        "(each must match)")
     p.add_argument("--methods", default=",".join(ALL_METHODS),
                    help=f"comma-separated subset of {','.join(ALL_METHODS)}")
-    p.add_argument("--starts", type=int, default=10, help="DeepResolve random starts T")
+    p.add_argument("--starts", type=_int_at_least(1), default=10,
+                   help="DeepResolve random starts T")
     p.add_argument("--l2", type=_l2_arg, default=2.8,
                    help="DeepResolve lambda (authors': 2.8), or 'auto': the paper's heuristic per model "
                         "(FIM norm ~ mean fc1-input norm on realistic sequences: the model-derived "
                         "positives and one dinucleotide shuffle of each, like a ChIP-seq training set)")
     p.add_argument("--no-batch", action="store_true",
                    help="run DeepResolve model by model instead of the whole zoo as one batch")
-    p.add_argument("--dm-starts", type=int, default=20, help="enhanced DeepMotif random starts")
-    p.add_argument("--dm-steps", type=int, default=200, help="enhanced DeepMotif ascent steps")
-    p.add_argument("--n-pos", type=int, default=200, help="model-derived positives per model")
-    p.add_argument("--n-candidates", type=int, default=10000, help="random sequences scored")
+    p.add_argument("--dm-starts", type=_int_at_least(DM_TOP), default=20,
+                   help=f"enhanced DeepMotif random starts (>= {DM_TOP}: it keeps the top {DM_TOP})")
+    p.add_argument("--dm-steps", type=_int_at_least(1), default=200,
+                   help="enhanced DeepMotif ascent steps")
+    p.add_argument("--n-pos", type=_int_at_least(1), default=200,
+                   help="model-derived positives per model (<= --n-candidates)")
+    p.add_argument("--n-candidates", type=_int_at_least(1), default=10000,
+                   help="random sequences scored")
     p.add_argument("--pwm", choices=("clip", "activation"), default="clip",
                    help="filter -> matrix rule: the paper's clip rule or top-activating k-mers")
-    p.add_argument("--jaspar", default="JASPAR2016", help="JASPAR release (CORE vertebrates)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1, help="torch threads")
+    p.add_argument("--jaspar", default="JASPAR2016",
+                   help="JASPAR release (CORE vertebrates). models.csv names each model's known "
+                        "motif by its JASPAR 2016 id (MA0139.1); in a release without that "
+                        "version the release's own version of the base id (MA0139 -> MA0139.2 in "
+                        "JASPAR2024) is the known motif; a release lacking the base id of a "
+                        "selected model is refused (JASPAR2014 lacks 4 of the 43, used by 9 models)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads")
     p.add_argument("--out", default="bench_out/encode422.csv", help="per-model CSV")
     p.add_argument("--verbose", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+
+    methods = list(dict.fromkeys(m.strip() for m in args.methods.split(",") if m.strip()))
+    if not methods:
+        p.error(f"--methods: no method given; choose from {','.join(ALL_METHODS)}")
+    bad = [m for m in methods if m not in ALL_METHODS]
+    if bad:
+        p.error(f"--methods: unknown {bad}; choose from {','.join(ALL_METHODS)}")
+    args.methods = methods
+    if args.n_pos > args.n_candidates:
+        p.error(f"--n-pos ({args.n_pos}) must be <= --n-candidates ({args.n_candidates}): the "
+                "positives are the top-scoring of the random candidates")
+    folder = Path(args.models)
+    if not folder.is_dir():
+        p.error(f"--models: no such folder: {folder}")
+    if not (folder / "models.csv").is_file():
+        p.error(f"--models: {folder} has no models.csv")
+    try:
+        meta = select(pd.read_csv(folder / "models.csv"), args.subset)
+    except ValueError as e:
+        p.error(f"--subset: {e}")
+    mdir = folder / "models" if (folder / "models").is_dir() else folder  # as load_encode_zoo
+    absent = [n for n in meta["name"] if not (mdir / f"{n}.npz").is_file()]
+    if absent:
+        p.error(f"--models: {len(absent)} selected model(s) have no .npz in {mdir}: {absent[:3]}")
+    try:
+        known_motifs(meta, M.load_jaspar(release=args.jaspar, collection="CORE",
+                                         tax_group="vertebrates"), args.jaspar)
+    except ValueError as e:
+        p.error(f"--jaspar: {e}")
+    return args
 
 
 def select(meta, subset):
+    """The rows of models.csv ``subset`` names (see --subset); ValueError when it selects
+    nothing or names a model / TF that is not there."""
     if subset is None:
         return meta
-    if subset.isdigit():
-        n = int(subset)
+    subset = subset.strip()
+    if subset.isdigit() or subset.startswith("first:"):
+        v = subset.split(":", 1)[1] if subset.startswith("first:") else subset
+        if not v.strip().isdigit() or int(v) < 1:
+            raise ValueError(f"{subset!r}: the number of models must be an integer >= 1")
+        n = int(v)
+        if subset.startswith("first:"):
+            return meta.iloc[:n]
         idx = np.unique(np.linspace(0, len(meta) - 1, min(n, len(meta))).round().astype(int))
         return meta.iloc[idx]
-    if subset.startswith("first:"):
-        return meta.iloc[:int(subset.split(":", 1)[1])]
-    keys = [k.strip() for k in subset.split(",") if k.strip()]
-    sel = meta[meta["name"].isin(keys) | meta["tf"].isin(keys)]
-    if sel.empty:
-        raise SystemExit(f"--subset {subset!r} matches no model")
-    return sel
+    keys = list(dict.fromkeys(k.strip() for k in subset.split(",") if k.strip()))
+    if not keys:
+        raise ValueError(f"{subset!r} names no model: give an int n, 'first:n', or "
+                         "comma-separated model names or TF symbols")
+    known = set(meta["name"]) | set(meta["tf"])
+    unknown = [k for k in keys if k not in known]
+    if unknown:
+        import difflib
+        lower = {}
+        for k in sorted(known):
+            lower.setdefault(k.lower(), k)
+        hints = {k: [lower[c] for c in difflib.get_close_matches(k.lower(), list(lower), n=3,
+                                                                  cutoff=0.6)] for k in unknown}
+        hint = "; ".join(f"{k!r}: did you mean {', '.join(h)}?" for k, h in hints.items() if h)
+        raise ValueError(f"unknown model names or TF symbols {unknown} (names and symbols are "
+                         f"case-sensitive, e.g. CTCF)" + (f"; {hint}" if hint else ""))
+    return meta[meta["name"].isin(keys) | meta["tf"].isin(keys)]
+
+
+def known_motifs(meta, jaspar, release):
+    """Each model's known motif in the loaded JASPAR release: dict name -> (id, motif name).
+
+    models.csv holds JASPAR 2016 ids (``jaspar2016_id``, e.g. MA0139.1). A release holding that
+    version uses it; otherwise the release's version of the base id (MA0139 -> MA0139.2 in
+    JASPAR2024; the latest if it holds several). ValueError when a base id is not in the
+    release at all."""
+    by_base = {}
+    for i, mid in enumerate(jaspar.ids):
+        base, _, ver = mid.partition(".")
+        if base not in by_base or int(ver or 0) > int(jaspar.ids[by_base[base]].partition(".")[2] or 0):
+            by_base[base] = i
+    out, missing = {}, {}
+    for name, mid in zip(meta["name"], meta["jaspar2016_id"]):
+        i = jaspar.ids.index(mid) if mid in jaspar.ids else by_base.get(mid.partition(".")[0])
+        if i is None:
+            missing.setdefault(mid, []).append(name)
+        else:
+            out[name] = (jaspar.ids[i], jaspar.names[i])
+    if missing:
+        n = sum(len(v) for v in missing.values())
+        raise ValueError(
+            f"{release} has no version of the known motif of {n} selected model(s): "
+            + ", ".join(f"{mid} ({len(v)} model(s), e.g. {v[0]})" for mid, v in missing.items())
+            + ". Use JASPAR2016 (the ids of models.csv) or a later release, or leave those "
+              "models out with --subset")
+    return out
 
 
 def rank_of(order, item):
@@ -160,19 +277,29 @@ def run_deepresolve(zoo, n_starts, l2, seed, batch=True, auto_inputs=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)
+    args = parse_args(argv)  # every argument checked, JASPAR loaded (cached) and known ids found
     torch.set_num_threads(args.threads)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    bad = sorted(set(methods) - set(ALL_METHODS))
-    if bad:
-        raise SystemExit(f"unknown methods {bad}; choose from {ALL_METHODS}")
+    methods = args.methods
     folder = Path(args.models)
     meta = select(pd.read_csv(folder / "models.csv"), args.subset)
-    authors = pd.read_csv(folder / "authors_ofiv.csv").set_index("name")
+    if (folder / "authors_ofiv.csv").is_file():
+        authors = pd.read_csv(folder / "authors_ofiv.csv").set_index("name")
+    else:
+        print(f"note: {folder / 'authors_ofiv.csv'} not found: no comparison with the authors' "
+              "saved OFIVs (no Spearman, no 'authors' row)", flush=True)
+        authors = pd.DataFrame(index=pd.Index([], name="name"))
+    jaspar = M.load_jaspar(release=args.jaspar, collection="CORE", tax_group="vertebrates")
+    known_ids = known_motifs(meta, jaspar, args.jaspar)
+    moved = sorted({(a, known_ids[n][0]) for n, a in zip(meta["name"], meta["jaspar2016_id"])
+                    if known_ids[n][0] != a})
+    if moved:
+        print(f"{args.jaspar}: {len(moved)} known motif(s) not in this release as models.csv's "
+              f"JASPAR 2016 version, taken by base id: "
+              + ", ".join(f"{a} -> {b}" for a, b in moved[:6]) + (", ..." if len(moved) > 6 else ""),
+              flush=True)
     t0 = time.perf_counter()
     zoo = load_encode_zoo(folder, names=list(meta["name"]))
     t_load = time.perf_counter() - t0
-    jaspar = M.load_jaspar(release=args.jaspar, collection="CORE", tax_group="vertebrates")
     print(f"{len(zoo)} models loaded in {t_load:.2f} s; {len(jaspar)} {args.jaspar} CORE "
           f"vertebrate motifs; filter matrices by the {args.pwm!r} rule", flush=True)
 
@@ -210,9 +337,9 @@ def main(argv=None):
     meta_by_name = meta.set_index("name")
     for i, (name, model) in enumerate(zoo.items()):
         info = meta_by_name.loc[name]
-        known = info["jaspar2016_id"]
-        row = {"name": name, "tf": info["tf"], "known_id": known,
-               "known_name": info["jaspar2016_name"]}
+        known, known_name = known_ids[name]  # in args.jaspar (models.csv: JASPAR 2016 ids)
+        row = {"name": name, "tf": info["tf"], "known_id": known, "known_name": known_name,
+               "jaspar2016_id": info["jaspar2016_id"]}
         seed = args.seed * 100003 + i
         # --- filters -> matrices -> TOMTOM against the whole collection (method independent)
         t = time.perf_counter()
@@ -275,7 +402,7 @@ def main(argv=None):
         # --- enhanced DeepMotif: its own 5 candidate matrices
         if "deepmotif" in methods:
             t = time.perf_counter()
-            dm_pwms, _ = B.deepmotif_pwms(model, width=model.conv.kernel_size[0], n_top=5,
+            dm_pwms, _ = B.deepmotif_pwms(model, width=model.conv.kernel_size[0], n_top=DM_TOP,
                                           n_starts=args.dm_starts, n_steps=args.dm_steps,
                                           random_state=seed)
             timing["deepmotif"] += time.perf_counter() - t
@@ -327,7 +454,7 @@ def report(df, methods, timing, args, out):
     if "authors_top1_p0.05" in df and df["authors_top1_p0.05"].notna().all():
         shown.insert(shown.index("random"), "authors")
     print()
-    print(f"Table 1 on {n} of the authors' ENCODE TF models (known JASPAR 2016 motif hit by a "
+    print(f"Table 1 on {n} of the authors' ENCODE TF models (known {args.jaspar} motif hit by a "
           f"top-k channel at TOMTOM p < cut; filter matrices: {args.pwm} rule; DeepResolve "
           f"T = {args.starts}, lambda = {args.l2})")
     head = (f"{'method':24s}" + "".join(f"{f'top{k} p<{c}':>13s}" for c in CUTS for k in TOPS)
