@@ -335,10 +335,11 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     if len(lone):
         warnings.warn(
             f"target(s) {lone[:10].tolist()}{' ...' if len(lone) > 10 else ''} (positions in "
-            "fims) have one start with a non-zero weight: the scores are shifted by their "
-            "minimum when one is negative, and every other start scored that minimum (with "
-            "T = 2 this happens whenever a score is negative). Their IL is 0 and the OFIV is "
-            "that start's FIV, as with T = 1: run more starts.", UserWarning, stacklevel=2)
+            "fims) have one start with a non-zero weight: a score is negative, so the scores "
+            "are shifted by their minimum, and every other start scored exactly that minimum "
+            "(they ended at the same optimum). Their IL is 0 and their OFIV is that one "
+            "start's FIV, as with T = 1. With T = 2 this happens whenever a score is negative: "
+            "run more starts.", UserWarning, stacklevel=2)
     # float32 FIVs stay float32 (the native kernel accumulates in float64 either way)
     mean, il = _stats.weighted_moments(fiv, w)
     mean, il = np.asarray(mean, dtype=np.float64), np.asarray(il, dtype=np.float64)
