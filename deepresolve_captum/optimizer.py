@@ -357,17 +357,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         seed = int(seed)
 
         owner = _owning_module(self.forward_func)
+        hidden_from = None
         if owner is not None and not any(m is self.layer for m in owner.modules()):
-            warnings.warn(
-                f"layer {type(self.layer).__name__} is not a submodule of forward_func "
-                f"({type(owner).__name__}): it belongs to another model, or the model that "
-                "holds it is hidden from LayerFeatureOptimizer (e.g. stored outside the module "
-                "tree). In the second case only `layer` "
-                "can be switched to eval mode and frozen during the ascent: if that model is "
-                "in train mode, its Dropout stays on and its BatchNorm running statistics are "
-                "updated. Pass the model that holds the layer, or call model.eval() first.",
-                stacklevel=3)
-            owner = None
+            hidden_from, owner = type(owner).__name__, None   # warned once the layer is reached
         elif owner is None:
             warnings.warn(
                 "forward_func is not an nn.Module (or a bound method of one), so only `layer` "
@@ -389,6 +381,15 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 p.requires_grad_(False)
             run = _Runner(self.forward_func, swap, inputs, extra, n_examples)
             run.probe(owner)
+            if hidden_from is not None:
+                warnings.warn(
+                    f"layer {type(self.layer).__name__} is not a submodule of forward_func "
+                    f"({hidden_from}), yet the forward reaches it: the model that holds it is "
+                    "hidden from LayerFeatureOptimizer (e.g. stored outside the module tree), so "
+                    "only `layer` can be switched to eval mode and frozen during the ascent: if "
+                    "that model is in train mode, its Dropout stays on and its BatchNorm running "
+                    "statistics are updated. Pass the model that holds the layer, or call "
+                    "model.eval() first.", stacklevel=3)
             targets = _parse_targets(target, run.output_shape)
             if init is not None:
                 init = _check_init(init, (len(targets), n_starts) + run.layer_shape)
