@@ -348,13 +348,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 "hundred realistic sequences (e.g. held-out data), or an explicit l2.",
                 UserWarning, stacklevel=3)
         extra = _forward_args(additional_forward_args)
-        if seed is None:
-            seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-        elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
-        elif seed < 0:
-            raise ValueError(f"seed must be a non-negative int or None, got {seed}")
-        seed = int(seed)
+        seed = _resolve_seed(seed)
 
         owner = _owning_module(self.forward_func)
         hidden_from = None
@@ -944,6 +938,17 @@ def _progress(total, verbose, desc="DeepResolve ascent"):
     return tqdm(total=total, desc=desc, unit="start",
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} starts "
                            "[{elapsed}{postfix}]")
+
+
+def _resolve_seed(seed):
+    """A non-negative int seed; None draws one from torch's global generator."""
+    if seed is None:
+        return int(torch.randint(0, 2**31 - 1, (1,)).item())
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative int or None, got {seed}")
+    return int(seed)
 
 
 def _check_positive_int(x, name):

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from .cli import add_threads_argument, int_at_least, output_folder, positive_float, torch_threads
-from .optimizer import LayerFeatureOptimizer, _check_positive_int, start_draw
+from .optimizer import LayerFeatureOptimizer, _check_positive_int, _resolve_seed, start_draw
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models, load_encode_zoo
 
@@ -78,13 +78,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     if not all(isinstance(m, EncodeTFModel) for m in zoo.values()):
         raise TypeError("every model of the zoo must be an EncodeTFModel")
     n_starts = _check_positive_int(n_starts, "n_starts")
-    if seed is None:  # drawn once, so that every group shares it; kept in settings["seed"]
-        seed = int(torch.randint(0, 2**31 - 1, (1,)).item())
-    elif isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be a non-negative int or None, got {seed!r}")
-    elif seed < 0:
-        raise ValueError(f"seed must be a non-negative int or None, got {seed}")
-    seed = int(seed)
+    seed = _resolve_seed(seed)  # None: drawn once, shared by every group, kept in settings
     if isinstance(l2, str):
         raise ValueError("summarize_zoo takes one numeric l2 for the whole zoo; for l2='auto' run "
                          "LayerFeatureOptimizer on each model")
