@@ -198,6 +198,14 @@ def _check_shapes(data, what):
     if bad:
         raise ValueError(f"{what} is not a saved EnsembleSummary of consistent shapes: with fiv "
                          f"(C, T, K) = {fiv.shape}, got {bad}")
+    kinds = dict(nonadditive="b", sign_flip="b", category="iu", n_components="iu")
+    odd = {k: str(data[k].dtype) for k, ok in kinds.items() if data[k].dtype.kind not in ok}
+    if odd:
+        raise ValueError(f"{what} is not a saved EnsembleSummary: {odd} (nonadditive and "
+                         "sign_flip are bool, category and n_components integers)")
+    if data["category"].size and not np.isin(data["category"], (0, 1, 2)).all():
+        raise ValueError(f"{what} is not a saved EnsembleSummary: category holds values other "
+                         "than 0, 1, 2")
 
 
 def _plain(x):

@@ -246,8 +246,11 @@ def test_summary_save_load_file_objects_and_foreign_files(tmp_path):
     (tmp_path / "text.npz").write_text("not numpy")
     np.savez(tmp_path / "shape.npz", **{**arrays, "ofiv": np.zeros(7)})
     np.savez(tmp_path / "settings.npz", **{**arrays, "settings": np.array("hello")})
+    np.savez(tmp_path / "dtype.npz", **{**arrays, "category": arrays["category"] + 0.5})
+    np.savez(tmp_path / "values.npz", **{**arrays, "category": arrays["category"] + 3})
     for name, why in [("one.npy", "one array"), ("text.npz", "neither an .npz nor an .npy"),
-                      ("shape.npz", "consistent shapes.*ofiv"), ("settings.npz", "not a dict")]:
+                      ("shape.npz", "consistent shapes.*ofiv"), ("settings.npz", "not a dict"),
+                      ("dtype.npz", "'category': 'float64'"), ("values.npz", "other than 0, 1, 2")]:
         with pytest.raises(ValueError, match=f"not a saved EnsembleSummary.*{why}"):
             EnsembleSummary.load(tmp_path / name)
     with pytest.raises(FileNotFoundError):
