@@ -90,7 +90,9 @@ def _int_at_least(lo):
 def parse_args(argv=None):
     """The command line, checked: every error (bad numbers, a subset that selects nothing or
     names unknown models, no methods, a missing models folder, a JASPAR release without some
-    selected model's known motif) is an argparse error before any model is loaded."""
+    selected model's known motif) is an argparse error before any model is loaded. What the
+    checks read is kept for ``main``: ``args.meta`` (the selected rows of models.csv),
+    ``args.motifs`` (the JASPAR MotifSet) and ``args.known_ids`` (see :func:`known_motifs`)."""
     default_models = Path(__file__).resolve().parents[2] / "shared" / "data" / "encode422"
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--models", default=str(default_models),
@@ -155,10 +157,11 @@ def parse_args(argv=None):
     if absent:
         p.error(f"--models: {len(absent)} selected model(s) have no .npz in {mdir}: {absent[:3]}")
     try:
-        known_motifs(meta, M.load_jaspar(release=args.jaspar, collection="CORE",
-                                         tax_group="vertebrates"), args.jaspar)
+        motifs = M.load_jaspar(release=args.jaspar, collection="CORE", tax_group="vertebrates")
+        known_ids = known_motifs(meta, motifs, args.jaspar)
     except ValueError as e:
         p.error(f"--jaspar: {e}")
+    args.meta, args.motifs, args.known_ids = meta, motifs, known_ids
     return args
 
 
@@ -277,19 +280,16 @@ def run_deepresolve(zoo, n_starts, l2, seed, batch=True, auto_inputs=None):
 
 
 def main(argv=None):
-    args = parse_args(argv)  # every argument checked, JASPAR loaded (cached) and known ids found
+    args = parse_args(argv)  # every argument checked, models selected, known motifs found
     torch.set_num_threads(args.threads)
-    methods = args.methods
+    methods, meta, jaspar, known_ids = args.methods, args.meta, args.motifs, args.known_ids
     folder = Path(args.models)
-    meta = select(pd.read_csv(folder / "models.csv"), args.subset)
     if (folder / "authors_ofiv.csv").is_file():
         authors = pd.read_csv(folder / "authors_ofiv.csv").set_index("name")
     else:
         print(f"note: {folder / 'authors_ofiv.csv'} not found: no comparison with the authors' "
               "saved OFIVs (no Spearman, no 'authors' row)", flush=True)
         authors = pd.DataFrame(index=pd.Index([], name="name"))
-    jaspar = M.load_jaspar(release=args.jaspar, collection="CORE", tax_group="vertebrates")
-    known_ids = known_motifs(meta, jaspar, args.jaspar)
     moved = sorted({(a, known_ids[n][0]) for n, a in zip(meta["name"], meta["jaspar2016_id"])
                     if known_ids[n][0] != a})
     if moved:
