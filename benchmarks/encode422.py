@@ -47,7 +47,7 @@ from deepresolve_captum import LayerFeatureOptimizer, summarize
 from deepresolve_captum import baselines as B
 from deepresolve_captum import motifs as M
 from deepresolve_captum.adapters import make_references
-from deepresolve_captum.zoo import load_encode_zoo
+from deepresolve_captum.zoo import encode_models_folder, load_encode_zoo
 from deepresolve_captum.zoo_summary import summarize_zoo
 
 ALL_METHODS = ("deepresolve", "saliency", "grad_x_input", "deeplift", "deepmotif")
@@ -152,7 +152,7 @@ def parse_args(argv=None):
         meta = select(pd.read_csv(folder / "models.csv"), args.subset)
     except ValueError as e:
         p.error(f"--subset: {e}")
-    mdir = folder / "models" if (folder / "models").is_dir() else folder  # as load_encode_zoo
+    mdir = encode_models_folder(folder)
     absent = [n for n in meta["name"] if not (mdir / f"{n}.npz").is_file()]
     if absent:
         p.error(f"--models: {len(absent)} selected model(s) have no .npz in {mdir}: {absent[:3]}")
@@ -203,17 +203,11 @@ def known_motifs(meta, jaspar, release):
     """Each model's known motif in the loaded JASPAR release: dict name -> (id, motif name).
 
     models.csv holds JASPAR 2016 ids (``jaspar2016_id``, e.g. MA0139.1). A release holding that
-    version uses it; otherwise the release's version of the base id (MA0139 -> MA0139.2 in
-    JASPAR2024; the latest if it holds several). ValueError when a base id is not in the
-    release at all."""
-    by_base = {}
-    for i, mid in enumerate(jaspar.ids):
-        base, _, ver = mid.partition(".")
-        if base not in by_base or int(ver or 0) > int(jaspar.ids[by_base[base]].partition(".")[2] or 0):
-            by_base[base] = i
+    version uses it; otherwise the release's version of the base id (``MotifSet.id_index``:
+    MA0139 -> MA0139.2 in JASPAR2024). ValueError when a base id is not in the release at all."""
     out, missing = {}, {}
     for name, mid in zip(meta["name"], meta["jaspar2016_id"]):
-        i = jaspar.ids.index(mid) if mid in jaspar.ids else by_base.get(mid.partition(".")[0])
+        i = jaspar.id_index(mid)
         if i is None:
             missing.setdefault(mid, []).append(name)
         else:

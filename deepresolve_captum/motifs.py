@@ -285,6 +285,17 @@ class MotifSet(NamedTuple):
         RORA matrices; ``all_versions=True`` keeps every version): :meth:`indices` gives all."""
         return self.indices(key)[0]
 
+    def id_index(self, motif_id):
+        """Position of JASPAR id ``motif_id`` (``"MA0139.1"``) in this set: that version when the
+        set holds it, else the set's latest version of its base id (``MA0139.1`` -> ``MA0139.2``
+        in JASPAR 2024: ids from another release), else None."""
+        if motif_id in self.ids:
+            return self.ids.index(motif_id)
+        base = str(motif_id).partition(".")[0]
+        versions = [(int(mid.partition(".")[2] or 0), i) for i, mid in enumerate(self.ids)
+                    if mid.partition(".")[0] == base]
+        return max(versions)[1] if versions else None
+
     def indices(self, key):
         """Positions of every motif whose id, base id or name is ``key`` (at least one, else
         KeyError with suggestions)."""

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 __all__ = ["PaperCNN", "EncodeTFModel", "DeepSEA", "keras_init_", "load_encode_model", "load_zoo",
-           "load_encode_zoo", "BlockLinear", "EncodeZooHeads", "EncodeZooStack", "HEAD_LAYERS"]
+           "load_encode_zoo", "encode_models_folder", "BlockLinear", "EncodeZooHeads", "EncodeZooStack", "HEAD_LAYERS"]
 
 
 def _check_seq_len(model, seq_len, stages, what):
@@ -324,12 +324,16 @@ def load_encode_zoo(folder, names=None, verbose=False):
     -------
     dict name -> EncodeTFModel in eval mode. Loading all 276 takes well under a second or two.
     """
+    return load_zoo(encode_models_folder(folder), load_encode_model, names=names, verbose=verbose)
+
+
+def encode_models_folder(folder):
+    """The folder of model files: ``folder/models`` when there is one (the ``encode422`` layout,
+    with ``models.csv`` beside it), else ``folder`` itself. -> pathlib.Path."""
     from pathlib import Path
 
     folder = Path(folder)
-    if (folder / "models").is_dir():
-        folder = folder / "models"
-    return load_zoo(folder, load_encode_model, names=names, verbose=verbose)
+    return folder / "models" if (folder / "models").is_dir() else folder
 
 
 class BlockLinear(nn.Module):

@@ -24,7 +24,8 @@ import torch
 from .cli import add_threads_argument, int_at_least, output_folder, positive_float, torch_threads
 from .optimizer import LayerFeatureOptimizer, _check_positive_int, _resolve_seed, start_draw
 from .summary import CATEGORY_NAMES, summarize
-from .zoo import HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models, load_encode_zoo
+from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models,
+                  encode_models_folder, load_encode_zoo)
 
 __all__ = ["summarize_zoo", "zoo_filter_table"]
 
@@ -215,7 +216,9 @@ def add_arguments(parser):
                         help="seed of the starts (default 0)")
     parser.add_argument("--jaspar", default=None, metavar="RELEASE",
                         help="match each model's top filters against this JASPAR CORE vertebrates "
-                             "release (e.g. JASPAR2016; the first call compiles TOMTOM, ~1 min)")
+                             "release (e.g. JASPAR2016; the first call compiles TOMTOM, ~1 min). "
+                             "models.csv's JASPAR 2016 ids are taken in another release as its "
+                             "version of the same base id (MA0139.1 -> MA0139.2 in JASPAR2024)")
     parser.add_argument("--top", type=int_at_least(0), default=3, help="filters per model in filters.csv "
                         "(default 3; 0: all)")
     add_threads_argument(parser, "these small heads gain little from more, and lose a lot when the "
@@ -237,7 +240,7 @@ def _run(args):
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():
         raise SystemExit(f"deepresolve zoo: error: no such folder: {folder}")
-    models_dir = folder / "models" if (folder / "models").is_dir() else folder  # as load_encode_zoo
+    models_dir = encode_models_folder(folder)
     if out.resolve() == models_dir.resolve():
         raise SystemExit(f"deepresolve zoo: error: --out {out} is the models folder; its "
                          "summary.npz would be read as a model on the next run: choose another "
@@ -279,12 +282,14 @@ def _run(args):
             if not {"name", "jaspar2016_id"} <= set(meta.columns):
                 say(f"{table} has no 'name' and 'jaspar2016_id' columns: filters.csv gets no "
                     "known-motif columns (known_motif, known_p, known_rank)")
-            elif args.jaspar == "JASPAR2016":
-                known = dict(zip(meta["name"], meta["jaspar2016_id"]))
-                say(f"known motifs from {table}")
-            else:
-                say(f"models.csv names each model's known motif in JASPAR2016 only: no "
-                    f"known_p / known_rank columns for {args.jaspar}")
+            else:  # JASPAR 2016 ids; another release: its version of the base id
+                where = {n: jaspar.id_index(mid) for n, mid in zip(meta["name"], meta["jaspar2016_id"])
+                         if isinstance(mid, str)}
+                known = {n: jaspar.ids[i] for n, i in where.items() if i is not None}
+                lost = sorted(n for n in zoo if n in where and where[n] is None)
+                say(f"known motifs from {table}"
+                    + (f"; {len(lost)} model(s) have no version of theirs in {args.jaspar} (no "
+                       f"known_p / known_rank there): {lost[:3]}" if lost else ""))
     ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top)
     ft.to_csv(out / "filters.csv", index=False)
     say(f"wrote summary.npz, ofiv.csv and filters.csv to {out} in {time.perf_counter() - t0:.1f} s")

@@ -328,3 +328,12 @@ def test_small_conveniences(jaspar):
     with pytest.warns(RuntimeWarning, match="less than 3 bits") as rec:
         M.known_motif_hits([np.full((4, 10), 0.25)], jaspar, "CTCF")
     assert rec[0].filename == __file__
+
+
+def test_id_index_takes_another_release_by_base_id():
+    J = M.MotifSet([np.full((4, 5), 0.25)] * 4, ["MA0139.2", "MA0466.1", "MA0466.4", "MA0466.3"],
+                   ["CTCF", "CEBPB", "CEBPB", "CEBPB"])
+    assert J.id_index("MA0466.1") == 1                  # that version, when held
+    assert J.id_index("MA0139.1") == 0                  # else the base id's
+    assert J.id_index("MA0466.2") == 2                  # ... latest version
+    assert J.id_index("MA9999.1") is None

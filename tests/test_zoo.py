@@ -171,6 +171,12 @@ def test_cli_zoo_reads_models_csv_beside_the_models_folder(tmp_path, capsys):
         assert {"known_motif", "known_p", "known_rank"} <= set(t.columns), folder
         assert list(t["known_motif"]) == ["MA0139.1", "MA0102.3"]
         assert "known motifs from" in capsys.readouterr().err
+    # another release: the known motif is that release's version of the 2016 base id
+    out = tmp_path / "out_2024"
+    assert cli.main(["zoo", str(data), "--out", str(out), "--starts", "2", "--top", "1",
+                     "--jaspar", "JASPAR2024"]) == 0
+    assert list(pd.read_csv(out / "filters.csv")["known_motif"]) == ["MA0139.2", "MA0102.5"]
+    capsys.readouterr()
     (data / "models.csv").unlink()
     out = tmp_path / "out_no_csv"
     assert cli.main(["zoo", str(data / "models"), "--out", str(out), "--starts", "2", "--top", "1",
