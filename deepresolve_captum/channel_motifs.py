@@ -173,7 +173,7 @@ def first_layer_conv(model, layer, X1, attribute_to_layer_input=False):
         for h in hs:
             h.remove()
     convs = [m for m in ran if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear))]
-    others = [m for m in ran if m not in convs and any(True for _ in m.parameters(recurse=False))]
+    others = [m for m in ran if m not in convs and next(m.parameters(recurse=False), None) is not None]
     monotone = all(isinstance(m, nn.modules.batchnorm._BatchNorm)
                    and (m.weight is None or bool((m.weight > 0).all())) for m in others)
     if (len(convs) == 1 and isinstance(convs[0], nn.Conv1d) and convs[0].in_channels == 4
