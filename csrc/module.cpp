@@ -116,6 +116,9 @@ PYBIND11_MODULE(_C, m) {
     m.def("set_isa", &dr::set_isa, py::arg("name"), "Force 'avx512', 'avx2', 'generic' or 'auto'");
     m.def("available_isas", &dr::available_isas);
     m.def("num_threads", &dr::num_threads, "Worker threads per call");
+    m.def("parse_threads", [](const std::string& v, bool omp_list) { return dr::parse_threads(v.c_str(), omp_list); },
+          py::arg("value"), py::arg("omp_list") = false,
+          "How a thread-count variable is read: its value, or -1 when it is ignored");
     m.def("set_num_threads", &dr::set_num_threads, py::arg("n"),
           "Set the worker threads per call (n <= 0: DEEPRESOLVE_NUM_THREADS, OMP_NUM_THREADS or all cores)");
 #ifdef DR_WITH_CUDA

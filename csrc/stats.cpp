@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <functional>
 #include <cmath>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -22,6 +23,19 @@
 #include "stats.hpp"
 
 namespace dr {
+
+// A positive whole number, blanks around it allowed (OMP_NUM_THREADS may go on with ",inner
+// levels", of which the first is ours); anything else ("2abc", "0", "") is -1 and the variable is
+// skipped. deepresolve_captum._stats warns about a DEEPRESOLVE_NUM_THREADS it cannot read.
+int parse_threads(const char* e, bool omp_list) {
+    if (!e) return -1;
+    char* end = nullptr;
+    errno = 0;
+    const long v = std::strtol(e, &end, 10);
+    if (end == e || errno == ERANGE || v <= 0 || v > 4096) return -1;
+    while (*end == ' ' || *end == '\t' || *end == '\n') ++end;
+    return (*end == '\0' || (omp_list && *end == ',')) ? (int)v : -1;
+}
 
 // ---- threads ---------------------------------------------------------------------------------
 // A small persistent pool with dynamic chunks, not OpenMP. Why: torch's wheel ships its own
@@ -57,10 +71,10 @@ void move_off_cpu(int) {}
 #endif
 
 int initial_threads() {
-    for (const char* var : {"DEEPRESOLVE_NUM_THREADS", "OMP_NUM_THREADS"}) {
-        const char* e = std::getenv(var);
-        if (e && std::atoi(e) > 0) return std::atoi(e);
-    }
+    int n = parse_threads(std::getenv("DEEPRESOLVE_NUM_THREADS"), false);
+    if (n > 0) return n;
+    n = parse_threads(std::getenv("OMP_NUM_THREADS"), true);
+    if (n > 0) return n;
     const unsigned h = std::thread::hardware_concurrency();
     return h ? (int)h : 1;
 }

@@ -520,3 +520,28 @@ def test_cuda_kernels_are_opt_in(monkeypatch):
     assert not _stats.cuda_native_available()
     monkeypatch.setenv("DEEPRESOLVE_CUDA_KERNELS", "1")
     assert _stats.cuda_native_available()
+
+
+
+@needs_native
+def test_thread_variables_are_read_whole_or_not_at_all():
+    """C atoi read DEEPRESOLVE_NUM_THREADS='5abc' as 5, silently. Now a value is a whole number
+    (blanks and '+' allowed) or ignored; OMP_NUM_THREADS may be a nested list ('6,2')."""
+    p = C_EXT.parse_threads
+    assert [p(v) for v in ("5", " 3 ", "+3", "12\n")] == [5, 3, 3, 12]
+    assert [p(v) for v in ("5abc", "0", "-2", "", " ", "1_0", "2.5", "6,2", "99999999999")] == [-1] * 9
+    assert p("6,2", omp_list=True) == 6 and p("6;2", omp_list=True) == -1
+
+
+@needs_native
+def test_unreadable_thread_variable_warns_and_falls_back():
+    import subprocess
+    import sys
+    env = dict(os.environ, DEEPRESOLVE_NUM_THREADS="5abc", OMP_NUM_THREADS="7,2")
+    code = ("import warnings; warnings.simplefilter('always')\n"
+            "from deepresolve_captum import _stats; print(_stats._C.num_threads())")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout.split()[-1]) == 7
+    assert "DEEPRESOLVE_NUM_THREADS='5abc'" in r.stderr and "ignored" in r.stderr
