@@ -266,9 +266,18 @@ def trial_weights(scores):
     s = _to_numpy(scores, "scores").astype(np.float64)
     if s.ndim != 2:
         raise ValueError(f"scores must have shape (n_targets, n_starts); got {s.shape}")
+    if not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or inf")
     lo = s.min(axis=1, keepdims=True)
-    w = np.where(lo < 0, s - lo, s)
-    w[np.ptp(s, axis=1) == 0] = 1.0
+    with np.errstate(over="ignore"):
+        w = np.where(lo < 0, s - lo, s)
+    big = ~(np.abs(w) < 1e300).all(axis=1)
+    if big.any():  # scores near the float64 limit: only ratios matter, so scale such rows by a
+        # power of two (exact) that keeps the shift and the weight sums finite
+        e = np.frexp(np.abs(s[big]).max(axis=1, keepdims=True))[1]
+        sb, lb = np.ldexp(s[big], -e), np.ldexp(lo[big], -e)
+        w[big] = np.where(lb < 0, sb - lb, sb)
+    w[s.max(axis=1) == lo[:, 0]] = 1.0
     return w
 
 

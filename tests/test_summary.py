@@ -110,6 +110,21 @@ def test_trial_weights_rule():
     assert np.allclose(w[2:], 1)
 
 
+
+def test_scores_near_the_float64_limit_keep_their_ratios():
+    """max - min of scores near 1e308 overflowed (numpy warnings, then 'weights contain NaN or
+    inf'). Only ratios of weights matter, so such rows give the weights of the scaled scores."""
+    f = np.random.default_rng(0).standard_normal((2, 5, 8))
+    s = np.array([[1.7e308, -1.7e308, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        w = trial_weights(s)
+        got = summarize(f, s)
+    assert np.all(np.isfinite(w)) and w[0, 1] == 0 and np.isclose(w[0, 0] / w[0, 2], 2.0)
+    assert np.array_equal(w[1], s[1])  # ordinary rows untouched, bit for bit
+    ref = summarize(f, s / 1e300)
+    assert np.allclose(got.ofiv, ref.ofiv) and np.allclose(got.il, ref.il)
+
 def test_il_is_weighted_variance():
     rng = np.random.default_rng(3)
     fiv = rng.normal(size=(3, 7, 5))
