@@ -25,3 +25,32 @@ def leaf_module_trace(model):
     finally:
         for h in handles:
             h.remove()
+
+
+_SQUASH_NODES = {"SigmoidBackward0": "sigmoid", "SoftmaxBackward0": "softmax",
+                 "LogSoftmaxBackward0": "log_softmax"}
+# autograd nodes that only move, select or cast values: looked through to the op before them
+_PASS_THROUGH = tuple(f"{p}Backward" for p in (
+    "View", "Reshape", "UnsafeView", "Squeeze", "Unsqueeze", "Select", "Slice", "T", "Permute",
+    "Transpose", "Clone", "Expand", "Alias", "ToCopy", "Flatten", "Unflatten", "Index"))
+
+
+def output_squashing(out):
+    """The squashing function that computed ``out`` last, found from its autograd graph:
+    ``"sigmoid"``, ``"softmax"`` or ``"log_softmax"`` (functional calls such as ``torch.sigmoid``
+    included, looking through reshapes, indexing and casts after it), else None. ``out`` must have
+    been computed with grad enabled (it is None for a tensor without ``grad_fn``)."""
+    node = getattr(out, "grad_fn", None)
+    for _ in range(64):
+        if node is None:
+            return None
+        name = node.name()
+        if name in _SQUASH_NODES:
+            return _SQUASH_NODES[name]
+        if not name.startswith(_PASS_THROUGH):
+            return None
+        nxt = [f for f, _ in node.next_functions if f is not None]
+        if len(nxt) != 1:
+            return None
+        node = nxt[0]
+    return None

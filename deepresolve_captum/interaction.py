@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._modules import leaf_module_trace
+from ._modules import leaf_module_trace, output_squashing
 from .adapters import (_check_channels, _check_model_layer, _check_X, _describe_unknown, _model_device,
                        _model_float_dtype, _preserved, _unknown_positions)
 from .channel_motifs import consensus
@@ -251,12 +251,19 @@ _SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d)
 
 
 def _probe_forward(model, x):
-    """One small batch through ``model`` -> (the last leaf module that ran or None, the number of
-    outputs per sequence)."""
-    with torch.no_grad(), leaf_module_trace(model) as seen:
+    """One small batch through ``model`` -> (how its output is squashed into probabilities, e.g.
+    "ends in Sigmoid" or "computes its output with sigmoid", or None; the number of outputs per
+    sequence). Run with grad enabled so that a functional torch.sigmoid shows in the graph."""
+    with torch.enable_grad(), leaf_module_trace(model) as seen:
         y = _as_tensor_output(model(x))
+    last = seen[-1] if seen else None
+    op = output_squashing(y)
     n_out = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
-    return (seen[-1] if seen else None), n_out
+    if isinstance(last, _SQUASHING):
+        return f"ends in {type(last).__name__}", n_out
+    if op in ("sigmoid", "softmax"):
+        return f"computes its output with {op}", n_out
+    return None, n_out
 
 
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
@@ -354,7 +361,7 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     with _preserved(model):
         try:
             dtype = _model_float_dtype(model) or allX.dtype
-            last, n_out = _probe_forward(model, allX[:2].to(device=_model_device(model), dtype=dtype))
+            squashed, n_out = _probe_forward(model, allX[:2].to(device=_model_device(model), dtype=dtype))
         except (RuntimeError, IndexError) as e:
             raise type(e)(f"{e}\n(the sequences were (N, 4, {L}): is {L} bp a length the model "
                           f"takes? set it with X or seq_len)\n{_ONE_HOT_HINT}") from e
@@ -362,15 +369,14 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
                 or not 0 <= target < n_out:
             raise ValueError(f"target must be an int in [0, {n_out}) for this model, got {target!r}")
         y = _predict(model, allX, target, batch_size, _model_device(model))
-    squashed = isinstance(last, _SQUASHING)
     if squashed and output == "logit":
         raise ValueError(
-            f"output='logit' asked, but the model ends in {type(last).__name__}: its outputs are "
-            "probabilities. Use output='probability', or pass a model without that last module "
-            "(e.g. nn.Sequential(*list(model.children())[:-1])) for logits.")
+            f"output='logit' asked, but the model {squashed}: its outputs are "
+            "probabilities. Use output='probability', or pass a model that returns logits "
+            "(e.g. nn.Sequential(*list(model.children())[:-1]) for a final module).")
     if squashed:
         warnings.warn(
-            f"the model ends in {type(last).__name__}, so its outputs are already probabilities; "
+            f"the model {squashed}, so its outputs are already probabilities; "
             "interaction_check uses them as they are (no second sigmoid).", UserWarning, stacklevel=2)
     elif output == "probability":
         y = torch.sigmoid(y)

@@ -23,7 +23,7 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ._modules import SQUASHING, leaf_module_trace
+from ._modules import SQUASHING, leaf_module_trace, output_squashing
 
 __all__ = ["LayerFeatureOptimizer", "AscentDiagnostics"]
 
@@ -686,13 +686,8 @@ class _Runner:
                         f"{p_dtype}: cast the inputs (e.g. inputs.to({p_dtype})); "
                         "LayerFeatureOptimizer, like Captum, passes them to the model as they are")
             raise RuntimeError(f"{e}\n({hint})") from e
-        if last and isinstance(last[-1], SQUASHING):
-            warnings.warn(
-                f"the model ends in {type(last[-1]).__name__}: DeepResolve maximises the score "
-                "before it (pre-sigmoid / pre-softmax logits). Squashed outputs saturate near 1, "
-                "which shrinks l2='auto' and changes the channel ranking; pass a model without "
-                "that last module (e.g. nn.Sequential(*list(model.children())[:-1]) or a "
-                "wrapper returning the logits).", UserWarning, stacklevel=4)
+        squashed = (f"ends in {type(last[-1]).__name__}"
+                    if last and isinstance(last[-1], SQUASHING) else None)
         if not value.is_floating_point():
             raise TypeError(f"the layer's value has dtype {value.dtype}; it must be floating point")
         if value.dim() == 0 or value.shape[0] != 1:
@@ -703,6 +698,17 @@ class _Runner:
                 "batch-first, or wrap the model so that it is.")
         self.layer_shape = tuple(value.shape[1:])
         self.device, self.dtype = value.device, value.dtype
+        if squashed is None:  # a functional torch.sigmoid / F.softmax: seen in the autograd graph
+            op = self._output_squashing(value)
+            squashed = f"computes its output with {op} (a functional call)" if op else None
+        if squashed is not None:
+            warnings.warn(
+                f"the model {squashed}: DeepResolve maximises the score "
+                "before it (pre-sigmoid / pre-softmax logits). Squashed outputs saturate near 1, "
+                "which shrinks l2='auto' and changes the channel ranking; pass a model that "
+                "returns the logits (e.g. nn.Sequential(*list(model.children())[:-1]) for a "
+                "final module, or a wrapper without the last torch.sigmoid).",
+                UserWarning, stacklevel=4)
         if self.swap.on_input and self._input_bypasses_layer(value):
             warnings.warn(
                 f"the input of layer {self._layer_name()} also reaches the output by another "
@@ -734,6 +740,16 @@ class _Runner:
             # (TF32, half) choosing differently for 1 and 2 rows cannot fail.
             if self.recompute and not self._rows_independent(trial, expand=True, loose=True):
                 warnings.warn(self._mixing_message(trial), RuntimeWarning, stacklevel=4)
+
+    def _output_squashing(self, value):
+        """'sigmoid', 'softmax' or 'log_softmax' when the output's last computation is one (one
+        forward of the first example with H = its own value, requiring grad), else None."""
+        try:
+            with torch.enable_grad():
+                return output_squashing(self._forward_raw(value.clone().requires_grad_(True),
+                                                          expand=False))
+        except RuntimeError:
+            return None
 
     def _input_bypasses_layer(self, value):
         """Does the output depend on the layer's original input with H swapped in (a path

@@ -25,7 +25,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from ._modules import SQUASHING, leaf_module_trace
+from ._modules import SQUASHING, leaf_module_trace, output_squashing
 
 __all__ = ["TrainResult", "predict", "train_classifier"]
 
@@ -140,12 +140,16 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
             f"output(s) {one_class[:10]} have a single class among the {n_val} validation rows: "
             "their AUC is undefined (NaN). Use more data, a larger val_fraction, or check y.",
             UserWarning, stacklevel=2)
-    with torch.no_grad(), leaf_module_trace(model) as ran:
+    with torch.enable_grad(), leaf_module_trace(model) as ran:  # grad: to see torch.sigmoid
         model.eval()
-        model(X[train_index[:2]])
-    if ran and isinstance(ran[-1], SQUASHING):
+        probe = model(X[train_index[:2]])
+    squashed = (f"ends in {type(ran[-1]).__name__}" if ran and isinstance(ran[-1], SQUASHING)
+                else (f"computes its output with {output_squashing(probe)}"
+                      if output_squashing(probe) else None))
+    del probe
+    if squashed:
         warnings.warn(
-            f"the model ends in {type(ran[-1]).__name__}: train_classifier applies the sigmoid "
+            f"the model {squashed}: train_classifier applies the sigmoid "
             "in its loss (BCEWithLogitsLoss) and expects logits, so a squashed output learns "
             "little or nothing. Train the model without that last module.",
             UserWarning, stacklevel=2)

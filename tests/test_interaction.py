@@ -248,6 +248,17 @@ def test_sigmoid_ending_model_is_not_squashed_twice(model_and_data):
     with pytest.raises(ValueError, match="ends in Sigmoid"):
         interaction_check(wrapped, "GCTCAT", "CGCTTG", output="logit", **kw)
 
+    class Functional(nn.Module):  # torch.sigmoid in forward: squashed twice before
+        def __init__(self):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            return torch.sigmoid(self.m(x))
+    with pytest.warns(UserWarning, match="computes its output with sigmoid.*already probabilities"):
+        func = interaction_check(Functional().eval(), "GCTCAT", "CGCTTG", context="CAGGTC", **kw)
+    np.testing.assert_allclose(func.table["mean"], plain.table["mean"], atol=1e-6)
+
 
 def test_interaction_check_names_bad_target_and_length(model_and_data):
     m, X, _ = model_and_data

@@ -708,6 +708,40 @@ def test_init_gives_the_starts():
 
 
 
+class _FunctionalHead(nn.Module):
+    """Logits squashed (or not) by a functional call, with a gate that uses a sigmoid inside."""
+
+    def __init__(self, how):
+        super().__init__()
+        self.how = how
+        self.conv, self.fc = nn.Conv1d(4, 6, 5), nn.Linear(6 * 16, 3)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        h = h * torch.sigmoid(h)  # a gate: a sigmoid that is not the output's
+        z = self.fc(h.flatten(1))
+        if self.how == "sigmoid":
+            return torch.sigmoid(z)
+        if self.how == "softmax":
+            return torch.nn.functional.softmax(z, dim=1).view(-1, 3, 1)[:, :, 0]
+        return z
+
+
+def test_functional_squashing_is_seen_in_the_graph():
+    """A model ending in torch.sigmoid / F.softmax (no nn.Sigmoid module to see) was optimised
+    on probabilities without a word."""
+    torch.manual_seed(0)
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (8, 20)), 4).transpose(1, 2).float()
+    for how in ("sigmoid", "softmax"):
+        m = _FunctionalHead(how)
+        with pytest.warns(UserWarning, match=f"computes its output with {how}") as rec:
+            LayerFeatureOptimizer(m, m.conv).attribute(x, target=0, n_starts=2, l2=1.0, seed=0)
+        assert rec[0].filename == __file__
+    m = _FunctionalHead("logits")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LayerFeatureOptimizer(m, m.conv).attribute(x, target=0, n_starts=2, l2=1.0, seed=0)
+
 def test_warnings_and_errors_a_user_needs():
     torch.manual_seed(0)
     logits = nn.Sequential(nn.Conv1d(4, 6, 5), nn.ReLU(), nn.Flatten(), nn.Linear(6 * 16, 3))

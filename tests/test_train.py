@@ -56,6 +56,17 @@ def test_sigmoid_head_and_undefined_auc_are_warned():
     squashed = torch.nn.Sequential(PaperCNN(n_outputs=1, seq_len=50), torch.nn.Sigmoid())
     with pytest.warns(UserWarning, match="ends in Sigmoid.*expects logits"):
         train_classifier(squashed, X, y, epochs=1, batch_size=8)
+
+    class Functional(torch.nn.Module):  # torch.sigmoid in forward: no module to see
+        def __init__(self):
+            super().__init__()
+            self.net = PaperCNN(n_outputs=1, seq_len=50)
+
+        def forward(self, x):
+            return torch.sigmoid(self.net(x))
+
+    with pytest.warns(UserWarning, match="computes its output with sigmoid.*expects logits"):
+        train_classifier(Functional(), X, y, epochs=1, batch_size=8)
     y2 = torch.stack([y, torch.zeros(40)], 1)                 # output 1: never positive
     with pytest.warns(UserWarning, match=r"output\(s\) \[1\] have a single class"):
         r = train_classifier(PaperCNN(n_outputs=2, seq_len=50), X, y2, epochs=1, batch_size=8)
