@@ -251,9 +251,12 @@ def activation_pwms(conv, X=None, n_seqs=10000, seq_len=101, n_top=500, min_frac
         X = random_one_hot(n_seqs, seq_len, random_state=random_state)
     X = torch.as_tensor(X, dtype=conv.weight.dtype)
     acts = torch.cat([conv(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
-    pad = conv.padding[0] if isinstance(conv.padding, tuple) else 0
-    if isinstance(conv.padding, str):
-        raise ValueError("string padding is not supported; give an explicit int")
+    if conv.padding == "valid":
+        pad = 0
+    elif conv.padding == "same":  # torch pads (k - 1) // 2 on the left (stride 1 only)
+        pad = (conv.kernel_size[0] - 1) // 2
+    else:
+        pad = conv.padding[0]
     return _window_pwms(X, acts, conv.kernel_size[0], -pad, conv.stride[0], n_top, min_fraction,
                         pseudocount, return_counts)
 

@@ -114,6 +114,17 @@ def test_activation_pwms_reads_padding_and_finds_the_motif():
         M.activation_pwms(torch.nn.Conv1d(3, 2, 4))
 
 
+@pytest.mark.parametrize("padding, as_int", [("valid", 0), ("same", 3)])
+def test_activation_pwms_takes_string_padding(padding, as_int):
+    """padding='valid' / 'same' were refused; they are 0 and (k - 1) // 2 on the left."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv1d(4, 3, 7, padding=padding)
+    ref = torch.nn.Conv1d(4, 3, 7, padding=as_int)
+    ref.load_state_dict(conv.state_dict())
+    kw = dict(n_seqs=300, seq_len=40, n_top=50, random_state=2)
+    assert np.array_equal(M.activation_pwms(conv, **kw), M.activation_pwms(ref, **kw))
+
+
 # ------------------------------------------------------------------ JASPAR
 
 def test_load_jaspar_2016_core_vertebrates(jaspar):
