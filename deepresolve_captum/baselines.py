@@ -25,6 +25,8 @@ model on a GPU works); results come back as float32 tensors on the CPU.
 """
 from __future__ import annotations
 
+import os
+import sys
 import warnings
 
 import numpy as np
@@ -288,7 +290,18 @@ def _warn_incomplete(model, layer, Xr, R, A, target, k):
         "(Captum 0.9's MaxPool rule is wrong, captum issue #1276, and adaptive/global max-pooling "
         "has no rule: attribute at a layer after the pooling, e.g. the input of the first dense "
         "layer). Channel scores and rankings can differ from DeepLIFT's.",
-        RuntimeWarning, stacklevel=3)
+        RuntimeWarning, stacklevel=_first_frame_outside_package())
+
+
+def _first_frame_outside_package():
+    """The ``stacklevel`` that points a warning raised in the calling function at the user's
+    line, however many of this package's functions (layer_channel_scores -> layer_deeplift ->
+    ...) lie between."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    frame, level = sys._getframe(1), 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(here + os.sep):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _references(X, references, n_shuffles, random_state):

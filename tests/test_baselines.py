@@ -237,8 +237,12 @@ def test_deeplift_warns_when_not_complete():
                                random_state=0)
     assert not torch.allclose(ok, bad)                   # the warning is about a real difference
     for layer in (m.conv, m.relu):                       # AdaptiveMaxPool1d after the layer
-        with pytest.warns(RuntimeWarning, match=r"max-pooling after the layer.*#1276"):
+        with pytest.warns(RuntimeWarning, match=r"max-pooling after the layer.*#1276") as rec:
             B.layer_deeplift(m, layer, X, n_shuffles=2, random_state=0)
+        assert rec[0].filename == __file__               # the user's line, not the package's
+    with pytest.warns(RuntimeWarning, match="not DeepLIFT") as rec:
+        B.layer_channel_scores(m, m.conv, X, "deeplift", n_shuffles=2, random_state=0)
+    assert rec[0].filename == __file__
     _no_warning(B.layer_deeplift, mf, mf.conv, X, n_shuffles=2, random_state=0,
                 check_completeness=0)
     with pytest.raises(ValueError, match="check_completeness"):
