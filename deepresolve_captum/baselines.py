@@ -33,7 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import ADDITIVITY_TOLERANCE, _model_device, _model_float_dtype, _preserved, make_references
+from .adapters import (ADDITIVITY_TOLERANCE, _check_one_input, _model_device, _model_float_dtype,
+                       _preserved, make_references)
 from .adapters import _check_X as _check_onehot
 from .motifs import _normalise_columns, column_information, random_one_hot
 
@@ -44,6 +45,7 @@ __all__ = ["model_positives", "layer_saliency", "layer_grad_x_input", "layer_dee
 def _check_model(model, layer):
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be an nn.Module, got {type(model).__name__}")
+    _check_one_input(model)
     if layer is not None and not isinstance(layer, nn.Module):
         raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
 

@@ -38,8 +38,9 @@ import pandas as pd
 import torch
 
 from ._modules import leaf_module_trace, output_squashing
-from .adapters import (_check_channels, _check_model_layer, _check_X, _describe_unknown, _model_device,
-                       _model_float_dtype, _preserved, _unknown_positions)
+from .adapters import (_check_channels, _check_model_layer, _check_one_input, _check_X,
+                       _describe_unknown, _model_device, _model_float_dtype, _preserved,
+                       _unknown_positions)
 from .channel_motifs import consensus
 
 __all__ = ["interaction_check", "channel_pair_interaction", "plant_motifs", "classify_interaction",
@@ -223,13 +224,32 @@ def _as_tensor_output(y):
 
 
 def _as_target(target):
-    """A one-element tensor or numpy integer as a Python int; anything else unchanged (checked
-    against the output count later)."""
-    if torch.is_tensor(target) and target.numel() == 1 and not target.is_floating_point():
-        return int(target.item())
-    if isinstance(target, np.ndarray) and target.size == 1 and np.issubdtype(target.dtype, np.integer):
-        return int(target.item())
+    """A one-element tensor or numpy integer as a Python int, a tensor or array of several
+    integers as a tuple; anything else unchanged (resolved by :func:`_flat_target`)."""
+    if torch.is_tensor(target) and not target.is_floating_point() and target.dtype != torch.bool:
+        return int(target.item()) if target.numel() == 1 else tuple(int(t) for t in target.flatten())
+    if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.integer):
+        return int(target.item()) if target.size == 1 else tuple(int(t) for t in target.ravel())
     return target
+
+
+def _flat_target(target, out_shape):
+    """The flat index into a per-example output of shape ``out_shape`` (``()`` for (N,)
+    outputs): ``target`` is that flat index (int), or one index per output axis (a tuple, as
+    LayerFeatureOptimizer takes it, e.g. (track, position) of a (N, C, L) profile)."""
+    n_out = int(np.prod(out_shape)) if out_shape else 1
+    shape = tuple(out_shape) or (1,)
+    if isinstance(target, tuple) and len(target) == len(shape) and all(
+            isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in target):
+        if all(0 <= t < d for t, d in zip(target, shape)):
+            return int(np.ravel_multi_index(tuple(int(t) for t in target), shape))
+    elif isinstance(target, (int, np.integer)) and not isinstance(target, bool) \
+            and 0 <= target < n_out:
+        return int(target)
+    raise ValueError(
+        f"target must be an int in [0, {n_out}) (a flat index into the per-example output of "
+        f"shape {tuple(out_shape)}) or a tuple of {len(shape)} indices within {shape}, got "
+        f"{target!r}")
 
 
 def _predict(model, X, target, batch_size, device):
@@ -252,13 +272,13 @@ _SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d)
 
 def _probe_forward(model, x):
     """One small batch through ``model`` -> (how its output is squashed into probabilities, e.g.
-    "ends in Sigmoid" or "computes its output with sigmoid", or None; the number of outputs per
-    sequence). Run with grad enabled so that a functional torch.sigmoid shows in the graph."""
+    "ends in Sigmoid" or "computes its output with sigmoid", or None; the shape of one
+    sequence's output, () for (N,) outputs). Run with grad enabled so that a functional torch.sigmoid shows in the graph."""
     with torch.enable_grad(), leaf_module_trace(model) as seen:
         y = _as_tensor_output(model(x))
     last = seen[-1] if seen else None
     op = output_squashing(y)
-    n_out = 1 if y.ndim == 1 else int(np.prod(y.shape[1:]))
+    n_out = tuple(y.shape[1:])
     if isinstance(last, _SQUASHING):
         return f"ends in {type(last).__name__}", n_out
     if op in ("sigmoid", "softmax"):
@@ -284,11 +304,14 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     context: motifs (str or matrices) planted into every condition, e.g. the AND partner.
     n_backgrounds: number of backgrounds (each used in all four conditions).
     seq_len: length of random backgrounds when ``X`` is None.
-    target: output column of the model (int, or a one-element integer tensor).
+    target: the output to read: an int, the flat index into one sequence's output (its column
+        for (N, n_outputs) logits), or a tuple with one index per output axis, as
+        LayerFeatureOptimizer takes it (e.g. (track, position) for (N, C, L) profiles).
     output: ``"probability"`` (default: sigmoid of the model's output, the scale on which AND / OR /
         XOR are judged) or ``"logit"`` (the raw output). A model that ends in ``nn.Sigmoid`` or
-        ``nn.Softmax`` already returns probabilities: they are used as they are (no second
-        sigmoid), with a warning, and ``"logit"`` is refused for it.
+        ``nn.Softmax`` (or ``torch.sigmoid`` / ``F.softmax`` in its forward) already returns
+        probabilities: they are used as they are (no second sigmoid), with a warning, and
+        ``"logit"`` is refused for it.
     tol, min_effect, z: see :func:`classify_interaction` (in units of ``output``); an effect
         counts only if it exceeds ``z`` standard errors over the backgrounds.
     batch_size: sequences per forward pass.
@@ -302,6 +325,7 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
 
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_one_input(model)
     if output not in ("logit", "probability"):
         raise ValueError("output must be 'logit' or 'probability'")
     if not isinstance(n_backgrounds, (int, np.integer)) or n_backgrounds < 2:
@@ -361,13 +385,12 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     with _preserved(model):
         try:
             dtype = _model_float_dtype(model) or allX.dtype
-            squashed, n_out = _probe_forward(model, allX[:2].to(device=_model_device(model), dtype=dtype))
+            squashed, out_shape = _probe_forward(model, allX[:2].to(device=_model_device(model),
+                                                                    dtype=dtype))
         except (RuntimeError, IndexError) as e:
             raise type(e)(f"{e}\n(the sequences were (N, 4, {L}): is {L} bp a length the model "
                           f"takes? set it with X or seq_len)\n{_ONE_HOT_HINT}") from e
-        if isinstance(target, bool) or not isinstance(target, (int, np.integer)) \
-                or not 0 <= target < n_out:
-            raise ValueError(f"target must be an int in [0, {n_out}) for this model, got {target!r}")
+        target = _flat_target(target, out_shape)
         y = _predict(model, allX, target, batch_size, _model_device(model))
     if squashed and output == "logit":
         raise ValueError(
@@ -459,7 +482,8 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
     layer: a submodule of ``model`` whose output (or input) is (N, K, ...), called once per forward.
     X: torch.Tensor (N, 4, L), one-hot sequences.
     channels: list of int or None (all K channels).
-    target: int (or a one-element tensor), the output to read (flat index).
+    target: the output to read: an int (flat index into one sequence's output) or a tuple with
+        one index per output axis, as in :func:`interaction_check`.
     fill: float, the value the channel is set to (0: a ReLU channel that does not fire).
     attribute_to_layer_input: ablate the layer's input instead of its output.
     batch_size: sequences per forward pass.
@@ -498,7 +522,8 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
             h = (layer.register_forward_pre_hook(shape_hook) if attribute_to_layer_input
                  else layer.register_forward_hook(shape_hook))
             try:
-                n_out = _predict(model, X[:1], slice(None), 1, device).shape[1]
+                dtype = _model_float_dtype(model) or X.dtype
+                _, out_shape = _probe_forward(model, X[:1].to(device=device, dtype=dtype))
             except (RuntimeError, IndexError) as e:
                 raise type(e)(f"{e}\n{_ONE_HOT_HINT}") from e
             finally:
@@ -510,9 +535,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
                                  "choose a module used once")
             if seen["shape"] is None or len(seen["shape"]) < 2:
                 raise ValueError("the layer's value must be one (N, K, ...) tensor to ablate channels")
-            if isinstance(target, bool) or not isinstance(target, (int, np.integer)) \
-                    or not 0 <= target < n_out:
-                raise ValueError(f"target must be an int in [0, {n_out}), got {target!r}")
+            target = _flat_target(target, out_shape)
             K = seen["shape"][1]
             channels = list(range(K)) if channels is None else _check_channels(channels)
             if not all(0 <= k < K for k in channels):

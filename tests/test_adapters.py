@@ -105,6 +105,34 @@ def test_deeplift_that_does_not_add_up_is_warned(backend, hypothetical):
         channel_attributions(bad, bad.conv2, [0, 2], X, check_additivity=False, **kw)
 
 
+
+def test_a_large_channel_offset_does_not_hide_a_deeplift_miss():
+    """The miss was judged against max(|delta|, |S(x)|): a constant offset of 500 per position in
+    the channel hid a miss 5x the largest output change. |S(x)| now only buys rounding room."""
+    X, bad = _X(6), _FunctionalReLU()
+    with torch.no_grad():
+        bad.conv2.bias += 500.0
+    with pytest.warns(RuntimeWarning, match="do not add up"):
+        channel_attributions(bad, bad.conv2, [0, 2], X, n_shuffles=4)
+    ok = _FunctionalReLU(functional=False)
+    with torch.no_grad():
+        ok.conv2.bias += 500.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        channel_attributions(ok, ok.conv2, [0, 2], X, n_shuffles=4)
+
+
+def test_inplace_relu_runs_on_the_tangermeme_backend():
+    """nn.ReLU(inplace=True) made tangermeme's DeepLIFT fail ("Output 0 of
+    BackwardHookFunction is a view and is being modified inplace"). It now computes out of place
+    for the call: the same attributions as inplace=False, and the flag is restored."""
+    m, X = _model(), _X(3)
+    ref = channel_attributions(m, m.pool, [1, 2], X, n_shuffles=3)
+    m.relu = nn.ReLU(inplace=True)
+    got = channel_attributions(m, m.pool, [1, 2], X, n_shuffles=3)
+    assert torch.allclose(got, ref, atol=1e-6) and m.relu.inplace
+
+
 class _SharedReLU(nn.Module):
     """One nn.ReLU module called twice (before and after the layer)."""
 
@@ -238,6 +266,35 @@ def test_bad_input():
         make_references(X, references=torch.zeros(3, 2, 4, L))
     with pytest.raises(ValueError, match="indices >= 0"):  # no silent wrap to the last channel
         channel_attributions(m, m.pool, [-1], X)
+    with pytest.raises(ValueError, match="out of range for a layer with 8 channels"):
+        channel_activations(m, m.pool, X, [9], reduce=None)  # was a raw IndexError
+    refs = make_references(X, n_shuffles=2)
+    assert torch.equal(make_references(X, references=refs.numpy()), refs)  # numpy: ambiguous truth
+
+
+class _WithCovariate(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = _model()
+
+    def forward(self, x, scale):
+        return self.net(x) * scale
+
+
+def test_a_model_that_needs_more_than_x_is_named_before_any_work():
+    """forward(x, scale): every function after the optimizer failed with Python's bare
+    'missing 1 required positional argument'; now a TypeError says how to wrap it."""
+    from deepresolve_captum import baselines, channel_motifs, interaction
+    m, X = _WithCovariate(), _X(4)
+    calls = [lambda: channel_attributions(m, m.net.pool, [0], X),
+             lambda: channel_activations(m, m.net.pool, X),
+             lambda: channel_motifs.channel_pwms(m, m.net.pool, [0], X),
+             lambda: interaction.interaction_check(m, "ACGT", "TTAA", seq_len=L, n_backgrounds=4),
+             lambda: interaction.channel_ablation(m, m.net.pool, X),
+             lambda: baselines.layer_saliency(m, m.net.fc1, X)]
+    for call in calls:
+        with pytest.raises(TypeError, match=r"forward needs scale besides the sequences.*wrapper"):
+            call()
 
 
 def test_float64_sequences_or_model():

@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from deepresolve_captum.datasets import SET_ONE_MOTIFS, synthetic_set_one
-from deepresolve_captum.interaction import (channel_pair_interaction, classify_interaction,
-                                            interaction_check, plant_motifs)
+from deepresolve_captum.interaction import (channel_ablation, channel_pair_interaction,
+                                            classify_interaction, interaction_check, plant_motifs)
 from deepresolve_captum.zoo import EncodeTFModel, PaperCNN
 
 L = 50
@@ -262,7 +262,7 @@ def test_sigmoid_ending_model_is_not_squashed_twice(model_and_data):
 
 def test_interaction_check_names_bad_target_and_length(model_and_data):
     m, X, _ = model_and_data
-    with pytest.raises(ValueError, match=r"target must be an int in \[0, 1\) for this model, got 3"):
+    with pytest.raises(ValueError, match=r"target must be an int in \[0, 1\) .*shape \(1,\).*got 3"):
         interaction_check(m, "GCTCAT", "CGCTTG", X=X[:8], n_backgrounds=8, target=3)
     lin = nn.Sequential(nn.Flatten(), nn.Linear(4 * 50, 1))
     with pytest.raises(RuntimeError, match=r"\(N, 4, 60\): is 60 bp a length the model takes"):
@@ -316,3 +316,33 @@ def test_interaction_inputs_named_errors(model_and_data):
         channel_ablation(TwoHeads(m), m.conv, X[:4])
     with pytest.raises(ValueError, match="same channel"):
         channel_pair_interaction(m, m.conv, 1, 1, X[:8])
+
+
+class _Profile(nn.Module):
+    """A (N, 2, L) profile model: two tracks of per-position logits."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv1d(4, 2, 5, padding=2)
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def test_profile_targets_take_the_optimizers_tuples():
+    """target=(track, position) was refused ('int in [0, 100)') by interaction_check and
+    channel_ablation, whose int target is a flat index; both now take the tuple, as
+    LayerFeatureOptimizer does, and name the output shape when a target is out of range."""
+    m, L = _Profile(), 50
+    X = nn.functional.one_hot(torch.randint(0, 4, (6, L)), 4).permute(0, 2, 1).float()
+    flat = channel_ablation(m, m.conv, X, target=1 * L + 3)
+    assert np.array_equal(channel_ablation(m, m.conv, X, target=(1, 3)), flat)
+    assert np.array_equal(channel_ablation(m, m.conv, X, target=torch.tensor([1, 3])), flat)
+    kw = dict(X=X, n_backgrounds=6, random_state=0)
+    a = interaction_check(m, "ACGTA", "TTGCA", target=(1, 3), **kw)
+    b = interaction_check(m, "ACGTA", "TTGCA", target=1 * L + 3, **kw)
+    np.testing.assert_array_equal(a.table["mean"], b.table["mean"])
+    for bad in ((2, 3), (1, L), (1,), 2 * L):
+        with pytest.raises(ValueError, match=r"shape \(2, 50\)"):
+            channel_ablation(m, m.conv, X, target=bad)

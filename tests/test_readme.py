@@ -33,3 +33,29 @@ def test_readme_real_models_example_runs(shared_dir):
     exec(compile(code, "README-real-models", "exec"), ns)
     hits = ns["hits"]
     assert len(hits) == 3 and hits["rank"].min() == 1 and "CTCF" in set(hits["best_name"])
+
+
+def test_readme_wrapper_for_extra_inputs_runs():
+    """The 'Channel, then input' wrapper makes a forward(x, covariate) model usable there."""
+    import torch
+    from deepresolve_captum.adapters import channel_attributions
+
+    section = README.read_text().split("## Channel, then input", 1)[1].split("\n## ", 1)[0]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    ns = {"torch": torch}
+    exec(compile(code, "README-wrapper", "exec"), ns)
+
+    class TwoInputs(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.conv, self.fc = torch.nn.Conv1d(4, 3, 5), torch.nn.Linear(3 + 2, 1)
+
+        def forward(self, x, covariate):
+            return self.fc(torch.cat([torch.relu(self.conv(x)).amax(2), covariate], 1))
+
+    m = TwoInputs()
+    X = torch.nn.functional.one_hot(torch.randint(0, 4, (3, 30)), 4).permute(0, 2, 1).float()
+    w = ns["WithCovariate"](m, torch.tensor([[0.5, -1.0]]))
+    attr = channel_attributions(w, m.conv, [0, 2], X, n_shuffles=2)
+    assert attr.shape == (2, 3, 4, 30) and torch.isfinite(attr).all()
