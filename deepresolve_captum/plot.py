@@ -518,9 +518,11 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
             sel = seqlets[(seqlets["channel"] == channels[i])
                           & (seqlets["example_idx"] == seq_idx)]
             for _, r in sel.iterrows():
+                # tangermeme's plot_logo draws position p's glyph over [p, p + 0.95] (not
+                # centred on p), so the half-open seqlet [start, end) covers [start, end)
                 if r["end"] > start and r["start"] < end:
-                    ax.axvspan(r["start"] - start - 0.5, r["end"] - start - 0.5, color="gold",
-                               alpha=0.25, lw=0)
+                    ax.axvspan(r["start"] - start, r["end"] - start, color="gold", alpha=0.25,
+                               lw=0)
         if with_pwm:
             plot_logo(pwm_logo_matrix(pwms[i]), ax=axes[i, 0])
             axes[i, 0].set_ylim(0, 2)

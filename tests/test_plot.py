@@ -180,3 +180,37 @@ def test_clustered_heatmap_and_bicluster_check_names():
     with pytest.raises(ValueError, match="row_names must name all classes"):
         plot_bicluster(bicluster(S, n_clusters=2), row_names=["a", "b"])
     plt.close("all")
+
+
+def _glyph_x_ranges(ax):
+    """(left, right) x of each glyph tangermeme's plot_logo drew on ``ax`` (the curves' extents,
+    not their control points, which stick out)."""
+    out = []
+    for c in ax.collections:
+        for p in c.get_paths():
+            if len(p.vertices):
+                e = p.get_extents()
+                out.append((e.x0, e.x1))
+    return sorted(out)
+
+
+@pytest.mark.parametrize("window", [None, 5])
+def test_channel_attributions_seqlet_shading_covers_its_glyphs(window):
+    """plot_logo draws position p over [p, p + 0.95]; the shading of the half-open seqlet
+    [10, 16) must cover exactly its six glyphs (it was half a base to the left)."""
+    import pandas as pd
+
+    a = np.zeros((1, 1, 4, 30))
+    a[0, 0, [0, 1, 2, 3, 0, 1], range(10, 16)] = 1.0
+    seqlets = pd.DataFrame({"channel": [0], "example_idx": [0], "start": [10], "end": [16]})
+    fig = plot_channel_attributions(a, seqlets=seqlets, start=window)
+    ax = fig.axes[0]
+    spans = [p for p in ax.patches if p is not ax.patch]
+    assert len(spans) == 1
+    x0, x1 = spans[0].get_x(), spans[0].get_x() + spans[0].get_width()
+    off = window or 0
+    assert (x0, x1) == pytest.approx((10 - off, 16 - off))
+    glyphs = _glyph_x_ranges(ax)
+    assert len(glyphs) == 6
+    assert all(x0 - 1e-6 <= g0 and g1 <= x1 + 1e-6 for g0, g1 in glyphs)
+    assert glyphs[0][0] - x0 < 0.1 and x1 - glyphs[-1][1] < 0.1       # snug at both ends
