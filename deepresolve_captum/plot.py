@@ -461,7 +461,7 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
 
 
 def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None, start=None,
-                              end=None, seqlets=None, width=10.0, height=1.1):
+                              end=None, seqlets=None, width=10.0, height=1.1, sharey=False):
     """Per-channel attributions of one sequence as logos, one row per channel.
 
     Parameters
@@ -472,15 +472,19 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
         draw some of the channels, select them from ``attributions`` (``attributions[[0, 2]]``).
     seq_idx: which of the N sequences.
     pwms: optional (C, 4, w) channel PWMs, drawn as a small logo left of each row.
-    start, end: the window of the sequence to draw (default all).
+    start, end: the window of the sequence to draw (default all); the x ticks are positions in
+        the sequence (``start`` .. ``end - 1``), each under its base's glyph.
     seqlets: optional DataFrame from :func:`deepresolve_captum.channel_motifs.channel_seqlets`
         (columns channel, example_idx, start, end): seqlets of this sequence are shaded.
+    sharey: False (default): each row on its own y scale (a weak channel's glyphs fill its row);
+        True: all rows on one scale (the strongest channel's), to compare channels.
 
     Returns
     -------
     matplotlib Figure.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from tangermeme.plot import plot_logo
 
     a = _np(attributions, "attributions")
@@ -503,15 +507,26 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
     if not 0 <= start < end <= L:
         raise ValueError(f"start and end must satisfy 0 <= start < end <= {L}, got {start}, {end}")
     with_pwm = pwms is not None
+    # tick positions in the sequence, drawn at the glyphs' centres (plot_logo puts the glyph of
+    # window position p over [p, p + 0.95])
+    loc = MaxNLocator(nbins=max(2, int(width)), steps=[1, 2, 5, 10], integer=True)
+    ticks = [int(t) for t in loc.tick_values(start, end - 1) if start <= t <= end - 1]
     fig, axes = plt.subplots(C, 2 if with_pwm else 1, figsize=(width, height * C + 0.4),
                              squeeze=False,
                              gridspec_kw={"width_ratios": [1, 6]} if with_pwm else None)
+    ylims = []
+    for i in range(C):
+        x = a[i, seq_idx, :, start:end]
+        lim = max(np.abs(x).max(), 1e-6) * 1.1
+        ylims.append((min(-lim * 0.3, x.sum(0).min() * 1.1), lim))
+    if sharey:
+        ylims = [(min(lo for lo, _ in ylims), max(hi for _, hi in ylims))] * C
     for i in range(C):
         ax = axes[i, -1]
-        x = a[i, seq_idx, :, start:end]
-        plot_logo(x, ax=ax)
-        lim = max(np.abs(x).max(), 1e-6) * 1.1
-        ax.set_ylim(min(-lim * 0.3, x.sum(0).min() * 1.1), lim)
+        plot_logo(a[i, seq_idx, :, start:end], ax=ax)
+        ax.set_ylim(*ylims[i])
+        ax.set_xticks([t - start + 0.475 for t in ticks])
+        ax.set_xticklabels([str(t) for t in ticks])
         ax.set_ylabel(f"ch {channels[i]}", fontsize=8)
         ax.tick_params(labelsize=6)
         if seqlets is not None and len(seqlets):
@@ -528,7 +543,7 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
             axes[i, 0].set_ylim(0, 2)
             axes[i, 0].set_xticks([])
             axes[i, 0].tick_params(labelsize=6)
-    axes[-1, -1].set_xlabel(f"position (sequence {seq_idx}, from {start})", fontsize=8)
+    axes[-1, -1].set_xlabel(f"position in sequence {seq_idx}", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -214,3 +214,23 @@ def test_channel_attributions_seqlet_shading_covers_its_glyphs(window):
     assert len(glyphs) == 6
     assert all(x0 - 1e-6 <= g0 and g1 <= x1 + 1e-6 for g0, g1 in glyphs)
     assert glyphs[0][0] - x0 < 0.1 and x1 - glyphs[-1][1] < 0.1       # snug at both ends
+
+
+def test_channel_attributions_ticks_are_sequence_positions_and_sharey():
+    """With start=10 the x tick labels read 10.., not 0.. (window positions), each under its
+    base's glyph; sharey=True puts every row on one y scale, the default keeps one per row."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 1, 4, 40)) * np.array([1.0, 0.05])[:, None, None, None]
+    fig = plot_channel_attributions(a, start=10, end=35)
+    fig.canvas.draw()
+    ax = fig.axes[-1]
+    labels = [int(t.get_text().replace("\N{MINUS SIGN}", "-")) for t in ax.get_xticklabels()]
+    assert labels and min(labels) >= 10 and max(labels) <= 34 and 10 in labels
+    glyphs = _glyph_x_ranges(ax)            # the glyphs of one window position share an x range
+    for pos, x in zip(labels, ax.get_xticks()):
+        g0, g1 = min(g for g in glyphs if g[0] >= pos - 10 - 0.2)
+        assert g0 < x < g1                  # the tick is under that position's glyph
+    assert fig.axes[0].get_ylim() != pytest.approx(fig.axes[1].get_ylim())
+    fig = plot_channel_attributions(a, start=10, end=35, sharey=True)
+    assert fig.axes[0].get_ylim() == pytest.approx(fig.axes[1].get_ylim())
+    assert fig.axes[1].get_ylim()[1] >= np.abs(a[0, 0, :, 10:35]).max()
