@@ -69,6 +69,9 @@ def torch_threads(n):
         torch.set_num_threads(before)
 
 
+_created = []
+
+
 def output_folder(out, command):
     """Create the ``--out`` folder before any work starts, so that a path that cannot be written
     ends the command at once with a usage-style error, not with a traceback after the work.
@@ -80,6 +83,8 @@ def output_folder(out, command):
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SystemExit(f"deepresolve {command}: error: --out {out} exists and is not a folder")
+    if not out.exists():
+        _created.append(out)  # removed again by main() if the command fails and leaves it empty
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".write_test_")
@@ -110,6 +115,30 @@ def build_parser(argv=None):
     return parser
 
 
+@contextlib.contextmanager
+def one_line_warnings(prog="deepresolve"):
+    """Within the block, warnings print as ``prog: warning: message`` (no file, line or source
+    line: a command-line user did not write that code); the usual format is restored after."""
+    import warnings
+
+    before = warnings.formatwarning
+    warnings.formatwarning = lambda message, category, *a, **k: f"{prog}: warning: {message}\n"
+    try:
+        yield
+    finally:
+        warnings.formatwarning = before
+
+
+def _remove_empty_outputs():
+    for d in reversed(_created):
+        try:
+            if d.is_dir() and not any(d.iterdir()):
+                d.rmdir()
+        except OSError:
+            pass
+    _created.clear()
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(argv)
@@ -117,7 +146,19 @@ def main(argv=None):
     if args.command is None:
         parser.print_help()
         return 2
-    return int(importlib.import_module(args._module).run_from_args(args) or 0)
+    _created.clear()
+    ok = False
+    try:
+        with one_line_warnings():
+            rc = int(importlib.import_module(args._module).run_from_args(args) or 0)
+        ok = rc == 0
+        return rc
+    except KeyboardInterrupt:
+        print(f"deepresolve {args.command}: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        if not ok:  # an --out folder this run created and left empty goes again
+            _remove_empty_outputs()
 
 
 if __name__ == "__main__":

@@ -70,7 +70,9 @@ class EnsembleSummary:
         return (all(np.array_equal(np.asarray(getattr(self, a)), np.asarray(getattr(other, a)),
                                    equal_nan=np.asarray(getattr(self, a)).dtype.kind == "f")
                     for a in self._ARRAYS)
-                and _plain(self.settings) == _plain(other.settings))
+                # via JSON, as saved: NaN settings equal NaN (a round trip stays equal)
+                and json.dumps(_plain(self.settings), sort_keys=True)
+                == json.dumps(_plain(other.settings), sort_keys=True))
 
     def __repr__(self):
         C, T, K = np.shape(self.fiv)
@@ -78,7 +80,7 @@ class EnsembleSummary:
         return (f"EnsembleSummary({C} targets x {T} starts x {K} channels; GMM components "
                 f"{ {int(k): int(v) for k, v in comps.items()} }; "
                 f"{int(np.asarray(self.nonadditive).sum())} non-additive (target, channel) pairs; "
-                f"settings={self.settings!r})")
+                f"settings={_short(self.settings)!r})")
 
     @property
     def n_targets(self):
@@ -206,6 +208,14 @@ def _check_shapes(data, what):
     if data["category"].size and not np.isin(data["category"], (0, 1, 2)).all():
         raise ValueError(f"{what} is not a saved EnsembleSummary: category holds values other "
                          "than 0, 1, 2")
+
+
+def _short(settings, n=6):
+    """settings for a repr: lists longer than n (e.g. the model names of a zoo of 300) shown as
+    their first n items and a count."""
+    return {k: (list(v[:n]) + [f"... {len(v)} in all"]
+                if isinstance(v, (list, tuple)) and len(v) > n else v)
+            for k, v in settings.items()}
 
 
 def _plain(x):

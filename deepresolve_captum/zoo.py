@@ -189,6 +189,10 @@ def load_encode_model(path, eval=True):
         raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: {e}); a truncated "
                          f"download?") from e
     missing = [k for k in _ENCODE_KEYS if k not in data]
+    if missing and {"ofiv", "fiv", "settings"} <= set(data):
+        raise ValueError(f"{path}: a DeepResolve summary (EnsembleSummary.save, e.g. an earlier "
+                         "'deepresolve zoo' output), not a model: move it out of the models "
+                         "folder")
     if missing:
         raise ValueError(f"{path.name}: not an ENCODE TF model npz, missing {missing}")
     arrays = {k: np.asarray(data[k], dtype=np.float32) for k in _ENCODE_KEYS}

@@ -111,7 +111,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     steps, converged = np.concatenate(steps), np.concatenate(converged)
     s = summarize(torch.cat(fims), torch.cat(scores), random_state=random_state)
     s.settings.update(models=names, l2=float(l2), n_starts=n_starts, seed=seed,
-                      layer="fc1 input", steps_median=float(np.median(steps)),
+                      layer="fc1 input", group_size=int(group_size), steps_median=float(np.median(steps)),
                       steps_max=int(steps.max()), converged=bool(converged.all()))
     return s
 
@@ -188,14 +188,30 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
             if hits is not None:
                 part["known_motif"] = k if isinstance(k, str) else "|".join(k)
                 part["known_p"] = hits["p_value"].to_numpy()
-                part["known_rank"] = hits["rank"].to_numpy()
+                part["known_rank"] = pd.array(hits["rank"].to_numpy(), dtype="Int64")
         rows.append(part)
     return pd.concat(rows, ignore_index=True)
 
 
 # ------------------------------------------------------------------ command line
+_OUTPUTS = """outputs (in --out, all moved into place together at the end of a run):
+  summary.npz  EnsembleSummary.load(path): fiv (models x starts x filters), il, ofiv,
+               category, n_components ...; settings: models, l2, n_starts, seed, layer,
+               group_size, top, jaspar and the package, torch and numpy versions
+  ofiv.csv     one row per model: ofiv_0 .. ofiv_{K-1} (filters numbered from 0)
+  filters.csv  each model's --top filters by OFIV: model, rank (1 = highest OFIV), filter
+               (from 0), ofiv, il (the weighted variance of the filter's FIVs; the GMM reads
+               it relative to the model's mean FIV power), category (additive;
+               non-additive, consistent sign; non-additive, sign-flipping), n_components
+               (GMM components chosen by BIC); with --jaspar also best_id, best_name, best_p
+               (TOMTOM, the paper's filter PWM rule) and, from models.csv, known_motif,
+               known_p, known_rank (empty for models it does not name)"""
+
+
 def add_arguments(parser):
     """``deepresolve zoo`` options."""
+    parser.epilog = _OUTPUTS
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("folder", help="a folder of ENCODE-style model npz files (or the "
                         "encode422 folder, with models/ and models.csv inside). With --jaspar, a "
                         "models.csv in FOLDER or beside the models folder (encode422/models.csv "
@@ -232,9 +248,61 @@ def run_from_args(args):
         return _run(args)
 
 
+def _read_models_table(folder, models_dir):
+    """models.csv (FOLDER's, else the one beside the models folder) as a DataFrame with 'name'
+    and 'jaspar2016_id', or (None, why not). Read before any work: a file pandas cannot parse
+    ends the command there, not after the ascent."""
+    import pandas as pd
+
+    # encode422/models.csv sits beside models/, and FOLDER may be either of them
+    places = list(dict.fromkeys([folder.resolve(), models_dir.resolve().parent]))
+    table = next((p / "models.csv" for p in places if (p / "models.csv").is_file()), None)
+    if table is None:
+        return None, (f"no models.csv in {' or '.join(map(str, places))}: filters.csv gets no "
+                      "known-motif columns (known_motif, known_p, known_rank)")
+    try:
+        meta = pd.read_csv(table)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise SystemExit(f"deepresolve zoo: error: cannot read {table}: "
+                         f"{str(e).strip().splitlines()[0]}") from None
+    if not {"name", "jaspar2016_id"} <= set(meta.columns):
+        return None, (f"{table} has no 'name' and 'jaspar2016_id' columns: filters.csv gets no "
+                      "known-motif columns (known_motif, known_p, known_rank)")
+    return meta.assign(_table=str(table)), None
+
+
+def _physical_memory():
+    """Bytes of RAM on this machine, or None where it cannot be read."""
+    import os
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _write_together(out, writers):
+    """Write every output under a temporary name, then move them all into place: a run stopped
+    or failed before the end leaves the previous run's files as they were, never a mix of two
+    runs. ``writers``: {file name: function(path)}."""
+    import os
+
+    tmp = {}
+    try:
+        for name, write in writers.items():
+            tmp[name] = out / f".{name}.partial{Path(name).suffix}"
+            write(tmp[name])
+        for name, path in tmp.items():
+            os.replace(path, out / name)
+    finally:
+        for path in tmp.values():
+            if path.exists():
+                path.unlink()
+
+
 def _run(args):
     import pandas as pd
 
+    from . import __version__
     from .motifs import load_jaspar
 
     folder, out = Path(args.folder), Path(args.out)
@@ -245,11 +313,13 @@ def _run(args):
         raise SystemExit(f"deepresolve zoo: error: --out {out} is the models folder; its "
                          "summary.npz would be read as a model on the next run: choose another "
                          "folder")
+    meta = why_no_meta = None
     if args.jaspar:  # before any work: a bad release must not leave half an output folder
         from pyjaspar import jaspar_releases
         if args.jaspar not in jaspar_releases:
             raise SystemExit(f"deepresolve zoo: error: --jaspar {args.jaspar!r} is not a JASPAR "
                              f"release; choose from {sorted(jaspar_releases)}")
+        meta, why_no_meta = _read_models_table(folder, models_dir)
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     try:
@@ -257,41 +327,51 @@ def _run(args):
         _same_shape_models(zoo, HEAD_LAYERS)
     except (FileNotFoundError, ValueError) as e:
         raise SystemExit(f"deepresolve zoo: error: {e}") from None
+    first = next(iter(zoo.values()))
+    K, item = first.fc1.weight.shape[1], first.fc1.weight.element_size()
+    # FIMs and scores, their copies in the summary, and the starts: about 4 arrays of M x T x K
+    need, ram = 4 * len(zoo) * args.starts * K * item, _physical_memory()
+    if ram is not None and need > ram:
+        raise SystemExit(f"deepresolve zoo: error: --starts {args.starts} for {len(zoo)} models "
+                         f"of {K} filters needs about {need / 2**30:,.0f} GiB, more than this "
+                         f"machine's {ram / 2**30:,.0f} GiB: use fewer starts or models")
     out = output_folder(out, "zoo")  # before the ascent: an unwritable --out fails at once
     say(f"{len(zoo)} models loaded")
-    s = summarize_zoo(zoo, n_starts=args.starts, l2=args.l2, seed=args.seed, verbose=not args.quiet)
+    try:
+        s = summarize_zoo(zoo, n_starts=args.starts, l2=args.l2, seed=args.seed,
+                          verbose=not args.quiet)
+    except ValueError as e:  # e.g. non-finite scores at a tiny --l2
+        raise SystemExit(f"deepresolve zoo: error: {e}") from None
     say(f"DeepResolve on {len(zoo)} models (T = {args.starts}, l2 = {args.l2:g}): "
         f"{time.perf_counter() - t0:.1f} s")
-    s.save(out / "summary.npz")
     K = s.n_channels
-    pd.DataFrame(s.ofiv, index=pd.Index(s.settings["models"], name="model"),
-                 columns=[f"ofiv_{k}" for k in range(K)]).to_csv(out / "ofiv.csv")
+    ofiv = pd.DataFrame(s.ofiv, index=pd.Index(s.settings["models"], name="model"),
+                        columns=[f"ofiv_{k}" for k in range(K)])
     jaspar = known = None
     if args.jaspar:
         say(f"matching filters against {args.jaspar} CORE vertebrates with TOMTOM (the first run "
             "compiles it with numba, about a minute; set NUMBA_CACHE_DIR to keep the compiled code)")
         jaspar = load_jaspar(args.jaspar, collection="CORE", tax_group="vertebrates")
-        # encode422/models.csv sits beside models/, and FOLDER may be either of them
-        places = list(dict.fromkeys([folder.resolve(), models_dir.resolve().parent]))
-        table = next((p / "models.csv" for p in places if (p / "models.csv").is_file()), None)
-        if table is None:
-            say(f"no models.csv in {' or '.join(map(str, places))}: filters.csv gets no "
-                "known-motif columns (known_motif, known_p, known_rank)")
-        else:
-            meta = pd.read_csv(table)
-            if not {"name", "jaspar2016_id"} <= set(meta.columns):
-                say(f"{table} has no 'name' and 'jaspar2016_id' columns: filters.csv gets no "
-                    "known-motif columns (known_motif, known_p, known_rank)")
-            else:  # JASPAR 2016 ids; another release: its version of the base id
-                where = {n: jaspar.id_index(mid) for n, mid in zip(meta["name"], meta["jaspar2016_id"])
-                         if isinstance(mid, str)}
-                known = {n: jaspar.ids[i] for n, i in where.items() if i is not None}
-                lost = sorted(n for n in zoo if n in where and where[n] is None)
-                say(f"known motifs from {table}"
-                    + (f"; {len(lost)} model(s) have no version of theirs in {args.jaspar} (no "
-                       f"known_p / known_rank there): {lost[:3]}" if lost else ""))
+        if meta is None:
+            say(why_no_meta)
+        else:  # JASPAR 2016 ids; another release: its version of the base id
+            table = meta["_table"].iloc[0] if len(meta) else "models.csv"
+            where = {n: jaspar.id_index(mid) for n, mid in zip(meta["name"], meta["jaspar2016_id"])
+                     if isinstance(mid, str)}
+            known = {n: jaspar.ids[i] for n, i in where.items() if i is not None}
+            lost = sorted(n for n in zoo if n in where and where[n] is None)
+            absent = sorted(n for n in zoo if n not in where)
+            say(f"known motifs from {table}"
+                + (f"; {len(lost)} model(s) have no version of theirs in {args.jaspar} (no "
+                   f"known_p / known_rank there): {lost[:3]}" if lost else "")
+                + (f"; {len(absent)} model(s) have no JASPAR id there (no known_p / known_rank): "
+                   f"{absent[:3]}" if absent else ""))
     ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top)
-    ft.to_csv(out / "filters.csv", index=False)
+    s.settings.update(top=args.top, jaspar=args.jaspar, version=__version__,
+                      torch_version=torch.__version__, numpy_version=np.__version__)
+    _write_together(out, {"summary.npz": s.save,
+                          "ofiv.csv": ofiv.to_csv,
+                          "filters.csv": lambda p: ft.to_csv(p, index=False)})
     say(f"wrote summary.npz, ofiv.csv and filters.csv to {out} in {time.perf_counter() - t0:.1f} s")
     return 0
 

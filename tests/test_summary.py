@@ -155,6 +155,19 @@ def test_summary_round_trip(tmp_path):
     back = EnsembleSummary.load(small)
     assert all(np.array_equal(getattr(back, k), getattr(z, k), equal_nan=True)
                for k in ("fiv", "il", "ofiv", "category", "weights"))
+    # a NaN setting: the reloaded summary still equals the saved one (it did not)
+    s.settings["lam"] = float("nan")
+    assert EnsembleSummary.load(s.save(tmp_path / "nan")) == s
+
+
+def test_summary_repr_shortens_long_settings():
+    """A zoo of 300 models printed all 300 names in the repr (2,800 characters)."""
+    rng = np.random.default_rng(0)
+    s = summarize(rng.normal(size=(300, 3, 4)), rng.uniform(size=(300, 3)))
+    s.settings["models"] = [f"model_{i}" for i in range(300)]
+    text = repr(s)
+    assert "model_5'" in text and "model_6'" not in text and "300 in all" in text
+    assert len(text) < 600 and len(s.settings["models"]) == 300
 
 
 def test_seeded_gmm_is_reproducible():

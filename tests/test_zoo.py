@@ -202,6 +202,80 @@ def test_cli_zoo_refuses_the_models_folder_as_out(tmp_path, capsys):
     assert "not the models folder itself" in " ".join(capsys.readouterr().out.split())
 
 
+
+@pytest.mark.filterwarnings("ignore:target\\(s\\) .* have one start with a non-zero weight")
+def test_cli_zoo_failures_leave_no_mixed_or_empty_output(tmp_path, capsys, monkeypatch):
+    """From a CLI review: a re-run stopped after summary.npz/ofiv.csv were written left them
+    beside the previous run's filters.csv; a bad models.csv or a tiny --l2 gave a traceback
+    after (or with) an output folder; Ctrl-C printed a traceback. Now every file of a run is
+    moved into place together at the end, errors are one line, an --out folder this run created
+    is removed again when it stays empty, and Ctrl-C is 'interrupted', rc 130."""
+    from deepresolve_captum import zoo_summary
+
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA", "tfB", "tfC"])
+    out = tmp_path / "out"
+    assert cli.main(["zoo", str(data), "--out", str(out), "--starts", "2", "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(before) == ["filters.csv", "ofiv.csv", "summary.npz"]
+
+    def stop(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(zoo_summary, "zoo_filter_table", stop)  # the last step before writing
+    assert cli.main(["zoo", str(data), "--out", str(out), "--starts", "2", "--seed", "1",
+                     "--quiet"]) == 130
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "deepresolve zoo: interrupted"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old run, whole
+    monkeypatch.undo()
+
+    fresh = tmp_path / "fresh"
+    with pytest.raises(SystemExit, match="non-finite class score"):
+        cli.main(["zoo", str(data), "--out", str(fresh), "--starts", "2", "--l2", "1e-30",
+                  "--quiet"])
+    assert not fresh.exists()
+    (data / "models.csv").write_text("")
+    with pytest.raises(SystemExit, match=r"cannot read .*models.csv: No columns"):
+        cli.main(["zoo", str(data), "--out", str(fresh), "--jaspar", "JASPAR2016", "--quiet"])
+    assert not fresh.exists()
+    with pytest.raises(SystemExit, match=r"--starts 10000000000000 .* needs about .* GiB"):
+        cli.main(["zoo", str(data), "--out", str(fresh), "--starts", "10000000000000"])
+    assert not fresh.exists()
+    # an earlier run's summary.npz left among the models is named as such
+    (data / "models.csv").unlink()
+    (out / "summary.npz").rename(data / "models" / "summary.npz")
+    with pytest.raises(SystemExit, match=r"a DeepResolve summary .* move it out of the models"):
+        cli.main(["zoo", str(data), "--out", str(fresh), "--quiet"])
+
+
+@pytest.mark.filterwarnings("ignore:one start per target")
+def test_cli_zoo_records_its_settings_and_says_what_models_csv_lacks(tmp_path, capsys):
+    from deepresolve_captum import __version__
+    from deepresolve_captum.summary import EnsembleSummary
+
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA", "tfB"])
+    pd.DataFrame({"name": ["tfA"], "jaspar2016_id": ["MA0139.1"]}).to_csv(data / "models.csv",
+                                                                          index=False)
+    out = tmp_path / "out"
+    assert cli.main(["zoo", str(data), "--out", str(out), "--starts", "1", "--top", "2",
+                     "--jaspar", "JASPAR2016"]) == 0
+    err = capsys.readouterr().err
+    assert "1 model(s) have no JASPAR id there" in err and "['tfB']" in err
+    # warnings print as one line, without this package's file name and source line
+    import warnings
+    with cli.one_line_warnings():
+        assert warnings.formatwarning("T = 1", UserWarning, "/x/zoo_summary.py", 112) == \
+            "deepresolve: warning: T = 1\n"
+    assert warnings.formatwarning("T = 1", UserWarning, "/x/zoo_summary.py", 112) != \
+        "deepresolve: warning: T = 1\n"
+    s = EnsembleSummary.load(out / "summary.npz")
+    assert s.settings["jaspar"] == "JASPAR2016" and s.settings["top"] == 2
+    assert s.settings["version"] == __version__ and s.settings["group_size"] == 32
+    assert s.settings["torch_version"] == torch.__version__
+    t = pd.read_csv(out / "filters.csv")
+    assert str(t["known_rank"].dtype) == "Int64" or t["known_rank"].dropna().map(float.is_integer).all()
+    assert ",1.0," not in (out / "filters.csv").read_text()  # ranks stay integers beside NaNs
+
 # ------------------------------------------------------------------ item 5: too-short seq_len
 def test_models_name_the_shortest_seq_len():
     with pytest.raises(ValueError, match=r"PaperCNN: seq_len must be an integer >= 11 .*got 10"):
