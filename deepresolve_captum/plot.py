@@ -655,6 +655,7 @@ def plot_association_index(df, ax=None, max_labels=60):
     matplotlib Axes.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     for col in ("n_positive", "n_negative", "name"):
         if col not in df.columns:
@@ -663,6 +664,7 @@ def plot_association_index(df, ax=None, max_labels=60):
     if ax is None:
         _, ax = plt.subplots(figsize=(max(4.0, 0.18 * n + 1.5), 2.8))
     x = np.arange(n)
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # counts
     ax.bar(x, df["n_positive"].values, color=RED, label="> upper quantile")
     ax.bar(x, -df["n_negative"].values, color=BLUE, label="< lower quantile")
     ax.axhline(0, color="k", lw=0.6)
@@ -684,11 +686,16 @@ def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.
     """The block of a :class:`deepresolve_captum.clustering.BiclusterResult` with rows and
     columns grouped by bicluster (the paper's Fig. 8a). Names index all classes.
 
+    Up to 80 rows (columns) are labelled one by one: with ``row_names`` (``column_names``), or
+    without names with their class indices (``result.rows[result.row_order]``, likewise for
+    columns). Beyond 80 the ticks are positions in the block, and the x label says so.
+
     Returns
     -------
     matplotlib Axes.
     """
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     b = result.ordered_block
     n_classes = max(int(np.max(result.rows, initial=-1)), int(np.max(result.columns, initial=-1))) + 1
@@ -709,14 +716,22 @@ def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.
         ax.axvline(k + 0.5, color="k", lw=0.8)
     rows = result.rows[result.row_order]
     cols = result.columns[result.column_order]
-    if row_names is not None and len(rows) <= 80:
+    # up to 80 rows (columns) each gets a tick: its name, or its class index without names
+    if len(rows) <= 80:
         ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([row_names[i] for i in rows], fontsize=6)
-    if column_names is not None and len(cols) <= 80:
+        ax.set_yticklabels([row_names[i] if row_names is not None else str(i) for i in rows],
+                           fontsize=6)
+    if len(cols) <= 80:
         ax.set_xticks(range(len(cols)))
-        ax.set_xticklabels([column_names[i] for i in cols], fontsize=6, rotation=90)
-    if len(rows) > 80 or len(cols) > 80:
-        ax.set_xlabel("positions in bicluster order, not class indices (result.rows / "
-                      "result.columns map them to classes)", fontsize=7)
+        ax.set_xticklabels([column_names[i] if column_names is not None else str(i)
+                            for i in cols], fontsize=6, rotation=90)
+    positions = [w for w, n in (("rows", len(rows)), ("columns", len(cols))) if n > 80]
+    if positions:  # beyond 80, integer ticks that are positions in the block: say so
+        for w in positions:
+            (ax.yaxis if w == "rows" else ax.xaxis).set_major_locator(
+                MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+        ax.set_xlabel(f"{' and '.join(positions)}: positions in bicluster order, not class "
+                      f"indices ({' / '.join('result.' + w for w in positions)} map them to "
+                      f"classes)", fontsize=7)
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
     return ax

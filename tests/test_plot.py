@@ -234,3 +234,44 @@ def test_channel_attributions_ticks_are_sequence_positions_and_sharey():
     fig = plot_channel_attributions(a, start=10, end=35, sharey=True)
     assert fig.axes[0].get_ylim() == pytest.approx(fig.axes[1].get_ylim())
     assert fig.axes[1].get_ylim()[1] >= np.abs(a[0, 0, :, 10:35]).max()
+
+
+def _blocky(C, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    lab = rng.integers(0, k, C)
+    return np.corrcoef(rng.standard_normal((k, 12))[lab] + 0.6 * rng.standard_normal((C, 12)))
+
+
+def _tick_texts(axis):
+    return [t.get_text() for t in axis.get_ticklabels()]
+
+
+def test_bicluster_without_names_labels_ticks_with_class_indices():
+    """Rows 0..19 against columns 20..49: the ticks name the classes each row/column shows
+    (they were plot positions, -2.5 .. 17.5, which read like class indices)."""
+    from deepresolve_captum.clustering import bicluster
+    b = bicluster(_blocky(50), rows=np.arange(20), columns=np.arange(20, 50), n_clusters=3)
+    ax = plot_bicluster(b)
+    ax.figure.canvas.draw()
+    assert _tick_texts(ax.yaxis) == [str(c) for c in b.rows[b.row_order]]
+    assert _tick_texts(ax.xaxis) == [str(c) for c in b.columns[b.column_order]]
+    assert list(ax.get_yticks()) == list(range(20)) and ax.get_xlabel() == ""
+    # beyond 80 columns: integer position ticks, and the label says which axis they are on
+    b = bicluster(_blocky(100), rows=np.arange(10), columns=np.arange(10, 100), n_clusters=2)
+    ax = plot_bicluster(b)
+    ax.figure.canvas.draw()
+    assert _tick_texts(ax.yaxis) == [str(c) for c in b.rows[b.row_order]]
+    xt = ax.get_xticks()
+    assert len(xt) > 1 and np.all(xt == np.round(xt))
+    assert ax.get_xlabel().startswith("columns: positions in bicluster order")
+
+
+def test_count_axes_have_integer_ticks():
+    """plot_association_index counts similarities: its y ticks are integers (were -12.5, ...)."""
+    from deepresolve_captum.clustering import association_index
+    from deepresolve_captum.plot import plot_association_index
+    S = _blocky(50)
+    ax = plot_association_index(association_index(S, np.arange(20), np.arange(20, 50)))
+    ax.figure.canvas.draw()
+    yt = ax.get_yticks()
+    assert len(yt) > 2 and np.all(yt == np.round(yt))
