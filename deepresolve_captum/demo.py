@@ -312,7 +312,8 @@ def check_set_two(summary, response, last_weight):
 
     Returns
     -------
-    dict with one bool per claim, ``all``, and the numbers:
+    dict with one bool per claim, ``all``, and the numbers (``similarity`` and ``cosine``: the
+    4 x 4 matrices as nested lists, unrounded):
 
     * ``similarity_order``: class similarity (Pearson of non-negative OFIV) ranks each of (1,2),
       (1,3), (2,3) above every pair with class 4;
@@ -333,7 +334,9 @@ def check_set_two(summary, response, last_weight):
     out = dict(similarity_order=_ranks_sharing_pairs(sim), cosine_fails=not _ranks_sharing_pairs(cos),
                top_channel_own_motif=all(own), bic_one=bool(np.all(np.asarray(summary.n_components) == 1)))
     out["all"] = all(out[k] for k in SET_TWO_CLAIMS)
-    out.update(similarity=np.round(sim, 3).tolist(), cosine=np.round(cos, 3).tolist(),
+    # unrounded: describe_set_two rounds once when it prints (rounding here to 3 decimals first
+    # printed a raw -0.0645 as -0.07 next to the figure's -0.06)
+    out.update(similarity=sim.tolist(), cosine=cos.tolist(),
                top_channels=tops, own_motif=own,
                n_components=np.asarray(summary.n_components).tolist())
     return out

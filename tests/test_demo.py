@@ -102,3 +102,23 @@ def test_logic_table_leaves_every_module_mode_as_found():
     assert [mod.training for mod in m.modules()] == modes
     assert len(table) == 8 and all(p.grad is None for p in m.parameters())
     assert torch.is_grad_enabled()
+
+
+def test_set_two_summary_rounds_the_cosine_once():
+    """summary_set2.txt printed a raw cosine of -0.0645 as -0.07 (rounded to 3 decimals when
+    stored, then to 2 when printed) where the figure, from the raw matrix, shows -0.06."""
+    from types import SimpleNamespace
+
+    from deepresolve_captum.similarity import weight_cosine
+
+    c = -0.06453892443242416
+    W = np.array([[0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [c, np.sqrt(1 - c * c), 0.0], [0.3, 1.0, 0.2]])
+    rng = np.random.default_rng(0)
+    summary = SimpleNamespace(ofiv=rng.normal(size=(4, 6)), n_components=[1, 1, 1, 1])
+    checks = demo.check_set_two(summary, rng.random((6, 4)), W)
+    run = SimpleNamespace(checks=checks, train=SimpleNamespace(val_auc=np.full(4, 0.9)), l2=0.1)
+    line = next(ln for ln in demo.describe_set_two(run).splitlines()
+                if ln.startswith("last-layer cosine"))
+    same = line.split(":", 1)[1].split("|")[0].split()
+    assert same[2] == f"{weight_cosine(W)[1, 2]:+.2f}" == "-0.06"
+    assert np.array_equal(np.asarray(checks["cosine"]), weight_cosine(W))    # stored unrounded
