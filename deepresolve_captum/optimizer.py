@@ -279,9 +279,10 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 as fit ``memory_budget``. When given, ``memory_budget`` is ignored (warned).
             memory_budget (int, optional): bytes of autograd activations per chunk. Default:
                 half the free memory on CUDA, 2 GiB on the CPU. The per-row cost is measured
-                with a small probe. It counts the tensors autograd saves, not the allocator's
-                temporaries: a chunk's real peak is about 1.4-2x the budget (measured on
-                DeepSEA at conv3's input: 123 MiB at a 64 MiB budget, 779 MiB at 1 GiB).
+                with a small probe. It counts the tensors autograd saves and the output with its
+                gradient, not the allocator's temporaries: a chunk's real peak is about 1.4-2x
+                the budget (measured on DeepSEA at conv3's input: 123 MiB at a 64 MiB budget,
+                779 MiB at 1 GiB; a 21,907-output head at its input: +172 MiB at 95 MiB).
                 A row larger than the budget runs alone, with a warning.
             verbose (bool): show progress bars (starts converged), for the two probe ascents
                 of ``l2="auto"`` too.
@@ -840,7 +841,11 @@ class _Runner:
         return total / n
 
     def bytes_per_row(self):
-        """Autograd memory one extra row costs: saved tensors of a 3-row minus a 1-row step."""
+        """Memory one extra row costs: the tensors autograd saves (3-row minus 1-row step), the
+        row's output and its gradient (not saved by autograd, but as large as the output: the
+        cost that dominates a model with 21,907 outputs), and H's own copies."""
+        out_bytes = [0]
+
         def measure(b):
             acc = [0]
 
@@ -851,25 +856,35 @@ class _Runner:
             h = torch.zeros((b,) + self.layer_shape, device=self.device, dtype=self.dtype,
                             requires_grad=True)
             with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                self.forward(h)
+                out = self.forward(h)
+            out_bytes[0] = out[0].numel() * out.element_size()
             return acc[0]
 
         per_row = (measure(3) - measure(1)) / 2
         h_bytes = int(np.prod(self.layer_shape)) * torch.empty((), dtype=self.dtype).element_size()
-        return max(per_row, 0) + 8 * h_bytes  # H, candidate, two gradients and temporaries
+        # H, candidate, two gradients and temporaries; the output, its gradient and a temporary
+        return max(per_row, 0) + 8 * h_bytes + 3 * out_bytes[0]
 
 
 def _parse_targets(target, output_shape):
     n_out = int(np.prod(output_shape)) if output_shape else 1
     if target is None:
         return list(range(n_out))
+    if isinstance(target, (Tensor, np.ndarray)) and target.ndim > 1 and len(output_shape) <= 1:
+        raise ValueError(
+            f"target is a {target.ndim}-d {type(target).__name__} of shape "
+            f"{tuple(target.shape)}: give a 1-d list of output indices (the model's output per "
+            f"example has shape {tuple(output_shape)}); for a multi-dimensional output, a list "
+            "of index tuples")
     if isinstance(target, Tensor):
         target = target.tolist()
     if isinstance(target, (int, np.integer)):
         target = [target]
     if isinstance(target, range):
         target = list(target)
-    if not isinstance(target, (list, tuple, np.ndarray)) or len(target) == 0:
+    if isinstance(target, (list, tuple, np.ndarray)) and len(target) == 0:
+        raise ValueError("target is empty: give at least one output index, or None for all")
+    if not isinstance(target, (list, tuple, np.ndarray)):
         raise TypeError("target must be an int, a non-empty sequence of ints, or None")
     if isinstance(target, tuple) and len(output_shape) > 1 and all(
             isinstance(t, (int, np.integer)) for t in target):

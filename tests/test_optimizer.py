@@ -297,6 +297,22 @@ def test_chunking_matches_one_batch():
     assert opt.diagnostics.rows_per_chunk == 2
 
 
+
+@pytest.mark.filterwarnings("ignore:.*stopped at max_steps")
+def test_memory_budget_counts_a_wide_output():
+    """A Sei-like head (21,907 outputs): each row's output and its gradient are as large as the
+    output, but autograd does not save them, so the budget ignored them (one chunk at 9x the
+    budget in a review). A 50,000-output head now gets chunks that fit the budget."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 50_000))
+    opt = LayerFeatureOptimizer(m, m[1])
+    budget = 6 * 2**20
+    opt.attribute(torch.randn(1, 8), target=list(range(40)), n_starts=2, l2=1.0, seed=0,
+                  max_steps=1, fiv_only=True, memory_budget=budget)
+    assert opt.diagnostics.rows_per_chunk * 3 * 50_000 * 4 <= budget
+    assert opt.diagnostics.n_chunks > 1
+
+
 class TupleOut(nn.Module):
     def __init__(self):
         super().__init__()
@@ -537,6 +553,12 @@ def test_targets_range_duplicates_and_list_argument():
     with pytest.warns(UserWarning, match="duplicate"):
         opt.attribute(x, target=[1, 1], additional_forward_args=[1.0, 2.0, 3.0], n_starts=2,
                       l2=1.0, seed=0)
+    kw = dict(additional_forward_args=[1.0, 2.0, 3.0], n_starts=2, l2=1.0, seed=0)
+    for empty in ([], torch.tensor([], dtype=torch.long), np.array([], dtype=int)):
+        with pytest.raises(ValueError, match="target is empty"):  # was a TypeError
+            opt.attribute(x, target=empty, **kw)
+    with pytest.raises(ValueError, match=r"2-d Tensor of shape \(2, 2\): give a 1-d list"):
+        opt.attribute(x, target=torch.tensor([[0, 1], [2, 0]]), **kw)  # was "index [0, 1]"
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
