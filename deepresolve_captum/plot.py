@@ -138,6 +138,11 @@ def _footer(fig, text, fontsize=6.5, margin=0.08):
     return bb.height / fig.dpi + 2 * margin
 
 
+def _largest(big):
+    """The size key's 'largest = ...' part for circles scaled to ``big`` (the largest |value|)."""
+    return f"largest = {big:.3g}" if big > 0 else "all values are 0"
+
+
 def plot_feature_importance(summary, target=0, filters=None, channel_labels=None, order="ofiv",
                             max_channels=None, title=None, max_size=260.0):
     """Fig. 2 of the paper for one target: FIVs of all starts, IL, OFIV and filter logos.
@@ -200,13 +205,13 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     n = len(idx)
 
     sd = np.sqrt(np.maximum(il, 0.0))
-    big = max(np.abs(fiv[:, idx]).max(), np.abs(ofiv[idx]).max(), sd[idx].max(), 1e-12)
-    scale = max_size / big
+    big = max(np.abs(fiv[:, idx]).max(), np.abs(ofiv[idx]).max(), sd[idx].max())
+    scale = max_size / big if big > 0 else 0.0
 
     width = 0.42 * (T + 2) + (3.6 if filters is not None else 1.6)
     fig = plt.figure(figsize=(width, 0.36 * n + 1.4))
-    key = _footer(fig, f"red: positive, blue: negative; circle area ~ |value|, largest = "
-                       f"{big:.3g}. IL: area ~ sqrt(IL), the FIV's s.d. across starts, on the same "
+    key = _footer(fig, f"red: positive, blue: negative; circle area ~ |value|, {_largest(big)}. "
+                       f"IL: area ~ sqrt(IL), the FIV's s.d. across starts, on the same "
                        f"scale; max IL shown {il[idx].max():.3g}. *: non-additive (GMM on IL).")
     # room at the bottom for the x label (0.55 in) and the key above the figure's lower edge
     bottom = 0.55 + key
@@ -220,7 +225,7 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     for t in range(T):
         _circles(ax, np.full(n, t), rows, fiv[t, idx], scale)
     sdv = sd[idx]
-    dark = sdv / big
+    dark = sdv / big if big > 0 else np.zeros_like(sdv)
     ax.scatter(np.full(n, T + 0.3), rows, s=scale * sdv, c=[str(0.85 - 0.75 * d) for d in dark],
                linewidths=0.3, edgecolors="k")
     _circles(ax, np.full(n, T + 1.3), rows, ofiv[idx], scale)
@@ -267,7 +272,9 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     class_names: optional C strings (default: the target indices, from 0 like the channels).
     channel_order: optional non-empty array of distinct channel indices in [0, K) (columns);
         default 0..K-1.
-    ax: optional Axes to draw on.
+    ax: optional Axes to draw on. Without it, the new figure gets a key at the bottom (the
+        colours, the largest |OFIV| and the star), like :func:`plot_feature_importance`'s; on a
+        given Axes the key is left out (the figure is the caller's to lay out).
     nonadditive: optional (C, K) bool; starred. None: a summary's ``nonadditive`` (none for an
         array); False: no stars.
 
@@ -307,11 +314,20 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
         nonadditive = nonadditive.astype(bool)
     idx = np.arange(K) if channel_order is None else _channel_index(channel_order, K,
                                                                      "channel_order")
+    big = np.abs(ofiv[:, idx]).max()
+    stars = nonadditive is not None and bool(nonadditive[:, idx].any())
     if ax is None:
         fig, ax = plt.subplots(figsize=(0.3 * len(idx) + 1.5, 0.55 * C + 1.0), layout="constrained")
+        # the key at the bottom, in room added below the axes (constrained layout ignores it)
+        key = _footer(fig, f"red: positive, blue: negative; circle area ~ |OFIV|, "
+                           f"{_largest(big)}." + (" \N{BLACK STAR}: non-additive (GMM on IL)."
+                                                  if stars else ""))
+        w, h = fig.get_size_inches()
+        fig.set_size_inches(w, h + key)
+        fig.get_layout_engine().set(rect=(0, key / (h + key), 1, 1 - key / (h + key)))
     else:
         fig = ax.figure
-    scale = max_size / max(np.abs(ofiv[:, idx]).max(), 1e-12)
+    scale = max_size / big if big > 0 else 0.0
     for c in range(C):
         _circles(ax, np.arange(len(idx)), np.full(len(idx), c), ofiv[c, idx], scale)
         if nonadditive is not None:

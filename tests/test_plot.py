@@ -275,3 +275,33 @@ def test_count_axes_have_integer_ticks():
     ax.figure.canvas.draw()
     yt = ax.get_yticks()
     assert len(yt) > 2 and np.all(yt == np.round(yt))
+
+
+def test_plot_ofiv_has_a_key_inside_the_canvas():
+    """plot_ofiv had no key: which colour is which sign, what the area means, the star."""
+    s = _summary()
+    fig = plot_ofiv(s)
+    fig.canvas.draw()
+    key = _key(fig)
+    text = key.get_text().replace("\n", " ")
+    assert "|OFIV|" in text and f"largest = {np.abs(s.ofiv).max():.3g}" in text
+    assert "\N{BLACK STAR}: non-additive" in text
+    bb, canvas = key.get_window_extent(), fig.bbox
+    assert bb.x0 >= canvas.x0 and bb.y0 >= canvas.y0 and bb.x1 <= canvas.x1
+    assert bb.y1 <= fig.axes[0].xaxis.label.get_window_extent().y0      # below the x label
+    # no stars drawn, no star in the key; on the caller's Axes no key at all
+    assert "non-additive" not in _key(plot_ofiv(s.ofiv)).get_text()
+    f2, ax = plt.subplots()
+    plot_ofiv(s, ax=ax)
+    assert not f2.texts
+
+
+def test_all_zero_values_key_says_so():
+    """An all-zero FIV/OFIV key read 'largest = 1e-12' (an internal floor)."""
+    import dataclasses
+    s = _summary()
+    z = dataclasses.replace(s, fiv=np.zeros_like(s.fiv), il=np.zeros_like(s.il),
+                            ofiv=np.zeros_like(s.ofiv), nonadditive=np.zeros_like(s.nonadditive))
+    for fig in (plot_feature_importance(z), plot_ofiv(z)):
+        text = _key(fig).get_text().replace("\n", " ")
+        assert "all values are 0" in text and "1e-12" not in text and "largest" not in text
