@@ -143,6 +143,14 @@ def _largest(big):
     return f"largest = {big:.3g}" if big > 0 else "all values are 0"
 
 
+def _text_color(rgba):
+    """'black' or 'white', whichever reads better on the colour ``rgba`` (WCAG contrast: white
+    when the colour's relative luminance is below ~0.18), for any colour map."""
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    lum = 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    return "white" if (1.05 / (lum + 0.05)) > ((lum + 0.05) / 0.05) else "black"
+
+
 def plot_feature_importance(summary, target=0, filters=None, channel_labels=None, order="ofiv",
                             max_channels=None, title=None, max_size=260.0):
     """Fig. 2 of the paper for one target: FIVs of all starts, IL, OFIV and filter logos.
@@ -406,7 +414,7 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
             for i in range(C):
                 for j in range(C):
                     ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if abs(m[i, j]) > 0.6 * max(abs(vmin), abs(vmax)) else "black")
+                            color=_text_color(im.cmap(im.norm(m[i, j]))))
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8, pad=0.02)
     return fig
 

@@ -305,3 +305,15 @@ def test_all_zero_values_key_says_so():
     for fig in (plot_feature_importance(z), plot_ofiv(z)):
         text = _key(fig).get_text().replace("\n", " ")
         assert "all values are 0" in text and "1e-12" not in text and "largest" not in text
+
+
+def test_similarity_cell_text_reads_on_any_cmap():
+    """Cell text was white for |v| > 0.6 of the scale, right for a diverging map only: on
+    viridis 0..1 the 0 cell (dark purple) got black text and the 1 cell (yellow) white."""
+    from deepresolve_captum.plot import plot_similarity_matrices
+    m = np.linspace(0, 1, 16).reshape(4, 4)
+    m = (m + m.T) / 2
+    for cmap, vmin, dark, light in (("viridis", 0.0, 0.0, 1.0), ("RdBu_r", -1.0, 1.0, 0.0)):
+        fig = plot_similarity_matrices({"a": m}, vmin=vmin, vmax=1.0, cmap=cmap)
+        color = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
+        assert color[f"{dark:.2f}"] == "white" and color[f"{light:.2f}"] == "black", cmap
