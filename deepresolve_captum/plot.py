@@ -645,7 +645,10 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
     ax_d.axis("off")
     im = ax_h.imshow(s[np.ix_(order, order)], vmin=vmin, vmax=vmax, cmap=cmap,
                      aspect="auto", interpolation="nearest")
-    fs = 7 if C <= 40 else 4
+    # labels scale with the room per class (half the pitch, in points: ~6 pt at 50 classes in
+    # the default size), at most 7 pt, at least 4
+    pitch = min(0.64 * fig.get_figwidth(), 0.68 * fig.get_figheight()) * 72 / C
+    fs = min(7.0, max(4.0, 0.5 * pitch))
     if C <= 80:
         ax_h.set_xticks(range(C))
         ax_h.set_yticks(range(C))

@@ -317,3 +317,18 @@ def test_similarity_cell_text_reads_on_any_cmap():
         fig = plot_similarity_matrices({"a": m}, vmin=vmin, vmax=1.0, cmap=cmap)
         color = {t.get_text(): t.get_color() for t in fig.axes[0].texts}
         assert color[f"{dark:.2f}"] == "white" and color[f"{light:.2f}"] == "black", cmap
+
+
+@pytest.mark.parametrize("C", [10, 50, 80])
+def test_clustered_heatmap_label_font_scales_with_room(C):
+    """41-80 classes got 4 pt labels in rows 12 pt apart; the font follows the room per class
+    (~6 pt at 50), at most 7 pt, and neighbouring labels still do not overlap."""
+    S = np.corrcoef(np.random.default_rng(0).normal(size=(C, 12)))
+    fig = plot_clustered_heatmap(S)
+    fig.canvas.draw()
+    ax = fig.axes[1]
+    labels = ax.get_yticklabels()
+    fs = labels[0].get_fontsize()
+    assert (fs == 7) if C == 10 else (5.5 <= fs <= 7)
+    boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.y0)
+    assert all(a.y1 <= b.y0 + 0.5 for a, b in zip(boxes, boxes[1:]))
