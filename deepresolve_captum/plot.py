@@ -573,12 +573,17 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
 
 
 def plot_interaction(result, ax=None, names=None):
-    """Bars of the model's mean output for none / a / b / both (with SEM) of an
+    """Bars of the model's mean output for none / a / b / both of an
     :class:`deepresolve_captum.interaction.InteractionResult`, titled with its logic.
+
+    A probability is drawn as bars from 0 with each condition's SEM. A logit has no natural
+    zero (a bar down to -25 for 'none' looked like the largest effect): 'none' is a point with
+    its SEM and a dashed line, and the bars of a, b and both start at that level, so their
+    length is the change from 'none', with its paired SEM (the table's ``effect_sem``).
 
     Returns
     -------
-    matplotlib Axes.
+    matplotlib Axes (the figure is ``ax.figure``).
     """
     import matplotlib.pyplot as plt
 
@@ -588,10 +593,20 @@ def plot_interaction(result, ax=None, names=None):
     a, b = names if names is not None else (result.motifs["a"], result.motifs["b"])
     labels = ["none", a, b, "both"]
     colors = [GREY, RED, BLUE, "#9467bd"]
-    ax.bar(range(4), t["mean"].values, yerr=t["sem"].values, color=colors, capsize=3)
+    output = result.settings.get("output", "output")
+    mean, sem = t["mean"].values, t["sem"].values
+    if output == "logit":
+        base = mean[0]
+        ax.axhline(base, color=GREY, lw=0.8, ls="--", zorder=0)
+        ax.errorbar([0], [base], yerr=[sem[0]], fmt="o", color=GREY, capsize=3)
+        ax.bar(range(1, 4), mean[1:] - base, bottom=base, yerr=t["effect_sem"].values[1:],
+               color=colors[1:], capsize=3)
+        ax.set_ylabel("logit (bars: change from none)", fontsize=8)
+    else:
+        ax.bar(range(4), mean, yerr=sem, color=colors, capsize=3)
+        ax.set_ylabel(output, fontsize=8)
     ax.set_xticks(range(4))
     ax.set_xticklabels(labels, fontsize=7, rotation=20)
-    ax.set_ylabel(result.settings.get("output", "output"), fontsize=8)
     ctx = result.motifs.get("context") or []
     sub = f" (+{', '.join(ctx)} in all)" if ctx else ""
     ax.set_title(f"{result.logic}{sub}\ninteraction {result.interaction:+.2f}", fontsize=8)

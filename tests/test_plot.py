@@ -332,3 +332,35 @@ def test_clustered_heatmap_label_font_scales_with_room(C):
     assert (fs == 7) if C == 10 else (5.5 <= fs <= 7)
     boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.y0)
     assert all(a.y1 <= b.y0 + 0.5 for a, b in zip(boxes, boxes[1:]))
+
+
+def _interaction(output, mean):
+    import pandas as pd
+
+    from deepresolve_captum.interaction import InteractionResult
+    mean = np.asarray(mean, dtype=float)
+    table = pd.DataFrame({"mean": mean, "sem": [0.3] * 4, "effect": mean - mean[0],
+                          "effect_sem": [0.0, 0.2, 0.2, 0.25]},
+                         index=pd.Index(["none", "a", "b", "both"], name="condition"))
+    return InteractionResult(table=table, interaction=float(mean[3] - mean[1] - mean[2] + mean[0]),
+                             interaction_sem=0.1, logic="OR-like", outputs=np.zeros((5, 4)),
+                             motifs={"a": "CAGGTC", "b": "GCTCAT"}, settings={"output": output})
+
+
+def test_interaction_logit_bars_start_at_none():
+    """With output='logit' the bars went down from 0, so 'none' (-25) looked like the largest
+    effect; a, b and both now start at the 'none' level and end at their means."""
+    from deepresolve_captum.plot import plot_interaction
+    mean = [-25.0, -7.6, -14.0, 5.0]
+    ax = plot_interaction(_interaction("logit", mean))
+    bars = [p for p in ax.patches if p is not ax.patch]
+    assert len(bars) == 3
+    for bar, m in zip(bars, mean[1:]):
+        assert bar.get_y() == pytest.approx(-25.0) and bar.get_y() + bar.get_height() == \
+            pytest.approx(m)
+    assert any(np.allclose(ln.get_ydata(), -25.0) for ln in ax.lines)     # the 'none' level
+    # probabilities keep bars from 0
+    ax = plot_interaction(_interaction("probability", [0.04, 0.9, 0.9, 0.13]))
+    bars = [p for p in ax.patches if p is not ax.patch]
+    assert [b.get_y() for b in bars] == [0.0] * 4
+    assert [b.get_height() for b in bars] == pytest.approx([0.04, 0.9, 0.9, 0.13])
