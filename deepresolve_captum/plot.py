@@ -61,15 +61,27 @@ def _channel_index(values, K, name):
 
 
 def save_figure(fig, path, formats=("png", "svg"), dpi=150):
-    """Save ``fig`` as ``path`` with each suffix in ``formats`` (a str or a sequence of them; any
-    suffix of ``path`` is replaced). Creates the folder. Returns the list of written paths."""
+    """Save ``fig`` as ``path`` with each suffix in ``formats`` (a str or a sequence of them,
+    any case, with or without the dot: "PDF" and ".pdf" write one ``.pdf``). A suffix of
+    ``path`` that is an image format matplotlib writes (``fig.png``) is replaced; any other
+    stays part of the name (``ofiv_lambda2.8`` -> ``ofiv_lambda2.8.png``). Creates the folder;
+    an unknown format is refused before anything is written. Returns the list of written
+    paths."""
     if isinstance(formats, str):
         formats = (formats,)
+    known = fig.canvas.get_supported_filetypes()
+    fmts = list(dict.fromkeys(f.lstrip(".").lower() for f in formats))
+    bad = [f for f in fmts if f not in known]
+    if bad:
+        raise ValueError(f"formats {bad} are not ones matplotlib writes "
+                         f"({', '.join(sorted(known))})")
     path = Path(path)
+    if path.suffix.lstrip(".").lower() in known:
+        path = path.with_suffix("")
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for fmt in formats:
-        p = path.with_suffix("." + fmt.lstrip("."))
+    for fmt in fmts:
+        p = path.with_name(f"{path.name}.{fmt}")
         fig.savefig(p, dpi=dpi, bbox_inches="tight")
         written.append(p)
     return written

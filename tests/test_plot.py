@@ -364,3 +364,17 @@ def test_interaction_logit_bars_start_at_none():
     bars = [p for p in ax.patches if p is not ax.patch]
     assert [b.get_y() for b in bars] == [0.0] * 4
     assert [b.get_height() for b in bars] == pytest.approx([0.04, 0.9, 0.9, 0.13])
+
+
+def test_save_figure_keeps_a_dot_in_the_name_and_lowercases_formats(tmp_path):
+    """'ofiv_lambda2.8' lost its '.8' (any suffix was replaced), and formats=('PDF', 'pdf')
+    wrote ofiv.PDF next to ofiv.pdf."""
+    fig = plot_ofiv(np.random.default_rng(0).normal(size=(2, 3)))
+    assert save_figure(fig, tmp_path / "ofiv_lambda2.8", formats="png") == \
+        [tmp_path / "ofiv_lambda2.8.png"]
+    assert save_figure(fig, tmp_path / "a.png", formats=("PDF", ".pdf", "SVG")) == \
+        [tmp_path / "a.pdf", tmp_path / "a.svg"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.pdf", "a.svg", "ofiv_lambda2.8.png"]
+    with pytest.raises(ValueError, match=r"formats \['docx'\] are not ones matplotlib writes"):
+        save_figure(fig, tmp_path / "b", formats=("png", "docx"))
+    assert not (tmp_path / "b.png").exists()          # refused before writing anything
