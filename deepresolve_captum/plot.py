@@ -6,9 +6,20 @@
 * :func:`plot_ofiv` -- Fig. 4a: one OFIV row per class.
 * :func:`plot_similarity_matrices` -- Fig. 4b: class x class matrices side by side.
 * :func:`filter_logo_matrix`, :func:`plot_filter_logo` -- a convolution filter as a logo.
+* :func:`plot_channel_logos`, :func:`plot_channel_attributions`, :func:`plot_interaction`,
+  :func:`plot_clustered_heatmap`, :func:`plot_association_index`, :func:`plot_bicluster` --
+  channel -> input and class relationships.
 * :func:`save_figure` -- PNG and SVG in one call.
 
-All functions return the matplotlib Figure (or Axes) they drew and never call ``plt.show``.
+What the drawing functions return (none calls ``plt.show``):
+
+* a matplotlib **Figure**: :func:`plot_feature_importance`, :func:`plot_ofiv` (``ax.figure``
+  when given ``ax``), :func:`plot_similarity_matrices`, :func:`plot_channel_logos`,
+  :func:`plot_channel_attributions`, :func:`plot_clustered_heatmap`;
+* a matplotlib **Axes** (its figure is ``ax.figure``): :func:`plot_filter_logo`,
+  :func:`plot_interaction`, :func:`plot_association_index`, :func:`plot_bicluster` -- the ones
+  made to draw into a panel of your own figure (``ax=``).
+
 Shapes: C targets/classes, T starts, K channels, w filter width.
 """
 from __future__ import annotations
@@ -65,8 +76,12 @@ def save_figure(fig, path, formats=("png", "svg"), dpi=150):
     any case, with or without the dot: "PDF" and ".pdf" write one ``.pdf``). A suffix of
     ``path`` that is an image format matplotlib writes (``fig.png``) is replaced; any other
     stays part of the name (``ofiv_lambda2.8`` -> ``ofiv_lambda2.8.png``). Creates the folder;
-    an unknown format is refused before anything is written. Returns the list of written
-    paths."""
+    an unknown format is refused before anything is written.
+
+    Returns
+    -------
+    list of the written paths (``pathlib.Path``), one per format.
+    """
     if isinstance(formats, str):
         formats = (formats,)
     known = fig.canvas.get_supported_filetypes()
@@ -93,6 +108,10 @@ def filter_logo_matrix(weight, mode="information"):
     mode="information": the filter as a PWM, as the paper does for TOMTOM (negative weights
     clipped to 0, each column normalised to sum 1, an all-zero column uniform), in bits.
     mode="weight": the weights centred per position (mean over the 4 bases removed).
+
+    Returns
+    -------
+    numpy array (w, 4).
     """
     w = _np(weight, "weight")
     if w.ndim != 2 or w.shape[0] != 4:
@@ -105,7 +124,13 @@ def filter_logo_matrix(weight, mode="information"):
 
 
 def plot_filter_logo(weight, ax=None, mode="information"):
-    """Draw one filter (4, w) as a sequence logo with logomaker on ``ax``; returns the Axes."""
+    """Draw one filter (4, w) as a sequence logo with logomaker on ``ax`` (a new small figure
+    if None); ``mode`` as in :func:`filter_logo_matrix`.
+
+    Returns
+    -------
+    matplotlib Axes (its figure is ``ax.figure``).
+    """
     import logomaker
     import matplotlib.pyplot as plt
     import pandas as pd
@@ -178,6 +203,9 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     large when every channel is consistent.) A key at the bottom of the figure (inside it, so a
     plain ``fig.savefig`` keeps it) gives the scale.
 
+    The figure grows 0.36 inch per channel drawn: for many channels (a first layer of hundreds)
+    pass ``max_channels`` (e.g. 30) to draw the top ones of ``order``.
+
     Parameters
     ----------
     summary: ``EnsembleSummary`` (from ``summarize``), with fiv (C, T, K), il/ofiv/nonadditive (C, K).
@@ -186,13 +214,14 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     channel_labels: optional list of K strings shown right of each row (e.g. matched motifs).
     order: "ofiv", "il" or a non-empty array of distinct channel indices in [0, K) (also selects
         channels).
-    max_channels: optional int >= 1, draw only the first ``max_channels`` channels of the order.
+    max_channels: optional int >= 1, draw only the first ``max_channels`` channels of the order
+        (the top ones by OFIV or IL); use it when there are many channels.
     title: figure title.
     max_size: marker area (points^2) of the largest |FIV|.
 
     Returns
     -------
-    matplotlib Figure.
+    matplotlib Figure (``fig.axes[0]``: the circles; then the logos, if any, and the labels).
     """
     import matplotlib.pyplot as plt
     from matplotlib.gridspec import GridSpec
@@ -300,7 +329,8 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
 
     Returns
     -------
-    matplotlib Figure.
+    matplotlib Figure, also when ``ax`` is given (then ``ax.figure``; the Axes is ``ax``, else
+    ``fig.axes[0]``).
     """
     import matplotlib.pyplot as plt
 
@@ -384,7 +414,7 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
 
     Returns
     -------
-    matplotlib Figure.
+    matplotlib Figure (``fig.axes``: one Axes per matrix, then the colour bar).
     """
     import matplotlib.pyplot as plt
 
@@ -435,7 +465,12 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
 # (issue 6: adapters, channel_motifs, interaction, clustering)
 
 def pwm_logo_matrix(pwm):
-    """A (4, w) probability matrix scaled to information content (bits) for a logo."""
+    """A (4, w) probability matrix scaled to information content (bits) for a logo.
+
+    Returns
+    -------
+    numpy array (4, w): each column's probabilities times its information content.
+    """
     p = _np(pwm, "pwm")
     if p.ndim != 2 or p.shape[0] != 4:
         raise ValueError(f"pwm must have shape (4, w), got {p.shape}")
@@ -453,11 +488,11 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
         its ``channels`` unless ``names`` is given).
     names: C channel labels (panel titles; default 0..C-1).
     titles: optional C extra strings appended to the titles (e.g. the best TOMTOM match).
-    ncols: panels per row.
+    ncols: int >= 1, panels per row (fewer when there are fewer pwms).
 
     Returns
     -------
-    matplotlib Figure.
+    matplotlib Figure (``fig.axes``: the panels row by row; unused ones are hidden).
     """
     import matplotlib.pyplot as plt
     from tangermeme.plot import plot_logo
@@ -477,7 +512,10 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
         raise ValueError(f"names must have one entry per pwm ({C}), got {len(names)}")
     if titles is not None and len(titles) != C:
         raise ValueError(f"titles must have one entry per pwm ({C}), got {len(titles)}")
-    ncols = min(ncols, C)
+    if isinstance(ncols, (bool, np.bool_)) or not isinstance(ncols, (int, np.integer)) \
+            or ncols < 1:
+        raise ValueError(f"ncols must be an int >= 1 (panels per row), got {ncols!r}")
+    ncols = min(int(ncols), C)
     nrows = int(np.ceil(C / ncols))
     fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows + 0.3),
                              squeeze=False)
@@ -517,7 +555,8 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
 
     Returns
     -------
-    matplotlib Figure.
+    matplotlib Figure (``fig.axes``: row by row, each channel's PWM logo, if ``pwms``, then its
+    attributions).
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -640,7 +679,7 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
 
     Returns
     -------
-    matplotlib Figure.
+    matplotlib Figure (``fig.axes``: the dendrogram, the heatmap, the colour bar).
     """
     import matplotlib.pyplot as plt
     from scipy.cluster.hierarchy import dendrogram
@@ -706,7 +745,7 @@ def plot_association_index(df, ax=None, max_labels=60):
 
     Returns
     -------
-    matplotlib Axes.
+    matplotlib Axes (its figure is ``ax.figure``).
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
@@ -746,7 +785,7 @@ def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.
 
     Returns
     -------
-    matplotlib Axes.
+    matplotlib Axes (its figure, with the colour bar, is ``ax.figure``).
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator

@@ -378,3 +378,50 @@ def test_save_figure_keeps_a_dot_in_the_name_and_lowercases_formats(tmp_path):
     with pytest.raises(ValueError, match=r"formats \['docx'\] are not ones matplotlib writes"):
         save_figure(fig, tmp_path / "b", formats=("png", "docx"))
     assert not (tmp_path / "b.png").exists()          # refused before writing anything
+
+
+def test_plot_channel_logos_ncols_checked():
+    """ncols=0 raised ZeroDivisionError from deep inside."""
+    pwms = np.tile(np.array([0.7, 0.1, 0.1, 0.1])[None, :, None], (2, 1, 3))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="ncols must be an int >= 1"):
+            plot_channel_logos(pwms, ncols=bad)
+    assert len(plot_channel_logos(pwms, ncols=np.int64(1)).axes) == 2
+
+
+def test_docstrings_say_what_each_function_returns():
+    """Some functions return the Figure, some the Axes: each docstring's Returns section says
+    which, and it is what the function returns."""
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+    import deepresolve_captum.plot as P
+    from deepresolve_captum.clustering import association_index, bicluster
+
+    S = _blocky(12)
+    calls = {
+        "plot_filter_logo": lambda: P.plot_filter_logo(np.random.default_rng(0).normal(size=(4, 5))),
+        "plot_feature_importance": lambda: P.plot_feature_importance(_summary()),
+        "plot_ofiv": lambda: P.plot_ofiv(_summary()),
+        "plot_similarity_matrices": lambda: P.plot_similarity_matrices({"a": np.eye(3)}),
+        "plot_channel_logos": lambda: P.plot_channel_logos(
+            np.tile(np.array([0.7, 0.1, 0.1, 0.1])[None, :, None], (1, 1, 3))),
+        "plot_channel_attributions": lambda: P.plot_channel_attributions(np.ones((1, 1, 4, 6))),
+        "plot_interaction": lambda: P.plot_interaction(_interaction("probability", [0, 1, 1, 0])),
+        "plot_clustered_heatmap": lambda: P.plot_clustered_heatmap(S),
+        "plot_association_index": lambda: P.plot_association_index(
+            association_index(S, np.arange(5), np.arange(5, 12))),
+        "plot_bicluster": lambda: P.plot_bicluster(bicluster(S, n_clusters=2)),
+    }
+    assert set(calls) == {n for n in P.__all__ if n.startswith("plot_")}
+    for name, call in calls.items():
+        doc = getattr(P, name).__doc__
+        assert "Returns\n    -------\n    matplotlib " in doc, name
+        says = doc.split("Returns\n    -------\n    matplotlib ", 1)[1].split()[0].strip(".,")
+        assert says in ("Figure", "Axes"), name
+        assert isinstance(call(), Figure if says == "Figure" else Axes), name
+        assert f":func:`{name}`" in P.__doc__, name          # listed in the module's summary
+        plt.close("all")
+    for name in ("save_figure", "filter_logo_matrix", "pwm_logo_matrix"):
+        assert "Returns\n    -------\n" in getattr(P, name).__doc__, name
+    assert "max_channels" in P.plot_feature_importance.__doc__.split("Parameters")[0]
