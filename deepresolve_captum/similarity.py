@@ -85,39 +85,94 @@ def signed_ofiv_correlation(ofiv):
                       dtype=np.float64)
 
 
+_SMALL_BYTES = 16 * 2 ** 20    # a C x C float64 temporary up to this size is not worth avoiding
+
+
+def _row_ranges(C, target_bytes=_SMALL_BYTES):
+    """Row ranges of a (C, C) float64 matrix: about ``target_bytes`` each and at most an eighth
+    of the rows (so a block's temporaries stay small beside the matrix at any C)."""
+    step = max(1, min(int(target_bytes // (8 * max(C, 1))), -(-C // 8)))
+    return [(r0, min(C, r0 + step)) for r0 in range(0, C, step)]
+
+
 def label_correlation(labels, chunk_rows=16384):
     """Pearson correlation between the label columns of a multi-task data set.
 
     labels: (N, C) binary or real labels (numpy, e.g. uint8 or bool, a memmap, or a tensor)
     -> (C, C) float64; a constant column gets 0 off the diagonal. The labels are read
     ``chunk_rows`` rows at a time into float64 sums (C x C), so the memory is that of the result
-    plus one chunk, not a float64 copy of all N x C labels (DeepSEA's 4.4 M x 919 would be
-    32 GB).
+    plus one float64 chunk (``chunk_rows`` x C x 8 bytes), not a float64 copy of all N x C labels
+    (DeepSEA's 4.4 M x 919 would be 32 GB).
+
+    The C x C sums become the correlations in place, row block by row block (<= 16 MB each), so
+    the C x C result is the only C x C array (at Sei's 21,907 classes, 3.8 GB; the default chunk adds
+    2.9 GB there: pass a smaller ``chunk_rows`` to trade speed for memory).
     """
     y = _array(labels, "labels")     # no float64 copy: the chunks below are cast one at a time
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:
         raise ValueError(f"chunk_rows must be an int >= 1, got {chunk_rows!r}")
     N, C = y.shape
+    chunk_rows = int(chunk_rows)
     shift = np.asarray(y[0], dtype=np.float64)   # centring on one row keeps the sums small
+    blocks = _row_ranges(C)
+    small = C * C * 8 <= _SMALL_BYTES              # up to ~1,450 classes
     total = np.zeros(C)
-    gram = np.zeros((C, C))
-    for lo in range(0, N, int(chunk_rows)):
-        part = np.asarray(y[lo:lo + int(chunk_rows)], dtype=np.float64) - shift
+    gram = None
+    for lo in range(0, N, chunk_rows):
+        # cast and centred in one step (the ufunc casts in small buffers): one float64 chunk
+        part = np.subtract(y[lo:lo + chunk_rows], shift, dtype=np.float64)
         if not np.all(np.isfinite(part)):
             raise ValueError("labels contains NaN or inf")
         total += part.sum(0)
-        gram += part.T @ part
+        if gram is None:
+            gram = part.T @ part                   # numpy's SYRK, symmetric: becomes the result
+            gram += 0.0                            # -0.0 -> 0.0, as 0 + the first chunk's sums
+        elif small:
+            gram += part.T @ part                  # a C x C temporary of <= 16 MB
+        else:
+            _syrk_upper_into(gram, part)           # in place, no C x C temporary
+        del part
+    if not small and N > chunk_rows:
+        _mirror_upper(gram, blocks)
     mean = total / N
-    cov = gram / N - np.outer(mean, mean)
+    for r0, r1 in blocks:                          # cov = gram / N - outer(mean, mean)
+        g = gram[r0:r1]
+        g /= N
+        g -= np.multiply.outer(mean[r0:r1], mean)
+    cov = gram
     std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
     # a column is constant when its spread is at rounding level of its values
     scale = np.maximum(np.abs(shift), 1.0)
     live = std > 1e-12 * scale
-    denom = np.outer(std, std)
-    r = np.divide(cov, denom, out=np.zeros_like(cov), where=np.outer(live, live))
-    np.clip(r, -1.0, 1.0, out=r)
+    dead = ~live
+    sd = np.where(live, std, 1.0)                  # std_i * std_j for every live pair, as before
+    r = cov
+    for r0, r1 in blocks:                          # r = cov / outer(std, std), 0 where not live
+        b = r[r0:r1]
+        b /= np.multiply.outer(sd[r0:r1], sd)
+        b[:, dead] = 0.0
+        b[dead[r0:r1]] = 0.0
+        np.clip(b, -1.0, 1.0, out=b)
     np.fill_diagonal(r, 1.0)
     return r
+
+
+def _syrk_upper_into(gram, part):
+    """``gram += part.T @ part`` on the upper triangle only (the lower one is left as it was), in
+    place: BLAS SYRK with beta = 1 on the Fortran-order views (``part.T``, ``gram.T``: its lower
+    triangle is gram's upper one), so neither is copied."""
+    from scipy.linalg.blas import dsyrk
+    res = dsyrk(1.0, part.T, beta=1.0, c=gram.T, trans=0, lower=1, overwrite_c=1)
+    if not np.shares_memory(res, gram):            # pragma: no cover - a scipy that copied c
+        gram[...] = res.T
+
+
+def _mirror_upper(a, blocks):
+    """Copy the upper triangle of the square ``a`` onto its lower one, in place, by row blocks."""
+    for r0, r1 in blocks:
+        a[r0:r1, :r0] = a[:r0, r0:r1].T
+        for i in range(r0 + 1, r1):
+            a[i, r0:i] = a[r0:i, i]
 
 
 def weight_cosine(weight):
@@ -125,11 +180,12 @@ def weight_cosine(weight):
 
     weight: (C, H) e.g. ``model.fc2.weight`` -> (C, C); an all-zero row gets 0 off the diagonal.
     """
-    w = _matrix(weight, "weight")
+    w = _matrix(weight, "weight")                  # a float64 copy of ours
     norm = np.linalg.norm(w, axis=1)
     zero = norm == 0
-    u = w / np.where(zero, 1, norm)[:, None]
-    r = np.clip(u @ u.T, -1, 1)
+    w /= np.where(zero, 1, norm)[:, None]
+    r = w @ w.T                                    # the only C x C array
+    np.clip(r, -1, 1, out=r)
     r[zero, :] = 0
     r[:, zero] = 0
     np.fill_diagonal(r, 1.0)

@@ -118,3 +118,135 @@ def test_label_correlation_in_chunks_matches_numpy():
     assert label_correlation(y.astype(bool)).shape == (6, 6)
     with pytest.raises(ValueError, match="NaN"):
         label_correlation(np.array([[1.0, np.nan], [0.0, 1.0]]))
+
+
+def _label_correlation_reference(y):
+    """The whole-matrix formula label_correlation replaced (one float64 copy, np.outer): the
+    values the in-place, row-block version must give."""
+    f = np.asarray(y, dtype=np.float64)
+    shift = f[0].copy()
+    part = f - shift
+    N = len(f)
+    gram = np.zeros((f.shape[1],) * 2)
+    gram += part.T @ part
+    mean = part.sum(0) / N
+    cov = gram / N - np.outer(mean, mean)
+    std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
+    live = std > 1e-12 * np.maximum(np.abs(shift), 1.0)
+    r = np.divide(cov, np.outer(std, std), out=np.zeros_like(cov), where=np.outer(live, live))
+    np.clip(r, -1.0, 1.0, out=r)
+    np.fill_diagonal(r, 1.0)
+    return r
+
+
+def _labels_with_edge_columns(rng, N, C):
+    y = (rng.uniform(size=(N, C)) < rng.uniform(0.02, 0.6, size=C)).astype(np.uint8)
+    y[:, 1] = 0                                  # never positive
+    y[:, 4] = 1                                  # always positive
+    y[:, 6] = y[:, 2]                            # identical columns: 1 (to rounding)
+    y[:, 9] = 1 - y[:, 3]                        # complementary columns: -1
+    return y
+
+
+@pytest.mark.parametrize("block_rows", [None, 5])
+def test_label_correlation_row_blocks_match_references(monkeypatch, block_rows):
+    """Computed in place by row blocks: equal to np.corrcoef on the live columns, 0 / 1 for
+    constant columns, exactly symmetric, and for 0/1 labels bit-identical to the whole-matrix
+    formula whatever the chunking (integer sums are exact). ``block_rows=5`` (with
+    ``_SMALL_BYTES = 0``) takes the path of more than ~1,450 classes: the sums of later chunks
+    added by an in-place SYRK on the upper triangle, then mirrored, in blocks of 5 rows."""
+    from deepresolve_captum import similarity as S
+    if block_rows:
+        monkeypatch.setattr(S, "_row_ranges", lambda C, target_bytes=0: [
+            (r, min(C, r + block_rows)) for r in range(0, C, block_rows)])
+        monkeypatch.setattr(S, "_SMALL_BYTES", 0)
+    rng = np.random.default_rng(5)
+    y = _labels_with_edge_columns(rng, 240, 23)
+    ref = _label_correlation_reference(y)
+    live = [j for j in range(23) if j not in (1, 4)]
+    for chunk in (1, 7, 100, 16384):
+        for labels in (y, y.astype(bool), y.astype(np.float32)):
+            r = label_correlation(labels, chunk_rows=chunk)
+            assert r.dtype == np.float64 and r.shape == (23, 23)
+            np.testing.assert_array_equal(r, ref)            # bit for bit
+            np.testing.assert_array_equal(r, r.T)
+        np.testing.assert_allclose(r[np.ix_(live, live)], np.corrcoef(y[:, live].T.astype(float)),
+                                   atol=1e-12)
+        for dead in (1, 4):
+            assert r[dead, dead] == 1 and np.all(np.delete(r[dead], dead) == 0)
+            assert np.all(np.delete(r[:, dead], dead) == 0)
+        assert np.isclose(r[2, 6], 1, rtol=0, atol=1e-15) and np.isclose(r[3, 9], -1, rtol=0, atol=1e-15)
+    # real-valued float32 labels off zero (and a constant one): within 1e-12 of np.corrcoef (the
+    # sums are no longer exact, so the chunking moves the last bits)
+    z = (3.0 + rng.normal(size=(300, 11)) * rng.uniform(0.1, 5, size=11)).astype(np.float32)
+    z[:, 5] = 2.5
+    keep = z.copy()
+    zl = [j for j in range(11) if j != 5]
+    for chunk in (1, 13, 16384):
+        r = label_correlation(z, chunk_rows=chunk)
+        np.testing.assert_array_equal(z, keep)               # the labels are left alone
+        np.testing.assert_allclose(r[np.ix_(zl, zl)], np.corrcoef(z[:, zl].T.astype(float)),
+                                   atol=1e-12)
+        np.testing.assert_allclose(r, _label_correlation_reference(z), atol=1e-12, rtol=0)
+        np.testing.assert_array_equal(r, r.T)
+        assert r[5, 5] == 1 and np.all(np.delete(r[5], 5) == 0)
+    # one chunk: the same float operations as the whole-matrix formula, so bit for bit
+    np.testing.assert_array_equal(label_correlation(z), _label_correlation_reference(z))
+
+
+def test_label_correlation_nan_or_inf_in_a_later_chunk_is_refused():
+    y = np.zeros((50, 4))
+    y[::2, 0] = 1
+    for bad in (np.nan, np.inf):
+        z = y.copy()
+        z[37, 2] = bad
+        with pytest.raises(ValueError, match="NaN or inf"):
+            label_correlation(z, chunk_rows=10)
+
+
+def test_weight_cosine_matches_reference_and_leaves_weight_alone():
+    rng = np.random.default_rng(6)
+    for dtype in (np.float64, np.float32):
+        w = rng.normal(size=(9, 5)).astype(dtype)
+        w[4] = 0
+        w[7] = 3 * w[2]                              # parallel rows: exactly 1 after the clip
+        keep = w.copy()
+        c = weight_cosine(w)
+        np.testing.assert_array_equal(w, keep)
+        u = w.astype(np.float64)
+        u = u / np.where(np.linalg.norm(u, axis=1) == 0, 1, np.linalg.norm(u, axis=1))[:, None]
+        ref = np.clip(u @ u.T, -1, 1)
+        ref[4, :] = ref[:, 4] = 0
+        np.fill_diagonal(ref, 1.0)
+        assert c.dtype == np.float64
+        np.testing.assert_array_equal(c, ref)
+        assert c[2, 7] <= 1 and np.isclose(c[2, 7], 1)
+
+
+def _traced_peak(f):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        res = f()
+        return res, tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_label_correlation_builds_the_matrix_once():
+    """Peak memory (tracemalloc sees numpy's buffers) at 1,500 classes: the C x C result plus a
+    chunk and a row block, not 4-5 C x C float64 matrices (the whole-matrix formula)."""
+    rng = np.random.default_rng(7)
+    C = 1500
+    y = (rng.uniform(size=(300, C)) < 0.05).astype(np.uint8)
+    label_correlation(y[:20], chunk_rows=10)          # imports scipy's BLAS outside the trace
+    r, peak = _traced_peak(lambda: label_correlation(y, chunk_rows=100))
+    assert peak < 1.6 * r.nbytes, peak / r.nbytes
+
+
+def test_weight_cosine_builds_the_matrix_once():
+    """The clip is in place: peak ~1 C x C float64 (it was 2) at 1,500 classes."""
+    w = np.random.default_rng(8).normal(size=(1500, 64)).astype(np.float32)
+    r, peak = _traced_peak(lambda: weight_cosine(w))
+    assert peak < 1.3 * r.nbytes, peak / r.nbytes
