@@ -105,8 +105,8 @@ def label_correlation(labels, chunk_rows=16384):
     (DeepSEA's 4.4 M x 919 would be 32 GB).
 
     The C x C sums become the correlations in place, row block by row block (<= 16 MB each), so
-    the C x C result is the only C x C array (at Sei's 21,907 classes, 3.8 GB; the default chunk adds
-    2.9 GB there: pass a smaller ``chunk_rows`` to trade speed for memory).
+    the C x C result is the only C x C array (at Sei's 21,907 classes, 3.8 GB; the default chunk
+    adds 2.9 GB there: pass a smaller ``chunk_rows`` to trade speed for memory).
     """
     y = _array(labels, "labels")     # no float64 copy: the chunks below are cast one at a time
     if isinstance(chunk_rows, bool) or not isinstance(chunk_rows, (int, np.integer)) or chunk_rows < 1:

@@ -175,7 +175,8 @@ def test_label_correlation_row_blocks_match_references(monkeypatch, block_rows):
         for dead in (1, 4):
             assert r[dead, dead] == 1 and np.all(np.delete(r[dead], dead) == 0)
             assert np.all(np.delete(r[:, dead], dead) == 0)
-        assert np.isclose(r[2, 6], 1, rtol=0, atol=1e-15) and np.isclose(r[3, 9], -1, rtol=0, atol=1e-15)
+        assert np.isclose(r[2, 6], 1, rtol=0, atol=1e-15)
+        assert np.isclose(r[3, 9], -1, rtol=0, atol=1e-15)
     # real-valued float32 labels off zero (and a constant one): within 1e-12 of np.corrcoef (the
     # sums are no longer exact, so the chunking moves the last bits)
     z = (3.0 + rng.normal(size=(300, 11)) * rng.uniform(0.1, 5, size=11)).astype(np.float32)
