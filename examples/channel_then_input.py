@@ -240,7 +240,8 @@ def main(argv=None):
             if seq_tbl is not None:
                 sel = seq_tbl[(seq_tbl.channel == c) & (seq_tbl.example_idx == k)]
                 for _, r in sel.iterrows():
-                    ax.axvspan(r["start"] - 0.5, r["end"] - 0.5, color="gold", alpha=0.3, lw=0)
+                    # tangermeme draws base p over [p, p + 0.95]: shade [start, end)
+                    ax.axvspan(r["start"], r["end"], color="gold", alpha=0.3, lw=0)
             if i == 0:
                 ax.set_title(seq_titles[k], fontsize=8)
     bottom = outer[1].subgridspec(1, 3, wspace=0.3)
