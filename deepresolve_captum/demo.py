@@ -404,6 +404,14 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
     fims, scores = opt.attribute(probe, target=None, n_starts=d["n_starts"], l2="auto", seed=init_seed,
                                  return_scores=True, verbose=verbose)
     summary = summarize(fims, scores, random_state=0)
+    # what made these numbers, kept in summary_*.npz (EnsembleSummary.load(...).settings)
+    from . import __version__
+    summary.settings.update(
+        dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2), l2_auto=opt.diagnostics.l2_auto,
+        n_starts=int(d["n_starts"]), seed=int(init_seed), data_seed=int(data_seed),
+        n_probe=int(len(probe)), seq_len=int(d["seq_len"]), epochs=int(d["epochs"]),
+        val_auc=[float(a) for a in res.val_auc], version=__version__,
+        torch_version=torch.__version__)
     response = planted_motif_response(model, model.pool, motifs, seq_len=d["seq_len"], random_state=data_seed)
     seconds["deepresolve"] = time.perf_counter() - t
     run = SyntheticRun(dataset=dataset, model=model, train=res, summary=summary, l2=float(opt.diagnostics.l2),

@@ -36,6 +36,10 @@ def test_cli_demo_writes_figures_and_summary(tmp_path):
             assert f"\n  {term}" in legend or f"\n    {term}" in legend, term
     s = EnsembleSummary.load(out / "summary_set1.npz")
     assert s.fiv.shape == (1, 10, 32) and s.ofiv.shape == (1, 32)
+    # the npz keeps what made it (it held only the GMM settings; lambda was in the text only)
+    assert s.settings["n_starts"] == 10 and s.settings["layer"] == "pool"
+    assert f"{s.settings['l2']:.3g}" in text and s.settings["l2_auto"] is not None
+    assert s.settings["seed"] == 0 and len(s.settings["val_auc"]) == 1
     s2 = EnsembleSummary.load(out / "summary_set2.npz")
     assert s2.ofiv.shape == (4, 32) and np.all(np.isfinite(s2.ofiv))
 
