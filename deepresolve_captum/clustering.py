@@ -150,6 +150,75 @@ def _condensed_distance(s):
             out[pos:pos + n] = sym[i - r0, i + 1:]
             pos += n
     return out, top, asym
+
+
+def _check_finite(s, name="similarity"):
+    """Raise if the square ``s`` holds NaN or inf; read in row blocks (no C x C temporary)."""
+    for r0, r1 in _row_blocks(s.shape[0]):
+        if not np.all(np.isfinite(s[r0:r1])):
+            raise ValueError(f"{name} contains NaN or inf")
+
+
+def _linear_quantiles(pool, qs, doubled=False):
+    """``np.quantile(P, q)`` (method ``"linear"``, in float64) for each q of ``qs``, where P is
+    ``pool`` or, with ``doubled``, every value of ``pool`` twice -- from the order statistics
+    alone: ``pool`` (1-D, any real dtype) is partitioned in place, nothing is copied. Follows
+    numpy's own steps (virtual index (n - 1) q, gamma, and its lerp), so the thresholds are
+    numpy's to the bit (tests compare the two); a float32 pool gives what its float64 copy would.
+    One exception, in numpy too: with both 0.0 and -0.0 in the pool, which one a partition puts
+    at a rank is arbitrary, so a zero threshold may come out with either sign (equal under ==).
+    """
+    n = 2 * pool.size if doubled else pool.size
+    steps = []
+    for q in qs:
+        weak = type(q) in (int, float)
+        v = np.asanyarray((n - 1) * np.asanyarray(q))          # numpy's virtual index
+        if v >= n - 1:
+            i0 = i1 = n - 1
+            prev = -1                                           # numpy's index of the last value
+        else:
+            i0 = prev = int(np.floor(v))
+            i1 = i0 + 1
+        gamma = np.asanyarray(v - np.asarray(prev, dtype=np.intp), dtype=v.dtype)
+        steps.append((i0, i1, float(gamma) if weak else gamma))
+    rank = (lambda i: i // 2) if doubled else (lambda i: i)     # P sorted = pool sorted, twice
+    pool.partition(sorted({rank(i) for i0, i1, _ in steps for i in (i0, i1)}))
+    out = []
+    for i0, i1, t in steps:
+        a, b = np.float64(pool[rank(i0)]), np.float64(pool[rank(i1)])
+        diff = b - a                                            # numpy's _lerp
+        res = np.add(a, diff * t)
+        if t >= 0.5:
+            res = np.subtract(b, diff * (1 - t))
+        out.append(np.float64(res))
+    return out
+
+
+def _offdiagonal_quantiles(s, qs):
+    """The ``qs`` quantiles of every off-diagonal entry of the square ``s`` (C >= 2), as
+    ``np.quantile`` of them in float64 would give, in row blocks and in ``s``'s own dtype. An
+    exactly symmetric ``s`` (as class_similarity returns) holds each value twice: its upper
+    triangle, C (C - 1) / 2 values, is enough. Otherwise (e.g. np.corrcoef, symmetric only to
+    rounding) all C (C - 1) entries are pooled."""
+    C = s.shape[0]
+    pool = np.empty(C * (C - 1) // 2, dtype=s.dtype)
+    pos = 0
+    for r0, r1 in _row_blocks(C):
+        if not np.array_equal(s[r0:r1, r0:], s[r0:, r0:r1].T):
+            break
+        for i in range(r0, r1):
+            pool[pos:pos + C - 1 - i] = s[i, i + 1:]
+            pos += C - 1 - i
+    else:
+        return _linear_quantiles(pool, qs, doubled=True)
+    del pool
+    pool = np.empty(C * (C - 1), dtype=s.dtype)
+    for i in range(C):
+        pool[i * (C - 1):i * (C - 1) + i] = s[i, :i]
+        pool[i * (C - 1) + i:(i + 1) * (C - 1)] = s[i, i + 1:]
+    return _linear_quantiles(pool, qs)
+
+
 #: Above this many classes ``optimal_ordering="auto"`` skips scipy's optimal leaf ordering, whose
 #: cost grows about cubically (measured on 2 cores: 1.4 s at 919 classes, 15 s at 2,000, 75 s at
 #: 3,000; hours at 21,907) while the linkage itself takes 0.03 s / 0.5 s / 1.5 s at 919-4,000.
@@ -347,23 +416,35 @@ def association_index(similarity, rows, columns, upper=0.85, lower=0.15, quantil
     ``class`` (index into the matrix), ``name``, ``n_positive``, ``n_negative``,
     ``index`` = n_positive - n_negative, ``n_columns`` (compared columns). The thresholds are in
     ``df.attrs["upper_threshold"]`` and ``df.attrs["lower_threshold"]``.
+
+    Notes
+    -----
+    The thresholds are ``np.quantile`` (method ``"linear"``) of the similarities in float64. The
+    matrix is read as given (float32, float64 or a memmap: not copied), checked in row blocks;
+    beside it the call holds the rows x columns block in float64 and, for ``"all"``, the
+    off-diagonal values in the matrix's own dtype: only its upper triangle when the matrix is
+    exactly symmetric (as :func:`class_similarity` makes it), 2 C^2 bytes for float32, else all
+    C (C - 1) values.
     """
-    s = _square(similarity)
+    s = _square(similarity, copy=False)    # float32 / a memmap stay as given: no C x C copy
     C = s.shape[0]
+    _check_finite(s)
     r, c = _index(rows, C, "rows"), _index(columns, C, "columns")
     if not 0 <= lower < upper <= 1:
         raise ValueError("need 0 <= lower < upper <= 1")
     if quantiles_of not in ("block", "all"):
         raise ValueError("quantiles_of must be 'block' or 'all'")
-    block = s[np.ix_(r, c)].copy()
+    block = np.asarray(s[np.ix_(r, c)], dtype=np.float64)    # a new array (fancy indexing)
     block[r[:, None] == c[None, :]] = np.nan
+    if (quantiles_of == "block" and np.isnan(block).all()) or C < 2:
+        raise ValueError("no similarities to compare (rows and columns are the same single class)")
     if quantiles_of == "block":
         pool = block[np.isfinite(block)]
+        # pool is ours: partitioned in place instead of copied by each np.quantile
+        hi = np.quantile(pool, upper, overwrite_input=True)
+        lo = np.quantile(pool, lower, overwrite_input=True)
     else:
-        pool = s[~np.eye(C, dtype=bool)]
-    if pool.size == 0:
-        raise ValueError("no similarities to compare (rows and columns are the same single class)")
-    hi, lo = np.quantile(pool, upper), np.quantile(pool, lower)
+        hi, lo = _offdiagonal_quantiles(s, (upper, lower))
     with np.errstate(invalid="ignore"):
         n_pos = np.sum(block > hi, axis=1)
         n_neg = np.sum(block < lo, axis=1)

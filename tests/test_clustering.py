@@ -250,3 +250,128 @@ def test_condensed_distance_in_blocks_leaves_input_alone(monkeypatch):
     asym[35, 2] += 0.5                                         # in a later block than its mirror
     with pytest.raises(ValueError, match="not symmetric"):
         hierarchical_clustering(asym)
+
+
+def _association_index_reference(s, rows, columns, upper=0.85, lower=0.15, quantiles_of="block"):
+    """The whole-matrix version association_index replaced: a float64 copy of S, the pool of
+    every off-diagonal entry (or of the block), np.quantile. Returns (hi, lo, n_pos, n_neg)."""
+    s = np.array(s, dtype=np.float64)
+    r, c = np.asarray(rows), np.asarray(columns)
+    block = s[np.ix_(r, c)].copy()
+    block[r[:, None] == c[None, :]] = np.nan
+    pool = block[np.isfinite(block)] if quantiles_of == "block" else s[~np.eye(len(s), dtype=bool)]
+    hi, lo = np.quantile(pool, upper), np.quantile(pool, lower)
+    with np.errstate(invalid="ignore"):
+        return hi, lo, np.sum(block > hi, axis=1), np.sum(block < lo, axis=1)
+
+
+def test_linear_quantiles_are_numpys():
+    """The order-statistic quantiles (pool partitioned in place, optionally standing for every
+    value twice) equal np.quantile of the float64 values bit for bit, whatever q's type."""
+    from deepresolve_captum.clustering import _linear_quantiles
+    rng = np.random.default_rng(11)
+    qs = [0, 1, 0.0, 1.0, 0.15, 0.85, 0.5, 1 / 3, 0.999, 1e-9, np.float32(0.85),
+          np.float64(0.15), *rng.uniform(size=6)]
+    for n in (1, 2, 3, 10, 101, 1000):
+        for dtype in (np.float64, np.float32):
+            for ties in (False, True):
+                x = rng.uniform(-1, 1, size=n)
+                if ties:
+                    x = np.round(x, 1) + 0.0                    # no -0.0: its order is arbitrary
+                x = x.astype(dtype)
+                for doubled in (False, True):
+                    ref_pool = np.repeat(x, 2) if doubled else x
+                    got = _linear_quantiles(x.copy(), qs, doubled=doubled)
+                    for q, g in zip(qs, got):
+                        want = np.quantile(ref_pool.astype(np.float64), q)
+                        assert type(g) is np.float64
+                        assert g.tobytes() == np.float64(want).tobytes(), (n, dtype, q, g, want)
+
+
+@pytest.mark.parametrize("blocks", [None, 7])
+def test_association_index_equals_whole_matrix_reference(monkeypatch, blocks):
+    """Thresholds and counts as the float64 whole-matrix version gave them, for exactly symmetric
+    matrices (class_similarity, float32 and float64: the upper triangle stands for the rest),
+    np.corrcoef (symmetric only to rounding) and an asymmetric one (all entries pooled: the
+    asymmetry found in the first row block or in a later one), a memmap and a tensor; the input
+    is left as it was. ``blocks=7`` reads the matrix 7 rows at a time."""
+    from deepresolve_captum import class_similarity
+    from deepresolve_captum import clustering as CL
+    if blocks:
+        monkeypatch.setattr(CL, "_row_blocks", lambda C, target_bytes=0: [
+            (r, min(C, r + blocks)) for r in range(0, C, blocks)])
+    rng = np.random.default_rng(12)
+    C = 40
+    x = rng.normal(size=(C, 12))
+    x[3] = -1.0                                         # constant once clipped: exact zeros
+    asym_late = np.corrcoef(rng.normal(size=(C, 9)))
+    asym_late = (asym_late + asym_late.T) / 2          # exactly symmetric, but for:
+    asym_late[30, 20] += 0.25                           # row 20: the third block of 7 rows
+    asym_early = rng.uniform(-1, 1, size=(C, C))
+    mats = [class_similarity(x), class_similarity(x.astype(np.float32)),
+            np.corrcoef(rng.normal(size=(C, 9))), asym_late, asym_early,
+            asym_early.astype(np.float32), np.round(class_similarity(x), 1) + 0.0]
+    assert np.array_equal(mats[0], mats[0].T) and np.array_equal(mats[1], mats[1].T)
+    assert not np.array_equal(mats[2], mats[2].T)
+    cases = [(np.arange(C), np.arange(C)), (np.arange(10), np.arange(5, C)), ([0, 2, 4], [39])]
+    for s in mats:
+        keep = s.copy()
+        for rows, cols in cases:
+            for q in [(0.85, 0.15), (1, 0), (0.5, 0.25), (np.float32(0.9), 0.1)]:
+                for how in ("all", "block"):
+                    df = association_index(s, rows, cols, *q, quantiles_of=how)
+                    hi, lo, n_pos, n_neg = _association_index_reference(s, rows, cols, *q, how)
+                    assert df.attrs["upper_threshold"] == hi and df.attrs["lower_threshold"] == lo
+                    byc = df.set_index("class")
+                    assert list(byc.loc[list(rows), "n_positive"]) == list(n_pos)
+                    assert list(byc.loc[list(rows), "n_negative"]) == list(n_neg)
+        np.testing.assert_array_equal(s, keep)
+    sim = mats[1]
+    want = association_index(sim, np.arange(10), np.arange(5, C), quantiles_of="all")
+    pd.testing.assert_frame_equal(
+        association_index(torch.from_numpy(sim), np.arange(10), np.arange(5, C),
+                          quantiles_of="all"), want)
+
+
+def test_association_index_memmap_and_bad_values(tmp_path):
+    from deepresolve_captum import class_similarity
+    rng = np.random.default_rng(13)
+    sim = class_similarity(rng.normal(size=(30, 8)).astype(np.float32))
+    mm = np.lib.format.open_memmap(tmp_path / "s.npy", mode="w+", dtype=np.float32,
+                                   shape=(30, 30))
+    mm[:] = sim
+    mm.flush()
+    ro = np.load(tmp_path / "s.npy", mmap_mode="r")     # read-only: nothing may be written
+    for how in ("all", "block"):
+        pd.testing.assert_frame_equal(association_index(ro, np.arange(5), np.arange(5, 30),
+                                                        quantiles_of=how),
+                                      association_index(sim, np.arange(5), np.arange(5, 30),
+                                                        quantiles_of=how))
+        for bad in (np.nan, np.inf):
+            s = sim.copy()
+            s[25, 27] = bad                                 # outside the rows x columns block
+            with pytest.raises(ValueError, match="NaN or inf"):
+                association_index(s, np.arange(5), np.arange(5, 10), quantiles_of=how)
+        with pytest.raises(ValueError, match="no similarities"):
+            association_index(sim[:1, :1], [0], [0], quantiles_of=how)
+        with pytest.raises(ValueError, match="no similarities"):
+            association_index(sim, [3], [3], quantiles_of="block")
+
+
+def test_association_index_all_keeps_no_float64_copy():
+    """quantiles_of='all' on a float32 (exactly symmetric) similarity at 1,500 classes: beside
+    the input, the upper triangle in float32 and the small block, not a float64 copy of the
+    matrix, the pool of all off-diagonal values and np.quantile's copy of it (6x the input)."""
+    import tracemalloc
+
+    from deepresolve_captum import class_similarity
+    sim = class_similarity(np.random.default_rng(14).normal(size=(1500, 32)).astype(np.float32))
+    rows, cols = np.arange(100), np.arange(100, 1500)
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        association_index(sim, rows, cols, quantiles_of="all")
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.2 * sim.nbytes, peak / sim.nbytes
