@@ -375,3 +375,28 @@ def test_association_index_all_keeps_no_float64_copy():
     finally:
         tracemalloc.stop()
     assert peak < 1.2 * sim.nbytes, peak / sim.nbytes
+
+
+def test_class_relationships_holds_little_beside_its_four_results():
+    """At 1,500 classes the peak is the four C x C float64 results plus a label chunk (it was
+    ~6.5 of them: label_correlation's temporaries and weight_cosine's second matrix)."""
+    import tracemalloc
+
+    from deepresolve_captum.similarity import label_correlation
+    rng = np.random.default_rng(15)
+    C = 1500
+    ofiv = rng.normal(size=(C, 32))
+    labels = (rng.uniform(size=(200, C)) < 0.05).astype(np.uint8)
+    weight = rng.normal(size=(C, 16)).astype(np.float32)
+    label_correlation(labels[:20], chunk_rows=10)        # imports scipy's BLAS outside the trace
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        rel = class_relationships(ofiv, labels, weight)
+        peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert list(rel) == ["deepresolve", "signed_ofiv", "labels", "weights"]
+    one = C * C * 8
+    assert all(v.shape == (C, C) and v.dtype == np.float64 for v in rel.values())
+    assert peak < 4.6 * one, peak / one
