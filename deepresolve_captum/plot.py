@@ -33,11 +33,16 @@ from .motifs import _as_matrix_list, _check_probabilities, _normalise_columns, c
 __all__ = ["save_figure", "filter_logo_matrix", "plot_filter_logo", "plot_feature_importance",
            "plot_ofiv", "plot_similarity_matrices", "pwm_logo_matrix", "plot_channel_logos",
            "plot_channel_attributions", "plot_interaction", "plot_clustered_heatmap",
-           "plot_association_index", "plot_bicluster", "MAX_OFIV_ROWS"]
+           "plot_association_index", "plot_bicluster", "MAX_OFIV_ROWS", "HEATMAP_MAX_CELLS"]
 
 RED, BLUE, GREY = "#d62728", "#1f77b4", "#555555"
 #: plot_ofiv draws at most this many class rows (at 919 it made a 506-inch, 1.75 GB figure).
 MAX_OFIV_ROWS = 100
+#: plot_clustered_heatmap draws up to this many classes cell by cell; a larger matrix is drawn as
+#: the means of n x n blocks of classes, at most ``HEATMAP_MAX_CELLS // 2`` blocks a side. (Drawn
+#: whole, a 6,000-class matrix took +3 GB to build and save, ~22x its float32 size, for an image
+#: of ~640 pixels a side; 21,907 classes ran out of 24 GB.)
+HEATMAP_MAX_CELLS = 2000
 
 
 def _np(x, name):
@@ -665,28 +670,81 @@ def plot_interaction(result, ax=None, names=None):
     return ax
 
 
+def _block_means(s, order, n):
+    """Means of the n x n blocks of ``s[np.ix_(order, order)]`` (the last block row and column
+    hold the C mod n classes left over, if any), as a float32 (B, B) array, B = ceil(C / n):
+    summed in float64, stored in float32 for display (matplotlib keeps a copy of its own).
+
+    ``s`` (any real dtype, e.g. float32 or a memmap) is read n rows at a time, each row block
+    checked for NaN / inf, and never copied or converted whole: beside the result the call holds
+    one (n, C) block of rows in ``s``'s dtype and a few float64 vectors of length C."""
+    C = len(order)
+    starts = np.arange(0, C, n)
+    counts = np.diff(np.append(starts, C)).astype(np.float64)
+    out = np.empty((len(starts), len(starts)), dtype=np.float32)
+    for b, r0 in enumerate(starts):
+        rows = s[np.sort(order[r0:r0 + n])]     # sorted: a memmap is read forward; same sum
+        if not np.all(np.isfinite(rows)):
+            raise ValueError("similarity contains NaN or inf")
+        colsum = rows.sum(axis=0, dtype=np.float64)[order]          # in clustered order
+        out[b] = np.add.reduceat(colsum, starts) / (counts[b] * counts)
+    return out
+
+
 def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-1.0, vmax=1.0,
-                           cmap="RdBu_r", title=None, figsize=None):
+                           cmap="RdBu_r", title=None, figsize=None, max_cells=None):
     """A class x class matrix ordered by hierarchical clustering, with its dendrogram on top.
 
     Parameters
     ----------
-    similarity: (C, C) matrix.
+    similarity: (C, C) matrix (array, tensor or ``np.memmap``).
     clustering: a :class:`deepresolve_captum.clustering.ClusterResult` (computed with the
         defaults if None).
     class_names: optional C labels.
     vmin, vmax, cmap: colour scale.
+    max_cells: draw up to this many classes cell by cell (default ``HEATMAP_MAX_CELLS``,
+        2,000); above it the image shows block means (see Notes).
 
     Returns
     -------
     matplotlib Figure (``fig.axes``: the dendrogram, the heatmap, the colour bar).
+
+    Notes
+    -----
+    Beyond ``max_cells`` classes the matrix has many more rows than the heatmap has pixels
+    (~640 at the figure's 100 dpi, ~960 at ``save_figure``'s 150), so each colour is the **mean
+    of an n x n block of classes** in clustered order, n = ceil(C / (max_cells // 2)): at most
+    1,000 blocks a side by default (6 x 6 classes at 6,000 classes, 22 x 22 at 21,907; the last
+    block row and column hold the classes left over; a block on the diagonal includes the
+    classes' similarities with themselves). The x label says so. The axes stay in
+    class positions: the dendrogram and the cluster lines are per class, as below the limit.
+    The matrix is then read in blocks of n rows as given (float32, float64 or a memmap: not
+    converted or copied whole; NaN or inf is refused, as below the limit): drawing and saving a
+    21,907-class float32 matrix (1.9 GB) took ~2 s and ~100 MB beside it, most of that
+    matplotlib's own at 150 dpi (drawn whole, 6,000 classes took +2.5 GB and 21,907 ran out of
+    24 GB). Up to ``max_cells`` the matrix is copied to float64 and reordered whole, and
+    matplotlib shrinks the C x C image itself (~300 MB to build and save at 2,000 classes). With
+    ``clustering=None`` the clustering itself needs ~8 C^2 bytes
+    (:func:`deepresolve_captum.clustering.hierarchical_clustering`): pass one to avoid that.
     """
     import matplotlib.pyplot as plt
     from scipy.cluster.hierarchy import dendrogram
 
     from .clustering import hierarchical_clustering
 
-    s = _np(similarity, "similarity")
+    limit = HEATMAP_MAX_CELLS if max_cells is None else max_cells
+    if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)) \
+            or limit < 2:
+        raise ValueError(f"max_cells must be None or an int >= 2, got {max_cells!r}")
+    raw = similarity.detach().cpu().numpy() if hasattr(similarity, "detach") else similarity
+    raw = np.asarray(raw)                   # an ndarray or memmap as it is (no copy)
+    if raw.ndim != 2 or raw.shape[0] != raw.shape[1]:
+        raise ValueError(f"similarity must be a square (C, C) matrix, got shape {raw.shape}")
+    blocks = raw.shape[0] > limit
+    if blocks:   # read in row blocks below, in its own dtype
+        s = raw if raw.dtype.kind in "fiub" else np.asarray(raw, dtype=np.float64)
+    else:
+        s = _np(raw, "similarity")
     if clustering is None:
         clustering = hierarchical_clustering(s)
     C = s.shape[0]
@@ -696,7 +754,7 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
     names = list(class_names) if class_names is not None else [str(i) for i in range(C)]
     if len(names) != C:
         raise ValueError(f"class_names must have {C} entries, got {len(names)}")
-    order = clustering.order
+    order = np.asarray(clustering.order)
     # Labelled (C <= 80): 0.22 inch per class. Beyond, labels are dropped and the figure keeps
     # a fixed size (a 919-class matrix at 0.22 in/class was 204 inches: 20 GB to save at 150 dpi).
     size = figsize or ((max(3.5, 0.22 * C + 2.2), max(3.8, 0.22 * C + 2.6)) if C <= 80
@@ -709,8 +767,22 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
         dendrogram(clustering.linkage, ax=ax_d, no_labels=True, color_threshold=None,
                    link_color_func=lambda k: GREY)
     ax_d.axis("off")
-    im = ax_h.imshow(s[np.ix_(order, order)], vmin=vmin, vmax=vmax, cmap=cmap,
-                     aspect="auto", interpolation="nearest")
+    note = ""
+    if blocks:
+        n = -(-C // (limit // 2))
+        img = _block_means(s, order, n)
+        nb = img.shape[0]
+        # block b covers positions [b n, (b + 1) n); the last one is cut at C by the limits
+        im = ax_h.imshow(img, vmin=vmin, vmax=vmax, cmap=cmap, aspect="auto",
+                         interpolation="nearest", extent=(-0.5, nb * n - 0.5, nb * n - 0.5, -0.5))
+        ax_h.set_xlim(-0.5, C - 0.5)
+        ax_h.set_ylim(C - 0.5, -0.5)
+        rest = C - (nb - 1) * n
+        note = (f"colours: means of {n} \u00d7 {n} blocks of classes ({nb} a side"
+                + (f", the last {rest} wide" if rest != n else "") + "), not single pairs")
+    else:
+        im = ax_h.imshow(s[np.ix_(order, order)], vmin=vmin, vmax=vmax, cmap=cmap,
+                         aspect="auto", interpolation="nearest")
     # labels scale with the room per class (half the pitch, in points: ~6 pt at 50 classes in
     # the default size), at most 7 pt, at least 4
     pitch = min(0.64 * fig.get_figwidth(), 0.68 * fig.get_figheight()) * 72 / C
@@ -720,14 +792,23 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
         ax_h.set_yticks(range(C))
         ax_h.set_xticklabels([names[i] for i in order], fontsize=fs, rotation=90)
         ax_h.set_yticklabels([names[i] for i in order], fontsize=fs)
+        if note:
+            ax_h.set_xlabel(note, fontsize=7)
     else:  # the ticks are positions in the clustered order, not class indices: say so
         ax_h.set_xlabel(f"{C} classes in clustered order (position, not class index; "
-                        "clustering.order maps positions to classes)", fontsize=7)
+                        "clustering.order maps positions to classes)"
+                        + (f"\n{note}" if note else ""), fontsize=7)
     if clustering.labels is not None:
         lab = clustering.labels[order]
-        for k in np.flatnonzero(lab[1:] != lab[:-1]):
-            ax_h.axhline(k + 0.5, color="k", lw=0.8)
-            ax_h.axvline(k + 0.5, color="k", lw=0.8)
+        cuts = np.flatnonzero(lab[1:] != lab[:-1]) + 0.5
+        if blocks:   # the same lines, as two collections (thousands of cuts stay cheap)
+            if cuts.size:
+                ax_h.hlines(cuts, -0.5, C - 0.5, color="k", lw=0.8)
+                ax_h.vlines(cuts, -0.5, C - 0.5, color="k", lw=0.8)
+        else:
+            for k in cuts:
+                ax_h.axhline(k, color="k", lw=0.8)
+                ax_h.axvline(k, color="k", lw=0.8)
     fig.colorbar(im, cax=ax_c)
     if title:
         ax_d.set_title(title, fontsize=9)

@@ -182,6 +182,95 @@ def test_clustered_heatmap_and_bicluster_check_names():
     plt.close("all")
 
 
+def _reference_block_means(S, order, n):
+    """The n x n block means of the reordered matrix, the plain way (the last blocks ragged)."""
+    R = np.asarray(S, dtype=np.float64)[np.ix_(order, order)]
+    edges = list(range(0, len(order), n)) + [len(order)]
+    return np.array([[R[a:b, c:d].mean() for c, d in zip(edges[:-1], edges[1:])]
+                     for a, b in zip(edges[:-1], edges[1:])])
+
+
+@pytest.mark.parametrize("C", [37, 40, 95])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, "tensor"])
+def test_clustered_heatmap_block_means_above_max_cells(C, dtype):
+    """Above max_cells classes the image is the n x n block means of the matrix in clustered
+    order (n = ceil(C / (max_cells // 2))), the last block row / column ragged when n does not
+    divide C, in class-position coordinates (cluster lines at the same places); the x label
+    says so. Up to max_cells the image is the reordered matrix itself, as before."""
+    from deepresolve_captum.clustering import hierarchical_clustering
+    S = _blocky(C, k=3).astype(np.float64 if dtype == "tensor" else dtype)
+    cl = hierarchical_clustering(S, n_clusters=3)
+    arg = torch.from_numpy(S) if dtype == "tensor" else S
+    fig = plot_clustered_heatmap(arg, cl, max_cells=10)
+    ax = fig.axes[1]
+    n = -(-C // 5)
+    img = ax.images[0].get_array()
+    np.testing.assert_allclose(img, _reference_block_means(S, cl.order, n), rtol=1e-6, atol=1e-7)
+    assert ax.get_xlim() == (-0.5, C - 0.5) and ax.get_ylim() == (C - 0.5, -0.5)
+    nb = -(-C // n)
+    assert ax.images[0].get_extent() == [-0.5, nb * n - 0.5, nb * n - 0.5, -0.5]
+    assert f"means of {n} \u00d7 {n} blocks of classes" in ax.get_xlabel()
+    assert ("the last" in ax.get_xlabel()) == (C % n != 0)
+    lab = cl.labels[cl.order]
+    cuts = np.flatnonzero(lab[1:] != lab[:-1]) + 0.5
+    assert sorted(np.ravel([seg[0][1] for c in ax.collections for seg in c.get_segments()
+                            if seg[0][1] == seg[1][1]])) == sorted(cuts)
+    fig.canvas.draw()
+    full = plot_clustered_heatmap(arg, cl, max_cells=C)          # at the limit: cell by cell
+    np.testing.assert_array_equal(full.axes[1].images[0].get_array(),
+                                  np.asarray(S, dtype=np.float64)[np.ix_(cl.order, cl.order)])
+    assert "blocks" not in full.axes[1].get_xlabel()
+    with pytest.raises(ValueError, match="max_cells must be None or an int >= 2"):
+        plot_clustered_heatmap(S, cl, max_cells=1)
+
+
+def test_clustered_heatmap_reads_a_memmap_in_blocks_and_refuses_nan(tmp_path):
+    """A float32 np.memmap is drawn as the same block means as the array in memory, and left
+    as it was; a NaN anywhere in the matrix is still refused."""
+    from deepresolve_captum.clustering import hierarchical_clustering
+    S = _blocky(120, k=4).astype(np.float32)
+    cl = hierarchical_clustering(S, n_clusters=4)
+    mm = np.lib.format.open_memmap(tmp_path / "s.npy", mode="w+", dtype=np.float32, shape=S.shape)
+    mm[:] = S
+    mm.flush()
+    ro = np.load(tmp_path / "s.npy", mmap_mode="r")
+    img = plot_clustered_heatmap(ro, cl, max_cells=40).axes[1].images[0].get_array()
+    np.testing.assert_array_equal(
+        img, plot_clustered_heatmap(S, cl, max_cells=40).axes[1].images[0].get_array())
+    np.testing.assert_allclose(img, _reference_block_means(S, cl.order, 6), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(np.load(tmp_path / "s.npy"), S)
+    bad = S.copy()
+    bad[cl.order[-1], cl.order[3]] = np.nan             # in the last row block
+    with pytest.raises(ValueError, match="similarity contains NaN or inf"):
+        plot_clustered_heatmap(bad, cl, max_cells=40)
+
+
+def test_clustered_heatmap_does_not_copy_a_large_float32_matrix():
+    """3,000 classes (above HEATMAP_MAX_CELLS) in float32, 34 MB: building the figure allocates
+    less than half of the matrix (it read it in row blocks). It made a float64 copy and a
+    reordered float64 copy (216 MB, 6x the matrix); saving it took +2.5 GB at 6,000 classes."""
+    import tracemalloc
+
+    from deepresolve_captum.clustering import hierarchical_clustering
+    C = 3000                                            # HEATMAP_MAX_CELLS is 2,000
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((C, 8)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    S = x @ x.T                                         # float32, symmetric
+    cl = hierarchical_clustering(S, n_clusters=5)
+    tracemalloc.start()
+    try:
+        fig = plot_clustered_heatmap(S, cl)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert S.dtype == np.float32
+    assert peak < 0.5 * S.nbytes, \
+        f"peak {peak / 2**20:.1f} MB for a {S.nbytes / 2**20:.0f} MB matrix"
+    assert fig.axes[1].images[0].get_array().shape == (1000, 1000)
+    assert "means of 3 \u00d7 3 blocks" in fig.axes[1].get_xlabel()
+
+
 def _glyph_x_ranges(ax):
     """(left, right) x of each glyph tangermeme's plot_logo drew on ``ax`` (the curves' extents,
     not their control points, which stick out)."""
