@@ -54,3 +54,14 @@ def output_squashing(out):
             return None
         node = nxt[0]
     return None
+
+
+def how_squashed(ran, out, modules=SQUASHING, ops=("sigmoid", "softmax", "log_softmax")):
+    """How a model turns its logits into probabilities, for messages: ``"ends in Sigmoid"`` when
+    the last leaf module that ran (``ran``, from :func:`leaf_module_trace`) is one of
+    ``modules``, ``"computes its output with sigmoid"`` when ``out``'s autograd graph ends in
+    one of ``ops`` (:func:`output_squashing`; a functional ``torch.sigmoid``), else None."""
+    if ran and isinstance(ran[-1], modules):
+        return f"ends in {type(ran[-1]).__name__}"
+    op = output_squashing(out)
+    return f"computes its output with {op}" if op in ops else None

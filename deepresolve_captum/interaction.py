@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._modules import leaf_module_trace, output_squashing
+from ._modules import how_squashed, leaf_module_trace
 from .adapters import (_check_channels, _check_model_layer, _check_one_input, _check_X,
                        _describe_unknown, _model_device, _model_float_dtype, _preserved,
                        _unknown_positions)
@@ -271,19 +271,12 @@ _SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d)
 
 
 def _probe_forward(model, x):
-    """One small batch through ``model`` -> (how its output is squashed into probabilities, e.g.
-    "ends in Sigmoid" or "computes its output with sigmoid", or None; the shape of one
-    sequence's output, () for (N,) outputs). Run with grad enabled so that a functional torch.sigmoid shows in the graph."""
+    """One small batch through ``model`` -> (how its output is squashed into probabilities,
+    :func:`_modules.how_squashed`, or None; the shape of one sequence's output, () for (N,)
+    outputs). Run with grad enabled, so that a functional torch.sigmoid shows in the graph."""
     with torch.enable_grad(), leaf_module_trace(model) as seen:
         y = _as_tensor_output(model(x))
-    last = seen[-1] if seen else None
-    op = output_squashing(y)
-    n_out = tuple(y.shape[1:])
-    if isinstance(last, _SQUASHING):
-        return f"ends in {type(last).__name__}", n_out
-    if op in ("sigmoid", "softmax"):
-        return f"computes its output with {op}", n_out
-    return None, n_out
+    return how_squashed(seen, y, _SQUASHING, ("sigmoid", "softmax")), tuple(y.shape[1:])
 
 
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,

@@ -23,7 +23,7 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ._modules import SQUASHING, leaf_module_trace, output_squashing
+from ._modules import how_squashed, leaf_module_trace
 
 __all__ = ["LayerFeatureOptimizer", "AscentDiagnostics"]
 
@@ -687,8 +687,6 @@ class _Runner:
                         f"{p_dtype}: cast the inputs (e.g. inputs.to({p_dtype})); "
                         "LayerFeatureOptimizer, like Captum, passes them to the model as they are")
             raise RuntimeError(f"{e}\n({hint})") from e
-        squashed = (f"ends in {type(last[-1]).__name__}"
-                    if last and isinstance(last[-1], SQUASHING) else None)
         if not value.is_floating_point():
             raise TypeError(f"the layer's value has dtype {value.dtype}; it must be floating point")
         if value.dim() == 0 or value.shape[0] != 1:
@@ -699,9 +697,7 @@ class _Runner:
                 "batch-first, or wrap the model so that it is.")
         self.layer_shape = tuple(value.shape[1:])
         self.device, self.dtype = value.device, value.dtype
-        if squashed is None:  # a functional torch.sigmoid / F.softmax: seen in the autograd graph
-            op = self._output_squashing(value)
-            squashed = f"computes its output with {op} (a functional call)" if op else None
+        squashed = how_squashed(last, self._grad_output(value))
         if squashed is not None:
             warnings.warn(
                 f"the model {squashed}: DeepResolve maximises the score "
@@ -742,13 +738,12 @@ class _Runner:
             if self.recompute and not self._rows_independent(trial, expand=True, loose=True):
                 warnings.warn(self._mixing_message(trial), RuntimeWarning, stacklevel=4)
 
-    def _output_squashing(self, value):
-        """'sigmoid', 'softmax' or 'log_softmax' when the output's last computation is one (one
-        forward of the first example with H = its own value, requiring grad), else None."""
+    def _grad_output(self, value):
+        """The output of the first example with H = its own value, requiring grad (so that a
+        functional torch.sigmoid at the end shows in its graph); None if that forward fails."""
         try:
             with torch.enable_grad():
-                return output_squashing(self._forward_raw(value.clone().requires_grad_(True),
-                                                          expand=False))
+                return self._forward_raw(value.clone().requires_grad_(True), expand=False)
         except RuntimeError:
             return None
 

@@ -25,7 +25,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from ._modules import SQUASHING, leaf_module_trace, output_squashing
+from ._modules import how_squashed, leaf_module_trace
 
 __all__ = ["TrainResult", "predict", "train_classifier"]
 
@@ -143,9 +143,7 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
     with torch.enable_grad(), leaf_module_trace(model) as ran:  # grad: to see torch.sigmoid
         model.eval()
         probe = model(X[train_index[:2]])
-    squashed = (f"ends in {type(ran[-1]).__name__}" if ran and isinstance(ran[-1], SQUASHING)
-                else (f"computes its output with {output_squashing(probe)}"
-                      if output_squashing(probe) else None))
+    squashed = how_squashed(ran, probe)
     del probe
     if squashed:
         warnings.warn(
