@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from .similarity import (class_similarity, label_correlation, signed_ofiv_correlation,
-                         weight_cosine)
+from .similarity import (_row_ranges, class_similarity, label_correlation,
+                         signed_ofiv_correlation, weight_cosine)
 
 __all__ = ["class_relationships", "hierarchical_clustering", "ClusterResult", "bicluster",
            "BiclusterResult", "association_index", "OPTIMAL_ORDERING_MAX"]
@@ -124,12 +124,6 @@ class ClusterResult:
         return squareform(self.condensed_distance, checks=False)
 
 
-def _row_blocks(C, target_bytes=16 * 2 ** 20):
-    """Row ranges of a (C, C) float64 matrix, about ``target_bytes`` each."""
-    step = max(1, int(target_bytes // (8 * max(C, 1))))
-    return [(r0, min(C, r0 + step)) for r0 in range(0, C, step)]
-
-
 def _condensed_distance(s):
     """Checks a square similarity and returns the condensed ``1 - (S + S^T) / 2`` (clipped at 0),
     in row blocks: no C x C temporary (a float32 S is read as it is, not copied to float64).
@@ -138,7 +132,7 @@ def _condensed_distance(s):
     out = np.empty(C * (C - 1) // 2, dtype=np.float64)
     top = asym = 0.0
     pos = 0
-    for r0, r1 in _row_blocks(C):
+    for r0, r1 in _row_ranges(C):
         rows = np.asarray(s[r0:r1], dtype=np.float64)
         if not np.all(np.isfinite(rows)):
             raise ValueError("similarity contains NaN or inf")
@@ -158,7 +152,7 @@ def _condensed_distance(s):
 
 def _check_finite(s, name="similarity"):
     """Raise if the square ``s`` holds NaN or inf; read in row blocks (no C x C temporary)."""
-    for r0, r1 in _row_blocks(s.shape[0]):
+    for r0, r1 in _row_ranges(s.shape[0]):
         if not np.all(np.isfinite(s[r0:r1])):
             raise ValueError(f"{name} contains NaN or inf")
 
@@ -207,7 +201,7 @@ def _offdiagonal_quantiles(s, qs):
     C = s.shape[0]
     pool = np.empty(C * (C - 1) // 2, dtype=s.dtype)
     pos = 0
-    for r0, r1 in _row_blocks(C):
+    for r0, r1 in _row_ranges(C):
         if not np.array_equal(s[r0:r1, r0:], s[r0:, r0:r1].T):
             break
         for i in range(r0, r1):

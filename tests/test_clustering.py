@@ -230,7 +230,7 @@ def test_condensed_distance_in_blocks_leaves_input_alone(monkeypatch):
     ref = squareform(np.clip(1 - (s + s.T) / 2, 0, None) * (1 - np.eye(40)), checks=False)
     keep = s.copy()
     whole = hierarchical_clustering(s, n_clusters=4)
-    monkeypatch.setattr(CL, "_row_blocks", lambda C, target_bytes=0: [(r, min(C, r + 7))
+    monkeypatch.setattr(CL, "_row_ranges", lambda C, target_bytes=0: [(r, min(C, r + 7))
                                                                        for r in range(0, C, 7)])
     blocked = hierarchical_clustering(s, n_clusters=4)
     assert np.array_equal(s, keep), "the similarity given was modified"
@@ -298,7 +298,7 @@ def test_association_index_equals_whole_matrix_reference(monkeypatch, blocks):
     from deepresolve_captum import class_similarity
     from deepresolve_captum import clustering as CL
     if blocks:
-        monkeypatch.setattr(CL, "_row_blocks", lambda C, target_bytes=0: [
+        monkeypatch.setattr(CL, "_row_ranges", lambda C, target_bytes=0: [
             (r, min(C, r + blocks)) for r in range(0, C, blocks)])
     rng = np.random.default_rng(12)
     C = 40
