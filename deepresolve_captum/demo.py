@@ -407,7 +407,8 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
     # what made these numbers, kept in summary_*.npz (EnsembleSummary.load(...).settings)
     from . import __version__
     summary.settings.update(
-        dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2), l2_auto=opt.diagnostics.l2_auto,
+        dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2),
+        l2_auto=opt.diagnostics.l2_auto,
         n_starts=int(d["n_starts"]), seed=int(init_seed), data_seed=int(data_seed),
         n_probe=int(len(probe)), seq_len=int(d["seq_len"]), epochs=int(d["epochs"]),
         val_auc=[float(a) for a in res.val_auc], version=__version__,

@@ -227,7 +227,8 @@ def _as_target(target):
     """A one-element tensor or numpy integer as a Python int, a tensor or array of several
     integers as a tuple; anything else unchanged (resolved by :func:`_flat_target`)."""
     if torch.is_tensor(target) and not target.is_floating_point() and target.dtype != torch.bool:
-        return int(target.item()) if target.numel() == 1 else tuple(int(t) for t in target.flatten())
+        return (int(target.item()) if target.numel() == 1
+                else tuple(int(t) for t in target.flatten()))
     if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.integer):
         return int(target.item()) if target.size == 1 else tuple(int(t) for t in target.ravel())
     return target

@@ -111,8 +111,9 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     steps, converged = np.concatenate(steps), np.concatenate(converged)
     s = summarize(torch.cat(fims), torch.cat(scores), random_state=random_state)
     s.settings.update(models=names, l2=float(l2), n_starts=n_starts, seed=seed,
-                      layer="fc1 input", group_size=int(group_size), steps_median=float(np.median(steps)),
-                      steps_max=int(steps.max()), converged=bool(converged.all()))
+                      layer="fc1 input", group_size=int(group_size),
+                      steps_median=float(np.median(steps)), steps_max=int(steps.max()),
+                      converged=bool(converged.all()))
     return s
 
 
@@ -249,9 +250,9 @@ def run_from_args(args):
 
 
 def _read_models_table(folder, models_dir):
-    """models.csv (FOLDER's, else the one beside the models folder) as a DataFrame with 'name'
-    and 'jaspar2016_id', or (None, why not). Read before any work: a file pandas cannot parse
-    ends the command there, not after the ascent."""
+    """(path, DataFrame with 'name' and 'jaspar2016_id') of models.csv (FOLDER's, else the one
+    beside the models folder), or (None, why not). Read before any work: a file pandas cannot
+    parse ends the command there, not after the ascent."""
     import pandas as pd
 
     # encode422/models.csv sits beside models/, and FOLDER may be either of them
@@ -268,7 +269,7 @@ def _read_models_table(folder, models_dir):
     if not {"name", "jaspar2016_id"} <= set(meta.columns):
         return None, (f"{table} has no 'name' and 'jaspar2016_id' columns: filters.csv gets no "
                       "known-motif columns (known_motif, known_p, known_rank)")
-    return meta.assign(_table=str(table)), None
+    return table, meta
 
 
 def _physical_memory():
@@ -313,13 +314,13 @@ def _run(args):
         raise SystemExit(f"deepresolve zoo: error: --out {out} is the models folder; its "
                          "summary.npz would be read as a model on the next run: choose another "
                          "folder")
-    meta = why_no_meta = None
+    table = meta = None
     if args.jaspar:  # before any work: a bad release must not leave half an output folder
         from pyjaspar import jaspar_releases
         if args.jaspar not in jaspar_releases:
             raise SystemExit(f"deepresolve zoo: error: --jaspar {args.jaspar!r} is not a JASPAR "
                              f"release; choose from {sorted(jaspar_releases)}")
-        meta, why_no_meta = _read_models_table(folder, models_dir)
+        table, meta = _read_models_table(folder, models_dir)  # meta: a message without table
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     try:
@@ -344,7 +345,6 @@ def _run(args):
         raise SystemExit(f"deepresolve zoo: error: {e}") from None
     say(f"DeepResolve on {len(zoo)} models (T = {args.starts}, l2 = {args.l2:g}): "
         f"{time.perf_counter() - t0:.1f} s")
-    K = s.n_channels
     ofiv = pd.DataFrame(s.ofiv, index=pd.Index(s.settings["models"], name="model"),
                         columns=[f"ofiv_{k}" for k in range(K)])
     jaspar = known = None
@@ -352,10 +352,9 @@ def _run(args):
         say(f"matching filters against {args.jaspar} CORE vertebrates with TOMTOM (the first run "
             "compiles it with numba, about a minute; set NUMBA_CACHE_DIR to keep the compiled code)")
         jaspar = load_jaspar(args.jaspar, collection="CORE", tax_group="vertebrates")
-        if meta is None:
-            say(why_no_meta)
+        if table is None:
+            say(meta)
         else:  # JASPAR 2016 ids; another release: its version of the base id
-            table = meta["_table"].iloc[0] if len(meta) else "models.csv"
             where = {n: jaspar.id_index(mid) for n, mid in zip(meta["name"], meta["jaspar2016_id"])
                      if isinstance(mid, str)}
             known = {n: jaspar.ids[i] for n, i in where.items() if i is not None}
