@@ -48,6 +48,9 @@ class AscentDiagnostics:
         budget. ``recompute_upstream`` is True when the model mixes examples across the batch
         after the layer, so the cheap path (run the part before the layer once, broadcast H)
         could not be used and the input was expanded to every row instead.
+    target_only_head: True when the model's last module, an ``nn.Linear`` whose output is the
+        model's output, was computed for each row's target only (``target_only_head=True`` and
+        the probe found the same scores and gradients as the full head).
     seconds: wall time of the call.
     """
 
@@ -61,6 +64,7 @@ class AscentDiagnostics:
     n_chunks: int = 1
     rows_per_chunk: int = 0
     recompute_upstream: bool = False
+    target_only_head: bool = False
     seconds: float = 0.0
     settings: dict = field(default_factory=dict)
 
@@ -78,7 +82,8 @@ class AscentDiagnostics:
                       f"converged {int(conv.sum())}/{conv.size}",
                       f"objective median {np.median(obj):.4g} (range {obj.min():.4g} to {obj.max():.4g})"]
         parts.append(f"{self.n_chunks} chunk{'s' if self.n_chunks != 1 else ''} of <= "
-                     f"{self.rows_per_chunk} rows" + (", upstream recomputed" if self.recompute_upstream else ""))
+                     f"{self.rows_per_chunk} rows" + (", upstream recomputed" if self.recompute_upstream else "")
+                 + (", target-only head" if self.target_only_head else ""))
         parts.append(f"{self.seconds:.2f} s")
         return f"AscentDiagnostics({', '.join(parts)})"
 
@@ -89,6 +94,7 @@ class _LayerSwap:
 
     def __init__(self, layer: nn.Module, on_input: bool):
         self.on_input = on_input
+        self.module = layer
         self.replacement: Optional[Tensor] = None
         self.captured: Any = None
         self.record = False       # keep the original input the layer was called with (a probe)
@@ -121,6 +127,40 @@ class _LayerSwap:
 
     def remove(self):
         self.handle.remove()
+
+
+#: A final nn.Linear with fewer outputs is always computed whole (the weight-row gather and the
+#: zero-filled output cost about what a small matrix product does).
+_TARGET_HEAD_MIN_OUTPUTS = 64
+
+
+class _TargetHead:
+    """Computes a final ``nn.Linear`` for each row's target only, while ``targets`` is set.
+
+    The ascent reads one output per row, so a 21,907-output head need not compute the other
+    21,906: row i gets ``x_i . W[t_i] + b[t_i]`` at column t_i and zeros elsewhere (the gradient
+    to x_i is then W[t_i], as through the full product). With ``targets`` None (probes, the mean
+    activation) the module runs as usual. Installed as an instance ``forward`` (a hook cannot
+    skip the product); :meth:`remove` restores the class's."""
+
+    def __init__(self, linear: nn.Linear):
+        self.linear = linear
+        self.targets: Optional[Tensor] = None
+        linear.forward = self._forward
+
+    def _forward(self, x):
+        lin, t = self.linear, self.targets
+        if t is None or x.dim() != 2 or x.shape[0] != t.shape[0]:
+            return nn.functional.linear(x, lin.weight, lin.bias)
+        w = lin.weight.index_select(0, t)                      # (B, K)
+        s = torch.bmm(x.unsqueeze(1), w.unsqueeze(2)).view(-1, 1)  # (B, 1)
+        if lin.bias is not None:
+            s = s + lin.bias.index_select(0, t).unsqueeze(1)
+        return x.new_zeros(x.shape[0], lin.out_features).scatter(1, t.view(-1, 1), s)
+
+    def remove(self):
+        if self.linear.__dict__.get("forward") == self._forward:
+            del self.linear.forward
 
 
 def _owning_module(forward_func) -> Optional[nn.Module]:
@@ -217,6 +257,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         patience: int = 5,
         chunk_size: Optional[int] = None,
         memory_budget: Optional[int] = None,
+        target_only_head: bool = True,
         verbose: bool = False,
         callback: Optional[Callable[[int, np.ndarray, np.ndarray], None]] = None,
     ) -> Union[Tensor, Tuple[Tensor, Tensor]]:
@@ -284,6 +325,13 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 the budget (measured on DeepSEA at conv3's input: 123 MiB at a 64 MiB budget,
                 779 MiB at 1 GiB; a 21,907-output head at its input: +172 MiB at 95 MiB).
                 A row larger than the budget runs alone, with a warning.
+            target_only_head (bool): when the model's last module is an ``nn.Linear`` with
+                at least 64 outputs whose output is the model's output, compute it for each
+                row's target only (one weight row instead of the whole (n_out, K) product; the
+                other outputs are zeros the score never reads). The probe checks that this
+                gives the full head's scores and gradients on two random H and uses the full
+                head otherwise; ``self.diagnostics.target_only_head`` says which ran. Scores
+                agree with the full head to float rounding. False: always the full head.
             verbose (bool): show progress bars (starts converged), for the two probe ascents
                 of ``l2="auto"`` too.
             callback (callable, optional): called after every step as
@@ -370,12 +418,13 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         params = [(p, p.requires_grad) for p in scope.parameters()]
 
         swap = _LayerSwap(self.layer, attribute_to_layer_input)
+        run = None
         try:
             scope.eval()
             for p, _ in params:
                 p.requires_grad_(False)
             run = _Runner(self.forward_func, swap, inputs, extra, n_examples)
-            run.probe(owner)
+            run.probe(owner, target_only_head=bool(target_only_head))
             if hidden_from is not None:
                 warnings.warn(
                     f"layer {type(self.layer).__name__} is not a submodule of forward_func "
@@ -412,6 +461,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 patience, chunk_size, verbose, callback, fiv_only=bool(fiv_only), init=init)
         finally:
             swap.remove()
+            if run is not None and run.head is not None:
+                run.head.remove()
             # train() first, so that a module overriding it (e.g. to switch MC sampling) sees
             # its mode come back; then each module's own flag as it was
             scope.train(modes[0][1])
@@ -426,7 +477,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             targets=np.asarray(targets), steps=steps, objective=objective, converged=converged,
             l2=float(l2), lr=step_max, l2_auto=l2_auto,
             n_chunks=math.ceil(n_rows / chunk_size), rows_per_chunk=min(chunk_size, n_rows),
-            recompute_upstream=run.recompute, seconds=time.perf_counter() - t0,
+            recompute_upstream=run.recompute, target_only_head=run.head is not None,
+            seconds=time.perf_counter() - t0,
             settings=dict(n_starts=n_starts, seed=seed, init_scale=init_scale,
                           max_steps=max_steps, tol=tol, patience=patience,
                           attribute_to_layer_input=attribute_to_layer_input,
@@ -586,6 +638,8 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
     # checkpoint) re-runs the forward during the backward, and must see H again
     with torch.enable_grad():
         try:
+            if run.head is not None:
+                run.head.targets = tgt
             out = run.forward(h, keep_swap=True)
             score = out.gather(1, tgt.view(-1, 1)).squeeze(1)
             if not score.requires_grad:
@@ -598,6 +652,8 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
             (grad,) = torch.autograd.grad(score.sum(), h, allow_unused=True)
         finally:
             run.swap.replacement = None
+            if run.head is not None:
+                run.head.targets = None
         if grad is None:  # the output needs grad through the weights, but not through H
             raise ValueError(
                 f"the model's output does not depend on the value of layer "
@@ -631,6 +687,7 @@ class _Runner:
                              for a in extra)
         self.first_extra = tuple(a[:1] if b else a for a, b in zip(extra, self.batched))
         self.recompute = False
+        self.head: Optional[_TargetHead] = None
 
     def _call(self, inputs, extra):
         self.swap.calls = 0
@@ -670,7 +727,7 @@ class _Runner:
     def _layer_name(self):
         return self.swap.name
 
-    def probe(self, owner=None):
+    def probe(self, owner=None, target_only_head=False):
         try:
             with torch.no_grad(), leaf_module_trace(owner) as last:
                 value, out = self._capture(self.first, self.first_extra)
@@ -737,6 +794,41 @@ class _Runner:
             # (TF32, half) choosing differently for 1 and 2 rows cannot fail.
             if self.recompute and not self._rows_independent(trial, expand=True, loose=True):
                 warnings.warn(self._mixing_message(trial), RuntimeWarning, stacklevel=4)
+        if target_only_head:
+            self.head = self._target_head(last[-1] if last else None, trial)
+
+    def _target_head(self, module, trial):
+        """A :class:`_TargetHead` on ``module`` (the leaf module that ran last) when it is a plain
+        ``nn.Linear`` giving all the model's outputs, and the probe gets the full head's scores
+        and gradients from it at ``trial`` (2 rows of H) for two targets; else None."""
+        n_out = int(np.prod(self.output_shape)) if self.output_shape else 1
+        if (type(module) is not nn.Linear or module.out_features != n_out
+                or n_out < _TARGET_HEAD_MIN_OUTPUTS or "forward" in module.__dict__
+                or (module is self.swap.module and not self.swap.on_input)):
+            return None
+        head = _TargetHead(module)
+        try:
+            tgt = torch.tensor([n_out - 1, n_out // 3], device=self.device)
+            full = self._score_and_grad(trial, tgt)
+            head.targets = tgt
+            fast = self._score_and_grad(trial, tgt)
+            if all(_same(f, g, loose=True) for f, g in zip(fast, full)):
+                return head
+        except RuntimeError:
+            pass
+        head.remove()
+        return None
+
+    def _score_and_grad(self, h, tgt):
+        h = h.detach().clone().requires_grad_(True)
+        with torch.enable_grad():
+            try:
+                out = self.forward(h, keep_swap=True)
+                score = out.gather(1, tgt.view(-1, 1)).squeeze(1)
+                (grad,) = torch.autograd.grad(score.sum(), h)
+            finally:
+                self.swap.replacement = None
+        return score.detach(), grad
 
     def _grad_output(self, value):
         """The output of the first example with H = its own value, requiring grad (so that a
@@ -850,8 +942,15 @@ class _Runner:
 
             h = torch.zeros((b,) + self.layer_shape, device=self.device, dtype=self.dtype,
                             requires_grad=True)
-            with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                out = self.forward(h)
+            if self.head is not None:  # what the ascent runs: one weight row per row
+                self.head.targets = torch.zeros(b, dtype=torch.long, device=self.device)
+            try:
+                with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(
+                        pack, lambda t: t):
+                    out = self.forward(h)
+            finally:
+                if self.head is not None:
+                    self.head.targets = None
             out_bytes[0] = out[0].numel() * out.element_size()
             return acc[0]
 

@@ -1,0 +1,121 @@
+"""target_only_head: a wide final nn.Linear is computed for each row's target only, with the
+full head's results, and only where the probe shows that this is exact."""
+import pytest
+import torch
+from torch import nn
+
+from deepresolve_captum import LayerFeatureOptimizer
+
+
+class WideHead(nn.Module):
+    """conv -> ReLU (layer) -> flatten -> Linear(96, n_out), then ``after`` on the logits."""
+
+    def __init__(self, n_out=300, after=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv1d(4, 6, 5)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(6 * 16, n_out)
+        self.after = after
+
+    def forward(self, x):
+        out = self.fc(self.relu(self.conv(x)).flatten(1))
+        return out if self.after is None else self.after(out)
+
+
+def _x(n=8):
+    g = torch.Generator().manual_seed(1)
+    return nn.functional.one_hot(torch.randint(0, 4, (n, 20), generator=g), 4).permute(0, 2, 1).float()
+
+
+def _run(model, fast, layer=None, **kw):
+    opt = LayerFeatureOptimizer(model, layer if layer is not None else model.relu)
+    kw.setdefault("target", [0, 7, 150, 299])
+    fims, scores = opt.attribute(_x(), n_starts=3, l2=0.5, seed=0, return_scores=True,
+                                 target_only_head=fast, **kw)
+    return fims, scores, opt.diagnostics
+
+
+def test_wide_head_finds_the_analytic_optimum_and_matches_the_full_head():
+    model = WideHead().eval()
+    fims, scores, diag = _run(model, True)
+    assert diag.target_only_head and "target-only head" in repr(diag)
+    # the head after the layer is linear: H* = w_c / (2 l2), reshaped to the layer
+    w = model.fc.weight.detach()[[0, 7, 150, 299]].view(4, 1, 6, 16)
+    torch.testing.assert_close(fims, (w / (2 * 0.5)).expand_as(fims), rtol=1e-4, atol=1e-5)
+    full_fims, full_scores, full_diag = _run(model, False)
+    assert not full_diag.target_only_head
+    torch.testing.assert_close(fims, full_fims, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(scores, full_scores, rtol=1e-5, atol=1e-6)
+    assert "forward" not in model.fc.__dict__       # the class's forward is back
+    assert model.fc(torch.ones(2, 96)).shape == (2, 300)
+
+
+def test_nonlinear_layer_before_the_head_matches_the_full_head():
+    model = WideHead().eval()
+    fims, scores, diag = _run(model, True, layer=model.conv)   # ReLU between H and the head
+    assert diag.target_only_head
+    full_fims, full_scores, _ = _run(model, False, layer=model.conv)
+    torch.testing.assert_close(scores, full_scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fims, full_fims, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore:the model computes its output with log_softmax")
+@pytest.mark.parametrize("after", [
+    lambda out: out - out.mean(1, keepdim=True),          # mixes the outputs: not exact
+    lambda out: torch.log_softmax(out, 1),                 # same
+    lambda out: out @ torch.ones(300, 300) / 300,          # a second product after the Linear
+])
+def test_outputs_mixed_after_the_linear_fall_back_to_the_full_head(after):
+    model = WideHead(after=after).eval()
+    fims, scores, diag = _run(model, True)
+    assert not diag.target_only_head
+    full_fims, full_scores, _ = _run(model, False)
+    assert torch.equal(fims, full_fims) and torch.equal(scores, full_scores)
+
+
+def test_column_local_steps_after_the_linear_keep_the_fast_head():
+    model = WideHead(after=lambda out: 2.0 * out.view(-1, 3, 100)).eval()   # (N, 3, 100) output
+    fims, scores, diag = _run(model, True, target=[(0, 0), (2, 99), (1, 50)])
+    assert diag.target_only_head
+    full_fims, full_scores, _ = _run(model, False, target=[(0, 0), (2, 99), (1, 50)])
+    torch.testing.assert_close(fims, full_fims, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(scores, full_scores, rtol=1e-5, atol=1e-6)
+
+
+def test_small_heads_and_the_head_as_the_layer_run_whole():
+    assert not _run(WideHead(n_out=10).eval(), True, target=[0, 9])[2].target_only_head
+    model = WideHead().eval()
+    assert not _run(model, True, layer=model.fc)[2].target_only_head       # H = the logits
+    # H = the head's input: the head still runs for the target only
+    fims, _, diag = _run(model, True, layer=model.fc, attribute_to_layer_input=True)
+    assert diag.target_only_head
+    w = model.fc.weight.detach()[[0, 7, 150, 299]].view(4, 1, 96)
+    torch.testing.assert_close(fims, w.expand_as(fims), rtol=1e-4, atol=1e-5)
+
+
+def test_forward_is_restored_after_an_error_and_memory_chunks_still_agree():
+    model = WideHead().eval()
+
+    def stop(step, rows, objective):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(model, True, callback=stop)
+    assert "forward" not in model.fc.__dict__
+    a = _run(model, True, chunk_size=5)
+    b = _run(model, True)
+    torch.testing.assert_close(a[0], b[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_user_forward_override_is_left_alone():
+    model = WideHead().eval()
+    calls = []
+
+    def own(x):
+        calls.append(x.shape[0])
+        return nn.functional.linear(x, model.fc.weight, model.fc.bias)
+
+    model.fc.forward = own
+    _, _, diag = _run(model, True)
+    assert not diag.target_only_head and calls and model.fc.forward is own
