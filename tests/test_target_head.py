@@ -31,7 +31,8 @@ def _x(n=8):
 def _run(model, fast, layer=None, **kw):
     opt = LayerFeatureOptimizer(model, layer if layer is not None else model.relu)
     kw.setdefault("target", [0, 7, 150, 299])
-    fims, scores = opt.attribute(_x(), n_starts=3, l2=0.5, seed=0, return_scores=True,
+    kw.setdefault("l2", 0.5)
+    fims, scores = opt.attribute(_x(), n_starts=3, seed=0, return_scores=True,
                                  target_only_head=fast, **kw)
     return fims, scores, opt.diagnostics
 
@@ -119,3 +120,88 @@ def test_a_user_forward_override_is_left_alone():
     model.fc.forward = own
     _, _, diag = _run(model, True)
     assert not diag.target_only_head and calls and model.fc.forward is own
+
+
+class KeywordCall(WideHead):
+    def forward(self, x):
+        return self.fc(input=self.relu(self.conv(x)).flatten(1))   # nn.Linear's own name
+
+
+def test_a_head_called_by_keyword_runs_narrow():
+    model = KeywordCall().eval()
+    fims, scores, diag = _run(model, True)
+    assert diag.target_only_head and "forward" not in model.fc.__dict__
+    full_fims, _, _ = _run(model, False)
+    torch.testing.assert_close(fims, full_fims, rtol=1e-4, atol=1e-5)
+
+
+def test_an_interrupt_while_the_probe_checks_the_head_leaves_no_patch():
+    model = WideHead().eval()
+
+    def hook(mod, args, out):
+        patched = mod.__dict__.get("forward")
+        if patched is not None and patched.__self__.targets is not None:
+            raise KeyboardInterrupt        # a Ctrl-C while the narrow head is being checked
+
+    handle = model.fc.register_forward_hook(hook)
+    with pytest.raises(KeyboardInterrupt):
+        _run(model, True)
+    handle.remove()
+    assert "forward" not in model.fc.__dict__
+    x = torch.randn(4, 96)
+    torch.testing.assert_close(model.fc(x), nn.functional.linear(x, model.fc.weight, model.fc.bias))
+
+
+class BinMajor(WideHead):
+    """The Linear writes 64 bins x 4 tracks; the model returns (N, 4 tracks, 64 bins)."""
+
+    def __init__(self):
+        super().__init__(n_out=256)
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x)).flatten(1)).view(-1, 64, 4).transpose(1, 2)
+
+
+def test_reordered_outputs_run_whole():
+    model = BinMajor().eval()
+    targets = [(0, 0), (1, 5), (2, 63), (3, 30)]
+    fims, scores, diag = _run(model, True, target=targets)
+    assert not diag.target_only_head
+    full_fims, full_scores, _ = _run(model, False, target=targets)
+    assert torch.equal(fims, full_fims) and torch.equal(scores, full_scores)
+
+
+class NormClip(WideHead):
+    """Logits scaled down when their norm exceeds 12: mixes the outputs only for large H."""
+
+    def forward(self, x):
+        o = self.fc(self.relu(self.conv(x)).flatten(1))
+        return o * torch.clamp(12.0 / o.norm(dim=1, keepdim=True), max=1.0)
+
+
+def test_mixing_that_starts_beyond_the_probe_is_caught_and_rerun_whole():
+    model = NormClip().eval()
+    with pytest.warns(RuntimeWarning, match="target-only head gave another score"):
+        fims, scores, diag = _run(model, True, target=[0, 150], l2=0.002)
+    assert not diag.target_only_head
+    full_fims, full_scores, _ = _run(model, False, target=[0, 150], l2=0.002)
+    assert torch.equal(fims, full_fims) and torch.equal(scores, full_scores)
+    assert "forward" not in model.fc.__dict__
+
+
+def test_a_container_layer_holding_the_head_and_a_per_position_head_run_whole():
+    model = nn.Sequential(nn.Conv1d(4, 6, 5), nn.ReLU(), nn.Flatten(),
+                          nn.Sequential(nn.Linear(96, 80), nn.ReLU(), nn.Linear(80, 300))).eval()
+    opt = LayerFeatureOptimizer(model, model[3])           # H = the logits, made inside model[3]
+    opt.attribute(_x(), target=[0, 5], n_starts=2, l2="auto", seed=0, chunk_size=3)
+    assert not opt.diagnostics.target_only_head
+    auto = opt.diagnostics.l2_auto["mean_activation_norm"]
+    opt.attribute(_x(), target=[0, 5], n_starts=2, l2="auto", seed=0, chunk_size=3,
+                  target_only_head=False)
+    assert opt.diagnostics.l2_auto["mean_activation_norm"] == auto
+
+    per_position = nn.Sequential(nn.Conv1d(4, 96, 5), nn.ReLU(), nn.Flatten(1),
+                                 nn.Unflatten(1, (1, 96 * 16)), nn.Linear(96 * 16, 300)).eval()
+    opt = LayerFeatureOptimizer(per_position, per_position[1])
+    opt.attribute(_x(), target=[0, 5], n_starts=2, l2=0.5, seed=0)
+    assert not opt.diagnostics.target_only_head      # the Linear sees (N, 1, K): never narrow
