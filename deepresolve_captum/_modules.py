@@ -56,12 +56,80 @@ def output_squashing(out):
     return None
 
 
-def how_squashed(ran, out, modules=SQUASHING, ops=("sigmoid", "softmax", "log_softmax")):
+def how_squashed(ran, out, modules=SQUASHING, ops=("sigmoid", "softmax", "log_softmax"),
+                 owner=None):
     """How a model turns its logits into probabilities, for messages: ``"ends in Sigmoid"`` when
     the last leaf module that ran (``ran``, from :func:`leaf_module_trace`) is one of
-    ``modules``, ``"computes its output with sigmoid"`` when ``out``'s autograd graph ends in
-    one of ``ops`` (:func:`output_squashing`; a functional ``torch.sigmoid``), else None."""
+    ``modules`` (with its path in ``owner``, ``"ends in Sigmoid (classifier.3)"``), ``"computes
+    its output with sigmoid"`` when ``out``'s autograd graph ends in one of ``ops``
+    (:func:`output_squashing`; a functional ``torch.sigmoid``), else None."""
     if ran and isinstance(ran[-1], modules):
-        return f"ends in {type(ran[-1]).__name__}"
+        path = module_path(owner, ran[-1])
+        return f"ends in {type(ran[-1]).__name__}" + (f" ({path})" if path else "")
     op = output_squashing(out)
     return f"computes its output with {op}" if op in ops else None
+
+
+def module_path(owner, module):
+    """``module``'s dotted name inside ``owner`` (``"classifier.3"``), or None."""
+    if owner is None:
+        return None
+    return next((name for name, m in owner.named_modules() if m is module and name), None)
+
+
+def logits_advice(ran, owner=None):
+    """How to get the logits of a model that squashes them (see :func:`how_squashed`): swap the
+    final module for ``nn.Identity`` on a copy, naming its path, or drop a functional call."""
+    path = module_path(owner, ran[-1]) if ran and isinstance(ran[-1], SQUASHING) else None
+    if path:
+        return (f"pass a copy with that module replaced: m = copy.deepcopy(model); "
+                f"m.set_submodule({path!r}, torch.nn.Identity())")
+    return ("pass a model that returns the logits: a copy with the final squashing module "
+            "replaced by torch.nn.Identity() (model.set_submodule(path, nn.Identity())), or a "
+            "wrapper without the last torch.sigmoid / softmax")
+
+
+#: modules whose feature axis is the last one (on a (N, L, E) tensor: channels-last)
+_LAST_AXIS_FEATURES = (nn.Linear, nn.LayerNorm, nn.TransformerEncoderLayer,
+                       nn.TransformerDecoderLayer, nn.Embedding)
+
+
+_NEXT_TAKES_LAST_AXIS = (nn.LayerNorm, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+
+
+def _features(module):
+    """The size of the last-axis feature a module takes or makes: (in, out)."""
+    if isinstance(module, nn.Linear):
+        return module.in_features, module.out_features
+    if isinstance(module, nn.LayerNorm):
+        n = int(module.normalized_shape[-1]) if len(module.normalized_shape) else None
+        return n, n
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        n = module.linear1.in_features
+        return n, n
+    if isinstance(module, nn.Embedding):
+        return None, module.embedding_dim
+    return None, None
+
+
+def channels_last_reason(layer, on_input, shape, ran=()):
+    """Why H of ``shape`` (N, A, B, ...) at ``layer`` looks channels-last (features on the last
+    axis, as a Linear, LayerNorm or batch-first transformer layer makes or takes them), or None.
+    ``ran``: the leaf modules in the order they ran (:func:`leaf_module_trace`), to see the
+    module right after a leaf layer. Only 3-d and larger H whose axis 1 is not that size."""
+    if len(shape) < 3 or not isinstance(layer, nn.Module):
+        return None
+    last, second = int(shape[-1]), int(shape[1])
+    if isinstance(layer, _LAST_AXIS_FEATURES):
+        size = _features(layer)[0 if on_input else 1]
+        if size == last and size != second:
+            return (f"{type(layer).__name__} {'takes' if on_input else 'makes'} its {last} "
+                    "features on the last axis")
+    if not on_input and ran:   # (a Linear next may as well mix positions: not a sign)
+        after = [ran[i + 1] for i, m in enumerate(ran[:-1]) if m is layer]
+        if after and isinstance(after[0], _NEXT_TAKES_LAST_AXIS):
+            size = _features(after[0])[0]
+            if size == last and size != second:
+                return (f"the next module, {type(after[0]).__name__}, takes {last} features on "
+                        "the last axis")
+    return None

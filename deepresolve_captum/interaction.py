@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._modules import how_squashed, leaf_module_trace
+from ._modules import how_squashed, leaf_module_trace, logits_advice
 from .adapters import (_check_channels, _check_model_layer, _check_one_input, _check_X,
                        _describe_unknown, _model_device, _model_float_dtype, _preserved,
                        _unknown_positions)
@@ -274,10 +274,12 @@ _SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d)
 def _probe_forward(model, x):
     """One small batch through ``model`` -> (how its output is squashed into probabilities,
     :func:`_modules.how_squashed`, or None; the shape of one sequence's output, () for (N,)
-    outputs). Run with grad enabled, so that a functional torch.sigmoid shows in the graph."""
+    outputs; how to get the logits instead, :func:`_modules.logits_advice`). Run with grad
+    enabled, so that a functional torch.sigmoid shows in the graph."""
     with torch.enable_grad(), leaf_module_trace(model) as seen:
         y = _as_tensor_output(model(x))
-    return how_squashed(seen, y, _SQUASHING, ("sigmoid", "softmax")), tuple(y.shape[1:])
+    squashed = how_squashed(seen, y, _SQUASHING, ("sigmoid", "softmax"), owner=model)
+    return squashed, tuple(y.shape[1:]), logits_advice(seen, model)
 
 
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
@@ -379,8 +381,8 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     with _preserved(model):
         try:
             dtype = _model_float_dtype(model) or allX.dtype
-            squashed, out_shape = _probe_forward(model, allX[:2].to(device=_model_device(model),
-                                                                    dtype=dtype))
+            squashed, out_shape, advice = _probe_forward(
+                model, allX[:2].to(device=_model_device(model), dtype=dtype))
         except (RuntimeError, IndexError) as e:
             raise type(e)(f"{e}\n(the sequences were (N, 4, {L}): is {L} bp a length the model "
                           f"takes? set it with X or seq_len)\n{_ONE_HOT_HINT}") from e
@@ -389,8 +391,7 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     if squashed and output == "logit":
         raise ValueError(
             f"output='logit' asked, but the model {squashed}: its outputs are "
-            "probabilities. Use output='probability', or pass a model that returns logits "
-            "(e.g. nn.Sequential(*list(model.children())[:-1]) for a final module).")
+            f"probabilities. Use output='probability', or {advice}.")
     if squashed:
         warnings.warn(
             f"the model {squashed}, so its outputs are already probabilities; "
@@ -517,13 +518,19 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
                  else layer.register_forward_hook(shape_hook))
             try:
                 dtype = _model_float_dtype(model) or X.dtype
-                _, out_shape = _probe_forward(model, X[:1].to(device=device, dtype=dtype))
+                squashed, out_shape, advice = _probe_forward(
+                    model, X[:1].to(device=device, dtype=dtype))
             except (RuntimeError, IndexError) as e:
                 raise type(e)(f"{e}\n{_ONE_HOT_HINT}") from e
             finally:
                 h.remove()
             if not seen:
                 raise ValueError("layer was not reached by the forward pass")
+            if squashed:
+                warnings.warn(
+                    f"the model {squashed}: the ablation effects are differences of "
+                    "probabilities, which shrink where the output saturates near 0 or 1; for "
+                    f"effects in logits, {advice}.", UserWarning, stacklevel=3)
             if seen["calls"] > 1:
                 raise ValueError(f"layer is called {seen['calls']} times per forward pass; "
                                  "choose a module used once")

@@ -23,7 +23,7 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ._modules import how_squashed, leaf_module_trace
+from ._modules import channels_last_reason, how_squashed, leaf_module_trace, logits_advice
 
 __all__ = ["LayerFeatureOptimizer", "AscentDiagnostics"]
 
@@ -455,6 +455,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                     "statistics are updated. Pass the model that holds the layer, or call "
                     "model.eval() first.", stacklevel=3)
             targets = _parse_targets(target, run.output_shape)
+            run.warn_if_bypassed(targets)
             if init is not None:
                 init = _check_init(init, (len(targets), n_starts) + run.layer_shape)
             if chunk_size is None:
@@ -731,6 +732,7 @@ class _Runner:
         self.first_extra = tuple(a[:1] if b else a for a, b in zip(extra, self.batched))
         self.recompute = False
         self.head: Optional[_TargetHead] = None
+        self.bypass_warned = False
 
     def _call(self, inputs, extra):
         self.swap.calls = 0
@@ -797,14 +799,14 @@ class _Runner:
                 "batch-first, or wrap the model so that it is.")
         self.layer_shape = tuple(value.shape[1:])
         self.device, self.dtype = value.device, value.dtype
-        squashed = how_squashed(last, self._grad_output(value))
+        self.swap_value = value  # the first example's own H (for the bypass check)
+        squashed = how_squashed(last, self._grad_output(value), owner=owner)
         if squashed is not None:
             warnings.warn(
                 f"the model {squashed}: DeepResolve maximises the score "
                 "before it (pre-sigmoid / pre-softmax logits). Squashed outputs saturate near 1, "
-                "which shrinks l2='auto' and changes the channel ranking; pass a model that "
-                "returns the logits (e.g. nn.Sequential(*list(model.children())[:-1]) for a "
-                "final module, or a wrapper without the last torch.sigmoid).",
+                "which shrinks l2='auto' and changes the channel ranking; "
+                f"{logits_advice(last, owner)}.",
                 UserWarning, stacklevel=4)
         if self.swap.on_input and self._input_bypasses_layer(value):
             warnings.warn(
@@ -814,6 +816,17 @@ class _Runner:
                 "not the whole tensor, as Captum's layer-input attributions take it. To "
                 "optimise the tensor itself, attribute to the output of the module that "
                 "produces it.", UserWarning, stacklevel=4)
+            self.bypass_warned = True
+        reason = channels_last_reason(self.swap.module, self.swap.on_input, value.shape,
+                                      last)
+        if reason:
+            warnings.warn(
+                f"the value of layer {self._layer_name()}, shape {tuple(value.shape[1:])} per "
+                f"example, looks channels-last: {reason}. DeepResolve reads axis 1 as the "
+                f"channels ({value.shape[1]} of them) and averages over the axes after it, so "
+                "its 'channels' would be positions here. Optimise a layer whose value is "
+                "(N, K, L), or permute: wrap the model so that the layer's value is (N, K, L).",
+                UserWarning, stacklevel=4)
         if out.dim() == 0 or out.shape[0] != 1:
             unsliced = [tuple(a.shape) for a, b in zip(self.extra, self.batched)
                         if isinstance(a, Tensor) and a.dim() > 0 and not b]
@@ -930,6 +943,55 @@ class _Runner:
             return False
         finally:
             self.swap.replacement, self.swap.record, self.swap.original = None, False, None
+
+    def warn_if_bypassed(self, targets):
+        """Warn when the targets' scores depend on the per-example arguments by a path around
+        the layer: the ascent then holds that path at the first example's value."""
+        if self.bypass_warned:
+            return
+        around = self._inputs_bypassing_layer(self.swap_value, targets)
+        if around:
+            warnings.warn(
+                f"{' and '.join(around)} also reach the scores by a path that does not go "
+                f"through layer {self._layer_name()} (e.g. a skip connection around it, or a "
+                "per-example covariate): the ascent holds that path at the first example's "
+                "value, so the FIMs are optimal for that example's context and change if "
+                "`inputs` are reordered. Choose a layer every path goes through, or pass the "
+                "context you want as the first example.", UserWarning, stacklevel=4)
+
+    def _inputs_bypassing_layer(self, value, targets):
+        """Which per-example arguments (``"inputs[0]"``, ``"additional_forward_args[1]"``) the
+        targets' scores depend on with H = ``value`` swapped in, through autograd: a path around
+        the layer. Floating-point tensors whose examples differ only; [] when that cannot be
+        asked."""
+        def leaf(t, whole, per_example=True):  # only where the examples differ
+            ok = (isinstance(t, Tensor) and t.is_floating_point() and per_example
+                  and not bool((whole == whole[:1]).all()))
+            return t.detach().clone().requires_grad_(True) if ok else t
+        xs = tuple(leaf(x, whole) for x, whole in zip(self.first, self.inputs))
+        ext = tuple(leaf(a, whole, b) for a, whole, b in
+                    zip(self.first_extra, self.extra, self.batched))
+        named = [(f"inputs[{i}]", t) for i, t in enumerate(xs)] + [
+            (f"additional_forward_args[{j}]", t) for j, t in enumerate(ext)]
+        named = [(n, t) for n, t in named if isinstance(t, Tensor) and t.requires_grad]
+        if not named:
+            return []
+        self.swap.replacement = value
+        try:
+            with torch.enable_grad():
+                out = self._call(xs, ext)
+                if not out.requires_grad:
+                    return []
+                out = out.reshape(out.shape[0], -1)[:, list(targets)]
+                w = torch.randn(out.shape, generator=torch.Generator().manual_seed(0),
+                                dtype=out.dtype).to(out.device)
+                grads = torch.autograd.grad((out * w).sum(), [t for _, t in named],
+                                            allow_unused=True)
+            return [n for (n, _), g in zip(named, grads) if g is not None and bool((g != 0).any())]
+        except RuntimeError:
+            return []
+        finally:
+            self.swap.replacement = None
 
     def _rows_independent(self, trial, expand, loose=False):
         """Does row 1 of a 2-row batch of H give the output it gives alone?"""

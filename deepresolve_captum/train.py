@@ -143,7 +143,7 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
     with torch.enable_grad(), leaf_module_trace(model) as ran:  # grad: to see torch.sigmoid
         model.eval()
         probe = model(X[train_index[:2]])
-    squashed = how_squashed(ran, probe)
+    squashed = how_squashed(ran, probe, owner=model)
     del probe
     if squashed:
         warnings.warn(

@@ -412,6 +412,7 @@ def test_bad_input_clear_error_and_model_unchanged(name, make, exc, match):
     assert_unchanged(m, snap)
 
 
+@pytest.mark.filterwarnings("ignore:inputs.0. also reach the scores")  # true for "unused"
 @pytest.mark.parametrize("use", ["detach", "unused"])
 @pytest.mark.parametrize("l2", [1.0, "auto"])
 def test_layer_without_gradient_path_is_named(use, l2):
@@ -425,6 +426,7 @@ def test_layer_without_gradient_path_is_named(use, l2):
     assert_unchanged(m, snap)
 
 
+@pytest.mark.filterwarnings("ignore:inputs.0. also reach the scores")  # target 1's own path
 def test_auto_l2_ignores_targets_whose_score_ignores_the_layer():
     """l2='auto' on a two-head model where target 1 never reads the layer: the probe leaves
     target 1 out (it used to take the median over its zero norms and fail), target 0 gets the
@@ -965,3 +967,105 @@ def test_meta_device_and_compiled_model():
     opt = LayerFeatureOptimizer(compiled, m[1])
     assert opt.forward_func is m                  # the eager module runs the ascent
     assert torch.equal(opt.attribute(x, target=[0, 1], n_starts=2, l2=0.5, seed=0), ref)
+
+
+class SeleneStyle(nn.Module):
+    """Selene's DeepSEA layout: conv_net, then a classifier whose last module is the Sigmoid."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv_net = nn.Sequential(nn.Conv1d(4, 8, 5), nn.ReLU())
+        self.classifier = nn.Sequential(nn.Linear(8 * 16, 16), nn.ReLU(), nn.Linear(16, 5),
+                                        nn.Sigmoid())
+
+    def forward(self, x):
+        return self.classifier(self.conv_net(x).flatten(1))
+
+
+@pytest.mark.filterwarnings("ignore:1 of 1 starts stopped at max_steps")
+def test_the_sigmoid_advice_names_the_module_and_gives_the_logits():
+    model = SeleneStyle().eval()
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (6, 20)), 4).permute(0, 2, 1).float()
+    with pytest.warns(UserWarning, match=r"ends in Sigmoid \(classifier\.3\).*"
+                                         r"m\.set_submodule\('classifier\.3', torch\.nn\."
+                                         r"Identity\(\)\)"):
+        LayerFeatureOptimizer(model, model.conv_net[1]).attribute(x, target=[0], n_starts=1,
+                                                                   l2=1.0, max_steps=3)
+    # following it gives the logits of the same model (dropping the last child would not)
+    m = copy.deepcopy(model)
+    m.set_submodule("classifier.3", nn.Identity())
+    torch.testing.assert_close(torch.sigmoid(m(x)), model(x))
+    assert nn.Sequential(*list(model.children())[:-1])(x).shape != model(x).shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LayerFeatureOptimizer(m, m.conv_net[1]).attribute(x, target=[0], n_starts=1, l2=1.0)
+
+
+class ResidualAround(nn.Module):
+    """x1 = relu(conv1(x)); out = fc(x1 + relu(conv2(x1))): conv2's value is not the only path."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv1d(4, 6, 5, padding=2)
+        self.conv2 = nn.Conv1d(6, 6, 3, padding=1)
+        self.fc = nn.Linear(6 * 20, 3)
+
+    def forward(self, x, covariate=None):
+        x1 = torch.relu(self.conv1(x))
+        out = self.fc((x1 + torch.relu(self.conv2(x1))).flatten(1))
+        return out if covariate is None else out + covariate
+
+
+def test_paths_around_an_output_layer_and_covariates_are_warned():
+    torch.manual_seed(0)
+    m = ResidualAround().eval()
+    x = torch.randn(4, 4, 20)
+    with pytest.warns(UserWarning, match=r"inputs\[0\] also reach the scores by a path"):
+        LayerFeatureOptimizer(m, m.conv2).attribute(x, target=[0, 1], n_starts=1, l2=1.0,
+                                                    seed=0)
+    cov = torch.randn(4, 3)
+    with pytest.warns(UserWarning, match=r"^additional_forward_args\[0\] also reach the scores"):
+        LayerFeatureOptimizer(m, m.fc).attribute(x, target=[0], n_starts=1, l2=1.0, seed=0,
+                                                 attribute_to_layer_input=True,
+                                                 additional_forward_args=(cov,))
+    with warnings.catch_warnings():   # every path goes through the layer: nothing to say
+        warnings.simplefilter("error")
+        LayerFeatureOptimizer(m, m.conv1).attribute(x, target=[0], n_starts=1, l2=1.0, seed=0)
+        LayerFeatureOptimizer(m, m.fc).attribute(x, target=[0], n_starts=1, l2=1.0, seed=0,
+                                                 attribute_to_layer_input=True,
+                                                 additional_forward_args=(cov[:1].expand(4, 3),))
+
+
+class Transformerish(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv1d(4, 16, 5)
+        self.proj = nn.Linear(16, 16)
+        self.block = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.norm = nn.LayerNorm(16)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        h = self.proj(self.stem(x).transpose(1, 2))       # (N, L, 16): channels-last
+        return self.head(self.norm(self.block(h)).mean(1))
+
+
+@pytest.mark.parametrize("name,on_input", [("block", False), ("norm", False), ("proj", False),
+                                           ("norm", True)])
+def test_channels_last_layers_are_warned(name, on_input):
+    torch.manual_seed(0)
+    m = Transformerish().eval()
+    layer = getattr(m, name)
+    with pytest.warns(UserWarning, match=r"shape \(26, 16\) per example, looks channels-last"):
+        LayerFeatureOptimizer(m, layer).attribute(torch.randn(4, 4, 30), target=[0],
+                                                  n_starts=1, l2=1.0, seed=0,
+                                                  attribute_to_layer_input=on_input)
+
+
+def test_channels_first_layers_are_not_warned():
+    torch.manual_seed(0)
+    m = Transformerish().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LayerFeatureOptimizer(m, m.stem).attribute(torch.randn(4, 4, 30), target=[0],
+                                                   n_starts=1, l2=1.0, seed=0)
