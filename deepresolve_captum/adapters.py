@@ -179,9 +179,14 @@ def _model_device(model):
 def _preserved(model, freeze=False):
     """Run with the model in eval mode (and, with ``freeze``, its parameters not requiring
     grad); restore every module's mode and every parameter's requires_grad exactly as found,
-    whatever happens."""
+    whatever happens. Attributes set on a module during the call are removed again (Captum's
+    DeepLift keeps ``module.input`` / ``module.output`` / ``module.input_ref`` on every
+    nonlinearity it hooks and deletes them only in a backward pass, so the modules no backward
+    reaches would otherwise hold the last batch's activations); attributes the module had
+    before are left alone."""
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()]
+    attrs = [(m, set(m.__dict__)) for m, _ in modes]
     try:
         model.eval()
         if freeze:
@@ -193,6 +198,9 @@ def _preserved(model, freeze=False):
             m.training = t
         for p, g in grads:
             p.requires_grad_(g)
+        for m, keys in attrs:
+            for k in set(m.__dict__) - keys:
+                del m.__dict__[k]
 
 
 @contextmanager

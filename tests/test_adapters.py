@@ -232,6 +232,19 @@ def test_model_left_exactly_as_found():
         assert not hasattr(mod, "_NON_LINEAR_OPS")
 
 
+def test_captum_leaves_no_activations_on_the_modules():
+    """Captum's DeepLift stores module.input / .output on every nonlinearity it hooks and deletes
+    them only in a backward pass: the modules after the layer kept the last batch's activations
+    (501 MiB on a DeepSEA-sized model). Nothing set during a call stays; the user's own
+    attributes do."""
+    m = _model()
+    m.relu.note = "mine"
+    before = {n: set(mod.__dict__) for n, mod in m.named_modules()}
+    channel_attributions(m, m.conv, [0, 1], _X(3), backend="captum", n_shuffles=2)
+    assert {n: set(mod.__dict__) for n, mod in m.named_modules()} == before
+    assert m.relu.note == "mine"
+
+
 def test_deeplift_respects_dropout_off_and_references_options():
     m = nn.Sequential(nn.Conv1d(4, 5, 7), nn.ReLU(), nn.Dropout(0.5), nn.MaxPool1d(3),
                       nn.Flatten(), nn.Linear(5 * 18, 1))

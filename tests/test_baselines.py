@@ -114,6 +114,22 @@ def test_deeplift_closed_form_and_complete():
     _unchanged(m, before)
 
 
+def test_deeplift_leaves_no_activations_on_the_modules():
+    """Captum's LayerDeepLift stores module.input / .output on every nonlinearity it hooks and
+    deletes them only in a backward pass, which never reaches the modules before the layer: they
+    kept the last batch's activations. Nothing set during a call stays; the user's own
+    attributes do."""
+    m = small_model()
+    m.relu.note = "mine"
+    before = {n: set(mod.__dict__) for n, mod in m.named_modules()}
+    B.layer_channel_scores(m, m.fc1, random_seqs(4), "deeplift", attribute_to_layer_input=True,
+                           n_shuffles=2, random_state=0)
+    B.deeplift_delta(m, m.fc1, random_seqs(4), random_seqs(4, seed=1),
+                     attribute_to_layer_input=True)
+    assert {n: set(mod.__dict__) for n, mod in m.named_modules()} == before
+    assert m.relu.note == "mine"
+
+
 def test_deeplift_references_per_sequence():
     # (N, R, 4, L), the layout of make_references: reference r of sequence i is R[i, r]; a
     # reference paired with the wrong sequence changes the closed form below
