@@ -7,6 +7,7 @@ an estimator object to 0, so their OFIV is always the plain weighted mean.
 from __future__ import annotations
 
 import json
+import numbers
 import re
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -302,7 +303,12 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
         channels: the FIV of a channel is its mean over the spatial axes after it
         (for a channels-last layer, pass ``fims.movedim(-1, 2)``).
     scores: (C, T) class score of each start (``return_scores=True``).
-    random_state: seed of the Gaussian mixtures.
+    random_state: seed of the Gaussian mixtures: an int in [0, 2**32 - 1], used for every
+        target's fits; or a ``numpy.random.RandomState``, a ``numpy.random.Generator`` or None
+        (numpy's global RandomState), from which one int seed is drawn up front and used as an
+        int would be. Either way a target's result does not depend on ``n_jobs`` nor on which
+        other targets are summarised with it, and ``settings["random_state"]`` is the int
+        used: ``summarize(..., random_state=summary.settings["random_state"])`` repeats it.
     max_components: GMMs with 1..max_components components are fitted to each target's IL
         values (K of them) and the lowest BIC wins. Needs K >= max_components.
     covariance_type: passed to scikit-learn (in one dimension all types agree).
@@ -351,6 +357,7 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
         raise ValueError(
             f"the layer has {K} channel(s), fewer than the {max_components} GMM components to "
             f"compare; pass max_components <= {K}")
+    seed = _gmm_seed(random_state)    # before any fit: see _gmm_seed
 
     if T == 1:
         warnings.warn(
@@ -375,8 +382,7 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     # and sklearn's reg_covar (1e-6) then reads as "spread below ~0.1% of a typical FIV is noise".
     power = (mean ** 2 + il).mean(axis=1, keepdims=True)
     il_rel = np.divide(il, power, out=np.zeros_like(il), where=power > 0)
-    fits = _fit_all(il_rel, max_components, random_state, covariance_type, reg_covar, n_jobs,
-                    verbose)
+    fits = _fit_all(il_rel, max_components, seed, covariance_type, reg_covar, n_jobs, verbose)
     bic = np.stack([f[0] for f in fits])
     n_comp = np.array([f[1] for f in fits], dtype=np.int64)
     nonadd = np.stack([f[2] for f in fits])
@@ -400,10 +406,33 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     return EnsembleSummary(
         fiv=fiv, scores=s.astype(np.float64), weights=w, mean=mean, il=il, bic=bic,
         n_components=n_comp, nonadditive=nonadd, sign_flip=sign_flip, category=category,
-        ofiv=ofiv, settings=dict(random_state=random_state, max_components=max_components,
+        ofiv=ofiv, settings=dict(random_state=seed, max_components=max_components,
                                  covariance_type=covariance_type, reg_covar=reg_covar,
                                  init_params="k-means++",
                                  il_units="mean FIV power"))
+
+
+def _gmm_seed(random_state):
+    """The int seed of every target's GMM fits from ``summarize``'s ``random_state``: an int as
+    given; one int drawn from a RandomState / Generator / None (numpy's global RandomState).
+
+    One seed for all targets, fixed before any fit: a RandomState passed on to the fits would
+    be advanced from target to target when they run one after another but copied into each
+    joblib task when they run in parallel, so results changed with ``n_jobs`` and with the
+    targets before a given one. (Seeds drawn per target would still tie a target's result to
+    its position among the others.)"""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if not 0 <= random_state <= 2**32 - 1:
+            raise ValueError(f"random_state must be an int in [0, 2**32 - 1], got {random_state}")
+        return int(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return int(random_state.integers(2**31 - 1))
+    if random_state is None:
+        return int(np.random.randint(2**31 - 1))    # numpy's global RandomState
+    if isinstance(random_state, np.random.RandomState):
+        return int(random_state.randint(2**31 - 1))
+    raise TypeError("random_state must be an int, a numpy RandomState or Generator, or None; "
+                    f"got {random_state!r}")
 
 
 def _fit_all(il, max_components, random_state, covariance_type, reg_covar, n_jobs, verbose):

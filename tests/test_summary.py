@@ -362,3 +362,30 @@ def test_summarize_empty_and_channels_target_are_named():
     assert len(s.channels(0)) == 5
     with pytest.raises(ValueError, match=r"target must be an int in \[0, 1\)"):
         s.channels(3)
+
+
+@pytest.mark.slow   # joblib's workers take ~5 s to start on 2 cores
+def test_random_state_object_gives_one_seed_whatever_n_jobs_and_other_targets():
+    # A RandomState used to be handed to every target's GMM: advanced from target to target when
+    # run serially, copied into each joblib task with n_jobs > 1, so n_components changed with
+    # n_jobs and with the targets summarised before a given one.
+    rng = np.random.default_rng(3)
+    fims, scores = rng.normal(size=(16, 6, 10)), rng.normal(size=(16, 6))
+    fims[:, :3, :4] += 3
+    a = summarize(fims, scores, random_state=np.random.RandomState(0))
+    assert a == summarize(fims, scores, random_state=np.random.RandomState(0), n_jobs=2)
+    tail = summarize(fims[8:], scores[8:], random_state=np.random.RandomState(0))
+    for name in ("bic", "n_components", "nonadditive", "ofiv"):
+        np.testing.assert_array_equal(getattr(a, name)[8:], getattr(tail, name))
+    # the seed drawn is the int recorded: passing it repeats the summary (also after a save)
+    seed = a.settings["random_state"]
+    assert type(seed) is int and summarize(fims, scores, random_state=seed) == a
+    g = summarize(fims, scores, random_state=np.random.default_rng(1))
+    assert g == summarize(fims, scores, random_state=g.settings["random_state"])
+    np.random.seed(5)
+    n = summarize(fims, scores, random_state=None)
+    assert n == summarize(fims, scores, random_state=n.settings["random_state"])
+    with pytest.raises(TypeError, match="random_state must be an int"):
+        summarize(fims, scores, random_state="0")
+    with pytest.raises(ValueError, match=r"random_state must be an int in \[0, 2\*\*32 - 1\]"):
+        summarize(fims, scores, random_state=-1)
