@@ -22,6 +22,12 @@ many random sequences, never a known motif.
 
 Every function runs in the model's floating dtype and on its device (a ``model.double()`` or a
 model on a GPU works); results come back as float32 tensors on the CPU.
+
+``target`` is the one output explained, everywhere here: an int (the flat index into one
+sequence's output: the column of (N, n_outputs) logits), a tuple with one index per output axis
+(e.g. (track, position) of a (N, C, L) profile), or a one-element list holding either
+(``[(track, position)]``, LayerFeatureOptimizer's spelling of one target). It is checked on one
+forward pass before any work.
 """
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ from torch import nn
 from .adapters import (ADDITIVITY_TOLERANCE, _check_one_input, _model_device, _model_float_dtype,
                        _preserved, make_references)
 from .adapters import _check_X as _check_onehot
+from .interaction import _flat_target
 from .motifs import _normalise_columns, column_information, random_one_hot
 
 __all__ = ["model_positives", "layer_saliency", "layer_grad_x_input", "layer_deeplift",
@@ -69,8 +76,8 @@ def _out(t):
 
 class _Columns(nn.Module):
     """The model with its output as (N, n_outputs): Captum picks ``target`` as a column, and a
-    (N,) output (one logit per sequence, squeezed) has none. ``target`` then indexes the
-    flattened output, as :func:`_target_output` does."""
+    (N,) output (one logit per sequence, squeezed) or a (N, C, L) profile has none. ``target``
+    (from :func:`_probe`) then indexes the flattened output, as :func:`_target_output` does."""
 
     def __init__(self, model):
         super().__init__()
@@ -82,10 +89,19 @@ class _Columns(nn.Module):
 
 
 def _target_output(out, target):
-    out = out.reshape(out.shape[0], -1)
-    if not 0 <= target < out.shape[1]:
-        raise ValueError(f"target {target} out of range for {out.shape[1]} outputs")
-    return out[:, target]
+    """(N,): output ``target`` (a flat index, checked by :func:`_probe`) of each sequence."""
+    return out.reshape(out.shape[0], -1)[:, target]
+
+
+def _probe(model, x1, target):
+    """One forward pass of ``x1`` (1, 4, L) in eval mode, before any work: ``target`` as the
+    flat index into one sequence's output. ``target`` is an int (that flat index: the column of
+    (N, n_outputs) logits), a tuple with one index per output axis (e.g. (track, position) of a
+    (N, C, L) profile), or a one-element list holding either (see
+    :func:`deepresolve_captum.interaction._flat_target`)."""
+    with _preserved(model), torch.no_grad():
+        y = model(x1)
+    return _flat_target(target, tuple(y.shape[1:]))
 
 
 @torch.no_grad()
@@ -99,7 +115,7 @@ def model_positives(model, n=200, n_candidates=10000, seq_len=101, target=0,
     ----------
     model: returns logits (N, n_outputs) for one-hot (N, 4, seq_len).
     n: positives to keep. n_candidates: random sequences scored.
-    seq_len: sequence length L. target: output index scored.
+    seq_len: sequence length L. target: the output scored (see the module doc).
     probs: base composition (A, C, G, T) of the random sequences.
     batch_size: sequences per forward call. random_state: seed.
     return_scores: also return their scores.
@@ -112,6 +128,7 @@ def model_positives(model, n=200, n_candidates=10000, seq_len=101, target=0,
     if not 1 <= n <= n_candidates:
         raise ValueError(f"need 1 <= n <= n_candidates, got n={n}, n_candidates={n_candidates}")
     X = random_one_hot(n_candidates, seq_len, probs=probs, random_state=random_state)
+    target = _probe(model, _like_model(X[:1], model), target)
     with _preserved(model, freeze=True):
         s = torch.cat([_out(_target_output(model(_like_model(X[i:i + batch_size], model)), target))
                        for i in range(0, len(X), batch_size)])
@@ -172,7 +189,7 @@ def layer_saliency(model, layer, X, target=0, attribute_to_layer_input=False, ba
     model: returns logits (N, n_outputs). layer: the module whose output (or input, with
         ``attribute_to_layer_input``) is H, shape (N, C, ...) or (N, C).
     X: one-hot (N, 4, L) sequences (e.g. :func:`model_positives`).
-    target: output index. batch_size: sequences per pass.
+    target: the output (see the module doc). batch_size: sequences per pass.
     reduce: True -> (C,) mean over sequences and positions; False -> (N, *layer_shape).
 
     Returns
@@ -181,6 +198,7 @@ def layer_saliency(model, layer, X, target=0, attribute_to_layer_input=False, ba
     """
     _check_model(model, layer)
     X = _check_X(X, model)
+    target = _probe(model, X[:1], target)
     _, G = _layer_grads(model, layer, X, target, attribute_to_layer_input, batch_size)
     return _out(_channel_mean(G) if reduce else G)
 
@@ -199,6 +217,7 @@ def layer_grad_x_input(model, layer, X, target=0, attribute_to_layer_input=False
     """
     _check_model(model, layer)
     X = _check_X(X, model)
+    target = _probe(model, X[:1], target)
     H, G = _layer_grads(model, layer, X, target, attribute_to_layer_input, batch_size)
     return _out(_channel_mean(H * G) if reduce else H * G)
 
@@ -252,14 +271,13 @@ def layer_deeplift(model, layer, X, target=0, attribute_to_layer_input=False, n_
             or check_completeness < 0:
         raise ValueError(f"check_completeness must be an int >= 0, got {check_completeness!r}")
     X = _check_X(X, model)
+    target = _probe(model, X[:1], target)
     R = _references(X, references, n_shuffles, random_state)
     n_ref = R.shape[0] // X.shape[0]
     Xr = X.repeat(n_ref, 1, 1)
     dl = LayerDeepLift(_Columns(model), layer, multiply_by_inputs=True)
     out = []
     with _preserved(model, freeze=True):  # inputs require grad: Captum hooks every nonlinearity, also before the layer
-        with torch.no_grad():  # target's range, before Captum's assertion
-            _target_output(model(Xr[:1]), target)
         for i in range(0, len(Xr), batch_size):
             a = dl.attribute(Xr[i:i + batch_size].clone().requires_grad_(True),
                              baselines=R[i:i + batch_size], target=target,
@@ -331,6 +349,7 @@ def deeplift_delta(model, layer, X, references, target=0, attribute_to_layer_inp
     X, R = _check_X(X, model), _check_X(references, model, "references")
     if R.shape != X.shape:
         raise ValueError(f"references must have X's shape {tuple(X.shape)}, got {tuple(R.shape)}")
+    target = _probe(model, X[:1], target)
     with _preserved(model, freeze=True):
         with torch.no_grad():
             d = _target_output(model(X), target) - _target_output(model(R), target)
@@ -344,7 +363,9 @@ def layer_channel_scores(model, layer, X, method, target=0, attribute_to_layer_i
                          random_state=None, **kwargs):
     """One call for any baseline: ``method`` in {"saliency", "grad_x_input", "deeplift"}.
 
-    Returns the (C,) per-channel scores (higher = more important for the target).
+    ``target``: an int, a tuple index or a one-element list holding either (see the module
+    doc), checked before any work. Returns the (C,) per-channel scores (higher = more important
+    for the target).
     """
     fns = {"saliency": layer_saliency, "grad_x_input": layer_grad_x_input,
            "deeplift": layer_deeplift}
@@ -368,7 +389,8 @@ def deepmotif(model, n_starts=20, seq_len=101, target=0, l2=0.01, lr=0.1, n_step
     ----------
     model: returns logits (N, n_outputs) for (N, 4, seq_len) inputs.
     n_starts: random starts, optimised as one batch. seq_len: input length.
-    target: output index. l2: L2 penalty. lr, n_steps: Adam step size and steps.
+    target: the output (see the module doc). l2: L2 penalty. lr, n_steps: Adam step size
+    and steps.
     init_scale: std of the starts. random_state: seed.
 
     Returns
@@ -381,6 +403,7 @@ def deepmotif(model, n_starts=20, seq_len=101, target=0, l2=0.01, lr=0.1, n_step
     g = torch.Generator().manual_seed(int(np.random.default_rng(random_state).integers(2**31)))
     x = _like_model(0.25 + init_scale * torch.randn(n_starts, 4, seq_len, generator=g),
                     model).requires_grad_(True)  # drawn on the CPU: the same starts on any device
+    target = _probe(model, x[:1].detach(), target)
     opt = torch.optim.Adam([x], lr=lr)
     with _preserved(model, freeze=True), torch.enable_grad():
         for _ in range(n_steps):

@@ -223,34 +223,56 @@ def _as_tensor_output(y):
     return y
 
 
+_ONE_TARGET = ("an int (the flat index into one sequence's output), a tuple with one index per "
+               "output axis (e.g. (track, position) of a (N, C, L) profile), or a one-element "
+               "list holding either ([(track, position)], LayerFeatureOptimizer's spelling)")
+
+
 def _as_target(target):
-    """A one-element tensor or numpy integer as a Python int, a tensor or array of several
-    integers as a tuple; anything else unchanged (resolved by :func:`_flat_target`)."""
-    if torch.is_tensor(target) and not target.is_floating_point() and target.dtype != torch.bool:
-        return (int(target.item()) if target.numel() == 1
-                else tuple(int(t) for t in target.flatten()))
-    if isinstance(target, np.ndarray) and np.issubdtype(target.dtype, np.integer):
-        return int(target.item()) if target.size == 1 else tuple(int(t) for t in target.ravel())
-    return target
+    """One output, as the functions that read one take it: an int, a tuple with one index per
+    output axis, or a one-element list holding either (``[(0, 50)]``, the list of targets
+    LayerFeatureOptimizer.attribute takes, with one entry). A one-element integer tensor or
+    array counts as an int, one of several integers as a tuple. Returns the int or the tuple of
+    ints; anything else is refused here, before any work (:func:`_flat_target` checks the
+    ranges once the output shape is known)."""
+    t = target
+    if isinstance(t, list) and len(t) == 1:  # LayerFeatureOptimizer's [(0, 50)] or [[0, 50]]
+        t = tuple(t[0]) if isinstance(t[0], list) else t[0]
+    if torch.is_tensor(t) and not t.is_floating_point() and t.dtype != torch.bool:
+        t = t.detach().cpu().numpy()
+    if isinstance(t, np.ndarray) and np.issubdtype(t.dtype, np.integer) and t.size:
+        t = int(t.item()) if t.size == 1 else tuple(int(i) for i in t.ravel())
+
+    def is_int(i):
+        return isinstance(i, (int, np.integer)) and not isinstance(i, bool)
+
+    if is_int(t):
+        return int(t)
+    if isinstance(t, tuple) and t and all(is_int(i) for i in t):
+        return tuple(int(i) for i in t)
+    several = (" (a list of several targets is what LayerFeatureOptimizer.attribute takes; "
+               "this reads one output: call it once per target)"
+               if isinstance(target, list) and len(target) > 1 else "")
+    raise ValueError(f"target must be {_ONE_TARGET}, got {target!r}{several}")
 
 
 def _flat_target(target, out_shape):
     """The flat index into a per-example output of shape ``out_shape`` (``()`` for (N,)
-    outputs): ``target`` is that flat index (int), or one index per output axis (a tuple, as
-    LayerFeatureOptimizer takes it, e.g. (track, position) of a (N, C, L) profile)."""
+    outputs) of ``target``, any spelling :func:`_as_target` takes: the flat index (int), one
+    index per output axis (a tuple, e.g. (track, position) of a (N, C, L) profile), or a
+    one-element list holding either."""
+    target = _as_target(target)
     n_out = int(np.prod(out_shape)) if out_shape else 1
     shape = tuple(out_shape) or (1,)
-    if isinstance(target, tuple) and len(target) == len(shape) and all(
-            isinstance(t, (int, np.integer)) and not isinstance(t, bool) for t in target):
-        if all(0 <= t < d for t, d in zip(target, shape)):
-            return int(np.ravel_multi_index(tuple(int(t) for t in target), shape))
-    elif isinstance(target, (int, np.integer)) and not isinstance(target, bool) \
-            and 0 <= target < n_out:
-        return int(target)
+    if isinstance(target, tuple):
+        if len(target) == len(shape) and all(0 <= t < d for t, d in zip(target, shape)):
+            return int(np.ravel_multi_index(target, shape))
+    elif 0 <= target < n_out:
+        return target
     raise ValueError(
         f"target must be an int in [0, {n_out}) (a flat index into the per-example output of "
-        f"shape {tuple(out_shape)}) or a tuple of {len(shape)} indices within {shape}, got "
-        f"{target!r}")
+        f"shape {tuple(out_shape)}), a tuple of {len(shape)} indices within {shape}, or a "
+        f"one-element list holding either, got {target!r}")
 
 
 def _predict(model, X, target, batch_size, device):
@@ -300,9 +322,11 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     context: motifs (str or matrices) planted into every condition, e.g. the AND partner.
     n_backgrounds: number of backgrounds (each used in all four conditions).
     seq_len: length of random backgrounds when ``X`` is None.
-    target: the output to read: an int, the flat index into one sequence's output (its column
-        for (N, n_outputs) logits), or a tuple with one index per output axis, as
-        LayerFeatureOptimizer takes it (e.g. (track, position) for (N, C, L) profiles).
+    target: the one output to read: an int, the flat index into one sequence's output (its
+        column for (N, n_outputs) logits), a tuple with one index per output axis (e.g.
+        (track, position) for (N, C, L) profiles), or a one-element list holding either
+        (``[(track, position)]``, as LayerFeatureOptimizer.attribute takes one target; it
+        refuses the bare tuple for a multi-axis output). Its form is checked before any work.
     output: ``"probability"`` (default: sigmoid of the model's output, the scale on which AND / OR /
         XOR are judged) or ``"logit"`` (the raw output). A model that ends in ``nn.Sigmoid`` or
         ``nn.Softmax`` (or ``torch.sigmoid`` / ``F.softmax`` in its forward) already returns
@@ -477,8 +501,9 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
     layer: a submodule of ``model`` whose output (or input) is (N, K, ...), called once per forward.
     X: torch.Tensor (N, 4, L), one-hot sequences.
     channels: list of int or None (all K channels).
-    target: the output to read: an int (flat index into one sequence's output) or a tuple with
-        one index per output axis, as in :func:`interaction_check`.
+    target: the one output to read: an int (flat index into one sequence's output), a tuple
+        with one index per output axis, or a one-element list holding either, as in
+        :func:`interaction_check`.
     fill: float, the value the channel is set to (0: a ReLU channel that does not fire).
     attribute_to_layer_input: ablate the layer's input instead of its output.
     batch_size: sequences per forward pass.

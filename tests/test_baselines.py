@@ -325,5 +325,43 @@ def test_deeplift_with_1d_output():
     np.testing.assert_allclose(B.deeplift_delta(sq, m.fc1, X, R, attribute_to_layer_input=True),
                                B.deeplift_delta(m, m.fc1, X, R, attribute_to_layer_input=True),
                                atol=1e-6)
-    with pytest.raises(ValueError, match="target 1 out of range"):
+    with pytest.raises(ValueError, match=r"target must be an int in \[0, 1\).*got 1"):
         B.layer_deeplift(sq, m.fc1, X, target=1, attribute_to_layer_input=True, n_shuffles=1)
+
+
+class _Profile(nn.Module):
+    """A (N, 2, L) profile model: two tracks of per-position logits."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv1d(4, 3, 5, padding=2)
+        self.relu = nn.ReLU()
+        self.head = nn.Conv1d(3, 2, 1)
+
+    def forward(self, x):
+        return self.head(self.relu(self.conv(x)))
+
+
+def test_one_output_spelt_as_int_tuple_or_one_element_list(monkeypatch):
+    """The baselines took only the flat index: (track, position) and [(track, position)]
+    (LayerFeatureOptimizer's spelling of one target) failed late, after the references were
+    made, with "TypeError: '<=' not supported between instances of 'int' and 'tuple'". Every
+    baseline now takes an int, a tuple index or a one-element list holding either, and refuses
+    anything else before any work."""
+    m, L = _Profile(), 40
+    X = random_seqs(4, L=L)
+    for method in ("saliency", "grad_x_input", "deeplift"):
+        kw = dict(n_shuffles=1, random_state=0) if method == "deeplift" else {}
+        flat = B.layer_channel_scores(m, m.relu, X, method, target=1 * L + 3, **kw)
+        for t in ((1, 3), [(1, 3)], [1 * L + 3]):
+            torch.testing.assert_close(B.layer_channel_scores(m, m.relu, X, method, target=t, **kw),
+                                       flat)
+    monkeypatch.setattr(B, "_references", lambda *a, **k: pytest.fail("work before the check"))
+    for bad in ((2, 3), (1, L), [(1, 3), (0, 3)], 2 * L, 2.5):
+        with pytest.raises(ValueError, match=r"target must be .*one-element list"):
+            B.layer_channel_scores(m, m.relu, X, "deeplift", target=bad)
+    sm = small_model()
+    a = B.model_positives(sm, n=3, n_candidates=50, seq_len=40, random_state=0, target=[(0,)])
+    torch.testing.assert_close(a, B.model_positives(sm, n=3, n_candidates=50, seq_len=40,
+                                                    random_state=0))

@@ -334,10 +334,10 @@ class _Profile(nn.Module):
         return self.conv(x)
 
 
-def test_profile_targets_take_the_optimizers_tuples():
+def test_profile_targets_take_tuples():
     """target=(track, position) was refused ('int in [0, 100)') by interaction_check and
-    channel_ablation, whose int target is a flat index; both now take the tuple, as
-    LayerFeatureOptimizer does, and name the output shape when a target is out of range."""
+    channel_ablation, whose int target is a flat index; both now take the tuple, and name the
+    output shape when a target is out of range."""
     m, L = _Profile(), 50
     X = nn.functional.one_hot(torch.randint(0, 4, (6, L)), 4).permute(0, 2, 1).float()
     flat = channel_ablation(m, m.conv, X, target=1 * L + 3)
@@ -349,4 +349,26 @@ def test_profile_targets_take_the_optimizers_tuples():
     np.testing.assert_array_equal(a.table["mean"], b.table["mean"])
     for bad in ((2, 3), (1, L), (1,), 2 * L):
         with pytest.raises(ValueError, match=r"shape \(2, 50\)"):
+            channel_ablation(m, m.conv, X, target=bad)
+
+
+def test_one_output_spelt_as_int_tuple_or_one_element_list():
+    """LayerFeatureOptimizer takes a list of targets, so one profile output is [(1, 3)] there
+    (the bare tuple is refused as ambiguous); interaction_check and channel_ablation refused that
+    list ('int in [0, 100)'). Both now take an int, a tuple index or a one-element list holding
+    either, and refuse a list of several before any work, naming the accepted spellings."""
+    m, L = _Profile(), 50
+    X = nn.functional.one_hot(torch.randint(0, 4, (6, L)), 4).permute(0, 2, 1).float()
+    flat = channel_ablation(m, m.conv, X, target=1 * L + 3)
+    for t in ([(1, 3)], [[1, 3]], [1 * L + 3], [torch.tensor([1, 3])]):
+        assert np.array_equal(channel_ablation(m, m.conv, X, target=t), flat)
+    kw = dict(X=X, n_backgrounds=6, random_state=0)
+    a = interaction_check(m, "ACGTA", "TTGCA", target=[(1, 3)], **kw)
+    b = interaction_check(m, "ACGTA", "TTGCA", target=1 * L + 3, **kw)
+    np.testing.assert_array_equal(a.table["mean"], b.table["mean"])
+    assert a.settings["target"] == 1 * L + 3
+    with pytest.raises(ValueError, match=r"one-element list.*LayerFeatureOptimizer\.attribute"):
+        interaction_check(m, "ACGTA", "TTGCA", target=[(1, 3), (0, 2)], **kw)
+    for bad in ([1, 3], [], 2.5, True, "0", [(1, 3.0)], [(1, L)]):
+        with pytest.raises(ValueError, match="one-element list"):
             channel_ablation(m, m.conv, X, target=bad)
