@@ -31,6 +31,7 @@ forward pass before any work.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import warnings
@@ -93,14 +94,58 @@ def _target_output(out, target):
     return out.reshape(out.shape[0], -1)[:, target]
 
 
-def _probe(model, x1, target):
+class _Capture:
+    """Forward (pre-)hook that makes the layer's output (input) a leaf requiring grad and counts
+    the layer's calls; used as a context manager, the hook is removed on exit."""
+
+    def __init__(self, layer, on_input):
+        self.layer, self.on_input = layer, on_input
+        self.value, self.calls = None, 0
+
+    def __enter__(self):
+        self.h = (self.layer.register_forward_pre_hook(self._pre) if self.on_input
+                  else self.layer.register_forward_hook(self._post))
+        return self
+
+    def __exit__(self, *exc):
+        self.h.remove()
+        return False
+
+    def _pre(self, module, args):
+        v = args[0].detach().requires_grad_(True)
+        self.value, self.calls = v, self.calls + 1
+        return (v,) + tuple(args[1:])
+
+    def _post(self, module, args, out):
+        v = out.detach().requires_grad_(True)
+        self.value, self.calls = v, self.calls + 1
+        return v
+
+
+def _layer_name(model, layer):
+    """``layer``'s name in ``model`` (its class name if it is not a submodule; "model" for the
+    model itself)."""
+    return next((n for n, m in model.named_modules() if m is layer), type(layer).__name__) or "model"
+
+
+def _probe(model, x1, target, layer=None, attribute_to_layer_input=False):
     """One forward pass of ``x1`` (1, 4, L) in eval mode, before any work: ``target`` as the
     flat index into one sequence's output. ``target`` is an int (that flat index: the column of
     (N, n_outputs) logits), a tuple with one index per output axis (e.g. (track, position) of a
     (N, C, L) profile), or a one-element list holding either (see
-    :func:`deepresolve_captum.interaction._flat_target`)."""
-    with _preserved(model), torch.no_grad():
+    :func:`deepresolve_captum.interaction._flat_target`). With ``layer``: refuses a layer the
+    forward pass never reaches (e.g. not in the model) or calls more than once (H would be its
+    last call only)."""
+    cap = _Capture(layer, attribute_to_layer_input) if layer is not None else None
+    with cap or contextlib.nullcontext(), _preserved(model), torch.no_grad():
         y = model(x1)
+    if cap is not None and cap.calls != 1:
+        name = _layer_name(model, layer)
+        if not cap.calls:
+            raise ValueError(f"layer {name} was not reached by the forward pass: choose a module "
+                             "that the model calls in forward")
+        raise ValueError(f"layer {name} is called {cap.calls} times per forward pass; choose a "
+                         "module used once")
     return _flat_target(target, tuple(y.shape[1:]))
 
 
@@ -136,40 +181,16 @@ def model_positives(model, n=200, n_candidates=10000, seq_len=101, target=0,
     return (X[top], s[top]) if return_scores else X[top]
 
 
-class _Capture:
-    """Forward (pre-)hook that makes the layer's output (input) a leaf requiring grad."""
-
-    def __init__(self, layer, on_input):
-        self.value = None
-        if on_input:
-            self.h = layer.register_forward_pre_hook(self._pre)
-        else:
-            self.h = layer.register_forward_hook(self._post)
-
-    def _pre(self, module, args):
-        v = args[0].detach().requires_grad_(True)
-        self.value = v
-        return (v,) + tuple(args[1:])
-
-    def _post(self, module, args, out):
-        v = out.detach().requires_grad_(True)
-        self.value = v
-        return v
-
-
 def _layer_grads(model, layer, X, target, attribute_to_layer_input, batch_size):
     """H and dS/dH for every sequence: two tensors (N, *layer_shape)."""
     H, G = [], []
-    cap = _Capture(layer, attribute_to_layer_input)
-    try:
-        with _preserved(model, freeze=True), torch.enable_grad():
-            for i in range(0, len(X), batch_size):
-                s = _target_output(model(X[i:i + batch_size]), target)
-                g, = torch.autograd.grad(s.sum(), cap.value)
-                H.append(cap.value.detach())
-                G.append(g.detach())
-    finally:
-        cap.h.remove()
+    with _Capture(layer, attribute_to_layer_input) as cap, _preserved(model, freeze=True), \
+            torch.enable_grad():
+        for i in range(0, len(X), batch_size):
+            s = _target_output(model(X[i:i + batch_size]), target)
+            g, = torch.autograd.grad(s.sum(), cap.value)
+            H.append(cap.value.detach())
+            G.append(g.detach())
     return torch.cat(H), torch.cat(G)
 
 
@@ -186,8 +207,9 @@ def layer_saliency(model, layer, X, target=0, attribute_to_layer_input=False, ba
 
     Parameters
     ----------
-    model: returns logits (N, n_outputs). layer: the module whose output (or input, with
-        ``attribute_to_layer_input``) is H, shape (N, C, ...) or (N, C).
+    model: returns logits (N, n_outputs). layer: the module, called once per forward pass,
+        whose output (or input, with ``attribute_to_layer_input``) is H, shape (N, C, ...) or
+        (N, C); a layer the forward never reaches, or calls twice, is refused before any work.
     X: one-hot (N, 4, L) sequences (e.g. :func:`model_positives`).
     target: the output (see the module doc). batch_size: sequences per pass.
     reduce: True -> (C,) mean over sequences and positions; False -> (N, *layer_shape).
@@ -198,7 +220,7 @@ def layer_saliency(model, layer, X, target=0, attribute_to_layer_input=False, ba
     """
     _check_model(model, layer)
     X = _check_X(X, model)
-    target = _probe(model, X[:1], target)
+    target = _probe(model, X[:1], target, layer, attribute_to_layer_input)
     _, G = _layer_grads(model, layer, X, target, attribute_to_layer_input, batch_size)
     return _out(_channel_mean(G) if reduce else G)
 
@@ -217,7 +239,7 @@ def layer_grad_x_input(model, layer, X, target=0, attribute_to_layer_input=False
     """
     _check_model(model, layer)
     X = _check_X(X, model)
-    target = _probe(model, X[:1], target)
+    target = _probe(model, X[:1], target, layer, attribute_to_layer_input)
     H, G = _layer_grads(model, layer, X, target, attribute_to_layer_input, batch_size)
     return _out(_channel_mean(H * G) if reduce else H * G)
 
@@ -271,7 +293,7 @@ def layer_deeplift(model, layer, X, target=0, attribute_to_layer_input=False, n_
             or check_completeness < 0:
         raise ValueError(f"check_completeness must be an int >= 0, got {check_completeness!r}")
     X = _check_X(X, model)
-    target = _probe(model, X[:1], target)
+    target = _probe(model, X[:1], target, layer, attribute_to_layer_input)
     R = _references(X, references, n_shuffles, random_state)
     n_ref = R.shape[0] // X.shape[0]
     Xr = X.repeat(n_ref, 1, 1)
@@ -300,7 +322,7 @@ def _warn_incomplete(model, layer, Xr, R, A, target, k):
     scale = float(d.abs().max())
     if err <= ADDITIVITY_TOLERANCE * scale + 1e-6:
         return
-    name = next((n for n, m in model.named_modules() if m is layer), type(layer).__name__) or "model"
+    name = _layer_name(model, layer)
     warnings.warn(
         f"layer_deeplift at {name!r}: the attributions are not DeepLIFT -- they do not add up to "
         f"S(x) - S(reference): the largest miss over {len(rows)} checked pairs is {err:.3g}, on "
@@ -349,7 +371,7 @@ def deeplift_delta(model, layer, X, references, target=0, attribute_to_layer_inp
     X, R = _check_X(X, model), _check_X(references, model, "references")
     if R.shape != X.shape:
         raise ValueError(f"references must have X's shape {tuple(X.shape)}, got {tuple(R.shape)}")
-    target = _probe(model, X[:1], target)
+    target = _probe(model, X[:1], target, layer, attribute_to_layer_input)
     with _preserved(model, freeze=True):
         with torch.no_grad():
             d = _target_output(model(X), target) - _target_output(model(R), target)

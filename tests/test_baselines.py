@@ -187,6 +187,38 @@ def test_bad_arguments():
         B.deepmotif_pwms(m, n_top=1, n_starts=2, window="best")
 
 
+class _ReLUTwice(nn.Module):
+    """One nn.ReLU module applied twice in the forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fc = nn.Linear(4 * 40, 5)
+        self.relu = nn.ReLU()
+        self.out = nn.Linear(5, 1)
+
+    def forward(self, x):
+        return self.out(self.relu(self.relu(self.fc(x.flatten(1)) - 1) + 0.5))
+
+
+@pytest.mark.parametrize("method", ["saliency", "grad_x_input", "deeplift"])
+def test_a_layer_not_reached_or_called_twice_is_refused(method):
+    """A layer outside the model gave "TypeError: 'NoneType' object is not iterable"; a layer
+    called twice per forward pass was scored at its last call, silently. Both are refused
+    before any work, as LayerFeatureOptimizer and channel_ablation refuse them."""
+    X, kw = random_seqs(4), dict(n_shuffles=1) if method == "deeplift" else {}
+    m = small_model()
+    with pytest.raises(ValueError, match="layer ReLU was not reached by the forward pass"):
+        B.layer_channel_scores(m, nn.ReLU(), X, method, **kw)
+    t = _ReLUTwice()
+    for to_input in (False, True):
+        with pytest.raises(ValueError, match="layer relu is called 2 times per forward pass"):
+            B.layer_channel_scores(t, t.relu, X, method, attribute_to_layer_input=to_input, **kw)
+    assert not t.relu._forward_hooks and not t.relu._forward_pre_hooks
+    with pytest.raises(ValueError, match="called 2 times"):
+        B.deeplift_delta(t, t.relu, X, random_seqs(4, seed=1))
+
+
 def test_deepmotif_generates_the_favoured_kmer():
     m = small_model(w_out=(3.0, 0.0, 0.0))
     with torch.no_grad():
