@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from . import _stats
 from .adapters import (ChannelSum, _check_channels, _check_model_layer, _check_X, _model_device,
                        _model_float_dtype, _preserved)
 from .motifs import _normalise_columns, column_information
@@ -183,6 +184,13 @@ def first_layer_conv(model, layer, X1, attribute_to_layer_input=False):
     return None
 
 
+def _float64(pwm):
+    """A matrix given as an array, a list or a tensor (float16 / bfloat16 too) as float64 numpy."""
+    if hasattr(pwm, "detach"):
+        pwm = _stats._tensor_to_numpy(pwm)
+    return np.asarray(pwm, dtype=np.float64)
+
+
 def _threshold_normalise(x, threshold):
     """(..., 4, k) optimised inputs -> probability matrices (the paper's heuristic)."""
     x = np.asarray(x, dtype=np.float64)
@@ -228,14 +236,14 @@ def _informative_span(p, min_ic):
 def trim_pwm(pwm, min_ic=0.5):
     """Trim a (4, w) probability matrix to the span from its first to its last column with at
     least ``min_ic`` bits of information content (unchanged if no column reaches it)."""
-    p = np.asarray(pwm, dtype=np.float64)
+    p = _float64(pwm)
     start, stop = _informative_span(p, min_ic)
     return p[:, start:stop].copy()
 
 
 def consensus(pwm):
     """Most likely base of each column of a (4, w) matrix, as a string."""
-    return "".join(ALPHABET[i] for i in np.asarray(pwm).argmax(0))
+    return "".join(ALPHABET[i] for i in _float64(pwm).argmax(0))
 
 
 @dataclass
@@ -461,7 +469,7 @@ def channel_tomtom(pwms, targets=None, channel_names=None, min_ic=0.5, n_nearest
         if channel_names is None:
             channel_names = list(pwms.channels)
         pwms = pwms.pwms
-    mats = [np.asarray(p, dtype=np.float64) for p in pwms]
+    mats = [_float64(p) for p in pwms]
     spans = [_informative_span(p, min_ic) if min_ic is not None else (0, p.shape[1]) for p in mats]
     mats = [p[:, a:b].copy() for p, (a, b) in zip(mats, spans)]
     if targets is None:

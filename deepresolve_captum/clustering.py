@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from . import _stats
 from .similarity import (_row_ranges, class_similarity, label_correlation,
                          signed_ofiv_correlation, weight_cosine)
 
@@ -33,8 +34,8 @@ __all__ = ["class_relationships", "hierarchical_clustering", "ClusterResult", "b
 def _square(similarity, name="similarity", copy=True):
     """A (C, C) numpy matrix: float64 and checked finite, or with ``copy=False`` any float
     matrix as given (float32 or a memmap stay so; the caller checks the values block by block)."""
-    if hasattr(similarity, "detach"):
-        similarity = similarity.detach().cpu().numpy()
+    if hasattr(similarity, "detach"):   # a tensor; float16 / bfloat16 as float32
+        similarity = _stats._tensor_to_numpy(similarity)
     s = np.asarray(similarity)
     if copy or not np.issubdtype(s.dtype, np.floating):
         s = np.asarray(s, dtype=np.float64)
@@ -352,7 +353,7 @@ def bicluster(similarity, rows=None, columns=None, n_clusters=3, method="coclust
     from sklearn.cluster import SpectralBiclustering, SpectralCoclustering
 
     if hasattr(similarity, "detach"):
-        similarity = similarity.detach().cpu().numpy()
+        similarity = _stats._tensor_to_numpy(similarity)
     s = np.asarray(similarity, dtype=np.float64)
     if s.ndim != 2 or s.size == 0:
         raise ValueError(f"similarity must be a 2-d matrix, got shape {s.shape}")

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import _stats
 from .motifs import _as_matrix_list, _check_probabilities, _normalise_columns, column_information
 
 __all__ = ["save_figure", "filter_logo_matrix", "plot_filter_logo", "plot_feature_importance",
@@ -46,8 +47,8 @@ HEATMAP_MAX_CELLS = 2000
 
 
 def _np(x, name):
-    if hasattr(x, "detach"):
-        x = x.detach().cpu().numpy()
+    if hasattr(x, "detach"):   # a tensor; float16 / bfloat16 (no numpy dtype) as float32
+        x = _stats._tensor_to_numpy(x)
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or inf")
@@ -57,7 +58,7 @@ def _np(x, name):
 def _channel_index(values, K, name):
     """``values`` as a non-empty 1-d int array of distinct channel indices in [0, K)."""
     if hasattr(values, "detach"):
-        values = values.detach().cpu().numpy()
+        values = _stats._tensor_to_numpy(values)
     idx = np.asarray(values)
     if idx.ndim != 1 or idx.size == 0:
         raise ValueError(f"{name} must be a non-empty 1-d sequence of channel indices, got "
@@ -361,7 +362,7 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
         raise ValueError(f"class_names must have {C} entries, got {len(names)}")
     if nonadditive is not None:
         if hasattr(nonadditive, "detach"):
-            nonadditive = nonadditive.detach().cpu().numpy()
+            nonadditive = _stats._tensor_to_numpy(nonadditive)
         nonadditive = np.asarray(nonadditive)
         if nonadditive.shape != (C, K):
             raise ValueError(f"nonadditive must have shape ({C}, {K}) like ofiv, got "
@@ -736,7 +737,7 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
     if isinstance(limit, (bool, np.bool_)) or not isinstance(limit, (int, np.integer)) \
             or limit < 2:
         raise ValueError(f"max_cells must be None or an int >= 2, got {max_cells!r}")
-    raw = similarity.detach().cpu().numpy() if hasattr(similarity, "detach") else similarity
+    raw = _stats._tensor_to_numpy(similarity) if hasattr(similarity, "detach") else similarity
     raw = np.asarray(raw)                   # an ndarray or memmap as it is (no copy)
     if raw.ndim != 2 or raw.shape[0] != raw.shape[1]:
         raise ValueError(f"similarity must be a square (C, C) matrix, got shape {raw.shape}")

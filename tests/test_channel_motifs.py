@@ -311,3 +311,17 @@ def test_channel_tomtom_says_where_the_trimmed_query_starts():
     assert top.loc[0, "offset"] == top.loc[1, "offset"]
     assert (top["offset"] - top["trim_start"]).tolist() == [top.loc[1, "offset"] - top.loc[1, "trim_start"] - 6,
                                                            top.loc[1, "offset"] - top.loc[1, "trim_start"]]
+
+
+def test_bfloat16_pwms_are_read_as_float32():
+    """trim_pwm, consensus and channel_tomtom raised numpy's 'Got unsupported ScalarType
+    BFloat16' for bf16 tensors (e.g. the PWMs of a bf16 model's channels)."""
+    p = torch.full((4, 9), 0.25)
+    p[:, 2:7] = 0.1
+    p[torch.tensor([0, 1, 2, 3, 0]), torch.arange(2, 7)] = 0.7          # ACGTA, flanked
+    p16 = p.to(torch.bfloat16)
+    np.testing.assert_array_equal(trim_pwm(p16), trim_pwm(p16.float().numpy()))
+    assert trim_pwm(p16).shape == (4, 5) and consensus(p16) == "AAACGTAAA"
+    targets = list(np.random.default_rng(0).dirichlet(np.ones(4), size=(30, 8)).transpose(0, 2, 1))
+    df = channel_tomtom([p16], targets, min_ic=None, n_nearest=1)
+    assert df["consensus"].tolist() == ["AAACGTAAA"]

@@ -400,3 +400,18 @@ def test_class_relationships_holds_little_beside_its_four_results():
     one = C * C * 8
     assert all(v.shape == (C, C) and v.dtype == np.float64 for v in rel.values())
     assert peak < 4.6 * one, peak / one
+
+
+def test_bfloat16_similarity_is_read_as_float32():
+    """bfloat16 tensors raised numpy's 'Got unsupported ScalarType BFloat16'; they give what
+    the same values in float32 give."""
+    S = torch.from_numpy(_planted_similarity()[0]).to(torch.bfloat16)
+    S32 = S.float()
+    a, b = hierarchical_clustering(S, n_clusters=3), hierarchical_clustering(S32, n_clusters=3)
+    np.testing.assert_array_equal(a.linkage, b.linkage)
+    rows, cols = np.arange(10), np.arange(10, len(S))
+    pd.testing.assert_frame_equal(association_index(S, rows, cols),
+                                  association_index(S32, rows, cols))
+    a, b = bicluster(S, n_clusters=2), bicluster(S32, n_clusters=2)
+    np.testing.assert_array_equal(a.row_labels, b.row_labels)
+    np.testing.assert_array_equal(a.block, b.block)

@@ -514,3 +514,22 @@ def test_docstrings_say_what_each_function_returns():
     for name in ("save_figure", "filter_logo_matrix", "pwm_logo_matrix"):
         assert "Returns\n    -------\n" in getattr(P, name).__doc__, name
     assert "max_channels" in P.plot_feature_importance.__doc__.split("Parameters")[0]
+
+
+def test_bfloat16_tensors_are_drawn_as_float32():
+    """The optimizer, summary and similarity take bfloat16; the figures raised numpy's
+    'Got unsupported ScalarType BFloat16' for a bf16 filter, OFIV or similarity tensor."""
+    from deepresolve_captum.plot import filter_logo_matrix, plot_filter_logo
+
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(6, 4, 5, generator=g).to(torch.bfloat16)
+    np.testing.assert_array_equal(filter_logo_matrix(w[0]), filter_logo_matrix(w[0].float()))
+    plot_filter_logo(w[0])
+    fig = plot_feature_importance(_summary(K=6), filters=w)
+    assert len(fig.axes) == 2 + 6                                     # circles, labels, 6 logos
+    ofiv = torch.randn(3, 6, generator=g).to(torch.bfloat16)
+    plot_ofiv(ofiv, channel_order=torch.tensor([2, 0]), nonadditive=torch.ones(3, 6).bool())
+    S = torch.from_numpy(_blocky(12)).to(torch.bfloat16)
+    ax = plot_clustered_heatmap(S).axes[1]
+    np.testing.assert_array_equal(np.sort(ax.images[0].get_array().ravel()),
+                                  np.sort(S.float().numpy().ravel()))
