@@ -244,16 +244,21 @@ class _Recorder(nn.Module):
 
 
 class ChannelSum(nn.Module):
-    """The model truncated at ``layer``, returning per-channel sums.
+    """The model truncated at ``layer``, returning per-channel sums; used inside a ``with``
+    block::
 
-    ``ChannelSum(model, layer, channels)(x)`` -> ``(B, n_channels)``: for each selected channel the
-    sum over positions of the layer output (or input). ``forward(x, selector)`` with a selector of
-    shape ``(B, n_channels)`` returns ``(B, 1)`` = ``sum_j selector[:, j] * sums[:, j]`` -- the form
-    tangermeme needs to attribute a different channel in every row with a single ``target``.
+        with ChannelSum(model, layer, channels) as cs:
+            sums = cs(x)                # (B, n_channels)
+            picked = cs(x, selector)    # (B, 1)
 
-    Use it as a context manager (``with ChannelSum(...) as cs:``): while open, ``layer`` is swapped
-    in its parent(s) for a recorder that stops the forward pass after the layer. On exit the model's
-    structure is restored exactly. The model's weights are shared, never copied.
+    ``cs(x)``: for each selected channel the sum over positions of the layer output (or input).
+    ``cs(x, selector)`` with a selector of shape ``(B, n_channels)`` returns ``(B, 1)`` =
+    ``sum_j selector[:, j] * sums[:, j]`` -- the form tangermeme needs to attribute a different
+    channel in every row with a single ``target``.
+
+    While the block is open, ``layer`` is swapped in its parent(s) for a recorder that stops the
+    forward pass after the layer; calling ``cs`` outside it raises RuntimeError. On exit the
+    model's structure is restored exactly. The model's weights are shared, never copied.
 
     Parameters
     ----------
@@ -552,7 +557,8 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
         Captum 0.9.0, issue #1276); ``"allow"`` returns Captum's result anyway.
     batch_size: rows (sequence x channel x reference pairs) per forward/backward pass.
     random_state: int, seed of the dinucleotide shuffles.
-    return_references: also return the references used, (N, R, 4, L).
+    return_references: also return the references used, (N, R, 4, L) (None for the gradient
+        methods, which use none).
     check_additivity: deeplift only: check DeepLIFT's summation-to-delta (each ``attr[c, n]`` sums
         to ``S_c(X[n]) - mean_r S_c(ref[n, r])``) with one extra forward pass over the references,
         and warn (``RuntimeWarning``) when the largest miss exceeds ``ADDITIVITY_TOLERANCE``
@@ -567,7 +573,8 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
         integrated gradients, ``attr[c, n].sum()`` approximates ``S_c(X[n]) - mean_r S_c(ref[n, r])``
         (DeepLIFT: exactly, up to float error, when the rules are correct); see
         :func:`channel_activations` for ``S``.
-    references: torch.Tensor (N, R, 4, L), only with ``return_references=True``.
+    references: torch.Tensor (N, R, 4, L), only with ``return_references=True``; None for the
+        gradient methods (``"saliency"``, ``"grad_x_input"``), which use no references.
     """
     _check_model_layer(model, layer)
     X = _check_X(X, model=model)

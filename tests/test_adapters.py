@@ -1,5 +1,7 @@
 """Channel -> input attributions (adapters.py): DeepLIFT additivity through max-pooling for both
 backends, batched channels == a per-channel loop, cross-backend agreement, model left as found."""
+import re
+import textwrap
 import warnings
 
 import numpy as np
@@ -243,6 +245,33 @@ def test_captum_leaves_no_activations_on_the_modules():
     channel_attributions(m, m.conv, [0, 1], _X(3), backend="captum", n_shuffles=2)
     assert {n: set(mod.__dict__) for n, mod in m.named_modules()} == before
     assert m.relu.note == "mine"
+
+
+def test_channelsum_docstring_example_runs():
+    """ChannelSum's docstring opened with ChannelSum(model, layer, channels)(x), which raises
+    "must be used inside a `with` block"; its example is now the with-block, and runs."""
+    from deepresolve_captum.adapters import ChannelSum
+
+    m, X = _model(), _X(3)
+    block = re.search(r"::\n\n(.*?)\n\n", ChannelSum.__doc__, re.S)
+    assert block, "ChannelSum's docstring shows no code block"
+    ns = dict(ChannelSum=ChannelSum, model=m, layer=m.pool, channels=[0, 2], x=X,
+              selector=torch.tensor([[1.0, 0.0]] * 3))
+    exec(textwrap.dedent(block.group(1)), ns)
+    assert ns["sums"].shape == (3, 2) and ns["picked"].shape == (3, 1)
+    torch.testing.assert_close(ns["picked"][:, 0], ns["sums"][:, 0])
+
+
+def test_gradient_methods_return_and_document_no_references():
+    """return_references=True was documented as (N, R, 4, L) for every method; the gradient
+    methods use no references and return None, which the docstring now says."""
+    m, X = _model(), _X(2)
+    for method in ("saliency", "grad_x_input"):
+        _, refs = channel_attributions(m, m.pool, [0], X, method=method, return_references=True)
+        assert refs is None
+    returns = " ".join(channel_attributions.__doc__.split("Returns\n")[1].split())
+    assert re.search(r"references: torch\.Tensor \(N, R, 4, L\).*None for the gradient methods",
+                     returns)
 
 
 def test_deeplift_respects_dropout_off_and_references_options():
