@@ -230,8 +230,13 @@ def hierarchical_clustering(similarity, n_clusters=None, threshold=None, method=
 
     Parameters
     ----------
-    similarity: (C, C) matrix (symmetrised as (S + S^T) / 2; the distance is clipped at 0 and its
-        diagonal set to 0).
+    similarity: (C, C) matrix of values in [-1, 1] (correlations, cosines), symmetric: S and
+        S^T may differ by rounding only, at most 1e-6 (times max |S| where that is above 1),
+        and are then averaged ((S + S^T) / 2). A larger asymmetry raises ValueError: none of
+        the package's matrices has one, and a matrix that is not a similarity (e.g. (C, K)
+        OFIVs with K = C) usually does; to cluster an asymmetric score on purpose, pass
+        ``(S + S.T) / 2`` yourself. The distance ``1 - S`` is clipped at 0 and its diagonal
+        set to 0.
     n_clusters: cut the tree into this many flat clusters (scipy ``maxclust``), or
     threshold: cut it at this distance (scipy ``distance``); neither: no flat clusters.
     method: scipy linkage method: ``"average"`` (default), ``"complete"``, ``"single"``,
@@ -272,8 +277,10 @@ def hierarchical_clustering(similarity, n_clusters=None, threshold=None, method=
         raise ValueError(f"optimal_ordering must be True, False or 'auto', got {optimal_ordering!r}")
     d, top, asym = _condensed_distance(s)
     if asym > 1e-6 * max(1.0, top):
-        raise ValueError(f"similarity is not symmetric (largest |S - S^T| = {asym:.3g}): pass a "
-                         "class x class similarity, e.g. class_similarity(ofiv), not the OFIVs")
+        raise ValueError(f"similarity is not symmetric (largest |S - S^T| = {asym:.3g}, more "
+                         "than rounding): pass a class x class similarity, e.g. "
+                         "class_similarity(ofiv), not the OFIVs; to cluster an asymmetric "
+                         "score on purpose, pass (S + S.T) / 2")
     if top > 1 + 1e-6:
         raise ValueError(f"similarity has values outside [-1, 1] (up to {top:.3g}): "
                          "the distance 1 - similarity expects correlations or cosines")

@@ -698,9 +698,10 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
 
     Parameters
     ----------
-    similarity: (C, C) matrix (array, tensor or ``np.memmap``).
+    similarity: (C, C) matrix (array, tensor or ``np.memmap``), drawn as given.
     clustering: a :class:`deepresolve_captum.clustering.ClusterResult` (computed with the
-        defaults if None).
+        defaults if None: ``similarity`` must then be symmetric up to rounding, 1e-6, as
+        :func:`deepresolve_captum.clustering.hierarchical_clustering` requires).
     class_names: optional C labels.
     vmin, vmax, cmap: colour scale.
     max_cells: draw up to this many classes cell by cell (default ``HEATMAP_MAX_CELLS``,

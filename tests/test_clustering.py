@@ -415,3 +415,21 @@ def test_bfloat16_similarity_is_read_as_float32():
     a, b = bicluster(S, n_clusters=2), bicluster(S32, n_clusters=2)
     np.testing.assert_array_equal(a.row_labels, b.row_labels)
     np.testing.assert_array_equal(a.block, b.block)
+
+
+def test_asymmetry_beyond_rounding_is_refused_as_documented():
+    """The docstring said the similarity is 'symmetrised as (S + S^T) / 2' but any asymmetry
+    above 1e-6 is refused (a matrix that is not a similarity, e.g. OFIVs with K = C): the doc
+    says so now, and the error says how to cluster an asymmetric score on purpose."""
+    s = _planted_similarity()[0]
+    near = s.copy()
+    near[0, 1] += 5e-7                                          # rounding: averaged
+    assert np.allclose(hierarchical_clustering(near).condensed_distance,
+                       hierarchical_clustering(s).condensed_distance, atol=1e-6)
+    far = s.copy()
+    far[0, 1] += 1e-3
+    with pytest.raises(ValueError, match=r"not symmetric .*pass \(S \+ S\.T\) / 2"):
+        hierarchical_clustering(far)
+    hierarchical_clustering((far + far.T) / 2)
+    doc = " ".join(hierarchical_clustering.__doc__.split())
+    assert "symmetrised as" not in doc and "at most 1e-6" in doc and "raises ValueError" in doc
