@@ -26,6 +26,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from ._modules import how_squashed, leaf_module_trace
+from .adapters import _check_X, _preserved
 
 __all__ = ["TrainResult", "predict", "train_classifier"]
 
@@ -61,12 +62,16 @@ def _auc(y, p):
 
 @torch.no_grad()
 def predict(model, X, batch_size=1024):
-    """Logits of ``model`` on X (N, 4, L) in eval mode, by batches -> torch float32 (N, n_outputs)."""
-    was_training = model.training
-    model.eval()
-    out = torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
-    model.train(was_training)
-    return out
+    """Logits of ``model`` on X in eval mode, by batches.
+
+    X: torch.Tensor (N, 4, L), cast to the model's float dtype.
+    Returns a torch tensor (N, n_outputs) in the model's output dtype (float32 for a float32
+    model, float64 for a float64 one). Every module's train/eval mode is restored as it was
+    (a submodule kept in eval mode stays so), also when the forward raises.
+    """
+    X = _check_X(X, "X", model)
+    with _preserved(model):
+        return torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
 
 
 def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimizer="adam",

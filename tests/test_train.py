@@ -71,3 +71,32 @@ def test_sigmoid_head_and_undefined_auc_are_warned():
     with pytest.warns(UserWarning, match=r"output\(s\) \[1\] have a single class"):
         r = train_classifier(PaperCNN(n_outputs=2, seq_len=50), X, y2, epochs=1, batch_size=8)
     assert np.isnan(r.val_auc[1]) and np.isfinite(r.val_auc[0])
+
+
+def test_predict_restores_each_modules_mode_and_returns_the_models_dtype():
+    """predict ended with model.train(was_training), which put a submodule kept in eval mode
+    (a frozen BatchNorm, dropout off) back in train mode, and did not run at all when the
+    forward raised; its doc promised float32 whatever the model's dtype."""
+    from deepresolve_captum.train import predict
+
+    torch.manual_seed(0)
+    m = PaperCNN(n_outputs=2, seq_len=50)
+    m.train()
+    m.fc1.eval()
+    modes = [x.training for x in m.modules()]
+    out = predict(m, _onehot(5), batch_size=2)
+    assert out.shape == (5, 2) and out.dtype == torch.float32
+    assert [x.training for x in m.modules()] == modes
+    m64 = PaperCNN(n_outputs=2, seq_len=50).double().eval()
+    assert predict(m64, _onehot(3)).dtype == torch.float64      # float32 X cast to the model's
+    assert "model's output dtype" in predict.__doc__
+
+    def fail(*args):
+        raise RuntimeError("forward failed")
+
+    m.fc1.register_forward_hook(fail)
+    with pytest.raises(RuntimeError, match="forward failed"):
+        predict(m, _onehot(3))
+    assert [x.training for x in m.modules()] == modes
+    with pytest.raises(TypeError, match=r"X must be a torch.Tensor of shape \(N, 4, L\)"):
+        predict(m, _onehot(3).numpy())
