@@ -234,7 +234,8 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
         ``"*SUFFIX"``, the name without SUFFIX: with ``pattern="*_model.pt"``, ``"a_model"``,
         ``"a_model.pt"`` and ``"a"`` all mean ``a_model.pt`` (key ``"a_model"``). A name that
         could mean two files raises ValueError naming both. A file that fails to load raises
-        ValueError naming it.
+        ValueError naming it, whatever the loader raised (which is its ``__cause__``, unless the
+        loader's own exception was a ValueError naming the file: that one is raised as it is).
     pattern: glob for the model files. Default ``"*.npz"``.
     verbose: tqdm progress bar.
 
@@ -303,9 +304,9 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     for f in tqdm(files, disable=not verbose, desc="loading models"):
         try:
             model = loader(f)
-        except Exception as e:
-            if f.name in str(e):
-                raise
+        except Exception as e:  # a ValueError naming the file, the loader's error its cause
+            if isinstance(e, ValueError) and f.name in str(e):
+                raise    # already one (load_encode_model's): not wrapped in a second
             raise ValueError(f"could not load {f}: {type(e).__name__}: {e}") from e
         if not isinstance(model, nn.Module):
             raise TypeError(f"loader returned {type(model).__name__} for {f}, not an nn.Module "

@@ -289,3 +289,26 @@ def test_models_name_the_shortest_seq_len():
     with pytest.raises(ValueError, match=">= 163"):
         DeepSEA(seq_len=162)
     assert DeepSEA(n_outputs=2, seq_len=163)(torch.zeros(1, 4, 163)).shape == (1, 2)
+
+
+def test_load_zoo_failures_are_value_errors_naming_the_file(tmp_path):
+    """A loader error that already named the file used to escape with its own type (here a
+    RuntimeError), against the doc's 'raises ValueError naming it'."""
+    (tmp_path / "a_model.pt").write_bytes(b"x")
+
+    def naming(path):
+        raise RuntimeError(f"cannot parse {path}")
+
+    def silent(path):
+        raise KeyError("conv.weight")
+
+    for loader in (naming, silent):
+        with pytest.raises(ValueError, match=r"could not load .*a_model\.pt: (Runtime|Key)Error") as e:
+            load_zoo(tmp_path, loader, pattern="*_model.pt")
+        assert type(e.value.__cause__) in (RuntimeError, KeyError)
+
+    def own(path):   # a ValueError naming the file is already what the doc promises
+        raise ValueError(f"{path.name}: not a model")
+
+    with pytest.raises(ValueError, match=r"^a_model\.pt: not a model$"):
+        load_zoo(tmp_path, own, pattern="*_model.pt")
