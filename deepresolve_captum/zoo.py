@@ -182,8 +182,8 @@ def load_encode_model(path, eval=True):
     if not head.startswith(b"PK"):
         raise ValueError(f"{path}: not an npz file (an npz is a zip archive; this one starts with "
                          f"{head[:16]!r})")
-    try:
-        with np.load(path, allow_pickle=False) as z:
+    try:  # our own handle: np.load leaves the one it opens unclosed when the zip is broken
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except Exception as e:  # truncated, object arrays, ...
         raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: {e}); a truncated "

@@ -312,3 +312,21 @@ def test_load_zoo_failures_are_value_errors_naming_the_file(tmp_path):
 
     with pytest.raises(ValueError, match=r"^a_model\.pt: not a model$"):
         load_zoo(tmp_path, own, pattern="*_model.pt")
+
+
+def test_load_encode_model_closes_a_truncated_file(tmp_path):
+    """np.load left its handle on a truncated npz open (a ResourceWarning, an error under
+    -W error) while load_encode_model raised its ValueError."""
+    import gc
+    import warnings
+
+    from deepresolve_captum.zoo import load_encode_model
+
+    np.savez(tmp_path / "ok.npz", a=np.zeros(100))
+    (tmp_path / "trunc.npz").write_bytes((tmp_path / "ok.npz").read_bytes()[:300])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ValueError, match="trunc.npz: not a readable npz"):
+            load_encode_model(tmp_path / "trunc.npz")
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
