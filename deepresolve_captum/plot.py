@@ -9,7 +9,7 @@
 * :func:`plot_channel_logos`, :func:`plot_channel_attributions`, :func:`plot_interaction`,
   :func:`plot_clustered_heatmap`, :func:`plot_association_index`, :func:`plot_bicluster` --
   channel -> input and class relationships.
-* :func:`save_figure` -- PNG and SVG in one call.
+* :func:`save_figure` -- PNG and SVG in one call, of a Figure or an Axes' figure.
 
 What the drawing functions return (none calls ``plt.show``):
 
@@ -18,7 +18,7 @@ What the drawing functions return (none calls ``plt.show``):
   :func:`plot_channel_attributions`, :func:`plot_clustered_heatmap`;
 * a matplotlib **Axes** (its figure is ``ax.figure``): :func:`plot_filter_logo`,
   :func:`plot_interaction`, :func:`plot_association_index`, :func:`plot_bicluster` -- the ones
-  made to draw into a panel of your own figure (``ax=``).
+  made to draw into a panel of your own figure (``ax=``). :func:`save_figure` takes either.
 
 Shapes: C targets/classes, T starts, K channels, w filter width.
 """
@@ -77,6 +77,20 @@ def _channel_index(values, K, name):
     return idx.astype(int)
 
 
+def _root_figure(obj):
+    """The matplotlib Figure that ``obj`` (a Figure, an Axes, a SubFigure, ...) is drawn in."""
+    from matplotlib.figure import Figure
+
+    fig = obj
+    while not isinstance(fig, Figure):   # an Axes' .figure may be a SubFigure: go on up
+        parent = getattr(fig, "figure", None)
+        if parent is None or parent is fig:
+            raise TypeError("fig must be a matplotlib Figure or Axes (what the plot functions "
+                            f"return), got {type(obj).__name__}")
+        fig = parent
+    return fig
+
+
 def save_figure(fig, path, formats=("png", "svg"), dpi=150):
     """Save ``fig`` as ``path`` with each suffix in ``formats`` (a str or a sequence of them,
     any case, with or without the dot: "PDF" and ".pdf" write one ``.pdf``). A suffix of
@@ -84,10 +98,16 @@ def save_figure(fig, path, formats=("png", "svg"), dpi=150):
     stays part of the name (``ofiv_lambda2.8`` -> ``ofiv_lambda2.8.png``). Creates the folder;
     an unknown format is refused before anything is written.
 
+    ``fig``: a matplotlib Figure, or an Axes (as :func:`plot_filter_logo`,
+    :func:`plot_interaction`, :func:`plot_association_index` and :func:`plot_bicluster`
+    return), whose whole figure (``ax.figure``) is saved: any plot function's result can be
+    passed as it is.
+
     Returns
     -------
     list of the written paths (``pathlib.Path``), one per format.
     """
+    fig = _root_figure(fig)
     if isinstance(formats, str):
         formats = (formats,)
     known = fig.canvas.get_supported_filetypes()

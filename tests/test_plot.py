@@ -533,3 +533,18 @@ def test_bfloat16_tensors_are_drawn_as_float32():
     ax = plot_clustered_heatmap(S).axes[1]
     np.testing.assert_array_equal(np.sort(ax.images[0].get_array().ravel()),
                                   np.sort(S.float().numpy().ravel()))
+
+
+def test_save_figure_takes_what_any_plot_function_returns(tmp_path):
+    """plot_interaction, plot_association_index and plot_bicluster return an Axes, and
+    save_figure(ax, ...) failed with AttributeError ('Axes' object has no attribute 'canvas')."""
+    from deepresolve_captum.clustering import bicluster
+
+    ax = plot_bicluster(bicluster(_blocky(12), n_clusters=2))
+    assert save_figure(ax, tmp_path / "bic", formats="png") == [tmp_path / "bic.png"]
+    assert len(ax.figure.axes) == 2                                   # the colour bar is saved too
+    sub = plt.figure().subfigures(1, 2)[1].subplots()                # an Axes in a SubFigure
+    assert save_figure(sub, tmp_path / "sub", formats="svg") == [tmp_path / "sub.svg"]
+    with pytest.raises(TypeError, match="fig must be a matplotlib Figure or Axes.*got ndarray"):
+        save_figure(np.zeros(3), tmp_path / "x")
+    assert "an Axes" in save_figure.__doc__
