@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 
 from ._modules import how_squashed, leaf_module_trace, logits_advice
+from ._stats import _tensor_to_numpy
 from .adapters import (_check_channels, _check_model_layer, _check_one_input, _check_X,
                        _describe_unknown, _model_device, _model_float_dtype, _preserved,
                        _unknown_positions)
@@ -65,7 +66,7 @@ def motif_to_one_hot(motif):
         m[[ALPHABET.index(c) for c in s], np.arange(len(s))] = 1.0
         return m
     if isinstance(motif, torch.Tensor):
-        motif = motif.detach().cpu().numpy()
+        motif = _tensor_to_numpy(motif)   # bfloat16 too, as float32
     m = np.asarray(motif, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] != 4 or m.shape[1] == 0:
         raise ValueError(f"a motif matrix must have shape (4, k), got {m.shape}")

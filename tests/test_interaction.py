@@ -372,3 +372,9 @@ def test_one_output_spelt_as_int_tuple_or_one_element_list():
     for bad in ([1, 3], [], 2.5, True, "0", [(1, 3.0)], [(1, L)]):
         with pytest.raises(ValueError, match="one-element list"):
             channel_ablation(m, m.conv, X, target=bad)
+
+
+def test_motif_to_one_hot_reads_bfloat16_tensors():
+    from deepresolve_captum.interaction import motif_to_one_hot
+    pwm = torch.tensor([[0.5, 0.0], [0.25, 1.0], [0.25, 0.0], [0.0, 0.0]])
+    np.testing.assert_array_equal(motif_to_one_hot(pwm.bfloat16()), motif_to_one_hot(pwm))
