@@ -175,18 +175,21 @@ def _model_device(model):
         return torch.device("cpu")
 
 
+#: What Captum's DeepLift stores on every nonlinearity it hooks and deletes only in that
+#: module's backward pass: modules no backward reaches keep the last batch's activations.
+CAPTUM_LEFTOVERS = ("input", "output", "input_ref")
+
+
 @contextmanager
-def _preserved(model, freeze=False):
+def _preserved(model, freeze=False, drop_added=()):
     """Run with the model in eval mode (and, with ``freeze``, its parameters not requiring
     grad); restore every module's mode and every parameter's requires_grad exactly as found,
-    whatever happens. Attributes set on a module during the call are removed again (Captum's
-    DeepLift keeps ``module.input`` / ``module.output`` / ``module.input_ref`` on every
-    nonlinearity it hooks and deletes them only in a backward pass, so the modules no backward
-    reaches would otherwise hold the last batch's activations); attributes the module had
-    before are left alone."""
+    whatever happens. ``drop_added``: attribute names removed from a module if the call added
+    them (``CAPTUM_LEFTOVERS`` around Captum's DeepLift); any other attribute a model sets
+    (a cached attention map, a once-only init flag) is left alone."""
     modes = [(m, m.training) for m in model.modules()]
     grads = [(p, p.requires_grad) for p in model.parameters()]
-    attrs = [(m, set(m.__dict__)) for m, _ in modes]
+    attrs = [(m, set(m.__dict__)) for m, _ in modes] if drop_added else []
     try:
         model.eval()
         if freeze:
@@ -199,8 +202,9 @@ def _preserved(model, freeze=False):
         for p, g in grads:
             p.requires_grad_(g)
         for m, keys in attrs:
-            for k in set(m.__dict__) - keys:
-                del m.__dict__[k]
+            for k in drop_added:
+                if k in m.__dict__ and k not in keys:
+                    del m.__dict__[k]
 
 
 @contextmanager
@@ -604,7 +608,7 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
             "up. Use references='zeros' or references that are zero wherever X is N.")
 
     device = _model_device(model)
-    with _preserved(model):
+    with _preserved(model, drop_added=CAPTUM_LEFTOVERS):
         # bounds check of the channel indices, and the max-pool guard, on one sequence
         with torch.no_grad(), ChannelSum(model, layer, channels, attribute_to_layer_input) as cs:
             cs.sums(X[:1].to(device))

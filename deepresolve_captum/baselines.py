@@ -40,9 +40,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import (ADDITIVITY_TOLERANCE, _check_one_input, _model_device, _model_float_dtype,
+from .adapters import (ADDITIVITY_TOLERANCE, CAPTUM_LEFTOVERS, _check_one_input, _model_device, _model_float_dtype,
                        _preserved, make_references)
 from .adapters import _check_X as _check_onehot
+from ._modules import module_path
 from .interaction import _flat_target
 from .motifs import _normalise_columns, column_information, random_one_hot
 
@@ -125,7 +126,7 @@ class _Capture:
 def _layer_name(model, layer):
     """``layer``'s name in ``model`` (its class name if it is not a submodule; "model" for the
     model itself)."""
-    return next((n for n, m in model.named_modules() if m is layer), type(layer).__name__) or "model"
+    return "model" if layer is model else module_path(model, layer) or type(layer).__name__
 
 
 def _probe(model, x1, target, layer=None, attribute_to_layer_input=False):
@@ -299,7 +300,8 @@ def layer_deeplift(model, layer, X, target=0, attribute_to_layer_input=False, n_
     Xr = X.repeat(n_ref, 1, 1)
     dl = LayerDeepLift(_Columns(model), layer, multiply_by_inputs=True)
     out = []
-    with _preserved(model, freeze=True):  # inputs require grad: Captum hooks every nonlinearity, also before the layer
+    # inputs require grad: Captum hooks every nonlinearity, also before the layer
+    with _preserved(model, freeze=True, drop_added=CAPTUM_LEFTOVERS):
         for i in range(0, len(Xr), batch_size):
             a = dl.attribute(Xr[i:i + batch_size].clone().requires_grad_(True),
                              baselines=R[i:i + batch_size], target=target,
@@ -372,7 +374,7 @@ def deeplift_delta(model, layer, X, references, target=0, attribute_to_layer_inp
     if R.shape != X.shape:
         raise ValueError(f"references must have X's shape {tuple(X.shape)}, got {tuple(R.shape)}")
     target = _probe(model, X[:1], target, layer, attribute_to_layer_input)
-    with _preserved(model, freeze=True):
+    with _preserved(model, freeze=True, drop_added=CAPTUM_LEFTOVERS):
         with torch.no_grad():
             d = _target_output(model(X), target) - _target_output(model(R), target)
         a = LayerDeepLift(_Columns(model), layer, multiply_by_inputs=True).attribute(

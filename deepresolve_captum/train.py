@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from ._modules import how_squashed, leaf_module_trace
-from .adapters import _check_X, _preserved
+from .adapters import _model_float_dtype, _preserved
 
 __all__ = ["TrainResult", "predict", "train_classifier"]
 
@@ -64,12 +64,15 @@ def _auc(y, p):
 def predict(model, X, batch_size=1024):
     """Logits of ``model`` on X in eval mode, by batches.
 
-    X: torch.Tensor (N, 4, L), cast to the model's float dtype.
+    X: torch.Tensor (N, ...) as the model takes it, cast to the model's float dtype.
     Returns a torch tensor (N, n_outputs) in the model's output dtype (float32 for a float32
     model, float64 for a float64 one). Every module's train/eval mode is restored as it was
     (a submodule kept in eval mode stays so), also when the forward raises.
     """
-    X = _check_X(X, "X", model)
+    if not isinstance(X, torch.Tensor):
+        raise TypeError(f"X must be a torch.Tensor, got {type(X).__name__}")
+    dtype = _model_float_dtype(model)
+    X = X.to(dtype) if dtype is not None else X
     with _preserved(model):
         return torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepresolve_captum.train import train_classifier
+from deepresolve_captum.train import predict, train_classifier
 from deepresolve_captum.zoo import PaperCNN
 
 
@@ -98,5 +98,39 @@ def test_predict_restores_each_modules_mode_and_returns_the_models_dtype():
     with pytest.raises(RuntimeError, match="forward failed"):
         predict(m, _onehot(3))
     assert [x.training for x in m.modules()] == modes
-    with pytest.raises(TypeError, match=r"X must be a torch.Tensor of shape \(N, 4, L\)"):
+    with pytest.raises(TypeError, match=r"X must be a torch.Tensor, got ndarray"):
         predict(m, _onehot(3).numpy())
+
+
+def test_predict_and_training_take_the_input_layout_of_the_model():
+    """predict checks no (N, 4, L) layout: a model taking (N, L, 4) trains and predicts."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(200, 1))
+    X = _onehot(64).transpose(1, 2).contiguous()      # (N, L, 4)
+    y = torch.randint(0, 2, (64, 1)).float()
+    train_classifier(m, X, y, epochs=1, batch_size=16)
+    assert predict(m, X[:3]).shape == (3, 1)
+
+
+def test_predict_keeps_what_the_model_sets_on_itself():
+    """A model that caches its last activations or initialises itself once from data keeps
+    that state: only Captum's leftovers are removed around Captum calls."""
+    class Cached(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(200, 1)
+
+        def forward(self, x):
+            if not hasattr(self, "_initialised"):
+                self._initialised = True
+                with torch.no_grad():
+                    self.fc.weight.mul_(0.5)
+            self.last_input = x
+            return self.fc(x.flatten(1))
+
+    m = Cached()
+    predict(m, _onehot(3))
+    w = m.fc.weight.detach().clone()
+    predict(m, _onehot(3))
+    assert m._initialised and m.last_input.shape == (3, 4, 50)
+    assert torch.equal(m.fc.weight, w)                      # not initialised a second time
