@@ -82,11 +82,13 @@ def logits_advice(ran, owner=None):
     final module for ``nn.Identity`` on a copy, naming its path, or drop a functional call."""
     path = module_path(owner, ran[-1]) if ran and isinstance(ran[-1], SQUASHING) else None
     if path:
+        parent, _, name = path.rpartition(".")
+        holder = f"m.get_submodule({parent!r})" if parent else "m"
         return (f"pass a copy with that module replaced: m = copy.deepcopy(model); "
-                f"m.set_submodule({path!r}, torch.nn.Identity())")
+                f"setattr({holder}, {name!r}, torch.nn.Identity())")
     return ("pass a model that returns the logits: a copy with the final squashing module "
-            "replaced by torch.nn.Identity() (model.set_submodule(path, nn.Identity())), or a "
-            "wrapper without the last torch.sigmoid / softmax")
+            "replaced by torch.nn.Identity(), or a wrapper without the last torch.sigmoid / "
+            "softmax")
 
 
 #: modules whose feature axis is the last one (on a (N, L, E) tensor: channels-last)
@@ -94,7 +96,9 @@ _LAST_AXIS_FEATURES = (nn.Linear, nn.LayerNorm, nn.TransformerEncoderLayer,
                        nn.TransformerDecoderLayer, nn.Embedding)
 
 
-_NEXT_TAKES_LAST_AXIS = (nn.LayerNorm, nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)
+#: leaf modules that, run right after a leaf layer, show it is channels-last (a transformer
+#: layer is no leaf, and a Linear may as well mix positions)
+_NEXT_TAKES_LAST_AXIS = (nn.LayerNorm,)
 
 
 def _features(module):
@@ -125,7 +129,7 @@ def channels_last_reason(layer, on_input, shape, ran=()):
         if size == last and size != second:
             return (f"{type(layer).__name__} {'takes' if on_input else 'makes'} its {last} "
                     "features on the last axis")
-    if not on_input and ran:   # (a Linear next may as well mix positions: not a sign)
+    if not on_input and ran:
         after = [ran[i + 1] for i, m in enumerate(ran[:-1]) if m is layer]
         if after and isinstance(after[0], _NEXT_TAKES_LAST_AXIS):
             size = _features(after[0])[0]

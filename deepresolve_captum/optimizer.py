@@ -50,7 +50,9 @@ class AscentDiagnostics:
         could not be used and the input was expanded to every row instead.
     target_only_head: True when the model's last module, an ``nn.Linear`` whose output is the
         model's output, was computed for each row's target only (``target_only_head=True`` and
-        the probe found the same scores and gradients as the full head).
+        the probe found the same scores and gradients as the full head). False also when a
+        final score disagreed with the full head's and the run fell back to it (warned); the
+        chunks before that one ran narrow and passed the same check.
     seconds: wall time of the call.
     """
 
@@ -351,7 +353,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 ``target_only_head=False`` to the stopping tolerance, as across chunk sizes
                 (float32: scores ~1e-5 relative; 16-bit floats only loosely).
                 ``self.diagnostics.target_only_head`` says whether it ran. False: always the
-                full head.
+                full head. After such a fallback ``callback`` sees the re-run chunk's steps
+                again, from step 1.
             verbose (bool): show progress bars (starts converged), for the two probe ascents
                 of ``l2="auto"`` too.
             callback (callable, optional): called after every step as
@@ -732,7 +735,6 @@ class _Runner:
         self.first_extra = tuple(a[:1] if b else a for a, b in zip(extra, self.batched))
         self.recompute = False
         self.head: Optional[_TargetHead] = None
-        self.bypass_warned = False
 
     def _call(self, inputs, extra):
         self.swap.calls = 0
@@ -808,15 +810,6 @@ class _Runner:
                 "which shrinks l2='auto' and changes the channel ranking; "
                 f"{logits_advice(last, owner)}.",
                 UserWarning, stacklevel=4)
-        if self.swap.on_input and self._input_bypasses_layer(value):
-            warnings.warn(
-                f"the input of layer {self._layer_name()} also reaches the output by another "
-                "path (e.g. a residual connection h + layer(h)): the hook replaces only the "
-                "layer's own copy, so the other path keeps the first example's value and H is "
-                "not the whole tensor, as Captum's layer-input attributions take it. To "
-                "optimise the tensor itself, attribute to the output of the module that "
-                "produces it.", UserWarning, stacklevel=4)
-            self.bypass_warned = True
         reason = channels_last_reason(self.swap.module, self.swap.on_input, value.shape,
                                       last)
         if reason:
@@ -876,9 +869,11 @@ class _Runner:
             if len(seen) != 1:
                 return None
             lin_grad = full[2]
+            if lin_grad.dim() != 2:   # a Linear per position: never narrow (see _forward)
+                return None
             one_hot = torch.zeros(lin_grad.shape, dtype=torch.bool, device=lin_grad.device)
             one_hot[torch.arange(4, device=lin_grad.device), tgt] = True
-            if lin_grad.dim() != 2 or not torch.equal(lin_grad != 0, one_hot):
+            if not torch.equal(lin_grad != 0, one_hot):
                 return None
             head.targets = tgt
             fast = self._score_and_grad(trial, tgt)
@@ -922,35 +917,20 @@ class _Runner:
         except RuntimeError:
             return None
 
-    def _input_bypasses_layer(self, value):
-        """Does the output depend on the layer's original input with H swapped in (a path
-        around the layer)? One forward and backward of the first example with its inputs
-        requiring grad; False when that cannot be asked (integer inputs, in-place input ops)."""
-        xs = tuple(x.detach().clone().requires_grad_(True) if x.is_floating_point() else x
-                   for x in self.first)
-        self.swap.replacement, self.swap.record, self.swap.original = value, True, None
-        try:
-            with torch.enable_grad():
-                out = self._call(xs, self.first_extra)
-                orig = self.swap.original
-                if not (isinstance(orig, Tensor) and orig.requires_grad and out.requires_grad):
-                    return False
-                w = torch.randn(out.shape, generator=torch.Generator().manual_seed(0),
-                                dtype=out.dtype).to(out.device)
-                (g,) = torch.autograd.grad((out * w).sum(), orig, allow_unused=True)
-            return g is not None and bool((g != 0).any())
-        except RuntimeError:
-            return False
-        finally:
-            self.swap.replacement, self.swap.record, self.swap.original = None, False, None
-
     def warn_if_bypassed(self, targets):
-        """Warn when the targets' scores depend on the per-example arguments by a path around
-        the layer: the ascent then holds that path at the first example's value."""
-        if self.bypass_warned:
-            return
-        around = self._inputs_bypassing_layer(self.swap_value, targets)
-        if around:
+        """Warn when the targets' scores depend, by a path around the layer, on the layer's own
+        input (a residual h + layer(h) at a layer input) or on per-example arguments (a skip
+        connection, a covariate): the ascent holds that path at the first example's value."""
+        around = self._paths_around_layer(self.swap_value, targets)
+        if "the layer's input" in around:
+            warnings.warn(
+                f"the input of layer {self._layer_name()} also reaches the output by another "
+                "path (e.g. a residual connection h + layer(h)): the hook replaces only the "
+                "layer's own copy, so the other path keeps the first example's value and H is "
+                "not the whole tensor, as Captum's layer-input attributions take it. To "
+                "optimise the tensor itself, attribute to the output of the module that "
+                "produces it.", UserWarning, stacklevel=4)
+        elif around:
             warnings.warn(
                 f"{' and '.join(around)} also reach the scores by a path that does not go "
                 f"through layer {self._layer_name()} (e.g. a skip connection around it, or a "
@@ -959,28 +939,31 @@ class _Runner:
                 "`inputs` are reordered. Choose a layer every path goes through, or pass the "
                 "context you want as the first example.", UserWarning, stacklevel=4)
 
-    def _inputs_bypassing_layer(self, value, targets):
-        """Which per-example arguments (``"inputs[0]"``, ``"additional_forward_args[1]"``) the
-        targets' scores depend on with H = ``value`` swapped in, through autograd: a path around
-        the layer. Floating-point tensors whose examples differ only; [] when that cannot be
-        asked."""
-        def leaf(t, whole, per_example=True):  # only where the examples differ
-            ok = (isinstance(t, Tensor) and t.is_floating_point() and per_example
-                  and not bool((whole == whole[:1]).all()))
+    def _paths_around_layer(self, value, targets):
+        """What the targets' scores depend on, through autograd, with H = ``value`` swapped in:
+        ``"the layer's input"`` (its original input, for a layer-input H) and the per-example
+        arguments whose examples differ (``"inputs[0]"``, ``"additional_forward_args[1]"``).
+        One forward and backward of the first example with its floating-point arguments
+        requiring grad; [] when that cannot be asked (integer inputs, in-place input ops)."""
+        def leaf(t, per_example=True):
+            ok = isinstance(t, Tensor) and t.is_floating_point() and per_example
             return t.detach().clone().requires_grad_(True) if ok else t
-        xs = tuple(leaf(x, whole) for x, whole in zip(self.first, self.inputs))
-        ext = tuple(leaf(a, whole, b) for a, whole, b in
-                    zip(self.first_extra, self.extra, self.batched))
-        named = [(f"inputs[{i}]", t) for i, t in enumerate(xs)] + [
-            (f"additional_forward_args[{j}]", t) for j, t in enumerate(ext)]
-        named = [(n, t) for n, t in named if isinstance(t, Tensor) and t.requires_grad]
-        if not named:
-            return []
-        self.swap.replacement = value
+        xs = tuple(leaf(x) for x in self.first)
+        ext = tuple(leaf(a, b) for a, b in zip(self.first_extra, self.batched))
+        differ = lambda whole: not bool((whole == whole[:1]).all())  # noqa: E731
+        named = [(f"inputs[{i}]", t) for i, (t, whole) in enumerate(zip(xs, self.inputs))
+                 if isinstance(t, Tensor) and t.requires_grad and differ(whole)]
+        named += [(f"additional_forward_args[{j}]", t)
+                  for j, (t, whole) in enumerate(zip(ext, self.extra))
+                  if isinstance(t, Tensor) and t.requires_grad and differ(whole)]
+        self.swap.replacement, self.swap.record, self.swap.original = value, True, None
         try:
             with torch.enable_grad():
                 out = self._call(xs, ext)
-                if not out.requires_grad:
+                orig = self.swap.original
+                if self.swap.on_input and isinstance(orig, Tensor) and orig.requires_grad:
+                    named.insert(0, ("the layer's input", orig))
+                if not named or not out.requires_grad:
                     return []
                 out = out.reshape(out.shape[0], -1)[:, list(targets)]
                 w = torch.randn(out.shape, generator=torch.Generator().manual_seed(0),
@@ -991,7 +974,7 @@ class _Runner:
         except RuntimeError:
             return []
         finally:
-            self.swap.replacement = None
+            self.swap.replacement, self.swap.record, self.swap.original = None, False, None
 
     def _rows_independent(self, trial, expand, loose=False):
         """Does row 1 of a 2-row batch of H give the output it gives alone?"""

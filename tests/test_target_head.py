@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from deepresolve_captum import LayerFeatureOptimizer
+from deepresolve_captum.optimizer import _TargetHead as _RealTargetHead
 
 
 class WideHead(nn.Module):
@@ -122,6 +123,27 @@ def test_a_user_forward_override_is_left_alone():
     assert not diag.target_only_head and calls and model.fc.forward is own
 
 
+class _Spy:
+    """Wraps the real _TargetHead, recording whether its narrow path ran and it was removed."""
+
+    def __init__(self, linear):
+        self.real = _RealTargetHead(linear)
+        self.removed = False
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def __setattr__(self, name, value):
+        if name in ("real", "removed"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.real, name, value)
+
+    def remove(self):
+        self.removed = True
+        self.real.remove()
+
+
 class KeywordCall(WideHead):
     def forward(self, x):
         return self.fc(input=self.relu(self.conv(x)).flatten(1))   # nn.Linear's own name
@@ -189,19 +211,23 @@ def test_mixing_that_starts_beyond_the_probe_is_caught_and_rerun_whole():
     assert "forward" not in model.fc.__dict__
 
 
-def test_a_container_layer_holding_the_head_and_a_per_position_head_run_whole():
+def test_a_container_layer_holding_the_head_and_a_per_position_head_run_whole(monkeypatch):
+    from deepresolve_captum import optimizer
+    made = []
+    monkeypatch.setattr(optimizer, "_TargetHead",
+                        lambda lin: made.append(_Spy(lin)) or made[-1])
     model = nn.Sequential(nn.Conv1d(4, 6, 5), nn.ReLU(), nn.Flatten(),
                           nn.Sequential(nn.Linear(96, 80), nn.ReLU(), nn.Linear(80, 300))).eval()
     opt = LayerFeatureOptimizer(model, model[3])           # H = the logits, made inside model[3]
-    opt.attribute(_x(), target=[0, 5], n_starts=2, l2="auto", seed=0, chunk_size=3)
-    assert not opt.diagnostics.target_only_head
-    auto = opt.diagnostics.l2_auto["mean_activation_norm"]
-    opt.attribute(_x(), target=[0, 5], n_starts=2, l2="auto", seed=0, chunk_size=3,
-                  target_only_head=False)
-    assert opt.diagnostics.l2_auto["mean_activation_norm"] == auto
+    fims = opt.attribute(_x(), target=[0, 5], n_starts=2, l2="auto", seed=0, chunk_size=3)
+    assert not opt.diagnostics.target_only_head and not made   # refused before any check
+    full = opt.attribute(_x(), target=[0, 5], n_starts=2, l2="auto", seed=0, chunk_size=3,
+                         target_only_head=False)
+    assert torch.equal(fims, full)
 
     per_position = nn.Sequential(nn.Conv1d(4, 96, 5), nn.ReLU(), nn.Flatten(1),
                                  nn.Unflatten(1, (1, 96 * 16)), nn.Linear(96 * 16, 300)).eval()
     opt = LayerFeatureOptimizer(per_position, per_position[1])
     opt.attribute(_x(), target=[0, 5], n_starts=2, l2=0.5, seed=0)
     assert not opt.diagnostics.target_only_head      # the Linear sees (N, 1, K): never narrow
+    assert len(made) == 1 and not made[0].used and made[0].removed
