@@ -264,6 +264,11 @@ def feature_importance_vectors(fims):
     return fims.reshape(fims.shape[:3] + (-1,)).mean(axis=3)
 
 
+#: Scores of one target whose spread is at most this fraction of their largest |value| are
+#: equal to float rounding: :func:`trial_weights` weighs their starts equally.
+TIE_TOLERANCE = 1e-6
+
+
 def trial_weights(scores):
     """Trial weights from class scores (C, T), as the paper says: "an offset to the scores
     such that all trials have non-negative weights".
@@ -272,7 +277,9 @@ def trial_weights(scores):
     start gets weight 0); if all are non-negative they are used as they are (shifting then would
     zero the worst start for nothing, and it is often the only witness of a second mode). When
     all scores of a target are equal (the only way its weights can sum to zero), every start
-    weighs the same.
+    weighs the same; so it does when they differ by float rounding only, at most
+    ``TIE_TOLERANCE`` (1e-6) of the largest |score|: a float32 forward summed in another
+    order (other threads, another batch size) must not move all the weight to one start.
     """
     s = _to_numpy(scores, "scores").astype(np.float64)
     if s.ndim != 2:
@@ -288,7 +295,9 @@ def trial_weights(scores):
         e = np.frexp(np.abs(s[big]).max(axis=1, keepdims=True))[1]
         sb, lb = np.ldexp(s[big], -e), np.ldexp(lo[big], -e)
         w[big] = np.where(lb < 0, sb - lb, sb)
-    w[s.max(axis=1) == lo[:, 0]] = 1.0
+    with np.errstate(over="ignore"):   # an inf spread near the float64 limit is no tie
+        spread = s.max(axis=1) - lo[:, 0]
+    w[spread <= TIE_TOLERANCE * np.abs(s).max(axis=1)] = 1.0   # equal, or equal to rounding
     return w
 
 

@@ -389,3 +389,24 @@ def test_random_state_object_gives_one_seed_whatever_n_jobs_and_other_targets():
         summarize(fims, scores, random_state="0")
     with pytest.raises(ValueError, match=r"random_state must be an int in \[0, 2\*\*32 - 1\]"):
         summarize(fims, scores, random_state=-1)
+
+
+def test_scores_equal_to_rounding_weigh_every_start_the_same():
+    """Two XOR modes at the same negative score, one of them a float32 step higher (what
+    another thread count gives): the weights, IL and categories must not jump."""
+    from deepresolve_captum.summary import summarize, trial_weights
+    base = np.float32(-0.5)
+    tied = np.full((1, 10), base, dtype=np.float32)
+    nudged = tied.copy()
+    nudged[0, 5:] = np.nextafter(base, np.float32(1))
+    np.testing.assert_array_equal(trial_weights(nudged), trial_weights(tied))
+    assert (trial_weights(nudged) == 1).all()
+    # a real difference still follows the paper's shift by the minimum
+    np.testing.assert_allclose(trial_weights(np.array([[-0.5, -0.4]])), [[0.0, 0.1]], atol=1e-12)
+    fiv = np.zeros((1, 10, 4), dtype=np.float32)
+    fiv[0, :5, 0], fiv[0, 5:, 0] = 1.0, -1.0          # channel 0 flips with the mode
+    fiv[0, :5, 1], fiv[0, 5:, 1] = -1.0, 1.0
+    fiv[0, :, 2:] = 0.3
+    a, b = summarize(fiv, tied), summarize(fiv, nudged)
+    np.testing.assert_array_equal(a.category, b.category)
+    np.testing.assert_allclose(a.ofiv, b.ofiv, atol=1e-6)
