@@ -390,44 +390,47 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
     say(f"set {dataset}: {len(X)} sequences of {d['seq_len']} bp; fraction positive per output: "
         + " ".join(f"{v:.3f}" for v in y.mean(0).tolist()))
 
-    t = time.perf_counter()
-    torch.manual_seed(init_seed)
-    model = keras_init_(PaperCNN(n_outputs=n_out, seq_len=d["seq_len"]))
-    res = train_classifier(model, X, y, epochs=d["epochs"], batch_size=d["batch_size"], lr=d["lr"],
-                           optimizer=optimizer, random_state=data_seed, verbose=verbose)
-    seconds["train"] = time.perf_counter() - t
-    say(f"held-out AUC {np.round(res.val_auc, 4).tolist()} (best epoch {res.best_epoch + 1})")
+    # torch's global generator seeds the weights and drives training (dropout); forked, so the
+    # caller's own random stream is as it was afterwards
+    with torch.random.fork_rng(devices=[]):
+        t = time.perf_counter()
+        torch.manual_seed(init_seed)
+        model = keras_init_(PaperCNN(n_outputs=n_out, seq_len=d["seq_len"]))
+        res = train_classifier(model, X, y, epochs=d["epochs"], batch_size=d["batch_size"], lr=d["lr"],
+                               optimizer=optimizer, random_state=data_seed, verbose=verbose)
+        seconds["train"] = time.perf_counter() - t
+        say(f"held-out AUC {np.round(res.val_auc, 4).tolist()} (best epoch {res.best_epoch + 1})")
 
-    t = time.perf_counter()
-    probe = X[res.val_index[:d["n_probe"]]]
-    opt = LayerFeatureOptimizer(model, model.pool)
-    fims, scores = opt.attribute(probe, target=None, n_starts=d["n_starts"], l2="auto", seed=init_seed,
-                                 return_scores=True, verbose=verbose)
-    summary = summarize(fims, scores, random_state=0)
-    # what made these numbers, kept in summary_*.npz (EnsembleSummary.load(...).settings)
-    from . import __version__
-    summary.settings.update(
-        dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2),
-        l2_auto=opt.diagnostics.l2_auto,
-        n_starts=int(d["n_starts"]), seed=int(init_seed), data_seed=int(data_seed),
-        n_probe=int(len(probe)), seq_len=int(d["seq_len"]), epochs=int(d["epochs"]),
-        val_auc=[float(a) for a in res.val_auc], version=__version__,
-        torch_version=torch.__version__)
-    response = planted_motif_response(model, model.pool, motifs, seq_len=d["seq_len"], random_state=data_seed)
-    seconds["deepresolve"] = time.perf_counter() - t
-    run = SyntheticRun(dataset=dataset, model=model, train=res, summary=summary, l2=float(opt.diagnostics.l2),
-                       response=response, motifs=motifs, labels=y[res.val_index].numpy(), seconds=seconds)
-    if dataset == "one":
-        ablation = xor_ablation(model, model.pool, d["seq_len"], random_state=data_seed)
-        run.checks = check_set_one(summary, response, ablation=ablation)
-        table = logic_table(model, d["seq_len"], random_state=data_seed)
-        run.checks.update(logic_table=table, xor_learned=xor_learned(table))
-    else:
-        run.checks = check_set_two(summary, response, model.fc2.weight.detach().numpy())
-    return run
+        t = time.perf_counter()
+        probe = X[res.val_index[:d["n_probe"]]]
+        opt = LayerFeatureOptimizer(model, model.pool)
+        fims, scores = opt.attribute(probe, target=None, n_starts=d["n_starts"], l2="auto", seed=init_seed,
+                                     return_scores=True, verbose=verbose)
+        summary = summarize(fims, scores, random_state=0)
+        # what made these numbers, kept in summary_*.npz (EnsembleSummary.load(...).settings)
+        from . import __version__
+        summary.settings.update(
+            dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2),
+            l2_auto=opt.diagnostics.l2_auto,
+            n_starts=int(d["n_starts"]), seed=int(init_seed), data_seed=int(data_seed),
+            n_probe=int(len(probe)), seq_len=int(d["seq_len"]), epochs=int(d["epochs"]),
+            val_auc=[float(a) for a in res.val_auc], version=__version__,
+            torch_version=torch.__version__)
+        response = planted_motif_response(model, model.pool, motifs, seq_len=d["seq_len"], random_state=data_seed)
+        seconds["deepresolve"] = time.perf_counter() - t
+        run = SyntheticRun(dataset=dataset, model=model, train=res, summary=summary, l2=float(opt.diagnostics.l2),
+                           response=response, motifs=motifs, labels=y[res.val_index].numpy(), seconds=seconds)
+        if dataset == "one":
+            ablation = xor_ablation(model, model.pool, d["seq_len"], random_state=data_seed)
+            run.checks = check_set_one(summary, response, ablation=ablation)
+            table = logic_table(model, d["seq_len"], random_state=data_seed)
+            run.checks.update(logic_table=table, xor_learned=xor_learned(table))
+        else:
+            run.checks = check_set_two(summary, response, model.fc2.weight.detach().numpy())
+        return run
 
 
-# ---------------------------------------------------------------------------------- reporting
+    # ---------------------------------------------------------------------------------- reporting
 def _fmt_checks(checks, claims):
     """'claim=yes, ..., all=yes', then the other booleans of ``checks`` as reported, not claimed."""
     yn = {True: "yes", False: "NO"}
