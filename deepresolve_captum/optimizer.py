@@ -54,6 +54,9 @@ class AscentDiagnostics:
         final score disagreed with the full head's and the run fell back to it (warned); the
         chunks before that one ran narrow and passed the same check.
     seconds: wall time of the call.
+    settings: the call's other arguments (n_starts, seed, init_scale, max_steps, tol, patience,
+        attribute_to_layer_input, fiv_only). ``seed`` is the one used, also the one drawn for
+        ``seed=None``: pass it back to repeat the run.
     """
 
     targets: np.ndarray
@@ -77,7 +80,8 @@ class AscentDiagnostics:
         conv = np.asarray(self.converged, dtype=bool)
         parts = [f"{n_t} targets x {n_s} starts",
                  f"l2={self.l2:.4g}" + (" (auto)" if self.l2_auto is not None else ""),
-                 f"lr={self.lr:.4g}"]
+                 f"lr={self.lr:.4g}"] + (
+                    [f"seed={self.settings['seed']}"] if "seed" in self.settings else [])
         if steps.size:
             obj = np.asarray(self.objective, dtype=float)
             parts += [f"steps median {int(np.median(steps))} (range {int(steps.min())}-{int(steps.max())})",
@@ -296,8 +300,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             n_starts (int): random starts T per target, drawn from N(0, init_scale^2).
             l2 (float or "auto"): lambda > 0. ``"auto"`` is the paper's heuristic: lambda such
                 that the median FIM norm equals the norm of the mean feature map of ``inputs``
-                at the layer (two probe ascents on up to 16 targets x 4 starts; what it chose
-                is in ``self.diagnostics.l2_auto``). lambda can change the channel ranking:
+                at the layer (two probe ascents on up to 16 targets x 4 starts, spread over the
+                sorted targets: the order they are listed in does not matter, which ones do;
+                what it chose is in ``self.diagnostics.l2_auto``). lambda can change the channel ranking:
                 on the authors' ENCODE models (``benchmarks/encode422.py --l2``) the top-1
                 known-motif hits went 227 / 273 / 276 of 276 at lambda 0.3 / 2.8 / 30, and
                 "auto" chose ~0.46 there (237). Check a ranking you rely on at a few lambdas.
@@ -316,7 +321,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 only one chunk of FIMs is ever held, so thousands of targets on a large layer
                 fit in memory (DeepSEA's 919 x 10 FIMs at the input of conv3 take ~1 GiB; 21,907
                 targets on such a layer would take ~23 GiB).
-                The same FIVs as ``summary.feature_importance_vectors`` of the full FIMs.
+                The FIVs ``summary.feature_importance_vectors`` gives for the full FIMs, to
+                float rounding (~1e-9: here the mean over positions is taken in the layer's
+                dtype).
             init (Tensor, optional): the starts themselves, shape (n_targets, n_starts,
                 \*layer_shape), instead of the N(0, init_scale^2) draws (e.g. realistic feature
                 maps, or starts shared with another run). The ``l2="auto"`` probes still use
@@ -535,8 +542,10 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             raise ValueError(
                 "l2='auto' needs a non-zero mean activation at the layer on `inputs`; it is "
                 f"{target_norm}. Pass realistic example sequences or an explicit l2.")
-        pick = np.unique(np.linspace(0, len(targets) - 1, min(16, len(targets))).round().astype(int))
-        probe_targets = [targets[i] for i in pick]
+        # spread over the sorted targets: the same probes whatever order they are listed in
+        ordered = sorted(set(targets))
+        pick = np.unique(np.linspace(0, len(ordered) - 1, min(16, len(ordered))).round().astype(int))
+        probe_targets = [ordered[i] for i in pick]
         lam, history = 1.0, []
         for i in range(2):
             fims, _, _, _, _, peak = self._ascend_all(

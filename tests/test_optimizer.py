@@ -1069,3 +1069,18 @@ def test_channels_first_layers_are_not_warned():
         warnings.simplefilter("error")
         LayerFeatureOptimizer(m, m.stem).attribute(torch.randn(4, 4, 30), target=[0],
                                                    n_starts=1, l2=1.0, seed=0)
+
+
+def test_auto_l2_does_not_depend_on_the_order_of_the_targets():
+    torch.manual_seed(0)
+    m = PaperCNN(n_outputs=24, seq_len=50).eval()
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (16, 50)), 4).permute(0, 2, 1).float()
+    order = list(range(24))
+    shuffled = [int(i) for i in np.random.default_rng(0).permutation(24)]
+    lam = {}
+    for name, targets in (("sorted", order), ("shuffled", shuffled)):
+        opt = LayerFeatureOptimizer(m, m.pool)
+        opt.attribute(x, target=targets, n_starts=2, l2="auto", seed=3, max_steps=200)
+        lam[name] = opt.diagnostics.l2
+        assert f"seed=3" in repr(opt.diagnostics)
+    assert lam["sorted"] == lam["shuffled"]
