@@ -96,7 +96,8 @@ def save_figure(fig, path, formats=("png", "svg"), dpi=150):
     any case, with or without the dot: "PDF" and ".pdf" write one ``.pdf``). A suffix of
     ``path`` that is an image format matplotlib writes (``fig.png``) is replaced; any other
     stays part of the name (``ofiv_lambda2.8`` -> ``ofiv_lambda2.8.png``). Creates the folder;
-    an unknown format is refused before anything is written.
+    an unknown format is refused before anything is written. SVG and PDF files carry no date
+    and fixed element ids, so the same figure gives the same bytes on every run.
 
     ``fig``: a matplotlib Figure, or an Axes (as :func:`plot_filter_logo`,
     :func:`plot_interaction`, :func:`plot_association_index` and :func:`plot_bicluster`
@@ -107,6 +108,8 @@ def save_figure(fig, path, formats=("png", "svg"), dpi=150):
     -------
     list of the written paths (``pathlib.Path``), one per format.
     """
+    import matplotlib
+
     fig = _root_figure(fig)
     if isinstance(formats, str):
         formats = (formats,)
@@ -123,7 +126,11 @@ def save_figure(fig, path, formats=("png", "svg"), dpi=150):
     written = []
     for fmt in fmts:
         p = path.with_name(f"{path.name}.{fmt}")
-        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+        # no date, and element ids from a fixed salt: the same figure gives the same bytes
+        meta = ({"Date": None} if fmt in ("svg", "svgz") else
+                {"CreationDate": None} if fmt == "pdf" else None)
+        with matplotlib.rc_context({"svg.hashsalt": "deepresolve"}):
+            fig.savefig(p, dpi=dpi, bbox_inches="tight", metadata=meta)
         written.append(p)
     return written
 

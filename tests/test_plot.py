@@ -548,3 +548,18 @@ def test_save_figure_takes_what_any_plot_function_returns(tmp_path):
     with pytest.raises(TypeError, match="fig must be a matplotlib Figure or Axes.*got ndarray"):
         save_figure(np.zeros(3), tmp_path / "x")
     assert "an Axes" in save_figure.__doc__
+
+
+def test_saved_svg_and_pdf_are_the_same_bytes_every_time(tmp_path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from deepresolve_captum.plot import save_figure
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    ax.set_clip_on(True)
+    a = save_figure(fig, tmp_path / "a" / "fig", formats=("svg", "pdf"))
+    b = save_figure(fig, tmp_path / "b" / "fig", formats=("svg", "pdf"))
+    plt.close(fig)
+    for p, q in zip(a, b):
+        assert p.read_bytes() == q.read_bytes(), p.suffix
