@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import add_threads_argument, int_at_least, output_folder, torch_threads
+from .cli import add_threads_argument, int_at_least, output_folder, run_provenance, torch_threads
 from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
                        SET_TWO_MOTIFS, _motif_free_backgrounds, _plant, one_hot, planted_motif_response, synthetic_set_one,
                        synthetic_set_two)
@@ -408,14 +408,15 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
                                      return_scores=True, verbose=verbose)
         summary = summarize(fims, scores, random_state=0)
         # what made these numbers, kept in summary_*.npz (EnsembleSummary.load(...).settings)
-        from . import __version__
-        summary.settings.update(
+        summary.settings.update(**run_provenance(),
             dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2),
             l2_auto=opt.diagnostics.l2_auto,
             n_starts=int(d["n_starts"]), seed=int(init_seed), data_seed=int(data_seed),
             n_probe=int(len(probe)), seq_len=int(d["seq_len"]), epochs=int(d["epochs"]),
-            val_auc=[float(a) for a in res.val_auc], version=__version__,
-            torch_version=torch.__version__)
+            val_auc=[float(a) for a in res.val_auc], n_sequences=int(n_sequences),
+            n_random=int(n_random) if dataset == "one" else None,
+            max_copies=d["max_copies"] if dataset == "one" else None,
+            batch_size=int(d["batch_size"]), lr=d["lr"], optimizer=optimizer)
         response = planted_motif_response(model, model.pool, motifs, seq_len=d["seq_len"], random_state=data_seed)
         seconds["deepresolve"] = time.perf_counter() - t
         run = SyntheticRun(dataset=dataset, model=model, train=res, summary=summary, l2=float(opt.diagnostics.l2),

@@ -312,8 +312,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 which can change where a start's stopping rule fires, so across chunk sizes a
                 FIM agrees to the stopping tolerance (measured: up to ~2e-4 relative on H, the
                 objective to ~1e-7; step counts can differ a lot), not to float rounding. Same
-                seed, same chunks, same result on the CPU. None draws a seed from torch's
-                global generator.
+                seed, same chunks, same thread count, same result on the CPU (another
+                torch.set_num_threads can sum in another order too). None draws a seed from
+                torch's global generator (``self.diagnostics.settings["seed"]``).
             attribute_to_layer_input (bool): optimise the layer's input instead of its output.
             return_scores (bool): also return the class score S_c at each final H.
             fiv_only (bool): return each start's FIV (the mean of its FIM over the positions,

@@ -21,7 +21,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import add_threads_argument, int_at_least, output_folder, positive_float, torch_threads
+from .cli import (add_threads_argument, int_at_least, output_folder, positive_float,
+                  run_provenance, torch_threads)
 from .optimizer import LayerFeatureOptimizer, _check_positive_int, _resolve_seed, start_draw
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models,
@@ -303,7 +304,6 @@ def _write_together(out, writers):
 def _run(args):
     import pandas as pd
 
-    from . import __version__
     from .motifs import load_jaspar
 
     folder, out = Path(args.folder), Path(args.out)
@@ -366,8 +366,8 @@ def _run(args):
                 + (f"; {len(absent)} model(s) have no JASPAR id there (no known_p / known_rank): "
                    f"{absent[:3]}" if absent else ""))
     ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top)
-    s.settings.update(top=args.top, jaspar=args.jaspar, version=__version__,
-                      torch_version=torch.__version__, numpy_version=np.__version__)
+    s.settings.update(top=args.top, jaspar=args.jaspar, models_folder=str(folder.resolve()),
+                      **run_provenance())
     _write_together(out, {"summary.npz": s.save,
                           "ofiv.csv": ofiv.to_csv,
                           "filters.csv": lambda p: ft.to_csv(p, index=False)})

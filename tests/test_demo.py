@@ -40,6 +40,9 @@ def test_cli_demo_writes_figures_and_summary(tmp_path):
     assert s.settings["n_starts"] == 10 and s.settings["layer"] == "pool"
     assert f"{s.settings['l2']:.3g}" in text and s.settings["l2_auto"] is not None
     assert s.settings["seed"] == 0 and len(s.settings["val_auc"]) == 1
+    for key in ("n_sequences", "n_random", "max_copies", "batch_size", "lr", "optimizer",
+                "threads", "sklearn_version", "numpy_version"):   # enough to repeat the run
+        assert s.settings.get(key) is not None, key
     s2 = EnsembleSummary.load(out / "summary_set2.npz")
     assert s2.ofiv.shape == (4, 32) and np.all(np.isfinite(s2.ofiv))
 

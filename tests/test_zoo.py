@@ -272,6 +272,9 @@ def test_cli_zoo_records_its_settings_and_says_what_models_csv_lacks(tmp_path, c
     assert s.settings["jaspar"] == "JASPAR2016" and s.settings["top"] == 2
     assert s.settings["version"] == __version__ and s.settings["group_size"] == 32
     assert s.settings["torch_version"] == torch.__version__
+    import sklearn   # enough to repeat the run: versions, threads, the folder
+    assert s.settings["sklearn_version"] == sklearn.__version__
+    assert s.settings["threads"] >= 1 and Path(s.settings["models_folder"]).is_absolute()
     t = pd.read_csv(out / "filters.csv")
     assert str(t["known_rank"].dtype) == "Int64" or t["known_rank"].dropna().map(float.is_integer).all()
     assert ",1.0," not in (out / "filters.csv").read_text()  # ranks stay integers beside NaNs
