@@ -14,6 +14,7 @@ Shapes: M models, T starts, K filters per model (16 for the authors' models).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -282,6 +283,26 @@ def _physical_memory():
         return None
 
 
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends, then raise it.
+    Outside the main thread (where no handler can be set) the block runs as it is."""
+    import signal
+
+    caught = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    except ValueError:   # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
 def _write_together(out, writers):
     """Write every output under a temporary name, then move them all into place: a run stopped
     or failed before the end leaves the previous run's files as they were, never a mix of two
@@ -293,8 +314,9 @@ def _write_together(out, writers):
         for name, write in writers.items():
             tmp[name] = out / f".{name}.partial{Path(name).suffix}"
             write(tmp[name])
-        for name, path in tmp.items():
-            os.replace(path, out / name)
+        with _ctrl_c_deferred():   # the moves take microseconds: not split by a Ctrl-C
+            for name, path in tmp.items():
+                os.replace(path, out / name)
     finally:
         for path in tmp.values():
             if path.exists():

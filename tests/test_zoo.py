@@ -333,3 +333,29 @@ def test_load_encode_model_closes_a_truncated_file(tmp_path):
             load_encode_model(tmp_path / "trunc.npz")
         gc.collect()
     assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+
+
+def test_outputs_are_not_mixed_by_a_ctrl_c_between_the_moves(tmp_path, monkeypatch):
+    """A Ctrl-C that arrives while the finished outputs are moved into place waits until all
+    of them are there: the folder holds one run's files, then KeyboardInterrupt is raised."""
+    import os
+    import signal
+
+    from deepresolve_captum import zoo_summary
+
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("old")
+    real_replace, moved = os.replace, []
+
+    def replace(src, dst):
+        real_replace(src, dst)
+        moved.append(dst)
+        if len(moved) == 1:
+            signal.raise_signal(signal.SIGINT)   # the user presses Ctrl-C after the first move
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        zoo_summary._write_together(tmp_path, {n: (lambda p: p.write_text("new"))
+                                               for n in ("a.txt", "b.txt")})
+    assert [(tmp_path / n).read_text() for n in ("a.txt", "b.txt")] == ["new", "new"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
