@@ -145,11 +145,9 @@ def one_line_warnings(prog="deepresolve"):
 
 def _remove_empty_outputs():
     for d in reversed(_created):
-        try:
+        with contextlib.suppress(OSError):   # gone already, or not ours to remove
             if d.is_dir() and not any(d.iterdir()):
                 d.rmdir()
-        except OSError:
-            pass
     _created.clear()
 
 
