@@ -86,6 +86,48 @@ def run_provenance():
                 threads=torch.get_num_threads())
 
 
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends, then raise it.
+    Outside the main thread (where no handler can be set) the block runs as it is."""
+    import signal
+
+    caught = []
+    try:
+        previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
+    except ValueError:   # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def write_together(out, writers):
+    """Write every output under a temporary name, then move them all into place: a run stopped
+    or failed before the end leaves the previous run's files as they were, never a mix of two
+    runs. ``out``: an existing folder (Path). ``writers``: {file name: function(path)}, each
+    writing its file at the path it is given (a hidden name in ``out``, same suffix)."""
+    import os
+    from pathlib import Path
+
+    tmp = {}
+    try:
+        for name, write in writers.items():
+            tmp[name] = out / f".{name}.partial{Path(name).suffix}"
+            write(tmp[name])
+        with _ctrl_c_deferred():   # the moves take microseconds: not split by a Ctrl-C
+            for name, path in tmp.items():
+                os.replace(path, out / name)
+    finally:
+        for path in tmp.values():
+            if path.exists():
+                path.unlink()
+
+
 def output_folder(out, command):
     """Create the ``--out`` folder before any work starts, so that a path that cannot be written
     ends the command at once with a usage-style error, not with a traceback after the work.

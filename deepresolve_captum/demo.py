@@ -22,12 +22,14 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .cli import add_threads_argument, int_at_least, output_folder, run_provenance, torch_threads
+from .cli import (add_threads_argument, int_at_least, output_folder, run_provenance, torch_threads,
+                  write_together)
 from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
                        SET_TWO_MOTIFS, _motif_free_backgrounds, _plant, one_hot, planted_motif_response, synthetic_set_one,
                        synthetic_set_two)
@@ -604,7 +606,7 @@ def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=20_000, epochs
 def _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose):
     from .plot import save_figure
 
-    written = {}
+    writers = {}   # every file is written at the end, all or nothing (cli.write_together)
     t0 = time.perf_counter()
     runs = [("one", "set1")] + ([("two", "set2")] if set_two else [])
     for dataset, tag in runs:
@@ -618,21 +620,28 @@ def _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose):
             a, b = figure_set_two(run)
             figs = {"fig4a_set2_ofiv": a, "fig4b_set2_similarity": b}
         for name, fig in figs.items():
-            for p in save_figure(fig, out / name):
-                written[p.name] = p
-        (out / f"summary_{tag}.txt").write_text(text)
-        written[f"summary_{tag}.txt"] = out / f"summary_{tag}.txt"
-        run.summary.save(out / f"summary_{tag}.npz")
-        written[f"summary_{tag}.npz"] = out / f"summary_{tag}.npz"
-        torch.save(run.model.state_dict(), out / f"model_{tag}.pt")
-        written[f"model_{tag}.pt"] = out / f"model_{tag}.pt"
+            for fmt in ("png", "svg"):
+                writers[f"{name}.{fmt}"] = partial(save_figure, fig, formats=fmt)
+        writers[f"summary_{tag}.txt"] = partial(_write_text, text=text)
+        writers[f"summary_{tag}.npz"] = run.summary.save
+        writers[f"model_{tag}.pt"] = partial(_save_state, run.model.state_dict())
         if verbose:
             print(text, flush=True)
+    write_together(out, writers)
+    written = {name: out / name for name in writers}
     if verbose:
         print(f"wrote {len(written)} files to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     import matplotlib.pyplot as plt
     plt.close("all")
     return written
+
+
+def _write_text(path, text):
+    Path(path).write_text(text)
+
+
+def _save_state(state, path):
+    torch.save(state, path)
 
 
 def add_arguments(parser):

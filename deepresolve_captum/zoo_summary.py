@@ -14,7 +14,6 @@ Shapes: M models, T starts, K filters per model (16 for the authors' models).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 import time
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 
 from .cli import (add_threads_argument, int_at_least, output_folder, positive_float,
-                  run_provenance, torch_threads)
+                  run_provenance, torch_threads, write_together)
 from .optimizer import LayerFeatureOptimizer, _check_positive_int, _resolve_seed, start_draw
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models,
@@ -283,46 +282,6 @@ def _physical_memory():
         return None
 
 
-@contextlib.contextmanager
-def _ctrl_c_deferred():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends, then raise it.
-    Outside the main thread (where no handler can be set) the block runs as it is."""
-    import signal
-
-    caught = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
-    except ValueError:   # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if caught:
-        raise KeyboardInterrupt
-
-
-def _write_together(out, writers):
-    """Write every output under a temporary name, then move them all into place: a run stopped
-    or failed before the end leaves the previous run's files as they were, never a mix of two
-    runs. ``writers``: {file name: function(path)}."""
-    import os
-
-    tmp = {}
-    try:
-        for name, write in writers.items():
-            tmp[name] = out / f".{name}.partial{Path(name).suffix}"
-            write(tmp[name])
-        with _ctrl_c_deferred():   # the moves take microseconds: not split by a Ctrl-C
-            for name, path in tmp.items():
-                os.replace(path, out / name)
-    finally:
-        for path in tmp.values():
-            if path.exists():
-                path.unlink()
-
-
 def _run(args):
     import pandas as pd
 
@@ -390,7 +349,7 @@ def _run(args):
     ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top)
     s.settings.update(top=args.top, jaspar=args.jaspar, models_folder=str(folder.resolve()),
                       **run_provenance())
-    _write_together(out, {"summary.npz": s.save,
+    write_together(out, {"summary.npz": s.save,
                           "ofiv.csv": ofiv.to_csv,
                           "filters.csv": lambda p: ft.to_csv(p, index=False)})
     say(f"wrote summary.npz, ofiv.csv and filters.csv to {out} in {time.perf_counter() - t0:.1f} s")

@@ -129,3 +129,23 @@ def test_set_two_summary_rounds_the_cosine_once():
     same = line.split(":", 1)[1].split("|")[0].split()
     assert same[2] == f"{weight_cosine(W)[1, 2]:+.2f}" == "-0.06"
     assert np.array_equal(np.asarray(checks["cosine"]), weight_cosine(W))    # stored unrounded
+
+
+def test_a_demo_that_fails_while_writing_leaves_the_previous_files(tmp_path, monkeypatch):
+    """The demo writes all its files or none: a failure on one of them leaves the folder as
+    the previous run left it, without partial files."""
+    from deepresolve_captum import demo
+    from deepresolve_captum.summary import EnsembleSummary
+
+    (tmp_path / "summary_set1.txt").write_text("previous run")
+    (tmp_path / "fig2_set1.png").write_bytes(b"previous run")
+
+    def disk_full(self, path):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(EnsembleSummary, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        demo.run_demo(tmp_path, n_sequences=300, n_random=50, epochs=1, verbose=False)
+    assert (tmp_path / "summary_set1.txt").read_text() == "previous run"
+    assert (tmp_path / "fig2_set1.png").read_bytes() == b"previous run"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2_set1.png", "summary_set1.txt"]

@@ -341,7 +341,7 @@ def test_outputs_are_not_mixed_by_a_ctrl_c_between_the_moves(tmp_path, monkeypat
     import os
     import signal
 
-    from deepresolve_captum import zoo_summary
+    from deepresolve_captum.cli import write_together
 
     for name in ("a.txt", "b.txt"):
         (tmp_path / name).write_text("old")
@@ -355,7 +355,7 @@ def test_outputs_are_not_mixed_by_a_ctrl_c_between_the_moves(tmp_path, monkeypat
 
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
-        zoo_summary._write_together(tmp_path, {n: (lambda p: p.write_text("new"))
+        write_together(tmp_path, {n: (lambda p: p.write_text("new"))
                                                for n in ("a.txt", "b.txt")})
     assert [(tmp_path / n).read_text() for n in ("a.txt", "b.txt")] == ["new", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
