@@ -70,6 +70,18 @@ def how_squashed(ran, out, modules=SQUASHING, ops=("sigmoid", "softmax", "log_so
     return f"computes its output with {op}" if op in ops else None
 
 
+def check_layer_calls(calls, name):
+    """Refuse a layer (named ``name`` in messages) that one forward pass called ``calls``
+    times: never (not in the model, or on a branch not taken) or more than once (its value
+    would be its last call's only)."""
+    if calls == 0:
+        raise ValueError(f"layer {name} was not reached by the forward pass: choose a module "
+                         "that the model calls in forward")
+    if calls > 1:
+        raise ValueError(f"layer {name} is called {calls} times per forward pass; choose a "
+                         "module used once")
+
+
 def module_path(owner, module):
     """``module``'s dotted name inside ``owner`` (``"classifier.3"``), or None."""
     if owner is None:

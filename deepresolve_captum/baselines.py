@@ -43,7 +43,7 @@ from torch import nn
 from .adapters import (ADDITIVITY_TOLERANCE, CAPTUM_LEFTOVERS, _check_one_input, _model_device, _model_float_dtype,
                        _preserved, make_references)
 from .adapters import _check_X as _check_onehot
-from ._modules import module_path
+from ._modules import check_layer_calls, module_path
 from .interaction import _flat_target
 from .motifs import _normalise_columns, column_information, random_one_hot
 
@@ -140,13 +140,8 @@ def _probe(model, x1, target, layer=None, attribute_to_layer_input=False):
     cap = _Capture(layer, attribute_to_layer_input) if layer is not None else None
     with cap or contextlib.nullcontext(), _preserved(model), torch.no_grad():
         y = model(x1)
-    if cap is not None and cap.calls != 1:
-        name = _layer_name(model, layer)
-        if not cap.calls:
-            raise ValueError(f"layer {name} was not reached by the forward pass: choose a module "
-                             "that the model calls in forward")
-        raise ValueError(f"layer {name} is called {cap.calls} times per forward pass; choose a "
-                         "module used once")
+    if cap is not None:
+        check_layer_calls(cap.calls, _layer_name(model, layer))
     return _flat_target(target, tuple(y.shape[1:]))
 
 

@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._modules import how_squashed, leaf_module_trace, logits_advice
+from ._modules import check_layer_calls, how_squashed, leaf_module_trace, logits_advice, module_path
 from ._stats import _tensor_to_numpy
 from .adapters import (_check_channels, _check_model_layer, _check_one_input, _check_X,
                        _describe_unknown, _model_device, _model_float_dtype, _preserved,
@@ -550,16 +550,13 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
                 raise type(e)(f"{e}\n{_ONE_HOT_HINT}") from e
             finally:
                 h.remove()
-            if not seen:
-                raise ValueError("layer was not reached by the forward pass")
+            check_layer_calls(seen.get("calls", 0),
+                              module_path(model, layer) or type(layer).__name__)
             if squashed:
                 warnings.warn(
                     f"the model {squashed}: the ablation effects are differences of "
                     "probabilities, which shrink where the output saturates near 0 or 1; for "
-                    f"effects in logits, {advice}.", UserWarning, stacklevel=3)
-            if seen["calls"] > 1:
-                raise ValueError(f"layer is called {seen['calls']} times per forward pass; "
-                                 "choose a module used once")
+                    f"effects in logits, {advice}.", UserWarning, stacklevel=2)
             if seen["shape"] is None or len(seen["shape"]) < 2:
                 raise ValueError("the layer's value must be one (N, K, ...) tensor to ablate channels")
             target = _flat_target(target, out_shape)

@@ -23,7 +23,8 @@ from captum.attr import GradientAttribution, LayerAttribution
 from captum.log import log_usage
 from torch import Tensor, nn
 
-from ._modules import channels_last_reason, how_squashed, leaf_module_trace, logits_advice
+from ._modules import (channels_last_reason, check_layer_calls, how_squashed, leaf_module_trace,
+                       logits_advice)
 
 __all__ = ["LayerFeatureOptimizer", "AscentDiagnostics"]
 
@@ -760,14 +761,7 @@ class _Runner:
         self.swap.replacement = None
         self.swap.captured = None
         out = self._call(inputs, extra)
-        if self.swap.calls == 0:
-            raise ValueError(
-                f"layer {self._layer_name()} was not reached "
-                "by the forward pass: choose a module that the model calls in forward")
-        if self.swap.calls > 1:
-            raise ValueError(
-                f"layer {self._layer_name()} is called {self.swap.calls} times per forward "
-                "pass; choose a module used once")
+        check_layer_calls(self.swap.calls, self._layer_name())
         cap = self.swap.captured
         if self.swap.on_input:
             if len(cap) != 1 or not isinstance(cap[0], Tensor):

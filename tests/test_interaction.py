@@ -378,3 +378,29 @@ def test_motif_to_one_hot_reads_bfloat16_tensors():
     from deepresolve_captum.interaction import motif_to_one_hot
     pwm = torch.tensor([[0.5, 0.0], [0.25, 1.0], [0.25, 0.0], [0.0, 0.0]])
     np.testing.assert_array_equal(motif_to_one_hot(pwm.bfloat16()), motif_to_one_hot(pwm))
+
+
+def test_channel_ablation_names_a_layer_it_cannot_use_and_warns_at_the_callers_line():
+    torch.manual_seed(0)
+    relu = nn.ReLU()
+    m = nn.Sequential(nn.Conv1d(4, 3, 5), relu, nn.Conv1d(3, 3, 1), relu, nn.Flatten(),
+                      nn.LazyLinear(1)).eval()
+    X = torch.nn.functional.one_hot(torch.randint(0, 4, (4, 20)), 4).permute(0, 2, 1).float()
+    m(X)
+    with pytest.raises(ValueError, match=r"layer 1 is called 2 times per forward pass"):
+        channel_ablation(m, relu, X, channels=[0])
+    class Branch(nn.Module):                 # a submodule on a branch the forward skips
+        def __init__(self):
+            super().__init__()
+            self.net, self.unused = m, nn.Conv1d(4, 3, 5)
+
+        def forward(self, x):
+            return self.net(x)
+    b = Branch().eval()
+    with pytest.raises(ValueError, match=r"layer unused was not reached by the forward pass"):
+        channel_ablation(b, b.unused, X, channels=[0])
+    squashed = nn.Sequential(nn.Conv1d(4, 3, 5), nn.ReLU(), nn.Flatten(), nn.Linear(48, 1),
+                             nn.Sigmoid()).eval()
+    with pytest.warns(UserWarning, match="differences of probabilities") as rec:
+        channel_ablation(squashed, squashed[1], X, channels=[0])
+    assert rec[0].filename == __file__
