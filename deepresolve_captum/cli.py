@@ -88,21 +88,25 @@ def run_provenance():
 
 @contextlib.contextmanager
 def _ctrl_c_deferred():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends, then raise it.
-    Outside the main thread (where no handler can be set) the block runs as it is."""
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends, then give it to the
+    handler that was there before (Python's KeyboardInterrupt, a program's own handler, or
+    nothing if SIGINT was ignored). Outside the main thread (where no handler can be set) the
+    block runs as it is."""
     import signal
+    import threading
 
-    caught = []
-    try:
-        previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
-    except ValueError:   # not the main thread
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *a: caught.append(a))
     try:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
-    if caught:
+    if caught and callable(previous):   # SIG_DFL / SIG_IGN are ints
+        previous(*caught[0])
+    elif caught and previous == signal.SIG_DFL:
         raise KeyboardInterrupt
 
 
@@ -114,16 +118,29 @@ def write_together(out, writers):
     import os
     from pathlib import Path
 
-    tmp = {}
+    tmp, kept, moved = {}, {}, []
     try:
         for name, write in writers.items():
             tmp[name] = out / f".{name}.partial{Path(name).suffix}"
             write(tmp[name])
         with _ctrl_c_deferred():   # the moves take microseconds: not split by a Ctrl-C
-            for name, path in tmp.items():
-                os.replace(path, out / name)
+            try:   # the previous files step aside, and come back if a move fails
+                for name in tmp:
+                    if (out / name).exists():
+                        kept[name] = out / f".{name}.previous{Path(name).suffix}"
+                        os.replace(out / name, kept[name])
+                for name, path in tmp.items():
+                    os.replace(path, out / name)
+                    moved.append(name)
+            except BaseException:
+                for name in moved:
+                    (out / name).unlink()
+                for name, path in kept.items():
+                    os.replace(path, out / name)
+                kept.clear()
+                raise
     finally:
-        for path in tmp.values():
+        for path in list(tmp.values()) + list(kept.values()):
             if path.exists():
                 path.unlink()
 

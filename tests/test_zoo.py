@@ -359,3 +359,45 @@ def test_outputs_are_not_mixed_by_a_ctrl_c_between_the_moves(tmp_path, monkeypat
                                                for n in ("a.txt", "b.txt")})
     assert [(tmp_path / n).read_text() for n in ("a.txt", "b.txt")] == ["new", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_failed_move_puts_the_previous_files_back(tmp_path, monkeypatch):
+    """A move that fails half-way (e.g. Windows refusing to replace a file open elsewhere)
+    leaves the previous run's files, not a mix."""
+    import os
+
+    from deepresolve_captum.cli import write_together
+
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("old")
+    real = os.replace
+
+    def replace(src, dst):
+        if str(src).endswith("b.txt.partial.txt"):
+            raise PermissionError("b.txt is open in another program")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(PermissionError):
+        write_together(tmp_path, {n: (lambda p: p.write_text("new")) for n in ("a.txt", "b.txt")})
+    assert [(tmp_path / n).read_text() for n in ("a.txt", "b.txt")] == ["old", "old"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_deferred_ctrl_c_goes_to_the_handler_that_was_there(tmp_path):
+    import signal
+
+    from deepresolve_captum.cli import _ctrl_c_deferred
+
+    seen = []
+    before = signal.signal(signal.SIGINT, lambda *a: seen.append("program's handler"))
+    try:
+        with _ctrl_c_deferred():
+            signal.raise_signal(signal.SIGINT)
+            assert seen == []                       # held inside the block
+        assert seen == ["program's handler"]        # then given to the program's own handler
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        with _ctrl_c_deferred():                    # an ignored SIGINT stays ignored
+            signal.raise_signal(signal.SIGINT)
+    finally:
+        signal.signal(signal.SIGINT, before)
