@@ -117,8 +117,8 @@ def _features(module):
     """The size of the last-axis feature a module takes or makes: (in, out)."""
     if isinstance(module, nn.Linear):
         return module.in_features, module.out_features
-    if isinstance(module, nn.LayerNorm):
-        n = int(module.normalized_shape[-1]) if len(module.normalized_shape) else None
+    if isinstance(module, nn.LayerNorm):   # over the last axis only: (K, L) is channels-first
+        n = int(module.normalized_shape[0]) if len(module.normalized_shape) == 1 else None
         return n, n
     if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
         n = module.linear1.in_features

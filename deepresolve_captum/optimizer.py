@@ -106,6 +106,7 @@ class _LayerSwap:
         self.captured: Any = None
         self.record = False       # keep the original input the layer was called with (a probe)
         self.original: Any = None
+        self.flipped: Optional[Tensor] = None   # that input, made to require grad for the probe
         self.calls = 0
         self.name = f"{type(layer).__name__}" + (" (input)" if on_input else "")
         if on_input:
@@ -123,6 +124,10 @@ class _LayerSwap:
             return None
         if self.record:
             self.original = args[0] if args else None
+            o = self.original   # e.g. an embedding's output under frozen weights: a leaf that
+            if (isinstance(o, Tensor) and o.is_floating_point() and not o.requires_grad):
+                o.requires_grad_(True)      # autograd can follow, until the probe is done
+                self.flipped = o
         return (self.replacement.clone(),) + tuple(args[1:])
 
     def _hook(self, module, args, output):
@@ -926,7 +931,8 @@ class _Runner:
         input (a residual h + layer(h) at a layer input) or on per-example arguments (a skip
         connection, a covariate): the ascent holds that path at the first example's value."""
         around = self._paths_around_layer(self.swap_value, targets)
-        if "the layer's input" in around:
+        if "the layer's input" in around:   # the inputs reach the output through it too: one
+            # warning for that path (a covariate beside it is not told apart)
             warnings.warn(
                 f"the input of layer {self._layer_name()} also reaches the output by another "
                 "path (e.g. a residual connection h + layer(h)): the hook replaces only the "
@@ -979,6 +985,9 @@ class _Runner:
             return []
         finally:
             self.swap.replacement, self.swap.record, self.swap.original = None, False, None
+            if self.swap.flipped is not None:
+                self.swap.flipped.requires_grad_(False)
+                self.swap.flipped = None
 
     def _rows_independent(self, trial, expand, loose=False):
         """Does row 1 of a 2-row batch of H give the output it gives alone?"""

@@ -1084,3 +1084,36 @@ def test_auto_l2_does_not_depend_on_the_order_of_the_targets():
         lam[name] = opt.diagnostics.l2
         assert f"seed=3" in repr(opt.diagnostics)
     assert lam["sorted"] == lam["shuffled"]
+
+
+def test_a_layernorm_over_channels_and_positions_is_not_channels_last():
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(4, 8, 5), nn.LayerNorm([8, 26]), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(8 * 26, 2)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LayerFeatureOptimizer(m, m[0]).attribute(torch.randn(4, 4, 30), target=[0], n_starts=1,
+                                                 l2=1.0, seed=0)
+
+
+class EmbeddingResidual(nn.Module):
+    """Token ids -> embedding (frozen: no grad) -> h + conv(h): a residual at conv's input."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(5, 8)
+        self.conv = nn.Conv1d(8, 8, 5, padding=2)
+        self.fc = nn.Linear(8 * 40, 2)
+
+    def forward(self, t):
+        h = self.emb(t).transpose(1, 2)
+        return self.fc((h + self.conv(h)).flatten(1))
+
+
+def test_a_residual_after_an_embedding_is_warned():
+    torch.manual_seed(0)
+    m = EmbeddingResidual().eval()
+    with pytest.warns(UserWarning, match="also reaches the output by another path"):
+        LayerFeatureOptimizer(m, m.conv).attribute(torch.randint(0, 5, (8, 40)), target=[0],
+                                                   n_starts=1, l2=1.0, seed=0,
+                                                   attribute_to_layer_input=True)
