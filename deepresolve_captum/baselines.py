@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .adapters import (ADDITIVITY_TOLERANCE, CAPTUM_LEFTOVERS, _check_one_input, _model_device, _model_float_dtype,
-                       _preserved, make_references)
+from .adapters import (ADDITIVITY_TOLERANCE, CAPTUM_LEFTOVERS, _check_one_input, _model_device,
+                       _model_float_dtype, _preserved, make_references)
 from .adapters import _check_X as _check_onehot
 from ._modules import check_layer_calls, module_path
 from .interaction import _flat_target

@@ -396,7 +396,7 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
     # caller's own random stream is as it was afterwards
     with torch.random.fork_rng(devices=[]):
         t = time.perf_counter()
-        torch.manual_seed(init_seed)
+        torch.default_generator.manual_seed(init_seed)   # the CPU's only: CUDA's is not forked
         model = keras_init_(PaperCNN(n_outputs=n_out, seq_len=d["seq_len"]))
         res = train_classifier(model, X, y, epochs=d["epochs"], batch_size=d["batch_size"], lr=d["lr"],
                                optimizer=optimizer, random_state=data_seed, verbose=verbose)
@@ -410,8 +410,8 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
                                      return_scores=True, verbose=verbose)
         summary = summarize(fims, scores, random_state=0)
         # what made these numbers, kept in summary_*.npz (EnsembleSummary.load(...).settings)
-        summary.settings.update(**run_provenance(),
-            dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2),
+        summary.settings.update(
+            **run_provenance(), dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2),
             l2_auto=opt.diagnostics.l2_auto,
             n_starts=int(d["n_starts"]), seed=int(init_seed), data_seed=int(data_seed),
             n_probe=int(len(probe)), seq_len=int(d["seq_len"]), epochs=int(d["epochs"]),
@@ -433,7 +433,7 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
         return run
 
 
-    # ---------------------------------------------------------------------------------- reporting
+# ---------------------------------------------------------------------------------- reporting
 def _fmt_checks(checks, claims):
     """'claim=yes, ..., all=yes', then the other booleans of ``checks`` as reported, not claimed."""
     yn = {True: "yes", False: "NO"}
@@ -604,6 +604,18 @@ def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=20_000, epochs
 
 
 def _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose):
+    import matplotlib.pyplot as plt
+
+    figures = []   # the demo's own, closed at the end whatever happens (not the caller's)
+    try:
+        return _make_and_write(out, set_two, n_sequences, n_random, epochs, seed, verbose,
+                               figures)
+    finally:
+        for fig in figures:
+            plt.close(fig)
+
+
+def _make_and_write(out, set_two, n_sequences, n_random, epochs, seed, verbose, figures):
     from .plot import save_figure
 
     writers = {}   # every file is written at the end, all or nothing (cli.write_together)
@@ -619,6 +631,7 @@ def _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose):
             text = describe_set_two(run)
             a, b = figure_set_two(run)
             figs = {"fig4a_set2_ofiv": a, "fig4b_set2_similarity": b}
+        figures.extend(figs.values())
         for name, fig in figs.items():
             for fmt in ("png", "svg"):
                 writers[f"{name}.{fmt}"] = partial(save_figure, fig, formats=fmt)
@@ -631,8 +644,6 @@ def _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose):
     written = {name: out / name for name in writers}
     if verbose:
         print(f"wrote {len(written)} files to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
-    import matplotlib.pyplot as plt
-    plt.close("all")
     return written
 
 

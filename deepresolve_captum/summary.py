@@ -277,9 +277,12 @@ def trial_weights(scores):
     start gets weight 0); if all are non-negative they are used as they are (shifting then would
     zero the worst start for nothing, and it is often the only witness of a second mode). When
     all scores of a target are equal (the only way its weights can sum to zero), every start
-    weighs the same; so it does when they differ by float rounding only, at most
-    ``TIE_TOLERANCE`` (1e-6) of the largest |score|: a float32 forward summed in another
-    order (other threads, another batch size) must not move all the weight to one start.
+    weighs the same; so it does when they differ by at most ``TIE_TOLERANCE`` (1e-6) of the
+    largest |score|, what a float32 forward summed in another order (other threads, another
+    batch size) typically changes: that must not move all the weight to one start. This is a
+    threshold, not a cure: rounding is absolute (set by the terms summed), so scores near 0,
+    16-bit scores, or a spread just above the threshold still get the paper's zero weight for
+    the lowest start.
     """
     s = _to_numpy(scores, "scores").astype(np.float64)
     if s.ndim != 2:

@@ -563,3 +563,4 @@ def test_saved_svg_and_pdf_are_the_same_bytes_every_time(tmp_path):
     plt.close(fig)
     for p, q in zip(a, b):
         assert p.read_bytes() == q.read_bytes(), p.suffix
+        assert b"CreationDate" not in p.read_bytes() and b"<dc:date>" not in p.read_bytes()

@@ -156,3 +156,11 @@ def test_run_synthetic_leaves_the_callers_torch_generator_as_it_was():
     torch.manual_seed(7)
     again = run_synthetic("one", **kw)
     np.testing.assert_array_equal(first.summary.ofiv, again.summary.ofiv)
+
+
+def test_run_synthetic_does_not_seed_the_callers_cuda_generators(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: calls.append(s))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda s: calls.append(s))
+    run_synthetic("one", n_sequences=300, n_random=50, epochs=1, n_starts=2, n_probe=8)
+    assert calls == []
