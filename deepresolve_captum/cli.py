@@ -114,35 +114,69 @@ def write_together(out, writers):
     """Write every output under a temporary name, then move them all into place: a run stopped
     or failed before the end leaves the previous run's files as they were, never a mix of two
     runs. ``out``: an existing folder (Path). ``writers``: {file name: function(path)}, each
-    writing its file at the path it is given (a hidden name in ``out``, same suffix)."""
+    writing its file at the path it is given (a hidden name in ``out``, same suffix). A name
+    that exists in ``out`` as something other than a file is refused before anything is
+    written."""
     import os
     from pathlib import Path
 
+    clash = [n for n in writers if (out / n).exists() and not (out / n).is_file()]
+    if clash:
+        raise ValueError(f"{out} holds {clash} as something other than a file: move it away")
     tmp, kept, moved = {}, {}, []
     try:
         for name, write in writers.items():
             tmp[name] = out / f".{name}.partial{Path(name).suffix}"
             write(tmp[name])
         with _ctrl_c_deferred():   # the moves take microseconds: not split by a Ctrl-C
-            try:   # the previous files step aside, and come back if a move fails
-                for name in tmp:
-                    if (out / name).exists():
-                        kept[name] = out / f".{name}.previous{Path(name).suffix}"
-                        os.replace(out / name, kept[name])
+            for name in tmp:       # a second name for each previous file, to put it back
+                if (out / name).exists():
+                    kept[name] = _keep_copy(out / name)
+            try:
                 for name, path in tmp.items():
-                    os.replace(path, out / name)
+                    os.replace(path, out / name)   # atomic per file: never a missing name
                     moved.append(name)
             except BaseException:
-                for name in moved:
-                    (out / name).unlink()
-                for name, path in kept.items():
-                    os.replace(path, out / name)
-                kept.clear()
+                _put_back(out, moved, kept)
                 raise
     finally:
         for path in list(tmp.values()) + list(kept.values()):
             if path.exists():
                 path.unlink()
+
+
+def _keep_copy(path):
+    """A hidden second name (hard link, or a copy where links are refused) for ``path``,
+    unused until now, in its folder."""
+    import os
+    import shutil
+    import uuid
+
+    kept = path.with_name(f".{path.name}.previous-{uuid.uuid4().hex[:12]}")
+    try:
+        os.link(path, kept)
+    except OSError:
+        shutil.copy2(path, kept)
+    return kept
+
+
+def _put_back(out, moved, kept):
+    """After a failed move: the previous file of every name already moved goes back (a name
+    that had none is removed). Each is tried; the ones that could not be restored keep their
+    hidden copy, named in the error."""
+    import os
+
+    lost = []
+    for name in moved:
+        try:
+            if name in kept:
+                os.replace(kept.pop(name), out / name)
+            else:
+                (out / name).unlink()
+        except OSError:
+            lost.append(str(kept.pop(name, out / name)))
+    if lost:
+        raise OSError(f"could not restore the previous outputs; their copies are kept as {lost}")
 
 
 def output_folder(out, command):

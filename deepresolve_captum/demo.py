@@ -580,11 +580,16 @@ def figure_set_two(run):
     s = run.summary
     names = [f"class {c + 1}: {'+'.join(p)}" for c, p in enumerate(SET_TWO_CLASSES)]
     top = plot_ofiv(s.ofiv, class_names=names, title="Synthetic set II: OFIV per class")
-    mats = {"class similarity\n(Pearson, OFIV >= 0)": class_similarity(s.ofiv),
-            "label correlation": label_correlation(run.labels),
-            "Pearson, signed OFIV": signed_ofiv_correlation(s.ofiv),
-            "last-layer weight cosine": weight_cosine(run.model.fc2.weight.detach().numpy())}
-    bottom = plot_similarity_matrices(mats, class_names=["1", "2", "3", "4"])
+    try:
+        mats = {"class similarity\n(Pearson, OFIV >= 0)": class_similarity(s.ofiv),
+                "label correlation": label_correlation(run.labels),
+                "Pearson, signed OFIV": signed_ofiv_correlation(s.ofiv),
+                "last-layer weight cosine": weight_cosine(run.model.fc2.weight.detach().numpy())}
+        bottom = plot_similarity_matrices(mats, class_names=["1", "2", "3", "4"])
+    except BaseException:
+        import matplotlib.pyplot as plt
+        plt.close(top)   # no figure left open when the second one fails
+        raise
     return top, bottom
 
 

@@ -401,3 +401,41 @@ def test_a_deferred_ctrl_c_goes_to_the_handler_that_was_there(tmp_path):
             signal.raise_signal(signal.SIGINT)
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_write_together_refuses_a_folder_in_place_and_leaves_others_files_alone(tmp_path):
+    from deepresolve_captum.cli import write_together
+
+    (tmp_path / "a.txt").mkdir()
+    with pytest.raises(ValueError, match="something other than a file"):
+        write_together(tmp_path, {"a.txt": lambda p: p.write_text("new")})
+    assert (tmp_path / "a.txt").is_dir() and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+    (tmp_path / "a.txt").rmdir()
+    (tmp_path / "a.txt").write_text("old")
+    (tmp_path / ".a.txt.previous.txt").write_text("another program's")   # an older helper name
+    write_together(tmp_path, {"a.txt": lambda p: p.write_text("new")})
+    assert (tmp_path / "a.txt").read_text() == "new"
+    assert (tmp_path / ".a.txt.previous.txt").read_text() == "another program's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".a.txt.previous.txt", "a.txt"]
+
+
+def test_a_rollback_that_fails_keeps_the_previous_file(tmp_path, monkeypatch):
+    import os
+
+    from deepresolve_captum.cli import write_together
+
+    for name in ("a.txt", "b.txt"):
+        (tmp_path / name).write_text("old")
+    real = os.replace
+
+    def replace(src, dst):
+        if str(src).endswith("b.txt.partial.txt") or ".previous-" in str(src):
+            raise PermissionError(f"{src} is locked")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(OSError, match="copies are kept as"):
+        write_together(tmp_path, {n: (lambda p: p.write_text("new")) for n in ("a.txt", "b.txt")})
+    kept = [p for p in tmp_path.iterdir() if ".previous-" in p.name]
+    assert len(kept) == 1 and kept[0].read_text() == "old"    # a's previous file is not lost
+    assert (tmp_path / "b.txt").read_text() == "old"
