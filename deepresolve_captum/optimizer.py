@@ -106,6 +106,7 @@ class _LayerSwap:
         self.captured: Any = None
         self.record = False       # keep the original input the layer was called with (a probe)
         self.original: Any = None
+        self.flip = False         # may the probe make that input require grad (see _pre_hook)
         self.flipped: Optional[Tensor] = None   # that input, made to require grad for the probe
         self.calls = 0
         self.name = f"{type(layer).__name__}" + (" (input)" if on_input else "")
@@ -125,7 +126,8 @@ class _LayerSwap:
         if self.record:
             self.original = args[0] if args else None
             o = self.original   # e.g. an embedding's output under frozen weights: a leaf that
-            if (isinstance(o, Tensor) and o.is_floating_point() and not o.requires_grad):
+            if (self.flip and isinstance(o, Tensor) and o.is_floating_point()
+                    and not o.requires_grad):
                 o.requires_grad_(True)      # autograd can follow, until the probe is done
                 self.flipped = o
         return (self.replacement.clone(),) + tuple(args[1:])
@@ -949,7 +951,7 @@ class _Runner:
                 "`inputs` are reordered. Choose a layer every path goes through, or pass the "
                 "context you want as the first example.", UserWarning, stacklevel=4)
 
-    def _paths_around_layer(self, value, targets):
+    def _paths_around_layer(self, value, targets, flip=True):
         """What the targets' scores depend on, through autograd, with H = ``value`` swapped in:
         ``"the layer's input"`` (its original input, for a layer-input H) and the per-example
         arguments whose examples differ (``"inputs[0]"``, ``"additional_forward_args[1]"``).
@@ -967,6 +969,7 @@ class _Runner:
                   for j, (t, whole) in enumerate(zip(ext, self.extra))
                   if isinstance(t, Tensor) and t.requires_grad and differ(whole)]
         self.swap.replacement, self.swap.record, self.swap.original = value, True, None
+        self.swap.flip = flip
         try:
             with torch.enable_grad():
                 out = self._call(xs, ext)
@@ -982,9 +985,14 @@ class _Runner:
                                             allow_unused=True)
             return [n for (n, _), g in zip(named, grads) if g is not None and bool((g != 0).any())]
         except RuntimeError:
+            if flip and self.swap.flipped is not None:   # e.g. h += conv(h) on the flipped
+                self.swap.flipped.requires_grad_(False)  # leaf: ask again without it
+                self.swap.flipped = None
+                return self._paths_around_layer(value, targets, flip=False)
             return []
         finally:
             self.swap.replacement, self.swap.record, self.swap.original = None, False, None
+            self.swap.flip = False
             if self.swap.flipped is not None:
                 self.swap.flipped.requires_grad_(False)
                 self.swap.flipped = None

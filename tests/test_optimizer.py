@@ -1117,3 +1117,28 @@ def test_a_residual_after_an_embedding_is_warned():
         LayerFeatureOptimizer(m, m.conv).attribute(torch.randint(0, 5, (8, 40)), target=[0],
                                                    n_starts=1, l2=1.0, seed=0,
                                                    attribute_to_layer_input=True)
+
+
+class EmbeddingInPlaceResidual(nn.Module):
+    """Frozen embedding -> h += conv(h) (in place), plus a per-example covariate."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(5, 8)
+        self.conv = nn.Conv1d(8, 8, 5, padding=2)
+        self.fc = nn.Linear(8 * 40, 2)
+
+    def forward(self, t, covariate):
+        h = self.emb(t).transpose(1, 2).contiguous()
+        h += self.conv(h)
+        return self.fc(h.flatten(1)) + covariate
+
+
+def test_an_in_place_residual_still_lets_the_covariate_be_seen():
+    torch.manual_seed(0)
+    m = EmbeddingInPlaceResidual().eval()
+    cov = torch.randn(8, 2)
+    with pytest.warns(UserWarning, match=r"additional_forward_args\[0\] also reach the scores"):
+        LayerFeatureOptimizer(m, m.conv).attribute(torch.randint(0, 5, (8, 40)), target=[0],
+                                                   additional_forward_args=(cov,), n_starts=1,
+                                                   l2=1.0, seed=0, attribute_to_layer_input=True)
