@@ -36,11 +36,14 @@ class EnsembleSummary:
     weights: (C, T) trial weights (see :func:`trial_weights`).
     mean: (C, K) weighted mean FIV over starts.
     il: (C, K) inconsistency level: the weighted variance of the FIV over starts.
-    bic: (C, max_components) BIC of the GMMs with 1..max_components components on IL
-        (NaN where not fitted).
+    bic: (C, max_components) BIC of the GMMs with 1..max_components components fitted to the
+        relative IL (``il`` in units of the target's mean FIV power, see :func:`summarize`'s
+        Notes); NaN where not fitted.
     n_components: (C,) the component count with the lowest BIC.
     nonadditive: (C, K) True for channels outside the lowest-mean IL component.
-    sign_flip: (C, K) True where a channel's FIV takes both signs across the starts.
+    sign_flip: (C, K) True where a channel's FIV takes both signs across the starts that carry
+        weight (a start weighted 0, see :func:`trial_weights`, has no say, as in ``mean``
+        and ``il``).
     category: (C, K) 0 additive/unimportant, 1 non-additive with consistent sign,
         2 non-additive and sign-flipping (see ``CATEGORY_NAMES``).
     ofiv: (C, K) overall FIV: the weighted mean FIV, except for sign-flipping non-additive
@@ -399,8 +402,12 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     n_comp = np.array([f[1] for f in fits], dtype=np.int64)
     nonadd = np.stack([f[2] for f in fits])
 
-    pos = fiv > 0
-    sign_flip = pos.any(axis=1) & (fiv < 0).any(axis=1)
+    # signs are judged on the starts that carry weight: a start the offset gives weight 0 (the
+    # lowest score, when one is negative) has no say in the mean or the IL, so it must not make a
+    # channel "sign-flipping" either, nor alone supply the positive FIVs its OFIV averages
+    weighted = (w > 0)[:, :, None]                                  # (C, T, 1)
+    pos = (fiv > 0) & weighted
+    sign_flip = pos.any(axis=1) & ((fiv < 0) & weighted).any(axis=1)
     category = np.where(nonadd, np.where(sign_flip, NONADDITIVE_FLIPPING, NONADDITIVE_CONSISTENT),
                         ADDITIVE).astype(np.int8)
 
@@ -409,11 +416,8 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     if flip.any():
         wpos = w[:, :, None] * pos                              # (C, T, K)
         num = (wpos * fiv).sum(axis=1)
-        den = wpos.sum(axis=1)
-        # positive FIVs that all carry zero weight: their plain mean
-        plain = np.where(pos, fiv, 0).sum(axis=1) / np.maximum(pos.sum(axis=1), 1)
-        pos_mean = np.where(den > 0, num / np.where(den > 0, den, 1), plain)
-        ofiv = np.where(flip, pos_mean, ofiv)
+        den = wpos.sum(axis=1)            # > 0 wherever flip: a positive FIV with weight > 0
+        ofiv = np.where(flip, num / np.where(den > 0, den, 1), ofiv)
 
     return EnsembleSummary(
         fiv=fiv, scores=s.astype(np.float64), weights=w, mean=mean, il=il, bic=bic,

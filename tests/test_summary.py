@@ -82,6 +82,29 @@ def test_consistent_nonadditive_channel_keeps_weighted_mean():
     assert np.allclose(s.ofiv[0, 2:], s.mean[0, 2:])
 
 
+def test_start_with_zero_weight_has_no_say_in_the_sign():
+    """A negative score gives the lowest start weight 0: it is out of the mean and the IL, so it
+    must not make a channel sign-flipping, nor alone supply the positive FIVs its OFIV averages
+    (before: OFIV +3.0, that start's FIV, against a weighted mean of -0.86, ranked first)."""
+    rng = np.random.default_rng(0)
+    T, K = 10, 12
+    fiv = rng.normal(0, 0.05, (1, T, K))
+    fiv[0, :, 0] = [-0.1, -2.0, -0.2, -1.8, -0.1, -2.1, -0.3, -1.9, -0.2, 3.0]
+    fiv[0, :, 1] = [1.0, 1.1, 0.9, 1.0, 1.05, 0.95, 1.0, 1.0, 1.1, 0.9]
+    scores = np.array([[2.0, 1.5, 2.2, 1.4, 2.1, 1.6, 2.0, 1.5, 2.1, -0.5]])
+    s = summarize(fiv, scores)
+    assert s.weights[0, -1] == 0 and (s.weights[0, :-1] > 0).all()
+    assert s.nonadditive[0, 0]
+    assert not s.sign_flip[0, 0] and s.category[0, 0] == NONADDITIVE_CONSISTENT
+    assert np.isclose(s.ofiv[0, 0], s.mean[0, 0]) and s.ofiv[0, 0] < 0
+    assert s.channels(0)[-1] == 0           # the most negative OFIV, not the first
+    # a weighted start with a positive FIV still makes it flip, with the weighted positive mean
+    fiv[0, 0, 0] = 0.4
+    s = summarize(fiv, scores)
+    assert s.sign_flip[0, 0] and s.category[0, 0] == NONADDITIVE_FLIPPING
+    assert np.isclose(s.ofiv[0, 0], 0.4)
+
+
 def test_identical_starts_give_one_component():
     m = nn.Sequential(nn.Identity(), nn.Linear(6, 2))
     fims, scores = LayerFeatureOptimizer(m, m[0]).attribute(
