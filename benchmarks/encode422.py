@@ -107,7 +107,7 @@ def parse_args(argv=None):
                    help="DeepResolve random starts T")
     p.add_argument("--l2", type=_l2_arg, default=2.8,
                    help="DeepResolve lambda (authors': 2.8), or 'auto': the paper's heuristic per model "
-                        "(FIM norm ~ mean fc1-input norm on realistic sequences: the model-derived "
+                        "(FIM norm ~ the norm of the mean fc1 input over realistic sequences: the model-derived "
                         "positives and one dinucleotide shuffle of each, like a ChIP-seq training set)")
     p.add_argument("--no-batch", action="store_true",
                    help="run DeepResolve model by model instead of the whole zoo as one batch")

@@ -138,9 +138,11 @@ def check_set_one(summary, response, frac=0.5, target=0, ablation=None):
       CGCTTG detector;
     * ``and_additive``: every CAGGTC detector that is not also an XOR detector is additive, and the
       additive channel with the highest OFIV is a CAGGTC detector;
-    * ``bic_gt1``: BIC picks more than one mixture component.
+    * ``bic_gt1``: BIC picks more than one mixture component. (The paper's network got exactly
+      3, "The optimal number of Gaussian mixture components of the IL score is 3"; ``bic_three``
+      reports that stricter reading.)
 
-    Reported, not part of ``all``: ``xor_sign_flip`` (both strongest XOR detectors change sign
+    Reported, not part of ``all``: ``bic_three`` (BIC picks exactly 3 components), ``xor_sign_flip`` (both strongest XOR detectors change sign
     across the starts, i.e. the ascent found both XOR modes), ``strongest_xor_nonadditive`` and
     ``mode_split``: how many starts ended in the GCTCAT mode and how many in the CGCTTG mode (the
     strongest detector of that motif has the larger FIV of the two). The split does not change a
@@ -197,7 +199,8 @@ def check_set_one(summary, response, frac=0.5, target=0, ablation=None):
                selective_xor_nonadditive=bool(selective.any() and nonadd[selective].all()),
                xor_additive_flip=np.flatnonzero(
                    xor & ~nonadd & np.asarray(summary.sign_flip[target]).astype(bool)).tolist(),
-               n_components=int(summary.n_components[target]))
+               n_components=int(summary.n_components[target]),
+               bic_three=bool(summary.n_components[target] == 3))
     if ablation is not None:
         ablation = np.asarray(ablation, dtype=float)
         if ablation.shape != (len(nonadd), len(XOR_CONTEXTS)):
@@ -323,6 +326,12 @@ def check_set_two(summary, response, last_weight):
     * ``top_channel_own_motif``: each class's top positive-OFIV channel responds most to one of its
       own patterns;
     * ``bic_one``: BIC picks one component for every class.
+
+    Reported, not part of ``all`` (the paper's other Fig. 4 statements): ``signed_fails``, the
+    Pearson of *signed* OFIVs does not give that order either ("suggest similar pattern as the
+    last layer weight"); ``negative_share``, per class, its most negative OFIV as a share of its
+    largest |OFIV| (0 when none is negative; the paper: "strong negative terms (blue) in OFIVs
+    for all classes").
     """
     ofiv = np.asarray(summary.ofiv)
     sim = class_similarity(ofiv)
@@ -338,6 +347,10 @@ def check_set_two(summary, response, last_weight):
     out["all"] = all(out[k] for k in SET_TWO_CLAIMS)
     # unrounded: describe_set_two rounds once when it prints (rounding here to 3 decimals first
     # printed a raw -0.0645 as -0.07 next to the figure's -0.06)
+    scale = np.abs(ofiv).max(axis=1)
+    out.update(signed_fails=not _ranks_sharing_pairs(signed_ofiv_correlation(ofiv)),
+               negative_share=np.divide(np.maximum(-ofiv.min(axis=1), 0), scale,
+                                        out=np.zeros_like(scale), where=scale > 0).tolist())
     out.update(similarity=sim.tolist(), cosine=cos.tolist(),
                top_channels=tops, own_motif=own,
                n_components=np.asarray(summary.n_components).tolist())
@@ -508,7 +521,7 @@ How to read this
         the count with the lowest BIC wins. Channels outside the lowest-IL component are
         non-additive (their contribution depends on other channels, as in XOR); one component
         means every channel is additive.
-  lambda  the L2 penalty of the ascent; l2='auto' picks it so that the maps have the size of
+  lambda  the L2 penalty of the ascent; l2='auto' picks it so that the maps have about the norm of
         the layer's mean activation on real sequences.
   matches / gain  the planted motif a channel responds to most: the rise of its peak activation
         when the motif is written into motif-free random sequence (see planted_motif_response)."""
