@@ -261,8 +261,61 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self.diagnostics: Optional[AscentDiagnostics] = None
+        #: what the last :meth:`choose_l2` found (the same dict as ``diagnostics.l2_auto``)
+        self.l2_auto: Optional[dict] = None
+        self._l2_only = False
 
     # ------------------------------------------------------------------ public API
+    def choose_l2(
+        self,
+        inputs: Union[Tensor, Tuple[Tensor, ...]],
+        target: Union[None, int, Sequence[int]] = None,
+        additional_forward_args: Any = None,
+        *,
+        seed: Optional[int] = None,
+        attribute_to_layer_input: bool = False,
+        init_scale: float = 1.0,
+        max_steps: int = 2000,
+        tol: float = 1e-5,
+        patience: int = 5,
+        chunk_size: Optional[int] = None,
+        memory_budget: Optional[int] = None,
+        target_only_head: bool = True,
+        verbose: bool = False,
+    ) -> float:
+        r"""Choose lambda by the paper's heuristic once, without the ascent itself.
+
+        The lambda ``attribute(..., l2="auto")`` would choose for these arguments, bit for bit
+        (the same probe targets, starts and steps): pass it as ``l2=`` to every call of a run
+        split into blocks of targets. ``l2="auto"`` in each block would probe each block's
+        own targets and choose a different lambda per block (e.g. 0.0159 and 0.0174 against
+        0.0168 for all 100 outputs of a small model), and results depend on lambda.
+
+        Args:
+            inputs, target, additional_forward_args, attribute_to_layer_input: as for
+                :meth:`attribute`; ``target`` is the whole run's targets (None: every output),
+                of which up to 16, spread over the sorted list, are probed.
+            seed (int, optional): the seed you give :meth:`attribute` (its probes use
+                ``seed + 7919``); None draws one from torch's global generator, as there.
+            init_scale, max_steps, tol, patience, chunk_size, memory_budget, target_only_head,
+                verbose: as for :meth:`attribute`; they shape the probe ascents.
+
+        Returns:
+            lambda (float). What the probes found (each probe's lambda and median FIM norm, the
+            mean activation norm, the probe targets) is in ``self.l2_auto``.
+        """
+        self._l2_only = True
+        try:
+            lam, info = self.attribute(
+                inputs, target, additional_forward_args, l2="auto", seed=seed,
+                attribute_to_layer_input=attribute_to_layer_input, init_scale=init_scale,
+                max_steps=max_steps, tol=tol, patience=patience, chunk_size=chunk_size,
+                memory_budget=memory_budget, target_only_head=target_only_head, verbose=verbose)
+        finally:
+            self._l2_only = False
+        self.l2_auto = info
+        return float(lam)
+
     @log_usage()
     def attribute(
         self,
@@ -318,6 +371,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 on the authors' ENCODE models (``benchmarks/encode422.py --l2``) the top-1
                 known-motif hits went 227 / 273 / 276 of 276 at lambda 0.3 / 2.8 / 30, and
                 "auto" chose ~0.46 there (237). Check a ranking you rely on at a few lambdas.
+                Splitting a run into blocks of targets: choose lambda once for all of them
+                with :meth:`choose_l2` and pass that number to every block (and one int
+                ``seed``); "auto" per block would choose a lambda per block.
             seed (int, optional): seeds every start as (seed, target, start), so a start's
                 draw does not depend on chunking or on the other targets. Its result does, slightly:
                 a batch of another size can sum in another order (~1e-7 relative in float32),
@@ -497,6 +553,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             if isinstance(l2, str):
                 l2, l2_auto = self._auto_l2(run, targets, init_scale, seed, max_steps,
                                             tol, patience, chunk_size, verbose)
+                if self._l2_only:           # choose_l2: the finally below restores the model
+                    return l2, l2_auto
             else:
                 l2_auto = None
             step_max = float(lr) if lr is not None else 1.0 / (2.0 * l2)
@@ -597,9 +655,12 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         peak = np.zeros(n_rows)  # max |H| of each final FIM (also when only FIVs are kept)
         row_target = torch.tensor(targets, device=device).repeat_interleave(n_starts)
         bar = _progress(n_rows, verbose, desc)
+        n_chunks = math.ceil(n_rows / chunk_size)
         try:
             for lo in range(0, n_rows, chunk_size):
                 hi = min(n_rows, lo + chunk_size)
+                if bar is not None:    # read by _ascend's postfix: where a long run is
+                    bar.chunk_label = f"chunk {lo // chunk_size + 1}/{n_chunks}, " if n_chunks > 1 else ""
                 if init is not None:
                     h0 = init.reshape((n_rows,) + shape)[lo:hi].to(device=device, dtype=dtype)
                 else:
@@ -684,7 +745,8 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
         calm = torch.where(small, calm + 1, torch.where(ok, torch.zeros_like(calm), calm))
         n_steps += 1
         if bar is not None and time.perf_counter() - shown > 0.5:
-            bar.set_postfix_str(f"step {it + 1}, {h.shape[0]} running", refresh=True)
+            bar.set_postfix_str(f"{getattr(bar, 'chunk_label', '')}step {it + 1}, "
+                                f"{h.shape[0]} running", refresh=True)
             shown = time.perf_counter()
         if callback is not None:
             callback(it + 1, (rows + offset).cpu().numpy(), obj.double().cpu().numpy())

@@ -1086,6 +1086,27 @@ def test_auto_l2_does_not_depend_on_the_order_of_the_targets():
     assert lam["sorted"] == lam["shuffled"]
 
 
+def test_choose_l2_gives_attributes_lambda_and_blocks_then_match_one_call():
+    """l2='auto' per block of targets chooses a lambda per block; choose_l2 chooses the one
+    lambda of the whole run, without the ascent, and leaves the model as found."""
+    torch.manual_seed(0)
+    m = PaperCNN(n_outputs=40, seq_len=50).eval()
+    m.fc1.weight.requires_grad_(False)
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (32, 50)), 4).permute(0, 2, 1).float()
+    opt = LayerFeatureOptimizer(m, m.pool)
+    lam = opt.choose_l2(x, seed=5, max_steps=200)
+    assert isinstance(lam, float) and opt.diagnostics is None
+    assert opt.l2_auto["chosen"] == lam and len(opt.l2_auto["probe_targets"]) == 16
+    assert not m.training and not m.fc1.weight.requires_grad and m.fc2.weight.requires_grad
+    assert not m.pool._forward_hooks and not m.pool._forward_pre_hooks
+    fims = opt.attribute(x, target=None, n_starts=2, l2="auto", seed=5, max_steps=200)
+    assert opt.diagnostics.l2 == lam
+    blocks = [opt.attribute(x, target=block, n_starts=2, l2=lam, seed=5, max_steps=200)
+              for block in (list(range(20)), list(range(20, 40)))]
+    joined = torch.cat(blocks)
+    assert torch.allclose(joined, fims, atol=1e-3 * float(fims.abs().max()))
+
+
 def test_a_layernorm_over_channels_and_positions_is_not_channels_last():
     torch.manual_seed(0)
     m = nn.Sequential(nn.Conv1d(4, 8, 5), nn.LayerNorm([8, 26]), nn.ReLU(), nn.Flatten(),
