@@ -413,14 +413,18 @@ def association_index(similarity, rows, columns, upper=0.85, lower=0.15, quantil
     rows, columns: class indices or boolean masks of the row classes and the column group.
     upper, lower: quantiles (0 <= lower < upper <= 1).
     quantiles_of: ``"block"`` (the rows x columns similarities, default) or ``"all"`` (every
-        off-diagonal entry of the matrix).
+        off-diagonal entry of the matrix). The paper's "all correlations" are those of the map
+        it collapses, its Fig. 8a, which is itself the TF-histone mark x DNase block: hence the
+        default. The two can differ a lot (a review's example: thresholds 0.16 / -0.17 on the
+        block, 0.25 / -0.16 on the whole matrix); ``df.attrs`` records the values used.
     row_names: optional C names (of all classes) for the ``name`` column.
 
     Returns
     -------
     pandas DataFrame, one row per row class sorted by ``index`` (descending) then class:
     ``class`` (index into the matrix), ``name``, ``n_positive``, ``n_negative``,
-    ``index`` = n_positive - n_negative, ``n_columns`` (compared columns). The thresholds are in
+    ``index`` = n_positive - n_negative (our one-number summary for sorting; the paper plots
+    the two counts side by side), ``n_columns`` (compared columns). The thresholds are in
     ``df.attrs["upper_threshold"]`` and ``df.attrs["lower_threshold"]``.
 
     Notes

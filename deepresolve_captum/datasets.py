@@ -37,7 +37,9 @@ easily answers to both: networks then learn the XOR by *counting* peaks of one s
 there are no two opposed detectors for DeepResolve (or any method) to find. A second copy of the
 same pattern breaks the count shortcut (two GCTCATs with CAGGTC are positive, a GCTCAT and a CGCTTG
 are not), so the network must tell the two motifs apart. ``max_copies=1`` gives the single-copy
-variant. With independent halves, 1/4 of the planted sequences are
+variant. With independent halves, 1/8 of the planted sequences carry none
+of the three patterns (the paper's "patterns chosen from" does not say at least one; these are
+negatives like the random sequences), 1/4 are
 positive, and the two "hard" negatives (CAGGTC with both, CAGGTC with neither) are 1/8 each. Then
 ``n_random`` fully random sequences are appended with label 0, as the paper does; the rare random
 sequence that happens to satisfy the positive rule is redrawn, so every label obeys the logic.

@@ -31,6 +31,11 @@ class PaperCNN(nn.Module):
 
     DeepResolve's layer is ``model.pool`` (output (N, n_filters, W), W = (seq_len - filter_len + 1) // pool).
 
+    The paper describes the set II network without a pooling layer ("a single convolutional
+    layer that has 32 8bp long filters, one fully connected layer with 64 hidden neurons");
+    we use the set I architecture, max-pooling of stride 4 included, for both sets, so that
+    both are analysed at the same pooled layer (``pool=1`` gives a network without pooling).
+
     Parameters
     ----------
     n_outputs: 1 for synthetic set I, 4 for set II.
