@@ -135,12 +135,18 @@ def save_figure(fig, path, formats=("png", "svg"), dpi=150):
     return written
 
 
-def filter_logo_matrix(weight, mode="information"):
+def filter_logo_matrix(weight, mode="weight"):
     """A convolution filter (4, w) -> a logo matrix (w, 4) (rows positions, columns A, C, G, T).
 
+    mode="weight" (default): the weights centred per position (the mean over the 4 bases
+    removed: on one-hot input that mean only adds a constant to the output, so the centred
+    weights are what tells the bases apart). Letter heights are weights, in the filter's own
+    units: a weak filter gives small letters, and negative weights stay negative.
     mode="information": the filter as a PWM, as the paper does for TOMTOM (negative weights
-    clipped to 0, each column normalised to sum 1, an all-zero column uniform), in bits.
-    mode="weight": the weights centred per position (mean over the 4 bases removed).
+    clipped to 0, each column normalised to sum 1, an all-zero column uniform), in bits. This
+    throws the filter's scale away: a column with one positive weight is 2 bits whether that
+    weight is 5 or 0.001, so nearly every filter, random ones included, looks maximally
+    specific. Use it for motif matching, not to judge a filter by eye.
 
     Returns
     -------
@@ -152,31 +158,88 @@ def filter_logo_matrix(weight, mode="information"):
     if mode == "weight":
         return (w - w.mean(0, keepdims=True)).T
     if mode != "information":
-        raise ValueError(f"mode must be 'information' or 'weight', got {mode!r}")
+        raise ValueError(f"mode must be 'weight' or 'information', got {mode!r}")
     return pwm_logo_matrix(_normalise_columns(w)).T
 
 
-def plot_filter_logo(weight, ax=None, mode="information"):
-    """Draw one filter (4, w) as a sequence logo with logomaker on ``ax`` (a new small figure
-    if None); ``mode`` as in :func:`filter_logo_matrix`.
+#: the y label of a logo, by how its letters are scaled
+LOGO_YLABEL = {"weight": "weight (centred)", "information": "bits"}
+
+
+def _logo_extent(mat):
+    """(lowest, highest) stack of a (4, w) logo matrix: the sums of its negative and positive
+    entries per position (what tangermeme's plot_logo stacks below and above 0)."""
+    mat = np.asarray(mat, dtype=float)
+    return (float(np.minimum(mat, 0).sum(0).min(initial=0.0)),
+            float(np.maximum(mat, 0).sum(0).max(initial=0.0)))
+
+
+def _logo_axes(ax, w, ylabel=None, ticks=True, fontsize=6):
+    """Finish a logo of ``w`` positions drawn by tangermeme's plot_logo (position p's letters
+    over [p, p + 0.95]): x limits snug around the letters, a baseline under all of them, x ticks
+    (1..w) under the letters' centres, and the y label."""
+    ax.set_xlim(-0.05, w)
+    ax.spines["bottom"].set_visible(False)
+    ax.axhline(0, color="k", lw=0.5, zorder=0)        # the baseline, spanning every letter
+    if ticks:
+        from matplotlib.ticker import MaxNLocator
+        loc = MaxNLocator(nbins=max(2, min(w, 8)), steps=[1, 2, 5, 10], integer=True)
+        pos = [int(t) for t in loc.tick_values(1, w) if 1 <= t <= w]
+        ax.set_xticks([p - 1 + 0.475 for p in pos])
+        ax.set_xticklabels([str(p) for p in pos])
+    else:
+        ax.set_xticks([])
+    ax.tick_params(labelsize=fontsize, length=2, pad=1)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=fontsize + 1)
+
+
+def plot_filter_logo(weight, ax=None, mode="weight", ylim=None, ylabel=True, xticks=True):
+    """Draw one filter (4, w) as a sequence logo (tangermeme's ``plot_logo``) on ``ax`` (a new
+    small figure if None).
+
+    How the logo is made (``mode``, as in :func:`filter_logo_matrix`):
+
+    * "weight" (default): each position's weights minus their mean over A, C, G, T, drawn as
+      letter heights in the filter's units (positive above the baseline, negative below it,
+      upside down, as tangermeme draws attributions); y label "weight (centred)". A weak or
+      random filter looks weak or random.
+    * "information": the clipped, column-normalised PWM in bits (y 0..2, label "bits"), the
+      rule TOMTOM matching uses (:mod:`deepresolve_captum.motifs`); it ignores the filter's
+      scale, so almost any filter looks like a strong motif.
+
+    Parameters
+    ----------
+    weight: (4, w) array or tensor, one filter.
+    ax: optional Axes.
+    ylim: optional (low, high) y limits (e.g. one scale for several filters); default the
+        logo's own extent (0..2 bits for "information").
+    ylabel: True: the units ("weight (centred)" / "bits"); a str: that; False: none.
+    xticks: True: positions 1..w under the letters' centres; False: none.
 
     Returns
     -------
     matplotlib Axes (its figure is ``ax.figure``).
     """
-    import logomaker
     import matplotlib.pyplot as plt
-    import pandas as pd
+    from tangermeme.plot import plot_logo
 
     if ax is None:
-        _, ax = plt.subplots(figsize=(2, 0.8))
-    mat = filter_logo_matrix(weight, mode=mode)
-    df = pd.DataFrame(mat, columns=list("ACGT"))
-    logomaker.Logo(df, ax=ax, color_scheme="classic", show_spines=False)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if mode == "information":
-        ax.set_ylim(0, 2)
+        _, ax = plt.subplots(figsize=(2.4, 1.1), layout="constrained")
+    mat = filter_logo_matrix(weight, mode=mode).T            # (4, w)
+    if ylim is None:
+        if mode == "information":
+            ylim = (0.0, 2.0)
+        else:
+            lo, hi = _logo_extent(mat)
+            pad = 0.05 * max(hi - lo, 1e-12)
+            ylim = (lo - pad if lo < 0 else 0.0, hi + pad if hi > 0 else 0.0)
+            if ylim[0] == ylim[1]:                           # an all-zero filter
+                ylim = (-1.0, 1.0)
+    plot_logo(mat, ax=ax, ylim=tuple(ylim))
+    if ylabel is True:
+        ylabel = LOGO_YLABEL[mode]
+    _logo_axes(ax, mat.shape[1], ylabel=ylabel or None, ticks=xticks)
     return ax
 
 
@@ -222,7 +285,7 @@ def _text_color(rgba):
 
 
 def plot_feature_importance(summary, target=0, filters=None, channel_labels=None, order="ofiv",
-                            max_channels=None, title=None, max_size=260.0):
+                            max_channels=None, title=None, max_size=260.0, logo_mode="weight"):
     """Fig. 2 of the paper for one target: FIVs of all starts, IL, OFIV and filter logos.
 
     Channels are rows, sorted by descending OFIV (``order="ofiv"``) or IL (``order="il"``), or
@@ -236,14 +299,17 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     large when every channel is consistent.) A key at the bottom of the figure (inside it, so a
     plain ``fig.savefig`` keeps it) gives the scale.
 
-    The figure grows 0.36 inch per channel drawn: for many channels (a first layer of hundreds)
-    pass ``max_channels`` (e.g. 30) to draw the top ones of ``order``.
+    The figure grows 0.36 inch per channel drawn (0.45 with ``filters``, room for the logos):
+    for many channels (a first layer of hundreds) pass ``max_channels`` (e.g. 30) to draw the top
+    ones of ``order``.
 
     Parameters
     ----------
     summary: ``EnsembleSummary`` (from ``summarize``), with fiv (C, T, K), il/ofiv/nonadditive (C, K).
     target: int, which target (row of the summary) to draw.
     filters: optional (K, 4, w) convolution weights (e.g. ``model.conv.weight``) for the logos.
+        The logos (:func:`plot_filter_logo`) share one y scale, given under the column, so their
+        sizes compare across channels.
     channel_labels: optional list of K strings shown right of each row (e.g. matched motifs).
     order: "ofiv", "il" or a non-empty array of distinct channel indices in [0, K) (also selects
         channels).
@@ -251,6 +317,9 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         (the top ones by OFIV or IL); use it when there are many channels.
     title: figure title.
     max_size: marker area (points^2) of the largest |FIV|.
+    logo_mode: "weight" (default): the filters' centred weights, negatives below the baseline;
+        "information": the clipped-PWM logo in bits (see :func:`filter_logo_matrix`: it makes
+        nearly every filter look maximally specific).
 
     Returns
     -------
@@ -291,13 +360,14 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     scale = max_size / big if big > 0 else 0.0
 
     width = 0.42 * (T + 2) + (3.6 if filters is not None else 1.6)
-    fig = plt.figure(figsize=(width, 0.36 * n + 1.4))
+    pitch = 0.45 if filters is not None else 0.36      # inches per channel row
+    fig = plt.figure(figsize=(width, pitch * n + 1.4))
     key = _footer(fig, f"red: positive, blue: negative; circle area ~ |value|, {_largest(big)}. "
                        f"IL: area ~ sqrt(IL), the FIV's s.d. across starts, on the same "
                        f"scale; max IL shown {il[idx].max():.3g}. *: non-additive (GMM on IL).")
     # room at the bottom for the x label (0.55 in) and the key above the figure's lower edge
     bottom = 0.55 + key
-    height = 0.36 * n + 0.85 + bottom
+    height = pitch * n + 0.85 + bottom
     fig.set_size_inches(width, height)
     widths = [0.42 * (T + 2), 1.4 if filters is not None else 0.01, 1.6]
     gs = GridSpec(1, 3, width_ratios=widths, wspace=0.02, figure=fig, top=1 - 0.45 / height,
@@ -326,10 +396,27 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         s.set_visible(False)
 
     if filters is not None:
-        sub = gs[1].subgridspec(n, 1, hspace=0.15)
+        # every logo on one scale (the drawn filters' largest stacks), so a weak channel's
+        # letters are small: each on its own scale (or in bits) every filter looked strong
+        mats = [filter_logo_matrix(filters[k], mode=logo_mode).T for k in idx]
+        if logo_mode == "information":
+            ylim = (0.0, 2.0)
+        else:
+            ext = np.array([_logo_extent(m) for m in mats])
+            lo, hi = float(ext[:, 0].min()), float(ext[:, 1].max())
+            ylim = (lo, hi) if hi > lo else (-1.0, 1.0)
+        sub = gs[1].subgridspec(n, 1, hspace=0.08)
         for r, k in enumerate(idx):
             lax = fig.add_subplot(sub[r])
-            plot_filter_logo(filters[k], ax=lax)
+            plot_filter_logo(filters[k], ax=lax, mode=logo_mode, ylim=ylim, ylabel=False,
+                             xticks=False)
+            lax.set_yticks([])
+            lax.spines["left"].set_visible(False)
+        if logo_mode == "information":
+            what = "filter PWM (negatives\nclipped), bits 0..2"
+        else:
+            what = (f"filter weights, centred;\none scale: {ylim[0]:.2g}..{ylim[1]:.2g}")
+        lax.set_xlabel(what, fontsize=7)
     lab = fig.add_subplot(gs[2])
     lab.set_ylim(n - 0.5, -0.5)
     lab.set_xlim(0, 1)
@@ -523,6 +610,10 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
     titles: optional C extra strings appended to the titles (e.g. the best TOMTOM match).
     ncols: int >= 1, panels per row (fewer when there are fewer pwms).
 
+    Each logo is the PWM's probabilities times its column's information content (y: bits,
+    0..2, labelled on the first panel of each row); the x ticks are motif positions 1..w, each
+    under the centre of its letters.
+
     Returns
     -------
     matplotlib Figure (``fig.axes``: the panels row by row; unused ones are hidden).
@@ -556,13 +647,13 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
         if i >= C:
             ax.axis("off")
             continue
-        plot_logo(mats[i], ax=ax)
-        ax.set_ylim(0, 2)
+        plot_logo(mats[i], ax=ax, ylim=(0, 2))
+        # ticks 1..w under the letters' centres, x limits snug around them, y in bits
+        _logo_axes(ax, mats[i].shape[1], ylabel="bits" if i % ncols == 0 else None)
         t = f"channel {names[i]}"
         if titles is not None:
             t += f"\n{titles[i]}"
         ax.set_title(t, fontsize=8)
-        ax.tick_params(labelsize=6)
     fig.tight_layout()
     return fig
 

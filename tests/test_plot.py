@@ -564,3 +564,55 @@ def test_saved_svg_and_pdf_are_the_same_bytes_every_time(tmp_path):
     for p, q in zip(a, b):
         assert p.read_bytes() == q.read_bytes(), p.suffix
         assert b"CreationDate" not in p.read_bytes() and b"<dc:date>" not in p.read_bytes()
+
+
+def test_filter_logo_shows_the_filters_scale_and_units():
+    """The default logo clipped negatives, normalised columns and scaled to bits: a filter of
+    weights 0.001 and a random N(0, 1) filter drew full 2-bit letters, with no y axis. The
+    default is now the centred weights (negatives below the baseline), with its units."""
+    from deepresolve_captum.plot import filter_logo_matrix, plot_filter_logo
+    w = np.random.default_rng(0).normal(size=(4, 6))
+    np.testing.assert_allclose(filter_logo_matrix(1e-3 * w), 1e-3 * filter_logo_matrix(w))
+    assert (filter_logo_matrix(w) < 0).any()                      # negatives are kept
+    ax = plot_filter_logo(w)
+    assert ax.get_ylabel() == "weight (centred)"
+    lo, hi = ax.get_ylim()
+    assert lo < 0 < hi and hi <= 1.1 * np.maximum(filter_logo_matrix(w), 0).sum(1).max()
+    ax = plot_filter_logo(1e-3 * w)
+    assert ax.get_ylim()[1] < 0.01                                # small weights, small axis
+    # the PWM logo (TOMTOM's rule) is still there, labelled in bits
+    ax = plot_filter_logo(w, mode="information")
+    assert ax.get_ylabel() == "bits" and ax.get_ylim() == (0.0, 2.0)
+    np.testing.assert_allclose(filter_logo_matrix(w, mode="information").sum(1) <= 2 + 1e-9, True)
+
+
+def test_feature_importance_logos_share_one_scale():
+    """In Fig. 2 a weak channel's logo was as tall as the strongest one's: the logos now share
+    one y scale (said under the column), so a 100x weaker filter draws 100x smaller letters."""
+    s = _summary(K=3)
+    rng = np.random.default_rng(2)
+    filters = rng.normal(size=(3, 4, 5)) * np.array([1.0, 0.01, 0.5])[:, None, None]
+    fig = plot_feature_importance(s, filters=filters, order=np.array([0, 1, 2]))
+    logos = fig.axes[1:4]
+    assert len({a.get_ylim() for a in logos}) == 1
+    assert "one scale" in logos[-1].get_xlabel()
+
+    def height(ax):
+        ext = [c.get_paths() for c in ax.collections]
+        ys = [p.get_extents() for ps in ext for p in ps if len(p.vertices)]
+        return max(e.y1 for e in ys) - min(e.y0 for e in ys)
+    assert height(logos[1]) < 0.05 * height(logos[0])
+
+
+def test_channel_logos_have_units_and_centred_ticks():
+    """plot_channel_logos had no 'bits' label and its x ticks sat at the letters' left edges."""
+    pwms = np.tile(np.array([0.7, 0.1, 0.1, 0.1])[None, :, None], (2, 1, 5))
+    fig = plot_channel_logos(pwms)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "bits"
+    glyphs = _glyph_x_ranges(ax)
+    centres = sorted({round((g0 + g1) / 2, 3) for g0, g1 in glyphs})
+    assert list(ax.get_xticks()) == pytest.approx(centres)
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "4", "5"]
+    x0, x1 = ax.get_xlim()
+    assert x0 <= min(g[0] for g in glyphs) and max(g[1] for g in glyphs) <= x1
