@@ -312,6 +312,35 @@ def test_summary_save_load_file_objects_and_foreign_files(tmp_path):
         assert EnsembleSummary.load(tmp_path / "newer.npz") == s
 
 
+def test_summary_save_is_whole_or_nothing_and_a_truncated_file_is_a_valueerror(tmp_path, monkeypatch):
+    """What a kill during save would leave: a truncated zip raised zipfile.BadZipFile, not the
+    documented ValueError naming the file; and save wrote straight into the target."""
+    rng = np.random.default_rng(0)
+    s = summarize(rng.normal(size=(3, 4, 6)), rng.uniform(size=(3, 4)))
+    path = s.save(tmp_path / "s.npz")
+    data = path.read_bytes()
+    for frac in (0.05, 0.5, 0.9, 0.999):
+        cut = tmp_path / f"cut{frac}.npz"
+        cut.write_bytes(data[:int(len(data) * frac)])
+        with pytest.raises(ValueError, match=f"{cut.name} is not a saved EnsembleSummary"):
+            EnsembleSummary.load(cut)
+    old = path.read_bytes()
+    real = np.savez
+
+    def dies_half_way(file, **arrays):
+        real(file, **arrays)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(np, "savez", dies_half_way)
+    s2 = summarize(rng.normal(size=(3, 4, 6)), rng.uniform(size=(3, 4)))
+    with pytest.raises(KeyboardInterrupt):
+        s2.save(path)
+    assert path.read_bytes() == old and sorted(p.name for p in tmp_path.iterdir() if
+                                               p.name.startswith(".")) == []
+    monkeypatch.setattr(np, "savez", real)
+    assert EnsembleSummary.load(s2.save(path)) == s2
+
+
 def test_channels_checks_order_and_category():
     rng = np.random.default_rng(0)
     s = summarize(rng.normal(size=(1, 6, 8)), rng.uniform(size=(1, 6)))
