@@ -174,6 +174,19 @@ def _logo_extent(mat):
             float(np.maximum(mat, 0).sum(0).max(initial=0.0)))
 
 
+def _plot_logo(mat, ax, ylim):
+    """tangermeme's plot_logo of a (4, w) matrix on ``ax`` with y limits ``ylim``, without its
+    'identical low and high ylims' warning for an all-zero matrix (it sets the data's limits
+    before ``ylim``)."""
+    import warnings
+
+    from tangermeme.plot import plot_logo
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Attempting to set identical low and high")
+        return plot_logo(mat, ax=ax, ylim=ylim)
+
+
 def _logo_axes(ax, w, ylabel=None, ticks=True, fontsize=6):
     """Finish a logo of ``w`` positions drawn by tangermeme's plot_logo (position p's letters
     over [p, p + 0.95]): x limits snug around the letters, a baseline under all of them, x ticks
@@ -222,7 +235,6 @@ def plot_filter_logo(weight, ax=None, mode="weight", ylim=None, ylabel=True, xti
     matplotlib Axes (its figure is ``ax.figure``).
     """
     import matplotlib.pyplot as plt
-    from tangermeme.plot import plot_logo
 
     if ax is None:
         _, ax = plt.subplots(figsize=(2.4, 1.1), layout="constrained")
@@ -236,7 +248,7 @@ def plot_filter_logo(weight, ax=None, mode="weight", ylim=None, ylabel=True, xti
             ylim = (lo - pad if lo < 0 else 0.0, hi + pad if hi > 0 else 0.0)
             if ylim[0] == ylim[1]:                           # an all-zero filter
                 ylim = (-1.0, 1.0)
-    plot_logo(mat, ax=ax, ylim=tuple(ylim))
+    _plot_logo(mat, ax, tuple(ylim))
     if ylabel is True:
         ylabel = LOGO_YLABEL[mode]
     _logo_axes(ax, mat.shape[1], ylabel=ylabel or None, ticks=xticks)
@@ -619,7 +631,6 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
     matplotlib Figure (``fig.axes``: the panels row by row; unused ones are hidden).
     """
     import matplotlib.pyplot as plt
-    from tangermeme.plot import plot_logo
 
     from .channel_motifs import ChannelMotifs
 
@@ -647,7 +658,7 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
         if i >= C:
             ax.axis("off")
             continue
-        plot_logo(mats[i], ax=ax, ylim=(0, 2))
+        _plot_logo(mats[i], ax, (0, 2))
         # ticks 1..w under the letters' centres, x limits snug around them, y in bits
         _logo_axes(ax, mats[i].shape[1], ylabel="bits" if i % ncols == 0 else None)
         t = f"channel {names[i]}"
@@ -673,9 +684,15 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
     start, end: the window of the sequence to draw (default all); the x ticks are positions in
         the sequence (``start`` .. ``end - 1``), each under its base's glyph.
     seqlets: optional DataFrame from :func:`deepresolve_captum.channel_motifs.channel_seqlets`
-        (columns channel, example_idx, start, end): seqlets of this sequence are shaded.
+        (columns channel, example_idx, start, end): seqlets of this sequence are shaded. A
+        seqlet goes on the row whose label in ``channels`` equals its ``channel`` value (matched
+        by label, not by position), so make both with the same labels:
+        ``channel_seqlets(attr, channels=top)`` with ``channels=top`` (``channel_seqlets(attr)``
+        numbers the rows 0..C-1). Labels that match no row warn (UserWarning) and are not drawn.
     sharey: False (default): each row on its own y scale (a weak channel's glyphs fill its row);
-        True: all rows on one scale (the strongest channel's), to compare channels.
+        True: all rows on one scale (the strongest channel's), to compare channels. A row whose
+        attributions are all exactly 0 says so in the row ("all attributions are 0"), on a
+        plain -1..1 axis (or the shared one).
 
     Returns
     -------
@@ -684,7 +701,6 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
     """
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
-    from tangermeme.plot import plot_logo
 
     a = _np(attributions, "attributions")
     if a.ndim != 4 or a.shape[2] != 4:
@@ -713,17 +729,40 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
     fig, axes = plt.subplots(C, 2 if with_pwm else 1, figsize=(width, height * C + 0.4),
                              squeeze=False,
                              gridspec_kw={"width_ratios": [1, 6]} if with_pwm else None)
+    if seqlets is not None and len(seqlets):
+        # seqlets are matched to rows by label: a label not in ``channels`` has no row (e.g.
+        # channel_seqlets(attr) numbers rows 0..C-1 while channels=[30, 5, 9]): say so
+        labels = list(dict.fromkeys(seqlets["channel"].tolist()))
+        stray = [c for c in labels if c not in channels]
+        if stray:
+            import warnings
+            warnings.warn(
+                f"seqlets of channel label(s) {stray} match no row (channels={channels!r}) and "
+                f"are not shaded. Seqlets are matched to rows by their 'channel' column: make "
+                f"them with the same labels, channel_seqlets(attributions, channels=channels)",
+                UserWarning, stacklevel=2)
+    peaks = [np.abs(a[i, seq_idx, :, start:end]).max() for i in range(C)]
     ylims = []
     for i in range(C):
         x = a[i, seq_idx, :, start:end]
-        lim = max(np.abs(x).max(), 1e-6) * 1.1
-        ylims.append((min(-lim * 0.3, x.sum(0).min() * 1.1), lim))
-    if sharey:
-        ylims = [(min(lo for lo, _ in ylims), max(hi for _, hi in ylims))] * C
+        if peaks[i] == 0:          # all zero: a plain -1..1 axis (not a 1e-6 'offset' scale)
+            ylims.append(None)
+            continue
+        lo, hi = _logo_extent(x)    # the stacks plot_logo draws (hypothetical attributions
+        lim = max(peaks[i], hi) * 1.1   # stack up to 4 letters a column): none is cut off
+        ylims.append((min(-lim * 0.3, x.sum(0).min() * 1.1, lo * 1.1), lim))
+    drawn = [y for y in ylims if y is not None]
+    if sharey and drawn:
+        ylims = [(min(lo for lo, _ in drawn), max(hi for _, hi in drawn))] * C
+    ylims = [y if y is not None else (-1.0, 1.0) for y in ylims]
     for i in range(C):
         ax = axes[i, -1]
-        plot_logo(a[i, seq_idx, :, start:end], ax=ax)
-        ax.set_ylim(*ylims[i])
+        _plot_logo(a[i, seq_idx, :, start:end], ax, ylims[i])
+        if peaks[i] == 0:
+            ax.text(0.5, 0.5, "all attributions are 0", transform=ax.transAxes, ha="center",
+                    va="center", fontsize=7, color=GREY)
+            if not sharey or not drawn:
+                ax.set_yticks([0])
         ax.set_xticks([t - start + 0.475 for t in ticks])
         ax.set_xticklabels([str(t) for t in ticks])
         ax.set_ylabel(f"ch {channels[i]}", fontsize=8)
@@ -738,8 +777,7 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
                     ax.axvspan(r["start"] - start, r["end"] - start, color="gold", alpha=0.25,
                                lw=0)
         if with_pwm:
-            plot_logo(pwm_logo_matrix(pwms[i]), ax=axes[i, 0])
-            axes[i, 0].set_ylim(0, 2)
+            _plot_logo(pwm_logo_matrix(pwms[i]), axes[i, 0], (0, 2))
             axes[i, 0].set_xticks([])
             axes[i, 0].tick_params(labelsize=6)
     axes[-1, -1].set_xlabel(f"position in sequence {seq_idx}", fontsize=8)

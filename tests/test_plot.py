@@ -616,3 +616,39 @@ def test_channel_logos_have_units_and_centred_ticks():
     assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3", "4", "5"]
     x0, x1 = ax.get_xlim()
     assert x0 <= min(g[0] for g in glyphs) and max(g[1] for g in glyphs) <= x1
+
+
+def test_channel_attributions_seqlets_match_by_label_and_warn_on_strays():
+    """channels=[30, 5, 9] with seqlets from channel_seqlets(attr) (labels 0, 1, 2): the
+    shading vanished, or landed on another channel's row, without a word."""
+    import pandas as pd
+
+    a = np.random.default_rng(0).normal(size=(3, 1, 4, 20))
+    seqlets = pd.DataFrame({"channel": [0, 1, 2], "example_idx": [0] * 3, "start": [2, 4, 6],
+                            "end": [5, 7, 9]})
+    with pytest.warns(UserWarning, match=r"label\(s\) \[0, 1, 2\] match no row.*channels=channels"):
+        plot_channel_attributions(a, channels=[30, 5, 9], seqlets=seqlets)
+    with pytest.warns(UserWarning, match=r"label\(s\) \[0\] match no row"):
+        plot_channel_attributions(a, channels=[30, 1, 2], seqlets=seqlets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot_channel_attributions(a, channels=[30, 5, 9],
+                                        seqlets=seqlets.assign(channel=[30, 5, 9]))
+    # each seqlet on the row of its label
+    for ax, (s0, s1) in zip(fig.axes, [(2, 5), (4, 7), (6, 9)]):
+        spans = [p for p in ax.patches if p is not ax.patch]
+        assert [(p.get_x(), p.get_x() + p.get_width()) for p in spans] == [(s0, s1)]
+
+
+@pytest.mark.parametrize("sharey", [False, True])
+def test_channel_attributions_all_zero_row_says_so(sharey):
+    """A row of exact zeros was drawn on a 1e-6 scale (an offset axis), as if tiny."""
+    a = np.random.default_rng(0).normal(size=(2, 1, 4, 20))
+    a[1] = 0.0
+    fig = plot_channel_attributions(a, sharey=sharey)
+    fig.canvas.draw()
+    ax = fig.axes[1]
+    assert any(t.get_text() == "all attributions are 0" for t in ax.texts)
+    assert ax.get_ylim()[1] >= 0.5                       # not a 1e-6 scale
+    assert ax.yaxis.get_offset_text().get_text() == ""
+    assert not any(t.get_text() == "all attributions are 0" for t in fig.axes[0].texts)
