@@ -118,7 +118,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     return s
 
 
-def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
+def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=False):
     """One row per (model, filter), filters ranked by OFIV within each model.
 
     Parameters
@@ -132,6 +132,7 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
         id or name given, several joined by "|"), ``known_p`` and ``known_rank`` (the known
         motif's rank among the filter's matches). Models missing from it get NaN there.
     top: keep only the ``top`` best filters of each model (None or 0: all K).
+    verbose: a progress bar over the models (worth it with ``jaspar``: one TOMTOM run each).
 
     Returns
     -------
@@ -161,7 +162,12 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None):
     if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0):
         raise ValueError(f"top must be an int >= 0 or None (0 or None: all filters), got {top!r}")
     rows = []
-    for i, name in enumerate(models):
+    index = enumerate(models)
+    if verbose:
+        from tqdm.auto import tqdm
+        index = tqdm(index, total=len(models), desc="filter table" + (" (TOMTOM)" if jaspar else ""),
+                     unit="model")
+    for i, name in index:
         order = summary.channels(i)
         if top:
             order = order[:int(top)]
@@ -346,7 +352,8 @@ def _run(args):
                    f"known_p / known_rank there): {lost[:3]}" if lost else "")
                 + (f"; {len(absent)} model(s) have no JASPAR id there (no known_p / known_rank): "
                    f"{absent[:3]}" if absent else ""))
-    ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top)
+    ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top,
+                          verbose=not args.quiet and jaspar is not None)
     s.settings.update(top=args.top, jaspar=args.jaspar, models_folder=str(folder.resolve()),
                       **run_provenance())
     write_together(out, {"summary.npz": s.save,

@@ -230,7 +230,8 @@ def test_zoo_filter_table_and_cli(encode, meta, jaspar, tmp_path, capsys):
     zoo = load_encode_zoo(encode, names=names)
     s = summarize_zoo(zoo, n_starts=4, l2=2.8, seed=0)
     known = dict(zip(meta.index, meta["jaspar2016_id"]))
-    t = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=3)
+    t = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=3, verbose=True)
+    assert "filter table (TOMTOM)" in capsys.readouterr().err          # one TOMTOM run per model
     assert list(t["model"]) == [CTCF] * 3 + [names[1]] * 3 and list(t["rank"]) == [1, 2, 3] * 2
     assert (t.groupby("model", sort=False)["ofiv"].apply(lambda v: v.is_monotonic_decreasing)).all()
     ctcf_rows = t[t["model"] == CTCF]
