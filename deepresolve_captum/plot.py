@@ -288,6 +288,12 @@ def _largest(big):
     return f"largest = {big:.3g}" if big > 0 else "all values are 0"
 
 
+def _ordinal(k):
+    """'2nd', '3rd', '11th', ..."""
+    suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
 def _text_color(rgba):
     """'black' or 'white', whichever reads better on the colour ``rgba`` (WCAG contrast: white
     when the colour's relative luminance is below ~0.18), for any colour map."""
@@ -858,7 +864,9 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
     clustering: a :class:`deepresolve_captum.clustering.ClusterResult` (computed with the
         defaults if None: ``similarity`` must then be symmetric up to rounding, 1e-6, as
         :func:`deepresolve_captum.clustering.hierarchical_clustering` requires).
-    class_names: optional C labels.
+    class_names: optional C labels, drawn up to 80 classes. Above 80 they are not drawn (the
+        labels would overlap; a UserWarning says so) and the axes are positions in the
+        clustered order, as the x label says.
     vmin, vmax, cmap: colour scale.
     max_cells: draw up to this many classes cell by cell (default ``HEATMAP_MAX_CELLS``,
         2,000); above it the image shows block means (see Notes).
@@ -912,6 +920,12 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
     names = list(class_names) if class_names is not None else [str(i) for i in range(C)]
     if len(names) != C:
         raise ValueError(f"class_names must have {C} entries, got {len(names)}")
+    if class_names is not None and C > 80:
+        import warnings
+        warnings.warn(f"class_names are not drawn above 80 classes ({C} here): the axes are "
+                      f"positions in the clustered order (clustering.order maps them to "
+                      f"classes). Draw a selection of classes to see their names",
+                      UserWarning, stacklevel=2)
     order = np.asarray(clustering.order)
     # Labelled (C <= 80): 0.22 inch per class. Beyond, labels are dropped and the figure keeps
     # a fixed size (a 919-class matrix at 0.22 in/class was 204 inches: 20 GB to save at 150 dpi).
@@ -1020,7 +1034,16 @@ def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.
 
     Up to 80 rows (columns) are labelled one by one: with ``row_names`` (``column_names``), or
     without names with their class indices (``result.rows[result.row_order]``, likewise for
-    columns). Beyond 80 the ticks are positions in the block, and the x label says so.
+    columns). Beyond 80, names label every k-th row (column), at most 80, and the y (x) label
+    says which; without names the ticks are positions in the block, and the y label (rows) or
+    x label (columns) says so.
+
+    Parameters
+    ----------
+    result: a ``BiclusterResult``.
+    row_names, column_names: optional sequences naming all classes (indexed by class).
+    vmin, vmax, cmap: colour scale.
+    ax: optional Axes to draw on.
 
     Returns
     -------
@@ -1035,7 +1058,7 @@ def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.
         if names is not None and len(names) < n_classes:
             raise ValueError(f"{what} must name all classes (index {n_classes - 1} is used), "
                              f"got {len(names)} names")
-    if ax is None:  # 0.2 inch per labelled row/column; a fixed size beyond 80 (labels dropped)
+    if ax is None:  # 0.2 inch per labelled row/column; a fixed size beyond 80
         w = max(3.0, 0.2 * b.shape[1] + 1.5) if b.shape[1] <= 80 else 10.0
         h = max(3.0, 0.2 * b.shape[0] + 1.0) if b.shape[0] <= 80 else 10.0
         _, ax = plt.subplots(figsize=(w, h))
@@ -1048,22 +1071,26 @@ def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.
         ax.axvline(k + 0.5, color="k", lw=0.8)
     rows = result.rows[result.row_order]
     cols = result.columns[result.column_order]
-    # up to 80 rows (columns) each gets a tick: its name, or its class index without names
-    if len(rows) <= 80:
-        ax.set_yticks(range(len(rows)))
-        ax.set_yticklabels([row_names[i] if row_names is not None else str(i) for i in rows],
-                           fontsize=6)
-    if len(cols) <= 80:
-        ax.set_xticks(range(len(cols)))
-        ax.set_xticklabels([column_names[i] if column_names is not None else str(i)
-                            for i in cols], fontsize=6, rotation=90)
-    positions = [w for w, n in (("rows", len(rows)), ("columns", len(cols))) if n > 80]
-    if positions:  # beyond 80, integer ticks that are positions in the block: say so
-        for w in positions:
-            (ax.yaxis if w == "rows" else ax.xaxis).set_major_locator(
-                MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
-        ax.set_xlabel(f"{' and '.join(positions)}: positions in bicluster order, not class "
-                      f"indices ({' / '.join('result.' + w for w in positions)} map them to "
-                      f"classes)", fontsize=7)
+    # up to 80 rows (columns) each gets a tick: its name, or its class index without names.
+    # Beyond 80, with names every k-th is named (at most 80); without names the ticks are
+    # positions in the block, and that axis' label says so (rows: the y label, columns: x).
+    for axis, cls, names, what in ((ax.yaxis, rows, row_names, "rows"),
+                                   (ax.xaxis, cols, column_names, "columns")):
+        n = len(cls)
+        rot = 90 if what == "columns" else 0
+        if n <= 80:
+            axis.set_ticks(range(n))
+            axis.set_ticklabels([names[i] if names is not None else str(i) for i in cls],
+                                fontsize=6, rotation=rot)
+        elif names is not None:
+            k = -(-n // 80)
+            pos = np.arange(0, n, k)
+            axis.set_ticks(pos)
+            axis.set_ticklabels([names[cls[p]] for p in pos], fontsize=6, rotation=rot)
+            axis.set_label_text(f"every {_ordinal(k)} of {n} {what} named", fontsize=7)
+        else:
+            axis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
+            axis.set_label_text(f"{what}: positions in bicluster order, not class indices "
+                                f"(result.{what} maps them to classes)", fontsize=7)
     ax.figure.colorbar(im, ax=ax, shrink=0.8)
     return ax

@@ -652,3 +652,34 @@ def test_channel_attributions_all_zero_row_says_so(sharey):
     assert ax.get_ylim()[1] >= 0.5                       # not a 1e-6 scale
     assert ax.yaxis.get_offset_text().get_text() == ""
     assert not any(t.get_text() == "all attributions are 0" for t in fig.axes[0].texts)
+
+
+def test_bicluster_notes_sit_on_their_axis_and_names_label_every_kth_row():
+    """Beyond 80 rows the note 'rows: positions ...' sat under the x tick labels (class
+    indices there), and row_names were dropped without a word."""
+    from deepresolve_captum.clustering import bicluster
+    C = 200
+    b = bicluster(_blocky(C), rows=np.arange(170), columns=np.arange(170, 200), n_clusters=2)
+    ax = plot_bicluster(b)
+    ax.figure.canvas.draw()
+    assert ax.get_ylabel().startswith("rows: positions in bicluster order")
+    assert ax.get_xlabel() == ""                    # the columns are labelled with classes
+    assert _tick_texts(ax.xaxis) == [str(c) for c in b.columns[b.column_order]]
+    names = [f"class{i}" for i in range(C)]
+    ax = plot_bicluster(b, row_names=names, column_names=names)
+    ax.figure.canvas.draw()
+    rows = b.rows[b.row_order]
+    assert _tick_texts(ax.yaxis) == [names[rows[p]] for p in range(0, 170, 3)]
+    assert list(ax.get_yticks()) == list(range(0, 170, 3))
+    assert ax.get_ylabel() == "every 3rd of 170 rows named"
+
+
+def test_clustered_heatmap_warns_when_it_cannot_draw_class_names():
+    """class_names were ignored above 80 classes without a word."""
+    S = np.corrcoef(np.random.default_rng(0).normal(size=(90, 12)))
+    with pytest.warns(UserWarning, match="class_names are not drawn above 80 classes"):
+        plot_clustered_heatmap(S, class_names=[f"c{i}" for i in range(90)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        plot_clustered_heatmap(S)
+        plot_clustered_heatmap(S[:80, :80], class_names=[f"c{i}" for i in range(80)])
