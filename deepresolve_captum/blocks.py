@@ -1,0 +1,706 @@
+"""Resumable runs over many targets: the ascent in blocks of targets, each block saved as it ends.
+
+A model with thousands of outputs (DeepSEA's 919, a 21,907-output head) takes hours for one
+:meth:`LayerFeatureOptimizer.attribute` call, and an interrupt or crash would lose all of it.
+:func:`attribute_in_blocks` splits the target list into blocks, runs one ``attribute`` call per
+block and writes each block's result to its own file in ``folder`` as soon as it ends. Calling
+it again with the same folder and arguments resumes: finished blocks are read, not recomputed.
+
+Everything that must be the same for every block is resolved once, up front, and recorded in
+``folder/run.json``: the full target list, lambda (``l2="auto"`` is chosen once, over the whole
+target list, with :meth:`LayerFeatureOptimizer.choose_l2`: "auto" per block would choose a
+different lambda per block), the seed, the ascent's settings, the layer, and fingerprints of
+the inputs, the extra forward arguments and the model's weights. Each start is seeded by
+(seed, target, start), so a target's result does not depend on the block it falls in: the
+blocks give what one ``attribute`` call over all targets gives, to the stopping tolerance
+(~1e-4 relative, as across chunk sizes).
+
+Folder layout::
+
+    folder/run.json            the run's settings (JSON, written once, atomically)
+    folder/block_00000.npz     block 0: targets[0:block_size]
+    folder/block_00001.npz     block 1: targets[block_size:2 * block_size]
+    ...
+
+Each ``block_NNNNN.npz`` (``np.load``-able, no pickles) holds ``values`` (n_block_targets,
+n_starts, K) FIVs, or (n_block_targets, n_starts, \\*layer_shape) FIMs with ``fiv_only=False``;
+``scores``, ``steps``, ``objective`` and ``converged`` (n_block_targets, n_starts); ``targets``
+(n_block_targets,); and ``run_id``, a hash of the settings in run.json. A block file is written
+to a temporary file in the same folder and renamed into place (``os.replace``), so a kill leaves
+either the whole file or none (at most a stray ``.block_NNNNN.npz.*.tmp`` file, which is
+ignored and can be deleted).
+
+Read a finished or partial folder with :func:`load_blocks`.
+"""
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple,
+                        _check_positive_float, _check_positive_int, _forward_args,
+                        _owning_module, _parse_targets, _resolve_seed)
+
+__all__ = ["attribute_in_blocks", "load_blocks", "BlockRun"]
+
+RUN_FILE = "run.json"
+_FORMAT = 1
+
+#: attribute() arguments that change the results: recorded in run.json and compared on resume
+_RESULT_KWARGS = ("init_scale", "lr", "max_steps", "tol", "patience", "attribute_to_layer_input",
+                  "target_only_head")
+#: attribute() arguments passed on to every block that do not change the results beyond the
+#: stopping tolerance (chunking) or at all (callback): not compared on resume
+_PASS_KWARGS = ("chunk_size", "memory_budget", "callback")
+#: arguments of choose_l2 among the above (they shape the l2="auto" probes)
+_PROBE_KWARGS = ("attribute_to_layer_input", "init_scale", "max_steps", "tol", "patience",
+                 "chunk_size", "memory_budget", "target_only_head")
+#: run.json entries compared on resume, in the order a mismatch lists them
+_COMPARED = ("targets", "n_starts", "l2", "seed", "fiv_only", "block_size", "init_scale", "lr",
+             "max_steps", "tol", "patience", "attribute_to_layer_input", "target_only_head",
+             "layer", "inputs", "additional_forward_args", "model")
+
+
+@dataclass(repr=False)
+class BlockRun:
+    """What a block folder holds (:func:`load_blocks`), finished or not.
+
+    Attributes
+    ----------
+    values: (n_targets, n_starts, K) float array of FIVs, or (n_targets, n_starts,
+        \\*layer_shape) FIMs for a run with ``fiv_only=False``, in target order; NaN for the
+        targets whose block is not done.
+    scores, objective: (n_targets, n_starts) float arrays, NaN where not done.
+    steps: (n_targets, n_starts) int array, 0 where not done.
+    converged: (n_targets, n_starts) bool array, False where not done.
+    targets: (n_targets,) int array, the run's flat output indices.
+    done: (n_targets,) bool array, True where the target's block file was read.
+    blocks_done, blocks_missing: sorted lists of block indices (block b holds
+        ``targets[b * block_size:(b + 1) * block_size]``).
+    settings: the run's settings (the contents of run.json: l2, seed, n_starts, fiv_only,
+        block_size, the ascent's settings, the layer, fingerprints, versions).
+    """
+
+    values: np.ndarray
+    scores: np.ndarray
+    steps: np.ndarray
+    objective: np.ndarray
+    converged: np.ndarray
+    targets: np.ndarray
+    done: np.ndarray
+    blocks_done: list = field(default_factory=list)
+    blocks_missing: list = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def complete(self) -> bool:
+        """True when every block is done."""
+        return not self.blocks_missing
+
+    def __repr__(self):
+        n_b = len(self.blocks_done) + len(self.blocks_missing)
+        return (f"BlockRun({len(self.targets)} targets x {self.settings.get('n_starts')} starts, "
+                f"{'FIVs' if self.settings.get('fiv_only') else 'FIMs'} "
+                f"{tuple(self.values.shape[2:])}, {len(self.blocks_done)}/{n_b} blocks done, "
+                f"l2={self.settings.get('l2'):.4g}, seed={self.settings.get('seed')})")
+
+
+# ---------------------------------------------------------------------------- public API
+def attribute_in_blocks(
+    optimizer: LayerFeatureOptimizer,
+    inputs: Union[Tensor, tuple],
+    target: Union[None, int, Sequence[int]] = None,
+    additional_forward_args: Any = None,
+    *,
+    folder: Union[str, os.PathLike],
+    block_size: int = 256,
+    n_starts: int = 10,
+    l2: Union[str, float] = "auto",
+    seed: Optional[int] = None,
+    fiv_only: bool = True,
+    verbose: bool = False,
+    **attribute_kwargs,
+):
+    r"""Run ``optimizer.attribute`` in blocks of targets, saving each block as it ends; resume.
+
+    Args:
+        optimizer (LayerFeatureOptimizer): the model and layer.
+        inputs, target, additional_forward_args: as for
+            :meth:`LayerFeatureOptimizer.attribute`. ``target`` is the whole run's list of
+            output indices (None: every output of the model, found by one forward of the first
+            example in eval mode, the model's modes restored after).
+        folder (str or path): where the run lives (created if absent). A folder holding a
+            run.json resumes that run; the settings of this call must match it: the target
+            list, n_starts, l2, seed, fiv_only, block_size, the recorded ascent settings
+            below, the layer (class and name in the model), the shape, dtype and sha256 of
+            ``inputs`` and of tensor ``additional_forward_args`` (all bytes are hashed,
+            ~1 GB/s), and a sha256 of the model's parameters and buffers. Versions and
+            chunking are recorded, not compared. While no block is finished, a run.json with
+            other settings is replaced, with a warning.
+        block_size (int): targets per block (and per ``attribute`` call and file). The last
+            block may be smaller.
+        n_starts (int): random starts per target.
+        l2 (float or "auto"): lambda. ``"auto"`` is chosen once for the whole target list with
+            :meth:`LayerFeatureOptimizer.choose_l2` (the lambda ``attribute(l2="auto")`` would
+            choose for all targets in one call, with this seed and these settings) before the
+            first block, and recorded; a resume reads it back. Passing the recorded number as
+            ``l2`` also resumes an "auto" run.
+        seed (int, optional): seeds each start as (seed, target, start). None: a new folder
+            draws one int from torch's global generator (as ``attribute`` does) and records it;
+            a resume with None uses the recorded seed.
+        fiv_only (bool): keep each start's FIV, (K,), instead of its FIM (default True here:
+            ``summarize`` needs the FIVs only). With False whole FIMs are written to the block
+            files and returned: 21,907 targets x 10 starts on a layer of 960 channels x 50
+            positions would be ~42 GB, so read such a run block by block from its files.
+        verbose (bool): a progress bar over blocks, and the ascent's own bars (and those of the
+            l2="auto" probes) inside it.
+        \**attribute_kwargs: passed to every block's ``attribute`` call. Those that change the
+            results (``init_scale``, ``lr``, ``max_steps``, ``tol``, ``patience``,
+            ``attribute_to_layer_input``, ``target_only_head``) are recorded and must match on
+            resume; ``chunk_size``, ``memory_budget`` (memory only, results agree to the
+            stopping tolerance) and ``callback`` (``callback(step, rows, objective)``, rows
+            counted within the block) may change between calls. ``init`` is refused (per-target
+            starts cannot be checked on resume: use ``seed``); so are ``return_scores`` (always
+            True here) and names ``attribute`` does not take.
+
+    Returns:
+        values (Tensor): CPU, in target order: (n_targets, n_starts, K) FIVs, or
+            (n_targets, n_starts, \*layer_shape) FIMs with ``fiv_only=False``, in the layer's
+            dtype (bfloat16 as float32). The same layout ``attribute(..., fiv_only=fiv_only,
+            return_scores=True)`` gives; with ``fiv_only=True`` its size is n_targets x n_starts x
+            K x 4 bytes in float32: 840 MB for 21,907 targets x 10 starts x 960 channels.
+        scores (Tensor): CPU, (n_targets, n_starts), the class score of each start.
+        ``optimizer.diagnostics`` is an :class:`AscentDiagnostics` over all blocks (steps,
+        objective, converged per start; l2 and, for "auto", ``l2_auto``; ``seconds`` of this
+        call), whether the blocks were computed now or read back.
+
+    Raises:
+        ValueError: the folder's run.json was written with other settings (the message names
+            each one; use a new folder, or delete this one to start over); ``folder`` is a file;
+            ``block_size`` < 1; ``init`` given.
+        TypeError: ``return_scores`` or an argument ``attribute`` does not take.
+
+    A block file that cannot be read (e.g. cut short by a full disk) is recomputed, with a
+    warning. An interrupt or error leaves every finished block in the folder and the model as
+    found (mode, ``requires_grad``).
+    """
+    t0 = time.perf_counter()
+    if not isinstance(optimizer, LayerFeatureOptimizer):
+        raise TypeError("optimizer must be a LayerFeatureOptimizer, got "
+                        f"{type(optimizer).__name__}")
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"folder {str(folder)!r} is a file, not a folder: give a folder path "
+                         "(it is created if absent)")
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
+            or block_size < 1:
+        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
+    block_size = int(block_size)
+    if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
+        raise ValueError(f"n_starts must be an integer >= 1, got {n_starts!r}")
+    n_starts = int(n_starts)
+    if isinstance(l2, str):
+        if l2 != "auto":
+            raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
+    else:
+        try:
+            l2 = float(l2)
+        except (TypeError, ValueError):
+            raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}") from None
+        if not math.isfinite(l2) or l2 <= 0:
+            raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
+    kwargs = _check_kwargs(attribute_kwargs)
+    fiv_only = bool(fiv_only)
+
+    # what the run is: its targets, the layer's shape, and fingerprints of what it depends on
+    layer_shape, targets = _probe_shapes(optimizer, inputs, target, additional_forward_args,
+                                         kwargs["attribute_to_layer_input"])
+    settings = dict(
+        targets=targets, n_starts=n_starts, fiv_only=fiv_only, block_size=block_size,
+        **{k: kwargs[k] for k in _RESULT_KWARGS},
+        layer=_layer_info(optimizer), layer_shape=list(layer_shape),
+        inputs=_fingerprint(_as_tuple(inputs)),
+        additional_forward_args=_fingerprint(_forward_args(additional_forward_args)),
+        model=_model_fingerprint(optimizer))
+
+    run_file = folder / RUN_FILE
+    recorded = _read_run(run_file) if run_file.exists() else None
+    if recorded is not None:
+        asked_l2 = l2
+        if seed is None:
+            seed = recorded.get("seed")
+        settings.update(seed=_resolve_seed(seed), l2_requested=recorded.get("l2_requested"))
+        if l2 == "auto" and recorded.get("l2_requested") == "auto":
+            settings.update(l2=recorded.get("l2"), l2_auto=recorded.get("l2_auto"))
+        else:
+            settings.update(l2=l2, l2_auto=None)
+        differ = _differences(recorded, settings, asked_l2)
+        if differ and not any(folder.glob("block_*.npz")):
+            warnings.warn(
+                f"folder {str(folder)!r} holds a run.json with other settings than this call "
+                f"({'; '.join(differ)}) but no finished block: starting that run over with "
+                "this call's settings", UserWarning, stacklevel=2)
+            recorded = None
+        elif differ:
+            raise ValueError(
+                f"folder {str(folder)!r} holds a run with other settings than this call "
+                f"({'; '.join(differ)}). Its blocks cannot be mixed with this call's: use a new "
+                "folder, or delete this one to start over.")
+        else:
+            settings = recorded
+    if recorded is None:
+        seed = _resolve_seed(seed)
+        if l2 == "auto":
+            probe = {k: kwargs[k] for k in _PROBE_KWARGS if k in kwargs}
+            lam = optimizer.choose_l2(inputs, targets, additional_forward_args, seed=seed,
+                                      verbose=verbose, **probe)
+            l2_info = _plain(optimizer.l2_auto)
+        else:
+            lam, l2_info = l2, None
+        settings.update(seed=seed, l2=float(lam), l2_requested=l2, l2_auto=l2_info,
+                        format=_FORMAT, versions=_versions())
+        settings["run_id"] = _run_id(settings)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_atomic(run_file, lambda f: f.write(_json_text(settings).encode()))
+
+    lam, seed, run_id = float(settings["l2"]), int(settings["seed"]), settings["run_id"]
+    n_t = len(targets)
+    n_blocks = math.ceil(n_t / block_size)
+    values_shape = (n_t, n_starts) + ((layer_shape[0],) if fiv_only else tuple(layer_shape))
+    values = scores = None
+    steps = np.zeros((n_t, n_starts), dtype=np.int64)
+    objective = np.zeros((n_t, n_starts))
+    converged = np.zeros((n_t, n_starts), dtype=bool)
+    extra = dict(n_chunks=0, rows_per_chunk=0, recompute_upstream=False, target_only_head=False)
+
+    bar = None
+    if verbose:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=n_blocks, desc="DeepResolve blocks", unit="block")
+    n_read = n_run = 0
+    try:
+        for b in range(n_blocks):
+            lo, hi = b * block_size, min(n_t, (b + 1) * block_size)
+            block_targets = targets[lo:hi]
+            path = folder / _block_name(b)
+            block = None
+            if path.exists():
+                try:
+                    block = _read_block(path, run_id, block_targets,
+                                        (hi - lo,) + values_shape[1:])
+                    n_read += 1
+                except _Unreadable as e:
+                    warnings.warn(f"block file {path} cannot be used ({e}): recomputing "
+                                  f"block {b} (targets {lo}-{hi - 1})", RuntimeWarning,
+                                  stacklevel=2)
+            if block is None:
+                if bar is not None:
+                    bar.set_postfix_str(f"block {b}: targets {lo}-{hi - 1}", refresh=True)
+                block = _run_block(optimizer, inputs, block_targets, additional_forward_args,
+                                   n_starts, lam, seed, fiv_only, verbose, kwargs, run_id, b)
+                _write_atomic(path, lambda f: np.savez(f, **block))
+                n_run += 1
+            v = torch.from_numpy(block["values"])
+            if values is None:
+                values = torch.empty(values_shape, dtype=v.dtype)
+                scores = torch.empty((n_t, n_starts), dtype=torch.from_numpy(block["scores"]).dtype)
+            values[lo:hi] = v
+            scores[lo:hi] = torch.from_numpy(block["scores"])
+            steps[lo:hi] = block["steps"]
+            objective[lo:hi] = block["objective"]
+            converged[lo:hi] = block["converged"]
+            extra["n_chunks"] += int(block["n_chunks"])
+            extra["rows_per_chunk"] = max(extra["rows_per_chunk"], int(block["rows_per_chunk"]))
+            extra["recompute_upstream"] |= bool(block["recompute_upstream"])
+            extra["target_only_head"] |= bool(block["target_only_head"])
+            if bar is not None:
+                bar.set_postfix_str(f"{n_run} computed, {n_read} read", refresh=False)
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+
+    optimizer.diagnostics = AscentDiagnostics(
+        targets=np.asarray(targets), steps=steps, objective=objective, converged=converged,
+        l2=lam, lr=float(settings["lr"]) if settings["lr"] is not None else 1.0 / (2.0 * lam),
+        l2_auto=settings.get("l2_auto"), seconds=time.perf_counter() - t0,
+        settings=dict(n_starts=n_starts, seed=seed, init_scale=settings["init_scale"],
+                      max_steps=settings["max_steps"], tol=settings["tol"],
+                      patience=settings["patience"],
+                      attribute_to_layer_input=settings["attribute_to_layer_input"],
+                      fiv_only=fiv_only, block_size=block_size, folder=str(folder),
+                      blocks_computed=n_run, blocks_read=n_read),
+        **extra)
+    return values, scores
+
+
+def load_blocks(folder: Union[str, os.PathLike]) -> BlockRun:
+    """Read a block folder written by :func:`attribute_in_blocks`, finished or partial.
+
+    Returns a :class:`BlockRun`: ``values`` (n_targets, n_starts, K) FIVs (or FIMs), ``scores``,
+    ``steps``, ``objective``, ``converged`` (n_targets, n_starts) as numpy arrays in target
+    order (NaN / 0 / False for targets whose block is not done), ``targets`` (n_targets,),
+    ``done`` (n_targets,) bool, ``blocks_done``/``blocks_missing`` and ``settings`` (run.json).
+    For the done targets only: ``summarize(torch.as_tensor(r.values[r.done]),
+    torch.as_tensor(r.scores[r.done]))``.
+
+    A block file that cannot be read, or that belongs to another run, counts as missing, with a
+    warning. ``ValueError`` when ``folder`` has no readable run.json.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is not a folder")
+    run_file = folder / RUN_FILE
+    if not run_file.exists():
+        raise ValueError(f"{str(folder)!r} holds no {RUN_FILE}: not a folder written by "
+                         "attribute_in_blocks")
+    s = _read_run(run_file)
+    targets = np.asarray(s["targets"], dtype=np.int64)
+    n_t, n_starts, bs = len(targets), int(s["n_starts"]), int(s["block_size"])
+    tail = (s["layer_shape"][0],) if s["fiv_only"] else tuple(s["layer_shape"])
+    values = None
+    scores = np.full((n_t, n_starts), np.nan)
+    objective = np.full((n_t, n_starts), np.nan)
+    steps = np.zeros((n_t, n_starts), dtype=np.int64)
+    converged = np.zeros((n_t, n_starts), dtype=bool)
+    done = np.zeros(n_t, dtype=bool)
+    blocks_done, blocks_missing = [], []
+    for b in range(math.ceil(n_t / bs)):
+        lo, hi = b * bs, min(n_t, (b + 1) * bs)
+        path = folder / _block_name(b)
+        block = None
+        if path.exists():
+            try:
+                block = _read_block(path, s["run_id"], targets[lo:hi].tolist(),
+                                    (hi - lo, n_starts) + tail)
+            except _Unreadable as e:
+                warnings.warn(f"block file {path} cannot be used ({e}): counted as missing",
+                              RuntimeWarning, stacklevel=2)
+        if block is None:
+            blocks_missing.append(b)
+            continue
+        if values is None:
+            dt = np.result_type(block["values"].dtype, np.float32)
+            values = np.full((n_t, n_starts) + tail, np.nan, dtype=dt)
+        values[lo:hi] = block["values"]
+        scores[lo:hi] = block["scores"]
+        objective[lo:hi] = block["objective"]
+        steps[lo:hi] = block["steps"]
+        converged[lo:hi] = block["converged"]
+        done[lo:hi] = True
+        blocks_done.append(b)
+    if values is None:
+        values = np.full((n_t, n_starts) + tail, np.nan, dtype=np.float32)
+    return BlockRun(values=values, scores=scores, steps=steps, objective=objective,
+                    converged=converged, targets=targets, done=done, blocks_done=blocks_done,
+                    blocks_missing=blocks_missing, settings=s)
+
+
+# ---------------------------------------------------------------------------- internals
+class _Unreadable(Exception):
+    """A block file that is cut short, not an npz, or of another run or shape."""
+
+
+def _block_name(b):
+    return f"block_{b:05d}.npz"
+
+
+def _attribute_defaults():
+    sig = inspect.signature(LayerFeatureOptimizer.attribute)
+    return {n: p.default for n, p in sig.parameters.items()
+            if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _check_kwargs(kwargs):
+    """The attribute kwargs with defaults filled in for the recorded ones; refuse the rest."""
+    if "return_scores" in kwargs:
+        raise TypeError("return_scores is not an argument of attribute_in_blocks: it always "
+                        "returns (values, scores)")
+    if "init" in kwargs:
+        raise ValueError(
+            "init= is not supported by attribute_in_blocks: per-target starts cannot be checked "
+            "when a run resumes. Starts are drawn from (seed, target, start) whatever the block "
+            "(deepresolve_captum.optimizer.start_draw gives them); for starts of your own, call "
+            "attribute per block yourself")
+    defaults = _attribute_defaults()
+    allowed = set(_RESULT_KWARGS) | set(_PASS_KWARGS)
+    unknown = sorted(k for k in kwargs if k not in allowed)
+    if unknown:
+        taken = set(defaults) - {"return_scores", "init", "verbose"} - allowed
+        raise TypeError(
+            f"attribute_in_blocks got unexpected argument(s) {unknown}: give target, "
+            "additional_forward_args, n_starts, l2, seed, fiv_only and verbose as its own "
+            f"arguments; it passes on {sorted(allowed)}"
+            + (f" (and not {sorted(taken)})" if taken else ""))
+    out = {k: defaults[k] for k in _RESULT_KWARGS}
+    out.update(kwargs)
+    # checked here, as attribute checks them, so that run.json never records a bad value
+    out["init_scale"] = _check_positive_float(out["init_scale"], "init_scale")
+    out["tol"] = _check_positive_float(out["tol"], "tol", allow_zero=True)
+    if out["lr"] is not None:
+        out["lr"] = _check_positive_float(out["lr"], "lr")
+    out["max_steps"] = _check_positive_int(out["max_steps"], "max_steps")
+    out["patience"] = _check_positive_int(out["patience"], "patience")
+    for k in ("chunk_size", "memory_budget"):
+        if out.get(k) is not None:
+            out[k] = _check_positive_int(out[k], k)
+    if out.get("callback") is not None and not callable(out["callback"]):
+        raise TypeError(f"callback must be callable, got {type(out['callback']).__name__}")
+    out["attribute_to_layer_input"] = bool(out["attribute_to_layer_input"])
+    out["target_only_head"] = bool(out["target_only_head"])
+    return out
+
+
+def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
+    """(layer_shape, flat target list): one forward of the first example under no_grad, the
+    model in eval mode (restored after), a hook on the layer reading its value's shape."""
+    ins = _as_tuple(inputs)
+    if not ins or not all(isinstance(x, Tensor) for x in ins):
+        raise TypeError("inputs must be a tensor or a tuple of tensors")
+    if ins[0].dim() == 0 or ins[0].shape[0] < 1:
+        raise ValueError("inputs must hold at least one example (shape (N, ...), N >= 1)")
+    n = ins[0].shape[0]
+    extra = _forward_args(additional_forward_args)
+    extra = tuple(a[:1] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n else a
+                  for a in extra)
+    owner = _owning_module(optimizer.forward_func)
+    scope = owner if owner is not None else optimizer.layer
+    modes = [(m, m.training) for m in scope.modules()]
+    seen = []
+    if on_input:
+        handle = optimizer.layer.register_forward_pre_hook(
+            lambda m, args: seen.append(args[0] if args else None))
+    else:
+        handle = optimizer.layer.register_forward_hook(lambda m, a, out: seen.append(out))
+    try:
+        scope.eval()
+        with torch.no_grad():
+            out = optimizer.forward_func(*(x[:1] for x in ins), *extra)
+    finally:
+        handle.remove()
+        scope.train(modes[0][1])
+        for m, mode in modes:
+            if m.training != mode:
+                m.training = mode
+    if not isinstance(out, Tensor) or out.dim() == 0:
+        raise TypeError("forward_func must return one tensor of logits (N, n_outputs)")
+    if not seen or not isinstance(seen[0], Tensor) or seen[0].dim() < 2:
+        raise ValueError("the layer was not reached by the forward, or its value is not one "
+                         "(N, K, ...) tensor")
+    return tuple(seen[0].shape[1:]), _parse_targets(target, tuple(out.shape[1:]))
+
+
+def _run_block(optimizer, inputs, block_targets, additional_forward_args, n_starts, lam, seed,
+               fiv_only, verbose, kwargs, run_id, b):
+    t0 = time.perf_counter()
+    values, scores = optimizer.attribute(
+        inputs, block_targets, additional_forward_args, n_starts=n_starts, l2=lam, seed=seed,
+        fiv_only=fiv_only, return_scores=True, verbose=verbose, **kwargs)
+    d = optimizer.diagnostics
+    values, scores = values.detach().cpu(), scores.detach().cpu()
+    if values.dtype == torch.bfloat16:      # numpy has no bfloat16
+        values, scores = values.float(), scores.float()
+    return dict(values=values.numpy(), scores=scores.numpy(),
+                targets=np.asarray(block_targets, dtype=np.int64),
+                steps=np.asarray(d.steps, dtype=np.int64), objective=np.asarray(d.objective),
+                converged=np.asarray(d.converged, dtype=bool), run_id=np.array(run_id),
+                block=np.array(b), seconds=np.array(time.perf_counter() - t0),
+                n_chunks=np.array(d.n_chunks), rows_per_chunk=np.array(d.rows_per_chunk),
+                recompute_upstream=np.array(d.recompute_upstream),
+                target_only_head=np.array(d.target_only_head))
+
+
+_BLOCK_KEYS = ("values", "scores", "targets", "steps", "objective", "converged", "run_id",
+               "n_chunks", "rows_per_chunk", "recompute_upstream", "target_only_head")
+
+
+def _read_block(path, run_id, block_targets, values_shape):
+    """The block's arrays (a dict), or _Unreadable saying why not."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            block = {k: f[k] for k in f.files}
+    except Exception as e:  # a cut-short zip raises BadZipFile, EOFError, OSError, ValueError
+        raise _Unreadable(f"{type(e).__name__}: {e}") from None
+    missing = [k for k in _BLOCK_KEYS if k not in block]
+    if missing:
+        raise _Unreadable(f"no {missing} entries")
+    if str(block["run_id"]) != run_id:
+        raise _Unreadable("it was written by another run (its run_id differs from run.json)")
+    if block["targets"].tolist() != list(block_targets):
+        raise _Unreadable("its targets are not this block's")
+    if tuple(block["values"].shape) != tuple(values_shape):
+        raise _Unreadable(f"values of shape {tuple(block['values'].shape)}, expected "
+                          f"{tuple(values_shape)}")
+    for k in ("scores", "steps", "objective", "converged"):
+        if tuple(block[k].shape) != tuple(values_shape[:2]):
+            raise _Unreadable(f"{k} of shape {tuple(block[k].shape)}, expected "
+                              f"{tuple(values_shape[:2])}")
+    return block
+
+
+def _write_atomic(path, write):
+    """Write via ``write(file)`` to a temporary file beside ``path``, then rename it into place:
+    a kill leaves the old file (or none) or the whole new one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable (POSIX); not possible everywhere
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def _read_run(run_file):
+    try:
+        s = json.loads(Path(run_file).read_text())
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{run_file} cannot be read ({e}): delete the folder to start over, "
+                         "or give another folder") from None
+    needed = set(_COMPARED) | {"run_id", "layer_shape", "l2_requested"}
+    if not isinstance(s, dict) or not needed <= set(s):
+        raise ValueError(f"{run_file} is not a run.json written by attribute_in_blocks")
+    return s
+
+
+def _differences(recorded, settings, asked_l2):
+    """One 'name: folder has X, this call Y' per compared setting that differs."""
+    now = _plain(settings)
+    out = []
+    for k in _COMPARED:
+        a, b = recorded.get(k), now.get(k)
+        if k == "l2":
+            if asked_l2 == "auto":
+                if recorded.get("l2_requested") == "auto":
+                    continue
+                a, b = recorded.get("l2"), "auto"
+            elif a is not None and float(a) == float(asked_l2):
+                continue       # the recorded lambda, an "auto" run's included
+        if a == b:
+            continue
+        out.append(_describe(k, a, b))
+    return out
+
+
+def _describe(k, a, b):
+    """'name: the folder has X, this call Y' (per entry for the layer and the model; by
+    position for fingerprint lists and targets)."""
+    if k == "targets" and isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"targets: the folder has {len(a)} targets, this call {len(b)}"
+        i = next(i for i, (x, y) in enumerate(zip(a, b)) if x != y)
+        return (f"targets: the folder has {a[i]} at position {i}, this call {b[i]} (the "
+                "first difference)")
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = [x for x in sorted(set(a) | set(b)) if a.get(x) != b.get(x)]
+        return "; ".join(_describe(f"{k}.{x}", a.get(x), b.get(x)) for x in keys)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return "; ".join(_describe(f"{k}[{i}]", x, y) for i, (x, y) in enumerate(zip(a, b))
+                         if x != y)
+    return f"{k}: the folder has {a!r}, this call {b!r}"
+
+
+def _tensor_digest(t):
+    t = t.detach().cpu().contiguous().reshape(-1)
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8)
+    return hashlib.sha256(t.view(torch.uint8).numpy()).hexdigest()[:16]
+
+
+def _fingerprint(objs):
+    """Shape, dtype and a short hash of the bytes of every tensor (all of them: sha256 runs at
+    ~1 GB/s); plain values as they are, other objects by type name."""
+    out = []
+    for o in objs:
+        if isinstance(o, Tensor):
+            out.append(dict(shape=list(o.shape), dtype=str(o.dtype).replace("torch.", ""),
+                            sha256=_tensor_digest(o)))
+        elif o is None or isinstance(o, (bool, int, float, str)):
+            out.append(o)
+        else:
+            out.append(type(o).__name__)
+    return out
+
+
+def _model_fingerprint(optimizer):
+    """A hash over the parameters and buffers of the model (or of the layer, when the forward
+    is not an nn.Module), in state_dict order, and their count."""
+    owner = _owning_module(optimizer.forward_func)
+    scope = owner if owner is not None else optimizer.layer
+    h, n = hashlib.sha256(), 0
+    for name, t in scope.state_dict(keep_vars=True).items():
+        if isinstance(t, Tensor):
+            h.update(name.encode())
+            h.update(str(t.dtype).encode())
+            h.update(_tensor_digest(t).encode())
+            n += t.numel()
+    return dict(n_values=n, sha256=h.hexdigest()[:16])
+
+
+def _layer_info(optimizer):
+    owner = _owning_module(optimizer.forward_func)
+    name = None
+    if owner is not None:
+        name = next((n for n, m in owner.named_modules() if m is optimizer.layer), None)
+    return dict(cls=type(optimizer.layer).__name__, name=name)
+
+
+def _versions():
+    from . import __version__
+    return dict(deepresolve_captum=__version__, torch=torch.__version__, numpy=np.__version__)
+
+
+def _run_id(settings):
+    keys = sorted(set(_COMPARED) | {"l2", "seed"})
+    text = json.dumps({k: _plain(settings.get(k)) for k in keys}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _json_text(settings):
+    """JSON with one line per setting (the target list on one line, not one per target)."""
+    items = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in _plain(settings).items()]
+    return "{\n" + ",\n".join(items) + "\n}\n"
+
+
+def _plain(x):
+    """JSON-ready: tuples as lists, numpy and torch scalars as Python numbers."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    if isinstance(x, (np.integer,)):
+        return int(x)
+    if isinstance(x, (np.floating,)):
+        return float(x)
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, Tensor):
+        return x.tolist()
+    return x

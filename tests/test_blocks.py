@@ -1,0 +1,233 @@
+"""attribute_in_blocks: blocks give what one attribute call gives, lambda is chosen once for the
+whole run, an interrupted or damaged run resumes computing only what is missing, other
+settings are refused by name, and the model is left exactly as found."""
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from deepresolve_captum import LayerFeatureOptimizer
+from deepresolve_captum.blocks import attribute_in_blocks, load_blocks
+from deepresolve_captum.zoo import PaperCNN
+
+N_OUT, N_STARTS, STEPS = 40, 2, 200
+
+
+def _model():
+    torch.manual_seed(0)
+    return PaperCNN(n_outputs=N_OUT, seq_len=50).eval()
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(1)
+    return torch.nn.functional.one_hot(torch.randint(0, 4, (32, 50), generator=g), 4) \
+        .permute(0, 2, 1).float()
+
+
+class Counter:
+    """A callback that counts ascents (chunks start at step 1; one chunk per block here) and can
+    raise KeyboardInterrupt when the ascent of a given block starts."""
+
+    def __init__(self, interrupt_at=None):
+        self.chunks = 0
+        self.interrupt_at = interrupt_at
+
+    def __call__(self, step, rows, objective):
+        if step == 1:
+            self.chunks += 1
+            if self.interrupt_at is not None and self.chunks == self.interrupt_at:
+                raise KeyboardInterrupt
+
+
+def _close(a, b, rel=1e-3):
+    a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+    assert a.shape == b.shape
+    assert float((a - b).abs().max()) <= rel * float(b.abs().max())
+
+
+def _run(opt, x, folder, **kw):
+    args = dict(folder=folder, block_size=10, n_starts=N_STARTS, seed=0, max_steps=STEPS)
+    args.update(kw)
+    return attribute_in_blocks(opt, x, **args)
+
+
+def test_blocks_equal_one_call_and_auto_lambda_is_the_full_lists(tmp_path):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    fivs, scores = _run(opt, x, tmp_path / "run", block_size=16)
+    lam = opt.diagnostics.l2
+    assert fivs.device.type == "cpu" and fivs.shape == (N_OUT, N_STARTS, 32)
+    assert scores.shape == (N_OUT, N_STARTS)
+    assert opt.diagnostics.steps.shape == (N_OUT, N_STARTS)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["l2"] == lam
+
+    ref, ref_scores = opt.attribute(x, None, n_starts=N_STARTS, l2="auto", seed=0,
+                                    max_steps=STEPS, fiv_only=True, return_scores=True)
+    assert lam == pytest.approx(opt.diagnostics.l2, rel=1e-12)   # the whole list's "auto"
+    # ... which per-block "auto" would not give: the test above can fail
+    first_block = opt.choose_l2(x, list(range(16)), seed=0, max_steps=STEPS)
+    assert first_block != pytest.approx(lam, rel=1e-3)
+    _close(fivs, ref)
+    _close(scores, ref_scores)
+
+    # whole FIMs, targets out of order and split over blocks: attribute's layout and order.
+    # (At the default tol=1e-5 one start's FIM here differs by 1.03e-3 of the max between
+    # batches of 4 and 10 rows: where the stopping rule fires; tol=1e-6 gives ~1e-4.)
+    tg = [5, 39, 0, 17, 3]
+    fims, sc = _run(opt, x, tmp_path / "fims", target=tg, block_size=2, l2=lam, fiv_only=False,
+                    tol=1e-6)
+    ref, ref_scores = opt.attribute(x, tg, n_starts=N_STARTS, l2=lam, seed=0, max_steps=STEPS,
+                                    tol=1e-6, return_scores=True)
+    assert fims.shape == (5, N_STARTS, 32, 10)
+    _close(fims, ref)
+    _close(sc, ref_scores)
+    r = load_blocks(tmp_path / "fims")
+    assert r.complete and r.targets.tolist() == tg and r.values.shape == (5, N_STARTS, 32, 10)
+    np.testing.assert_array_equal(r.values, fims.numpy())
+
+
+def test_interrupt_then_resume_computes_only_missing_blocks(tmp_path, monkeypatch):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    ref, ref_scores = _run(opt, x, tmp_path / "ref", seed=None)       # 4 blocks of 10
+    seed = json.loads((tmp_path / "ref" / "run.json").read_text())["seed"]
+    assert isinstance(seed, int)
+
+    folder = tmp_path / "run"
+    stop = Counter(interrupt_at=2)
+    with pytest.raises(KeyboardInterrupt):
+        _run(opt, x, folder, seed=seed, callback=stop)
+    names = sorted(os.listdir(folder))
+    assert names == ["block_00000.npz", "run.json"]          # block 0 kept, no temp file
+    partial = load_blocks(folder)
+    assert partial.blocks_done == [0] and partial.blocks_missing == [1, 2, 3]
+    assert partial.done.tolist() == [True] * 10 + [False] * 30
+    assert np.isnan(partial.values[10:]).all()
+    np.testing.assert_array_equal(partial.values[:10], ref[:10].numpy())
+    kept = os.stat(folder / "block_00000.npz").st_mtime_ns
+
+    # the resume reads lambda and the seed back (choose_l2 must not run again)
+    monkeypatch.setattr(opt, "choose_l2", lambda *a, **k: pytest.fail("choose_l2 re-ran"))
+    count = Counter()
+    fivs, scores = _run(opt, x, folder, seed=None, callback=count)
+    assert count.chunks == 3
+    assert os.stat(folder / "block_00000.npz").st_mtime_ns == kept
+    assert torch.equal(fivs, ref) and torch.equal(scores, ref_scores)
+    assert opt.diagnostics.settings["blocks_computed"] == 3
+
+    # one block file deleted: only that block is computed again
+    (folder / "block_00002.npz").unlink()
+    count = Counter()
+    fivs, scores = _run(opt, x, folder, seed=seed, callback=count)
+    assert count.chunks == 1
+    assert torch.equal(fivs, ref) and torch.equal(scores, ref_scores)
+    count = Counter()
+    _run(opt, x, folder, seed=seed, callback=count)
+    assert count.chunks == 0
+
+
+def test_truncated_block_is_recomputed_with_a_warning(tmp_path):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    folder = tmp_path / "run"
+    ref, ref_scores = _run(opt, x, folder, l2=0.02)
+    path = folder / "block_00001.npz"
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) // 2])
+    with pytest.warns(RuntimeWarning, match="block_00001.npz cannot be used"):
+        r = load_blocks(folder)
+    assert r.blocks_missing == [1] and not r.done[10:20].any() and r.done[20:].all()
+    count = Counter()
+    with pytest.warns(RuntimeWarning, match="recomputing block 1"):
+        fivs, scores = _run(opt, x, folder, l2=0.02, callback=count)
+    assert count.chunks == 1
+    assert torch.equal(fivs, ref) and torch.equal(scores, ref_scores)
+    r = load_blocks(folder)
+    assert r.complete and torch.equal(torch.from_numpy(r.values), ref)
+
+
+def test_other_settings_are_refused_by_name(tmp_path):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    folder = tmp_path / "run"
+    _run(opt, x, folder, target=list(range(20)))
+    lam = opt.diagnostics.l2
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    changed = dict(n_starts=dict(n_starts=3), seed=dict(seed=1), l2=dict(l2=2 * lam),
+                   max_steps=dict(max_steps=100), tol=dict(tol=1e-3),
+                   fiv_only=dict(fiv_only=False), block_size=dict(block_size=5),
+                   targets=dict(target=list(range(21))),
+                   attribute_to_layer_input=dict(attribute_to_layer_input=True))
+    for name, kw in changed.items():
+        args = dict(target=list(range(20)))
+        args.update(kw)
+        with pytest.raises(ValueError, match=rf"{name}: the folder has .*new folder"):
+            _run(opt, x, folder, **args)
+    with pytest.raises(ValueError, match=r"inputs\[0\]\.sha256: the folder has"):
+        _run(opt, x[torch.arange(31, -1, -1)], folder, target=list(range(20)))
+    with pytest.raises(ValueError, match=r"n_starts: .*; seed: "):    # every difference named
+        _run(opt, x, folder, target=list(range(20)), n_starts=3, seed=1)
+    bias = model.fc2.bias.detach().clone()
+    with torch.no_grad():
+        model.fc2.bias[0] += 1.0
+    with pytest.raises(ValueError, match=r"model\.sha256: the folder has"):
+        _run(opt, x, folder, target=list(range(20)))
+    with torch.no_grad():
+        model.fc2.bias.copy_(bias)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+    # the recorded lambda given as a number, or "auto" again, resumes the "auto" run
+    count = Counter()
+    _run(opt, x, folder, target=list(range(20)), l2=lam, callback=count, chunk_size=7)
+    assert count.chunks == 0
+
+
+def test_bad_arguments(tmp_path):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    afile = tmp_path / "file"
+    afile.write_text("")
+    with pytest.raises(ValueError, match="is a file"):
+        _run(opt, x, afile)
+    with pytest.raises(ValueError, match="block_size"):
+        _run(opt, x, tmp_path / "a", block_size=0)
+    with pytest.raises(ValueError, match="init"):
+        _run(opt, x, tmp_path / "a", init=torch.zeros(N_OUT, N_STARTS, 32, 10))
+    with pytest.raises(TypeError, match="return_scores"):
+        _run(opt, x, tmp_path / "a", return_scores=True)
+    with pytest.raises(TypeError, match="n_start"):
+        _run(opt, x, tmp_path / "a", n_start=3)
+    with pytest.raises(ValueError, match="max_steps"):
+        _run(opt, x, tmp_path / "a", max_steps=0)
+    assert not (tmp_path / "a").exists()                 # nothing written for a bad call
+    # interrupted in block 0: run.json but no finished block, so other settings start over
+    with pytest.raises(KeyboardInterrupt):
+        _run(opt, x, tmp_path / "a", l2=0.02, callback=Counter(interrupt_at=1))
+    assert sorted(os.listdir(tmp_path / "a")) == ["run.json"]
+    with pytest.warns(UserWarning, match="max_steps: the folder has 200, this call 300.*no "
+                                         "finished block"):
+        _run(opt, x, tmp_path / "a", l2=0.02, max_steps=300, block_size=20)
+    assert json.loads((tmp_path / "a" / "run.json").read_text())["max_steps"] == 300
+    # chunking passes through and changes nothing beyond the stopping tolerance
+    ref, _ = _run(opt, x, tmp_path / "b", l2=0.02)
+    chunked, _ = _run(opt, x, tmp_path / "c", l2=0.02, chunk_size=7)
+    assert opt.diagnostics.n_chunks == 4 * 3
+    _close(chunked, ref)
+
+
+def test_model_is_left_as_found(tmp_path):
+    model, x = _model(), _inputs()
+    model.train()
+    model.fc1.eval()
+    model.conv.bias.requires_grad_(False)
+    modes = [(n, m.training) for n, m in model.named_modules()]
+    grads = [(n, p.requires_grad) for n, p in model.named_parameters()]
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = LayerFeatureOptimizer(model, model.pool)
+    with pytest.raises(KeyboardInterrupt):
+        _run(opt, x, tmp_path / "run", callback=Counter(interrupt_at=2))
+    _run(opt, x, tmp_path / "run")
+    assert [(n, m.training) for n, m in model.named_modules()] == modes
+    assert [(n, p.requires_grad) for n, p in model.named_parameters()] == grads
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
