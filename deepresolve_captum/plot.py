@@ -309,7 +309,10 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     Channels are rows, sorted by descending OFIV (``order="ofiv"``) or IL (``order="il"``), or
     given as an index array. Columns: the T starts (red = positive FIV, blue = negative, area
     proportional to |FIV|, the same scale for all starts and the OFIV), then IL (grey), then OFIV
-    with a star on non-additive channels, then the channel's filter logo (if ``filters`` is given)
+    with a star on non-additive channels (the OFIV is the weighted mean FIV, except for a
+    sign-flipping non-additive channel: the weighted mean of its positive FIVs only, as in the
+    paper, so its circle is red even when most starts are blue; the key names those channels),
+    then the channel's filter logo (if ``filters`` is given)
     and its label. The IL circle's area is sqrt(IL), the weighted standard deviation of the
     channel's FIV across starts, on the FIV circles' scale (its darkness grows with it): a channel
     whose FIV swings between +a and -a gets a circle like an FIV of a, and a consistent one a dot.
@@ -328,7 +331,8 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     filters: optional (K, 4, w) convolution weights (e.g. ``model.conv.weight``) for the logos.
         The logos (:func:`plot_filter_logo`) share one y scale, given under the column, so their
         sizes compare across channels.
-    channel_labels: optional list of K strings shown right of each row (e.g. matched motifs).
+    channel_labels: optional list of K strings shown right of each row (e.g. matched motifs);
+        wrapped at 60 characters, the label column as wide as the longest line.
     order: "ofiv", "il" or a non-empty array of distinct channel indices in [0, K) (also selects
         channels).
     max_channels: optional int >= 1, draw only the first ``max_channels`` channels of the order
@@ -343,6 +347,8 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     -------
     matplotlib Figure (``fig.axes[0]``: the circles; then the logos, if any, and the labels).
     """
+    import textwrap
+
     import matplotlib.pyplot as plt
     from matplotlib.gridspec import GridSpec
 
@@ -377,19 +383,45 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     big = max(np.abs(fiv[:, idx]).max(), np.abs(ofiv[idx]).max(), sd[idx].max())
     scale = max_size / big if big > 0 else 0.0
 
-    width = 0.42 * (T + 2) + (3.6 if filters is not None else 1.6)
+    # channel labels: long ones wrapped at 60 characters; the label column is as wide as the
+    # longest (measured), so a plain fig.savefig keeps them whole (they were cut at 1.6 inches)
+    labels = ([textwrap.fill(str(channel_labels[k]), 60) for k in idx]
+              if channel_labels is not None else None)
     pitch = 0.45 if filters is not None else 0.36      # inches per channel row
-    fig = plt.figure(figsize=(width, pitch * n + 1.4))
+    fig = plt.figure(figsize=(4.0, pitch * n + 1.4))
+    lab_w = 1.25
+    if labels:
+        r = fig.canvas.get_renderer()
+        probe = fig.text(0, 0, "", fontsize=7)
+        for t in labels:
+            probe.set_text(t)
+            lab_w = max(lab_w, probe.get_window_extent(r).width / fig.dpi + 0.15)
+        probe.remove()
+    # column widths in inches: circles, logos, labels; margins for the "ch k" tick labels
+    widths = [0.33 * (T + 2), 1.1 if filters is not None else 0.01, lab_w]
+    left_in, right_in, wspace = 0.8, 0.1, 0.02
+    width = left_in + right_in + sum(widths) * (1 + 2 * wspace / 3)
+    fig.set_size_inches(width, pitch * n + 1.4)
+    flip = ""
+    cat = getattr(summary, "category", None)
+    if cat is not None:
+        from .summary import NONADDITIVE_FLIPPING
+        fl = [int(k) for k in idx if np.asarray(cat)[target, k] == NONADDITIVE_FLIPPING]
+        if fl:
+            shown = ", ".join(f"ch {k}" for k in fl[:6]) + (", ..." if len(fl) > 6 else "")
+            flip = (f" OFIV: the weighted mean FIV, except for sign-flipping non-additive "
+                    f"channels ({shown}): the weighted mean of their positive FIVs only, so "
+                    f"red even where most starts are blue.")
     key = _footer(fig, f"red: positive, blue: negative; circle area ~ |value|, {_largest(big)}. "
                        f"IL: area ~ sqrt(IL), the FIV's s.d. across starts, on the same "
-                       f"scale; max IL shown {il[idx].max():.3g}. *: non-additive (GMM on IL).")
+                       f"scale; max IL shown {il[idx].max():.3g}. *: non-additive (GMM on IL)."
+                       + flip)
     # room at the bottom for the x label (0.55 in) and the key above the figure's lower edge
     bottom = 0.55 + key
     height = pitch * n + 0.85 + bottom
     fig.set_size_inches(width, height)
-    widths = [0.42 * (T + 2), 1.4 if filters is not None else 0.01, 1.6]
-    gs = GridSpec(1, 3, width_ratios=widths, wspace=0.02, figure=fig, top=1 - 0.45 / height,
-                  bottom=bottom / height)
+    gs = GridSpec(1, 3, width_ratios=widths, wspace=wspace, figure=fig, top=1 - 0.45 / height,
+                  bottom=bottom / height, left=left_in / width, right=1 - right_in / width)
     ax = fig.add_subplot(gs[0])
     rows = np.arange(n)
     for t in range(T):
@@ -439,9 +471,9 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     lab.set_ylim(n - 0.5, -0.5)
     lab.set_xlim(0, 1)
     lab.axis("off")
-    if channel_labels is not None:
-        for r, k in enumerate(idx):
-            lab.text(0.04, r, str(channel_labels[k]), va="center", fontsize=7)
+    if labels:
+        for r, t in enumerate(labels):
+            lab.text(0.1 / lab_w, r, t, va="center", fontsize=7)
     if title is None:
         title = "FIVs of each start, IL and OFIV (* = non-additive)"
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / height)

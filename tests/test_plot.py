@@ -683,3 +683,33 @@ def test_clustered_heatmap_warns_when_it_cannot_draw_class_names():
         warnings.simplefilter("error")
         plot_clustered_heatmap(S)
         plot_clustered_heatmap(S[:80, :80], class_names=[f"c{i}" for i in range(80)])
+
+
+def test_feature_importance_key_explains_a_red_ofiv_over_blue_starts():
+    """A sign-flipping non-additive channel's OFIV is the weighted mean of its positive FIVs
+    (the paper's rule): red although most starts may be blue. The key did not say so."""
+    s = _summary()
+    flip = np.flatnonzero(s.category[0] == 2)
+    assert flip.size                                          # channel 1 flips by construction
+    text = _key(plot_feature_importance(s)).get_text().replace("\n", " ")
+    assert "weighted mean of their positive FIVs only" in text
+    assert all(f"ch {k}" in text for k in flip)
+    # no flipping channel drawn: no such sentence
+    other = np.flatnonzero(s.category[0] != 2)
+    text = _key(plot_feature_importance(s, order=other)).get_text()
+    assert "positive FIVs" not in text
+
+
+def test_feature_importance_long_labels_survive_a_plain_savefig():
+    """The label column was 1.6 inches whatever the labels: long ones ran off the canvas of a
+    plain fig.savefig (the docstring promises the figure keeps everything inside)."""
+    s = _summary()
+    labels = [f"ch{k}: best JASPAR match MA0139.1 CTCF (p=1e-5), {'x' * 10 * k}"
+              for k in range(6)]
+    fig = plot_feature_importance(s, channel_labels=labels, max_channels=6)
+    fig.canvas.draw()
+    texts = [t for t in fig.axes[-1].texts]
+    assert len(texts) == 6
+    for t in texts:
+        bb = t.get_window_extent()
+        assert fig.bbox.x0 <= bb.x0 and bb.x1 <= fig.bbox.x1, t.get_text()
