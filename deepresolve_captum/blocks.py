@@ -12,8 +12,9 @@ target list, with :meth:`LayerFeatureOptimizer.choose_l2`: "auto" per block woul
 different lambda per block), the seed, the ascent's settings, the layer, and fingerprints of
 the inputs, the extra forward arguments and the model's weights. Each start is seeded by
 (seed, target, start), so a target's result does not depend on the block it falls in: the
-blocks give what one ``attribute`` call over all targets gives, to the stopping tolerance
-(~1e-4 relative, as across chunk sizes).
+blocks give what one ``attribute`` call over all targets gives, to the stopping tolerance,
+as across chunk sizes (see ``attribute``'s ``seed``: FIVs ~6e-5, whole FIMs ~1e-3 of the
+largest |H| at the default ``tol``).
 
 Folder layout::
 

@@ -59,3 +59,22 @@ def test_readme_wrapper_for_extra_inputs_runs():
     w = ns["WithCovariate"](m, torch.tensor([[0.5, -1.0]]))
     attr = channel_attributions(w, m.conv, [0, 2], X, n_shuffles=2)
     assert attr.shape == (2, 3, 4, 30) and torch.isfinite(attr).all()
+
+
+def test_readme_block_example_resumes_the_usage_run(tmp_path, capsys):
+    """The 'Long runs' snippet, run after the usage example: its blocks give the usage run's
+    FIVs (same seed, l2='auto' chosen once for all targets)."""
+    import numpy as np
+
+    text = README.read_text()
+    usage = text.split("## Usage", 1)[1]
+    first, blocks = re.findall(r"```python\n(.*?)```", usage, re.S)[:2]
+    assert "attribute_in_blocks" in blocks
+    ns = {}
+    exec(compile(first, "README-usage", "exec"), ns)
+    blocks = blocks.replace('"run_deepsea"', repr(str(tmp_path / "run")))
+    exec(compile(blocks, "README-blocks", "exec"), ns)
+    fivs, fims = ns["fivs"].numpy(), ns["fims"].flatten(3).mean(3).numpy()
+    assert fivs.shape == fims.shape == (4, 10, 32)
+    np.testing.assert_allclose(fivs, fims, atol=2e-3 * np.abs(fims).max())
+    assert (tmp_path / "run" / "run.json").exists()
