@@ -34,11 +34,19 @@ from .motifs import _as_matrix_list, _check_probabilities, _normalise_columns, c
 __all__ = ["save_figure", "filter_logo_matrix", "plot_filter_logo", "plot_feature_importance",
            "plot_ofiv", "plot_similarity_matrices", "pwm_logo_matrix", "plot_channel_logos",
            "plot_channel_attributions", "plot_interaction", "plot_clustered_heatmap",
-           "plot_association_index", "plot_bicluster", "MAX_OFIV_ROWS", "HEATMAP_MAX_CELLS"]
+           "plot_association_index", "plot_bicluster", "MAX_OFIV_ROWS", "MAX_OFIV_COLUMNS",
+           "MAX_FIGURE_INCHES", "HEATMAP_MAX_CELLS"]
 
 RED, BLUE, GREY = "#d62728", "#1f77b4", "#555555"
 #: plot_ofiv draws at most this many class rows (at 919 it made a 506-inch, 1.75 GB figure).
 MAX_OFIV_ROWS = 100
+#: plot_ofiv draws at most this many channels (columns); beyond ~130 the figure stops growing
+#: (MAX_FIGURE_INCHES) and the circles shrink with the room, so more would be unreadable dots.
+#: (2,500 channels made a 112,742-pixel-wide PNG.)
+MAX_OFIV_COLUMNS = 500
+#: the widest figure plot_ofiv and plot_association_index make by themselves (inches): more
+#: columns or bars share it (4,000 association rows made an 84,000-pixel-wide PNG).
+MAX_FIGURE_INCHES = 40.0
 #: plot_clustered_heatmap draws up to this many classes cell by cell; a larger matrix is drawn as
 #: the means of n x n blocks of classes, at most ``HEATMAP_MAX_CELLS // 2`` blocks a side. (Drawn
 #: whole, a 6,000-class matrix took +3 GB to build and save, ~22x its float32 size, for an image
@@ -490,7 +498,9 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
         and its non-additive channels are starred unless ``nonadditive`` is given.
     class_names: optional C strings (default: the target indices, from 0 like the channels).
     channel_order: optional non-empty array of distinct channel indices in [0, K) (columns);
-        default 0..K-1.
+        default 0..K-1. At most ``MAX_OFIV_COLUMNS`` (500) columns (more raise ValueError).
+        The new figure is 0.3 inch per column, at most ``MAX_FIGURE_INCHES`` (40) wide: beyond
+        ~130 columns the circles shrink with the room and every k-th channel is labelled.
     ax: optional Axes to draw on. Without it, the new figure gets a key at the bottom (the
         colours, the largest |OFIV| and the star), like :func:`plot_feature_importance`'s; on a
         given Axes the key is left out (the figure is the caller's to lay out).
@@ -516,6 +526,13 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     if ofiv.ndim != 2:
         raise ValueError(f"ofiv must have shape (C, K), got {ofiv.shape}")
     C, K = ofiv.shape
+    n_cols = K if channel_order is None else len(np.atleast_1d(np.asarray(channel_order)))
+    if n_cols > MAX_OFIV_COLUMNS:
+        raise ValueError(
+            f"{n_cols} channels: more than MAX_OFIV_COLUMNS = {MAX_OFIV_COLUMNS} circles a row "
+            f"would be unreadable dots in a {MAX_FIGURE_INCHES:.0f}-inch figure. Pass "
+            f"channel_order= with at most {MAX_OFIV_COLUMNS} channels (e.g. the top ones by "
+            f"|OFIV|), or draw the matrix as a heatmap")
     if C > MAX_OFIV_ROWS:
         raise ValueError(
             f"{C} classes: one row of circles per class would make a figure {0.55 * C:.0f} inches "
@@ -536,8 +553,12 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
                                                                      "channel_order")
     big = np.abs(ofiv[:, idx]).max()
     stars = nonadditive is not None and bool(nonadditive[:, idx].any())
+    # 0.3 inch per channel, up to MAX_FIGURE_INCHES wide; beyond, the channels share that
+    # width and the circles shrink with their pitch (x labels thinned to stay readable)
+    fig_w = min(0.3 * len(idx) + 1.5, MAX_FIGURE_INCHES)
+    col_in = min(0.3, (fig_w - 1.5) / len(idx))
     if ax is None:
-        fig, ax = plt.subplots(figsize=(0.3 * len(idx) + 1.5, 0.55 * C + 1.0), layout="constrained")
+        fig, ax = plt.subplots(figsize=(fig_w, 0.55 * C + 1.0), layout="constrained")
         # the key at the bottom, in room added below the axes (constrained layout ignores it)
         key = _footer(fig, f"red: positive, blue: negative; circle area ~ |OFIV|, "
                            f"{_largest(big)}." + (" \N{BLACK STAR}: non-additive (GMM on IL)."
@@ -547,7 +568,7 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
         fig.get_layout_engine().set(rect=(0, key / (h + key), 1, 1 - key / (h + key)))
     else:
         fig = ax.figure
-    scale = max_size / big if big > 0 else 0.0
+    scale = max_size * (col_in / 0.3) ** 2 / big if big > 0 else 0.0
     for c in range(C):
         _circles(ax, np.arange(len(idx)), np.full(len(idx), c), ofiv[c, idx], scale)
         if nonadditive is not None:
@@ -555,9 +576,13 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
             ax.scatter(np.arange(len(idx))[star], np.full(star.sum(), c - 0.38), marker="*", s=30, c="k")
     ax.set_yticks(range(C))
     ax.set_yticklabels(names, fontsize=8)
-    ax.set_xticks(range(len(idx)))
-    ax.set_xticklabels([str(k) for k in idx], fontsize=6)
-    ax.set_xlabel("channel", fontsize=8)
+    # labels at least their own width apart (~0.06 inch a digit at 6 pt, plus a gap)
+    room = 0.06 * max(len(str(k)) for k in idx) + 0.04
+    step = 1 if col_in >= 0.3 else max(1, int(np.ceil(room / col_in)))
+    ax.set_xticks(range(0, len(idx), step))
+    ax.set_xticklabels([str(k) for k in idx[::step]], fontsize=6)
+    ax.set_xlabel("channel" if step == 1 else f"channel (every {_ordinal(step)} labelled)",
+                  fontsize=8)
     ax.set_xlim(-0.7, len(idx) - 0.3)
     ax.set_ylim(C - 0.5, -0.7)
     ax.tick_params(length=0)
@@ -1027,6 +1052,8 @@ def plot_association_index(df, ax=None, max_labels=60):
     ----------
     df: DataFrame from :func:`deepresolve_captum.clustering.association_index`.
     max_labels: write class names on the x axis only up to this many classes.
+    ax: optional Axes; without it a new figure 0.18 inch per class, at most
+        ``MAX_FIGURE_INCHES`` (40) wide (more classes share that width, as thinner bars).
 
     Returns
     -------
@@ -1039,8 +1066,8 @@ def plot_association_index(df, ax=None, max_labels=60):
         if col not in df.columns:
             raise ValueError(f"df lacks column {col!r} (use clustering.association_index)")
     n = len(df)
-    if ax is None:
-        _, ax = plt.subplots(figsize=(max(4.0, 0.18 * n + 1.5), 2.8))
+    if ax is None:   # 0.18 inch per class, at most MAX_FIGURE_INCHES wide (then bars share it)
+        _, ax = plt.subplots(figsize=(min(max(4.0, 0.18 * n + 1.5), MAX_FIGURE_INCHES), 2.8))
     x = np.arange(n)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # counts
     ax.bar(x, df["n_positive"].values, color=RED, label="> upper quantile")

@@ -713,3 +713,27 @@ def test_feature_importance_long_labels_survive_a_plain_savefig():
     for t in texts:
         bb = t.get_window_extent()
         assert fig.bbox.x0 <= bb.x0 and bb.x1 <= fig.bbox.x1, t.get_text()
+
+
+def test_plot_ofiv_and_association_index_have_a_width_cap():
+    """2,500 channels made a 112,742-pixel-wide OFIV PNG and 4,000 association rows an
+    84,000-pixel one: the width stops at MAX_FIGURE_INCHES, and plot_ofiv refuses more than
+    MAX_OFIV_COLUMNS channels, as it refuses more than MAX_OFIV_ROWS rows."""
+    import pandas as pd
+
+    from deepresolve_captum.plot import (MAX_FIGURE_INCHES, MAX_OFIV_COLUMNS,
+                                         plot_association_index)
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match="MAX_OFIV_COLUMNS"):
+        plot_ofiv(rng.normal(size=(2, MAX_OFIV_COLUMNS + 1)))
+    fig = plot_ofiv(rng.normal(size=(2, 400)))
+    assert fig.get_size_inches()[0] <= MAX_FIGURE_INCHES
+    labels = fig.axes[0].get_xticklabels()
+    assert 0 < len(labels) < 400 and "every" in fig.axes[0].get_xlabel()
+    # the selection of a big layer is fine
+    fig = plot_ofiv(rng.normal(size=(2, 2500)), channel_order=np.arange(30))
+    assert fig.get_size_inches()[0] == pytest.approx(0.3 * 30 + 1.5)
+    df = pd.DataFrame({"name": [f"c{i}" for i in range(4000)],
+                       "n_positive": rng.integers(0, 9, 4000), "n_negative": rng.integers(0, 9, 4000)})
+    ax = plot_association_index(df)
+    assert ax.figure.get_size_inches()[0] <= MAX_FIGURE_INCHES
