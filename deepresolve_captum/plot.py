@@ -848,6 +848,12 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
     return fig
 
 
+#: plot_interaction's bars (none, a, b, both): greys and hatches, not the red / blue that
+#: mean positive / negative in every other figure
+INTERACTION_STYLE = (("#d9d9d9", ""), ("#a6a6a6", "///"), ("#a6a6a6", "\\\\\\"),
+                     ("#6e6e6e", "xxx"))
+
+
 def plot_interaction(result, ax=None, names=None):
     """Bars of the model's mean output for none / a / b / both of an
     :class:`deepresolve_captum.interaction.InteractionResult`, titled with its logic.
@@ -857,32 +863,55 @@ def plot_interaction(result, ax=None, names=None):
     its SEM and a dashed line, and the bars of a, b and both start at that level, so their
     length is the change from 'none', with its paired SEM (the table's ``effect_sem``).
 
+    The conditions are told apart by grey shades and hatches (a: ``///``, b: ``\\\\\\``,
+    both: ``xxx``), not by red / blue, which mean positive / negative elsewhere. Condition
+    names (``names``, default the motifs) are wrapped at 14 characters; a new figure widens
+    with the longest line.
+
+    Parameters
+    ----------
+    result: an ``InteractionResult``.
+    ax: optional Axes to draw on.
+    names: optional (name of a, name of b) for the x labels.
+
     Returns
     -------
     matplotlib Axes (the figure is ``ax.figure``).
     """
+    import textwrap
+
     import matplotlib.pyplot as plt
 
-    if ax is None:
-        _, ax = plt.subplots(figsize=(3.0, 2.8), layout="constrained")
     t = result.table
     a, b = names if names is not None else (result.motifs["a"], result.motifs["b"])
-    labels = ["none", a, b, "both"]
-    colors = [GREY, RED, BLUE, "#9467bd"]
+    labels = [textwrap.fill(str(x), 14, break_long_words=True)
+              for x in ["none", a, b, "both"]]
+    longest = max(len(line) for x in labels for line in x.split("\n"))
+    if ax is None:   # each of the 4 slots at least as wide as its longest line (7 pt ~ 0.06 in)
+        width = max(3.0, 1.0 + 4 * (0.065 * longest + 0.15))
+        _, ax = plt.subplots(figsize=(width, 2.8), layout="constrained")
+    colors = [c for c, _ in INTERACTION_STYLE]
+    hatches = [h for _, h in INTERACTION_STYLE]
     output = result.settings.get("output", "output")
     mean, sem = t["mean"].values, t["sem"].values
     if output == "logit":
         base = mean[0]
         ax.axhline(base, color=GREY, lw=0.8, ls="--", zorder=0)
         ax.errorbar([0], [base], yerr=[sem[0]], fmt="o", color=GREY, capsize=3)
-        ax.bar(range(1, 4), mean[1:] - base, bottom=base, yerr=t["effect_sem"].values[1:],
-               color=colors[1:], capsize=3)
+        bars = ax.bar(range(1, 4), mean[1:] - base, bottom=base,
+                      yerr=t["effect_sem"].values[1:], color=colors[1:], capsize=3,
+                      edgecolor="k", linewidth=0.6)
+        for bar, h in zip(bars, hatches[1:]):
+            bar.set_hatch(h)
         ax.set_ylabel("logit (bars: change from none)", fontsize=8)
     else:
-        ax.bar(range(4), mean, yerr=sem, color=colors, capsize=3)
+        bars = ax.bar(range(4), mean, yerr=sem, color=colors, capsize=3, edgecolor="k",
+                      linewidth=0.6)
+        for bar, h in zip(bars, hatches):
+            bar.set_hatch(h)
         ax.set_ylabel(output, fontsize=8)
     ax.set_xticks(range(4))
-    ax.set_xticklabels(labels, fontsize=7, rotation=20)
+    ax.set_xticklabels(labels, fontsize=7)
     ctx = result.motifs.get("context") or []
     sub = f" (+{', '.join(ctx)} in all)" if ctx else ""
     ax.set_title(f"{result.logic}{sub}\ninteraction {result.interaction:+.2f}", fontsize=8)

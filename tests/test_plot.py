@@ -737,3 +737,29 @@ def test_plot_ofiv_and_association_index_have_a_width_cap():
                        "n_positive": rng.integers(0, 9, 4000), "n_negative": rng.integers(0, 9, 4000)})
     ax = plot_association_index(df)
     assert ax.figure.get_size_inches()[0] <= MAX_FIGURE_INCHES
+
+
+@pytest.mark.parametrize("output", ["probability", "logit"])
+def test_interaction_bars_are_not_signed_colours(output):
+    """Red / blue meant motif a / motif b here, positive / negative everywhere else."""
+    from matplotlib.colors import to_hex
+
+    from deepresolve_captum.plot import BLUE, RED, plot_interaction
+    ax = plot_interaction(_interaction(output, [0.04, 0.9, 0.5, 0.13]))
+    bars = [p for p in ax.patches if p is not ax.patch]
+    faces = {to_hex(b.get_facecolor()) for b in bars}
+    assert not faces & {RED, BLUE}
+    a, b = bars[-3], bars[-2]                   # a and b are told apart (by hatch)
+    assert (to_hex(a.get_facecolor()), a.get_hatch()) != (to_hex(b.get_facecolor()), b.get_hatch())
+
+
+def test_interaction_long_names_do_not_overlap():
+    """Long condition names ran into each other under the bars."""
+    from deepresolve_captum.plot import plot_interaction
+    ax = plot_interaction(_interaction("probability", [0.04, 0.9, 0.5, 0.13]),
+                          names=("ch 9 CAGGTC (AND partner)", "ch 5 GCTCAT (XOR) with a long tail"))
+    fig = ax.figure
+    fig.canvas.draw()
+    boxes = [t.get_window_extent() for t in ax.get_xticklabels()]
+    assert all(l.x1 <= r.x0 for l, r in zip(boxes, boxes[1:]))
+    assert all(fig.bbox.x0 <= bb.x0 and bb.x1 <= fig.bbox.x1 for bb in boxes)
