@@ -601,11 +601,13 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
     ----------
     matrices: dict {title: (C, C) array}, drawn left to right in order.
     class_names: optional C strings (default: the target indices, from 0 like the channels).
-    vmin, vmax, cmap: one colour scale shared by all panels (with one colour bar).
+    vmin, vmax, cmap: one colour scale shared by all panels (with one colour bar). Values
+        beyond it saturate; the colour bar then has a pointed end on that side (``extend``).
     annotate: write each value in its cell (None: when C <= 12).
 
-    Panels grow with C; class names are drawn when C <= 60 (x labels turned when they are long
-    or many). For hundreds of classes use :func:`plot_clustered_heatmap`.
+    Panels grow with C; class names are drawn when C <= 60 (x labels turned only when the
+    longest is wider than its cell). For hundreds of classes use
+    :func:`plot_clustered_heatmap`.
 
     Returns
     -------
@@ -627,9 +629,10 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
         annotate = C <= 12
     labels = C <= 60
     longest = max(len(n) for n in names)
-    turn = labels and (C > 6 or longest > 3)
     fontsize = 8 if C <= 20 else 6
     side = min(9.0, max(3.0, 0.32 * C))                      # inches per panel
+    # x labels turned only when the longest (~0.6 em a character) would not fit its cell
+    turn = labels and (0.6 * fontsize / 72 * longest > 0.8 * side / C)
     label_room = (0.075 * longest * fontsize / 8 + 0.2) if labels else 0.2
     fig, axes = plt.subplots(1, len(mats), figsize=((side + label_room) * len(mats) + 0.8,
                                                     side + (label_room if turn else 0.3) + 0.4),
@@ -652,7 +655,11 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
                 for j in range(C):
                     ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7,
                             color=_text_color(im.cmap(im.norm(m[i, j]))))
-    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, pad=0.02)
+    # values beyond vmin / vmax saturate: the colour bar's pointed ends say there are some
+    lo = min(float(m.min()) for m in mats.values()) < vmin
+    hi = max(float(m.max()) for m in mats.values()) > vmax
+    extend = "both" if lo and hi else "min" if lo else "max" if hi else "neither"
+    fig.colorbar(im, ax=list(axes[0]), shrink=0.8, pad=0.02, extend=extend)
     return fig
 
 

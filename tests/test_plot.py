@@ -763,3 +763,24 @@ def test_interaction_long_names_do_not_overlap():
     boxes = [t.get_window_extent() for t in ax.get_xticklabels()]
     assert all(l.x1 <= r.x0 for l, r in zip(boxes, boxes[1:]))
     assert all(fig.bbox.x0 <= bb.x0 and bb.x1 <= fig.bbox.x1 for bb in boxes)
+
+
+def test_similarity_colour_bar_extends_when_values_leave_the_range():
+    """Values beyond vmin / vmax saturated with no sign of it on the colour bar."""
+    from deepresolve_captum.plot import plot_similarity_matrices
+    m = np.corrcoef(np.random.default_rng(0).normal(size=(5, 8)))
+    for scale, ext in ((1.0, "neither"), (3.0, "both")):
+        fig = plot_similarity_matrices({"a": scale * m, "b": m})
+        assert fig.axes[-1]._colorbar.extend == ext
+    fig = plot_similarity_matrices({"a": m + 1.0})
+    assert fig.axes[-1]._colorbar.extend == "max"
+
+
+def test_similarity_single_digit_labels_are_not_turned():
+    """C = 7..10 classes named 0..9 had their x labels turned 90 degrees."""
+    from deepresolve_captum.plot import plot_similarity_matrices
+    m = np.corrcoef(np.random.default_rng(0).normal(size=(10, 12)))
+    fig = plot_similarity_matrices({"a": m})
+    assert all(t.get_rotation() == 0 for t in fig.axes[0].get_xticklabels())
+    fig = plot_similarity_matrices({"a": m}, class_names=[f"long class name {i}" for i in range(10)])
+    assert all(t.get_rotation() == 90 for t in fig.axes[0].get_xticklabels())
