@@ -1,0 +1,81 @@
+"""Files written whole or not at all, and settings as JSON: shared by summary, blocks and cli.
+
+Imports nothing from the package (the bottom of the data flow), so any module may use it.
+"""
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["write_atomic", "plain"]
+
+
+def write_atomic(path, write):
+    """Write ``path`` through ``write(f)`` (``f`` a binary file) whole or not at all.
+
+    The data go to a hidden temporary file beside the real target (a symlink's target, so the
+    link stays a link and points at the new data), flushed to disk, then moved over it in one
+    ``os.replace``: a killed process or a failed ``write`` leaves the previous file (or none),
+    never a truncated one, and no temporary file. The new file gets the previous file's
+    permission bits, or, for a new file, the usual ``0o666`` less the umask (as ``open`` would).
+
+    Where no file can be created beside the target (a writable file in a read-only folder),
+    the file is overwritten in place, as a plain ``open(path, "wb")`` would: not atomic then,
+    but what the user's permissions allow. Errors name ``path``, not the temporary file.
+
+    Returns the path written (``path`` with symlinks resolved).
+    """
+    target = Path(os.path.realpath(path))
+    try:
+        old_mode = target.stat().st_mode & 0o7777 if target.is_file() else None
+    except OSError:
+        old_mode = None
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)    # umask applies
+    except PermissionError:
+        if old_mode is not None and os.access(target, os.W_OK):
+            with open(target, "wb") as f:                                  # in place
+                write(f)
+            return target
+        raise PermissionError(f"cannot write {str(path)!r}: permission denied in "
+                              f"{str(target.parent)!r}") from None
+    except FileNotFoundError:
+        raise FileNotFoundError(f"cannot write {str(path)!r}: no folder "
+                                f"{str(target.parent)!r}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if old_mode is not None:
+            os.chmod(tmp, old_mode)
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return target
+
+
+def plain(x):
+    """``x`` as JSON can hold it: numpy and torch scalars/arrays as Python values, tuples as
+    lists, dict keys as strings, and anything else as its ``repr`` without memory addresses
+    (``"RandomState(MT19937)"``, not ``"... at 0x7F..."``, which differ on every run)."""
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray) or type(x).__module__ == "torch" and hasattr(x, "tolist"):
+        return x.tolist()
+    if x is None or isinstance(x, (bool, int, float, str)):
+        return x
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(x))
