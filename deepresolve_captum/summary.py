@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import json
 import numbers
-import os
-import re
-import uuid
 import warnings
 import zipfile
 import zlib
@@ -20,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from . import _stats
+from ._io import plain as _plain, write_atomic
 
 __all__ = ["EnsembleSummary", "summarize", "feature_importance_vectors", "trial_weights",
            "CATEGORY_NAMES", "ADDITIVE", "NONADDITIVE_CONSISTENT", "NONADDITIVE_FLIPPING"]
@@ -122,11 +120,12 @@ class EnsembleSummary:
     def save(self, path, compressed=False):
         """Save to an ``.npz`` file (arrays and settings); reload with :meth:`load`.
 
-        ``path``: a file name (``.npz`` is appended to one without it, as numpy does; the path
-        written is returned) or a writable binary file object such as ``io.BytesIO`` (returned
-        as given). A file name is written whole or not at all: into a hidden temporary file
-        beside it, then moved over ``path`` in one step, so an interrupted save leaves the
-        previous file (or none), never a truncated one.
+        ``path``: a file name (``.npz`` is appended to a name that does not end in it; the
+        path written is returned) or a writable binary file object such as ``io.BytesIO``
+        (returned as given). A file name is written whole or not at all: into a hidden
+        temporary file beside it, flushed to disk, then moved over ``path`` in one step, so an
+        interrupted save leaves the previous file (or none), never a truncated one; a symlink
+        stays a link and an existing file keeps its permissions (see ``_io.write_atomic``).
         Settings that are not plain numbers, strings, lists or dicts (e.g. a ``RandomState``)
         are saved as their ``repr``. ``compressed=True`` writes a zip-compressed file
         (``np.savez_compressed``): float FIVs gain little (25% smaller for 9x the write time on
@@ -139,17 +138,9 @@ class EnsembleSummary:
             write(path, settings=settings, **arrays)
             return path
         path = Path(path)
-        if path.suffix != ".npz":
+        if not path.name.endswith(".npz"):
             path = path.with_name(path.name + ".npz")
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)   # umask applies
-        try:
-            with os.fdopen(fd, "wb") as f:
-                write(f, settings=settings, **arrays)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, lambda f: write(f, settings=settings, **arrays))
         return path
 
     @classmethod
@@ -239,22 +230,6 @@ def _short(settings, n=6):
     return {k: (list(v[:n]) + [f"... {len(v)} in all"]
                 if isinstance(v, (list, tuple)) and len(v) > n else v)
             for k, v in settings.items()}
-
-
-def _plain(x):
-    """x with numpy scalars/arrays as Python values and anything else JSON cannot hold as repr."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if x is None or isinstance(x, (bool, int, float, str)):
-        return x
-    # drop memory addresses ("RandomState(MT19937) at 0x7F..."): they differ on every run
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(x))
 
 
 def _category_codes(category):

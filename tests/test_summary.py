@@ -341,6 +341,24 @@ def test_summary_save_is_whole_or_nothing_and_a_truncated_file_is_a_valueerror(t
     assert EnsembleSummary.load(s2.save(path)) == s2
 
 
+def test_summary_save_writes_through_a_symlink_and_keeps_permissions(tmp_path):
+    import os
+    import stat
+    rng = np.random.default_rng(0)
+    s = summarize(rng.normal(size=(2, 4, 6)), rng.uniform(size=(2, 4)))
+    real = s.save(tmp_path / "real.npz")
+    os.chmod(real, 0o640)
+    link = tmp_path / "link.npz"
+    link.symlink_to(real)
+    s2 = summarize(rng.normal(size=(2, 4, 6)), rng.uniform(size=(2, 4)))
+    s2.save(link)
+    assert link.is_symlink() and EnsembleSummary.load(real) == s2      # the link's target
+    assert stat.S_IMODE(real.stat().st_mode) == 0o640                  # not reset to 0o644
+    with pytest.raises(FileNotFoundError, match="absent_folder"):
+        s.save(tmp_path / "absent_folder" / "s.npz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.npz", "real.npz"]
+
+
 def test_channels_checks_order_and_category():
     rng = np.random.default_rng(0)
     s = summarize(rng.normal(size=(1, 6, 8)), rng.uniform(size=(1, 6)))

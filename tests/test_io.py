@@ -1,0 +1,51 @@
+"""_io.write_atomic: whole or nothing, and what a plain open() would allow where it cannot be."""
+import os
+
+import pytest
+
+from deepresolve_captum import _io
+
+
+def test_write_atomic_keeps_the_old_file_when_the_write_fails(tmp_path):
+    p = tmp_path / "f.bin"
+    _io.write_atomic(p, lambda f: f.write(b"old"))
+
+    def fails(f):
+        f.write(b"half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        _io.write_atomic(p, fails)
+    assert p.read_bytes() == b"old" and os.listdir(tmp_path) == ["f.bin"]
+
+
+def test_write_atomic_falls_back_to_in_place_in_a_folder_it_cannot_create_files_in(
+        tmp_path, monkeypatch):
+    """A writable file in a read-only folder: np.savez could overwrite it, so we must too
+    (simulated: root ignores folder permissions)."""
+    p = tmp_path / "f.bin"
+    p.write_bytes(b"old")
+    real_open = os.open
+
+    def no_new_files(path, flags, *args):
+        if str(path).endswith(".partial"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(_io.os, "open", no_new_files)
+    assert _io.write_atomic(p, lambda f: f.write(b"new")) == p
+    assert p.read_bytes() == b"new"
+    with pytest.raises(PermissionError, match="cannot write .*g.bin"):   # no file to overwrite
+        _io.write_atomic(tmp_path / "g.bin", lambda f: f.write(b"x"))
+
+
+def test_plain_makes_settings_json_ready():
+    import json
+
+    import numpy as np
+    import torch
+
+    v = _io.plain({1: np.float32(1.5), "t": torch.tensor([1, 2]), "x": (np.int64(2), np.arange(2)),
+                   "rng": np.random.RandomState(0)})
+    assert v == {"1": 1.5, "t": [1, 2], "x": [2, [0, 1]], "rng": "RandomState(MT19937)"}
+    json.dumps(v)
