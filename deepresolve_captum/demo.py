@@ -186,7 +186,8 @@ def check_set_one(summary, response, frac=0.5, target=0, ablation=None):
         bic_gt1=bool(summary.n_components[target] > 1),
     )
     out["all"] = all(out[k] for k in SET_ONE_CLAIMS)
-    flips = [k >= 0 and bool(np.any(fiv[:, k] > 0) and np.any(fiv[:, k] < 0)) for k in (a, b)]
+    # the summary's own sign rule (starts with weight > 0), so this agrees with the category
+    flips = [k >= 0 and bool(summary.sign_flip[target][k]) for k in (a, b)]
     in_a = int(np.sum(fiv[:, a] > fiv[:, b])) if found else 0
     r_xor = np.asarray(response, dtype=float)[:, i_xor]                  # (K, 2)
     selective = xor & (r_xor.min(1) < 0.5 * r_xor.max(1))

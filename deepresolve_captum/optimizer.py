@@ -261,7 +261,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         LayerAttribution.__init__(self, forward_func, layer, device_ids)
         GradientAttribution.__init__(self, forward_func)
         self.diagnostics: Optional[AscentDiagnostics] = None
-        #: what the last :meth:`choose_l2` found (the same dict as ``diagnostics.l2_auto``)
+        #: what the last :meth:`choose_l2` found (the kind of dict ``attribute`` puts in
+        #: ``diagnostics.l2_auto``); None before, and after a choose_l2 that raised
         self.l2_auto: Optional[dict] = None
         self._l2_only = False
 
@@ -304,15 +305,29 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             lambda (float). What the probes found (each probe's lambda and median FIM norm, the
             mean activation norm, the probe targets) is in ``self.l2_auto``.
         """
+        self.l2_auto = None
         self._l2_only = True
+        caught, ok = [], False
         try:
-            lam, info = self.attribute(
-                inputs, target, additional_forward_args, l2="auto", seed=seed,
-                attribute_to_layer_input=attribute_to_layer_input, init_scale=init_scale,
-                max_steps=max_steps, tol=tol, patience=patience, chunk_size=chunk_size,
-                memory_budget=memory_budget, target_only_head=target_only_head, verbose=verbose)
+            # attribute's warnings point one frame up from it; re-issued here, they point at
+            # the caller of choose_l2 (and still meet the caller's filters, "error" included)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                lam, info = self.attribute(
+                    inputs, target, additional_forward_args, l2="auto", seed=seed,
+                    attribute_to_layer_input=attribute_to_layer_input, init_scale=init_scale,
+                    max_steps=max_steps, tol=tol, patience=patience, chunk_size=chunk_size,
+                    memory_budget=memory_budget, target_only_head=target_only_head,
+                    verbose=verbose)
+            ok = True
         finally:
             self._l2_only = False
+            for w in caught:
+                try:
+                    warnings.warn(w.message, w.category, stacklevel=2)
+                except Exception:
+                    if ok:       # an "error" filter: raise it, unless attribute's error is
+                        raise    # already on its way (that one wins)
         self.l2_auto = info
         return float(lam)
 

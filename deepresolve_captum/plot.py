@@ -498,9 +498,11 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
         and its non-additive channels are starred unless ``nonadditive`` is given.
     class_names: optional C strings (default: the target indices, from 0 like the channels).
     channel_order: optional non-empty array of distinct channel indices in [0, K) (columns);
-        default 0..K-1. At most ``MAX_OFIV_COLUMNS`` (500) columns (more raise ValueError).
-        The new figure is 0.3 inch per column, at most ``MAX_FIGURE_INCHES`` (40) wide: beyond
-        ~130 columns the circles shrink with the room and every k-th channel is labelled.
+        default 0..K-1. A new figure takes at most ``MAX_OFIV_COLUMNS`` (500) columns (more
+        raise ValueError) and is 0.3 inch per column, at most ``MAX_FIGURE_INCHES`` (40) wide:
+        beyond ~130 columns the circles shrink with the room and every k-th channel is
+        labelled. On a given ``ax`` any number of columns is drawn, the circles and labels
+        sized to that Axes' width.
     ax: optional Axes to draw on. Without it, the new figure gets a key at the bottom (the
         colours, the largest |OFIV| and the star), like :func:`plot_feature_importance`'s; on a
         given Axes the key is left out (the figure is the caller's to lay out).
@@ -527,7 +529,7 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
         raise ValueError(f"ofiv must have shape (C, K), got {ofiv.shape}")
     C, K = ofiv.shape
     n_cols = K if channel_order is None else len(np.atleast_1d(np.asarray(channel_order)))
-    if n_cols > MAX_OFIV_COLUMNS:
+    if n_cols > MAX_OFIV_COLUMNS and ax is None:
         raise ValueError(
             f"{n_cols} channels: more than MAX_OFIV_COLUMNS = {MAX_OFIV_COLUMNS} circles a row "
             f"would be unreadable dots in a {MAX_FIGURE_INCHES:.0f}-inch figure. Pass "
@@ -557,6 +559,8 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     # width and the circles shrink with their pitch (x labels thinned to stay readable)
     fig_w = min(0.3 * len(idx) + 1.5, MAX_FIGURE_INCHES)
     col_in = min(0.3, (fig_w - 1.5) / len(idx))
+    if ax is not None:  # the caller's Axes: the pitch its own width gives, not the cap's
+        col_in = min(0.3, ax.get_window_extent().width / ax.figure.dpi / len(idx))
     if ax is None:
         fig, ax = plt.subplots(figsize=(fig_w, 0.55 * C + 1.0), layout="constrained")
         # the key at the bottom, in room added below the axes (constrained layout ignores it)

@@ -1095,8 +1095,7 @@ def test_choose_l2_gives_attributes_lambda_and_blocks_then_match_one_call():
     x = torch.nn.functional.one_hot(torch.randint(0, 4, (32, 50)), 4).permute(0, 2, 1).float()
     opt = LayerFeatureOptimizer(m, m.pool)
     lam = opt.choose_l2(x, seed=5, max_steps=200)
-    assert isinstance(lam, float) and opt.diagnostics is None
-    assert opt.l2_auto["chosen"] == lam and len(opt.l2_auto["probe_targets"]) == 16
+    assert isinstance(lam, float) and opt.l2_auto["chosen"] == lam
     assert not m.training and not m.fc1.weight.requires_grad and m.fc2.weight.requires_grad
     assert not m.pool._forward_hooks and not m.pool._forward_pre_hooks
     fims = opt.attribute(x, target=None, n_starts=2, l2="auto", seed=5, max_steps=200)
@@ -1105,6 +1104,19 @@ def test_choose_l2_gives_attributes_lambda_and_blocks_then_match_one_call():
               for block in (list(range(20)), list(range(20, 40)))]
     joined = torch.cat(blocks)
     assert torch.allclose(joined, fims, atol=1e-3 * float(fims.abs().max()))
+
+
+def test_choose_l2_warns_at_the_callers_line_and_forgets_a_failed_call():
+    torch.manual_seed(0)
+    m = PaperCNN(n_outputs=10, seq_len=50).eval()
+    opt = LayerFeatureOptimizer(m, m.pool)
+    with pytest.warns(UserWarning, match="one example") as rec:
+        opt.choose_l2(torch.randn(1, 4, 50), seed=0, max_steps=100)
+    assert [w.filename for w in rec] == [__file__]
+    assert opt.l2_auto is not None
+    with pytest.raises(ValueError, match="outside"):
+        opt.choose_l2(torch.randn(4, 4, 50), target=[100], seed=0)
+    assert opt.l2_auto is None
 
 
 def test_a_layernorm_over_channels_and_positions_is_not_channels_last():

@@ -784,3 +784,22 @@ def test_similarity_single_digit_labels_are_not_turned():
     assert all(t.get_rotation() == 0 for t in fig.axes[0].get_xticklabels())
     fig = plot_similarity_matrices({"a": m}, class_names=[f"long class name {i}" for i in range(10)])
     assert all(t.get_rotation() == 90 for t in fig.axes[0].get_xticklabels())
+
+
+def test_plot_ofiv_on_a_callers_wide_axes_is_not_held_to_the_new_figure_caps():
+    import matplotlib.pyplot as plt
+
+    from deepresolve_captum.plot import MAX_OFIV_COLUMNS, plot_ofiv
+
+    o = np.random.default_rng(0).normal(size=(2, 300))
+    capped = plot_ofiv(o)
+    small = max(c.get_sizes().max() for c in capped.axes[0].collections)
+    fig, ax = plt.subplots(figsize=(80, 2))
+    plot_ofiv(o, ax=ax)
+    assert max(c.get_sizes().max() for c in ax.collections) > 2 * small   # room used
+    wide = np.random.default_rng(1).normal(size=(1, MAX_OFIV_COLUMNS + 100))
+    fig2, ax2 = plt.subplots(figsize=(200, 2))
+    plot_ofiv(wide, ax=ax2)                                                 # drawn, not refused
+    with pytest.raises(ValueError, match="MAX_OFIV_COLUMNS"):
+        plot_ofiv(wide)
+    plt.close("all")
