@@ -28,8 +28,10 @@ n_starts, K) FIVs, or (n_block_targets, n_starts, \\*layer_shape) FIMs with ``fi
 ``scores``, ``steps``, ``objective`` and ``converged`` (n_block_targets, n_starts); ``targets``
 (n_block_targets,); and ``run_id``, a hash of the settings in run.json. A block file is written
 to a temporary file in the same folder and renamed into place (``os.replace``), so a kill leaves
-either the whole file or none (at most a stray ``.block_NNNNN.npz.*.tmp`` file, which is
-ignored and can be deleted).
+either the whole file or none (at most a stray hidden ``.block_NNNNN.npz.*.partial`` file,
+which is ignored and can be deleted). Files get the usual permissions (``0o666`` less the
+umask; a file written over keeps its own), and a symlinked run.json or block file stays a
+link: the file it points at is written.
 
 Read a finished or partial folder with :func:`load_blocks`.
 """
@@ -40,8 +42,8 @@ import inspect
 import json
 import math
 import os
-import tempfile
 import time
+import uuid
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,9 +53,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._io import plain, write_atomic
 from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple,
                         _check_positive_float, _check_positive_int, _forward_args,
-                        _owning_module, _parse_targets, _resolve_seed)
+                        _LayerSwap, _owning_module, _parse_targets, _resolve_seed, _Runner)
 
 __all__ = ["attribute_in_blocks", "load_blocks", "BlockRun"]
 
@@ -190,8 +193,11 @@ def attribute_in_blocks(
 
     Raises:
         ValueError: the folder's run.json was written with other settings (the message names
-            each one; use a new folder, or delete this one to start over); ``folder`` is a file;
-            ``block_size`` < 1; ``init`` given.
+            each one; use a new folder, or delete this one to start over) or by another version
+            of deepresolve_captum (another run.json format); ``folder`` is a file;
+            ``block_size``, ``n_starts`` or ``l2`` not valid (``l2=True`` included); ``init``
+            given; the layer is not reached by the forward, or is called more than once.
+        OSError: ``folder`` cannot be created or written (checked before any model work).
         TypeError: ``return_scores`` or an argument ``attribute`` does not take.
 
     A block file that cannot be read (e.g. cut short by a full disk) is recomputed, with a
@@ -206,25 +212,19 @@ def attribute_in_blocks(
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"folder {str(folder)!r} is a file, not a folder: give a folder path "
                          "(it is created if absent)")
-    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) \
-            or block_size < 1:
-        raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
-    block_size = int(block_size)
-    if isinstance(n_starts, bool) or not isinstance(n_starts, (int, np.integer)) or n_starts < 1:
-        raise ValueError(f"n_starts must be an integer >= 1, got {n_starts!r}")
-    n_starts = int(n_starts)
+    # the same checks (and messages) as attribute's: bool refused, so l2=True is no lambda 1.0
+    block_size = _check_positive_int(block_size, "block_size")
+    n_starts = _check_positive_int(n_starts, "n_starts")
     if isinstance(l2, str):
         if l2 != "auto":
             raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
     else:
-        try:
-            l2 = float(l2)
-        except (TypeError, ValueError):
-            raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}") from None
-        if not math.isfinite(l2) or l2 <= 0:
-            raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
+        l2 = _check_positive_float(l2, "l2")
     kwargs = _check_kwargs(attribute_kwargs)
     fiv_only = bool(fiv_only)
+    # before any model work (the l2="auto" probes take minutes on a large model): a folder
+    # that cannot be created or written fails now, not after them
+    _check_writable(folder)
 
     # what the run is: its targets, the layer's shape, and fingerprints of what it depends on
     layer_shape, targets = _probe_shapes(optimizer, inputs, target, additional_forward_args,
@@ -268,14 +268,13 @@ def attribute_in_blocks(
             probe = {k: kwargs[k] for k in _PROBE_KWARGS if k in kwargs}
             lam = optimizer.choose_l2(inputs, targets, additional_forward_args, seed=seed,
                                       verbose=verbose, **probe)
-            l2_info = _plain(optimizer.l2_auto)
+            l2_info = plain(optimizer.l2_auto)
         else:
             lam, l2_info = l2, None
         settings.update(seed=seed, l2=float(lam), l2_requested=l2, l2_auto=l2_info,
                         format=_FORMAT, versions=_versions())
         settings["run_id"] = _run_id(settings)
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_atomic(run_file, lambda f: f.write(_json_text(settings).encode()))
+        _write(run_file, lambda f: f.write(_json_text(settings).encode()))
 
     lam, seed, run_id = float(settings["l2"]), int(settings["seed"]), settings["run_id"]
     n_t = len(targets)
@@ -312,7 +311,7 @@ def attribute_in_blocks(
                     bar.set_postfix_str(f"block {b}: targets {lo}-{hi - 1}", refresh=True)
                 block = _run_block(optimizer, inputs, block_targets, additional_forward_args,
                                    n_starts, lam, seed, fiv_only, verbose, kwargs, run_id, b)
-                _write_atomic(path, lambda f: np.savez(f, **block))
+                _write(path, lambda f: np.savez(f, **block))
                 n_run += 1
             v = torch.from_numpy(block["values"])
             if values is None:
@@ -356,7 +355,9 @@ def load_blocks(folder: Union[str, os.PathLike]) -> BlockRun:
     order (NaN / 0 / False for targets whose block is not done), ``targets`` (n_targets,),
     ``done`` (n_targets,) bool, ``blocks_done``/``blocks_missing`` and ``settings`` (run.json).
     For the done targets only: ``summarize(torch.as_tensor(r.values[r.done]),
-    torch.as_tensor(r.scores[r.done]))``.
+    torch.as_tensor(r.scores[r.done]))``. The rows of that summary are positions in
+    ``r.targets[r.done]``, not output indices: its row ``i`` is output ``r.targets[r.done][i]``
+    (and row ``np.flatnonzero(r.done)[i]`` of ``r.values``), whichever blocks are missing.
 
     A block file that cannot be read, or that belongs to another run, counts as missing, with a
     warning. ``ValueError`` when ``folder`` has no readable run.json.
@@ -466,42 +467,40 @@ def _check_kwargs(kwargs):
 
 
 def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
-    """(layer_shape, flat target list): one forward of the first example under no_grad, the
-    model in eval mode (restored after), a hook on the layer reading its value's shape."""
+    """(layer_shape, flat target list), with attribute's own first checks: one forward of the
+    first example (per-example additional arguments sliced the same way) under no_grad, the
+    model in eval mode, through attribute's ``_LayerSwap`` and ``_Runner._capture``, so that a
+    layer the forward never reaches, or calls twice, or whose value is not one tensor, is
+    refused with attribute's message before anything is written. Modes and hooks are restored
+    after, also on an error."""
     ins = _as_tuple(inputs)
     if not ins or not all(isinstance(x, Tensor) for x in ins):
         raise TypeError("inputs must be a tensor or a tuple of tensors")
     if ins[0].dim() == 0 or ins[0].shape[0] < 1:
         raise ValueError("inputs must hold at least one example (shape (N, ...), N >= 1)")
-    n = ins[0].shape[0]
-    extra = _forward_args(additional_forward_args)
-    extra = tuple(a[:1] if isinstance(a, Tensor) and a.dim() > 0 and a.shape[0] == n else a
-                  for a in extra)
     owner = _owning_module(optimizer.forward_func)
     scope = owner if owner is not None else optimizer.layer
     modes = [(m, m.training) for m in scope.modules()]
-    seen = []
-    if on_input:
-        handle = optimizer.layer.register_forward_pre_hook(
-            lambda m, args: seen.append(args[0] if args else None))
-    else:
-        handle = optimizer.layer.register_forward_hook(lambda m, a, out: seen.append(out))
+    swap = _LayerSwap(optimizer.layer, on_input)
     try:
         scope.eval()
+        run = _Runner(optimizer.forward_func, swap, ins, _forward_args(additional_forward_args),
+                      ins[0].shape[0])
         with torch.no_grad():
-            out = optimizer.forward_func(*(x[:1] for x in ins), *extra)
+            value, out = run._capture(run.first, run.first_extra)
     finally:
-        handle.remove()
+        swap.remove()
         scope.train(modes[0][1])
         for m, mode in modes:
             if m.training != mode:
                 m.training = mode
-    if not isinstance(out, Tensor) or out.dim() == 0:
-        raise TypeError("forward_func must return one tensor of logits (N, n_outputs)")
-    if not seen or not isinstance(seen[0], Tensor) or seen[0].dim() < 2:
-        raise ValueError("the layer was not reached by the forward, or its value is not one "
-                         "(N, K, ...) tensor")
-    return tuple(seen[0].shape[1:]), _parse_targets(target, tuple(out.shape[1:]))
+    if value.dim() < 2 or value.shape[0] != 1:
+        raise ValueError(f"the value of layer {swap.name} has shape {tuple(value.shape)} for one "
+                         "example: H must be (N, K, ...), batch first")
+    if out.dim() == 0 or out.shape[0] != 1:
+        raise ValueError("forward_func must return outputs with a batch dimension, shape "
+                         f"(N, ...); got {tuple(out.shape)} for one example")
+    return tuple(value.shape[1:]), _parse_targets(target, tuple(out.shape[1:]))
 
 
 def _run_block(optimizer, inputs, block_targets, additional_forward_args, n_starts, lam, seed,
@@ -552,29 +551,47 @@ def _read_block(path, run_id, block_targets, values_shape):
     return block
 
 
-def _write_atomic(path, write):
-    """Write via ``write(file)`` to a temporary file beside ``path``, then rename it into place:
-    a kill leaves the old file (or none) or the whole new one."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _check_writable(folder):
+    """Create ``folder`` (and its parents) and write and remove a small file in it; an OSError
+    naming the folder if either fails. A read-only folder whose run.json lists only block files
+    that are all there passes: resuming it reads them and writes nothing."""
+    probe = folder / f".write_probe.{os.getpid()}.{uuid.uuid4().hex[:8]}"
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable (POSIX); not possible everywhere
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
+            os.write(fd, b"probe")
         finally:
-            os.close(dfd)
+            os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        if isinstance(e, PermissionError) and _all_blocks_present(folder):
+            return
+        raise type(e)(e.errno, f"cannot use {str(folder)!r} as the run's folder: "
+                               f"{e.strerror or e}. Give a folder that can be created and "
+                               "written; nothing was computed") from None
+
+
+def _all_blocks_present(folder):
+    try:
+        s = json.loads((folder / RUN_FILE).read_text())
+        n_blocks = math.ceil(len(s["targets"]) / int(s["block_size"]))
+    except Exception:
+        return False
+    return all((folder / _block_name(b)).is_file() for b in range(n_blocks))
+
+
+def _write(path, write):
+    """:func:`write_atomic`, then an fsync of the folder, so that a power cut after this
+    returns cannot undo the rename and lose a block that took minutes (not possible on every
+    system: skipped there)."""
+    target = write_atomic(path, write)
+    try:
+        fd = os.open(target.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     except OSError:
         pass
 
@@ -585,15 +602,29 @@ def _read_run(run_file):
     except (OSError, ValueError) as e:
         raise ValueError(f"{run_file} cannot be read ({e}): delete the folder to start over, "
                          "or give another folder") from None
-    needed = set(_COMPARED) | {"run_id", "layer_shape", "l2_requested"}
-    if not isinstance(s, dict) or not needed <= set(s):
+    if not isinstance(s, dict):
         raise ValueError(f"{run_file} is not a run.json written by attribute_in_blocks")
+    versions = s.get("versions")
+    by = versions.get("deepresolve_captum") if isinstance(versions, dict) else None
+    by = f" ({by})" if by else ""
+    if "format" in s and s["format"] != _FORMAT:
+        raise ValueError(
+            f"{run_file} was written by another version of deepresolve_captum{by}: format "
+            f"{s.get('format')!r}, this version reads {_FORMAT}. Read it with that version, or "
+            "use a new folder")
+    needed = set(_COMPARED) | {"run_id", "layer_shape", "l2_requested", "format"}
+    missing = sorted(needed - set(s))
+    if missing:
+        raise ValueError(
+            f"{run_file} was written by another version of deepresolve_captum{by} (or not by "
+            f"attribute_in_blocks): it has no {missing}. Use a new folder, or delete this one "
+            "to start over")
     return s
 
 
 def _differences(recorded, settings, asked_l2):
     """One 'name: folder has X, this call Y' per compared setting that differs."""
-    now = _plain(settings)
+    now = plain(settings)
     out = []
     for k in _COMPARED:
         a, b = recorded.get(k), now.get(k)
@@ -680,28 +711,11 @@ def _versions():
 
 def _run_id(settings):
     keys = sorted(set(_COMPARED) | {"l2", "seed"})
-    text = json.dumps({k: _plain(settings.get(k)) for k in keys}, sort_keys=True)
+    text = json.dumps({k: plain(settings.get(k)) for k in keys}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _json_text(settings):
     """JSON with one line per setting (the target list on one line, not one per target)."""
-    items = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in _plain(settings).items()]
+    items = [f" {json.dumps(k)}: {json.dumps(v)}" for k, v in plain(settings).items()]
     return "{\n" + ",\n".join(items) + "\n}\n"
-
-
-def _plain(x):
-    """JSON-ready: tuples as lists, numpy and torch scalars as Python numbers."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (np.floating,)):
-        return float(x)
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, Tensor):
-        return x.tolist()
-    return x

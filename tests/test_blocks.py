@@ -231,3 +231,102 @@ def test_model_is_left_as_found(tmp_path):
     assert [(n, m.training) for n, m in model.named_modules()] == modes
     assert [(n, p.requires_grad) for n, p in model.named_parameters()] == grads
     assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+
+
+def test_files_get_umask_permissions_and_symlinks_stay_links(tmp_path):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    folder = tmp_path / "run"
+    # a block file that is a link to a file elsewhere (e.g. on another disk), unreadable:
+    # recomputed and written through the link, which stays a link
+    folder.mkdir()
+    elsewhere = tmp_path / "elsewhere.npz"
+    elsewhere.write_bytes(b"not an npz")
+    os.chmod(elsewhere, 0o640)
+    (folder / "block_00001.npz").symlink_to(elsewhere)
+    old = os.umask(0o022)
+    try:
+        with pytest.warns(RuntimeWarning, match="recomputing block 1"):
+            _run(opt, x, folder, target=list(range(20)), l2=0.02)
+    finally:
+        os.umask(old)
+    for name in ("run.json", "block_00000.npz"):
+        assert os.stat(folder / name).st_mode & 0o777 == 0o644, name
+    assert (folder / "block_00001.npz").is_symlink()
+    assert os.stat(elsewhere).st_mode & 0o777 == 0o640          # the file's own permissions
+    r = load_blocks(folder)
+    assert r.complete and sorted(os.listdir(folder)) == [
+        "block_00000.npz", "block_00001.npz", "run.json"]        # no temporary or probe file
+
+
+def test_unwritable_folder_fails_before_any_model_work(tmp_path, monkeypatch):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    calls = []
+    monkeypatch.setattr(opt, "choose_l2", lambda *a, **k: calls.append(1) or 0.02)
+    afile = tmp_path / "file"
+    afile.write_text("")
+    with pytest.raises(OSError) as e:
+        _run(opt, x, afile / "run")
+    assert calls == []                                   # refused before the l2="auto" probes
+    assert "cannot use" in str(e.value) and str(afile / "run") in str(e.value)
+
+
+def test_l2_true_is_refused(tmp_path):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    with pytest.raises(ValueError, match="l2 must be"):
+        opt.attribute(x, [0], l2=True)                     # as attribute refuses it
+    for bad in (dict(l2=True), dict(n_starts=True), dict(block_size=True)):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))} must be"):
+            _run(opt, x, tmp_path / "a", **bad)
+    assert not (tmp_path / "a").exists()
+
+
+def test_run_json_of_another_format_or_version_is_refused(tmp_path):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    folder = tmp_path / "run"
+    _run(opt, x, folder, target=list(range(10)), l2=0.02)
+    run_file = folder / "run.json"
+    good = json.loads(run_file.read_text())
+    assert good["format"] == 1
+    run_file.write_text(json.dumps(dict(good, format=99)))
+    msg = "written by another version of deepresolve_captum .*: format 99, this version reads 1"
+    with pytest.raises(ValueError, match=msg):
+        _run(opt, x, folder, target=list(range(10)), l2=0.02)
+    with pytest.raises(ValueError, match=msg):
+        load_blocks(folder)
+    del good["model"]
+    run_file.write_text(json.dumps(good))
+    for call in (lambda: _run(opt, x, folder, target=list(range(10)), l2=0.02),
+                 lambda: load_blocks(folder)):
+        with pytest.raises(ValueError, match=r"written by another version .*no \['model'\]"):
+            call()
+
+
+class _Twice(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv1d(4, 4, 3, padding=1)
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x):
+        return self.fc(self.conv(self.conv(x)).mean(2))
+
+
+def test_layer_not_reached_or_called_twice_is_refused_before_run_json(tmp_path):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, torch.nn.Conv1d(4, 8, 3))       # not in the model
+    with pytest.raises(ValueError) as by_attribute:
+        opt.attribute(x, [0], l2=0.02)
+    with pytest.raises(ValueError) as by_blocks:
+        _run(opt, x, tmp_path / "run", l2=0.02)
+    assert str(by_blocks.value) == str(by_attribute.value)
+    assert "was not reached by the forward pass" in str(by_blocks.value)
+    assert not (tmp_path / "run" / "run.json").exists()
+    twice = _Twice().eval()
+    opt = LayerFeatureOptimizer(twice, twice.conv)
+    with pytest.raises(ValueError, match="is called 2 times per forward pass"):
+        _run(opt, x, tmp_path / "twice", l2=0.02)
+    assert not (tmp_path / "twice" / "run.json").exists()
