@@ -55,7 +55,7 @@ from torch import Tensor
 
 from ._io import plain, write_atomic
 from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple,
-                        _check_positive_float, _check_positive_int, _forward_args,
+                        _check_l2, _check_positive_float, _check_positive_int, _forward_args,
                         _LayerSwap, _owning_module, _parse_targets, _resolve_seed, _Runner)
 
 __all__ = ["attribute_in_blocks", "load_blocks", "BlockRun"]
@@ -215,11 +215,7 @@ def attribute_in_blocks(
     # the same checks (and messages) as attribute's: bool refused, so l2=True is no lambda 1.0
     block_size = _check_positive_int(block_size, "block_size")
     n_starts = _check_positive_int(n_starts, "n_starts")
-    if isinstance(l2, str):
-        if l2 != "auto":
-            raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
-    else:
-        l2 = _check_positive_float(l2, "l2")
+    l2 = _check_l2(l2)
     kwargs = _check_kwargs(attribute_kwargs)
     fiv_only = bool(fiv_only)
     # before any model work (the l2="auto" probes take minutes on a large model): a folder

@@ -481,11 +481,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             chunk_size = _check_positive_int(chunk_size, "chunk_size")
         if memory_budget is not None:
             memory_budget = _check_positive_int(memory_budget, "memory_budget")
-        if isinstance(l2, str):
-            if l2 != "auto":
-                raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
-        else:
-            l2 = _check_positive_float(l2, "l2")
+        l2 = _check_l2(l2)
 
         inputs = _as_tuple(inputs)
         if not inputs or not all(isinstance(x, Tensor) for x in inputs):
@@ -1307,6 +1303,15 @@ def _check_positive_int(x, name):
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {x!r}")
     return int(x)
+
+
+def _check_l2(l2):
+    """``"auto"`` as given, else lambda as a float > 0 (a bool is no lambda)."""
+    if isinstance(l2, str):
+        if l2 != "auto":
+            raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
+        return l2
+    return _check_positive_float(l2, "l2")
 
 
 def _check_positive_float(x, name, allow_zero=False):
