@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -661,9 +662,21 @@ def _make_and_write(out, set_two, n_sequences, n_random, epochs, seed, verbose, 
             print(text, flush=True)
     write_together(out, writers)
     written = {name: out / name for name in writers}
+    if not set_two:   # a set II of an earlier run beside this set I would read as one run
+        stale = sorted(p.name for p in out.iterdir() if p.is_file() and p.name in _SET_TWO_FILES)
+        if stale:
+            warnings.warn(f"{out} still holds set II files of an earlier run, left as they were "
+                          f"(this run made set I only): {', '.join(stale)}", UserWarning,
+                          stacklevel=3)
     if verbose:
         print(f"wrote {len(written)} files to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     return written
+
+
+#: the files ``--set-two`` adds (see the module docstring)
+_SET_TWO_FILES = frozenset(f"{name}.{fmt}" for name in ("fig4a_set2_ofiv", "fig4b_set2_similarity")
+                           for fmt in ("png", "svg")) | {"summary_set2.txt", "summary_set2.npz",
+                                                         "model_set2.pt"}
 
 
 def _write_text(path, text):

@@ -149,3 +149,15 @@ def test_a_demo_that_fails_while_writing_leaves_the_previous_files(tmp_path, mon
     assert (tmp_path / "summary_set1.txt").read_text() == "previous run"
     assert (tmp_path / "fig2_set1.png").read_bytes() == b"previous run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2_set1.png", "summary_set1.txt"]
+
+
+def test_a_set_one_demo_names_set_two_files_left_from_an_earlier_run(tmp_path):
+    from deepresolve_captum import demo
+
+    (tmp_path / "summary_set2.txt").write_text("earlier run")
+    (tmp_path / "fig4b_set2_similarity.png").write_bytes(b"earlier run")
+    with pytest.warns(UserWarning, match="set II files of an earlier run.*"
+                                         "fig4b_set2_similarity.png, summary_set2.txt"):
+        written = demo.run_demo(tmp_path, n_sequences=300, n_random=50, epochs=1, verbose=False)
+    assert "summary_set2.txt" not in written
+    assert (tmp_path / "summary_set2.txt").read_text() == "earlier run"
