@@ -31,6 +31,11 @@ CATEGORY_NAMES = ("additive/unimportant", "non-additive, consistent sign",
 class EnsembleSummary:
     """The summary of an ensemble of FIMs (C targets, T starts, K channels).
 
+    Targets are numbered by position, 0..C-1, in the order the FIMs came: with
+    ``attribute(target=[50, 51, ...])`` row 0 is output 50. The output indices are
+    ``optimizer.diagnostics.targets`` (or ``load_blocks(folder).targets``); ``summarize``
+    does not see them.
+
     Attributes
     ----------
     fiv: (C, T, K) feature importance vectors, the spatial mean of each channel's FIM.
@@ -97,8 +102,9 @@ class EnsembleSummary:
         return self.fiv.shape[2]
 
     def channels(self, target=0, category=None, order="ofiv"):
-        """Channel indices of one target, optionally of one category, sorted by descending
-        OFIV (``order="ofiv"``) or IL (``order="il"``).
+        """Channel indices of one target (its position in the summary, not its output index),
+        optionally of one category, sorted by descending OFIV (``order="ofiv"``) or IL
+        (``order="il"``).
 
         category: None (all), an int (``ADDITIVE``, ``NONADDITIVE_CONSISTENT``,
             ``NONADDITIVE_FLIPPING``), one of ``CATEGORY_NAMES``, or "additive" /
