@@ -15,21 +15,29 @@ __all__ = ["write_atomic", "plain"]
 
 
 def write_atomic(path, write):
-    """Write ``path`` through ``write(f)`` (``f`` a binary file) whole or not at all.
+    """Write ``path`` through ``write(f)`` (``f`` a binary file), whole or not at all where the
+    folder allows it.
 
     The data go to a hidden temporary file beside the real target (a symlink's target, so the
     link stays a link and points at the new data), flushed to disk, then moved over it in one
     ``os.replace``: a killed process or a failed ``write`` leaves the previous file (or none),
     never a truncated one, and no temporary file. The new file gets the previous file's
     permission bits, or, for a new file, the usual ``0o666`` less the umask (as ``open`` would).
+    Unlike ``open``, a read-only (0444) file in a writable folder is replaced, and a hard link
+    to the old file keeps the old data.
 
-    Where no file can be created beside the target (a writable file in a read-only folder),
-    the file is overwritten in place, as a plain ``open(path, "wb")`` would: not atomic then,
-    but what the user's permissions allow. Errors name ``path``, not the temporary file.
+    Where no file can be created beside the target (a writable file in a folder the user may
+    not add files to), the file is overwritten in place, as ``open(path, "wb")`` would: then
+    a failure half-way leaves a truncated file, as it always did with a plain write. A folder
+    in place of ``path``, a missing folder or no permission raise errors that name ``path``.
 
     Returns the path written (``path`` with symlinks resolved).
     """
+    if not str(path) or str(path).endswith(("/", os.sep)):
+        raise ValueError(f"not a file name: {str(path)!r}")
     target = Path(os.path.realpath(path))
+    if target.is_dir():
+        raise IsADirectoryError(f"cannot write {str(path)!r}: it is a folder")
     try:
         old_mode = target.stat().st_mode & 0o7777 if target.is_file() else None
     except OSError:

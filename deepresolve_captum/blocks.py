@@ -37,6 +37,7 @@ Read a finished or partial folder with :func:`load_blocks`.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import inspect
 import json
@@ -218,13 +219,13 @@ def attribute_in_blocks(
     l2 = _check_l2(l2)
     kwargs = _check_kwargs(attribute_kwargs)
     fiv_only = bool(fiv_only)
-    # before any model work (the l2="auto" probes take minutes on a large model): a folder
-    # that cannot be created or written fails now, not after them
-    _check_writable(folder)
-
-    # what the run is: its targets, the layer's shape, and fingerprints of what it depends on
+    # what the run is: its targets, the layer's shape (one cheap forward, which refuses a bad
+    # layer or target before any folder is made) ...
     layer_shape, targets = _probe_shapes(optimizer, inputs, target, additional_forward_args,
                                          kwargs["attribute_to_layer_input"])
+    # ... then, before the l2="auto" probes (minutes on a large model), a folder that cannot be
+    # created or written fails now, not after them
+    _check_writable(folder)
     settings = dict(
         targets=targets, n_starts=n_starts, fiv_only=fiv_only, block_size=block_size,
         **{k: kwargs[k] for k in _RESULT_KWARGS},
@@ -559,9 +560,13 @@ def _check_writable(folder):
             os.write(fd, b"probe")
         finally:
             os.close(fd)
-        os.unlink(probe)
+            try:
+                os.unlink(probe)
+            except OSError:
+                pass
     except OSError as e:
-        if isinstance(e, PermissionError) and _all_blocks_present(folder):
+        # no permission, or a read-only file system: a finished run still resumes (it reads)
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and _all_blocks_present(folder):
             return
         raise type(e)(e.errno, f"cannot use {str(folder)!r} as the run's folder: "
                                f"{e.strerror or e}. Give a folder that can be created and "

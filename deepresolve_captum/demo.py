@@ -667,7 +667,7 @@ def _make_and_write(out, set_two, n_sequences, n_random, epochs, seed, verbose, 
         if stale:
             warnings.warn(f"{out} still holds set II files of an earlier run, left as they were "
                           f"(this run made set I only): {', '.join(stale)}", UserWarning,
-                          stacklevel=3)
+                          stacklevel=4)    # _make_and_write < _run_demo < run_demo < caller
     if verbose:
         print(f"wrote {len(written)} files to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
     return written

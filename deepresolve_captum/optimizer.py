@@ -11,6 +11,7 @@ pre-softmax scores). All targets x starts are optimised together as one batch pe
 """
 from __future__ import annotations
 
+import contextvars
 import math
 import time
 import warnings
@@ -307,27 +308,17 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         """
         self.l2_auto = None
         self._l2_only = True
-        caught, ok = [], False
+        depth = _WARN_DEPTH.set(_WARN_DEPTH.get() + 1)   # attribute's warnings: at our caller
         try:
-            # attribute's warnings point one frame up from it; re-issued here, they point at
-            # the caller of choose_l2 (and still meet the caller's filters, "error" included)
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                lam, info = self.attribute(
-                    inputs, target, additional_forward_args, l2="auto", seed=seed,
-                    attribute_to_layer_input=attribute_to_layer_input, init_scale=init_scale,
-                    max_steps=max_steps, tol=tol, patience=patience, chunk_size=chunk_size,
-                    memory_budget=memory_budget, target_only_head=target_only_head,
-                    verbose=verbose)
-            ok = True
+            lam, info = self.attribute(
+                inputs, target, additional_forward_args, l2="auto", seed=seed,
+                attribute_to_layer_input=attribute_to_layer_input, init_scale=init_scale,
+                max_steps=max_steps, tol=tol, patience=patience, chunk_size=chunk_size,
+                memory_budget=memory_budget, target_only_head=target_only_head,
+                verbose=verbose)
         finally:
             self._l2_only = False
-            for w in caught:
-                try:
-                    warnings.warn(w.message, w.category, stacklevel=2)
-                except Exception:
-                    if ok:       # an "error" filter: raise it, unless attribute's error is
-                        raise    # already on its way (that one wins)
+            _WARN_DEPTH.reset(depth)
         self.l2_auto = info
         return float(lam)
 
@@ -502,7 +493,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             raise ValueError("inputs contain NaN or inf")
         if l2 == "auto" and (n_examples == 1 or all(
                 x.numel() == 0 or bool((x == x.flatten()[0]).all()) for x in inputs)):
-            warnings.warn(
+            _warn(
                 "l2='auto' sets lambda from the mean activation of `inputs` at the layer, and "
                 f"`inputs` is {'one example' if n_examples == 1 else 'constant'}: pass a few "
                 "hundred realistic sequences (e.g. held-out data), or an explicit l2.",
@@ -515,7 +506,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         if owner is not None and not any(m is self.layer for m in owner.modules()):
             hidden_from, owner = type(owner).__name__, None   # warned once the layer is reached
         elif owner is None:
-            warnings.warn(
+            _warn(
                 "forward_func is not an nn.Module (or a bound method of one), so only `layer` "
                 "can be switched to eval mode and frozen during the ascent: if the model is in "
                 "train mode, its Dropout stays on and its BatchNorm running statistics are "
@@ -537,7 +528,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             run = _Runner(self.forward_func, swap, inputs, extra, n_examples)
             run.probe(owner, target_only_head=bool(target_only_head))
             if hidden_from is not None:
-                warnings.warn(
+                _warn(
                     f"layer {type(self.layer).__name__} is not a submodule of forward_func "
                     f"({hidden_from}), yet the forward reaches it: the model that holds it is "
                     "hidden from LayerFeatureOptimizer (e.g. stored outside the module tree), so "
@@ -554,13 +545,13 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 per_row = run.bytes_per_row()
                 chunk_size = max(1, int(budget // max(per_row, 1)))
                 if per_row > budget:
-                    warnings.warn(
+                    _warn(
                         f"one row (target x start) of the ascent needs ~{_size(per_row)} of "
                         f"autograd activations, more than memory_budget = {_size(budget)}: "
                         "running one row per chunk, which still exceeds the budget.",
                         RuntimeWarning, stacklevel=3)
             elif memory_budget is not None:
-                warnings.warn("chunk_size is given, so memory_budget is ignored",
+                _warn("chunk_size is given, so memory_budget is ignored",
                               UserWarning, stacklevel=3)
             if isinstance(l2, str):
                 l2, l2_auto = self._auto_l2(run, targets, init_scale, seed, max_steps,
@@ -599,13 +590,13 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                           fiv_only=bool(fiv_only)))
         n_open = int((~converged).sum())
         if n_open:
-            warnings.warn(
+            _warn(
                 f"{n_open} of {n_rows} starts stopped at max_steps={max_steps} before converging "
                 "(self.diagnostics.converged): their FIMs are not at an optimum. Raise max_steps, "
                 "or l2 if the objective keeps growing.", RuntimeWarning, stacklevel=3)
         zero = [t for t, z in zip(targets, _collapsed(peak, init_scale).tolist()) if z]
         if zero:
-            warnings.warn(
+            _warn(
                 f"the FIMs of target(s) {zero[:10]}{' ...' if len(zero) > 10 else ''} are all "
                 "zero: at this l2 no start found a direction that raises the score (every "
                 "channel lowers it, or the score is flat there). Their OFIV will be 0 and their "
@@ -684,7 +675,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                     _ascend(run, *args)
                 except _HeadMismatch as e:
                     r = e.row
-                    warnings.warn(
+                    _warn(
                         f"the target-only head gave another score than the model's full final "
                         f"Linear at the final H of target {targets[r // n_starts]}, start "
                         f"{r % n_starts}: something after that Linear mixes its outputs at "
@@ -893,7 +884,7 @@ class _Runner:
         self.swap_value = value  # the first example's own H (for the bypass check)
         squashed = how_squashed(last, self._grad_output(value), owner=owner)
         if squashed is not None:
-            warnings.warn(
+            _warn(
                 f"the model {squashed}: DeepResolve maximises the score "
                 "before it (pre-sigmoid / pre-softmax logits). Squashed outputs saturate near 1, "
                 "which shrinks l2='auto' and changes the channel ranking; "
@@ -902,7 +893,7 @@ class _Runner:
         reason = channels_last_reason(self.swap.module, self.swap.on_input, value.shape,
                                       last)
         if reason:
-            warnings.warn(
+            _warn(
                 f"the value of layer {self._layer_name()}, shape {tuple(value.shape[1:])} per "
                 f"example, looks channels-last: {reason}. DeepResolve reads axis 1 as the "
                 f"channels ({value.shape[1]} of them) and averages over the axes after it, so "
@@ -931,7 +922,7 @@ class _Runner:
             # The same test on the expanded path, at a tolerance that low-precision kernels
             # (TF32, half) choosing differently for 1 and 2 rows cannot fail.
             if self.recompute and not self._rows_independent(trial, expand=True, loose=True):
-                warnings.warn(self._mixing_message(trial), RuntimeWarning, stacklevel=4)
+                _warn(self._mixing_message(trial), RuntimeWarning, stacklevel=4)
         if target_only_head:
             self.head = self._target_head(last[-1] if last else None)
 
@@ -1013,7 +1004,7 @@ class _Runner:
         around = self._paths_around_layer(self.swap_value, targets)
         if "the layer's input" in around:   # the inputs reach the output through it too: one
             # warning for that path (a covariate beside it is not told apart)
-            warnings.warn(
+            _warn(
                 f"the input of layer {self._layer_name()} also reaches the output by another "
                 "path (e.g. a residual connection h + layer(h)): the hook replaces only the "
                 "layer's own copy, so the other path keeps the first example's value and H is "
@@ -1021,7 +1012,7 @@ class _Runner:
                 "optimise the tensor itself, attribute to the output of the module that "
                 "produces it.", UserWarning, stacklevel=4)
         elif around:
-            warnings.warn(
+            _warn(
                 f"{' and '.join(around)} also reach the scores by a path that does not go "
                 f"through layer {self._layer_name()} (e.g. a skip connection around it, or a "
                 "per-example covariate): the ascent holds that path at the first example's "
@@ -1216,7 +1207,7 @@ def _parse_targets(target, output_shape):
             raise ValueError(f"target {t} is outside the model's {n_out} outputs [0, {n_out})")
         flat.append(int(t))
     if len(set(flat)) < len(flat):
-        warnings.warn(
+        _warn(
             f"target lists {len(flat) - len(set(flat))} duplicate output(s): each target is "
             "optimised on its own (target lists classes, not one class per example), so "
             "duplicates repeat the same work", stacklevel=4)
@@ -1303,6 +1294,18 @@ def _check_positive_int(x, name):
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 1:
         raise ValueError(f"{name} must be an integer >= 1, got {x!r}")
     return int(x)
+
+
+#: frames between the user and ``attribute`` beyond the usual ones (``choose_l2`` adds one), so
+#: that the package's warnings point at the user's line whichever public method was called
+_WARN_DEPTH = contextvars.ContextVar("deepresolve_captum_warn_depth", default=0)
+
+
+def _warn(message, category=UserWarning, stacklevel=1):
+    """``warnings.warn`` whose stacklevel counts from the caller of ``_warn``, plus the frames
+    ``_WARN_DEPTH`` adds: only the location moves; the message, the category and the
+    caller's filters are untouched."""
+    warnings.warn(message, category, stacklevel=stacklevel + 1 + _WARN_DEPTH.get())
 
 
 def _check_l2(l2):

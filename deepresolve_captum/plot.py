@@ -560,7 +560,7 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     fig_w = min(0.3 * len(idx) + 1.5, MAX_FIGURE_INCHES)
     col_in = min(0.3, (fig_w - 1.5) / len(idx))
     if ax is not None:  # the caller's Axes: the pitch its own width gives, not the cap's
-        col_in = min(0.3, ax.get_window_extent().width / ax.figure.dpi / len(idx))
+        col_in = min(0.3, max(ax.get_window_extent().width / ax.figure.dpi / len(idx), 1e-3))
     if ax is None:
         fig, ax = plt.subplots(figsize=(fig_w, 0.55 * C + 1.0), layout="constrained")
         # the key at the bottom, in room added below the axes (constrained layout ignores it)

@@ -131,7 +131,9 @@ class EnsembleSummary:
         (returned as given). A file name is written whole or not at all: into a hidden
         temporary file beside it, flushed to disk, then moved over ``path`` in one step, so an
         interrupted save leaves the previous file (or none), never a truncated one; a symlink
-        stays a link and an existing file keeps its permissions (see ``_io.write_atomic``).
+        stays a link and an existing file keeps its permissions. (In a folder where no new file
+        may be created, an existing file is overwritten in place, as numpy would: not atomic
+        there. See ``_io.write_atomic``.)
         Settings that are not plain numbers, strings, lists or dicts (e.g. a ``RandomState``)
         are saved as their ``repr``. ``compressed=True`` writes a zip-compressed file
         (``np.savez_compressed``): float FIVs gain little (25% smaller for 9x the write time on

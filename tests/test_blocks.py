@@ -324,9 +324,36 @@ def test_layer_not_reached_or_called_twice_is_refused_before_run_json(tmp_path):
         _run(opt, x, tmp_path / "run", l2=0.02)
     assert str(by_blocks.value) == str(by_attribute.value)
     assert "was not reached by the forward pass" in str(by_blocks.value)
-    assert not (tmp_path / "run" / "run.json").exists()
+    assert not (tmp_path / "run").exists()             # refused before the folder is made
     twice = _Twice().eval()
     opt = LayerFeatureOptimizer(twice, twice.conv)
     with pytest.raises(ValueError, match="is called 2 times per forward pass"):
         _run(opt, x, tmp_path / "twice", l2=0.02)
-    assert not (tmp_path / "twice" / "run.json").exists()
+    assert not (tmp_path / "twice").exists()
+
+
+def test_a_finished_run_on_a_read_only_file_system_resumes(tmp_path, monkeypatch):
+    """EROFS (a read-only mount) is a plain OSError, not a PermissionError: a finished run must
+    still resume there (it only reads), an unfinished one is refused before any work."""
+    import errno
+
+    from deepresolve_captum import blocks
+
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    values, scores = _run(opt, x, tmp_path / "run", l2=0.02)
+    real_open = os.open
+
+    def read_only(path, flags, *args):
+        if flags & (os.O_WRONLY | os.O_CREAT):
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(blocks.os, "open", read_only)
+    again, _ = _run(opt, x, tmp_path / "run", l2=0.02)
+    assert torch.equal(again, values)
+    os.remove(tmp_path / "run" / "block_00001.npz")
+    with pytest.raises(OSError, match="cannot use .*Read-only") as e:
+        _run(opt, x, tmp_path / "run", l2=0.02)
+    assert e.value.errno == errno.EROFS
+    assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []

@@ -157,7 +157,8 @@ def test_a_set_one_demo_names_set_two_files_left_from_an_earlier_run(tmp_path):
     (tmp_path / "summary_set2.txt").write_text("earlier run")
     (tmp_path / "fig4b_set2_similarity.png").write_bytes(b"earlier run")
     with pytest.warns(UserWarning, match="set II files of an earlier run.*"
-                                         "fig4b_set2_similarity.png, summary_set2.txt"):
+                                         "fig4b_set2_similarity.png, summary_set2.txt") as rec:
         written = demo.run_demo(tmp_path, n_sequences=300, n_random=50, epochs=1, verbose=False)
+    assert [w.filename for w in rec if "earlier run" in str(w.message)] == [__file__]
     assert "summary_set2.txt" not in written
     assert (tmp_path / "summary_set2.txt").read_text() == "earlier run"

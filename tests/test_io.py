@@ -49,3 +49,12 @@ def test_plain_makes_settings_json_ready():
                    "rng": np.random.RandomState(0)})
     assert v == {"1": 1.5, "t": [1, 2], "x": [2, [0, 1]], "rng": "RandomState(MT19937)"}
     json.dumps(v)
+
+
+def test_write_atomic_refuses_a_folder_and_a_non_name_by_name(tmp_path):
+    (tmp_path / "adir").mkdir()
+    with pytest.raises(IsADirectoryError, match="adir"):
+        _io.write_atomic(tmp_path / "adir", lambda f: f.write(b"x"))
+    with pytest.raises(ValueError, match="not a file name"):
+        _io.write_atomic("", lambda f: f.write(b"x"))
+    assert sorted(os.listdir(tmp_path)) == ["adir"]

@@ -1096,6 +1096,7 @@ def test_choose_l2_gives_attributes_lambda_and_blocks_then_match_one_call():
     opt = LayerFeatureOptimizer(m, m.pool)
     lam = opt.choose_l2(x, seed=5, max_steps=200)
     assert isinstance(lam, float) and opt.l2_auto["chosen"] == lam
+    assert opt.diagnostics is None                       # no ascent ran
     assert not m.training and not m.fc1.weight.requires_grad and m.fc2.weight.requires_grad
     assert not m.pool._forward_hooks and not m.pool._forward_pre_hooks
     fims = opt.attribute(x, target=None, n_starts=2, l2="auto", seed=5, max_steps=200)
@@ -1107,12 +1108,34 @@ def test_choose_l2_gives_attributes_lambda_and_blocks_then_match_one_call():
 
 
 def test_choose_l2_warns_at_the_callers_line_and_forgets_a_failed_call():
+    import inspect
     torch.manual_seed(0)
     m = PaperCNN(n_outputs=10, seq_len=50).eval()
     opt = LayerFeatureOptimizer(m, m.pool)
     with pytest.warns(UserWarning, match="one example") as rec:
         opt.choose_l2(torch.randn(1, 4, 50), seed=0, max_steps=100)
     assert [w.filename for w in rec] == [__file__]
+    with pytest.warns(UserWarning, match="one example") as rec:      # and attribute's own
+        opt.attribute(torch.randn(1, 4, 50), target=[0], n_starts=1, seed=0, max_steps=500)
+    assert [w.filename for w in rec if "one example" in str(w.message)] == [__file__]
+
+    class Noisy(nn.Module):          # the model's own warnings keep their place and filters
+        def __init__(self):
+            super().__init__()
+            self.m = m
+
+        def forward(self, x):
+            self.line = inspect.currentframe().f_lineno + 1
+            warnings.warn("from the model", DeprecationWarning)
+            return self.m(x)
+
+    noisy = Noisy()
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        LayerFeatureOptimizer(noisy, m.pool).choose_l2(torch.randn(8, 4, 50), seed=0,
+                                                       max_steps=50)
+    mine = [w for w in rec if "from the model" in str(w.message)]
+    assert mine and all(w.lineno == noisy.line for w in mine)    # not moved to our caller
     assert opt.l2_auto is not None
     with pytest.raises(ValueError, match="outside"):
         opt.choose_l2(torch.randn(4, 4, 50), target=[100], seed=0)
