@@ -33,9 +33,14 @@ def write_atomic(path, write):
 
     Returns the path written (``path`` with symlinks resolved).
     """
-    if not str(path) or str(path).endswith(("/", os.sep)):
-        raise ValueError(f"not a file name: {str(path)!r}")
-    target = Path(os.path.realpath(path))
+    name = os.fspath(path)
+    if not name or name.endswith(("/", os.sep)) or os.path.basename(name) in (".", ".."):
+        raise ValueError(f"not a file name: {name!r}")
+    # the folder as the file system sees it ("sub/../x" needs sub, as open() does), before
+    # realpath simplifies the text
+    if not os.path.isdir(os.path.dirname(name) or "."):
+        raise FileNotFoundError(f"cannot write {name!r}: no folder {os.path.dirname(name)!r}")
+    target = Path(os.path.realpath(name))
     if target.is_dir():
         raise IsADirectoryError(f"cannot write {str(path)!r}: it is a folder")
     try:

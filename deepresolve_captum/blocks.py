@@ -37,7 +37,6 @@ Read a finished or partial folder with :func:`load_blocks`.
 """
 from __future__ import annotations
 
-import errno
 import hashlib
 import inspect
 import json
@@ -55,9 +54,10 @@ import torch
 from torch import Tensor
 
 from ._io import plain, write_atomic
-from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple,
-                        _check_l2, _check_positive_float, _check_positive_int, _forward_args,
-                        _LayerSwap, _owning_module, _parse_targets, _resolve_seed, _Runner)
+from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple, _check_l2,
+                        _check_positive_float, _check_positive_int, _deeper_warnings,
+                        _forward_args, _LayerSwap, _owning_module, _parse_targets,
+                        _resolve_seed, _Runner)
 
 __all__ = ["attribute_in_blocks", "load_blocks", "BlockRun"]
 
@@ -263,8 +263,11 @@ def attribute_in_blocks(
         seed = _resolve_seed(seed)
         if l2 == "auto":
             probe = {k: kwargs[k] for k in _PROBE_KWARGS if k in kwargs}
-            lam = optimizer.choose_l2(inputs, targets, additional_forward_args, seed=seed,
-                                      verbose=verbose, **probe)
+            # the distinct targets (the probes take them so; duplicates were warned once
+            # already), warnings at our caller's line
+            with _deeper_warnings(1):
+                lam = optimizer.choose_l2(inputs, sorted(set(targets)), additional_forward_args,
+                                          seed=seed, verbose=verbose, **probe)
             l2_info = plain(optimizer.l2_auto)
         else:
             lam, l2_info = l2, None
@@ -503,9 +506,13 @@ def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
 def _run_block(optimizer, inputs, block_targets, additional_forward_args, n_starts, lam, seed,
                fiv_only, verbose, kwargs, run_id, b):
     t0 = time.perf_counter()
-    values, scores = optimizer.attribute(
-        inputs, block_targets, additional_forward_args, n_starts=n_starts, l2=lam, seed=seed,
-        fiv_only=fiv_only, return_scores=True, verbose=verbose, **kwargs)
+    # warnings at the user's line (user > attribute_in_blocks > _run_block > attribute); a
+    # duplicate target was warned once up front (_probe_shapes), not again in every block
+    with _deeper_warnings(2), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"target lists \d+ duplicate output")
+        values, scores = optimizer.attribute(
+            inputs, block_targets, additional_forward_args, n_starts=n_starts, l2=lam,
+            seed=seed, fiv_only=fiv_only, return_scores=True, verbose=verbose, **kwargs)
     d = optimizer.diagnostics
     values, scores = values.detach().cpu(), scores.detach().cpu()
     if values.dtype == torch.bfloat16:      # numpy has no bfloat16
@@ -565,8 +572,9 @@ def _check_writable(folder):
             except OSError:
                 pass
     except OSError as e:
-        # no permission, or a read-only file system: a finished run still resumes (it reads)
-        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and _all_blocks_present(folder):
+        # no permission, a read-only file system, a full disk: a finished run still resumes
+        # (it only reads)
+        if _all_blocks_present(folder):
             return
         raise type(e)(e.errno, f"cannot use {str(folder)!r} as the run's folder: "
                                f"{e.strerror or e}. Give a folder that can be created and "

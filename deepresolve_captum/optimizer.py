@@ -11,6 +11,7 @@ pre-softmax scores). All targets x starts are optimised together as one batch pe
 """
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import time
@@ -308,17 +309,16 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         """
         self.l2_auto = None
         self._l2_only = True
-        depth = _WARN_DEPTH.set(_WARN_DEPTH.get() + 1)   # attribute's warnings: at our caller
         try:
-            lam, info = self.attribute(
-                inputs, target, additional_forward_args, l2="auto", seed=seed,
-                attribute_to_layer_input=attribute_to_layer_input, init_scale=init_scale,
-                max_steps=max_steps, tol=tol, patience=patience, chunk_size=chunk_size,
-                memory_budget=memory_budget, target_only_head=target_only_head,
-                verbose=verbose)
+            with _deeper_warnings(1):      # attribute's warnings: at our caller's line
+                lam, info = self.attribute(
+                    inputs, target, additional_forward_args, l2="auto", seed=seed,
+                    attribute_to_layer_input=attribute_to_layer_input, init_scale=init_scale,
+                    max_steps=max_steps, tol=tol, patience=patience, chunk_size=chunk_size,
+                    memory_budget=memory_budget, target_only_head=target_only_head,
+                    verbose=verbose)
         finally:
             self._l2_only = False
-            _WARN_DEPTH.reset(depth)
         self.l2_auto = info
         return float(lam)
 
@@ -622,10 +622,11 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         probe_targets = [ordered[i] for i in pick]
         lam, history = 1.0, []
         for i in range(2):
-            fims, _, _, _, _, peak = self._ascend_all(
-                run, probe_targets, 4, lam, 1.0 / (2.0 * lam), init_scale, seed + 7919,
-                max_steps, tol, patience, chunk_size, verbose,
-                desc=f"l2='auto' probe {i + 1}/2")
+            with _deeper_warnings(1):     # _ascend_all's warnings count from attribute
+                fims, _, _, _, _, peak = self._ascend_all(
+                    run, probe_targets, 4, lam, 1.0 / (2.0 * lam), init_scale, seed + 7919,
+                    max_steps, tol, patience, chunk_size, verbose,
+                    desc=f"l2='auto' probe {i + 1}/2")
             norms = fims.flatten(2).norm(dim=2)  # (n_probe_targets, 4)
             # A target whose score ignores the layer (another head of the model) ends at H = 0
             # from every start; it says nothing about the scale, so it is left out.
@@ -1299,6 +1300,17 @@ def _check_positive_int(x, name):
 #: frames between the user and ``attribute`` beyond the usual ones (``choose_l2`` adds one), so
 #: that the package's warnings point at the user's line whichever public method was called
 _WARN_DEPTH = contextvars.ContextVar("deepresolve_captum_warn_depth", default=0)
+
+
+@contextlib.contextmanager
+def _deeper_warnings(frames):
+    """Inside, the package's warnings skip ``frames`` more frames: for a caller that adds frames
+    between the user and the code that warns (choose_l2, the l2 probes, attribute_in_blocks)."""
+    token = _WARN_DEPTH.set(_WARN_DEPTH.get() + frames)
+    try:
+        yield
+    finally:
+        _WARN_DEPTH.reset(token)
 
 
 def _warn(message, category=UserWarning, stacklevel=1):

@@ -352,8 +352,32 @@ def test_a_finished_run_on_a_read_only_file_system_resumes(tmp_path, monkeypatch
     monkeypatch.setattr(blocks.os, "open", read_only)
     again, _ = _run(opt, x, tmp_path / "run", l2=0.02)
     assert torch.equal(again, values)
+
+    def full_disk(path, flags, *args):          # over quota / full: resuming only reads
+        if flags & (os.O_WRONLY | os.O_CREAT):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(blocks.os, "open", full_disk)
+    assert torch.equal(_run(opt, x, tmp_path / "run", l2=0.02)[0], values)
+    monkeypatch.setattr(blocks.os, "open", read_only)
     os.remove(tmp_path / "run" / "block_00001.npz")
     with pytest.raises(OSError, match="cannot use .*Read-only") as e:
         _run(opt, x, tmp_path / "run", l2=0.02)
     assert e.value.errno == errno.EROFS
     assert [p.name for p in (tmp_path / "run").iterdir() if p.name.startswith(".")] == []
+
+
+def test_warnings_point_at_the_callers_line_and_a_duplicate_is_warned_once(tmp_path):
+    import warnings
+
+    model = _model()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        attribute_in_blocks(opt, _inputs()[:1], target=[0, 0, 1], folder=tmp_path / "run",
+                            block_size=2, n_starts=2, seed=0, max_steps=20)
+    texts = [str(w.message) for w in rec]
+    assert {w.filename for w in rec} == {__file__}, [(w.filename, w.lineno) for w in rec]
+    assert sum("duplicate" in t for t in texts) == 1
+    assert any("one example" in t for t in texts) and any("max_steps" in t for t in texts)

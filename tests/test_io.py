@@ -55,6 +55,9 @@ def test_write_atomic_refuses_a_folder_and_a_non_name_by_name(tmp_path):
     (tmp_path / "adir").mkdir()
     with pytest.raises(IsADirectoryError, match="adir"):
         _io.write_atomic(tmp_path / "adir", lambda f: f.write(b"x"))
-    with pytest.raises(ValueError, match="not a file name"):
-        _io.write_atomic("", lambda f: f.write(b"x"))
+    for bad in ("", str(tmp_path / "new") + "/.", str(tmp_path / "adir") + "/"):
+        with pytest.raises(ValueError, match="not a file name"):
+            _io.write_atomic(bad, lambda f: f.write(b"x"))
+    with pytest.raises(FileNotFoundError, match="no folder"):     # open() needs sub too
+        _io.write_atomic(str(tmp_path / "sub" / ".." / "x"), lambda f: f.write(b"x"))
     assert sorted(os.listdir(tmp_path)) == ["adir"]

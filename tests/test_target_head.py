@@ -231,3 +231,22 @@ def test_a_container_layer_holding_the_head_and_a_per_position_head_run_whole(mo
     opt.attribute(_x(), target=[0, 5], n_starts=2, l2=0.5, seed=0)
     assert not opt.diagnostics.target_only_head      # the Linear sees (N, 1, K): never narrow
     assert len(made) == 1 and not made[0].used and made[0].removed
+
+
+def test_a_head_mismatch_in_the_auto_l2_probes_warns_at_the_callers_line(monkeypatch):
+    """The mismatch warning comes from _ascend_all, which the l2='auto' probes reach through
+    one more frame (_auto_l2) than the ascent: it pointed inside captum's log wrapper, or inside
+    optimizer.py via choose_l2."""
+    from deepresolve_captum import optimizer
+
+    monkeypatch.setattr(optimizer, "_close_rows", lambda a, b: torch.zeros(len(a), dtype=torch.bool))
+    model = WideHead().eval()
+    for call in ("attribute", "choose_l2"):
+        opt = LayerFeatureOptimizer(model, model.relu)
+        with pytest.warns(RuntimeWarning, match="target-only head gave another score") as rec:
+            if call == "attribute":
+                opt.attribute(_x(), target=[0, 7], n_starts=2, seed=0, l2="auto", max_steps=50)
+            else:
+                opt.choose_l2(_x(), target=[0, 7], seed=0, max_steps=50)
+        mine = [w for w in rec if "target-only head" in str(w.message)]
+        assert mine and {w.filename for w in mine} == {__file__}, call
