@@ -311,7 +311,8 @@ def _text_color(rgba):
 
 
 def plot_feature_importance(summary, target=0, filters=None, channel_labels=None, order="ofiv",
-                            max_channels=None, title=None, max_size=260.0, logo_mode="weight"):
+                            max_channels=None, title=None, max_size=260.0, logo_mode="weight",
+                            logo_scale="own"):
     """Fig. 2 of the paper for one target: FIVs of all starts, IL, OFIV and filter logos.
 
     Channels are rows, sorted by descending OFIV (``order="ofiv"``) or IL (``order="il"``), or
@@ -336,9 +337,8 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     ----------
     summary: ``EnsembleSummary`` (from ``summarize``), with fiv (C, T, K), il/ofiv/nonadditive (C, K).
     target: int, which target (row of the summary) to draw.
-    filters: optional (K, 4, w) convolution weights (e.g. ``model.conv.weight``) for the logos.
-        The logos (:func:`plot_filter_logo`) share one y scale, given under the column, so their
-        sizes compare across channels.
+    filters: optional (K, 4, w) convolution weights (e.g. ``model.conv.weight``) for the logos
+        (:func:`plot_filter_logo`), each on its own y scale by default (``logo_scale``).
     channel_labels: optional list of K strings shown right of each row (e.g. matched motifs);
         wrapped at 60 characters, the label column as wide as the longest line.
     order: "ofiv", "il" or a non-empty array of distinct channel indices in [0, K) (also selects
@@ -350,6 +350,12 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     logo_mode: "weight" (default): the filters' centred weights, negatives below the baseline;
         "information": the clipped-PWM logo in bits (see :func:`filter_logo_matrix`: it makes
         nearly every filter look maximally specific).
+    logo_scale: with ``logo_mode="weight"``: "own" (default): each logo on its own y scale, its
+        largest |centred weight| written beside it ("\u00b10.31"), so every filter's pattern
+        is visible (on one scale a single large filter flattened all the others), and raw
+        weight sizes do not compare across channels anyway (the next layer rescales each
+        channel); "shared": all logos on one y scale, given under the column. The key says
+        which. (Bits are always 0..2.)
 
     Returns
     -------
@@ -385,7 +391,11 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
             raise ValueError(f"filters must have shape ({K}, 4, w), got {filters.shape}")
     if channel_labels is not None and len(channel_labels) != K:
         raise ValueError(f"channel_labels must have {K} entries, got {len(channel_labels)}")
+    if logo_scale not in ("own", "shared"):
+        raise ValueError(f"logo_scale must be 'own' or 'shared', got {logo_scale!r}")
     n = len(idx)
+    # each logo on its own scale: its largest |centred weight| is written beside it
+    own = filters is not None and logo_mode == "weight" and logo_scale == "own"
 
     sd = np.sqrt(np.maximum(il, 0.0))
     big = max(np.abs(fiv[:, idx]).max(), np.abs(ofiv[idx]).max(), sd[idx].max())
@@ -397,13 +407,14 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
               if channel_labels is not None else None)
     pitch = 0.45 if filters is not None else 0.36      # inches per channel row
     fig = plt.figure(figsize=(4.0, pitch * n + 1.4))
+    num_w = 0.42 if own else 0.0      # room for the "\u00b10.31" beside each logo (inches)
     lab_w = 1.25
     if labels:
         r = fig.canvas.get_renderer()
         probe = fig.text(0, 0, "", fontsize=7)
         for t in labels:
             probe.set_text(t)
-            lab_w = max(lab_w, probe.get_window_extent(r).width / fig.dpi + 0.15)
+            lab_w = max(lab_w, probe.get_window_extent(r).width / fig.dpi + 0.15 + num_w)
         probe.remove()
     # column widths in inches: circles, logos, labels; margins for the "ch k" tick labels
     widths = [0.33 * (T + 2), 1.1 if filters is not None else 0.01, lab_w]
@@ -420,10 +431,16 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
             flip = (f" OFIV: the weighted mean FIV, except for sign-flipping non-additive "
                     f"channels ({shown}): the weighted mean of their positive FIVs only, so "
                     f"red even where most starts are blue.")
+    logos = ""
+    if own:
+        logos = (" Logos: centred filter weights, each on its own y scale, \u00b1 its largest "
+                 "|centred weight| (raw weight sizes do not compare across channels).")
+    elif filters is not None and logo_mode == "weight":
+        logos = " Logos: centred filter weights, all on one y scale."
     key = _footer(fig, f"red: positive, blue: negative; circle area ~ |value|, {_largest(big)}. "
                        f"IL: area ~ sqrt(IL), the FIV's s.d. across starts, on the same "
                        f"scale; max IL shown {il[idx].max():.3g}. *: non-additive (GMM on IL)."
-                       + flip)
+                       + flip + logos)
     # room at the bottom for the x label (0.55 in) and the key above the figure's lower edge
     bottom = 0.55 + key
     height = pitch * n + 0.85 + bottom
@@ -454,26 +471,35 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         s.set_visible(False)
 
     if filters is not None:
-        # every logo on one scale (the drawn filters' largest stacks), so a weak channel's
-        # letters are small: each on its own scale (or in bits) every filter looked strong
+        # "own" (default): each logo on its own scale, its largest |centred weight| beside it
+        # (on one scale a single large filter left every other logo a flat line); "shared":
+        # one scale (the drawn filters' largest stacks), so a weak channel's letters are small
         mats = [filter_logo_matrix(filters[k], mode=logo_mode).T for k in idx]
         if logo_mode == "information":
-            ylim = (0.0, 2.0)
+            ylims = [(0.0, 2.0)] * n
+        elif own:
+            ylims = [_logo_extent(m) for m in mats]
         else:
             ext = np.array([_logo_extent(m) for m in mats])
-            lo, hi = float(ext[:, 0].min()), float(ext[:, 1].max())
-            ylim = (lo, hi) if hi > lo else (-1.0, 1.0)
+            ylims = [(float(ext[:, 0].min()), float(ext[:, 1].max()))] * n
+        ylims = [(lo, hi) if hi > lo else (-1.0, 1.0) for lo, hi in ylims]
         sub = gs[1].subgridspec(n, 1, hspace=0.08)
         for r, k in enumerate(idx):
             lax = fig.add_subplot(sub[r])
-            plot_filter_logo(filters[k], ax=lax, mode=logo_mode, ylim=ylim, ylabel=False,
+            plot_filter_logo(filters[k], ax=lax, mode=logo_mode, ylim=ylims[r], ylabel=False,
                              xticks=False)
             lax.set_yticks([])
             lax.spines["left"].set_visible(False)
+            if own:
+                lax.text(1.03, 0.5, f"\u00b1{np.abs(mats[r]).max():.2g}",
+                         transform=lax.transAxes, ha="left", va="center", fontsize=6,
+                         color="0.3")
         if logo_mode == "information":
             what = "filter PWM (negatives\nclipped), bits 0..2"
+        elif own:
+            what = "filter weights, centred;\neach its own scale (\u00b1 max)"
         else:
-            what = (f"filter weights, centred;\none scale: {ylim[0]:.2g}..{ylim[1]:.2g}")
+            what = (f"filter weights, centred;\none scale: {ylims[0][0]:.2g}..{ylims[0][1]:.2g}")
         lax.set_xlabel(what, fontsize=7)
     lab = fig.add_subplot(gs[2])
     lab.set_ylim(n - 0.5, -0.5)
@@ -481,7 +507,7 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     lab.axis("off")
     if labels:
         for r, t in enumerate(labels):
-            lab.text(0.1 / lab_w, r, t, va="center", fontsize=7)
+            lab.text((0.1 + num_w) / lab_w, r, t, va="center", fontsize=7)
     if title is None:
         title = "FIVs of each start, IL and OFIV (* = non-additive)"
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / height)

@@ -586,22 +586,48 @@ def test_filter_logo_shows_the_filters_scale_and_units():
     np.testing.assert_allclose(filter_logo_matrix(w, mode="information").sum(1) <= 2 + 1e-9, True)
 
 
+def _logo_height(ax):
+    """The data height of the glyphs tangermeme's plot_logo drew on ``ax``."""
+    ext = [c.get_paths() for c in ax.collections]
+    ys = [p.get_extents() for ps in ext for p in ps if len(p.vertices)]
+    return max(e.y1 for e in ys) - min(e.y0 for e in ys)
+
+
 def test_feature_importance_logos_share_one_scale():
-    """In Fig. 2 a weak channel's logo was as tall as the strongest one's: the logos now share
-    one y scale (said under the column), so a 100x weaker filter draws 100x smaller letters."""
+    """logo_scale="shared": the logos share one y scale (said under the column and in the
+    key), so a 100x weaker filter draws 100x smaller letters."""
+    s = _summary(K=3)
+    rng = np.random.default_rng(2)
+    filters = rng.normal(size=(3, 4, 5)) * np.array([1.0, 0.01, 0.5])[:, None, None]
+    fig = plot_feature_importance(s, filters=filters, order=np.array([0, 1, 2]),
+                                  logo_scale="shared")
+    logos = fig.axes[1:4]
+    assert len({a.get_ylim() for a in logos}) == 1
+    assert "one scale" in logos[-1].get_xlabel()
+    assert "all on one y scale" in _key(fig).get_text().replace("\n", " ")
+    assert _logo_height(logos[1]) < 0.05 * _logo_height(logos[0])
+
+
+def test_feature_importance_logos_each_on_its_own_scale_by_default():
+    """On one shared scale a single large filter (ch9 x10 in the review, a third of the rows of
+    the demo's Fig. 2) left every other logo a flat line, and raw conv-weight sizes do not
+    compare across channels. By default each logo fills its own row, its largest |centred
+    weight| written beside it, and the key and the column's label say so."""
+    from deepresolve_captum.plot import filter_logo_matrix
     s = _summary(K=3)
     rng = np.random.default_rng(2)
     filters = rng.normal(size=(3, 4, 5)) * np.array([1.0, 0.01, 0.5])[:, None, None]
     fig = plot_feature_importance(s, filters=filters, order=np.array([0, 1, 2]))
     logos = fig.axes[1:4]
-    assert len({a.get_ylim() for a in logos}) == 1
-    assert "one scale" in logos[-1].get_xlabel()
-
-    def height(ax):
-        ext = [c.get_paths() for c in ax.collections]
-        ys = [p.get_extents() for ps in ext for p in ps if len(p.vertices)]
-        return max(e.y1 for e in ys) - min(e.y0 for e in ys)
-    assert height(logos[1]) < 0.05 * height(logos[0])
+    for ax, k in zip(logos, [0, 1, 2]):
+        lo, hi = ax.get_ylim()
+        assert _logo_height(ax) > 0.6 * (hi - lo)                 # fills its row
+        big = np.abs(filter_logo_matrix(filters[k])).max()
+        assert [t.get_text() for t in ax.texts] == [f"\u00b1{big:.2g}"]
+    assert "own scale" in logos[-1].get_xlabel()
+    assert "each on its own y scale" in _key(fig).get_text().replace("\n", " ")
+    with pytest.raises(ValueError, match="logo_scale"):
+        plot_feature_importance(s, filters=filters, logo_scale="one")
 
 
 def test_channel_logos_have_units_and_centred_ticks():
