@@ -873,9 +873,10 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
             for _, r in sel.iterrows():
                 # tangermeme's plot_logo draws position p's glyph over [p, p + 0.95] (not
                 # centred on p), so the half-open seqlet [start, end) covers [start, end)
+                # zorder 0: under the letters (drawn over them it changed their colours)
                 if r["end"] > start and r["start"] < end:
                     ax.axvspan(r["start"] - start, r["end"] - start, color="gold", alpha=0.25,
-                               lw=0)
+                               lw=0, zorder=0)
         if with_pwm:
             _plot_logo(pwm_logo_matrix(pwms[i]), axes[i, 0], (0, 2))
             axes[i, 0].set_xticks([])

@@ -305,6 +305,20 @@ def test_channel_attributions_seqlet_shading_covers_its_glyphs(window):
     assert glyphs[0][0] - x0 < 0.1 and x1 - glyphs[-1][1] < 0.1       # snug at both ends
 
 
+def test_channel_attributions_seqlet_shading_is_under_the_letters():
+    """The gold seqlet shading was drawn over the glyphs and tinted their colours."""
+    import pandas as pd
+
+    a = np.zeros((1, 1, 4, 30))
+    a[0, 0, [0, 1, 2, 3, 0, 1], range(10, 16)] = 1.0
+    seqlets = pd.DataFrame({"channel": [0], "example_idx": [0], "start": [10], "end": [16]})
+    ax = plot_channel_attributions(a, seqlets=seqlets).axes[0]
+    spans = [p for p in ax.patches if p is not ax.patch]
+    glyph_z = [c.get_zorder() for c in ax.collections]
+    assert spans and glyph_z
+    assert max(p.get_zorder() for p in spans) < min(glyph_z)
+
+
 def test_channel_attributions_ticks_are_sequence_positions_and_sharey():
     """With start=10 the x tick labels read 10.., not 0.. (window positions), each under its
     base's glyph; sharey=True puts every row on one y scale, the default keeps one per row."""
