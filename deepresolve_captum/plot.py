@@ -482,7 +482,12 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         else:
             ext = np.array([_logo_extent(m) for m in mats])
             ylims = [(float(ext[:, 0].min()), float(ext[:, 1].max()))] * n
+        shared = ylims[0]                                   # the stacks' range, said below
         ylims = [(lo, hi) if hi > lo else (-1.0, 1.0) for lo, hi in ylims]
+        # headroom: 12% of the range above the tallest stack and below the deepest one, so the
+        # letters of neighbouring rows do not touch (at exactly 0..2 bits they did)
+        ylims = [(lo - 0.12 * (hi - lo) if lo < 0 else lo, hi + 0.12 * (hi - lo))
+                 for lo, hi in ylims]
         sub = gs[1].subgridspec(n, 1, hspace=0.08)
         for r, k in enumerate(idx):
             lax = fig.add_subplot(sub[r])
@@ -499,7 +504,7 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         elif own:
             what = "filter weights, centred;\neach its own scale (\u00b1 max)"
         else:
-            what = (f"filter weights, centred;\none scale: {ylims[0][0]:.2g}..{ylims[0][1]:.2g}")
+            what = (f"filter weights, centred;\none scale: {shared[0]:.2g}..{shared[1]:.2g}")
         lax.set_xlabel(what, fontsize=7)
     lab = fig.add_subplot(gs[2])
     lab.set_ylim(n - 0.5, -0.5)

@@ -622,6 +622,24 @@ def test_feature_importance_logos_share_one_scale():
     assert _logo_height(logos[1]) < 0.05 * _logo_height(logos[0])
 
 
+@pytest.mark.parametrize("kw", [{"logo_mode": "information"}, {"logo_scale": "own"},
+                                {"logo_scale": "shared"}])
+def test_feature_importance_logos_leave_headroom_between_rows(kw):
+    """In bits the logos' y limits were exactly 0..2 with a small row gap: the letters of
+    neighbouring rows touched. Each logo now leaves room above (and below) its letters."""
+    s = _summary(K=3)
+    filters = np.zeros((3, 4, 5))
+    filters[:, 0, :] = 1.0                           # one base per position: full-height stacks
+    filters[1] *= 0.5
+    fig = plot_feature_importance(s, filters=filters, order=np.array([0, 1, 2]), **kw)
+    for ax in fig.axes[1:4]:
+        lo, hi = ax.get_ylim()
+        ys = [p.get_extents() for c in ax.collections for p in c.get_paths() if len(p.vertices)]
+        top, bottom = max(e.y1 for e in ys), min(e.y0 for e in ys)
+        assert top <= hi - 0.08 * (hi - lo)
+        assert bottom >= lo + 0.08 * (hi - lo) or bottom >= 0 >= lo
+
+
 def test_feature_importance_logos_each_on_its_own_scale_by_default():
     """On one shared scale a single large filter (ch9 x10 in the review, a third of the rows of
     the demo's Fig. 2) left every other logo a flat line, and raw conv-weight sizes do not
