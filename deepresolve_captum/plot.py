@@ -296,6 +296,24 @@ def _largest(big):
     return f"largest = {big:.3g}" if big > 0 else "all values are 0"
 
 
+def _flip_sentence(category, idx):
+    """The keys' sentence on sign-flipping non-additive channels among the channels ``idx``
+    (``category``: (C, K) or (K,) summary categories): their OFIV is the weighted mean of their
+    positive FIVs only, so red where most starts may be blue. "" when none is drawn."""
+    from .summary import NONADDITIVE_FLIPPING
+
+    cat = np.asarray(category)
+    cat = cat[None] if cat.ndim == 1 else cat
+    fl = [int(k) for k in idx if (cat[:, k] == NONADDITIVE_FLIPPING).any()]
+    if not fl:
+        return ""
+    shown = ", ".join(f"ch {k}" for k in fl[:6]) + (", ..." if len(fl) > 6 else "")
+    where = " in some classes" if cat.shape[0] > 1 else ""
+    return (f" OFIV: the weighted mean FIV, except for sign-flipping non-additive "
+            f"channels ({shown}{where}): the weighted mean of their positive FIVs only, so "
+            f"red even where most starts are blue.")
+
+
 def _ordinal(k):
     """'2nd', '3rd', '11th', ..."""
     suffix = "th" if 10 <= k % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
@@ -421,16 +439,8 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     left_in, right_in, wspace = 0.8, 0.1, 0.02
     width = left_in + right_in + sum(widths) * (1 + 2 * wspace / 3)
     fig.set_size_inches(width, pitch * n + 1.4)
-    flip = ""
     cat = getattr(summary, "category", None)
-    if cat is not None:
-        from .summary import NONADDITIVE_FLIPPING
-        fl = [int(k) for k in idx if np.asarray(cat)[target, k] == NONADDITIVE_FLIPPING]
-        if fl:
-            shown = ", ".join(f"ch {k}" for k in fl[:6]) + (", ..." if len(fl) > 6 else "")
-            flip = (f" OFIV: the weighted mean FIV, except for sign-flipping non-additive "
-                    f"channels ({shown}): the weighted mean of their positive FIVs only, so "
-                    f"red even where most starts are blue.")
+    flip = _flip_sentence(np.asarray(cat)[target], idx) if cat is not None else ""
     logos = ""
     if own:
         logos = (" Logos: centred filter weights, each on its own y scale, \u00b1 its largest "
@@ -535,8 +545,10 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
         labelled. On a given ``ax`` any number of columns is drawn, the circles and labels
         sized to that Axes' width.
     ax: optional Axes to draw on. Without it, the new figure gets a key at the bottom (the
-        colours, the largest |OFIV| and the star), like :func:`plot_feature_importance`'s; on a
-        given Axes the key is left out (the figure is the caller's to lay out).
+        colours, the largest |OFIV| and the star), like :func:`plot_feature_importance`'s (for a
+        summary with sign-flipping non-additive channels it says that their OFIV is the
+        weighted mean of their positive FIVs only); on a given Axes the key is left out (the
+        figure is the caller's to lay out).
     nonadditive: optional (C, K) bool; starred. None: a summary's ``nonadditive`` (none for an
         array); False: no stars.
 
@@ -549,9 +561,11 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
 
     from .summary import EnsembleSummary
 
+    category = None
     if isinstance(ofiv, EnsembleSummary):
         if nonadditive is None:
             nonadditive = ofiv.nonadditive
+        category = getattr(ofiv, "category", None)
         ofiv = ofiv.ofiv
     if nonadditive is False:
         nonadditive = None
@@ -597,7 +611,8 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
         # the key at the bottom, in room added below the axes (constrained layout ignores it)
         key = _footer(fig, f"red: positive, blue: negative; circle area ~ |OFIV|, "
                            f"{_largest(big)}." + (" \N{BLACK STAR}: non-additive (GMM on IL)."
-                                                  if stars else ""))
+                                                  if stars else "")
+                           + (_flip_sentence(category, idx) if category is not None else ""))
         w, h = fig.get_size_inches()
         fig.set_size_inches(w, h + key)
         fig.get_layout_engine().set(rect=(0, key / (h + key), 1, 1 - key / (h + key)))

@@ -758,6 +758,21 @@ def test_feature_importance_key_explains_a_red_ofiv_over_blue_starts():
     assert "positive FIVs" not in text
 
 
+def test_plot_ofiv_key_explains_a_red_ofiv_of_a_flipping_channel():
+    """Given a summary, plot_ofiv's key did not say that a sign-flipping non-additive channel's
+    OFIV is the weighted mean of its positive FIVs only (red though most starts are blue):
+    it now uses plot_feature_importance's sentence, and only when such a channel is drawn."""
+    s = _summary()
+    flip = np.flatnonzero((s.category == 2).any(0))
+    assert flip.size                                          # channel 1 flips by construction
+    text = _key(plot_ofiv(s)).get_text().replace("\n", " ")
+    assert "weighted mean of their positive FIVs only" in text
+    assert all(f"ch {k}" in text for k in flip)
+    other = np.flatnonzero(~(s.category == 2).any(0))
+    assert "positive FIVs" not in _key(plot_ofiv(s, channel_order=other)).get_text()
+    assert "positive FIVs" not in _key(plot_ofiv(np.asarray(s.ofiv))).get_text()
+
+
 def test_feature_importance_long_labels_survive_a_plain_savefig():
     """The label column was 1.6 inches whatever the labels: long ones ran off the canvas of a
     plain fig.savefig (the docstring promises the figure keeps everything inside)."""
