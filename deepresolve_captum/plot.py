@@ -800,7 +800,9 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
         passed to ``channel_attributions``; they also match the ``seqlets``' channel column. To
         draw some of the channels, select them from ``attributions`` (``attributions[[0, 2]]``).
     seq_idx: which of the N sequences.
-    pwms: optional (C, 4, w) channel PWMs, drawn as a small logo left of each row.
+    pwms: optional (C, 4, w) channel PWMs, drawn as a small logo left of each row (y: bits;
+        x: motif positions counted from 1, while the sequence's positions count from 0, as
+        the x labels say).
     start, end: the window of the sequence to draw (default all); the x ticks are positions in
         the sequence (``start`` .. ``end - 1``), each under its base's glyph.
     seqlets: optional DataFrame from :func:`deepresolve_captum.channel_motifs.channel_seqlets`
@@ -897,11 +899,13 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
                 if r["end"] > start and r["start"] < end:
                     ax.axvspan(r["start"] - start, r["end"] - start, color="gold", alpha=0.25,
                                lw=0, zorder=0)
-        if with_pwm:
-            _plot_logo(pwm_logo_matrix(pwms[i]), axes[i, 0], (0, 2))
-            axes[i, 0].set_xticks([])
-            axes[i, 0].tick_params(labelsize=6)
-    axes[-1, -1].set_xlabel(f"position in sequence {seq_idx}", fontsize=8)
+        if with_pwm:   # in bits, positions 1..w (the sequence's count from 0: both said)
+            m = pwm_logo_matrix(pwms[i])
+            _plot_logo(m, axes[i, 0], (0, 2))
+            _logo_axes(axes[i, 0], m.shape[1], ylabel="bits")
+    if with_pwm:
+        axes[-1, 0].set_xlabel("motif position (from 1)", fontsize=8)
+    axes[-1, -1].set_xlabel(f"position in sequence {seq_idx} (from 0)", fontsize=8)
     fig.tight_layout()
     return fig
 

@@ -319,6 +319,21 @@ def test_channel_attributions_seqlet_shading_is_under_the_letters():
     assert max(p.get_zorder() for p in spans) < min(glyph_z)
 
 
+def test_channel_attributions_pwm_column_has_units_and_says_where_positions_start():
+    """The PWM column had no 'bits' label, and its positions count from 1 while the
+    sequence's count from 0: the x labels now say which."""
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=(2, 1, 4, 20))
+    pwms = rng.dirichlet(np.ones(4), size=(2, 6)).transpose(0, 2, 1)       # (2, 4, 6)
+    fig = plot_channel_attributions(a, pwms=pwms)
+    pwm_axes, attr_axes = fig.axes[0::2], fig.axes[1::2]
+    assert all(ax.get_ylabel() == "bits" for ax in pwm_axes)
+    assert "from 1" in pwm_axes[-1].get_xlabel()
+    assert "from 0" in attr_axes[-1].get_xlabel()
+    fig.canvas.draw()
+    assert _tick_texts(pwm_axes[-1].xaxis)[0] == "1"
+
+
 def test_channel_attributions_ticks_are_sequence_positions_and_sharey():
     """With start=10 the x tick labels read 10.., not 0.. (window positions), each under its
     base's glyph; sharey=True puts every row on one y scale, the default keeps one per row."""
