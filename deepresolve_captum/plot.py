@@ -1142,7 +1142,10 @@ def plot_association_index(df, ax=None, max_labels=60):
     Parameters
     ----------
     df: DataFrame from :func:`deepresolve_captum.clustering.association_index`.
-    max_labels: write class names on the x axis only up to this many classes.
+    max_labels: write class names on the x axis only up to this many classes. Beyond it the
+        x label says "N classes, in the table's order", and the bars are full width without
+        edges (drawn as one filled step outline per sign): at ~1 pixel per class, gapped bars
+        left white stripes that looked like groups.
     ax: optional Axes; without it a new figure 0.18 inch per class, at most
         ``MAX_FIGURE_INCHES`` (40) wide (more classes share that width, as thinner bars).
 
@@ -1157,22 +1160,38 @@ def plot_association_index(df, ax=None, max_labels=60):
         if col not in df.columns:
             raise ValueError(f"df lacks column {col!r} (use clustering.association_index)")
     n = len(df)
-    if ax is None:   # 0.18 inch per class, at most MAX_FIGURE_INCHES wide (then bars share it)
-        _, ax = plt.subplots(figsize=(min(max(4.0, 0.18 * n + 1.5), MAX_FIGURE_INCHES), 2.8))
+    if ax is None:   # 0.18 inch per class, at most MAX_FIGURE_INCHES wide (then bars share it);
+        # constrained: side margins of a fraction of an inch (the default 12.5% / 10% of a
+        # 40-inch figure left 5 and 4 inches blank)
+        _, ax = plt.subplots(figsize=(min(max(4.0, 0.18 * n + 1.5), MAX_FIGURE_INCHES), 2.8),
+                             layout="constrained")
     x = np.arange(n)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # counts
-    ax.bar(x, df["n_positive"].values, color=RED, label="> upper quantile")
-    ax.bar(x, -df["n_negative"].values, color=BLUE, label="< lower quantile")
+    pos, neg = df["n_positive"].values, df["n_negative"].values
+    if n <= max_labels:
+        ax.bar(x, pos, color=RED, label="> upper quantile")
+        ax.bar(x, -neg, color=BLUE, label="< lower quantile")
+    else:   # full-width bars, no edges, no seams: one step outline per sign
+        edges = np.arange(n + 1) - 0.5
+        ax.stairs(pos, edges, fill=True, color=RED, lw=0, label="> upper quantile")
+        ax.stairs(-np.asarray(neg), edges, fill=True, color=BLUE, lw=0,
+                  label="< lower quantile")
+        ax.set_xlim(-0.5 - 0.005 * n, n - 0.5 + 0.005 * n)
     ax.axhline(0, color="k", lw=0.6)
     if n <= max_labels:
         ax.set_xticks(x)
         ax.set_xticklabels(df["name"].values, rotation=90, fontsize=6)
     else:
         ax.set_xticks([])
+        ax.set_xlabel(f"{n} classes, in the table's order", fontsize=8)
     up, lo = df.attrs.get("upper_threshold"), df.attrs.get("lower_threshold")
     if up is not None:
         ax.set_ylabel(f"# similarities\n> {up:.2f} / < {lo:.2f}", fontsize=8)
-    ax.legend(fontsize=7, frameon=False)
+    if n <= max_labels:
+        ax.legend(fontsize=7, frameon=False)
+    else:   # the bars fill the axes: the legend above them, not over the data
+        ax.legend(fontsize=7, frameon=False, loc="lower left", bbox_to_anchor=(0, 1), ncol=2,
+                  borderaxespad=0.2)
     ax.tick_params(labelsize=7)
     return ax
 

@@ -827,6 +827,36 @@ def test_plot_ofiv_and_association_index_have_a_width_cap():
     assert ax.figure.get_size_inches()[0] <= MAX_FIGURE_INCHES
 
 
+def test_association_index_with_thousands_of_classes_has_no_white_stripes():
+    """At ~1 pixel per class, bars of width 0.8 left white stripes that looked like groups;
+    the 40-inch figure had 5- and 4-inch blank side margins and no x label once the names
+    were dropped."""
+    import pandas as pd
+
+    from deepresolve_captum.plot import plot_association_index
+    n = 4000
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"name": [f"c{i}" for i in range(n)],
+                       "n_positive": rng.integers(3, 9, n), "n_negative": rng.integers(3, 9, n)})
+    ax = plot_association_index(df)
+    fig = ax.figure
+    fig.set_dpi(100)
+    fig.canvas.draw()
+    assert ax.get_xlabel() == f"{n} classes, in the table's order"
+    lo, hi = ax.get_xlim()
+    assert -0.5 - 0.02 * n <= lo and hi <= n - 0.5 + 0.02 * n
+    box = ax.get_window_extent()
+    assert box.x0 / fig.dpi < 1.2 and (fig.bbox.x1 - box.x1) / fig.dpi < 1.0
+    img = np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(int)
+    to_px = ax.transData.transform
+    (x0, y_up), (x1, y_dn) = to_px([(-0.5, 1.5), (n - 0.5, -1.5)])
+    H = img.shape[0]
+    for y in (y_up, y_dn):          # a row of pixels just above and just below the zero line
+        row = img[int(round(H - y)), int(np.ceil(x0)) + 1:int(np.floor(x1)) - 1]
+        white = (row > 235).all(axis=1)
+        assert not white.any(), f"{white.sum()} white pixel columns"
+
+
 @pytest.mark.parametrize("output", ["probability", "logit"])
 def test_interaction_bars_are_not_signed_colours(output):
     """Red / blue meant motif a / motif b here, positive / negative everywhere else."""
