@@ -426,7 +426,8 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     pitch = 0.45 if filters is not None else 0.36      # inches per channel row
     fig = plt.figure(figsize=(4.0, pitch * n + 1.4))
     num_w = 0.42 if own else 0.0      # room for the "\u00b10.31" beside each logo (inches)
-    lab_w = 1.25
+    # without labels the column only holds the logos' "\u00b1" numbers (it was 1.25 in blank)
+    lab_w = 1.25 if labels else 0.1 + num_w
     if labels:
         r = fig.canvas.get_renderer()
         probe = fig.text(0, 0, "", fontsize=7)

@@ -788,6 +788,24 @@ def test_plot_ofiv_key_explains_a_red_ofiv_of_a_flipping_channel():
     assert "positive FIVs" not in _key(plot_ofiv(np.asarray(s.ofiv))).get_text()
 
 
+@pytest.mark.parametrize("filters", [False, True])
+def test_feature_importance_without_labels_has_no_blank_label_column(filters):
+    """Without channel_labels the figure kept a 1.25-inch empty label column; now it is only
+    as wide as the logos' "\u00b1" numbers need, and those stay inside the figure."""
+    s = _summary()
+    f = np.random.default_rng(1).normal(size=(6, 4, 5)) if filters else None
+    fig = plot_feature_importance(s, filters=f)
+    fig.canvas.draw()
+    lab = fig.axes[-1]
+    assert lab.get_window_extent().width / fig.dpi < 0.6
+    for ax in fig.axes[1:-1]:
+        for t in ax.texts:
+            assert t.get_window_extent().x1 <= fig.bbox.x1
+    widths = [plot_feature_importance(s, filters=f, channel_labels=[f"m{k}" for k in range(6)])
+              .get_size_inches()[0], fig.get_size_inches()[0]]
+    assert widths[1] < widths[0] - 0.6
+
+
 def test_feature_importance_long_labels_survive_a_plain_savefig():
     """The label column was 1.6 inches whatever the labels: long ones ran off the canvas of a
     plain fig.savefig (the docstring promises the figure keeps everything inside)."""
