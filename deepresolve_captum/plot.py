@@ -657,7 +657,8 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
     annotate: write each value in its cell (None: when C <= 12).
 
     Panels grow with C; class names are drawn when C <= 60 (x labels turned only when the
-    longest is wider than its cell). For hundreds of classes use
+    longest is wider than its cell), under every panel and left of the first one only (the
+    panels share the order). For hundreds of classes use
     :func:`plot_clustered_heatmap`.
 
     Returns
@@ -685,18 +686,21 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
     # x labels turned only when the longest (~0.6 em a character) would not fit its cell
     turn = labels and (0.6 * fontsize / 72 * longest > 0.8 * side / C)
     label_room = (0.075 * longest * fontsize / 8 + 0.2) if labels else 0.2
-    fig, axes = plt.subplots(1, len(mats), figsize=((side + label_room) * len(mats) + 0.8,
+    # class names on the first panel's y axis only (the panels share the order): the label
+    # room once, not once per panel
+    fig, axes = plt.subplots(1, len(mats), figsize=(side * len(mats) + label_room
+                                                    + 0.2 * (len(mats) - 1) + 0.8,
                                                     side + (label_room if turn else 0.3) + 0.4),
                              squeeze=False, layout="constrained")
     im = None
-    for ax, (t, m) in zip(axes[0], mats.items()):
+    for i, (ax, (t, m)) in enumerate(zip(axes[0], mats.items())):
         im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap)
         ax.set_title(t, fontsize=9)
         if labels:
             ax.set_xticks(range(C))
             ax.set_yticks(range(C))
             ax.set_xticklabels(names, fontsize=fontsize, rotation=90 if turn else 0)
-            ax.set_yticklabels(names, fontsize=fontsize)
+            ax.set_yticklabels(names if i == 0 else [], fontsize=fontsize)
         else:
             ax.set_xticks([])
             ax.set_yticks([])

@@ -922,6 +922,23 @@ def test_similarity_single_digit_labels_are_not_turned():
     assert all(t.get_rotation() == 90 for t in fig.axes[0].get_xticklabels())
 
 
+def test_similarity_long_names_label_only_the_first_panels_y_axis():
+    """Long class names were repeated as y labels left of every panel (the panels share the
+    order), each panel paying their width: only the first panel's y axis is labelled now."""
+    from deepresolve_captum.plot import plot_similarity_matrices
+    m = np.corrcoef(np.random.default_rng(0).normal(size=(8, 10)))
+    names = [f"wgEncodeAwgTfbsHaibGm12878Pol2Pravastatin{i}V0416102UniPk" for i in range(8)]
+    fig = plot_similarity_matrices({"a": m, "b": m, "c": m}, class_names=names)
+    fig.canvas.draw()
+    panels = fig.axes[:3]
+    assert _tick_texts(panels[0].yaxis) == names
+    for ax in panels[1:]:
+        assert not any(_tick_texts(ax.yaxis))
+        assert _tick_texts(ax.xaxis) == names                     # x labels stay on each
+    one = plot_similarity_matrices({"a": m}, class_names=names).get_size_inches()[0]
+    assert fig.get_size_inches()[0] < 3 * one - 1.0
+
+
 def test_plot_ofiv_on_a_callers_wide_axes_is_not_held_to_the_new_figure_caps():
     import matplotlib.pyplot as plt
 
