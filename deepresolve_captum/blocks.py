@@ -225,57 +225,20 @@ def attribute_in_blocks(
                                          kwargs["attribute_to_layer_input"])
     # ... then, before the l2="auto" probes (minutes on a large model), a folder that cannot be
     # created or written fails now, not after them
+    made = not folder.exists()
     _check_writable(folder)
-    settings = dict(
-        targets=targets, n_starts=n_starts, fiv_only=fiv_only, block_size=block_size,
-        **{k: kwargs[k] for k in _RESULT_KWARGS},
-        layer=_layer_info(optimizer), layer_shape=list(layer_shape),
-        inputs=_fingerprint(_as_tuple(inputs)),
-        additional_forward_args=_fingerprint(_forward_args(additional_forward_args)),
-        model=_model_fingerprint(optimizer))
-
-    run_file = folder / RUN_FILE
-    recorded = _read_run(run_file) if run_file.exists() else None
-    if recorded is not None:
-        asked_l2 = l2
-        if seed is None:
-            seed = recorded.get("seed")
-        settings.update(seed=_resolve_seed(seed), l2_requested=recorded.get("l2_requested"))
-        if l2 == "auto" and recorded.get("l2_requested") == "auto":
-            settings.update(l2=recorded.get("l2"), l2_auto=recorded.get("l2_auto"))
-        else:
-            settings.update(l2=l2, l2_auto=None)
-        differ = _differences(recorded, settings, asked_l2)
-        if differ and not any(folder.glob("block_*.npz")):
-            warnings.warn(
-                f"folder {str(folder)!r} holds a run.json with other settings than this call "
-                f"({'; '.join(differ)}) but no finished block: starting that run over with "
-                "this call's settings", UserWarning, stacklevel=2)
-            recorded = None
-        elif differ:
-            raise ValueError(
-                f"folder {str(folder)!r} holds a run with other settings than this call "
-                f"({'; '.join(differ)}). Its blocks cannot be mixed with this call's: use a new "
-                "folder, or delete this one to start over.")
-        else:
-            settings = recorded
-    if recorded is None:
-        seed = _resolve_seed(seed)
-        if l2 == "auto":
-            probe = {k: kwargs[k] for k in _PROBE_KWARGS if k in kwargs}
-            # the distinct targets (the probes take them so; duplicates were warned once
-            # already), warnings at our caller's line
-            with _deeper_warnings(1):
-                lam = optimizer.choose_l2(inputs, sorted(set(targets)), additional_forward_args,
-                                          seed=seed, verbose=verbose, **probe)
-            l2_info = plain(optimizer.l2_auto)
-        else:
-            lam, l2_info = l2, None
-        settings.update(seed=seed, l2=float(lam), l2_requested=l2, l2_auto=l2_info,
-                        format=_FORMAT, versions=_versions())
-        settings["run_id"] = _run_id(settings)
-        _write(run_file, lambda f: f.write(_json_text(settings).encode()))
-
+    try:
+        settings = _settle_run(optimizer, inputs, additional_forward_args, folder, targets,
+                               layer_shape, n_starts, fiv_only, block_size, l2, seed, kwargs,
+                               verbose)
+    except BaseException:
+        # a run that never started (e.g. interrupted in the l2 probes) leaves no empty folder
+        if made:
+            try:
+                folder.rmdir()             # only if empty: never anything of the user's
+            except OSError:
+                pass
+        raise
     lam, seed, run_id = float(settings["l2"]), int(settings["seed"]), settings["run_id"]
     n_t = len(targets)
     n_blocks = math.ceil(n_t / block_size)
@@ -464,6 +427,63 @@ def _check_kwargs(kwargs):
     out["attribute_to_layer_input"] = bool(out["attribute_to_layer_input"])
     out["target_only_head"] = bool(out["target_only_head"])
     return out
+
+
+def _settle_run(optimizer, inputs, additional_forward_args, folder, targets, layer_shape,
+                n_starts, fiv_only, block_size, l2, seed, kwargs, verbose):
+    """The run's settings: folder/run.json when it matches this call (a resume), else resolved
+    now (seed drawn, lambda chosen once over all targets) and written there."""
+    settings = dict(
+        targets=targets, n_starts=n_starts, fiv_only=fiv_only, block_size=block_size,
+        **{k: kwargs[k] for k in _RESULT_KWARGS},
+        layer=_layer_info(optimizer), layer_shape=list(layer_shape),
+        inputs=_fingerprint(_as_tuple(inputs)),
+        additional_forward_args=_fingerprint(_forward_args(additional_forward_args)),
+        model=_model_fingerprint(optimizer))
+
+    run_file = folder / RUN_FILE
+    recorded = _read_run(run_file) if run_file.exists() else None
+    if recorded is not None:
+        asked_l2 = l2
+        if seed is None:
+            seed = recorded.get("seed")
+        settings.update(seed=_resolve_seed(seed), l2_requested=recorded.get("l2_requested"))
+        if l2 == "auto" and recorded.get("l2_requested") == "auto":
+            settings.update(l2=recorded.get("l2"), l2_auto=recorded.get("l2_auto"))
+        else:
+            settings.update(l2=l2, l2_auto=None)
+        differ = _differences(recorded, settings, asked_l2)
+        if differ and not any(folder.glob("block_*.npz")):
+            warnings.warn(
+                f"folder {str(folder)!r} holds a run.json with other settings than this call "
+                f"({'; '.join(differ)}) but no finished block: starting that run over with "
+                "this call's settings", UserWarning, stacklevel=3)
+            recorded = None
+        elif differ:
+            raise ValueError(
+                f"folder {str(folder)!r} holds a run with other settings than this call "
+                f"({'; '.join(differ)}). Its blocks cannot be mixed with this call's: use a new "
+                "folder, or delete this one to start over.")
+        else:
+            settings = recorded
+    if recorded is None:
+        seed = _resolve_seed(seed)
+        if l2 == "auto":
+            probe = {k: kwargs[k] for k in _PROBE_KWARGS if k in kwargs}
+            # the distinct targets (the probes take them so; duplicates were warned once
+            # already), warnings at the user's line (two frames up: us, attribute_in_blocks)
+            with _deeper_warnings(2):
+                lam = optimizer.choose_l2(inputs, sorted(set(targets)), additional_forward_args,
+                                          seed=seed, verbose=verbose, **probe)
+            l2_info = plain(optimizer.l2_auto)
+        else:
+            lam, l2_info = l2, None
+        settings.update(seed=seed, l2=float(lam), l2_requested=l2, l2_auto=l2_info,
+                        format=_FORMAT, versions=_versions())
+        settings["run_id"] = _run_id(settings)
+        _write(run_file, lambda f: f.write(_json_text(settings).encode()))
+
+    return settings
 
 
 def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):

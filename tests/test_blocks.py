@@ -381,3 +381,20 @@ def test_warnings_point_at_the_callers_line_and_a_duplicate_is_warned_once(tmp_p
     assert {w.filename for w in rec} == {__file__}, [(w.filename, w.lineno) for w in rec]
     assert sum("duplicate" in t for t in texts) == 1
     assert any("one example" in t for t in texts) and any("max_steps" in t for t in texts)
+
+
+def test_a_run_interrupted_before_run_json_leaves_no_empty_folder(tmp_path, monkeypatch):
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(opt, "choose_l2", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(opt, x, tmp_path / "new" / "run", l2="auto")
+    assert not (tmp_path / "new" / "run").exists()
+    (tmp_path / "mine").mkdir()                          # a folder the user made stays
+    with pytest.raises(KeyboardInterrupt):
+        _run(opt, x, tmp_path / "mine", l2="auto")
+    assert (tmp_path / "mine").is_dir()
