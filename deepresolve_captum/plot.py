@@ -308,7 +308,8 @@ def _flip_sentence(category, idx):
     if not fl:
         return ""
     shown = ", ".join(f"ch {k}" for k in fl[:6]) + (", ..." if len(fl) > 6 else "")
-    where = " in some classes" if cat.shape[0] > 1 else ""
+    every = all((cat[:, k] == NONADDITIVE_FLIPPING).all() for k in fl)
+    where = " in some classes" if cat.shape[0] > 1 and not every else ""
     return (f" OFIV: the weighted mean FIV, except for sign-flipping non-additive "
             f"channels ({shown}{where}): the weighted mean of their positive FIVs only, so "
             f"red even where most starts are blue.")
@@ -369,7 +370,9 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         "information": the clipped-PWM logo in bits (see :func:`filter_logo_matrix`: it makes
         nearly every filter look maximally specific).
     logo_scale: with ``logo_mode="weight"``: "own" (default): each logo on its own y scale, its
-        largest |centred weight| written beside it ("\u00b10.31"), so every filter's pattern
+        tallest stack of centred weights (above or below the line) written beside it
+        ("\u00b10.31"; a filter at 1e-6 of the largest or less is drawn flat, as rounding
+        noise), so every filter's pattern
         is visible (on one scale a single large filter flattened all the others), and raw
         weight sizes do not compare across channels anyway (the next layer rescales each
         channel); "shared": all logos on one y scale, given under the column. The key says
@@ -412,7 +415,7 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     if logo_scale not in ("own", "shared"):
         raise ValueError(f"logo_scale must be 'own' or 'shared', got {logo_scale!r}")
     n = len(idx)
-    # each logo on its own scale: its largest |centred weight| is written beside it
+    # each logo on its own scale: its tallest stack is written beside it
     own = filters is not None and logo_mode == "weight" and logo_scale == "own"
 
     sd = np.sqrt(np.maximum(il, 0.0))
@@ -444,8 +447,8 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     flip = _flip_sentence(np.asarray(cat)[target], idx) if cat is not None else ""
     logos = ""
     if own:
-        logos = (" Logos: centred filter weights, each on its own y scale, \u00b1 its largest "
-                 "|centred weight| (raw weight sizes do not compare across channels).")
+        logos = (" Logos: centred filter weights, each on its own y scale, \u00b1 its tallest "
+                 "stack (raw weight sizes do not compare across channels).")
     elif filters is not None and logo_mode == "weight":
         logos = " Logos: centred filter weights, all on one y scale."
     key = _footer(fig, f"red: positive, blue: negative; circle area ~ |value|, {_largest(big)}. "
@@ -482,7 +485,7 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         s.set_visible(False)
 
     if filters is not None:
-        # "own" (default): each logo on its own scale, its largest |centred weight| beside it
+        # "own" (default): each logo on its own scale, its tallest stack beside it
         # (on one scale a single large filter left every other logo a flat line); "shared":
         # one scale (the drawn filters' largest stacks), so a weak channel's letters are small
         mats = [filter_logo_matrix(filters[k], mode=logo_mode).T for k in idx]
@@ -490,6 +493,12 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
             ylims = [(0.0, 2.0)] * n
         elif own:
             ylims = [_logo_extent(m) for m in mats]
+            # a filter whose centred weights are rounding noise next to the others' (a dead
+            # channel, ~1e-8) is drawn as zero, not blown up into a full-height motif
+            top = max((hi - lo for lo, hi in ylims), default=0.0)
+            dead = [hi - lo <= 1e-6 * top for lo, hi in ylims]
+            mats = [np.zeros_like(m) if d else m for m, d in zip(mats, dead)]
+            ylims = [(0.0, 0.0) if d else y for y, d in zip(ylims, dead)]
         else:
             ext = np.array([_logo_extent(m) for m in mats])
             ylims = [(float(ext[:, 0].min()), float(ext[:, 1].max()))] * n
@@ -502,18 +511,20 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         sub = gs[1].subgridspec(n, 1, hspace=0.08)
         for r, k in enumerate(idx):
             lax = fig.add_subplot(sub[r])
-            plot_filter_logo(filters[k], ax=lax, mode=logo_mode, ylim=ylims[r], ylabel=False,
-                             xticks=False)
+            drawn = np.zeros(np.shape(filters[k])) if own and not mats[r].any() else filters[k]
+            plot_filter_logo(drawn, ax=lax, mode=logo_mode, ylim=ylims[r], ylabel=False,
+                             xticks=False)                  # a dead filter: a flat line
             lax.set_yticks([])
             lax.spines["left"].set_visible(False)
-            if own:
-                lax.text(1.03, 0.5, f"\u00b1{np.abs(mats[r]).max():.2g}",
+            if own:   # the row's scale: its tallest stack above or below the line
+                lo, hi = _logo_extent(mats[r])
+                lax.text(1.03, 0.5, f"\u00b1{max(hi, -lo):.2g}",
                          transform=lax.transAxes, ha="left", va="center", fontsize=6,
                          color="0.3")
         if logo_mode == "information":
             what = "filter PWM (negatives\nclipped), bits 0..2"
         elif own:
-            what = "filter weights, centred;\neach its own scale (\u00b1 max)"
+            what = "filter weights, centred;\neach its own scale\n(\u00b1 tallest stack)"
         else:
             what = (f"filter weights, centred;\none scale: {shared[0]:.2g}..{shared[1]:.2g}")
         lax.set_xlabel(what, fontsize=7)
@@ -693,14 +704,14 @@ def plot_similarity_matrices(matrices, class_names=None, vmin=-1.0, vmax=1.0, cm
                                                     side + (label_room if turn else 0.3) + 0.4),
                              squeeze=False, layout="constrained")
     im = None
-    for i, (ax, (t, m)) in enumerate(zip(axes[0], mats.items())):
+    for panel, (ax, (t, m)) in enumerate(zip(axes[0], mats.items())):
         im = ax.imshow(m, vmin=vmin, vmax=vmax, cmap=cmap)
         ax.set_title(t, fontsize=9)
         if labels:
             ax.set_xticks(range(C))
             ax.set_yticks(range(C))
             ax.set_xticklabels(names, fontsize=fontsize, rotation=90 if turn else 0)
-            ax.set_yticklabels(names if i == 0 else [], fontsize=fontsize)
+            ax.set_yticklabels(names if panel == 0 else [], fontsize=fontsize)
         else:
             ax.set_xticks([])
             ax.set_yticks([])
@@ -1165,6 +1176,7 @@ def plot_association_index(df, ax=None, max_labels=60):
         if col not in df.columns:
             raise ValueError(f"df lacks column {col!r} (use clustering.association_index)")
     n = len(df)
+    own_figure = ax is None
     if ax is None:   # 0.18 inch per class, at most MAX_FIGURE_INCHES wide (then bars share it);
         # constrained: side margins of a fraction of an inch (the default 12.5% / 10% of a
         # 40-inch figure left 5 and 4 inches blank)
@@ -1172,14 +1184,16 @@ def plot_association_index(df, ax=None, max_labels=60):
                              layout="constrained")
     x = np.arange(n)
     ax.yaxis.set_major_locator(MaxNLocator(integer=True, steps=[1, 2, 5, 10]))  # counts
-    pos, neg = df["n_positive"].values, df["n_negative"].values
+    # signed: -neg of an unsigned count column would wrap around (uint32 -> 4e9)
+    pos = np.asarray(df["n_positive"].values, dtype=np.int64)
+    neg = np.asarray(df["n_negative"].values, dtype=np.int64)
     if n <= max_labels:
         ax.bar(x, pos, color=RED, label="> upper quantile")
         ax.bar(x, -neg, color=BLUE, label="< lower quantile")
     else:   # full-width bars, no edges, no seams: one step outline per sign
         edges = np.arange(n + 1) - 0.5
         ax.stairs(pos, edges, fill=True, color=RED, lw=0, label="> upper quantile")
-        ax.stairs(-np.asarray(neg), edges, fill=True, color=BLUE, lw=0,
+        ax.stairs(-neg, edges, fill=True, color=BLUE, lw=0,
                   label="< lower quantile")
         ax.set_xlim(-0.5 - 0.005 * n, n - 0.5 + 0.005 * n)
     ax.axhline(0, color="k", lw=0.6)
@@ -1194,6 +1208,8 @@ def plot_association_index(df, ax=None, max_labels=60):
         ax.set_ylabel(f"# similarities\n> {up:.2f} / < {lo:.2f}", fontsize=8)
     if n <= max_labels:
         ax.legend(fontsize=7, frameon=False)
+    elif not own_figure:   # a caller's Axes: its title may sit above it; the legend inside
+        ax.legend(fontsize=7, frameon=True, loc="upper right")
     else:   # the bars fill the axes: the legend above them, not over the data
         ax.legend(fontsize=7, frameon=False, loc="lower left", bbox_to_anchor=(0, 1), ncol=2,
                   borderaxespad=0.2)

@@ -669,8 +669,9 @@ def test_feature_importance_logos_each_on_its_own_scale_by_default():
     for ax, k in zip(logos, [0, 1, 2]):
         lo, hi = ax.get_ylim()
         assert _logo_height(ax) > 0.6 * (hi - lo)                 # fills its row
-        big = np.abs(filter_logo_matrix(filters[k])).max()
-        assert [t.get_text() for t in ax.texts] == [f"\u00b1{big:.2g}"]
+        m = filter_logo_matrix(filters[k])                        # (w, 4): the row's stacks
+        tallest = max(np.maximum(m, 0).sum(1).max(), -np.minimum(m, 0).sum(1).min())
+        assert [t.get_text() for t in ax.texts] == [f"\u00b1{tallest:.2g}"]
     assert "own scale" in logos[-1].get_xlabel()
     assert "each on its own y scale" in _key(fig).get_text().replace("\n", " ")
     with pytest.raises(ValueError, match="logo_scale"):
@@ -935,8 +936,13 @@ def test_similarity_long_names_label_only_the_first_panels_y_axis():
     for ax in panels[1:]:
         assert not any(_tick_texts(ax.yaxis))
         assert _tick_texts(ax.xaxis) == names                     # x labels stay on each
-    one = plot_similarity_matrices({"a": m}, class_names=names).get_size_inches()[0]
-    assert fig.get_size_inches()[0] < 3 * one - 1.0
+    # the names' room is paid once, whatever the panel count (it was paid per panel)
+    short = [str(i) for i in range(8)]
+    width = {(k, long): plot_similarity_matrices(dict(list({"a": m, "b": m, "c": m}.items())[:k]),
+                                                 class_names=names if long else short)
+             .get_size_inches()[0] for k in (1, 3) for long in (True, False)}
+    room1, room3 = width[1, True] - width[1, False], width[3, True] - width[3, False]
+    assert room1 > 1 and abs(room3 - room1) < 0.5
 
 
 def test_plot_ofiv_on_a_callers_wide_axes_is_not_held_to_the_new_figure_caps():
@@ -956,3 +962,43 @@ def test_plot_ofiv_on_a_callers_wide_axes_is_not_held_to_the_new_figure_caps():
     with pytest.raises(ValueError, match="MAX_OFIV_COLUMNS"):
         plot_ofiv(wide)
     plt.close("all")
+
+
+def test_own_scale_draws_a_dead_filter_flat_and_says_every_class_when_all_flip():
+    """A filter whose centred weights are float rounding (~1e-8) was blown up to a
+    full-height motif on its own scale; the flip sentence said 'in some classes' when the
+    channel flipped in all of them."""
+    s = _summary(C=3, K=3)
+    rng = np.random.default_rng(0)
+    filters = rng.normal(size=(3, 4, 8))
+    c, d = rng.normal(size=8) * 0.7, np.array([0.1, 0.2, 0.3, 0.4])[:, None]
+    filters[1] = (c[None] + d) - d                         # centred: ~1e-8 of rounding
+    fig = plot_feature_importance(s, filters=filters, order=np.arange(3))
+    dead = fig.axes[2]
+    assert _logo_height(dead) == 0 and [t.get_text() for t in dead.texts] == ["\u00b10"]
+    assert _logo_height(fig.axes[1]) > 0
+    from deepresolve_captum.plot import _flip_sentence
+    from deepresolve_captum.summary import NONADDITIVE_FLIPPING
+    assert (s.category[:, 1] == NONADDITIVE_FLIPPING).all()
+    assert "in some classes" not in _flip_sentence(s.category, [1])
+    cat = s.category.copy()
+    cat[0, 1] = 0
+    assert "in some classes" in _flip_sentence(cat, [1])
+
+
+def test_association_index_on_a_callers_axes_keeps_its_legend_inside_and_unsigned_counts():
+    import pandas as pd
+
+    from deepresolve_captum.plot import plot_association_index
+    n = 200
+    df = pd.DataFrame({"name": [f"c{i}" for i in range(n)],
+                       "n_positive": np.arange(n, dtype=np.uint32) % 7,
+                       "n_negative": np.arange(n, dtype=np.uint32) % 5})
+    fig, (a1, a2) = plt.subplots(2, 1)
+    plot_association_index(df, ax=a1)
+    a1.set_title("my title")
+    fig.canvas.draw()
+    leg, box = a1.get_legend().get_window_extent(), a1.get_window_extent()
+    assert leg.y1 <= box.y1 + 1 and leg.y0 >= box.y0 - 1            # inside, under the title
+    assert a1.get_ylim()[0] > -10                                  # -uint32 no longer wraps
+    plt.close(fig)
