@@ -375,7 +375,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 median norm was 0.78-1.0x the target in our checks. What it chose, and each
                 probe's norm, is in ``self.diagnostics.l2_auto``. lambda can change the channel ranking:
                 on the authors' ENCODE models (``benchmarks/encode422.py --l2``) the top-1
-                known-motif hits went 227 / 273 / 276 of 276 at lambda 0.3 / 2.8 / 30, and
+                known-motif hits went 228 / 273 / 276 of 276 at lambda 0.3 / 2.8 / 30, and
                 "auto" chose ~0.46 there (237). Check a ranking you rely on at a few lambdas.
                 Splitting a run into blocks of targets: choose lambda once for all of them
                 with :meth:`choose_l2` and pass that number to every block (and one int
