@@ -1,4 +1,5 @@
-"""Files written whole or not at all, and settings as JSON: shared by summary, blocks and cli.
+"""Files written whole or not at all, settings as JSON and the versions they came from:
+shared by summary, blocks and cli.
 
 Imports nothing from the package (the bottom of the data flow), so any module may use it.
 """
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_atomic", "plain"]
+__all__ = ["write_atomic", "plain", "provenance"]
 
 
 def write_atomic(path, write):
@@ -92,3 +93,16 @@ def plain(x):
     if x is None or isinstance(x, (bool, int, float, str)):
         return x
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(x))
+
+
+def provenance():
+    """What a run's numbers depend on besides its arguments, for the settings it saves: the
+    package, torch, numpy and scikit-learn versions and torch's thread count (a float32
+    forward sums in another order on another thread count: ~1e-8 relative differences)."""
+    import sklearn
+    import torch
+
+    from . import __version__
+    return dict(version=__version__, torch_version=torch.__version__,
+                numpy_version=np.__version__, sklearn_version=sklearn.__version__,
+                threads=torch.get_num_threads())

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._io import plain, write_atomic
+from ._io import plain, provenance, write_atomic
 from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple, _check_l2,
                         _check_positive_float, _check_positive_int, _deeper_warnings,
                         _forward_args, _LayerSwap, _owning_module, _parse_targets,
@@ -479,7 +479,7 @@ def _settle_run(optimizer, inputs, additional_forward_args, folder, targets, lay
         else:
             lam, l2_info = l2, None
         settings.update(seed=seed, l2=float(lam), l2_requested=l2, l2_auto=l2_info,
-                        format=_FORMAT, versions=_versions())
+                        format=_FORMAT, versions=provenance())
         settings["run_id"] = _run_id(settings)
         _write(run_file, lambda f: f.write(_json_text(settings).encode()))
 
@@ -634,7 +634,7 @@ def _read_run(run_file):
     if not isinstance(s, dict):
         raise ValueError(f"{run_file} is not a run.json written by attribute_in_blocks")
     versions = s.get("versions")
-    by = versions.get("deepresolve_captum") if isinstance(versions, dict) else None
+    by = versions.get("version") if isinstance(versions, dict) else None
     by = f" ({by})" if by else ""
     if "format" in s and s["format"] != _FORMAT:
         raise ValueError(
@@ -731,11 +731,6 @@ def _layer_info(optimizer):
     if owner is not None:
         name = next((n for n, m in owner.named_modules() if m is optimizer.layer), None)
     return dict(cls=type(optimizer.layer).__name__, name=name)
-
-
-def _versions():
-    from . import __version__
-    return dict(deepresolve_captum=__version__, torch=torch.__version__, numpy=np.__version__)
 
 
 def _run_id(settings):

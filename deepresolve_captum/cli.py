@@ -72,20 +72,6 @@ def torch_threads(n):
 _created = []
 
 
-def run_provenance():
-    """What a run's numbers depend on besides its arguments, for the settings it saves: the
-    package, torch, numpy and scikit-learn versions and torch's thread count (a float32
-    forward sums in another order on another thread count: ~1e-8 relative differences)."""
-    import numpy
-    import sklearn
-    import torch
-
-    from . import __version__
-    return dict(version=__version__, torch_version=torch.__version__,
-                numpy_version=numpy.__version__, sklearn_version=sklearn.__version__,
-                threads=torch.get_num_threads())
-
-
 @contextlib.contextmanager
 def _ctrl_c_deferred():
     """Hold a Ctrl-C (SIGINT) that arrives inside the block until it ends, then give it to the

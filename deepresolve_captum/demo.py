@@ -29,7 +29,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .cli import (add_threads_argument, int_at_least, output_folder, run_provenance, torch_threads,
+from ._io import provenance
+from .cli import (add_threads_argument, int_at_least, output_folder, torch_threads,
                   write_together)
 from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
                        SET_TWO_MOTIFS, _motif_free_backgrounds, _plant, one_hot, planted_motif_response, synthetic_set_one,
@@ -426,7 +427,7 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
         summary = summarize(fims, scores, random_state=0)
         # what made these numbers, kept in summary_*.npz (EnsembleSummary.load(...).settings)
         summary.settings.update(
-            **run_provenance(), dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2),
+            **provenance(), dataset=dataset, layer="pool", l2=float(opt.diagnostics.l2),
             l2_auto=opt.diagnostics.l2_auto,
             n_starts=int(d["n_starts"]), seed=int(init_seed), data_seed=int(data_seed),
             n_probe=int(len(probe)), seq_len=int(d["seq_len"]), epochs=int(d["epochs"]),

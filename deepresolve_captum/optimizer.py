@@ -1233,21 +1233,26 @@ def _check_init(init, shape):
     return init.detach()
 
 
+def _summing_noise(dtype):
+    """The relative difference that summing in another order (another batch size, the narrow
+    head) can make: 1e-3, or 3e-2 for 16-bit floats."""
+    return 3e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
+
+
 def _same(a, b, loose=False):
-    """allclose at float32 precision; ``loose``: within 1e-3 of the output's scale (3e-2 for
-    16-bit floats), what numerical noise between batch sizes cannot exceed but coupled rows do."""
+    """allclose at float32 precision; ``loose``: within :func:`_summing_noise` of the output's
+    scale, what numerical noise between batch sizes cannot exceed but coupled rows do."""
     if not loose:
         return torch.allclose(a, b, rtol=1e-4, atol=1e-5)
-    rel = 3e-2 if a.dtype in (torch.float16, torch.bfloat16) else 1e-3
+    rel = _summing_noise(a.dtype)
     a, b = a.double(), b.double()
     return bool((a - b).abs().max() <= rel * (b.abs().max() + 1e-3))
 
 
 def _close_rows(a, b):
-    """(rows,) bool: a[i] agrees with b[i] up to what summing in another order can change:
-    1e-3 (3e-2 for 16-bit floats) of |b[i]| + max |b| + 1e-4. Outputs mixed after the head
-    change a score by a good part of itself."""
-    rel = 3e-2 if a.dtype in (torch.float16, torch.bfloat16) else 1e-3
+    """(rows,) bool: a[i] agrees with b[i] up to :func:`_summing_noise` of |b[i]| + max |b| +
+    1e-4. Outputs mixed after the head change a score by a good part of itself."""
+    rel = _summing_noise(a.dtype)
     a, b = a.double(), b.double()
     return (a - b).abs() <= rel * (b.abs() + b.abs().max() + 1e-4)
 

@@ -21,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._io import provenance
 from .cli import (add_threads_argument, int_at_least, output_folder, positive_float,
-                  run_provenance, torch_threads, write_together)
+                  torch_threads, write_together)
 from .optimizer import LayerFeatureOptimizer, _check_positive_int, _resolve_seed, start_draw
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models,
@@ -355,7 +356,7 @@ def _run(args):
     ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top,
                           verbose=not args.quiet and jaspar is not None)
     s.settings.update(top=args.top, jaspar=args.jaspar, models_folder=str(folder.resolve()),
-                      **run_provenance())
+                      **provenance())
     write_together(out, {"summary.npz": s.save,
                           "ofiv.csv": ofiv.to_csv,
                           "filters.csv": lambda p: ft.to_csv(p, index=False)})
