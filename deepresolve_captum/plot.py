@@ -111,6 +111,7 @@ def save_figure(fig, path, formats=("png", "svg"), dpi=150):
     :func:`plot_interaction`, :func:`plot_association_index` and :func:`plot_bicluster`
     return), whose whole figure (``ax.figure``) is saved: any plot function's result can be
     passed as it is.
+    ``dpi``: resolution of the raster formats (PNG), 150 by default; SVG and PDF are vector.
 
     Returns
     -------
@@ -563,6 +564,9 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
         figure is the caller's to lay out).
     nonadditive: optional (C, K) bool; starred. None: a summary's ``nonadditive`` (none for an
         array); False: no stars.
+    max_size: marker area (points^2) of the largest |OFIV| at 0.3 inch per column (scaled with
+        the column width when columns are narrower); the others scale by area, down from it.
+    title: the Axes' title.
 
     Returns
     -------
@@ -757,6 +761,7 @@ def plot_channel_logos(pwms, names=None, titles=None, ncols=4, width=2.6, height
     names: C channel labels (panel titles; default 0..C-1).
     titles: optional C extra strings appended to the titles (e.g. the best TOMTOM match).
     ncols: int >= 1, panels per row (fewer when there are fewer pwms).
+    width, height: size of one panel in inches (the figure is ``ncols`` panels wide).
 
     Each logo is the PWM's probabilities times its column's information content (y: bits,
     0..2, labelled on the first panel of each row); the x ticks are motif positions 1..w, each
@@ -831,6 +836,7 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
         True: all rows on one scale (the strongest channel's), to compare channels. A row whose
         attributions are all exactly 0 says so in the row ("all attributions are 0"), on a
         plain -1..1 axis (or the shared one).
+    width, height: the figure's width and the height of one row, in inches.
 
     Returns
     -------
@@ -1032,6 +1038,9 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
         labels would overlap; a UserWarning says so) and the axes are positions in the
         clustered order, as the x label says.
     vmin, vmax, cmap: colour scale.
+    title: optional title above the dendrogram.
+    figsize: optional (width, height) in inches; default 0.22 inch per class up to 80 classes,
+        10 x 10.4 beyond.
     max_cells: draw up to this many classes cell by cell (default ``HEATMAP_MAX_CELLS``,
         2,000); above it the image shows block means (see Notes).
 

@@ -65,6 +65,7 @@ def predict(model, X, batch_size=1024):
     """Logits of ``model`` on X in eval mode, by batches.
 
     X: torch.Tensor (N, ...) as the model takes it, cast to the model's float dtype.
+    batch_size: rows per forward pass (1024).
     Returns a torch tensor (N, n_outputs) in the model's output dtype (float32 for a float32
     model, float64 for a float64 one). Every module's train/eval mode is restored as it was
     (a submodule kept in eval mode stays so), also when the forward raises.
