@@ -97,7 +97,13 @@ def _target_output(out, target):
 
 class _Capture:
     """Forward (pre-)hook that makes the layer's output (input) a leaf requiring grad and counts
-    the layer's calls; used as a context manager, the hook is removed on exit."""
+    the layer's calls; used as a context manager, the hook is removed on exit.
+
+    ``value`` is the leaf (H, what gradients are taken against); the forward pass goes on with
+    a clone of it, so that an in-place module after the layer (``nn.ReLU(inplace=True)``, or
+    the layer itself when it is in place and its input is H) writes into the copy: autograd
+    forbids an in-place op on a leaf that requires grad, and H must keep its value. The clone's
+    backward is the identity, so the gradients are those of the leaf itself."""
 
     def __init__(self, layer, on_input):
         self.layer, self.on_input = layer, on_input
@@ -115,12 +121,12 @@ class _Capture:
     def _pre(self, module, args):
         v = args[0].detach().requires_grad_(True)
         self.value, self.calls = v, self.calls + 1
-        return (v,) + tuple(args[1:])
+        return (v.clone(),) + tuple(args[1:])
 
     def _post(self, module, args, out):
         v = out.detach().requires_grad_(True)
         self.value, self.calls = v, self.calls + 1
-        return v
+        return v.clone()
 
 
 def _layer_name(model, layer):

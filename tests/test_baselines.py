@@ -397,3 +397,62 @@ def test_one_output_spelt_as_int_tuple_or_one_element_list(monkeypatch):
     a = B.model_positives(sm, n=3, n_candidates=50, seq_len=40, random_state=0, target=[(0,)])
     torch.testing.assert_close(a, B.model_positives(sm, n=3, n_candidates=50, seq_len=40,
                                                     random_state=0))
+
+
+class _InPlaceNet(nn.Module):
+    """conv -> ReLU(inplace) -> pool -> fc -> ReLU(inplace) -> out; ``inplace=False`` gives the
+    same function computed out of place."""
+
+    def __init__(self, inplace=True):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 6, 5)
+        self.relu = nn.ReLU(inplace=inplace)
+        self.pool = nn.MaxPool1d(4)
+        self.fc = nn.Linear(6 * 9, 5)
+        self.relu2 = nn.ReLU(inplace=inplace)
+        self.out = nn.Linear(5, 2)
+
+    def forward(self, x):
+        return self.out(self.relu2(self.fc(self.pool(self.relu(self.conv(x))).flatten(1))))
+
+
+@pytest.mark.parametrize("layer, to_input", [("conv", False), ("fc", False), ("relu", True),
+                                             ("relu2", True), ("pool", False)])
+def test_gradient_baselines_with_in_place_modules(layer, to_input):
+    # an in-place ReLU after the layer (or the layer itself in place, with its input as H) wrote
+    # into the leaf H: "a leaf Variable that requires grad is being used in an in-place
+    # operation". The results equal those of the same model computed out of place, and H keeps
+    # its value (grad x input uses it).
+    torch.manual_seed(0)
+    a = _InPlaceNet(inplace=False).eval()
+    b = _InPlaceNet(inplace=True).eval()
+    b.load_state_dict(a.state_dict())
+    X = random_seqs(6, L=40, seed=1)
+    for fn in (B.layer_saliency, B.layer_grad_x_input):
+        for reduce in (True, False):
+            ra = fn(a, getattr(a, layer), X, target=1, attribute_to_layer_input=to_input,
+                    reduce=reduce)
+            rb = fn(b, getattr(b, layer), X, target=1, attribute_to_layer_input=to_input,
+                    reduce=reduce)
+            assert torch.equal(ra, rb), (fn.__name__, reduce)
+    s = B.layer_channel_scores(b, getattr(b, layer), X, "saliency", target=1,
+                               attribute_to_layer_input=to_input)
+    assert torch.equal(s, B.layer_saliency(a, getattr(a, layer), X, target=1,
+                                           attribute_to_layer_input=to_input))
+    assert b.relu.inplace and b.relu2.inplace
+
+
+def test_gradient_baselines_closed_form_at_an_in_place_layer_input():
+    # the input of a ReLU(inplace=True) is H: grad x input there is H * dS/dH with H before the
+    # ReLU ran (negative values kept), and dS/dH is 0 where H < 0
+    torch.manual_seed(0)
+    m = _InPlaceNet().eval()
+    X = random_seqs(4, L=40, seed=2)
+    G = B.layer_saliency(m, m.relu2, X, target=0, attribute_to_layer_input=True, reduce=False)
+    GX = B.layer_grad_x_input(m, m.relu2, X, target=0, attribute_to_layer_input=True, reduce=False)
+    with torch.no_grad():
+        H = m.fc(m.pool(m.relu(m.conv(X))).flatten(1))
+    expected = (H > 0).float() * m.out.weight[0]
+    torch.testing.assert_close(G, expected)
+    torch.testing.assert_close(GX, H * expected)
+    assert (H < 0).any() and (H > 0).any()
