@@ -553,7 +553,10 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
     n_steps: integration steps for integrated gradients.
     attribute_to_layer_input: explain the sums of the layer's input instead of its output.
     hypothetical: deeplift/IG only: return hypothetical contributions (all 4 bases) instead of the
-        contribution of each position placed on its observed base.
+        contribution of each position placed on its observed base. Base b at a position gets
+        ``sum_k (e_b - ref)_k * m_k`` there, with m DeepLIFT's multipliers or, for IG, the
+        gradients averaged along the path from the reference (so on a linear layer IG and
+        DeepLIFT agree); ``attr * X`` is the non-hypothetical result.
     gradient_correction: saliency / grad_x_input: subtract the mean gradient over the 4 bases at
         each position first (Majdandzic et al. 2023), as tangermeme's default does. Default False:
         the raw signed gradient.
@@ -573,10 +576,10 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
 
     Returns
     -------
-    attr: torch.Tensor (C, N, 4, L), float32, CPU. For deeplift (non-hypothetical) and
-        integrated gradients, ``attr[c, n].sum()`` approximates ``S_c(X[n]) - mean_r S_c(ref[n, r])``
-        (DeepLIFT: exactly, up to float error, when the rules are correct); see
-        :func:`channel_activations` for ``S``.
+    attr: torch.Tensor (C, N, 4, L), float32, CPU. For deeplift and integrated gradients,
+        ``attr[c, n].sum()`` (with ``hypothetical``: ``(attr[c, n] * X[n]).sum()``) approximates
+        ``S_c(X[n]) - mean_r S_c(ref[n, r])`` (DeepLIFT: exactly, up to float error, when the
+        rules are correct); see :func:`channel_activations` for ``S``.
     references: torch.Tensor (N, R, 4, L), only with ``return_references=True``; None for the
         gradient methods (``"saliency"``, ``"grad_x_input"``), which use no references.
     """
@@ -743,7 +746,9 @@ def _captum(model, layer, channels, X, refs, method, to_input, hypothetical, gc,
     if method == "deeplift":
         explainer = NeuronDeepLift(model, layer)
     elif method == "integrated_gradients":
-        explainer = NeuronIntegratedGradients(model, layer)
+        # path-averaged gradients (no multiplication by x - reference): projected onto the four
+        # bases below like DeepLIFT's multipliers, which hypothetical contributions need
+        explainer = NeuronIntegratedGradients(model, layer, multiply_by_inputs=False)
     else:
         explainer = NeuronGradient(model, layer)
 
@@ -763,10 +768,12 @@ def _captum(model, layer, channels, X, refs, method, to_input, hypothetical, gc,
                 a = _project(mult.detach().cpu(), x.cpu(), b.cpu(), hypothetical)
             elif method == "integrated_gradients":
                 b = refs[rows_seq[i:j], rows_ref[i:j]].to(device)
-                a = explainer.attribute(x, neuron_selector=selector, baselines=b, n_steps=n_steps,
+                g = explainer.attribute(x, neuron_selector=selector, baselines=b, n_steps=n_steps,
                                         attribute_to_neuron_input=to_input).detach().cpu()
-                if not hypothetical:
-                    a = a.sum(1, keepdim=True) * x.cpu()
+                if hypothetical:    # (e_base - reference) * g summed over the 4 rows
+                    a = _project(g, x.cpu(), b.cpu(), True)
+                else:               # Captum's (x - reference) * g, each position's sum put on
+                    a = (g * (x.cpu() - b.cpu())).sum(1, keepdim=True) * x.cpu()   # its base
             else:
                 g = explainer.attribute(x, neuron_selector=selector,
                                         attribute_to_neuron_input=to_input).detach().cpu()

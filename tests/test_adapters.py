@@ -210,6 +210,26 @@ def test_integrated_gradients_near_complete():
     assert (a.sum((2, 3)) - d).abs().max() <= 0.02 * d.abs().max()
 
 
+@pytest.mark.parametrize("references", ["shuffle", "zeros", "uniform"])
+def test_hypothetical_integrated_gradients(references):
+    # hypothetical=True was ignored for IG: the result was Captum's (x - ref) * grad, zero at
+    # every unobserved base with references="zeros". On a linear layer (conv) IG is exact, so
+    # its hypothetical contributions equal DeepLIFT's, and hyp * X is the non-hypothetical IG.
+    m = _model(3)
+    X, chs = _X(3, seed=2), [0, 5]
+    kw = dict(backend="captum", references=references, n_shuffles=3, random_state=1)
+    ig_h = channel_attributions(m, m.conv, chs, X, method="ig", hypothetical=True, **kw)
+    dl_h = channel_attributions(m, m.conv, chs, X, method="deeplift", hypothetical=True, **kw)
+    ig = channel_attributions(m, m.conv, chs, X, method="ig", **kw)
+    assert (ig_h * (1 - X)[None]).abs().sum() > 1  # the unobserved bases are filled in
+    torch.testing.assert_close(ig_h, dl_h, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ig_h * X[None], ig, atol=1e-6, rtol=0)
+    # through the ReLU and max-pool (not linear): still hyp * X == non-hypothetical
+    h = channel_attributions(m, m.pool, chs, X, method="ig", hypothetical=True, **kw)
+    torch.testing.assert_close(h * X[None], channel_attributions(m, m.pool, chs, X, method="ig",
+                                                                **kw), atol=1e-6, rtol=0)
+
+
 def test_model_left_exactly_as_found():
     m = _model()
     m.train()
