@@ -452,7 +452,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 the axes after it. For a channels-last layer (N, L, K), e.g. a Linear applied
                 per position, optimise a layer whose value is (N, K, L), or permute the FIMs
                 before ``summarize``.
-            scores (Tensor, with ``return_scores=True``): shape (n_targets, n_starts).
+            scores (Tensor, with ``return_scores=True``): shape (n_targets, n_starts), in the
+                dtype and on the device of the model's output (which may differ from the
+                layer's, e.g. a bf16 body returning float32 logits).
             Per-start diagnostics (steps, objective, convergence, l2) are in
             ``self.diagnostics`` (:class:`AscentDiagnostics`).
         """
@@ -652,7 +654,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         device, dtype = run.device, run.dtype
         out_shape = shape[:1] if fiv_only else shape
         fims = torch.empty((n_rows,) + out_shape, device=device, dtype=dtype)
-        scores = torch.empty(n_rows, device=device, dtype=dtype)
+        # the scores are the model's outputs: its dtype and device, which can differ from the
+        # layer's (a bf16 body with float32 logits, a float64 head, a model split over devices)
+        scores = torch.empty(n_rows, device=run.out_device, dtype=run.out_dtype)
         steps = np.zeros(n_rows, dtype=np.int64)
         objective = np.zeros(n_rows)
         converged = np.zeros(n_rows, dtype=bool)
@@ -703,7 +707,8 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
     """Monotone per-row gradient ascent with backtracking; rows leave the batch as they stop.
 
     Writes the final rows into fims/scores (tensors) and steps/objective/converged (numpy) at
-    ``offset + row``."""
+    ``offset + row``. ``h``, ``tgt`` and the per-row state live on the layer's device; the
+    scores keep the output's dtype."""
     rows = torch.arange(h.shape[0], device=h.device)
     view = (-1,) + (1,) * (h.dim() - 1)
     obj, score, grad = _objective(run, h, tgt, l2, rows, offset, targets, n_starts)
@@ -718,7 +723,7 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
         done_h = h[mask].detach()
         done_score = score[mask].detach()
         if run.head is not None:  # the narrow head's score must be the model's own
-            full = run.full_scores(done_h, tgt[mask])
+            full = run.full_scores(done_h, tgt[mask]).to(done_score.device)
             bad = ~_close_rows(done_score, full)
             if bool(bad.any()):
                 raise _HeadMismatch(int(idx[int(bad.nonzero()[0, 0])]))
@@ -727,7 +732,7 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
         if fims.dim() < h.dim():  # fiv_only: the mean over the positions
             done_h = done_h.flatten(2).mean(2)
         fims[idx] = done_h
-        scores[idx] = done_score
+        scores[idx] = done_score.to(scores.device)
         steps[idx] = n_steps[mask].cpu().numpy()
         objective[idx] = obj[mask].detach().double().cpu().numpy()
         converged[idx] = done_flag
@@ -769,6 +774,7 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
 def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
     """S_c(H) - l2 ||H||^2 per row, the class score, and the gradient w.r.t. H."""
     h = h.detach().requires_grad_(True)
+    tgt = tgt.to(run.out_device)  # indexes the output, which may be on another device
     # H stays swapped in until the backward has run: activation checkpointing (torch.utils.
     # checkpoint) re-runs the forward during the backward, and must see H again
     with torch.enable_grad():
@@ -795,7 +801,8 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
                 f"{run._layer_name()}: it is computed but not used on the way to the output "
                 "(or detached there). Choose a layer the output is differentiable through.")
     h = h.detach()
-    obj = score.detach() - l2 * h.flatten(1).square().sum(1)
+    score = score.detach().to(h.device)   # the output's dtype, beside the rows' other state
+    obj = score - l2 * h.flatten(1).square().sum(1)
     grad = torch.add(grad, h, alpha=-2.0 * l2)  # the regulariser's gradient, analytically
     if not bool(torch.isfinite(obj).all()):
         bad = int((~torch.isfinite(obj)).nonzero()[0, 0])
@@ -804,7 +811,7 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
             f"non-finite class score during the ascent (target {targets[r // n_starts]}, "
             f"start {r % n_starts}): the model's output is not finite at this H. Use larger "
             "l2, a smaller init_scale, or check the model for overflow.")
-    return obj, score.detach(), grad
+    return obj, score, grad
 
 
 class _Runner:
@@ -911,6 +918,9 @@ class _Runner:
                 "forward_func must return outputs with a batch dimension, shape (N, ...); "
                 f"got {tuple(out.shape)} for one example{hint}")
         self.output_shape = tuple(out.shape[1:])
+        # the scores' dtype and device: a model may compute the layer in one dtype (bf16) and
+        # return its logits in another (.float()), or on another device
+        self.out_dtype, self.out_device = out.dtype, out.device
         # Can H be broadcast from the layer on (one example through the upstream part)?
         with torch.no_grad():
             g = torch.Generator().manual_seed(0)
@@ -941,7 +951,7 @@ class _Runner:
         g = torch.Generator().manual_seed(1)
         trial = torch.randn((4,) + self.layer_shape, generator=g).to(self.device, self.dtype)
         drawn = (torch.randperm(n_out - 2, generator=g)[:2] + 1).tolist()
-        tgt = torch.tensor([0, n_out - 1] + drawn, device=self.device)
+        tgt = torch.tensor([0, n_out - 1] + drawn, device=self.out_device)
         head, accepted, seen = _TargetHead(module), False, []
         hook = module.register_forward_hook(lambda m, a, out: seen.append(out))
         try:
@@ -987,7 +997,8 @@ class _Runner:
     def full_scores(self, h, tgt):
         """The model's own scores at h (rows,), the final Linear computed whole."""
         with torch.no_grad():
-            return self.forward(h).gather(1, tgt.view(-1, 1)).squeeze(1)
+            out = self.forward(h)
+            return out.gather(1, tgt.to(out.device).view(-1, 1)).squeeze(1)
 
     def _grad_output(self, value):
         """The output of the first example with H = its own value, requiring grad (so that a
@@ -1149,7 +1160,7 @@ class _Runner:
             h = torch.zeros((b,) + self.layer_shape, device=self.device, dtype=self.dtype,
                             requires_grad=True)
             if self.head is not None:  # what the ascent runs: one weight row per row
-                self.head.targets = torch.zeros(b, dtype=torch.long, device=self.device)
+                self.head.targets = torch.zeros(b, dtype=torch.long, device=self.out_device)
             try:
                 with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(
                         pack, lambda t: t):

@@ -1198,3 +1198,36 @@ def test_an_in_place_residual_still_lets_the_covariate_be_seen():
         LayerFeatureOptimizer(m, m.conv).attribute(torch.randint(0, 5, (8, 40)), target=[0],
                                                    additional_forward_args=(cov,), n_starts=1,
                                                    l2=1.0, seed=0, attribute_to_layer_input=True)
+
+
+class MixedPrecision(nn.Module):
+    """The layer ``act`` is computed in ``body``'s dtype, the head and the output in ``head``'s
+    (a bf16 body returning float32 logits, a float32 model with a float64 head)."""
+
+    def __init__(self, body, head):
+        super().__init__()
+        self.body, self.head = body, head
+        self.lin, self.act, self.out = nn.Linear(4, 8).to(body), nn.Tanh(), nn.Linear(8, 3).to(head)
+
+    def forward(self, x):
+        return self.out(self.act(self.lin(x.to(self.body))).to(self.head))
+
+
+@pytest.mark.parametrize("body, head", [(torch.bfloat16, torch.float32),
+                                        (torch.float32, torch.float64),
+                                        (torch.float64, torch.float32)])
+def test_layer_and_output_may_have_different_dtypes(body, head):
+    """The scores are the output's, in its dtype (not rounded to the layer's), for attribute
+    and for choose_l2's probe ascents."""
+    torch.manual_seed(0)
+    m = MixedPrecision(body, head).eval()
+    x = torch.randn(6, 4)
+    opt = LayerFeatureOptimizer(m, m.act)
+    fims, scores = opt.attribute(x, target=[0, 2], n_starts=2, l2=0.5, seed=0, max_steps=200,
+                                 return_scores=True)
+    assert fims.dtype == body and scores.dtype == head and scores.shape == (2, 2)
+    with torch.no_grad():
+        out = m.out(fims.to(head))                      # (2 targets, 2 starts, 3 outputs)
+    assert torch.equal(scores, torch.stack([out[0, :, 0], out[1, :, 2]]))
+    lam = opt.choose_l2(x, target=[0, 2], seed=0, max_steps=200)
+    assert math.isfinite(lam) and lam > 0

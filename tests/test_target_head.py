@@ -250,3 +250,25 @@ def test_a_head_mismatch_in_the_auto_l2_probes_warns_at_the_callers_line(monkeyp
                 opt.choose_l2(_x(), target=[0, 7], seed=0, max_steps=50)
         mine = [w for w in rec if "target-only head" in str(w.message)]
         assert mine and {w.filename for w in mine} == {__file__}, call
+
+
+class DoubleHead(WideHead):
+    """A float32 body whose wide head (and output) is float64."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc.double()
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x)).flatten(1).double())
+
+
+def test_a_head_in_another_dtype_than_the_layer_runs_narrow_with_the_outputs_dtype():
+    model = DoubleHead().eval()
+    fims, scores, diag = _run(model, True)
+    assert diag.target_only_head
+    assert fims.dtype == torch.float32 and scores.dtype == torch.float64
+    full_fims, full_scores, full_diag = _run(model, False)
+    assert not full_diag.target_only_head and full_scores.dtype == torch.float64
+    torch.testing.assert_close(scores, full_scores, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fims, full_fims, rtol=1e-4, atol=1e-5)
