@@ -570,12 +570,14 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             swap.remove()
             if run is not None and run.head is not None:
                 run.head.remove()
-            # train() first, so that a module overriding it (e.g. to switch MC sampling) sees
-            # its mode come back; then each module's own flag as it was
+            # train() on the root, then, in pre-order (scope.modules()), train(mode) on each
+            # module its parent left in another mode: a module overriding train() (e.g. to
+            # switch MC sampling, model.eval(); model.mc.train()) sees its own mode come back,
+            # not only its flag, and its children are corrected after it
             scope.train(modes[0][1])
             for m, mode in modes:
                 if m.training != mode:
-                    m.training = mode
+                    m.train(mode)
             for p, rg in params:
                 p.requires_grad_(rg)
 

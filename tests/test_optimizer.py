@@ -918,6 +918,38 @@ def test_mode_comes_back_through_a_train_override():
     assert m.training and m.mc_samples == 8 and m.net[0].training and not m.net[1].training
 
 
+class _MCDropout(nn.Module):
+    """Dropout that samples while in train mode: its train() override keeps ``sampling``."""
+
+    def __init__(self):
+        super().__init__()
+        self.sampling = False
+        self.inner = nn.Identity()
+
+    def train(self, mode=True):
+        super().train(mode)
+        self.sampling = mode
+        return self
+
+    def forward(self, x):
+        return self.inner(nn.functional.dropout(x, 0.5, training=self.sampling))
+
+
+@pytest.mark.parametrize("root_mode", [False, True])
+def test_a_submodule_train_override_in_another_mode_than_the_root_comes_back(root_mode):
+    """The MC-dropout idiom model.eval(); model.mc.train(): mc's own state (not only its flag)
+    comes back, and so does a child of mc set apart from mc."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), _MCDropout(), nn.Linear(6, 2))
+    m.train(root_mode)
+    m[2].train(not root_mode)
+    m[2].inner.train(root_mode)
+    before = (m.training, m[2].training, m[2].sampling, m[2].inner.training)
+    LayerFeatureOptimizer(m, m[1]).attribute(torch.randn(5, 4), target=0, n_starts=2, l2=0.5,
+                                             seed=0, max_steps=30)
+    assert (m.training, m[2].training, m[2].sampling, m[2].inner.training) == before
+
+
 def test_fiv_only_zero_mean_maps_are_not_called_collapsed():
     """FIVs average over positions: a FIM of +a / -a has FIV 0 without having collapsed."""
     class Diff(nn.Module):
