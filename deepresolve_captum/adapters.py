@@ -151,11 +151,15 @@ def _check_X(X, name="X", model=None):
 
 
 def _check_channels(channels):
+    """Channel indices as a list of int: an int, a 0-d integer tensor or array (one channel:
+    what ``ofiv.argmax()`` returns) or a 1-d sequence / array / tensor of them."""
     if isinstance(channels, (int, np.integer)):
         channels = [int(channels)]
     if isinstance(channels, torch.Tensor):
         channels = channels.detach().cpu().numpy()
     ch = np.asarray(channels)
+    if ch.ndim == 0:        # one channel; its dtype is checked below
+        ch = ch.reshape(1)
     if ch.ndim != 1 or ch.size == 0:
         raise ValueError("channels must be a non-empty 1-d sequence of channel indices")
     if ch.dtype == bool:
@@ -349,7 +353,8 @@ def channel_activations(model, layer, X, channels=None, *, attribute_to_layer_in
     ----------
     model, layer: the network and one of its submodules.
     X: torch.Tensor (N, 4, L), one-hot sequences.
-    channels: list of int or None (all channels).
+    channels: channel indices (an int, a 0-d integer tensor or array such as ``ofiv.argmax()``,
+        or a sequence of them), or None (all channels).
     attribute_to_layer_input: use the layer's input instead of its output.
     reduce: ``"sum"`` -> (N, n_channels) channel sums over positions (what
         :func:`channel_attributions` explains); ``None`` -> the raw layer values (N, n_channels, W).
@@ -539,7 +544,8 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
     model: nn.Module, (N, 4, L) -> anything; only the part up to ``layer`` is used. Nonlinearities
         must be modules (``nn.ReLU``), not ``F.relu``, for DeepLIFT to see them.
     layer: nn.Module, a submodule of ``model`` (e.g. ``model.pool``).
-    channels: int or sequence of C channel indices (axis 1 of the layer output).
+    channels: int (also a 0-d integer tensor or array, e.g. ``ofiv.argmax()``) or sequence of C
+        channel indices (axis 1 of the layer output).
     X: torch.Tensor (N, 4, L), one-hot sequences; all-zero columns (N bases) are allowed with
         references that are zero there (``"zeros"``; dinucleotide shuffles need ACGT), and get
         zero attribution.

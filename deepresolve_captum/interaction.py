@@ -501,7 +501,8 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
     model: nn.Module returning (N, n_outputs) (or (N,)) logits.
     layer: a submodule of ``model`` whose output (or input) is (N, K, ...), called once per forward.
     X: torch.Tensor (N, 4, L), one-hot sequences.
-    channels: list of int or None (all K channels).
+    channels: channel indices (an int, a 0-d integer tensor or array such as ``ofiv.argmax()``,
+        or a sequence of them), or None (all K channels).
     target: the one output to read: an int (flat index into one sequence's output), a tuple
         with one index per output axis, or a one-element list holding either, as in
         :func:`interaction_check`.

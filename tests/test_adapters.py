@@ -334,6 +334,22 @@ def test_bad_input():
     assert torch.equal(make_references(X, references=refs.numpy()), refs)  # numpy: ambiguous truth
 
 
+def test_one_channel_as_a_0d_tensor_or_array():
+    # ofiv.argmax() is a 0-d integer tensor: it was refused ("must be a non-empty 1-d sequence")
+    m = _model()
+    X = _X(2)
+    ref = channel_attributions(m, m.pool, [3], X, method="saliency")
+    for ch in (torch.tensor(3), np.array(3), torch.tensor([0.1, 0.2, 0.3, 0.9]).argmax(),
+               np.argmax(np.array([0, 0, 0, 1])), torch.tensor(3, dtype=torch.int32)):
+        assert torch.equal(channel_attributions(m, m.pool, ch, X, method="saliency"), ref), ch
+        assert torch.equal(channel_activations(m, m.pool, X, ch),
+                           channel_activations(m, m.pool, X, [3])), ch
+    for bad, err in ((torch.tensor(True), TypeError), (np.array(3.0), TypeError),
+                     (torch.tensor(-1), ValueError), (np.array([[3]]), ValueError)):
+        with pytest.raises(err):
+            channel_attributions(m, m.pool, bad, X, method="saliency")
+
+
 class _WithCovariate(nn.Module):
     def __init__(self):
         super().__init__()

@@ -195,6 +195,9 @@ def test_channel_ablation_matches_closed_form_and_leaves_model_as_found():
     assert np.allclose(e, [2 * n_a, -3 * n_c], atol=1e-5)
     assert np.allclose(channel_ablation(m, m.relu, X, [1], attribute_to_layer_input=True), [-3 * n_c], atol=1e-5)
     assert np.allclose(channel_ablation(m, m.relu, X, 0, fill=1.0), [2 * (n_a - 20)], atol=1e-4)
+    # one channel as a 0-d tensor or array (what ofiv.argmax() returns): was refused
+    for ch in (torch.tensor(1), np.array(1), torch.tensor([0.0, 5.0]).argmax()):
+        assert np.array_equal(channel_ablation(m, m.relu, X, ch), channel_ablation(m, m.relu, X, [1]))
     assert m.training and not m.relu._forward_hooks and not m.relu._forward_pre_hooks
     for bad, err in (([2], ValueError), ([], ValueError), ([True, False], TypeError)):
         with pytest.raises(err):
