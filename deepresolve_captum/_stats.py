@@ -287,7 +287,9 @@ def _check_out(out, n, dtype):
         raise TypeError(f"out must be a numpy array or memmap, got {type(out).__name__}")
     if out.shape != (n, n):
         raise ValueError(f"out must have shape ({n}, {n}), got {out.shape}")
-    if out.dtype != dtype:
+    if out.dtype not in (np.float32, np.float64):   # class_similarity casts x to out's dtype
+        raise ValueError(f"out must be float32 or float64, got {out.dtype}")
+    if out.dtype != dtype:   # only a direct call with a float x of the other width gets here
         raise ValueError(f"out must have dtype {np.dtype(dtype).name} (the dtype of x), got {out.dtype}")
     if not out.flags.writeable:
         raise ValueError("out is read-only")

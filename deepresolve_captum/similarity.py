@@ -99,7 +99,8 @@ def label_correlation(labels, chunk_rows=16384):
     """Pearson correlation between the label columns of a multi-task data set.
 
     labels: (N, C) binary or real labels (numpy, e.g. uint8 or bool, a memmap, or a tensor)
-    -> (C, C) float64; a constant column gets 0 off the diagonal. The labels are read
+    -> (C, C) float64; a constant column (one whose standard deviation is below 1e-12 times its
+    largest absolute value, on any scale) gets 0 off the diagonal. The labels are read
     ``chunk_rows`` rows at a time into float64 sums (C x C), so the memory is that of the result
     plus one float64 chunk (``chunk_rows`` x C x 8 bytes), not a float64 copy of all N x C labels
     (DeepSEA's 4.4 M x 919 would be 32 GB).
@@ -117,6 +118,7 @@ def label_correlation(labels, chunk_rows=16384):
     blocks = _row_ranges(C)
     small = C * C * 8 <= _SMALL_BYTES              # up to ~1,450 classes
     total = np.zeros(C)
+    lo_part, hi_part = np.full(C, np.inf), np.full(C, -np.inf)   # each column's range
     gram = None
     for lo in range(0, N, chunk_rows):
         # cast and centred in one step (the ufunc casts in small buffers): one float64 chunk
@@ -124,6 +126,8 @@ def label_correlation(labels, chunk_rows=16384):
         if not np.all(np.isfinite(part)):
             raise ValueError("labels contains NaN or inf")
         total += part.sum(0)
+        np.minimum(lo_part, part.min(0), out=lo_part)
+        np.maximum(hi_part, part.max(0), out=hi_part)
         if gram is None:
             gram = part.T @ part                   # numpy's SYRK, symmetric: becomes the result
             gram += 0.0                            # -0.0 -> 0.0, as 0 + the first chunk's sums
@@ -141,8 +145,9 @@ def label_correlation(labels, chunk_rows=16384):
         g -= np.multiply.outer(mean[r0:r1], mean)
     cov = gram
     std = np.sqrt(np.clip(np.diag(cov), 0.0, None))
-    # a column is constant when its spread is at rounding level of its values
-    scale = np.maximum(np.abs(shift), 1.0)
+    # a column is constant when its spread is at rounding level of its own values: relative to
+    # the column's largest |value| (not to 1, which made [1, 2, 3] * 1e-12 "constant")
+    scale = np.maximum(np.abs(lo_part + shift), np.abs(hi_part + shift))
     live = std > 1e-12 * scale
     dead = ~live
     sd = np.where(live, std, 1.0)                  # std_i * std_j for every live pair, as before

@@ -251,3 +251,40 @@ def test_weight_cosine_builds_the_matrix_once():
     w = np.random.default_rng(8).normal(size=(1500, 64)).astype(np.float32)
     r, peak = _traced_peak(lambda: weight_cosine(w))
     assert peak < 1.3 * r.nbytes, peak / r.nbytes
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-11, 1e-12, 1e-20, 1e12])
+def test_label_correlation_of_small_or_large_real_columns_matches_numpy(scale):
+    """From a review: the constant-column test was absolute (std > 1e-12 * max(|row 0|, 1)),
+    so a real-valued column on a scale of 1e-12 or below counted as constant and got 0 where
+    numpy gives its correlation. It is now relative to the column's own largest |value|."""
+    rng = np.random.default_rng(1)
+    y = rng.normal(size=(50, 3))
+    y[:, 1] = 2 * y[:, 0] + 0.1 * rng.normal(size=50)
+    y[:, 0] *= scale
+    np.testing.assert_allclose(label_correlation(y), np.corrcoef(y.T), atol=1e-12)
+    np.testing.assert_allclose(label_correlation(y, chunk_rows=7), np.corrcoef(y.T), atol=1e-12)
+    flat = np.c_[np.full(50, 3.0 * scale), y[:, 1:]]       # a constant column, on any scale
+    r = label_correlation(flat)
+    assert r[0, 0] == 1.0 and not r[0, 1:].any() and not r[1:, 0].any()
+
+
+def test_label_correlation_of_binary_labels_keeps_its_constant_rule():
+    y = np.random.default_rng(2).integers(0, 2, size=(40, 4)).astype(np.uint8)
+    y[:, 2] = 1
+    r = label_correlation(y)
+    assert not r[2, [0, 1, 3]].any() and r[2, 2] == 1.0
+    keep = [0, 1, 3]
+    np.testing.assert_allclose(r[np.ix_(keep, keep)], np.corrcoef(y[:, keep].T), atol=1e-12)
+
+
+def test_class_similarity_out_of_another_dtype_names_the_dtypes_it_takes():
+    """From a docs review: the message said out must have 'float64 (the dtype of x)', while a
+    float32 out for float64 OFIVs is documented and works."""
+    x = np.random.default_rng(0).standard_normal((4, 5))
+    for dtype in (np.int64, np.float16):
+        with pytest.raises(ValueError, match=rf"out must be float32 or float64, got {np.dtype(dtype).name}$"):
+            class_similarity(x, out=np.zeros((4, 4), dtype))
+    for dtype in (np.float32, np.float64):
+        out = np.zeros((4, 4), dtype)
+        assert class_similarity(x.astype(np.float32), out=out) is out
