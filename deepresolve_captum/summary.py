@@ -310,7 +310,7 @@ def trial_weights(scores):
 
 
 def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type="full",
-              reg_covar=1e-3, n_jobs=None, verbose=False):
+              reg_covar=1e-3, n_jobs=None, verbose=False, target_names=None):
     """Summarise an ensemble of FIMs as the paper does.
 
     Parameters
@@ -334,6 +334,9 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     n_jobs: parallel GMM fits over targets (joblib, in blocks of targets); None = 1. Starting
         the workers costs about a second, so it pays only for hundreds of targets or more.
     verbose: progress bar over targets.
+    target_names: optional sequence of C strings naming the targets (e.g. the models of a zoo)
+        in the warnings; without it a warning gives the targets' positions in ``fims``. Not
+        stored in the summary.
 
     Returns
     -------
@@ -374,6 +377,12 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
         raise ValueError(
             f"the layer has {K} channel(s), fewer than the {max_components} GMM components to "
             f"compare; pass max_components <= {K}")
+    if target_names is not None:
+        if isinstance(target_names, (str, bytes)) or not all(
+                isinstance(n, str) for n in target_names) or len(target_names) != C:
+            raise ValueError(f"target_names must be a sequence of {C} strings (one per target), "
+                             f"got {target_names!r:.200}")
+        target_names = list(target_names)
     seed = _gmm_seed(random_state)    # before any fit: see _gmm_seed
 
     if T == 1:
@@ -384,11 +393,13 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     w = trial_weights(s)
     lone = np.flatnonzero((w > 0).sum(axis=1) == 1) if T > 1 else []
     if len(lone):
+        which = (f"{lone[:10].tolist()}{' ...' if len(lone) > 10 else ''} (positions in fims)"
+                 if target_names is None else
+                 f"{[target_names[i] for i in lone[:10]]}{' ...' if len(lone) > 10 else ''}")
         warnings.warn(
-            f"target(s) {lone[:10].tolist()}{' ...' if len(lone) > 10 else ''} (positions in "
-            "fims) have one start with a non-zero weight: a score is negative, so the scores "
-            "are shifted by their minimum, and every other start scored exactly that minimum "
-            "(they ended at the same optimum). Their IL is 0 and their OFIV is that one "
+            f"target(s) {which} have one start with a non-zero weight: a score is negative, so "
+            "the scores are shifted by their minimum, and every other start scored exactly that "
+            "minimum (they ended at the same optimum). Their IL is 0 and their OFIV is that one "
             "start's FIV, as with T = 1. With T = 2 this happens whenever a score is negative: "
             "run more starts.", UserWarning, stacklevel=2)
     # float32 FIVs stay float32 (the native kernel accumulates in float64 either way)

@@ -480,3 +480,21 @@ def test_scores_equal_to_rounding_weigh_every_start_the_same():
     a, b = summarize(fiv, tied), summarize(fiv, nudged)
     np.testing.assert_array_equal(a.category, b.category)
     np.testing.assert_allclose(a.ofiv, b.ofiv, atol=1e-6)
+
+
+def test_one_weighted_start_warning_names_the_targets_given():
+    """From a review: ``deepresolve zoo`` warned about 'target(s) [220, 261] (positions in
+    fims)', numbers a command-line user cannot map to models. ``target_names`` names them; the
+    default message is unchanged; a list of the wrong length is refused before any fit."""
+    rng = np.random.default_rng(0)
+    fiv = rng.normal(size=(3, 2, 6))
+    scores = np.array([[1.0, -1.0], [2.0, 3.0], [0.5, 0.5]])
+    with pytest.warns(UserWarning, match=r"target\(s\) \['tfA'\] have one start") as rec:
+        named = summarize(fiv, scores, target_names=("tfA", "tfB", "tfC"))
+    assert "positions in fims" not in str(rec[0].message) and rec[0].filename == __file__
+    with pytest.warns(UserWarning, match=r"target\(s\) \[0\] \(positions in fims\) have one"):
+        plain = summarize(fiv, scores)
+    assert named == plain and "target_names" not in named.settings
+    for bad in (["tfA", "tfB"], "abc", ["tfA", "tfB", 3]):
+        with pytest.raises(ValueError, match="target_names must be a sequence of 3 strings"):
+            summarize(fiv, scores, target_names=bad)
