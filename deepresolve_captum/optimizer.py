@@ -889,6 +889,11 @@ class _Runner:
                 "example: its first axis is not the batch (e.g. a sequence-first (L, N, E) "
                 "layout, batch_first=False). H must be (N, ...): choose a layer whose value is "
                 "batch-first, or wrap the model so that it is.")
+        if value.dim() == 1:
+            raise ValueError(
+                f"the value of layer {self._layer_name()} is one number per example, shape "
+                "(N,): H needs a feature axis (the channels K that FIMs and FIVs are over). "
+                "Choose a layer whose value is (N, K, ...), e.g. the module before it.")
         self.layer_shape = tuple(value.shape[1:])
         self.device, self.dtype = value.device, value.dtype
         self.swap_value = value  # the first example's own H (for the bypass check)
@@ -929,8 +934,8 @@ class _Runner:
             trial = torch.randn((2,) + self.layer_shape, generator=g).to(self.device, self.dtype)
             try:  # a model that cannot take 2 rows of H against 1 example fails here: expand
                 ok = self._rows_independent(trial, expand=False)
-            except RuntimeError:
-                ok = False
+            except Exception:  # whatever it raises (RuntimeError, assert, a ValueError of its
+                ok = False     # own batch check); a KeyboardInterrupt still propagates
             self.recompute = not ok
             # The same test on the expanded path, at a tolerance that low-precision kernels
             # (TF32, half) choosing differently for 1 and 2 rows cannot fail.

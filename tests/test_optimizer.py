@@ -1263,3 +1263,54 @@ def test_layer_and_output_may_have_different_dtypes(body, head):
     assert torch.equal(scores, torch.stack([out[0, :, 0], out[1, :, 2]]))
     lam = opt.choose_l2(x, target=[0, 2], seed=0, max_steps=200)
     assert math.isfinite(lam) and lam > 0
+
+
+def test_a_layer_with_one_number_per_example_is_refused_clearly():
+    """A layer whose value is (N,) (a per-example gate) has no feature axis for H."""
+    class Gate(nn.Module):
+        def forward(self, x):
+            return x.sum(1)
+
+    class Gated(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.gate, self.out = nn.Linear(4, 3), Gate(), nn.Linear(1, 2)
+
+        def forward(self, x):
+            return self.out(torch.tanh(self.gate(self.lin(x))).unsqueeze(1))
+
+    m = Gated().eval()
+    snap = snapshot(m)
+    opt = LayerFeatureOptimizer(m, m.gate)
+    for l2 in (0.5, "auto"):
+        with pytest.raises(ValueError, match=r"one number per example, shape \(N,\).*feature axis"):
+            opt.attribute(torch.randn(6, 4), target=0, n_starts=2, l2=l2, seed=0)
+    assert_unchanged(m, snap)
+
+
+@pytest.mark.parametrize("raise_it", [
+    lambda: torch._assert(False, "batch sizes differ"),
+    lambda: (_ for _ in ()).throw(AssertionError("batch sizes differ")),
+    lambda: (_ for _ in ()).throw(ValueError("batch sizes differ")),
+], ids=["torch_assert", "assert", "value_error"])
+def test_a_model_checking_its_batch_after_the_layer_falls_back_to_expanding(raise_it):
+    """Two rows of H against one example fail the model's own batch check, whatever it raises:
+    the upstream part is then re-run per row (recompute_upstream), as for a RuntimeError."""
+    class Checked(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.act, self.side, self.out = (nn.Linear(4, 6), nn.Tanh(),
+                                                       nn.Linear(4, 6), nn.Linear(6, 2))
+
+        def forward(self, x):
+            h, g = self.act(self.lin(x)), self.side(x)
+            if h.shape[0] != g.shape[0]:
+                raise_it()
+            return self.out(h * g)
+
+    torch.manual_seed(0)
+    m = Checked().eval()
+    opt = LayerFeatureOptimizer(m, m.act)
+    with pytest.warns(UserWarning, match=r"inputs\[0\] also reach the scores"):  # g = side(x)
+        fims = opt.attribute(torch.randn(5, 4), target=0, n_starts=2, l2=0.5, seed=0)
+    assert fims.shape == (1, 2, 6) and opt.diagnostics.recompute_upstream
