@@ -255,9 +255,11 @@ class ChannelMotifs:
     channels: list of C channel indices.
     pwms: numpy (C, 4, w) probability matrices (w = filter width or receptive field length).
     method: ``"filter"`` or ``"ascent"``.
-    start_pwms: numpy (C, n_top, 4, w): one matrix per gradient-ascent start (ascent only).
-    optimized: numpy (C, n_top, 4, w): the raw optimised inputs (ascent only).
-    fragments: pandas DataFrame, one row per start: ``channel``, ``rank``, ``seq_idx``,
+    start_pwms: numpy (C, T, 4, w): one matrix per gradient-ascent start, T = min(n_top, N)
+        (ascent only).
+    optimized: numpy (C, T, 4, w): the raw optimised inputs (ascent only).
+    fragments: pandas DataFrame, one row per start: ``slot`` (the position in ``channels``: a
+        repeated channel has one block of rows per entry), ``channel``, ``rank``, ``seq_idx``,
         ``position`` (layer position), ``start`` (input position of the field), ``activation``
         (before) and ``activation_after`` (after the ascent) (ascent only).
     receptive_field: dict (see :func:`receptive_field`), ascent only.
@@ -288,7 +290,8 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     Parameters
     ----------
     model, layer: the network and a submodule of it (e.g. ``model.pool``, ``model.conv2``).
-    channels: int or sequence of C channel indices.
+    channels: int (also a 0-d integer tensor or array, e.g. ``ofiv.argmax()``) or sequence of C
+        channel indices; a channel may be repeated (one row per entry).
     X: torch.Tensor (N, 4, L) one-hot sequences whose top-activating fragments start the ascent
         (required for ``"ascent"``; for ``"filter"`` only used to recognise the first layer).
     method: ``"filter"`` (first-layer channels: the filter weights), ``"ascent"`` (any layer: the
@@ -365,18 +368,20 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
         ok = (offset + pos * stride >= 0) & (offset + pos * stride + k <= L)
         if not ok.any():
             raise ValueError(f"receptive field ({k} bp) does not fit in sequences of {L} bp")
+        # one block of T = min(n_top, N) rows per entry of `channels`, in order (a repeated
+        # channel gets a block of its own: blocks are told apart by `slot`, not by channel id)
         rows = []
-        for c in channels:
+        for slot, c in enumerate(channels):
             a = A[:, c].numpy().copy()
             a[:, ~ok] = -np.inf
             best_w = a.argmax(1)
             best = a[np.arange(len(a)), best_w]
             order = np.argsort(-best, kind="stable")[:n_top]
             for r, n in enumerate(order):
-                rows.append((c, r, int(n), int(best_w[n]), int(offset + best_w[n] * stride),
+                rows.append((slot, c, r, int(n), int(best_w[n]), int(offset + best_w[n] * stride),
                              float(best[n])))
-        frag = pd.DataFrame(rows, columns=["channel", "rank", "seq_idx", "position", "start",
-                                           "activation"])
+        frag = pd.DataFrame(rows, columns=["slot", "channel", "rank", "seq_idx", "position",
+                                           "start", "activation"])
 
         # gradient ascent on each fragment, in its own sequence context
         opt_all, after = [], []
@@ -416,10 +421,7 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     optimized = torch.cat(opt_all).numpy()
     frag["activation_after"] = torch.cat(after).numpy()
     C = len(channels)
-    n_per = frag.groupby("channel", sort=False).size()
-    if (n_per.values != n_per.values[0]).any():  # pragma: no cover - fewer sequences than n_top
-        raise ValueError("unequal starts per channel")
-    T = int(n_per.values[0])
+    T = min(int(n_top), len(X))  # starts per entry of `channels` (rows are slot-major)
     optimized = optimized.reshape(C, T, 4, k)
     start_pwms = _threshold_normalise(optimized, threshold)
     if align:

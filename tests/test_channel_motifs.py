@@ -112,6 +112,27 @@ def test_deep_channel_pwm_matches_planted_motif_by_tomtom():
     np.testing.assert_allclose(res0.fragments.activation_after, res0.fragments.activation, rtol=1e-5)
 
 
+def test_ascent_with_repeated_channels_and_fewer_sequences_than_n_top():
+    # the starts were grouped by channel id: a repeated channel merged into one group and the
+    # reshape to (C, T, 4, k) failed ("cannot reshape" / "unequal starts per channel")
+    m = TwoConv()
+    X = _data(12, n_planted=6)
+    one = {c: channel_pwms(m, m.relu2, [c], X, n_top=5, n_steps=3) for c in (0, 2)}
+    res = channel_pwms(m, m.relu2, [0, 2, 0], X, n_top=5, n_steps=3)
+    assert res.channels == [0, 2, 0] and res.pwms.shape == (3, 4, 13)
+    assert res.start_pwms.shape == (3, 5, 4, 13) and res.optimized.shape == (3, 5, 4, 13)
+    assert list(res.fragments.slot) == [0] * 5 + [1] * 5 + [2] * 5
+    assert list(res.fragments.channel) == [0] * 5 + [2] * 5 + [0] * 5
+    for slot, c in enumerate(res.channels):
+        for name in ("pwms", "start_pwms", "optimized", "fragment_pwms"):
+            np.testing.assert_allclose(getattr(res, name)[slot], getattr(one[c], name)[0],
+                                       atol=1e-5, err_msg=f"{name} {slot}")
+    # fewer sequences than n_top: T = N starts per entry
+    few = channel_pwms(m, m.relu2, [2, 2], X[:4], n_top=10, n_steps=0)
+    assert few.start_pwms.shape == (2, 4, 4, 13) and len(few.fragments) == 8
+    np.testing.assert_array_equal(few.pwms[0], few.pwms[1])
+
+
 def test_channel_seqlets_wraps_recursive_seqlets(monkeypatch):
     """channel_seqlets hands tangermeme one (N, L) track per channel (attributions summed over
     bases) and labels the rows. (tangermeme's seqlet code is numba-compiled without a cache:
