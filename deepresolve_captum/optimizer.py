@@ -880,7 +880,10 @@ class _Runner:
                 hint = (f"`inputs` are {', '.join(in_dtypes)} but the model's parameters are "
                         f"{p_dtype}: cast the inputs (e.g. inputs.to({p_dtype})); "
                         "LayerFeatureOptimizer, like Captum, passes them to the model as they are")
-            raise RuntimeError(f"{e}\n({hint})") from e
+            hinted = _with_hint(e, hint)
+            if hinted is e:
+                raise               # the same object, its traceback untouched
+            raise hinted from e
         if not value.is_floating_point():
             raise TypeError(f"the layer's value has dtype {value.dtype}; it must be floating point")
         if value.dim() == 0 or value.shape[0] != 1:
@@ -1182,6 +1185,21 @@ class _Runner:
         h_bytes = int(np.prod(self.layer_shape)) * torch.empty((), dtype=self.dtype).element_size()
         # H, candidate, two gradients and temporaries; the output, its gradient and a temporary
         return max(per_row, 0) + 8 * h_bytes + 3 * out_bytes[0]
+
+
+def _with_hint(e: BaseException, hint: str) -> BaseException:
+    """``e`` with ``(hint)`` on a new line of its message, of ``e``'s own type, so that a
+    caller's ``except NotImplementedError`` or ``except torch.OutOfMemoryError`` still matches.
+    A plain RuntimeError becomes a new one (raise it ``from e``); a subclass keeps its object,
+    its message extended when its args are one string, else the hint added as a note (Python
+    3.11+; on 3.10 such an error goes on without the hint)."""
+    if type(e) is RuntimeError:
+        return RuntimeError(f"{e}\n({hint})")
+    if len(e.args) == 1 and isinstance(e.args[0], str):
+        e.args = (f"{e.args[0]}\n({hint})",)
+    elif hasattr(e, "add_note"):
+        e.add_note(f"({hint})")
+    return e
 
 
 def _parse_targets(target, output_shape):

@@ -1314,3 +1314,43 @@ def test_a_model_checking_its_batch_after_the_layer_falls_back_to_expanding(rais
     with pytest.warns(UserWarning, match=r"inputs\[0\] also reach the scores"):  # g = side(x)
         fims = opt.attribute(torch.randn(5, 4), target=0, n_starts=2, l2=0.5, seed=0)
     assert fims.shape == (1, 2, 6) and opt.diagnostics.recompute_upstream
+
+
+class _CodedError(RuntimeError):
+    """A RuntimeError subclass whose args are not one message."""
+
+    def __init__(self, code, text):
+        super().__init__(code, text)
+
+
+@pytest.mark.parametrize("error", [
+    NotImplementedError("this model variant has no forward yet"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    _CodedError(7, "backend refused"),
+], ids=["not_implemented", "out_of_memory", "args_not_one_string"])
+def test_a_failing_first_forward_keeps_its_exception_type(error):
+    """The hint about the first example is added without changing the class, so that a
+    caller's except clause for it still matches; a plain RuntimeError gets it too."""
+    import sys
+
+    class Fails(nn.Module):
+        def __init__(self, err):
+            super().__init__()
+            self.lin, self.err = nn.Linear(4, 3), err
+
+        def forward(self, x):
+            self.lin(x)
+            raise self.err
+
+    m = Fails(error).eval()
+    with pytest.raises(type(error)) as info:
+        LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(4, 4), target=0, l2=0.5)
+    assert info.value is error and type(info.value) is type(error)
+    told = str(info.value) + "".join(getattr(info.value, "__notes__", []))
+    if len(error.args) == 1 or sys.version_info >= (3, 11):
+        assert "the model failed on the first example of `inputs`, shape (1, 4)" in told
+    m.err = RuntimeError("plain")
+    with pytest.raises(RuntimeError, match=r"plain\n\(the model failed on the first example") \
+            as info:
+        LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(4, 4), target=0, l2=0.5)
+    assert type(info.value) is RuntimeError and type(info.value.__cause__) is RuntimeError
