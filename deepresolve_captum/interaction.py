@@ -453,14 +453,27 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
     Parameters
     ----------
     model, layer: the network and the layer whose channels are paired.
-    channel_a, channel_b: int channel indices.
+    channel_a, channel_b: channel indices (an int, or a 0-d integer tensor / array such as
+        ``ofiv.argmax()``).
     X: torch.Tensor (N, 4, L): sequences to shuffle for backgrounds, and to start the deep-layer
         motif search from (see :func:`deepresolve_captum.channel_motifs.channel_pwms`).
-    pwms: optional (K, 4, w) array / list of the layer's channel PWMs. If None they are computed
-        with :func:`~deepresolve_captum.channel_motifs.channel_pwms`: filter PWMs for first-layer
-        channels, else the base frequencies of each channel's top-activating fragments of ``X``
-        (``fragment_pwms``: what the channel responds to in the data; the gradient-ascent PWM of a
-        channel can drift to a variant the model never saw).
+    pwms: where the two channels' probability matrices come from:
+
+        - None (default): computed with :func:`~deepresolve_captum.channel_motifs.channel_pwms`:
+          filter PWMs for first-layer channels, else the base frequencies of each channel's
+          top-activating fragments of ``X`` (``fragment_pwms``: what the channel responds to in
+          the data; the gradient-ascent PWM of a channel can drift to a variant the model never
+          saw).
+        - a :class:`~deepresolve_captum.channel_motifs.ChannelMotifs` (what ``channel_pwms``
+          returns, for any list of channels that holds both): its ``pwms``, looked up through
+          its ``channels`` (for its fragment frequencies instead, pass
+          ``dict(zip(res.channels, res.fragment_pwms))``).
+        - a dict {channel index: (4, w) matrix}.
+        - a (K, 4, w) array / list indexed by channel id, with one matrix for *every* one of the
+          layer's K channels (checked on one forward pass). A ``ChannelMotifs.pwms`` array has
+          one row per *requested* channel instead; indexing it by channel id would silently
+          plant another channel's motif, so an array whose length is not K is refused: pass the
+          ``ChannelMotifs`` itself, or a dict.
     trim: information-content threshold (bits) used to trim each PWM to its core before planting.
     kwargs: passed to :func:`interaction_check` (``context``, ``n_backgrounds``, ``target`` ...).
 
@@ -468,17 +481,62 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
     -------
     :class:`InteractionResult` (its ``motifs`` give the consensus strings that were planted).
     """
-    from .channel_motifs import channel_pwms, trim_pwm
+    from collections.abc import Mapping
 
-    if all(isinstance(c, (int, np.integer)) and not isinstance(c, bool)
-           for c in (channel_a, channel_b)) and channel_a == channel_b:
-        raise ValueError(f"channel_a and channel_b are the same channel ({int(channel_a)}): a "
+    from .channel_motifs import ChannelMotifs, _layer_value, channel_pwms, trim_pwm
+
+    pair = []
+    for name, c in (("channel_a", channel_a), ("channel_b", channel_b)):
+        ch = _check_channels(c)
+        if len(ch) != 1:
+            raise ValueError(f"{name} must be one channel index, got {c!r}")
+        pair.append(ch[0])
+    channel_a, channel_b = pair
+    if channel_a == channel_b:
+        raise ValueError(f"channel_a and channel_b are the same channel ({channel_a}): a "
                          "channel paired with itself plants one motif twice; pick two channels")
     if pwms is None:
         res = channel_pwms(model, layer, [channel_a, channel_b], X, n_steps=0)  # fragments only
         src = res.fragment_pwms if res.fragment_pwms is not None else res.pwms
         pa, pb = src[0], src[1]
+    elif isinstance(pwms, ChannelMotifs):
+        have = [int(c) for c in pwms.channels]
+        missing = [c for c in (channel_a, channel_b) if c not in have]
+        if missing:
+            raise ValueError(f"channel(s) {missing} not in the ChannelMotifs, whose channels are "
+                             f"{have}; make it with channel_pwms(model, layer, [{channel_a}, "
+                             f"{channel_b}], X)")
+        pa, pb = (pwms.pwms[have.index(c)] for c in (channel_a, channel_b))
+    elif isinstance(pwms, Mapping):
+        keys = {int(k): k for k in pwms}
+        missing = [c for c in (channel_a, channel_b) if c not in keys]
+        if missing:
+            raise ValueError(f"channel(s) {missing} not among the keys of pwms {sorted(keys)}")
+        pa, pb = (pwms[keys[c]] for c in (channel_a, channel_b))
     else:
+        _check_model_layer(model, layer)
+        if X is not None:
+            x1 = _check_X(X[:1], model=model)
+        elif kwargs.get("seq_len") is not None:
+            x1 = torch.zeros(1, 4, int(kwargs["seq_len"]), dtype=_model_float_dtype(model))
+        else:
+            raise ValueError("give X (sequences to shuffle) or seq_len (random backgrounds)")
+        with torch.no_grad(), _preserved(model):
+            v = _layer_value(model, layer, x1.to(_model_device(model)), False)
+        if v.ndim < 2:
+            raise ValueError(f"the layer's value must be (N, K, ...) to have channels, got "
+                             f"{tuple(v.shape)}")
+        K = int(v.shape[1])
+        if len(pwms) != K:
+            raise ValueError(
+                f"pwms holds {len(pwms)} matrices, but the layer has {K} channels: an array or "
+                "list is indexed by channel id and must hold one matrix per channel of the "
+                "layer. For the matrices of some channels only (e.g. channel_pwms(..., top, "
+                "X).pwms, one row per requested channel), pass the ChannelMotifs itself or a "
+                "dict {channel: matrix}")
+        for c in (channel_a, channel_b):
+            if c >= K:
+                raise ValueError(f"channel {c} out of range for a layer with {K} channels")
         pa, pb = pwms[channel_a], pwms[channel_b]
     return interaction_check(model, trim_pwm(pa, trim), trim_pwm(pb, trim), X, **kwargs)
 

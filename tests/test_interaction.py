@@ -94,6 +94,37 @@ def test_channel_pair_uses_filter_motifs(model_and_data):
     assert res.logic == "AND-like"
 
 
+def test_channel_pair_takes_channel_motifs_and_refuses_a_per_request_array(model_and_data):
+    from deepresolve_captum.channel_motifs import channel_pwms
+    from deepresolve_captum.motifs import filter_pwms
+
+    m, X, y = model_and_data
+    neg = X[y[:, 0] == 0][:100]
+    kw = dict(context=["CAGGTC"], n_backgrounds=16)
+    ref = channel_pair_interaction(m, m.pool, 2, 0, neg, **kw)
+    # what channel_pwms returns, for channels in another order and with others besides: it
+    # was "'ChannelMotifs' object is not subscriptable"
+    mot = channel_pwms(m, m.pool, [5, 0, 2], neg)
+    every = filter_pwms(m.conv.weight)                                # (16, 4, 25): by id
+    for pwms in (mot, {0: mot.pwms[1], 2: mot.pwms[2]}, every, list(every)):
+        res = channel_pair_interaction(m, m.pool, 2, 0, neg, pwms=pwms, **kw)
+        assert res.motifs == ref.motifs and np.array_equal(res.outputs, ref.outputs), type(pwms)
+    res = channel_pair_interaction(m, m.pool, torch.tensor(2), np.array(0), neg, pwms=mot, **kw)
+    assert res.motifs == ref.motifs
+    # its .pwms has one row per requested channel: indexed by id it would plant channel 5's
+    # motif for channel 2 (or raise an IndexError); refused with the way out named
+    with pytest.raises(ValueError, match="layer has 16 channels.*ChannelMotifs itself"):
+        channel_pair_interaction(m, m.pool, 2, 0, neg, pwms=mot.pwms, **kw)
+    with pytest.raises(ValueError, match=r"\[7\] not in the ChannelMotifs"):
+        channel_pair_interaction(m, m.pool, 7, 0, neg, pwms=mot, **kw)
+    with pytest.raises(ValueError, match="keys"):
+        channel_pair_interaction(m, m.pool, 7, 0, neg, pwms={0: every[0]}, **kw)
+    with pytest.raises(ValueError, match="same channel"):
+        channel_pair_interaction(m, m.pool, torch.tensor(2), 2, neg, pwms=mot, **kw)
+    with pytest.raises(ValueError, match="one channel"):
+        channel_pair_interaction(m, m.pool, [2, 0], 1, neg, **kw)
+
+
 def test_classifier_rules():
     assert classify_interaction(10, 10, 0) == "XOR-like"
     assert classify_interaction(0, 0.5, 10) == "AND-like"
