@@ -353,11 +353,12 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             inputs (Tensor or tuple of Tensor): an example batch, shape (N, ...), as for the
                 model. Its first example fixes the layer's shape and the path into it; with
                 ``l2="auto"`` all N examples give the mean activation the heuristic matches.
-            target (int, sequence of int, 1-d tensor or array, or None): flat output indices
-                (classes) to optimise,
+            target (int, sequence of int, 0-d or 1-d tensor or array, or None): flat output
+                indices (classes) to optimise,
                 each independently (duplicates warn); a tuple index into a multi-dimensional
-                output is accepted inside a list, ``[(1, 2)]`` (a bare tuple of ints there is
-                refused: Captum would read it as one index). None = every output of the model.
+                output is accepted inside a list, ``[(1, 2)]``, or as a row of a 2-d tensor or
+                array (a bare tuple of ints there is refused: Captum would read it as one
+                index). None = every output of the model.
             additional_forward_args (Any): extra arguments for ``forward_func`` (a tuple for
                 several; anything else, a list too, is one argument, as in Captum); tensors
                 whose first dimension equals N are sliced to the first example like ``inputs``.
@@ -850,6 +851,13 @@ class _Runner:
         check_layer_calls(self.swap.calls, self._layer_name())
         cap = self.swap.captured
         if self.swap.on_input:
+            if len(cap) == 0:   # the pre-hook sees positional arguments only
+                raise TypeError(
+                    f"layer {self._layer_name()} gets no positional argument: it is called "
+                    "with its input by keyword (e.g. layer(input=h)), which a layer-input hook "
+                    "cannot replace. Call it positionally (layer(h)) in the model, or pass the "
+                    "module that produces that input as the layer, with "
+                    "attribute_to_layer_input=False.")
             if len(cap) != 1 or not isinstance(cap[0], Tensor):
                 raise TypeError(
                     f"the input of layer {self._layer_name()} is not one tensor "
@@ -1212,7 +1220,8 @@ def _parse_targets(target, output_shape):
             f"{tuple(target.shape)}: give a 1-d list of output indices (the model's output per "
             f"example has shape {tuple(output_shape)}); for a multi-dimensional output, a list "
             "of index tuples")
-    if isinstance(target, Tensor):
+    if isinstance(target, (Tensor, np.ndarray)):
+        # a 0-d array or tensor becomes an int, a 2-d one a list of index rows, alike
         target = target.tolist()
     if isinstance(target, (int, np.integer)):
         target = [target]

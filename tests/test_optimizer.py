@@ -1354,3 +1354,38 @@ def test_a_failing_first_forward_keeps_its_exception_type(error):
             as info:
         LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(4, 4), target=0, l2=0.5)
     assert type(info.value) is RuntimeError and type(info.value.__cause__) is RuntimeError
+
+
+@pytest.mark.parametrize("as_array, as_tensor, multi", [
+    (np.array(3), torch.tensor(3), False),                      # 0-d: one class
+    (np.array([3, 1]), torch.tensor([3, 1]), False),
+    (np.array([[1, 2], [0, 1]]), torch.tensor([[1, 2], [0, 1]]), True),  # rows of indices
+], ids=["0d", "1d", "2d_into_multidimensional_output"])
+def test_a_numpy_target_behaves_as_the_same_tensor(as_array, as_tensor, multi):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 6),
+                      nn.Unflatten(1, (2, 3)) if multi else nn.Identity()).eval()
+    opt = LayerFeatureOptimizer(m, m[1])
+    x = torch.randn(5, 4)
+    got = opt.attribute(x, target=as_array, n_starts=2, l2=0.5, seed=0, max_steps=50)
+    from_array = opt.diagnostics.targets
+    want = opt.attribute(x, target=as_tensor, n_starts=2, l2=0.5, seed=0, max_steps=50)
+    assert torch.equal(got, want)
+    assert np.array_equal(from_array, opt.diagnostics.targets)
+
+
+def test_a_layer_called_with_its_input_by_keyword_is_named():
+    class Keyword(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.act, self.out = nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 5)
+
+        def forward(self, x):
+            return self.out(self.act(input=self.lin(x)))
+
+    m = Keyword().eval()
+    snap = snapshot(m)
+    with pytest.raises(TypeError, match=r"called with its input by keyword.*positionally"):
+        LayerFeatureOptimizer(m, m.act).attribute(torch.randn(5, 4), target=0, n_starts=1,
+                                                  l2=0.5, attribute_to_layer_input=True)
+    assert_unchanged(m, snap)
