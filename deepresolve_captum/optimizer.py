@@ -306,8 +306,11 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         Returns:
             lambda (float). What the probes found (each probe's lambda and median FIM norm, the
             mean activation norm, the probe targets) is in ``self.l2_auto``.
+            ``self.diagnostics`` is left as it was (the last :meth:`attribute` call's), also
+            when choose_l2 raises.
         """
         self.l2_auto = None
+        diagnostics = self.diagnostics     # attribute clears it; no ascent runs here
         self._l2_only = True
         try:
             with _deeper_warnings(1):      # attribute's warnings: at our caller's line
@@ -319,6 +322,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                     verbose=verbose)
         finally:
             self._l2_only = False
+            self.diagnostics = diagnostics
         self.l2_auto = info
         return float(lam)
 

@@ -1389,3 +1389,17 @@ def test_a_layer_called_with_its_input_by_keyword_is_named():
         LayerFeatureOptimizer(m, m.act).attribute(torch.randn(5, 4), target=0, n_starts=1,
                                                   l2=0.5, attribute_to_layer_input=True)
     assert_unchanged(m, snap)
+
+
+def test_choose_l2_leaves_the_last_attribute_calls_diagnostics():
+    torch.manual_seed(0)
+    m = ConvLinearHead().eval()
+    x = torch.randn(6, 4, 20)
+    opt = LayerFeatureOptimizer(m, m.relu)
+    opt.attribute(x, target=[0, 1], n_starts=2, l2=0.5, seed=0)
+    before = opt.diagnostics
+    opt.choose_l2(x, target=[0, 1], seed=0, max_steps=100)
+    assert opt.diagnostics is before and opt.l2_auto is not None
+    with pytest.raises(ValueError, match="outside"):              # a failed call too
+        opt.choose_l2(x, target=[7], seed=0)
+    assert opt.diagnostics is before and opt.l2_auto is None
