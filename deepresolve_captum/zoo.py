@@ -41,6 +41,10 @@ class PaperCNN(nn.Module):
     n_outputs: 1 for synthetic set I, 4 for set II.
     seq_len: input length L of the one-hot (N, 4, L) sequences, at least filter_len + pool - 1
         (11 by default: one pooled position).
+    n_filters: convolution filters (channels of ``model.pool``), 32 in the paper.
+    filter_len: filter width in bp, 8 in the paper.
+    pool: max-pooling width and stride, 4 (1: no pooling).
+    n_hidden: units of the hidden dense layer ``fc1``, 64 in the paper.
     """
 
     def __init__(self, n_outputs=1, seq_len=100, n_filters=32, filter_len=8, pool=4, n_hidden=64):
@@ -73,6 +77,13 @@ class EncodeTFModel(nn.Module):
     The convolution pads ``filter_len // 2`` on both sides: "same" for odd widths (all the
     authors' models are 25 wide). An even width gives L + 1 positions, one more window than
     Keras's "same" would; global max-pooling follows, so only that edge window differs.
+
+    Parameters
+    ----------
+    n_filters: convolution filters K (16 in the authors' models): the width of DeepResolve's H.
+    filter_len: filter width in bp (25).
+    n_hidden: units of ``fc1`` (32).
+    dropout: dropout probability after ``fc1`` (0.1; active in train mode only).
     """
 
     def __init__(self, n_filters=16, filter_len=25, n_hidden=32, dropout=0.1):
@@ -99,6 +110,11 @@ class DeepSEA(nn.Module):
 
     ``seq_len`` must be at least 163: three width-8 convolutions and two 4-wide poolings leave
     one position there.
+
+    Parameters
+    ----------
+    n_outputs: outputs of the last layer (919 chromatin features in DeepSEA).
+    seq_len: input length L of the one-hot (N, 4, L) sequences (1000 in DeepSEA), >= 163.
     """
 
     #: (convolution width, pooling) of each stage, input to output
@@ -238,7 +254,8 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
         key this function returns (the file's stem), the file's name, or, for a pattern
         ``"*SUFFIX"``, the name without SUFFIX: with ``pattern="*_model.pt"``, ``"a_model"``,
         ``"a_model.pt"`` and ``"a"`` all mean ``a_model.pt`` (key ``"a_model"``). A name that
-        could mean two files raises ValueError naming both. A file that fails to load raises
+        could mean two files raises ValueError naming both; names that match no file raise
+        FileNotFoundError naming them. A file that fails to load raises
         ValueError naming it, whatever the loader raised (which is its ``__cause__``, unless the
         loader's own exception was a ValueError naming the file: that one is raised as it is).
     pattern: glob for the model files. Default ``"*.npz"``.
@@ -338,12 +355,34 @@ def load_encode_zoo(folder, names=None, verbose=False):
 
 
 def encode_models_folder(folder):
-    """The folder of model files: ``folder/models`` when there is one (the ``encode422`` layout,
-    with ``models.csv`` beside it), else ``folder`` itself. -> pathlib.Path."""
+    """The folder of model files: ``folder/models`` when it holds model files (the ``encode422``
+    layout, with ``models.csv`` beside it), else ``folder`` itself. -> pathlib.Path.
+
+    A ``models`` subfolder counts only with at least one ``.npz`` in it that is not a DeepResolve
+    summary (``EnsembleSummary.save``): a flat folder of models whose ``models/`` subfolder
+    holds other things (e.g. an earlier ``deepresolve zoo FOLDER --out FOLDER/models``) stays
+    the models folder. A file that is not a readable zip counts as a model, so that loading it
+    names the problem."""
     from pathlib import Path
 
     folder = Path(folder)
-    return folder / "models" if (folder / "models").is_dir() else folder
+    sub = folder / "models"
+    if sub.is_dir() and any(not _is_summary_npz(f) for f in sub.glob("*.npz")):
+        return sub
+    return folder
+
+
+def _is_summary_npz(path):
+    """True for an npz that ``EnsembleSummary.save`` wrote (its ofiv, fiv and settings arrays),
+    read from the zip's directory only; False for anything else, unreadable files included."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = set(z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+    return {"ofiv.npy", "fiv.npy", "settings.npy"} <= names
 
 
 class BlockLinear(nn.Module):
