@@ -23,8 +23,9 @@ SUBCOMMANDS = {
 }
 
 
-def int_at_least(lo):
-    """argparse ``type``: an integer >= lo (a usage error otherwise)."""
+def int_at_least(lo, below=None):
+    """argparse ``type``: an integer >= lo, and < ``below`` when given (a usage error
+    otherwise)."""
     def parse(text):
         try:
             v = int(text)
@@ -32,20 +33,64 @@ def int_at_least(lo):
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"must be >= {lo}, got {v}")
+        if below is not None and v >= below:
+            raise argparse.ArgumentTypeError(f"must be < {_bound_text(below)}, got {v}")
         return v
-    parse.__name__ = f"integer >= {lo}"
+    parse.__name__ = f"integer >= {lo}" + (f" and < {_bound_text(below)}" if below else "")
     return parse
 
 
-def positive_float(text):
-    """argparse ``type``: a finite number > 0."""
+def _bound_text(v):
+    """2**63 as '2**63' (a power of two above a million), other bounds as they are."""
+    if isinstance(v, int) and v > 2**20 and v & (v - 1) == 0:
+        return f"2**{v.bit_length() - 1}"
+    return f"{v:g}".replace("e+", "e") if isinstance(v, float) else str(v)
+
+
+#: the largest seed the command line takes, exclusive: torch's generators take a signed 64-bit
+#: seed (``manual_seed(2**64)`` failed with an overflow after the data were generated)
+SEED_BELOW = 2 ** 63
+
+#: the largest --l2 the command line takes: the regulariser l2 * ||H||^2 of a float32 ascent
+#: overflows (float32 max 3.4e38) from about 1e38 on, so a larger lambda ends in inf, not in an
+#: answer; 1e30 leaves room for ||H||^2 up to ~1e8
+L2_MAX = 1e30
+
+
+def seed_argument(parser, help_):
+    """``--seed``: an integer in [0, 2**63), default 0 (``help_`` says what it seeds)."""
+    parser.add_argument("--seed", type=int_at_least(0, below=SEED_BELOW), default=0,
+                        help=f"{help_} (default 0; an integer in [0, 2**63))")
+
+
+def positive_float(text, at_most=None):
+    """argparse ``type``: a finite number > 0 (and <= ``at_most`` when given)."""
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (v > 0 and v < float("inf")):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if at_most is not None and v > at_most:
+        raise argparse.ArgumentTypeError(f"must be <= {_bound_text(at_most)}, got {text}")
     return v
+
+
+def l2_value(text):
+    """argparse ``type`` of ``--l2``: a number in (0, L2_MAX]."""
+    return positive_float(text, at_most=L2_MAX)
+
+
+l2_value.__name__ = f"number in (0, {_bound_text(L2_MAX)}]"
+
+
+def out_path(text):
+    """argparse ``type`` of ``--out``: a non-empty path (``--out "$UNSET"`` would otherwise be
+    the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must name a folder, got an empty string (an unset "
+                                         "shell variable?); use --out . for the current folder")
+    return text
 
 
 def add_threads_argument(parser, why):
@@ -102,14 +147,21 @@ def write_together(out, writers):
     runs. ``out``: an existing folder (Path). ``writers``: {file name: function(path)}, each
     writing its file at the path it is given (a hidden name in ``out``, same suffix). A name
     that exists in ``out`` as something other than a file is refused before anything is
-    written."""
+    written (the command line checks this before any work: ``output_folder(..., names=)``).
+
+    Returns the names that replaced a file of an earlier run, in ``writers``' order.
+
+    An exception while a file is written or moved is raised as it is, with the output's path
+    in its ``deepresolve_output`` attribute (``write_errors`` turns it into a one-line error).
+    """
     import os
     from pathlib import Path
 
-    clash = [n for n in writers if (out / n).exists() and not (out / n).is_file()]
+    clash = _clashes(out, writers)
     if clash:
         raise ValueError(f"{out} holds {clash} as something other than a file: move it away")
     tmp, kept, moved = {}, {}, []
+    name = None
     try:
         for name, write in writers.items():
             tmp[name] = out / f".{name}.partial{Path(name).suffix}"
@@ -118,6 +170,7 @@ def write_together(out, writers):
             for name in tmp:       # a second name for each previous file, to put it back
                 if (out / name).exists():
                     kept[name] = _keep_copy(out / name)
+            replaced = [n for n in tmp if n in kept]
             try:
                 for name, path in tmp.items():
                     os.replace(path, out / name)   # atomic per file: never a missing name
@@ -125,10 +178,44 @@ def write_together(out, writers):
             except BaseException:
                 _put_back(out, moved, kept)
                 raise
+    except Exception as e:
+        if name is not None and getattr(e, "deepresolve_output", None) is None:
+            with contextlib.suppress(AttributeError, TypeError):
+                e.deepresolve_output = out / name
+        raise
     finally:
         for path in list(tmp.values()) + list(kept.values()):
-            if path.exists():
-                path.unlink()
+            with contextlib.suppress(OSError):   # a full disk must not hide the first error
+                if path.exists():
+                    path.unlink()
+    return replaced
+
+
+def _clashes(out, names):
+    """The names that exist in ``out`` as something other than a file (a folder, a socket)."""
+    return [n for n in names if (out / n).exists() and not (out / n).is_file()]
+
+
+@contextlib.contextmanager
+def write_errors(command):
+    """Within the block, an error that ``write_together`` tagged with the output it was writing
+    (a full disk, a permission refused, a writer's ValueError) ends the command as one line,
+    ``deepresolve COMMAND: error: cannot write PATH: REASON`` (exit code 1), not a traceback.
+    Other exceptions pass unchanged."""
+    try:
+        yield
+    except (OSError, ValueError) as e:
+        path = getattr(e, "deepresolve_output", None)
+        if path is None:
+            raise
+        reason = (e.strerror if isinstance(e, OSError) and e.strerror else str(e)) or type(e).__name__
+        raise SystemExit(f"deepresolve {command}: error: cannot write {path}: "
+                         f"{reason.strip().splitlines()[0]}") from None
+
+
+def replaced_note(replaced):
+    """'' or '; replaced a, b from an earlier run' for a command's final message."""
+    return f"; replaced {', '.join(replaced)} from an earlier run" if replaced else ""
 
 
 def _keep_copy(path):
@@ -165,19 +252,30 @@ def _put_back(out, moved, kept):
         raise OSError(f"could not restore the previous outputs; their copies are kept as {lost}")
 
 
-def output_folder(out, command):
+def output_folder(out, command, names=()):
     """Create the ``--out`` folder before any work starts, so that a path that cannot be written
     ends the command at once with a usage-style error, not with a traceback after the work.
-    Returns it as a Path."""
+    ``names``: the files the command will write there; one that exists as something other than
+    a file (a folder named ``summary.npz``) is refused now too. Every folder this creates
+    (``--out`` and the parents it lacked) is recorded, so that ``main`` removes again the ones a
+    failed run leaves empty. Returns it as a Path."""
     import os
     import tempfile
     from pathlib import Path
 
+    if not str(out).strip():
+        raise SystemExit(f"deepresolve {command}: error: --out is empty; name a folder "
+                         "(--out . for the current one)")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SystemExit(f"deepresolve {command}: error: --out {out} exists and is not a folder")
-    if not out.exists():
-        _created.append(out)  # removed again by main() if the command fails and leaves it empty
+    missing, p = [], out
+    while not p.exists() and p != p.parent:
+        if p.name not in ("", ".", ".."):
+            missing.append(p)
+        p = p.parent
+    # removed again by main(), deepest first, if the command fails and leaves them empty
+    _created.extend(reversed(missing))
     try:
         out.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=out, prefix=".write_test_")
@@ -186,6 +284,11 @@ def output_folder(out, command):
     except OSError as e:
         raise SystemExit(f"deepresolve {command}: error: cannot write to --out {out}: "
                          f"{e.strerror or e}") from None
+    clash = _clashes(out, names)
+    if clash:
+        raise SystemExit(f"deepresolve {command}: error: --out {out} holds {', '.join(clash)} as "
+                         "something other than a file (the command writes a file there): move "
+                         "it away")
     return out
 
 

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 
 from ._io import provenance
-from .cli import (add_threads_argument, int_at_least, output_folder, torch_threads,
-                  write_together)
+from .cli import (_clashes, add_threads_argument, int_at_least, out_path, output_folder,
+                  replaced_note, seed_argument, torch_threads, write_errors, write_together)
 from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
                        SET_TWO_MOTIFS, _motif_free_backgrounds, _plant, one_hot, planted_motif_response, synthetic_set_one,
                        synthetic_set_two)
@@ -614,12 +614,17 @@ def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=20_000, epochs
     """The demo: set I (and optionally set II) end to end, figures and summaries written to ``out``.
 
     ``threads``: torch CPU threads while it runs (0 or None: leave torch's setting); the caller's
-    setting is restored afterwards. Returns a dict {name: path} of the files written.
+    setting is restored afterwards. Returns a dict {name: path} of the files written
+    (``output_names(set_two)``). ``out`` holding one of them as something other than a file (a
+    folder named ``fig2_set1.png``) raises ValueError before any work.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    clash = _clashes(out, output_names(set_two))
+    if clash:   # before the training, not after it (write_together would refuse them there)
+        raise ValueError(f"{out} holds {clash} as something other than a file: move it away")
     with torch_threads(threads):
         return _run_demo(out, set_two, n_sequences, n_random, epochs, seed, verbose)
 
@@ -661,7 +666,7 @@ def _make_and_write(out, set_two, n_sequences, n_random, epochs, seed, verbose, 
         writers[f"model_{tag}.pt"] = partial(_save_state, run.model.state_dict())
         if verbose:
             print(text, flush=True)
-    write_together(out, writers)
+    replaced = write_together(out, writers)
     written = {name: out / name for name in writers}
     if not set_two:   # a set II of an earlier run beside this set I would read as one run
         stale = sorted(p.name for p in out.iterdir() if p.is_file() and p.name in _SET_TWO_FILES)
@@ -670,7 +675,8 @@ def _make_and_write(out, set_two, n_sequences, n_random, epochs, seed, verbose, 
                           f"(this run made set I only): {', '.join(stale)}", UserWarning,
                           stacklevel=4)    # _make_and_write < _run_demo < run_demo < caller
     if verbose:
-        print(f"wrote {len(written)} files to {out} in {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"wrote {len(written)} files to {out} in {time.perf_counter() - t0:.0f} s"
+              + replaced_note(replaced), flush=True)
     return written
 
 
@@ -678,6 +684,13 @@ def _make_and_write(out, set_two, n_sequences, n_random, epochs, seed, verbose, 
 _SET_TWO_FILES = frozenset(f"{name}.{fmt}" for name in ("fig4a_set2_ofiv", "fig4b_set2_similarity")
                            for fmt in ("png", "svg")) | {"summary_set2.txt", "summary_set2.npz",
                                                          "model_set2.pt"}
+
+
+def output_names(set_two=False):
+    """The files a demo run writes in its folder (set I's, and set II's with ``set_two``)."""
+    names = [f"{n}.{fmt}" for n in ("fig2_set1",) for fmt in ("png", "svg")]
+    names += ["summary_set1.txt", "summary_set1.npz", "model_set1.pt"]
+    return names + (sorted(_SET_TWO_FILES) if set_two else [])
 
 
 def _write_text(path, text):
@@ -690,7 +703,9 @@ def _save_state(state, path):
 
 def add_arguments(parser):
     """The demo's command-line options (shared by ``deepresolve demo`` and ``python -m``)."""
-    parser.add_argument("--out", required=True, help="folder for the figures and summaries")
+    parser.add_argument("--out", required=True, type=out_path,
+                        help="folder for the figures and summaries (created if missing; files "
+                             "of an earlier run there are replaced, and the final message says so)")
     parser.add_argument("--set-two", action="store_true", help="also run synthetic set II (Fig. 4)")
     parser.add_argument("--n-sequences", type=int_at_least(100), default=100_000,
                         help="planted sequences (default 100000)")
@@ -698,8 +713,7 @@ def add_arguments(parser):
                         help="random set I sequences (default 20000)")
     parser.add_argument("--epochs", type=int_at_least(1), default=None,
                         help=f"training epochs (default {DEFAULTS['epochs']})")
-    parser.add_argument("--seed", type=int_at_least(0), default=0,
-                        help="data and initialisation seed (default 0)")
+    seed_argument(parser, "data and initialisation seed")
     add_threads_argument(parser, "this small CNN gains little from more, and loses a lot when the "
                                  "cores are shared")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or summary on the terminal")
@@ -707,11 +721,14 @@ def add_arguments(parser):
 
 
 def run_from_args(args):
-    output_folder(args.out, "demo")
+    # before any work: an unwritable --out, or a folder named like an output, fails at once
+    output_folder(args.out, "demo", names=output_names(args.set_two))
     import matplotlib
     matplotlib.use("Agg")  # the command line draws to files only; run_demo keeps a caller's backend
-    run_demo(args.out, set_two=args.set_two, n_sequences=args.n_sequences, n_random=args.n_random,
-             epochs=args.epochs, seed=args.seed, threads=args.threads, verbose=not args.quiet)
+    with write_errors("demo"):   # a full disk: one line naming the file; earlier outputs kept
+        run_demo(args.out, set_two=args.set_two, n_sequences=args.n_sequences,
+                 n_random=args.n_random, epochs=args.epochs, seed=args.seed,
+                 threads=args.threads, verbose=not args.quiet)
     return 0
 
 

@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from ._io import provenance
-from .cli import (add_threads_argument, int_at_least, output_folder, positive_float,
-                  torch_threads, write_together)
+from .cli import (L2_MAX, _bound_text, add_threads_argument, int_at_least, l2_value, out_path,
+                  output_folder, replaced_note, seed_argument, torch_threads, write_errors,
+                  write_together)
 from .optimizer import LayerFeatureOptimizer, _check_positive_int, _resolve_seed, start_draw
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models,
@@ -58,7 +59,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
         per model for that.
     seed: seed of the starts, an int >= 0, or None to draw one from torch's global generator
         (as ``LayerFeatureOptimizer.attribute`` does; it is kept in ``settings["seed"]``).
-        random_state: seed of the GMMs (``summarize``).
+    random_state: seed of the GMMs (``summarize``).
     verbose: progress bar (over groups).
     group_size: models per batched ascent. Every row evaluates the heads of its whole group, so
         smaller groups do less work in total and larger ones fewer steps of Python; the results
@@ -111,7 +112,8 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
         steps.append(opt.diagnostics.steps)
         converged.append(opt.diagnostics.converged)
     steps, converged = np.concatenate(steps), np.concatenate(converged)
-    s = summarize(torch.cat(fims), torch.cat(scores), random_state=random_state)
+    s = summarize(torch.cat(fims), torch.cat(scores), random_state=random_state,
+                  target_names=names)   # its warnings name the models, not positions
     s.settings.update(models=names, l2=float(l2), n_starts=n_starts, seed=seed,
                       layer="fc1 input", group_size=int(group_size),
                       steps_median=float(np.median(steps)), steps_max=int(steps.max()),
@@ -217,6 +219,10 @@ _OUTPUTS = """outputs (in --out, all moved into place together at the end of a r
                known_p, known_rank (empty for models it does not name)"""
 
 
+#: the files ``deepresolve zoo`` writes in --out
+_OUTPUT_NAMES = ("summary.npz", "ofiv.csv", "filters.csv")
+
+
 def add_arguments(parser):
     """``deepresolve zoo`` options."""
     parser.epilog = _OUTPUTS
@@ -225,20 +231,23 @@ def add_arguments(parser):
                         "encode422 folder, with models/ and models.csv inside). With --jaspar, a "
                         "models.csv in FOLDER or beside the models folder (encode422/models.csv "
                         "for encode422/models) names each model's known motif")
-    parser.add_argument("--out", required=True, help="folder for summary.npz, ofiv.csv, filters.csv; "
-                        "not the models folder itself (its summary.npz would be read as a model "
-                        "on the next run): refused")
+    parser.add_argument("--out", required=True, type=out_path,
+                        help="folder for summary.npz, ofiv.csv, filters.csv (created if missing; "
+                        "files of an earlier run there are replaced, and the final message says "
+                        "so); not the models folder itself (its summary.npz would be read as a "
+                        "model on the next run): refused")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--first", type=int_at_least(1), default=None,
                        help="only the first N models (sorted)")
     which.add_argument("--models", nargs="+", default=None, help="only these model names")
     parser.add_argument("--starts", type=int_at_least(1), default=10,
                         help="random starts per model (default 10)")
-    parser.add_argument("--l2", type=positive_float, default=2.8,
-                        help="lambda (default 2.8, the authors'); one lambda for the whole zoo, "
-                             "so the per-model heuristic l2='auto' is not offered here")
-    parser.add_argument("--seed", type=int_at_least(0), default=0,
-                        help="seed of the starts (default 0)")
+    parser.add_argument("--l2", type=l2_value, default=2.8,
+                        help=f"lambda, a number in (0, {_bound_text(L2_MAX)}] (default 2.8, the "
+                             "authors'; larger values overflow the float32 regulariser); one lambda "
+                             "for the whole zoo, so the per-model heuristic l2='auto' is not "
+                             "offered here")
+    seed_argument(parser, "seed of the starts")
     parser.add_argument("--jaspar", default=None, metavar="RELEASE",
                         help="match each model's top filters against this JASPAR CORE vertebrates "
                              "release (e.g. JASPAR2016; the first call compiles TOMTOM, ~1 min). "
@@ -324,13 +333,17 @@ def _run(args):
         raise SystemExit(f"deepresolve zoo: error: --starts {args.starts} for {len(zoo)} models "
                          f"of {K} filters needs about {need / 2**30:,.0f} GiB, more than this "
                          f"machine's {ram / 2**30:,.0f} GiB: use fewer starts or models")
-    out = output_folder(out, "zoo")  # before the ascent: an unwritable --out fails at once
+    # before the ascent: an unwritable --out, or a folder named like an output, fails at once
+    out = output_folder(out, "zoo", names=_OUTPUT_NAMES)
     say(f"{len(zoo)} models loaded")
     try:
         s = summarize_zoo(zoo, n_starts=args.starts, l2=args.l2, seed=args.seed,
                           verbose=not args.quiet)
-    except ValueError as e:  # e.g. non-finite scores at a tiny --l2
-        raise SystemExit(f"deepresolve zoo: error: {e}") from None
+    except (ValueError, RuntimeError) as e:  # non-finite scores at a tiny --l2, torch's overflows
+        raise SystemExit(f"deepresolve zoo: error: {str(e) or type(e).__name__}") from None
+    # the versions and threads the numbers came from, now: TOMTOM (numba's OpenMP) may change
+    # torch's thread count, which is not the setting the ascent ran with
+    made_with = provenance()
     say(f"DeepResolve on {len(zoo)} models (T = {args.starts}, l2 = {args.l2:g}): "
         f"{time.perf_counter() - t0:.1f} s")
     ofiv = pd.DataFrame(s.ofiv, index=pd.Index(s.settings["models"], name="model"),
@@ -356,11 +369,13 @@ def _run(args):
     ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top,
                           verbose=not args.quiet and jaspar is not None)
     s.settings.update(top=args.top, jaspar=args.jaspar, models_folder=str(folder.resolve()),
-                      **provenance())
-    write_together(out, {"summary.npz": s.save,
-                          "ofiv.csv": ofiv.to_csv,
-                          "filters.csv": lambda p: ft.to_csv(p, index=False)})
-    say(f"wrote summary.npz, ofiv.csv and filters.csv to {out} in {time.perf_counter() - t0:.1f} s")
+                      **made_with)
+    with write_errors("zoo"):  # a full disk: one line naming the file; earlier outputs kept
+        replaced = write_together(out, {"summary.npz": s.save,
+                                        "ofiv.csv": ofiv.to_csv,
+                                        "filters.csv": lambda p: ft.to_csv(p, index=False)})
+    say(f"wrote summary.npz, ofiv.csv and filters.csv to {out} in {time.perf_counter() - t0:.1f} s"
+        + replaced_note(replaced))
     return 0
 
 

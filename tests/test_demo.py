@@ -162,3 +162,58 @@ def test_a_set_one_demo_names_set_two_files_left_from_an_earlier_run(tmp_path):
     assert [w.filename for w in rec if "earlier run" in str(w.message)] == [__file__]
     assert "summary_set2.txt" not in written
     assert (tmp_path / "summary_set2.txt").read_text() == "earlier run"
+
+
+def test_demo_output_clash_is_refused_before_the_training(tmp_path, monkeypatch, capsys):
+    """A folder named like an output (OUT/fig2_set1.png) was refused only after the whole
+    training (about 40 s at default sizes), with a traceback. Now the command line checks the
+    demo's output names when it prepares --out, and run_demo before it trains."""
+    def no_work(*a, **k):
+        raise AssertionError("trained before refusing its --out")
+
+    monkeypatch.setattr(demo, "run_synthetic", no_work)
+    (tmp_path / "fig2_set1.png").mkdir()
+    with pytest.raises(SystemExit, match=r"^deepresolve demo: error: --out .* holds fig2_set1.png "
+                                         r"as something other than a file"):
+        cli.main(["demo", "--out", str(tmp_path), "--quiet"])
+    with pytest.raises(ValueError, match=r"holds \['fig2_set1.png'\] as something other"):
+        demo.run_demo(tmp_path, verbose=False)
+    (tmp_path / "fig2_set1.png").rmdir()
+    (tmp_path / "model_set2.pt").mkdir()          # a set II name counts only with --set-two
+    with pytest.raises(SystemExit, match="holds model_set2.pt"):
+        cli.main(["demo", "--out", str(tmp_path), "--quiet", "--set-two"])
+    with pytest.raises(AssertionError, match="trained"):
+        cli.main(["demo", "--out", str(tmp_path), "--quiet"])
+
+
+def test_cli_demo_write_failure_is_one_line_and_says_what_it_replaced(tmp_path, monkeypatch,
+                                                                       capsys):
+    """A write failure (a full disk) ended in a traceback; a run over an earlier one replaced
+    its files without a word. Now: 'deepresolve demo: error: cannot write OUT/NAME: REASON'
+    with the previous files intact, and the final message names the files it replaced."""
+    import errno
+    import os
+
+    (tmp_path / "summary_set1.txt").write_text("previous run")
+    (tmp_path / "fig2_set1.png").write_bytes(b"previous run")
+    real = EnsembleSummary.save
+
+    def disk_full(self, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(EnsembleSummary, "save", disk_full)
+    args = ["demo", "--out", str(tmp_path), "--n-sequences", "300", "--n-random", "50",
+            "--epochs", "1"]
+    with pytest.raises(SystemExit) as e:
+        cli.main(args + ["--quiet"])
+    assert e.value.code == (f"deepresolve demo: error: cannot write {tmp_path / 'summary_set1.npz'}: "
+                            "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig2_set1.png", "summary_set1.txt"]
+    assert (tmp_path / "summary_set1.txt").read_text() == "previous run"
+    monkeypatch.setattr(EnsembleSummary, "save", real)
+    capsys.readouterr()
+    assert cli.main(args) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith(f"wrote 5 files to {tmp_path}")
+    assert last.endswith("; replaced fig2_set1.png, summary_set1.txt from an earlier run")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(demo.output_names())

@@ -439,3 +439,247 @@ def test_a_rollback_that_fails_keeps_the_previous_file(tmp_path, monkeypatch):
     kept = [p for p in tmp_path.iterdir() if ".previous-" in p.name]
     assert len(kept) == 1 and kept[0].read_text() == "old"    # a's previous file is not lost
     assert (tmp_path / "b.txt").read_text() == "old"
+
+
+# ------------------------------------------------------------------ review 12 (r3): the command line
+def _no_work(*a, **k):
+    raise AssertionError("the command did work before refusing its --out")
+
+
+def test_cli_zoo_output_clash_is_refused_before_any_work(tmp_path, monkeypatch):
+    """A folder named like an output (OUT/summary.npz) was refused only by write_together,
+    after the whole ascent (and TOMTOM), with a traceback. Now output_folder checks the
+    command's output names when it prepares --out."""
+    import subprocess
+    import sys
+
+    from deepresolve_captum import zoo_summary
+
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA", "tfB"])
+    out = tmp_path / "out"
+    (out / "filters.csv").mkdir(parents=True)
+    (out / "ofiv.csv").write_text("an earlier run")
+    monkeypatch.setattr(zoo_summary, "summarize_zoo", _no_work)
+    with pytest.raises(SystemExit, match=r"^deepresolve zoo: error: --out .*out holds filters.csv "
+                                         r"as something other than a file"):
+        cli.main(["zoo", str(data), "--out", str(out), "--quiet"])
+    assert (out / "filters.csv").is_dir() and (out / "ofiv.csv").read_text() == "an earlier run"
+    # as a user sees it: one line, exit code 1
+    r = subprocess.run([sys.executable, "-m", "deepresolve_captum.cli", "zoo", str(data), "--out",
+                        str(out), "--quiet"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("deepresolve zoo: error: --out")
+
+
+@pytest.mark.parametrize("fail", ["disk full", "writer ValueError", "move refused"])
+def test_cli_zoo_write_failure_is_one_line_and_keeps_the_previous_outputs(tmp_path, capsys,
+                                                                          monkeypatch, fail):
+    """A full disk while writing ended in three chained OSError tracebacks; a writer's
+    ValueError in one. Now: 'deepresolve zoo: error: cannot write OUT/NAME: REASON', and the
+    previous run's files stay as they were, with no partial files."""
+    import errno
+    import os
+
+    from deepresolve_captum.summary import EnsembleSummary
+
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA", "tfB"])
+    out = tmp_path / "out"
+    assert cli.main(["zoo", str(data), "--out", str(out), "--starts", "2", "--quiet"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    if fail == "disk full":
+        def save(self, path):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+        monkeypatch.setattr(EnsembleSummary, "save", save)
+        name, reason = "summary.npz", "No space left on device"
+    elif fail == "writer ValueError":
+        real = pd.DataFrame.to_csv
+
+        def to_csv(self, path, *a, **k):
+            if str(path).endswith("filters.csv.partial.csv"):
+                raise ValueError("a writer's complaint\nsecond line")
+            return real(self, path, *a, **k)
+        monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
+        name, reason = "filters.csv", "a writer's complaint"
+    else:
+        real = os.replace
+
+        def replace(src, dst):
+            if str(src).endswith("ofiv.csv.partial.csv"):
+                raise PermissionError(errno.EACCES, "Permission denied", str(src))
+            real(src, dst)
+        monkeypatch.setattr(os, "replace", replace)
+        name, reason = "ofiv.csv", "Permission denied"
+    with pytest.raises(SystemExit) as e:
+        cli.main(["zoo", str(data), "--out", str(out), "--starts", "2", "--seed", "1", "--quiet"])
+    assert str(e.value.code) == f"deepresolve zoo: error: cannot write {out / name}: {reason}"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_cli_out_seed_and_l2_out_of_range_are_usage_errors(tmp_path, capsys):
+    """--out "" (an unset shell variable) wrote into the current folder; --l2 4e38 or 1e300
+    and --seed 2**64 passed the parser and crashed with a traceback (the l2 one after the
+    loading, the seed one after the data were generated). Now all are argparse errors, before
+    anything is made; the bounds are in --help."""
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA"])
+    out = tmp_path / "never"
+    for cmd, bad, message in (
+            ("zoo", ["--out", ""], "argument --out: must name a folder, got an empty string"),
+            ("zoo", ["--out", " "], "argument --out: must name a folder"),
+            ("zoo", ["--out", str(out), "--l2", "4e38"], "argument --l2: must be <= 1e30"),
+            ("zoo", ["--out", str(out), "--l2", "1e300"], "argument --l2: must be <= 1e30"),
+            ("zoo", ["--out", str(out), "--seed", str(2**63)], "argument --seed: must be < 2**63"),
+            ("demo", ["--out", ""], "argument --out: must name a folder"),
+            ("demo", ["--out", str(out), "--seed", str(2**64)], "argument --seed: must be < 2**63")):
+        with pytest.raises(SystemExit) as e:
+            cli.main([cmd] + ([str(data)] if cmd == "zoo" else []) + bad)
+        assert e.value.code == 2, bad
+        assert message in capsys.readouterr().err, bad
+    assert not out.exists()
+    with pytest.raises(SystemExit, match="--out is empty"):   # the library path too
+        cli.output_folder("", "zoo")
+    with pytest.raises(SystemExit):
+        cli.main(["zoo", "--help"])
+    help_ = " ".join(capsys.readouterr().out.split())
+    assert "(0, 1e30]" in help_ and "[0, 2**63)" in help_
+    # the largest values the parser takes do run
+    assert cli.main(["zoo", str(data), "--out", str(out), "--starts", "2", "--l2", "1e30",
+                     "--seed", str(2**63 - 1), "--quiet"]) == 0
+
+
+def test_cli_zoo_runtime_error_of_the_ascent_is_one_line(tmp_path, monkeypatch):
+    """torch's 'value cannot be converted to type float without overflow' (a RuntimeError)
+    escaped _run, which caught only ValueError."""
+    from deepresolve_captum import zoo_summary
+
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA"])
+
+    def overflow(*a, **k):
+        raise RuntimeError("value cannot be converted to type float without overflow")
+
+    monkeypatch.setattr(zoo_summary, "summarize_zoo", overflow)
+    with pytest.raises(SystemExit) as e:
+        cli.main(["zoo", str(data), "--out", str(tmp_path / "o" / "p"), "--quiet"])
+    assert e.value.code == ("deepresolve zoo: error: value cannot be converted to type float "
+                            "without overflow")
+    assert not (tmp_path / "o").exists()   # the folders this run made are gone again
+
+
+def test_cli_zoo_records_the_threads_of_the_ascent_not_those_after_tomtom(tmp_path, monkeypatch):
+    """With --jaspar, TOMTOM (numba's OpenMP) reset torch's thread count, and provenance(),
+    read after it, recorded 2 threads for an ascent run with --threads 1."""
+    import torch
+
+    from deepresolve_captum import zoo_summary
+    from deepresolve_captum.summary import EnsembleSummary
+
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA", "tfB"])
+    real = zoo_summary.zoo_filter_table
+
+    def table_that_changes_threads(*a, **k):
+        torch.set_num_threads(2)
+        return real(*a, **k)
+
+    monkeypatch.setattr(zoo_summary, "zoo_filter_table", table_that_changes_threads)
+    before = torch.get_num_threads()
+    try:
+        assert cli.main(["zoo", str(data), "--out", str(tmp_path / "out"), "--starts", "2",
+                         "--threads", "1", "--quiet"]) == 0
+    finally:
+        torch.set_num_threads(before)
+    assert EnsembleSummary.load(tmp_path / "out" / "summary.npz").settings["threads"] == 1
+
+
+def test_summarize_zoo_warnings_name_the_models(monkeypatch):
+    """'target(s) [220, 261] (positions in fims)' meant nothing to a command-line user:
+    summarize_zoo passes the model names to summarize."""
+    import warnings
+
+    from deepresolve_captum import zoo_summary
+
+    real, seen = zoo_summary.summarize, []
+
+    def summarize(fims, scores, **k):
+        seen.append(k.get("target_names"))
+        scores = scores.clone()
+        scores[1] = torch.tensor([1.0, -1.0])    # model m1: one start weighted
+        return real(fims, scores, **k)
+
+    monkeypatch.setattr(zoo_summary, "summarize", summarize)
+    zoo = random_zoo(3)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        zoo_summary.summarize_zoo(zoo, n_starts=2)
+    assert seen == [["m0", "m1", "m2"]]
+    msgs = [str(w.message) for w in rec if "one start with a non-zero weight" in str(w.message)]
+    assert len(msgs) == 1 and msgs[0].startswith("target(s) ['m1'] have one start")
+
+
+def test_a_flat_models_folder_keeps_its_models_after_out_folder_models(tmp_path, capsys):
+    """For a flat folder of models, --out FOLDER/models was accepted and the next run took
+    that output folder for the models folder (and refused its summary.npz). Now a models/
+    subfolder is the models folder only when it holds model files."""
+    from deepresolve_captum.summary import EnsembleSummary
+    from deepresolve_captum.zoo import encode_models_folder
+
+    flat = tmp_path / "flat"
+    write_npz_models(flat, ["tfA", "tfB"])
+    assert cli.main(["zoo", str(flat), "--out", str(flat / "models"), "--starts", "2",
+                     "--quiet"]) == 0
+    assert encode_models_folder(flat) == flat
+    assert cli.main(["zoo", str(flat), "--out", str(tmp_path / "again"), "--starts", "2",
+                     "--quiet"]) == 0
+    assert EnsembleSummary.load(tmp_path / "again" / "summary.npz").settings["models"] == \
+        ["tfA", "tfB"]
+    empty = tmp_path / "e"
+    (empty / "models").mkdir(parents=True)
+    assert encode_models_folder(empty) == empty                    # an empty models/ too
+    (empty / "models" / "x.npz").write_text("not a zip")           # a broken model file counts:
+    assert encode_models_folder(empty) == empty / "models"         # loading it names the problem
+    write_npz_models(flat / "models", ["tfC"])                     # a real models/ wins
+    assert encode_models_folder(flat) == flat / "models"
+
+
+def test_cli_says_which_outputs_of_an_earlier_run_it_replaced(tmp_path, capsys):
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA", "tfB"])
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "ofiv.csv").write_text("an earlier run")
+    (out / "notes.txt").write_text("the user's")
+    assert cli.main(["zoo", str(data), "--out", str(out), "--starts", "2"]) == 0
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("wrote summary.npz, ofiv.csv and filters.csv to")
+    assert last.endswith("; replaced ofiv.csv from an earlier run")
+    assert cli.main(["zoo", str(data), "--out", str(out), "--starts", "2"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "; replaced summary.npz, ofiv.csv, filters.csv from an earlier run")
+    assert (out / "notes.txt").read_text() == "the user's"
+    fresh = tmp_path / "fresh"
+    assert cli.main(["zoo", str(data), "--out", str(fresh), "--starts", "2"]) == 0
+    assert "replaced" not in capsys.readouterr().err
+
+
+def test_a_failed_run_removes_every_folder_it_created(tmp_path, capsys):
+    """Only the --out leaf was recorded: --out par/a/b of a failed run left par/a behind."""
+    data = tmp_path / "encode"
+    write_npz_models(data / "models", ["tfA"])
+    (tmp_path / "kept").mkdir()
+    for out in (tmp_path / "par" / "a" / "b", tmp_path / "kept" / "x" / "y"):
+        with pytest.raises(SystemExit, match="non-finite class score"):
+            cli.main(["zoo", str(data), "--out", str(out), "--starts", "2", "--l2", "1e-30",
+                      "--quiet"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["encode", "kept"]
+    assert list((tmp_path / "kept").iterdir()) == []      # there before: left alone
+    out = tmp_path / "par" / "a" / "b"                     # one that is not empty stays
+    out.mkdir(parents=True)
+    (tmp_path / "par" / "mine.txt").write_text("x")
+    with pytest.raises(SystemExit):
+        cli.main(["zoo", str(data), "--out", str(out / "c" / ".." / "d"), "--l2", "1e-30",
+                  "--quiet"])
+    assert sorted(p.name for p in (tmp_path / "par").iterdir()) == ["a", "mine.txt"]
+    assert list(out.iterdir()) == []
