@@ -370,7 +370,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 per output) would be sliced too: bind it into ``forward_func`` instead
                 (``functools.partial`` or a module attribute), or pass a different N.
             n_starts (int): random starts T per target, drawn from N(0, init_scale^2).
-            l2 (float or "auto"): lambda > 0. ``"auto"`` is the paper's heuristic: lambda such
+            l2 (float or "auto"): lambda > 0, with 2 * lambda and the step 1 / (2 * lambda)
+                finite in the layer's dtype. ``"auto"`` is the paper's heuristic: lambda such
                 that the median FIM norm is comparable to the norm of the mean feature map of
                 ``inputs`` at the layer (the norm of the mean, not the mean of the norms). Two
                 fixed-point probe ascents on up to 16 targets x 4 starts, spread over the sorted
@@ -462,6 +463,17 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 layer's, e.g. a bf16 body returning float32 logits).
             Per-start diagnostics (steps, objective, convergence, l2) are in
             ``self.diagnostics`` (:class:`AscentDiagnostics`).
+
+        Raises:
+            ValueError: among others, for a layer whose value is not (N, K, ...) (not batch
+                first, or one number per example), an l2 (or lr) the layer's dtype cannot
+                hold, or a non-finite objective during the ascent (the message says whether
+                the class score or the penalty l2 * ||H||^2 overflowed).
+            TypeError: e.g. a layer whose value is not one tensor, or whose input is passed
+                by keyword, with ``attribute_to_layer_input=True``.
+            Exception: an error raised by the model's first forward keeps its type (e.g.
+                NotImplementedError, torch.OutOfMemoryError) and gets a hint about ``inputs``
+                in its message (or as a note).
         """
         t0 = time.perf_counter()
         self.diagnostics = None  # never the previous call's, also when this one raises
@@ -543,6 +555,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                     "that model is in train mode, its Dropout stays on and its BatchNorm running "
                     "statistics are updated. Pass the model that holds the layer, or call "
                     "model.eval() first.", stacklevel=3)
+            l2 = _check_l2(l2, run.dtype, lr)     # now that the layer's dtype is known
             targets = _parse_targets(target, run.output_shape)
             run.warn_if_bypassed(targets)
             if init is not None:
@@ -563,6 +576,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             if isinstance(l2, str):
                 l2, l2_auto = self._auto_l2(run, targets, init_scale, seed, max_steps,
                                             tol, patience, chunk_size, verbose)
+                _check_l2(l2, run.dtype, lr, name="the l2 that l2='auto' chose")
                 if self._l2_only:           # choose_l2: the finally below restores the model
                     return l2, l2_auto
             else:
@@ -809,15 +823,30 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
                 "(or detached there). Choose a layer the output is differentiable through.")
     h = h.detach()
     score = score.detach().to(h.device)   # the output's dtype, beside the rows' other state
-    obj = score - l2 * h.flatten(1).square().sum(1)
+    penalty = l2 * h.flatten(1).square().sum(1)
+    obj = score - penalty
     grad = torch.add(grad, h, alpha=-2.0 * l2)  # the regulariser's gradient, analytically
     if not bool(torch.isfinite(obj).all()):
         bad = int((~torch.isfinite(obj)).nonzero()[0, 0])
         r = int(rows[bad]) + offset
+        where = f"target {targets[r // n_starts]}, start {r % n_starts}"
+        if not bool(torch.isfinite(score[bad])):
+            raise ValueError(
+                f"non-finite class score during the ascent ({where}): the model's output is "
+                "not finite at this H. l2 may be too small for the scores to stay finite (H "
+                "grows as l2 shrinks), or too large for the layer's dtype; try another l2 or "
+                "a smaller init_scale, or check the model for overflow.")
+        if not bool(torch.isfinite(penalty[bad])):
+            raise ValueError(
+                f"non-finite objective during the ascent ({where}): the class score is "
+                f"finite, but the penalty l2 * ||H||^2 overflows the layer's dtype {h.dtype} "
+                f"(l2 = {l2:g}): l2 is too large for this dtype at this scale of H. Use a "
+                "smaller l2 (or init_scale).")
         raise ValueError(
-            f"non-finite class score during the ascent (target {targets[r // n_starts]}, "
-            f"start {r % n_starts}): the model's output is not finite at this H. Use larger "
-            "l2, a smaller init_scale, or check the model for overflow.")
+            f"non-finite objective during the ascent ({where}): the class score and the "
+            f"penalty l2 * ||H||^2 are finite, but their difference overflows {obj.dtype} "
+            f"(l2 = {l2:g}). l2 may be too small for the scores to stay finite, or too large "
+            "for the layer's dtype; try another l2 or a smaller init_scale.")
     return obj, score, grad
 
 
@@ -1374,13 +1403,37 @@ def _warn(message, category=UserWarning, stacklevel=1):
     warnings.warn(message, category, stacklevel=stacklevel + 1 + _WARN_DEPTH.get())
 
 
-def _check_l2(l2):
-    """``"auto"`` as given, else lambda as a float > 0 (a bool is no lambda)."""
+def _check_l2(l2, dtype=None, lr=None, name="l2"):
+    """``"auto"`` as given, else lambda as a float > 0 (a bool is no lambda).
+
+    With ``dtype`` (the layer's, known after the probe) also that the ascent can use lambda in
+    that dtype: the regulariser's gradient -2 * l2 * H needs 2 * l2, and the step (``lr``, by
+    default 1 / (2 * l2)) needs to be finite there. Raises ValueError otherwise (torch would
+    fail with "value cannot be converted to type float without overflow")."""
     if isinstance(l2, str):
         if l2 != "auto":
             raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
-        return l2
-    return _check_positive_float(l2, "l2")
+        value = None
+    else:
+        value = _check_positive_float(l2, "l2")
+    if dtype is not None:
+        big = torch.finfo(dtype).max
+        if value is not None and 2.0 * value > big:
+            raise ValueError(
+                f"{name} = {value:g} is too large for the layer's dtype {dtype}: the ascent "
+                f"needs 2 * l2 below {big:.4g}, the largest {dtype} value. Use a smaller l2: "
+                "lambda is on the scale of the class scores over ||H||^2 (l2='auto' chooses "
+                "one).")
+        step = float(lr) if lr is not None else (0.5 / value if value is not None else None)
+        if step is not None and step > big:
+            if lr is not None:
+                raise ValueError(f"lr = {step:g} is too large for the layer's dtype {dtype} "
+                                 f"(largest value {big:.4g}): use a smaller lr")
+            raise ValueError(
+                f"{name} = {value:g} is too small for the layer's dtype {dtype}: the step "
+                f"1 / (2 * l2) = {step:.4g} exceeds its largest value {big:.4g}. Use a larger "
+                f"l2, or pass lr (a step size below {big:.4g}).")
+    return l2 if value is None else value
 
 
 def _check_positive_float(x, name, allow_zero=False):

@@ -1403,3 +1403,40 @@ def test_choose_l2_leaves_the_last_attribute_calls_diagnostics():
     with pytest.raises(ValueError, match="outside"):              # a failed call too
         opt.choose_l2(x, target=[7], seed=0)
     assert opt.diagnostics is before and opt.l2_auto is None
+
+
+@pytest.mark.parametrize("dtype, kw, match", [
+    (torch.float32, dict(l2=4e38), r"l2 = 4e\+38 is too large for the layer's dtype torch.float32"),
+    (torch.float32, dict(l2=1e300), r"l2 = 1e\+300 is too large for the layer's dtype"),
+    (torch.float32, dict(l2=1e-300), r"l2 = 1e-300 is too small for the layer's dtype"),
+    (torch.float16, dict(l2=1e5), r"l2 = 100000 is too large for the layer's dtype torch.float16"),
+    (torch.float16, dict(l2=1.0, lr=1e6), r"lr = 1e\+06 is too large for the layer's dtype"),
+], ids=["f32_4e38", "f32_1e300", "f32_1e-300", "f16_1e5", "f16_lr"])
+def test_an_l2_the_layers_dtype_cannot_hold_is_refused(dtype, kw, match):
+    """torch failed with 'value cannot be converted to type float without overflow'."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(60, 2)).to(dtype)
+    snap = snapshot(m)
+    with pytest.raises(ValueError, match=match):
+        LayerFeatureOptimizer(m, m[1]).attribute(torch.randn(4, 4, 12, dtype=dtype), target=0,
+                                                 n_starts=2, seed=0, **kw)
+    assert_unchanged(m, snap)
+
+
+def test_non_finite_messages_do_not_advise_a_larger_l2_when_it_is_too_large():
+    """l2 = 1e38 fits float32, but its penalty l2 ||H||^2 overflows: that is named, and a
+    non-finite score no longer claims which way l2 is off."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(60, 2)).eval()
+    with pytest.raises(ValueError, match=r"penalty l2 \* \|\|H\|\|\^2 overflows the layer's "
+                                         r"dtype torch.float32.*too large") as info:
+        LayerFeatureOptimizer(m, m[1]).attribute(torch.randn(4, 4, 12), target=0, n_starts=2,
+                                                 l2=1e38, seed=0)
+    assert "larger l2" not in str(info.value)
+    e = Exploding()
+    with pytest.raises(ValueError, match="non-finite class score") as info:
+        LayerFeatureOptimizer(e, e.lin).attribute(torch.randn(2, 3), target=0, l2=1.0,
+                                                  init_scale=10.0, seed=0,
+                                                  attribute_to_layer_input=True)
+    assert "too small" in str(info.value) and "too large" in str(info.value)
+    assert "Use larger l2" not in str(info.value)
