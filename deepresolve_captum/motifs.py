@@ -404,7 +404,8 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
     query_names: optional list of n labels (default 0..n-1).
     n_nearest: keep only the n best targets per query (None: every target).
     reverse_complement: also align the reverse-complemented query.
-    n_jobs: numba threads (default 1; -1 for all).
+    n_jobs: numba threads (default 1; -1 for all). torch's thread count is left as it was
+        found (memelite's numba kernels would reset the process's OpenMP threads).
     kwargs: passed to ``memelite.tomtom`` (``n_score_bins`` ...).
 
     Returns
@@ -447,8 +448,16 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
                       UserWarning, stacklevel=stacklevel)
     if n_nearest is not None and n_nearest < 1:
         raise ValueError("n_nearest must be >= 1 or None")
-    out = _tomtom(Q, T, n_nearest=n_nearest, reverse_complement=reverse_complement,
-                  n_jobs=n_jobs, **kwargs)
+    # memelite ends by resetting numba's thread count, which under numba's OpenMP layer sets
+    # the process's OpenMP threads, torch's included (torch.set_num_threads(1) came back as 2):
+    # torch's count is restored, float32 sums depend on it
+    torch_threads = torch.get_num_threads()
+    try:
+        out = _tomtom(Q, T, n_nearest=n_nearest, reverse_complement=reverse_complement,
+                      n_jobs=n_jobs, **kwargs)
+    finally:
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
     p, score, offset, overlap, strand = out[:5]
     nq, nt = p.shape
     if n_nearest is None:

@@ -227,6 +227,37 @@ def test_tomtom_nearest_and_plain_targets(jaspar):
         M.tomtom([q], [2 * q])
 
 
+def test_tomtom_leaves_torch_thread_count_as_found():
+    # memelite resets numba's thread count at its end; under numba's OpenMP layer that set the
+    # process's OpenMP threads, so torch.set_num_threads(1) came back as 2 (as many as cores)
+    # after tomtom. A fresh process: the reset shows on the first numba call of a process.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent("""
+        import warnings, torch
+        warnings.simplefilter("ignore")
+        torch.set_num_threads(1)
+        import numpy as np
+        from deepresolve_captum import motifs as M
+        rng = np.random.default_rng(0)
+        T = [M._normalise_columns(rng.random((4, 8))) for _ in range(20)]
+        torch.nn.Conv1d(4, 2, 3)(torch.randn(2, 4, 10))   # torch's thread pool is started
+        assert torch.get_num_threads() == 1
+        M.tomtom(T[:2], T, n_nearest=1)
+        a = torch.get_num_threads()
+        names = [str(i) for i in range(20)]
+        M.known_motif_hits(T[:1], M.MotifSet(T, names, names), "3")
+        print(a, torch.get_num_threads())
+    """)
+    env = dict(os.environ, NUMBA_NUM_THREADS="2")   # numba's count memelite restores
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["1", "1"], r.stdout
+
+
 def test_known_motif_hits(jaspar):
     ctcf = jaspar.pwms[jaspar.index("CTCF")]
     rng = np.random.default_rng(0)
