@@ -14,8 +14,9 @@ over positions.
   (sequence, reference) pairs and warns when the attributions do not add up (functional
   nonlinearities, max-pooling after the layer); :func:`deeplift_delta` checks any set.
 - :func:`deepmotif` / :func:`deepmotif_pwms` -- enhanced DeepMotif: gradient ascent in input
-  space from several random starts; the most informative window of the top-scoring generated
-  sequences becomes a probability matrix.
+  space from several random starts; a window of each top-scoring generated sequence, chosen by
+  ``window`` (default: the one holding the most positive input mass), becomes a probability
+  matrix.
 
 Positive sequences come from the model itself (:func:`model_positives`): the top-scoring of
 many random sequences, never a known motif.
@@ -388,9 +389,23 @@ def layer_channel_scores(model, layer, X, method, target=0, attribute_to_layer_i
                          random_state=None, **kwargs):
     """One call for any baseline: ``method`` in {"saliency", "grad_x_input", "deeplift"}.
 
-    ``target``: an int, a tuple index or a one-element list holding either (see the module
-    doc), checked before any work. Returns the (C,) per-channel scores (higher = more important
-    for the target).
+    Parameters
+    ----------
+    model, layer, X: as :func:`layer_saliency`.
+    method: ``"saliency"`` (:func:`layer_saliency`), ``"grad_x_input"``
+        (:func:`layer_grad_x_input`) or ``"deeplift"`` (:func:`layer_deeplift`).
+    target: an int, a tuple index or a one-element list holding either (see the module doc),
+        checked before any work.
+    attribute_to_layer_input: score the channels of the layer's input instead of its output.
+    random_state: seed of DeepLIFT's dinucleotide-shuffled references (unused by the gradient
+        methods).
+    kwargs: passed to the method's function (``batch_size``, ``reduce``; for deeplift also
+        ``n_shuffles``, ``references``, ``check_completeness``).
+
+    Returns
+    -------
+    float32 tensor (C,), the per-channel scores (higher = more important for the target);
+    (N, *layer_shape) with ``reduce=False``.
     """
     fns = {"saliency": layer_saliency, "grad_x_input": layer_grad_x_input,
            "deeplift": layer_deeplift}
@@ -446,19 +461,21 @@ def deepmotif(model, n_starts=20, seq_len=101, target=0, l2=0.01, lr=0.1, n_step
 def deepmotif_pwms(model, width=25, n_top=5, n_starts=20, window="mass", random_state=None,
                    **kwargs):
     """Enhanced DeepMotif's candidate motifs: for each of the ``n_top`` best generated inputs,
-    the most informative ``width``-bp window, negatives clipped and columns normalised.
+    the ``width``-bp window chosen by ``window`` (default: the most positive input mass),
+    negatives clipped and columns normalised.
 
     Parameters
     ----------
     model: as :func:`deepmotif`. width: window in bases (the filter length, 25 in Table 1).
     n_top: generated sequences kept (ranked by class score). n_starts, random_state, kwargs:
         passed to :func:`deepmotif`.
-    window: how "most informative" is measured: ``"mass"`` (default) the window holding the most
+    window: how the window is chosen: ``"mass"`` (default) the window holding the most
         positive input (what the ascent wrote; columns the model ignores decay towards 0 under
         the L2 penalty, and normalising them would fake information); ``"contrast"`` the window
         with the largest sum of max_b X - mean_b X per column (blind to columns raised on all
         four bases alike, which lower a negative filter's activation); ``"ic"`` the window of
-        highest information content of the clipped, normalised columns. On 46 of the ENCODE
+        highest information content of the clipped, normalised columns (the most informative
+        window). On 46 of the ENCODE
         models (every 6th), known motif hit by the top-1 / top-5 matrices at p < 0.05: mass
         38 / 44, contrast 25 / 42, ic 13 / 30.
 

@@ -163,7 +163,18 @@ def first_layer_conv(model, layer, X1, attribute_to_layer_input=False):
     it has as many filters as the layer has channels (conv -> ReLU -> pool keeps them), and no
     other module with parameters runs on the way except a BatchNorm with positive scales (a
     monotone rescaling per channel; a negative scale flips which windows a channel prefers, and
-    other parametrised modules can mix or reorder what the filter sees)."""
+    other parametrised modules can mix or reorder what the filter sees).
+
+    Parameters
+    ----------
+    model, layer: the network and a submodule of it.
+    X1: one-hot (1, 4, L) sequence (any length the model takes), run once, in eval mode and
+        without gradients, to see which modules run on the way to the layer.
+    attribute_to_layer_input: the channels are those of the layer's input, not its output.
+
+    Returns
+    -------
+    the ``nn.Conv1d``, or None."""
     ran = []
     hs = [m.register_forward_hook(lambda m, i, o: ran.append(m))
           for m in model.modules() if not list(m.children())]

@@ -322,7 +322,8 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         sequences (forward strand).
     context: motifs (str or matrices) planted into every condition, e.g. the AND partner.
     n_backgrounds: number of backgrounds (each used in all four conditions).
-    seq_len: length of random backgrounds when ``X`` is None.
+    seq_len: length of random backgrounds when ``X`` is None (default None: then ``X`` is
+        required; one of the two must be given, else ValueError). Ignored when ``X`` is given.
     target: the one output to read: an int, the flat index into one sequence's output (its
         column for (N, n_outputs) logits), a tuple with one index per output axis (e.g.
         (track, position) for (N, C, L) profiles), or a one-element list holding either

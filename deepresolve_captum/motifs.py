@@ -161,8 +161,9 @@ def window_pwms(X, activations, width, offset=0, n_top=500, min_fraction=0.0, ps
     window of each, ``X[n, :, p * stride + offset : p * stride + offset + width]``, is summed and
     normalised. Windows that run off the sequence are skipped. Works for any channel whose
     receptive field is a contiguous window: first-layer filters (``width`` = filter length,
-    ``offset`` = -padding, ``stride`` 1) or deeper channels: pass the ``length``, ``offset`` and
-    ``stride`` of ``channel_motifs.receptive_field`` (after a max-pool of 4, stride is 4).
+    ``offset`` = -padding, ``stride`` 1) or deeper channels: with ``rf =
+    channel_motifs.receptive_field(...)``, pass ``width=rf["length"]``, ``offset=rf["offset"]``
+    and ``stride=rf["stride"]`` (after a max-pool of 4, stride is 4).
 
     Parameters
     ----------
