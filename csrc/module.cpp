@@ -120,7 +120,7 @@ PYBIND11_MODULE(_C, m) {
           py::arg("value"), py::arg("omp_list") = false,
           "How a thread-count variable is read: its value, or -1 when it is ignored");
     m.def("set_num_threads", &dr::set_num_threads, py::arg("n"),
-          "Set the worker threads per call (n <= 0: DEEPRESOLVE_NUM_THREADS, OMP_NUM_THREADS or all cores)");
+          "Set the worker threads per call, at most 4096 (n <= 0: DEEPRESOLVE_NUM_THREADS, OMP_NUM_THREADS or the CPUs this process may use)");
 #ifdef DR_WITH_CUDA
     m.attr("has_cuda") = true;
     m.def("cuda_device_count", []() { return dr_cuda_device_count(); },

@@ -12,6 +12,8 @@
 #include <memory>
 #include <mutex>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <pthread.h>
 #ifdef __linux__
 #include <sched.h>
@@ -24,15 +26,20 @@
 
 namespace dr {
 
+// The most worker threads per call: DEEPRESOLVE_NUM_THREADS / OMP_NUM_THREADS above it are ignored,
+// set_num_threads above it is refused.
+constexpr int kMaxThreads = 4096;
+
 // A positive whole number, blanks around it allowed (OMP_NUM_THREADS may go on with ",inner
 // levels", of which the first is ours); anything else ("2abc", "0", "") is -1 and the variable is
 // skipped. deepresolve_captum._stats warns about a DEEPRESOLVE_NUM_THREADS it cannot read.
 int parse_threads(const char* e, bool omp_list) {
+    static_assert(kMaxThreads == 4096, "the Python warning and the docs say 1 to 4096");
     if (!e) return -1;
     char* end = nullptr;
     errno = 0;
     const long v = std::strtol(e, &end, 10);
-    if (end == e || errno == ERANGE || v <= 0 || v > 4096) return -1;
+    if (end == e || errno == ERANGE || v <= 0 || v > kMaxThreads) return -1;
     while (*end == ' ' || *end == '\t' || *end == '\n') ++end;
     return (*end == '\0' || (omp_list && *end == ',')) ? (int)v : -1;
 }
@@ -70,13 +77,26 @@ int current_cpu() { return -1; }
 void move_off_cpu(int) {}
 #endif
 
+// The CPUs this process may run on (taskset, a container's cpuset), not all online CPUs: two
+// workers on one allowed CPU only time-share it.
+int usable_cpus() {
+#ifdef __linux__
+    cpu_set_t mask;
+    if (sched_getaffinity(0, sizeof mask, &mask) == 0) {
+        const int n = CPU_COUNT(&mask);
+        if (n > 0) return n;
+    }
+#endif
+    const unsigned h = std::thread::hardware_concurrency();
+    return h ? (int)h : 1;
+}
+
 int initial_threads() {
     int n = parse_threads(std::getenv("DEEPRESOLVE_NUM_THREADS"), false);
     if (n > 0) return n;
     n = parse_threads(std::getenv("OMP_NUM_THREADS"), true);
     if (n > 0) return n;
-    const unsigned h = std::thread::hardware_concurrency();
-    return h ? (int)h : 1;
+    return std::min(usable_cpus(), kMaxThreads);
 }
 std::atomic<int> g_threads{initial_threads()};
 
@@ -173,17 +193,18 @@ class Pool {
     bool stop_ = false;
 };
 
-Pool* g_pool = nullptr;
-std::once_flag g_pool_once;
+// Created on first use and leaked on purpose (no teardown-order issues at exit). After fork() the
+// child gets fresh ones (see after_fork_in_child, below the scratch pool).
+std::atomic<Pool*> g_pool{nullptr};
 
 Pool& pool() {
-    std::call_once(g_pool_once, [] {
-        g_pool = new Pool();  // leaked on purpose: no teardown-order issues at exit
-        // A forked child has none of the parent's workers (and maybe a lock held by one):
-        // give it a fresh pool. The old one is leaked, not destroyed.
-        pthread_atfork(nullptr, nullptr, [] { g_pool = new Pool(); });
-    });
-    return *g_pool;
+    Pool* p = g_pool.load(std::memory_order_acquire);
+    if (!p) {
+        Pool* fresh = new Pool();  // no threads yet: deleting a loser costs nothing
+        if (g_pool.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) p = fresh;
+        else delete fresh;
+    }
+    return *p;
 }
 
 // f(begin, end, worker) over [0, n) in chunks of `chunk`.
@@ -209,7 +230,13 @@ void parallel_for(long n, long chunk, F&& f) {
 }  // namespace
 
 int num_threads() { return g_threads.load(); }
-void set_num_threads(int n) { g_threads.store(n > 0 ? n : initial_threads()); }
+void set_num_threads(int n) {
+    // Workers, once started, stay (asleep) for the life of the process: bound them.
+    if (n > kMaxThreads)
+        throw std::invalid_argument("set_num_threads: n must be at most " + std::to_string(kMaxThreads) + ", got " +
+                                    std::to_string(n));
+    g_threads.store(n > 0 ? n : initial_threads());
+}
 
 namespace {
 
@@ -276,10 +303,30 @@ class ScratchPool {
     std::vector<std::pair<void*, size_t>> free_;
 };
 
+std::atomic<ScratchPool*> g_scratch{nullptr};
+
 ScratchPool& scratch() {
-    static ScratchPool pool;
-    return pool;
+    ScratchPool* p = g_scratch.load(std::memory_order_acquire);
+    if (!p) {
+        ScratchPool* fresh = new ScratchPool();  // leaked on purpose, like the Pool
+        if (g_scratch.compare_exchange_strong(p, fresh, std::memory_order_acq_rel)) p = fresh;
+        else delete fresh;
+    }
+    return *p;
 }
+
+// fork() copies one thread into the child, and every mutex as it was: another Python thread in a
+// native call (the GIL is released there) may hold the Pool's or the ScratchPool's lock, and its
+// owner does not exist in the child, so the child's first native call would wait forever
+// (reproduced: 1 fork in ~300 hung in ScratchPool::take). The child starts with fresh pools and
+// leaks the old ones (their buffers stay as copy-on-write pages; nothing in the child refers to
+// them: leases live only inside a native call, and the forking thread was not in one). Registered
+// when the module loads, so a fork before the first threaded call is covered too.
+void after_fork_in_child() {
+    g_pool.store(nullptr, std::memory_order_release);
+    g_scratch.store(nullptr, std::memory_order_release);
+}
+[[maybe_unused]] const int g_atfork_registered = pthread_atfork(nullptr, nullptr, after_fork_in_child);
 
 template <class T>
 KernelInfo<T> kernel_for();

@@ -43,7 +43,8 @@ template <class T>
 int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negative, T* out, long ldo,
                  long block_rows, long* bad_row);
 
-// Worker threads per call: DEEPRESOLVE_NUM_THREADS, else OMP_NUM_THREADS, else all cores.
+// Worker threads per call: DEEPRESOLVE_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process
+// may run on (its affinity mask). set_num_threads(n > 4096) throws std::invalid_argument.
 int parse_threads(const char* value, bool omp_list);  // -1: not a thread count
 int num_threads();
 void set_num_threads(int n);  // n <= 0: back to the default
