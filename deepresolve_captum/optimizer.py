@@ -823,7 +823,8 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
                 "(or detached there). Choose a layer the output is differentiable through.")
     h = h.detach()
     score = score.detach().to(h.device)   # the output's dtype, beside the rows' other state
-    penalty = l2 * h.flatten(1).square().sum(1)
+    sq_norm = h.flatten(1).square().sum(1)
+    penalty = l2 * sq_norm
     obj = score - penalty
     grad = torch.add(grad, h, alpha=-2.0 * l2)  # the regulariser's gradient, analytically
     if not bool(torch.isfinite(obj).all()):
@@ -836,6 +837,12 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
                 "not finite at this H. l2 may be too small for the scores to stay finite (H "
                 "grows as l2 shrinks), or too large for the layer's dtype; try another l2 or "
                 "a smaller init_scale, or check the model for overflow.")
+        if not bool(torch.isfinite(sq_norm[bad])):
+            raise ValueError(
+                f"non-finite objective during the ascent ({where}): the class score is "
+                f"finite, but ||H||^2 overflows the layer's dtype {h.dtype} (l2 = {l2:g}): H "
+                "grew without bound, so l2 is too small to hold it (the ascent's H grows as "
+                "l2 shrinks). Use a larger l2.")
         if not bool(torch.isfinite(penalty[bad])):
             raise ValueError(
                 f"non-finite objective during the ascent ({where}): the class score is "

@@ -1440,3 +1440,14 @@ def test_non_finite_messages_do_not_advise_a_larger_l2_when_it_is_too_large():
                                                   attribute_to_layer_input=True)
     assert "too small" in str(info.value) and "too large" in str(info.value)
     assert "Use larger l2" not in str(info.value)
+
+
+def test_a_tiny_l2_whose_h_overflows_is_called_too_small():
+    """l2 = 1e-30 lets H grow until ||H||^2 overflows float32: the message says l2 is too small
+    (it said 'l2 is too large ... Use a smaller l2', the opposite advice)."""
+    torch.manual_seed(0)
+    m = PaperCNN(n_outputs=2, seq_len=50).eval()
+    x = nn.functional.one_hot(torch.randint(0, 4, (16, 50)), 4).permute(0, 2, 1).float()
+    with pytest.raises(ValueError, match=r"\|\|H\|\|\^2 overflows.*l2 is too small") as info:
+        LayerFeatureOptimizer(m, m.pool).attribute(x, target=0, n_starts=3, l2=1e-30, seed=0)
+    assert "too large" not in str(info.value) and "smaller l2" not in str(info.value)
