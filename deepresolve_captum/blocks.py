@@ -510,10 +510,12 @@ def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
             value, out = run._capture(run.first, run.first_extra)
     finally:
         swap.remove()
+        # as attribute does: train() on the root, then train(mode), in pre-order, on each module
+        # left in another mode, so a module overriding train() (MC dropout) gets its own back
         scope.train(modes[0][1])
         for m, mode in modes:
             if m.training != mode:
-                m.training = mode
+                m.train(mode)
     if value.dim() < 2 or value.shape[0] != 1:
         raise ValueError(f"the value of layer {swap.name} has shape {tuple(value.shape)} for one "
                          "example: H must be (N, K, ...), batch first")
@@ -535,8 +537,11 @@ def _run_block(optimizer, inputs, block_targets, additional_forward_args, n_star
             seed=seed, fiv_only=fiv_only, return_scores=True, verbose=verbose, **kwargs)
     d = optimizer.diagnostics
     values, scores = values.detach().cpu(), scores.detach().cpu()
-    if values.dtype == torch.bfloat16:      # numpy has no bfloat16
-        values, scores = values.float(), scores.float()
+    # numpy has no bfloat16; the scores have the output's dtype, which may differ from the layer's
+    if values.dtype == torch.bfloat16:
+        values = values.float()
+    if scores.dtype == torch.bfloat16:
+        scores = scores.float()
     return dict(values=values.numpy(), scores=scores.numpy(),
                 targets=np.asarray(block_targets, dtype=np.int64),
                 steps=np.asarray(d.steps, dtype=np.int64), objective=np.asarray(d.objective),

@@ -398,3 +398,59 @@ def test_a_run_interrupted_before_run_json_leaves_no_empty_folder(tmp_path, monk
     with pytest.raises(KeyboardInterrupt):
         _run(opt, x, tmp_path / "mine", l2="auto")
     assert (tmp_path / "mine").is_dir()
+
+
+class _Sampling(torch.nn.Module):
+    """MC-dropout style: train() also switches a sampling flag of its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.sampling = False
+
+    def train(self, mode=True):
+        self.sampling = mode
+        return super().train(mode)
+
+    def forward(self, h):
+        return h
+
+
+def test_a_submodule_train_override_in_another_mode_than_the_root_comes_back(tmp_path):
+    # model.eval(); model.mc.train(): the probe before the first block put mc.training back by
+    # setting the flag, which left mc.sampling False (its train(True) never ran). attribute
+    # repairs it when it runs; a call refused after the probe (other settings) did not.
+    model, x = _model(), _inputs()
+    model.fc1 = torch.nn.Sequential(model.fc1, _Sampling())
+    model.eval()
+    model.fc1[1].train()
+    assert model.fc1[1].sampling and model.fc1[1].training
+    opt = LayerFeatureOptimizer(model, model.pool)
+    _run(opt, x, tmp_path / "run", target=[0, 1], l2=0.02)
+    assert model.fc1[1].training and model.fc1[1].sampling
+    with pytest.raises(ValueError, match="l2"):
+        _run(opt, x, tmp_path / "run", target=[0, 1], l2=0.03)
+    assert model.fc1[1].training and model.fc1[1].sampling
+    assert not model.training and not model.fc1[0].training
+
+
+def test_scores_in_bfloat16_with_a_float32_layer(tmp_path):
+    # the scores keep the output's dtype: a float32 layer under a bfloat16 head gave bfloat16
+    # scores, which numpy cannot hold (the block was converted only when the layer was bf16)
+    class Bf16Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = _model()
+
+        def forward(self, x):
+            return self.body(x).bfloat16()
+
+    model, x = Bf16Head().eval(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.body.pool)
+    fivs, scores = _run(opt, x, tmp_path / "run", target=[0, 1, 2], l2=0.02, block_size=2)
+    assert fivs.dtype == torch.float32 and scores.dtype == torch.float32
+    ref, ref_scores = opt.attribute(x, [0, 1, 2], n_starts=N_STARTS, l2=0.02, seed=0,
+                                    max_steps=STEPS, fiv_only=True, return_scores=True)
+    _close(fivs, ref)
+    _close(scores, ref_scores.float(), rel=1e-2)
+    r = load_blocks(tmp_path / "run")
+    assert r.complete and np.array_equal(r.scores, scores.numpy())
