@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from ._modules import how_squashed, leaf_module_trace
-from .adapters import _model_float_dtype, _preserved
+from .adapters import _model_device, _model_float_dtype, _preserved
 
 __all__ = ["TrainResult", "predict", "train_classifier"]
 
@@ -64,18 +64,19 @@ def _auc(y, p):
 def predict(model, X, batch_size=1024):
     """Logits of ``model`` on X in eval mode, by batches.
 
-    X: torch.Tensor (N, ...) as the model takes it, cast to the model's float dtype.
+    X: torch.Tensor (N, ...) as the model takes it, on any device: each batch is cast to the
+        model's float dtype and moved to its device.
     batch_size: rows per forward pass (1024).
     Returns a torch tensor (N, n_outputs) in the model's output dtype (float32 for a float32
-    model, float64 for a float64 one). Every module's train/eval mode is restored as it was
-    (a submodule kept in eval mode stays so), also when the forward raises.
+    model, float64 for a float64 one), on the model's device. Every module's train/eval mode is
+    restored as it was (a submodule kept in eval mode stays so), also when the forward raises.
     """
     if not isinstance(X, torch.Tensor):
         raise TypeError(f"X must be a torch.Tensor, got {type(X).__name__}")
-    dtype = _model_float_dtype(model)
-    X = X.to(dtype) if dtype is not None else X
+    dtype, device = _model_float_dtype(model), _model_device(model)
     with _preserved(model):
-        return torch.cat([model(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
+        return torch.cat([model(X[i:i + batch_size].to(device=device, dtype=dtype))
+                          for i in range(0, len(X), batch_size)])
 
 
 def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimizer="adam",
@@ -90,7 +91,8 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
     ----------
     model: torch.nn.Module returning logits (no final ``nn.Sigmoid``: the loss applies it),
         already initialised (e.g. ``zoo.keras_init_``). It is left in eval mode.
-    X: torch.Tensor (N, 4, L) one-hot float, finite.
+    X: torch.Tensor (N, 4, L) one-hot float, finite. It may stay on the CPU: each batch is cast
+        to the model's float dtype (float32, float64, ...) and moved to the model's device.
     y: torch.Tensor (N, n_outputs) or (N,) of 0/1 labels (bool, int or float).
     epochs, batch_size: ints.
     lr: float or None (None: 1e-3 for Adam, 1.0 for Adadelta).
@@ -149,9 +151,11 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
             f"output(s) {one_class[:10]} have a single class among the {n_val} validation rows: "
             "their AUC is undefined (NaN). Use more data, a larger val_fraction, or check y.",
             UserWarning, stacklevel=2)
+    dtype = _model_float_dtype(model) or torch.float32
+    device = _model_device(model)
     with torch.enable_grad(), leaf_module_trace(model) as ran:  # grad: to see torch.sigmoid
         model.eval()
-        probe = model(X[train_index[:2]])
+        probe = model(X[train_index[:2]].to(device=device, dtype=dtype))
     squashed = how_squashed(ran, probe, owner=model)
     del probe
     if squashed:
@@ -180,15 +184,16 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
         for i in bar:
             b = order[i:i + batch_size]
             opt.zero_grad()
-            loss = loss_fn(model(X[b]), y[b])
+            loss = loss_fn(model(X[b].to(device=device, dtype=dtype)),
+                           y[b].to(device=device, dtype=dtype))
             loss.backward()
             opt.step()
             total += loss.item() * len(b)
             seen += len(b)
-        logits = predict(model, Xv)
+        logits = predict(model, Xv).detach().cpu()
         if bool(torch.isfinite(logits).all()):
-            val_loss = loss_fn(logits, yv).item()
-            auc = _auc(yv.numpy(), logits.numpy())
+            val_loss = loss_fn(logits, yv.to(logits.dtype)).item()
+            auc = _auc(yv.numpy(), logits.double().numpy())
         else:  # diverged: this epoch is never kept (NaN < best is False)
             val_loss, auc = float("nan"), np.full(yv.shape[1], np.nan)
         history.append({"train_loss": total / seen, "val_loss": val_loss, "val_auc": auc.tolist()})

@@ -134,3 +134,27 @@ def test_predict_keeps_what_the_model_sets_on_itself():
     predict(m, _onehot(3))
     assert m._initialised and m.last_input.shape == (3, 4, 50)
     assert torch.equal(m.fc.weight, w)                      # not initialised a second time
+
+
+def test_a_float64_model_trains_in_float64():
+    """train_classifier cast X to float32 whatever the model: a float64 model failed with
+    'Input type (float) and bias type (double) should be the same' (predict took it)."""
+    torch.manual_seed(0)
+    X = _onehot(400, seed=3)
+    motif = torch.tensor([0, 1, 2, 3])
+    y = torch.zeros(400)
+    y[:200] = 1
+    X[:200, :, 10:14] = torch.nn.functional.one_hot(motif, 4).T.float()
+    m = PaperCNN(n_outputs=1, seq_len=50).double()
+    w0 = m.fc2.weight.detach().clone()
+    res = train_classifier(m, X, y, epochs=3, batch_size=32, random_state=0)
+    assert all(p.dtype == torch.float64 for p in m.parameters())
+    assert not torch.equal(m.fc2.weight, w0)
+    assert res.val_auc.shape == (1,) and res.val_auc[0] > 0.9
+    assert predict(m, X[:3]).dtype == torch.float64
+
+
+def test_a_model_without_parameters_predicts_on_the_inputs_device_and_dtype():
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Identity())
+    out = predict(m, _onehot(3, length=5).double())
+    assert out.dtype == torch.float64 and out.shape == (3, 20)
