@@ -224,10 +224,21 @@ def weighted_moments_numpy(fiv, weights):
     f = fiv.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         mean = np.einsum("ct,ctk->ck", w, f)
-        var = np.einsum("ct,ctk->ck", w, (f - mean[:, None, :]) ** 2)
+        d = f - mean[:, None, :]
+        # (w * d) * d with normalised w, the native kernel's expression: (d ** 2) first would
+        # overflow for |d| > 1.3e154 where the weighted variance is still finite
+        var = ((w[:, :, None] * d) * d).sum(axis=1)
+        # check after the cast back: float32 moments can overflow there only (as the native path)
+        mean = mean.astype(fiv.dtype, copy=False)
+        var = var.astype(fiv.dtype, copy=False)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
-        raise ValueError("fiv contains values so large that the moments overflow")
-    return mean.astype(fiv.dtype), var.astype(fiv.dtype)
+        raise ValueError(_overflow_message(fiv.dtype))
+    return mean, var
+
+
+def _overflow_message(dtype):
+    return ("fiv contains values so large that the moments overflow"
+            + (" float32" if np.dtype(dtype) == np.float32 else ""))
 
 
 def _normalised_rows_numpy(x, clip_negative):
@@ -310,10 +321,12 @@ def weighted_moments_torch(fiv, weights):
     w = w / w.sum(dim=1, keepdim=True)
     f = fiv.to(torch.float64)
     mean = torch.einsum("ct,ctk->ck", w, f)
-    var = torch.einsum("ct,ctk->ck", w, (f - mean[:, None, :]) ** 2)
+    d = f - mean[:, None, :]
+    var = ((w[:, :, None] * d) * d).sum(dim=1)  # as weighted_moments_numpy and the native kernel
+    mean, var = mean.to(fiv.dtype), var.to(fiv.dtype)  # checked after the cast, as there
     if not bool(torch.isfinite(mean).all() & torch.isfinite(var).all()):
-        raise ValueError("fiv contains values so large that the moments overflow")
-    return mean.to(fiv.dtype), var.to(fiv.dtype)
+        raise ValueError(_overflow_message(np.float32 if fiv.dtype == torch.float32 else np.float64))
+    return mean, var
 
 
 def _check_weights_torch(w):
@@ -361,7 +374,13 @@ def pearson_torch(x, clip_negative=False):
 def _weighted_moments_native(fiv, w):
     """fiv: float32/64 numpy; w: float64 numpy, checked. numpy results."""
     f = np.ascontiguousarray(fiv)  # copies only non-contiguous input ("copy at the door")
-    return _C.weighted_moments(f, w)
+    mean, var = _C.weighted_moments(f, w)
+    # _C checks the moments in double, before the cast to float32, where they can still overflow
+    # (|fiv| > ~1.8e19 with a large spread); var >= 0 and |mean| <= max |fiv|, so only var can be
+    # inf, and one max() over it tells.
+    if f.dtype == np.float32 and not var.max() < np.inf:
+        raise ValueError(_overflow_message(np.float32))
+    return mean, var
 
 
 def _pearson_native(x, clip_negative, out, block_size):

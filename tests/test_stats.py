@@ -196,6 +196,10 @@ BAD_MOMENTS = {
     "nan-weight": (np.ones((2, 3, 4)), np.array([[1, np.nan, 1], [1, 1, 1]], float), "NaN or inf"),
     "overflow": (np.array([1e308, -1e308, 1e308])[None, :, None] * np.ones((2, 1, 3)), np.ones((2, 3)),
                  "overflow"),
+    # finite in float64 (var 2.25e76), inf only once cast back to float32: every path used to
+    # return var = inf silently (r5 F3)
+    "overflow-float32": (np.array([0.0, 3e38], dtype=np.float32)[None, :, None] * np.ones((2, 1, 3), np.float32),
+                         np.ones((2, 2)), "overflow"),
 }
 
 
@@ -205,6 +209,22 @@ def test_moments_bad_input(wrap, case):
     fiv, w, msg = BAD_MOMENTS[case]
     with pytest.raises(ValueError, match=msg):
         wrap(_stats.weighted_moments)(fiv, w)
+
+
+@impl
+@pytest.mark.parametrize("scale", [1.0, 10.0, 1e300], ids=["w-sum-1", "w-sum-10", "w-huge"])
+def test_moments_centred_square_overflows_variance_finite(wrap, scale):
+    """(f - mean)**2 overflows for |f - mean| > 1.3e154, but w * d * d with normalised weights
+    does not when the variance is finite: every path computes the native kernel's (w * d) * d, so
+    all return var = 8.1e307 (the numpy and torch fallbacks used to raise 'overflow', r5 F2),
+    whatever the scale of the weights."""
+    fiv = np.array([[[0.0], [3e154]]])
+    w = np.array([[0.9, 0.1]]) * scale
+    mean, var = wrap(_stats.weighted_moments)(fiv, w)
+    mean = np.asarray(mean.numpy() if isinstance(mean, torch.Tensor) else mean)
+    var = np.asarray(var.numpy() if isinstance(var, torch.Tensor) else var)
+    np.testing.assert_allclose(mean, [[3e153]], rtol=1e-15)
+    np.testing.assert_allclose(var, [[8.1e307]], rtol=1e-15)
 
 
 # ---------------------------------------------------------------------------------------------
