@@ -313,7 +313,7 @@ def weighted_moments_torch(fiv, weights):
     """:func:`weighted_moments_numpy` in torch, on fiv's device; returns tensors of fiv's dtype."""
     import torch
     fiv = _torch_float(torch.as_tensor(fiv).detach())
-    w = torch.as_tensor(weights).detach().to(device=fiv.device, dtype=torch.float64)
+    w = _weights_tensor(weights, fiv.device)
     _check_moment_shapes(fiv.shape, w.shape)
     _check_weights_torch(w)
     if not bool(torch.isfinite(fiv).all()):
@@ -327,6 +327,16 @@ def weighted_moments_torch(fiv, weights):
     if not bool(torch.isfinite(mean).all() & torch.isfinite(var).all()):
         raise ValueError(_overflow_message(np.float32 if fiv.dtype == torch.float32 else np.float64))
     return mean, var
+
+
+def _weights_tensor(weights, device):
+    """weights as a float64 tensor on device. A numpy array is first made contiguous, float64 and
+    native-endian (torch.as_tensor rejects negative strides and non-native byte order, which the
+    native path accepts)."""
+    import torch
+    if not _is_tensor(weights):
+        weights = np.ascontiguousarray(weights, dtype=np.float64)
+    return torch.as_tensor(weights).detach().to(device=device, dtype=torch.float64)
 
 
 def _check_weights_torch(w):
@@ -416,7 +426,7 @@ def _cuda_fallback_warning(e):
 def _weighted_moments_cuda(fiv, weights):
     import torch
     fiv = _torch_float(fiv.detach()).contiguous()
-    w = torch.as_tensor(weights).detach().to(device=fiv.device, dtype=torch.float64).contiguous()
+    w = _weights_tensor(weights, fiv.device).contiguous()
     _check_moment_shapes(fiv.shape, w.shape)
     _check_weights_torch(w)
     C, T, K = fiv.shape

@@ -227,6 +227,22 @@ def test_moments_centred_square_overflows_variance_finite(wrap, scale):
     np.testing.assert_allclose(var, [[8.1e307]], rtol=1e-15)
 
 
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False], ids=["native", "torch"])
+def test_moments_tensor_fiv_with_any_numpy_weights(native):
+    """A tensor fiv with numpy weights that are reversed (negative strides) or big-endian: the
+    torch fallback passed them to torch.as_tensor, which rejects both (r5 F6)."""
+    rng = np.random.default_rng(14)
+    fiv = rng.standard_normal((3, 4, 5))
+    w = rng.random((3, 4)) + 0.1
+    rm, rv = ref_moments(fiv, w)
+    for weights in (np.ascontiguousarray(w[::-1])[::-1], w.astype(">f8"), np.asfortranarray(w)):
+        with contextlib.nullcontext() if native else _stats.native_disabled():
+            assert _stats.backend(torch.from_numpy(fiv)) == ("native" if native else "torch")
+            mean, var = _stats.weighted_moments(torch.from_numpy(fiv), weights)
+        assert_close(mean, rm, np.float64)
+        assert_close(var, rv, np.float64)
+
+
 # ---------------------------------------------------------------------------------------------
 # Pearson
 
