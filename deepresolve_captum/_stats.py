@@ -454,7 +454,9 @@ def _pearson_cuda(x, clip_negative):
     stream = torch.cuda.current_stream(x.device).cuda_stream
     _C.cuda_pearson(_cuda_ptr(x), _cuda_ptr(work), _cuda_ptr(out), n, K, x.dtype == torch.float64,
                     bool(clip_negative), dev, stream)
-    if not bool(torch.isfinite(out).all()):  # the kernel marks a row whose sums overflow with NaN
+    # prep_kernel leaves a row whose sums overflow all NaN in work; out alone would not show it
+    # when n == 1 (syrk_kernel forces the diagonal to 1), so work[:, 0] is checked too (O(n)).
+    if not bool(torch.isfinite(work[:, 0]).all() & torch.isfinite(out).all()):
         raise ValueError("x has values so large that a row's sums overflow")
     return out
 

@@ -516,6 +516,20 @@ def test_cuda_paths(native, dtype, monkeypatch):
             x_big, msg = BAD_PEARSON["overflow"]
             with pytest.raises(ValueError, match=msg):
                 _stats.pearson(torch.tensor(x_big, device="cuda"), clip_negative=True)
+            # one row (its forced unit diagonal hid the overflow, r5 F8)
+            with pytest.raises(ValueError, match="overflow"):
+                _stats.pearson(torch.tensor([[1e200, -1e200, 0.0]], device="cuda"))
+            # a finite variance whose centred square overflows, for any scale of the weights
+            # (the kernel used to weight by the raw weights, r5 F2)
+            for s in (1.0, 10.0, 1e300):
+                m2, v2 = _stats.weighted_moments(torch.tensor([[[0.0], [3e154]]], device="cuda"),
+                                                 torch.tensor([[0.9, 0.1]], device="cuda") * s)
+                np.testing.assert_allclose(m2.cpu().numpy(), [[3e153]], rtol=1e-15)
+                np.testing.assert_allclose(v2.cpu().numpy(), [[8.1e307]], rtol=1e-15)
+        else:  # finite in double, inf in float32 (r5 F3)
+            with pytest.raises(ValueError, match="overflow"):
+                _stats.weighted_moments(torch.tensor([[[0.0], [3e38]]], dtype=dtype, device="cuda"),
+                                        torch.tensor([[0.5, 0.5]], device="cuda"))
 
 
 def test_without_extension_falls_back(monkeypatch):

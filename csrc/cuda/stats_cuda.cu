@@ -21,16 +21,17 @@ __global__ void wm_kernel(const T* __restrict__ fiv, const double* __restrict__ 
     const double* wc = w + c * Tn;
     double wsum = 0.0;
     for (long t = 0; t < Tn; ++t) wsum += wc[t];
+    // Weights normalised first (wc[t] / wsum, as csrc/stats.cpp weighted_moments does), and the
+    // variance term is (w * d) * d: then whether a sum overflows does not depend on the weights'
+    // scale, and a finite variance whose d * d alone overflows (|d| > 1.3e154) stays finite.
     const T* f = fiv + c * Tn * K + k;
     double m = 0.0;
-    for (long t = 0; t < Tn; ++t) m += wc[t] * (double)f[t * K];
-    m /= wsum;
+    for (long t = 0; t < Tn; ++t) m += (wc[t] / wsum) * (double)f[t * K];
     double v = 0.0;
     for (long t = 0; t < Tn; ++t) {
         const double d = (double)f[t * K] - m;
-        v += wc[t] * d * d;
+        v += (wc[t] / wsum) * d * d;
     }
-    v /= wsum;
     mean[c * K + k] = (T)m;
     var[c * K + k] = (T)v;
 }
@@ -95,8 +96,10 @@ __global__ void prep_kernel(const T* __restrict__ x, T* __restrict__ z, long n, 
         }
         ss = block_sum(ss, sh);
         scale = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
-        // finite values whose sums overflow: a NaN row, which the Python wrapper reports (as the
-        // CPU kernel does) instead of a row of 0 or inf correlations
+        // finite values whose sums overflow: a NaN row (every value of it, so work[i][0] tells),
+        // which the Python wrapper reports (as the CPU kernel does) instead of a row of 0 or inf
+        // correlations. The wrapper checks work, not only out: syrk_kernel writes 1 on the
+        // diagonal whatever the row, so with n == 1 out would be [[1]].
         if (!isfinite(mu) || !isfinite(ss)) scale = NAN;
     }
     T* zi = z + i * K;
