@@ -62,14 +62,15 @@ _disabled_depth = 0
 
 def _check_thread_variable():
     """Warn about a DEEPRESOLVE_NUM_THREADS the native pool ignores (``_C.parse_threads``, the
-    parser the pool itself uses: it then takes OMP_NUM_THREADS, else all cores)."""
+    parser the pool itself uses: it then takes OMP_NUM_THREADS, else the CPUs this process may run
+    on)."""
     v = os.environ.get("DEEPRESOLVE_NUM_THREADS")
     if v is None or not v.strip() or _C is None:
         return
     if _C.parse_threads(v) < 0:
         warnings.warn(f"DEEPRESOLVE_NUM_THREADS={v!r} is not a whole number from 1 to 4096 and is "
                       f"ignored: the native kernels use {_C.num_threads()} threads (from "
-                      "OMP_NUM_THREADS, else all cores)", RuntimeWarning)
+                      "OMP_NUM_THREADS, else the CPUs this process may run on)", RuntimeWarning)
 
 
 _check_thread_variable()
