@@ -477,8 +477,8 @@ def weighted_moments(fiv, weights):
     -------
     (mean, var), each (C, K), numpy for numpy input and a tensor on fiv's device for a tensor,
     in fiv's dtype (float32 or float64; others become float64). Raises ``ValueError`` for wrong
-    ranks or mismatched shapes, empty input, NaN/inf, negative weights or a class whose weights
-    sum to zero.
+    ranks or mismatched shapes, empty input, NaN/inf, negative weights, a class whose weights
+    sum to zero, or moments too large for the result dtype (float32: checked after the cast).
     """
     if _is_tensor(fiv):
         import torch
