@@ -139,7 +139,7 @@ PYBIND11_MODULE(_C, m) {
         },
         py::arg("fiv"), py::arg("weights"), py::arg("mean"), py::arg("var"), py::arg("C"), py::arg("T"),
         py::arg("K"), py::arg("is_double"), py::arg("device"), py::arg("stream") = 0,
-        "Device pointers: fiv (C,T,K), weights (C,T) float64 normalised, outputs (C,K); all contiguous");
+        "Device pointers: fiv (C,T,K), weights (C,T) float64, non-negative with a positive sum per class (the kernel normalises them), outputs (C,K); all contiguous");
     m.def(
         "cuda_pearson",
         [](std::uintptr_t x, std::uintptr_t work, std::uintptr_t out, long n, long K, bool is_double,
