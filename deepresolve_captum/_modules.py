@@ -9,6 +9,34 @@ from torch import nn
 SQUASHING = (nn.Sigmoid, nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
 
 
+def module_modes(scope):
+    """Every module's train/eval flag under ``scope`` (an ``nn.Module``), root first, in
+    pre-order, a module shared by several parents listed once under each (for
+    :func:`restore_modes`)."""
+    return [(m, m.training) for _, m in scope.named_modules(remove_duplicate=False)]
+
+
+def restore_modes(modes):
+    """Put back the modes :func:`module_modes` recorded, through ``train()``.
+
+    ``train(mode)`` on the root, then, in pre-order, ``train(mode)`` on each module its parent
+    left in another mode. So a module overriding ``train()`` (MC dropout switching sampling,
+    ``model.eval(); model.mc.train()``) sees its own mode come back, not only its flag; its
+    children are corrected after it; and a module shared by two parents in different modes is
+    corrected again after the second. A ``train()`` that does not set the flag (or raises
+    nothing but leaves it) is followed by setting the flag itself."""
+    if not modes:
+        return
+    root, mode = modes[0]
+    root.train(mode)
+    for m, mode in modes[1:]:
+        if m.training != mode:
+            m.train(mode)
+    for m, mode in modes:
+        if m.training != mode:
+            m.training = mode
+
+
 @contextmanager
 def leaf_module_trace(model):
     """Record the leaf modules of ``model`` in the order they run inside the ``with`` block.

@@ -36,6 +36,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._modules import module_modes, restore_modes
+
 try:  # tqdm is a dependency, but keep import failures readable
     from tqdm.auto import tqdm
 except ImportError:  # pragma: no cover
@@ -191,7 +193,7 @@ def _preserved(model, freeze=False, drop_added=()):
     whatever happens. ``drop_added``: attribute names removed from a module if the call added
     them (``CAPTUM_LEFTOVERS`` around Captum's DeepLift); any other attribute a model sets
     (a cached attention map, a once-only init flag) is left alone."""
-    modes = [(m, m.training) for m in model.modules()]
+    modes = module_modes(model)
     grads = [(p, p.requires_grad) for p in model.parameters()]
     attrs = [(m, set(m.__dict__)) for m, _ in modes] if drop_added else []
     try:
@@ -201,8 +203,7 @@ def _preserved(model, freeze=False, drop_added=()):
                 p.requires_grad_(False)
         yield
     finally:
-        for m, t in modes:
-            m.training = t
+        restore_modes(modes)   # through train(): a module overriding it gets its own mode back
         for p, g in grads:
             p.requires_grad_(g)
         for m, keys in attrs:

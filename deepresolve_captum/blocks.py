@@ -54,6 +54,7 @@ import torch
 from torch import Tensor
 
 from ._io import plain, provenance, write_atomic
+from ._modules import module_modes, restore_modes
 from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple, _check_l2,
                         _check_positive_float, _check_positive_int, _deeper_warnings,
                         _forward_args, _LayerSwap, _owning_module, _parse_targets,
@@ -500,7 +501,7 @@ def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
         raise ValueError("inputs must hold at least one example (shape (N, ...), N >= 1)")
     owner = _owning_module(optimizer.forward_func)
     scope = owner if owner is not None else optimizer.layer
-    modes = [(m, m.training) for m in scope.modules()]
+    modes = module_modes(scope)
     swap = _LayerSwap(optimizer.layer, on_input)
     try:
         scope.eval()
@@ -510,12 +511,7 @@ def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
             value, out = run._capture(run.first, run.first_extra)
     finally:
         swap.remove()
-        # as attribute does: train() on the root, then train(mode), in pre-order, on each module
-        # left in another mode, so a module overriding train() (MC dropout) gets its own back
-        scope.train(modes[0][1])
-        for m, mode in modes:
-            if m.training != mode:
-                m.train(mode)
+        restore_modes(modes)   # through train(), as attribute does
     if value.dim() < 2 or value.shape[0] != 1:
         raise ValueError(f"the value of layer {swap.name} has shape {tuple(value.shape)} for one "
                          "example: H must be (N, K, ...), batch first")

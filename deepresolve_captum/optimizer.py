@@ -26,7 +26,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from ._modules import (channels_last_reason, check_layer_calls, how_squashed, leaf_module_trace,
-                       logits_advice)
+                       logits_advice, module_modes, restore_modes)
 
 __all__ = ["LayerFeatureOptimizer", "AscentDiagnostics"]
 
@@ -535,7 +535,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         if any(p.device.type == "meta" for p in scope.parameters()):
             raise ValueError("the model's parameters are on the 'meta' device, which holds no "
                              "values: load its weights on a real device (cpu, cuda) first")
-        modes = [(m, m.training) for m in scope.modules()]
+        modes = module_modes(scope)
         params = [(p, p.requires_grad) for p in scope.parameters()]
 
         swap = _LayerSwap(self.layer, attribute_to_layer_input)
@@ -589,14 +589,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             swap.remove()
             if run is not None and run.head is not None:
                 run.head.remove()
-            # train() on the root, then, in pre-order (scope.modules()), train(mode) on each
-            # module its parent left in another mode: a module overriding train() (e.g. to
-            # switch MC sampling, model.eval(); model.mc.train()) sees its own mode come back,
-            # not only its flag, and its children are corrected after it
-            scope.train(modes[0][1])
-            for m, mode in modes:
-                if m.training != mode:
-                    m.train(mode)
+            # through train(), so a module overriding it (MC sampling) gets its own mode back
+            restore_modes(modes)
             for p, rg in params:
                 p.requires_grad_(rg)
 

@@ -950,6 +950,35 @@ def test_a_submodule_train_override_in_another_mode_than_the_root_comes_back(roo
     assert (m.training, m[2].training, m[2].sampling, m[2].inner.training) == before
 
 
+def test_a_module_shared_by_two_parents_in_different_modes_comes_back():
+    """A Dropout S under both A and B, net.train(); net.B.eval(); S.train(): restoring through
+    train() over the deduplicated module list reset S with B's mode (9a9dfb9 regressed the flag
+    restore here); every place a module appears is now revisited."""
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.act = nn.Linear(4, 6), nn.Tanh()
+            shared = _MCDropout()
+            self.A = nn.Sequential(shared)
+            self.B = nn.Sequential(nn.Identity(), shared)
+            self.out = nn.Linear(6, 2)
+
+        def forward(self, x):
+            return self.out(self.B(self.A(self.act(self.lin(x)))))
+
+    torch.manual_seed(0)
+    net = Net().train()
+    net.B.eval()
+    net.A[0].train()
+    before = [(n, m.training) for n, m in net.named_modules(remove_duplicate=False)]
+    opt = LayerFeatureOptimizer(net, net.act)
+    opt.attribute(torch.randn(5, 4), target=0, n_starts=2, l2=0.5, seed=0, max_steps=30)
+    assert [(n, m.training) for n, m in net.named_modules(remove_duplicate=False)] == before
+    assert net.A[0].sampling
+    opt.choose_l2(torch.randn(5, 4), target=0, seed=0)
+    assert [(n, m.training) for n, m in net.named_modules(remove_duplicate=False)] == before
+
+
 def test_fiv_only_zero_mean_maps_are_not_called_collapsed():
     """FIVs average over positions: a FIM of +a / -a has FIV 0 without having collapsed."""
     class Diff(nn.Module):

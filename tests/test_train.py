@@ -158,3 +158,45 @@ def test_a_model_without_parameters_predicts_on_the_inputs_device_and_dtype():
     m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Identity())
     out = predict(m, _onehot(3, length=5).double())
     assert out.dtype == torch.float64 and out.shape == (3, 20)
+
+
+class _Sampling(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.sampling = False
+
+    def train(self, mode=True):
+        self.sampling = mode
+        return super().train(mode)
+
+    def forward(self, x):
+        return torch.nn.functional.dropout(x, 0.5, training=self.sampling)
+
+
+def test_predict_restores_a_train_override_through_train():
+    """predict (and every adapter) put modes back by setting flags: a module overriding train()
+    (MC dropout, model.eval(); model.mc.train()) got its flag back but not its sampling, and a
+    root override in train mode was left with sampling off."""
+    torch.manual_seed(0)
+    m = PaperCNN(n_outputs=2, seq_len=50)
+    m.fc1 = torch.nn.Sequential(m.fc1, _Sampling())
+    m.eval()
+    m.fc1[1].train()
+    predict(m, _onehot(3))
+    assert m.fc1[1].training and m.fc1[1].sampling and not m.training
+
+    class Root(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net, self.sampling = PaperCNN(n_outputs=2, seq_len=50), False
+
+        def train(self, mode=True):
+            self.sampling = mode
+            return super().train(mode)
+
+        def forward(self, x):
+            return self.net(x)
+
+    r = Root().train()
+    predict(r, _onehot(3))
+    assert r.training and r.sampling
