@@ -370,8 +370,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 per output) would be sliced too: bind it into ``forward_func`` instead
                 (``functools.partial`` or a module attribute), or pass a different N.
             n_starts (int): random starts T per target, drawn from N(0, init_scale^2).
-            l2 (float or "auto"): lambda > 0, with 2 * lambda and the step 1 / (2 * lambda)
-                finite in the layer's dtype. ``"auto"`` is the paper's heuristic: lambda such
+            l2 (float or "auto"): lambda > 0, with 2 * lambda and the step (``lr``, default
+                1 / (2 * lambda)) finite in the layer's dtype. ``"auto"`` is the paper's heuristic: lambda such
                 that the median FIM norm is comparable to the norm of the mean feature map of
                 ``inputs`` at the layer (the norm of the mean, not the mean of the norms). Two
                 fixed-point probe ascents on up to 16 targets x 4 starts, spread over the sorted
@@ -467,8 +467,10 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         Raises:
             ValueError: among others, for a layer whose value is not (N, K, ...) (not batch
                 first, or one number per example), an l2 (or lr) the layer's dtype cannot
-                hold, or a non-finite objective during the ascent (the message says whether
-                the class score or the penalty l2 * ||H||^2 overflowed).
+                hold (also a lambda ``"auto"`` would probe with), or a non-finite objective
+                (the message says which part overflowed: the class score; ||H||^2 of the
+                starts, which are then too large, or of a later H, when l2 is too small; the
+                penalty l2 * ||H||^2, when l2 is too large; or their difference).
             TypeError: e.g. a layer whose value is not one tensor, or whose input is passed
                 by keyword, with ``attribute_to_layer_input=True``.
             Exception: an error raised by the model's first forward keeps its type (e.g.
@@ -576,7 +578,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             if isinstance(l2, str):
                 l2, l2_auto = self._auto_l2(run, targets, init_scale, seed, max_steps,
                                             tol, patience, chunk_size, verbose)
-                _check_l2(l2, run.dtype, lr, name="the l2 that l2='auto' chose")
+                # choose_l2 returns lambda only: the step is the later call's (its lr)
+                _check_l2(l2, run.dtype, lr, name="the l2 that l2='auto' chose",
+                          check_step=not self._l2_only)
                 if self._l2_only:           # choose_l2: the finally below restores the model
                     return l2, l2_auto
             else:
@@ -639,6 +643,15 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
         probe_targets = [ordered[i] for i in pick]
         lam, history = 1.0, []
         for i in range(2):
+            try:   # the probes step by 1 / (2 lambda): a float16 layer may not hold it
+                _check_l2(lam, run.dtype, None)
+            except ValueError:
+                raise ValueError(
+                    f"l2='auto' cannot probe this layer in {run.dtype}: its probe {i + 1} needs "
+                    f"lambda = {lam:.4g}, and 2 * lambda or the probe's step 1 / (2 * lambda) "
+                    f"is beyond the largest {run.dtype} value ({torch.finfo(run.dtype).max:.4g})."
+                    " Pass an explicit l2 (with lr for a small one), or choose l2 on a float32 "
+                    "copy of the model.") from None
             with _deeper_warnings(1):     # _ascend_all's warnings count from attribute
                 fims, _, _, _, _, peak = self._ascend_all(
                     run, probe_targets, 4, lam, 1.0 / (2.0 * lam), init_scale, seed + 7919,
@@ -726,7 +739,7 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
     scores keep the output's dtype."""
     rows = torch.arange(h.shape[0], device=h.device)
     view = (-1,) + (1,) * (h.dim() - 1)
-    obj, score, grad = _objective(run, h, tgt, l2, rows, offset, targets, n_starts)
+    obj, score, grad = _objective(run, h, tgt, l2, rows, offset, targets, n_starts, at_start=True)
     step = torch.full((h.shape[0],), step_max, device=h.device, dtype=h.dtype)
     calm = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
     n_steps = torch.zeros(h.shape[0], dtype=torch.long, device=h.device)
@@ -786,7 +799,7 @@ def _ascend(run, h, tgt, l2, step_max, max_steps, tol, patience, offset, fims, s
     retire(torch.ones_like(obj, dtype=torch.bool), False)
 
 
-def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
+def _objective(run, h, tgt, l2, rows, offset, targets, n_starts, at_start=False):
     """S_c(H) - l2 ||H||^2 per row, the class score, and the gradient w.r.t. H."""
     h = h.detach().requires_grad_(True)
     tgt = tgt.to(run.out_device)  # indexes the output, which may be on another device
@@ -831,6 +844,11 @@ def _objective(run, h, tgt, l2, rows, offset, targets, n_starts):
                 "not finite at this H. l2 may be too small for the scores to stay finite (H "
                 "grows as l2 shrinks), or too large for the layer's dtype; try another l2 or "
                 "a smaller init_scale, or check the model for overflow.")
+        if at_start and not bool(torch.isfinite(sq_norm[bad])):
+            raise ValueError(
+                f"non-finite objective at the start of the ascent ({where}): ||H||^2 of the "
+                f"starting point overflows the layer's dtype {h.dtype}, before any step. The "
+                "starts are too large: use a smaller init_scale (or init).")
         if not bool(torch.isfinite(sq_norm[bad])):
             raise ValueError(
                 f"non-finite objective during the ascent ({where}): the class score is "
@@ -1232,15 +1250,23 @@ class _Runner:
 def _with_hint(e: BaseException, hint: str) -> BaseException:
     """``e`` with ``(hint)`` on a new line of its message, of ``e``'s own type, so that a
     caller's ``except NotImplementedError`` or ``except torch.OutOfMemoryError`` still matches.
-    A plain RuntimeError becomes a new one (raise it ``from e``); a subclass keeps its object,
-    its message extended when its args are one string, else the hint added as a note (Python
-    3.11+; on 3.10 such an error goes on without the hint)."""
+    A plain RuntimeError becomes a new one (raise it ``from e``). A subclass keeps its object:
+    on Python 3.11+ the hint is added as a note (shown under the message; ``args`` untouched);
+    on 3.10 its one-string message is extended, unless that does not change ``str(e)`` (a
+    custom ``__str__``) or its args are not one string: it then goes on without the hint. An
+    exception object the model raises again (a cached instance) gets the hint once."""
+    note = f"({hint})"
     if type(e) is RuntimeError:
-        return RuntimeError(f"{e}\n({hint})")
-    if len(e.args) == 1 and isinstance(e.args[0], str):
-        e.args = (f"{e.args[0]}\n({hint})",)
-    elif hasattr(e, "add_note"):
-        e.add_note(f"({hint})")
+        return RuntimeError(f"{e}\n{note}")
+    if note in str(e) or note in getattr(e, "__notes__", ()):
+        return e
+    if hasattr(e, "add_note"):
+        e.add_note(note)
+    elif len(e.args) == 1 and isinstance(e.args[0], str):
+        old = e.args
+        e.args = (f"{e.args[0]}\n{note}",)
+        if note not in str(e):
+            e.args = old
     return e
 
 
@@ -1404,13 +1430,14 @@ def _warn(message, category=UserWarning, stacklevel=1):
     warnings.warn(message, category, stacklevel=stacklevel + 1 + _WARN_DEPTH.get())
 
 
-def _check_l2(l2, dtype=None, lr=None, name="l2"):
+def _check_l2(l2, dtype=None, lr=None, name="l2", check_step=True):
     """``"auto"`` as given, else lambda as a float > 0 (a bool is no lambda).
 
     With ``dtype`` (the layer's, known after the probe) also that the ascent can use lambda in
-    that dtype: the regulariser's gradient -2 * l2 * H needs 2 * l2, and the step (``lr``, by
-    default 1 / (2 * l2)) needs to be finite there. Raises ValueError otherwise (torch would
-    fail with "value cannot be converted to type float without overflow")."""
+    that dtype: the regulariser's gradient -2 * l2 * H needs 2 * l2, and (``check_step``) the
+    step (``lr``, by default 1 / (2 * l2)) needs to be finite there. Raises ValueError
+    otherwise (torch would fail with "value cannot be converted to type float without
+    overflow")."""
     if isinstance(l2, str):
         if l2 != "auto":
             raise ValueError(f"l2 must be a positive number or 'auto', got {l2!r}")
@@ -1426,7 +1453,7 @@ def _check_l2(l2, dtype=None, lr=None, name="l2"):
                 "lambda is on the scale of the class scores over ||H||^2 (l2='auto' chooses "
                 "one).")
         step = float(lr) if lr is not None else (0.5 / value if value is not None else None)
-        if step is not None and step > big:
+        if check_step and step is not None and step > big:
             if lr is not None:
                 raise ValueError(f"lr = {step:g} is too large for the layer's dtype {dtype} "
                                  f"(largest value {big:.4g}): use a smaller lr")

@@ -1385,6 +1385,40 @@ def test_a_failing_first_forward_keeps_its_exception_type(error):
     assert type(info.value) is RuntimeError and type(info.value.__cause__) is RuntimeError
 
 
+
+class _CustomStr(NotImplementedError):
+    def __str__(self):
+        return "[custom] bad thing"
+
+
+def test_the_first_forward_hint_is_told_once_and_never_lost():
+    """A model that raises the same exception object on every call got the hint appended again
+    each time (3 copies after 3 calls); a class with its own __str__ had its args changed and
+    showed no hint."""
+    import sys
+
+    class Fails(nn.Module):
+        def __init__(self, err):
+            super().__init__()
+            self.lin, self.err = nn.Linear(4, 3), err
+
+        def forward(self, x):
+            self.lin(x)
+            raise self.err
+
+    hint = "the model failed on the first example of `inputs`"
+    for err in (NotImplementedError("cached"), _CustomStr("original")):
+        m = Fails(err).eval()
+        for _ in range(3):
+            with pytest.raises(NotImplementedError):
+                LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(4, 4), target=0, l2=0.5)
+        told = str(err) + "".join(getattr(err, "__notes__", []))
+        assert told.count(hint) == (1 if sys.version_info >= (3, 11) or
+                                    not isinstance(err, _CustomStr) else 0), told
+        if sys.version_info >= (3, 11):
+            assert err.args in (("cached",), ("original",))     # args left alone
+
+
 @pytest.mark.parametrize("as_array, as_tensor, multi", [
     (np.array(3), torch.tensor(3), False),                      # 0-d: one class
     (np.array([3, 1]), torch.tensor([3, 1]), False),
@@ -1480,3 +1514,33 @@ def test_a_tiny_l2_whose_h_overflows_is_called_too_small():
     with pytest.raises(ValueError, match=r"\|\|H\|\|\^2 overflows.*l2 is too small") as info:
         LayerFeatureOptimizer(m, m.pool).attribute(x, target=0, n_starts=3, l2=1e-30, seed=0)
     assert "too large" not in str(info.value) and "smaller l2" not in str(info.value)
+
+
+def test_huge_starts_are_named_as_such_not_as_a_small_l2():
+    """init_scale=1e20 overflowed ||H||^2 at the first evaluation and was reported as 'H grew
+    without bound, so l2 is too small ... Use a larger l2'."""
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(4, 6, 3), nn.ReLU(), nn.Flatten(), nn.Linear(60, 2)).eval()
+    with pytest.raises(ValueError, match=r"at the start of the ascent.*smaller init_scale") as info:
+        LayerFeatureOptimizer(m, m[1]).attribute(torch.randn(4, 4, 12), target=0, n_starts=2,
+                                                 l2=0.5, init_scale=1e20, seed=0)
+    assert "larger l2" not in str(info.value)
+
+
+def test_auto_l2_refuses_a_probe_lambda_a_float16_layer_cannot_use():
+    """The second probe of l2='auto' steps by 1 / (2 lambda); on a float16 layer with a large
+    mean activation and a weak head that overflowed inside torch ('value cannot be converted
+    to type c10::Half without overflow'); it is now a ValueError naming the probe."""
+    torch.manual_seed(0)
+    conv = nn.Conv1d(4, 16, 3)
+    with torch.no_grad():
+        conv.bias.fill_(60.0)
+    head = nn.Linear(16 * 8, 1)
+    with torch.no_grad():
+        head.weight.mul_(1e-3)
+    m = nn.Sequential(conv, nn.ReLU(), nn.Flatten(), head).half().eval()
+    x = torch.randn(8, 4, 10).half()
+    for call in (lambda o: o.attribute(x, target=0, n_starts=2, l2="auto", seed=0),
+                 lambda o: o.choose_l2(x, target=0, seed=0)):
+        with pytest.raises(ValueError, match=r"l2='auto' cannot probe this layer in torch.float16"):
+            call(LayerFeatureOptimizer(m, m[1]))
