@@ -132,8 +132,10 @@ def _check_model_layer(model, layer):
 
 
 def _model_float_dtype(model):
-    """The dtype of the model's first floating-point parameter (None: it has none)."""
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    """The dtype of the model's first floating-point parameter, else of its first floating-point
+    buffer (a fixed PWM scanner), else None."""
+    return next((t.dtype for t in (*model.parameters(), *model.buffers())
+                 if t.is_floating_point()), None)
 
 
 def _check_X(X, name="X", model=None):
@@ -174,11 +176,11 @@ def _check_channels(channels):
     return [int(c) for c in ch]
 
 
-def _model_device(model):
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
+def _model_device(model, default=torch.device("cpu")):
+    """The device of the model's first parameter, else of its first buffer, else ``default``."""
+    t = next(iter(model.parameters()), None)
+    t = t if t is not None else next(iter(model.buffers()), None)
+    return t.device if t is not None else default
 
 
 #: What Captum's DeepLift stores on every nonlinearity it hooks and deletes only in that

@@ -65,7 +65,8 @@ def predict(model, X, batch_size=1024):
     """Logits of ``model`` on X in eval mode, by batches.
 
     X: torch.Tensor (N, ...) as the model takes it, on any device: each batch is cast to the
-        model's float dtype and moved to its device.
+        model's float dtype and moved to its device (those of its first parameter, else of its
+        first buffer; a model with neither takes X as it is).
     batch_size: rows per forward pass (1024).
     Returns a torch tensor (N, n_outputs) in the model's output dtype (float32 for a float32
     model, float64 for a float64 one), on the model's device. Every module's train/eval mode is
@@ -73,7 +74,8 @@ def predict(model, X, batch_size=1024):
     """
     if not isinstance(X, torch.Tensor):
         raise TypeError(f"X must be a torch.Tensor, got {type(X).__name__}")
-    dtype, device = _model_float_dtype(model), _model_device(model)
+    # a model with no parameters or buffers takes X where and as it is
+    dtype, device = _model_float_dtype(model), _model_device(model, default=None)
     with _preserved(model):
         return torch.cat([model(X[i:i + batch_size].to(device=device, dtype=dtype))
                           for i in range(0, len(X), batch_size)])
@@ -152,7 +154,7 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
             "their AUC is undefined (NaN). Use more data, a larger val_fraction, or check y.",
             UserWarning, stacklevel=2)
     dtype = _model_float_dtype(model) or torch.float32
-    device = _model_device(model)
+    device = _model_device(model, default=None)
     with torch.enable_grad(), leaf_module_trace(model) as ran:  # grad: to see torch.sigmoid
         model.eval()
         probe = model(X[train_index[:2]].to(device=device, dtype=dtype))
@@ -184,8 +186,8 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
         for i in bar:
             b = order[i:i + batch_size]
             opt.zero_grad()
-            loss = loss_fn(model(X[b].to(device=device, dtype=dtype)),
-                           y[b].to(device=device, dtype=dtype))
+            out = model(X[b].to(device=device, dtype=dtype))
+            loss = loss_fn(out, y[b].to(device=out.device, dtype=out.dtype))
             loss.backward()
             opt.step()
             total += loss.item() * len(b)

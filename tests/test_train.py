@@ -200,3 +200,18 @@ def test_predict_restores_a_train_override_through_train():
     r = Root().train()
     predict(r, _onehot(3))
     assert r.training and r.sampling
+
+
+def test_a_buffer_only_model_gets_its_buffers_dtype():
+    """A fixed scanner holding its filters as a float64 buffer: predict took the dtype (and the
+    device) from parameters only, so float32 X met float64 weights and failed."""
+    class Scanner(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("w", torch.randn(3, 4, 5, dtype=torch.float64))
+
+        def forward(self, x):
+            return torch.nn.functional.conv1d(x, self.w).amax(2)
+
+    out = predict(Scanner(), _onehot(4, length=20))
+    assert out.dtype == torch.float64 and out.shape == (4, 3)
