@@ -116,7 +116,14 @@ def main():
     ap.add_argument("--big-dtype", default="float32", choices=["float32", "float64"])
     ap.add_argument("--dtypes", default="float32,float64")
     ap.add_argument("--tmpdir", default=None, help="where the 21,907^2 memmaps go (default: system temp)")
-    ap.add_argument("--threads", type=int, default=0, help="native worker threads (0: default)")
+    def threads(v):
+        n = int(v)
+        if not 0 <= n <= 4096:
+            raise argparse.ArgumentTypeError(f"must be 0 to 4096, got {n}")
+        return n
+
+    ap.add_argument("--threads", type=threads, default=0, metavar="N",
+                    help="native worker threads, 1 to 4096 (0: default)")
     ap.add_argument("--cuda", action="store_true", help="also the CUDA kernels vs torch on the GPU")
     ap.add_argument("--gap", type=float, default=0.2,
                     help="idle seconds before each timed call (default 0.2), so that OpenBLAS's "
