@@ -88,8 +88,9 @@ def out_path(text):
     """argparse ``type`` of ``--out``: a non-empty path (``--out "$UNSET"`` would otherwise be
     the current folder)."""
     if not text.strip():
-        raise argparse.ArgumentTypeError("must name a folder, got an empty string (an unset "
-                                         "shell variable?); use --out . for the current folder")
+        what = "an empty string" if not text else f"only blanks ({text!r})"
+        raise argparse.ArgumentTypeError(f"must name a folder, got {what} (an unset shell "
+                                         "variable?); use --out . for the current folder")
     return text
 
 

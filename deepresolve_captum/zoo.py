@@ -258,7 +258,8 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
         FileNotFoundError naming them. A file that fails to load raises
         ValueError naming it, whatever the loader raised (which is its ``__cause__``, unless the
         loader's own exception was a ValueError naming the file: that one is raised as it is).
-    pattern: glob for the model files. Default ``"*.npz"``.
+    pattern: glob for the model files. Default ``"*.npz"``. Hidden files (``.name``, e.g. a
+        temporary file a killed writer left) are skipped.
     verbose: tqdm progress bar.
 
     Returns
@@ -274,7 +275,7 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
-    files = sorted(folder.glob(pattern))
+    files = sorted(f for f in folder.glob(pattern) if not f.name.startswith("."))  # not hidden
     # pattern "*SUFFIX" (no other wildcard): a name may leave SUFFIX out
     suffix = pattern[1:] if pattern.startswith("*") and not any(c in pattern[1:] for c in "*?[") else ""
     if isinstance(names, (bool, np.bool_, str, bytes)):
@@ -358,31 +359,42 @@ def encode_models_folder(folder):
     """The folder of model files: ``folder/models`` when it holds model files (the ``encode422``
     layout, with ``models.csv`` beside it), else ``folder`` itself. -> pathlib.Path.
 
-    A ``models`` subfolder counts only with at least one ``.npz`` in it that is not a DeepResolve
-    summary (``EnsembleSummary.save``): a flat folder of models whose ``models/`` subfolder
-    holds other things (e.g. an earlier ``deepresolve zoo FOLDER --out FOLDER/models``) stays
-    the models folder. A file that is not a readable zip counts as a model, so that loading it
-    names the problem."""
+    ``models/`` counts when one of its ``.npz`` files is an ENCODE model (its zip directory
+    lists ``conv_weight``, ``fc1_weight``, ...), or when ``folder`` itself holds no ``.npz`` but
+    ``models/`` does (so that loading names the files it cannot read). So a flat folder of
+    models whose ``models/`` subfolder holds other things (an earlier ``deepresolve zoo FOLDER
+    --out FOLDER/models``, the example's ``channel_pwms.npz``) stays the models folder. Hidden
+    files (``.name``) are not model files."""
     from pathlib import Path
 
     folder = Path(folder)
     sub = folder / "models"
-    if sub.is_dir() and any(not _is_summary_npz(f) for f in sub.glob("*.npz")):
+    if not sub.is_dir():
+        return folder
+    candidates = _npz_files(sub)
+    if any(_is_encode_npz(f) for f in candidates):
         return sub
-    return folder
+    return sub if candidates and not _npz_files(folder) else folder
 
 
-def _is_summary_npz(path):
-    """True for an npz that ``EnsembleSummary.save`` wrote (its ofiv, fiv and settings arrays),
-    read from the zip's directory only; False for anything else, unreadable files included."""
+def _npz_files(folder):
+    return [f for f in sorted(folder.glob("*.npz")) if not f.name.startswith(".")]
+
+
+def _zip_names(path):
+    """The member names of an npz (its zip directory only), or None when it is not readable."""
     import zipfile
 
     try:
         with zipfile.ZipFile(path) as z:
-            names = set(z.namelist())
+            return set(z.namelist())
     except (OSError, zipfile.BadZipFile, ValueError):
-        return False
-    return {"ofiv.npy", "fiv.npy", "settings.npy"} <= names
+        return None
+
+
+def _is_encode_npz(path):
+    names = _zip_names(path)
+    return names is not None and {f"{k}.npy" for k in _ENCODE_KEYS} <= names
 
 
 class BlockLinear(nn.Module):

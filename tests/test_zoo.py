@@ -14,7 +14,7 @@ from torch import nn
 
 from deepresolve_captum import LayerFeatureOptimizer, cli
 from deepresolve_captum.zoo import (DeepSEA, EncodeTFModel, EncodeZooHeads, EncodeZooStack, PaperCNN,
-                                    load_zoo)
+                                    load_encode_zoo, load_zoo)
 from deepresolve_captum.zoo_summary import summarize_zoo
 
 
@@ -472,6 +472,8 @@ def test_cli_zoo_output_clash_is_refused_before_any_work(tmp_path, monkeypatch):
     assert r.stderr.strip().splitlines()[-1].startswith("deepresolve zoo: error: --out")
 
 
+# --starts 2 on random models: summarize warns about the one-start weights; not the point here
+@pytest.mark.filterwarnings(r"ignore:target\(s\) .* have one start with a non-zero weight:UserWarning")
 @pytest.mark.parametrize("fail", ["disk full", "writer ValueError", "move refused"])
 def test_cli_zoo_write_failure_is_one_line_and_keeps_the_previous_outputs(tmp_path, capsys,
                                                                           monkeypatch, fail):
@@ -517,6 +519,8 @@ def test_cli_zoo_write_failure_is_one_line_and_keeps_the_previous_outputs(tmp_pa
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
+@pytest.mark.filterwarnings(r"ignore:target\(s\) .* have one start with a non-zero weight:UserWarning")
+@pytest.mark.filterwarnings("ignore:the FIMs of target:RuntimeWarning")   # at l2 = 1e30
 def test_cli_out_seed_and_l2_out_of_range_are_usage_errors(tmp_path, capsys, monkeypatch):
     """--out "" (an unset shell variable) wrote into the current folder; --l2 4e38 or 1e300
     and --seed 2**64 passed the parser and crashed with a traceback (the l2 one after the
@@ -528,7 +532,7 @@ def test_cli_out_seed_and_l2_out_of_range_are_usage_errors(tmp_path, capsys, mon
     monkeypatch.chdir(out.parent)   # where --out "" wrote before
     for cmd, bad, message in (
             ("zoo", ["--out", ""], "argument --out: must name a folder, got an empty string"),
-            ("zoo", ["--out", " "], "argument --out: must name a folder"),
+            ("zoo", ["--out", " "], "argument --out: must name a folder, got only blanks (' ')"),
             ("zoo", ["--out", str(out), "--l2", "4e38"], "argument --l2: must be <= 1e30"),
             ("zoo", ["--out", str(out), "--l2", "1e300"], "argument --l2: must be <= 1e30"),
             ("zoo", ["--out", str(out), "--seed", str(2**63)], "argument --seed: must be < 2**63"),
@@ -641,6 +645,15 @@ def test_a_flat_models_folder_keeps_its_models_after_out_folder_models(tmp_path,
     assert encode_models_folder(empty) == empty                    # an empty models/ too
     (empty / "models" / "x.npz").write_text("not a zip")           # a broken model file counts:
     assert encode_models_folder(empty) == empty / "models"         # loading it names the problem
+    # other npz files in models/ beside a flat folder of models: the example's channel_pwms.npz,
+    # a temporary file a killed writer left; the flat folder stays the models folder
+    np.savez(flat / "models" / "channel_pwms.npz", pwms=np.ones((2, 4, 5)))
+    (flat / "models" / ".summary.npz.1.ab.partial.npz").write_bytes(b"PK\x03\x04 truncated")
+    assert encode_models_folder(flat) == flat
+    assert cli.main(["zoo", str(flat), "--out", str(tmp_path / "third"), "--starts", "2",
+                     "--quiet"]) == 0
+    (flat / ".tfZ.npz").write_bytes(b"hidden, not a model")        # hidden files are skipped
+    assert list(load_encode_zoo(flat)) == ["tfA", "tfB"]
     write_npz_models(flat / "models", ["tfC"])                     # a real models/ wins
     assert encode_models_folder(flat) == flat / "models"
 
