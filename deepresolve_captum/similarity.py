@@ -100,7 +100,9 @@ def label_correlation(labels, chunk_rows=16384):
 
     labels: (N, C) binary or real labels (numpy, e.g. uint8 or bool, a memmap, or a tensor)
     -> (C, C) float64; a constant column (one whose standard deviation is below 1e-12 times its
-    largest absolute value, on any scale) gets 0 off the diagonal. The labels are read
+    largest absolute value) gets 0 off the diagonal. The test is relative, so it holds for
+    values of any magnitude whose squares float64 holds (about 1e-150 to 1e150); below that
+    the sums of squares underflow and such a column reads as constant. The labels are read
     ``chunk_rows`` rows at a time into float64 sums (C x C), so the memory is that of the result
     plus one float64 chunk (``chunk_rows`` x C x 8 bytes), not a float64 copy of all N x C labels
     (DeepSEA's 4.4 M x 919 would be 32 GB).
