@@ -378,11 +378,12 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
             f"the layer has {K} channel(s), fewer than the {max_components} GMM components to "
             f"compare; pass max_components <= {K}")
     if target_names is not None:
-        if isinstance(target_names, (str, bytes)) or not all(
-                isinstance(n, str) for n in target_names) or len(target_names) != C:
+        given = target_names
+        names = None if isinstance(given, (str, bytes)) else list(given)  # any iterable, once
+        if names is None or len(names) != C or not all(isinstance(n, str) for n in names):
             raise ValueError(f"target_names must be a sequence of {C} strings (one per target), "
-                             f"got {target_names!r:.200}")
-        target_names = list(target_names)
+                             f"got {given!r:.200}")
+        target_names = [str(n) for n in names]   # plain str: np.str_ prints as np.str_('x')
     seed = _gmm_seed(random_state)    # before any fit: see _gmm_seed
 
     if T == 1:

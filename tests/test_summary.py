@@ -495,6 +495,11 @@ def test_one_weighted_start_warning_names_the_targets_given():
     with pytest.warns(UserWarning, match=r"target\(s\) \[0\] \(positions in fims\) have one"):
         plain = summarize(fiv, scores)
     assert named == plain and "target_names" not in named.settings
-    for bad in (["tfA", "tfB"], "abc", ["tfA", "tfB", 3]):
+    for bad in (["tfA", "tfB"], "abc", ["tfA", "tfB", 3], (n for n in ("tfA", "tfB"))):
         with pytest.raises(ValueError, match="target_names must be a sequence of 3 strings"):
             summarize(fiv, scores, target_names=bad)
+    # a numpy string array (names from a DataFrame column) prints as plain strings; an iterator
+    # is read once
+    for names in (np.array(["tfA", "tfB", "tfC"]), iter(["tfA", "tfB", "tfC"])):
+        with pytest.warns(UserWarning, match=r"target\(s\) \['tfA'\] have one start"):
+            summarize(fiv, scores, target_names=names)
