@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,8 @@ from ._io import provenance
 from .cli import (L2_MAX, _bound_text, add_threads_argument, int_at_least, l2_value, out_path,
                   output_folder, replaced_note, seed_argument, torch_threads, write_errors,
                   write_together)
-from .optimizer import LayerFeatureOptimizer, _check_positive_int, _resolve_seed, start_draw
+from .optimizer import (LayerFeatureOptimizer, _check_positive_int, _collapsed, _resolve_seed,
+                        start_draw)
 from .summary import CATEGORY_NAMES, summarize
 from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models,
                   encode_models_folder, load_encode_zoo)
@@ -95,7 +97,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     K = w.shape[1]
     probe = torch.zeros(1, K, dtype=w.dtype, device=w.device)  # the heads' dtype and device
     starts = torch.stack([start_draw(seed, 0, t, (K,)) for t in range(n_starts)])
-    fims, scores, steps, converged = [], [], [], []
+    fims, scores, steps, converged, flat = [], [], [], [], []
     groups = range(0, M, int(group_size))
     if verbose:
         from tqdm.auto import tqdm
@@ -104,14 +106,25 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
         part = names[lo:lo + int(group_size)]
         heads = EncodeZooHeads([zoo[n] for n in part]).eval()
         opt = LayerFeatureOptimizer(heads, heads.input)
-        f, sc = opt.attribute(probe, target=list(range(len(part))), n_starts=n_starts,
-                              l2=l2, seed=seed, init=starts.expand(len(part), -1, -1),
-                              return_scores=True)
+        with warnings.catch_warnings():  # it names positions in the group: told below by name
+            warnings.filterwarnings("ignore", message=r"the FIMs of target\(s\) .* are all zero")
+            f, sc = opt.attribute(probe, target=list(range(len(part))), n_starts=n_starts,
+                                  l2=l2, seed=seed, init=starts.expand(len(part), -1, -1),
+                                  return_scores=True)
+        peak = f.detach().abs().flatten(2).amax(2).float().cpu().numpy()
+        flat += [n for n, z in zip(part, _collapsed(peak, opt.diagnostics.settings["init_scale"]))
+                 if z]
         fims.append(f)
         scores.append(sc)
         steps.append(opt.diagnostics.steps)
         converged.append(opt.diagnostics.converged)
     steps, converged = np.concatenate(steps), np.concatenate(converged)
+    if flat:
+        warnings.warn(
+            f"the FIMs of model(s) {flat[:10]}{' ...' if len(flat) > 10 else ''} are all zero: at "
+            f"l2 = {float(l2):g} no start found a direction that raises the model's score. Their "
+            "OFIV will be 0 and their similarity to other models undefined; try a smaller l2.",
+            RuntimeWarning, stacklevel=2)
     s = summarize(torch.cat(fims), torch.cat(scores), random_state=random_state,
                   target_names=names)   # its warnings name the models, not positions
     s.settings.update(models=names, l2=float(l2), n_starts=n_starts, seed=seed,

@@ -520,7 +520,7 @@ def test_cli_zoo_write_failure_is_one_line_and_keeps_the_previous_outputs(tmp_pa
 
 
 @pytest.mark.filterwarnings(r"ignore:target\(s\) .* have one start with a non-zero weight:UserWarning")
-@pytest.mark.filterwarnings("ignore:the FIMs of target:RuntimeWarning")   # at l2 = 1e30
+@pytest.mark.filterwarnings("ignore:the FIMs of model:RuntimeWarning")   # at l2 = 1e30
 def test_cli_out_seed_and_l2_out_of_range_are_usage_errors(tmp_path, capsys, monkeypatch):
     """--out "" (an unset shell variable) wrote into the current folder; --l2 4e38 or 1e300
     and --seed 2**64 passed the parser and crashed with a traceback (the l2 one after the
@@ -697,3 +697,16 @@ def test_a_failed_run_removes_every_folder_it_created(tmp_path, capsys):
                   "--quiet"])
     assert sorted(p.name for p in (tmp_path / "par").iterdir()) == ["a", "mine.txt"]
     assert list(out.iterdir()) == []
+
+
+def test_all_zero_fims_are_named_by_model(tmp_path):
+    """The optimizer's 'FIMs of target(s) [0] are all zero' counted positions within a group of
+    models: from summarize_zoo, the warning names the models (once, at the caller's line)."""
+    write_npz_models(tmp_path / "models", ["tfA", "tfB", "tfC"])
+    zoo = load_encode_zoo(tmp_path)
+    with pytest.warns(RuntimeWarning, match=r"the FIMs of model\(s\) \['tfA', 'tfB', 'tfC'\] "
+                                            r"are all zero") as rec:
+        summarize_zoo(zoo, l2=1e30, n_starts=2, group_size=2, seed=0)
+    zero = [w for w in rec if "are all zero" in str(w.message)]
+    assert len(zero) == 1 and zero[0].filename == __file__
+    assert not any("target(s)" in str(w.message) and "all zero" in str(w.message) for w in rec)
