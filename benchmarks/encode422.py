@@ -47,6 +47,7 @@ from deepresolve_captum import LayerFeatureOptimizer, summarize
 from deepresolve_captum import baselines as B
 from deepresolve_captum import motifs as M
 from deepresolve_captum.adapters import make_references
+from deepresolve_captum.cli import SEED_BELOW, int_at_least, l2_value
 from deepresolve_captum.zoo import encode_models_folder, load_encode_zoo
 from deepresolve_captum.zoo_summary import summarize_zoo
 
@@ -71,7 +72,7 @@ def _l2_arg(v):
         raise argparse.ArgumentTypeError(f"expected a positive number or 'auto', got {v!r}")
     if not (np.isfinite(lam) and lam > 0):
         raise argparse.ArgumentTypeError(f"lambda must be a positive number or 'auto', got {v!r}")
-    return lam
+    return l2_value(v)   # at most L2_MAX, as deepresolve zoo
 
 
 def _int_at_least(lo):
@@ -127,7 +128,8 @@ def parse_args(argv=None):
                         "version the release's own version of the base id (MA0139 -> MA0139.2 in "
                         "JASPAR2024) is the known motif; a release lacking the base id of a "
                         "selected model is refused (JASPAR2014 lacks 4 of the 43, used by 9 models)")
-    p.add_argument("--seed", type=_int_at_least(0), default=0)
+    p.add_argument("--seed", type=int_at_least(0, below=SEED_BELOW), default=0,
+                   help="seed of the starts and of DeepLIFT's shuffles (an integer in [0, 2**63))")
     p.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads")
     p.add_argument("--out", default="bench_out/encode422.csv", help="per-model CSV")
     p.add_argument("--verbose", action="store_true")
