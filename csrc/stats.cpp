@@ -391,11 +391,13 @@ int weighted_moments(const T* fiv, const double* w, long ws0, long ws1, long C, 
                 }
             }
             // A NaN/inf anywhere in the class's FIVs poisons its mean (0 * inf is NaN too).
+            // Checked after the cast to T: a float32 variance can overflow there only.
             bool finite = true;
             for (long k = 0; k < K; ++k) {
-                finite &= std::isfinite(mp[k]) && std::isfinite(vp[k]);
-                mean[c * K + k] = (T)mp[k];
-                var[c * K + k] = (T)vp[k];
+                const T mk = (T)mp[k], vk = (T)vp[k];
+                finite &= std::isfinite(mk) && std::isfinite(vk);
+                mean[c * K + k] = mk;
+                var[c * K + k] = vk;
             }
             if (!finite) flag(2, c);
         }

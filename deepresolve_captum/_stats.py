@@ -385,13 +385,7 @@ def pearson_torch(x, clip_negative=False):
 def _weighted_moments_native(fiv, w):
     """fiv: float32/64 numpy; w: float64 numpy, checked. numpy results."""
     f = np.ascontiguousarray(fiv)  # copies only non-contiguous input ("copy at the door")
-    mean, var = _C.weighted_moments(f, w)
-    # _C checks the moments in double, before the cast to float32, where they can still overflow
-    # (|fiv| > ~1.8e19 with a large spread); var >= 0 and |mean| <= max |fiv|, so only var can be
-    # inf, and one max() over it tells.
-    if f.dtype == np.float32 and not var.max() < np.inf:
-        raise ValueError(_overflow_message(np.float32))
-    return mean, var
+    return _C.weighted_moments(f, w)   # checks the moments after the cast to fiv's dtype
 
 
 def _pearson_native(x, clip_negative, out, block_size):
