@@ -1,6 +1,7 @@
 """Small helpers about the modules a model runs (shared by the optimizer, training and checks)."""
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 
 from torch import nn
@@ -11,30 +12,43 @@ SQUASHING = (nn.Sigmoid, nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
 
 def module_modes(scope):
     """Every module's train/eval flag under ``scope`` (an ``nn.Module``), root first, in
-    pre-order, a module shared by several parents listed once under each (for
-    :func:`restore_modes`)."""
-    return [(m, m.training) for _, m in scope.named_modules(remove_duplicate=False)]
+    pre-order, each module once (for :func:`restore_modes`)."""
+    return [(m, m.training) for m in scope.modules()]
 
 
 def restore_modes(modes):
     """Put back the modes :func:`module_modes` recorded, through ``train()``.
 
     ``train(mode)`` on the root, then, in pre-order, ``train(mode)`` on each module its parent
-    left in another mode. So a module overriding ``train()`` (MC dropout switching sampling,
-    ``model.eval(); model.mc.train()``) sees its own mode come back, not only its flag; its
-    children are corrected after it; and a module shared by two parents in different modes is
-    corrected again after the second. A ``train()`` that does not set the flag (or raises
-    nothing but leaves it) is followed by setting the flag itself."""
+    left in another mode, so that a module overriding ``train()`` (MC dropout switching
+    sampling, ``model.eval(); model.mc.train()``) sees its own mode come back, not only its
+    flag, and its children are corrected after it. The pass repeats while it changes anything
+    (a module shared by two parents in different modes is reset by the second parent's
+    ``train()`` after its own turn: the next pass corrects it), at most 8 times. Last, any flag
+    still off (a ``train()`` that does not set it) is set directly. A ``train()`` that raises
+    (an inference-only model) does not lose the caller's result: the flags are then set
+    directly and a RuntimeWarning names the error."""
     if not modes:
         return
-    root, mode = modes[0]
-    root.train(mode)
-    for m, mode in modes[1:]:
-        if m.training != mode:
-            m.train(mode)
-    for m, mode in modes:
-        if m.training != mode:
-            m.training = mode
+    try:
+        root, mode = modes[0]
+        root.train(mode)
+        for _ in range(8):
+            changed = False
+            for m, mode in modes[1:]:
+                if m.training != mode:
+                    m.train(mode)
+                    changed = True
+            if not changed:
+                break
+    except Exception as e:   # noqa: BLE001 - a clean-up step: keep the result, say what failed
+        warnings.warn(f"putting the model's train/eval modes back through train() failed "
+                      f"({type(e).__name__}: {e}); the modules' training flags were set back "
+                      "directly instead", RuntimeWarning, stacklevel=4)
+    finally:
+        for m, mode in modes:
+            if m.training != mode:
+                m.training = mode
 
 
 @contextmanager

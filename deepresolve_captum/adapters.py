@@ -205,13 +205,14 @@ def _preserved(model, freeze=False, drop_added=()):
                 p.requires_grad_(False)
         yield
     finally:
-        restore_modes(modes)   # through train(): a module overriding it gets its own mode back
         for p, g in grads:
             p.requires_grad_(g)
         for m, keys in attrs:
             for k in drop_added:
                 if k in m.__dict__ and k not in keys:
                     del m.__dict__[k]
+        # last: through train() (a module overriding it gets its own mode back), which may raise
+        restore_modes(modes)
 
 
 @contextmanager

@@ -593,10 +593,11 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             swap.remove()
             if run is not None and run.head is not None:
                 run.head.remove()
-            # through train(), so a module overriding it (MC sampling) gets its own mode back
-            restore_modes(modes)
             for p, rg in params:
                 p.requires_grad_(rg)
+            # last, as it may raise: through train(), so a module overriding it (MC sampling)
+            # gets its own mode back
+            restore_modes(modes)
 
         n_rows = len(targets) * n_starts
         self.diagnostics = AscentDiagnostics(

@@ -259,7 +259,7 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
         ValueError naming it, whatever the loader raised (which is its ``__cause__``, unless the
         loader's own exception was a ValueError naming the file: that one is raised as it is).
     pattern: glob for the model files. Default ``"*.npz"``. Hidden files (``.name``, e.g. a
-        temporary file a killed writer left) are skipped.
+        temporary file a killed writer left) are skipped unless ``pattern`` starts with ".".
     verbose: tqdm progress bar.
 
     Returns
@@ -275,7 +275,8 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
-    files = sorted(f for f in folder.glob(pattern) if not f.name.startswith("."))  # not hidden
+    hidden_ok = pattern.startswith(".")   # hidden files only when the pattern asks for them
+    files = sorted(f for f in folder.glob(pattern) if hidden_ok or not f.name.startswith("."))
     # pattern "*SUFFIX" (no other wildcard): a name may leave SUFFIX out
     suffix = pattern[1:] if pattern.startswith("*") and not any(c in pattern[1:] for c in "*?[") else ""
     if isinstance(names, (bool, np.bool_, str, bytes)):

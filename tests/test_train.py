@@ -215,3 +215,51 @@ def test_a_buffer_only_model_gets_its_buffers_dtype():
 
     out = predict(Scanner(), _onehot(4, length=20))
     assert out.dtype == torch.float64 and out.shape == (4, 3)
+
+
+def test_a_train_that_raises_on_the_way_back_keeps_the_result():
+    """Modes come back through train(); a model that refuses train(True) (inference-only,
+    found in train mode) made predict raise after its forward, before requires_grad was put
+    back. Now the result comes back, the flags are set directly, and a warning says why."""
+    class InferenceOnly(torch.nn.Sequential):
+        def train(self, mode=True):
+            if mode:
+                raise RuntimeError("inference-only model")
+            return super().train(mode)
+
+    m = InferenceOnly(torch.nn.Conv1d(4, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                      torch.nn.Linear(32, 2))
+    torch.nn.Module.train(m, True)
+    with pytest.warns(RuntimeWarning, match=r"through train\(\) failed \(RuntimeError: "
+                                            r"inference-only model\)"):
+        out = predict(m, _onehot(2, length=10))
+    assert out.shape == (2, 2) and m.training and all(x.training for x in m.modules())
+    assert all(p.requires_grad for p in m.parameters())
+
+
+def test_modes_of_a_deeply_shared_graph_are_recorded_once_per_module():
+    """Recording every path to a shared module (named_modules(remove_duplicate=False)) grew
+    exponentially: a chain holding its child twice per level gave 2,097,151 entries at depth
+    20. Each module is recorded once; a module shared by parents in different modes still
+    comes back (the restore repeats its pass)."""
+    from deepresolve_captum._modules import module_modes, restore_modes
+
+    class Twice(torch.nn.Module):
+        def __init__(self, child):
+            super().__init__()
+            self.a, self.b = child, child
+
+    m = torch.nn.Identity()
+    for _ in range(20):
+        m = Twice(m)
+    assert len(module_modes(m)) == 21
+    shared = _Sampling()
+    net = torch.nn.Module()
+    net.A, net.B = torch.nn.Sequential(shared), torch.nn.Sequential(torch.nn.Identity(), shared)
+    net.train()
+    net.B.eval()
+    shared.train()
+    modes = module_modes(net)
+    net.eval()
+    restore_modes(modes)
+    assert shared.training and shared.sampling and not net.B.training and net.A.training

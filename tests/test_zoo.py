@@ -654,6 +654,9 @@ def test_a_flat_models_folder_keeps_its_models_after_out_folder_models(tmp_path,
                      "--quiet"]) == 0
     (flat / ".tfZ.npz").write_bytes(b"hidden, not a model")        # hidden files are skipped
     assert list(load_encode_zoo(flat)) == ["tfA", "tfB"]
+    from deepresolve_captum.zoo import load_encode_model
+    with pytest.raises(ValueError, match=r"\.tfZ\.npz"):           # unless the pattern asks
+        load_zoo(flat, load_encode_model, pattern=".*.npz")
     write_npz_models(flat / "models", ["tfC"])                     # a real models/ wins
     assert encode_models_folder(flat) == flat / "models"
 
