@@ -211,7 +211,8 @@ def _preserved(model, freeze=False, drop_added=()):
             for k in drop_added:
                 if k in m.__dict__ and k not in keys:
                     del m.__dict__[k]
-        # last: through train() (a module overriding it gets its own mode back), which may raise
+        # last: through train() (a module overriding it gets its own mode back; one that raises
+        # is warned about and its flags are set directly)
         restore_modes(modes)
 
 

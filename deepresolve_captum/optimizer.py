@@ -595,8 +595,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 run.head.remove()
             for p, rg in params:
                 p.requires_grad_(rg)
-            # last, as it may raise: through train(), so a module overriding it (MC sampling)
-            # gets its own mode back
+            # last: through train(), so a module overriding it (MC sampling) gets its own mode
+            # back (a train() that raises is warned about, its flags set directly)
             restore_modes(modes)
 
         n_rows = len(targets) * n_starts
