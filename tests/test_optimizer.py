@@ -1352,6 +1352,18 @@ class _CodedError(RuntimeError):
         super().__init__(code, text)
 
 
+class _Fails(nn.Module):
+    """Raises ``err`` (one object, every call) after its Linear has run."""
+
+    def __init__(self, err):
+        super().__init__()
+        self.lin, self.err = nn.Linear(4, 3), err
+
+    def forward(self, x):
+        self.lin(x)
+        raise self.err
+
+
 @pytest.mark.parametrize("error", [
     NotImplementedError("this model variant has no forward yet"),
     torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
@@ -1362,16 +1374,7 @@ def test_a_failing_first_forward_keeps_its_exception_type(error):
     caller's except clause for it still matches; a plain RuntimeError gets it too."""
     import sys
 
-    class Fails(nn.Module):
-        def __init__(self, err):
-            super().__init__()
-            self.lin, self.err = nn.Linear(4, 3), err
-
-        def forward(self, x):
-            self.lin(x)
-            raise self.err
-
-    m = Fails(error).eval()
+    m = _Fails(error).eval()
     with pytest.raises(type(error)) as info:
         LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(4, 4), target=0, l2=0.5)
     assert info.value is error and type(info.value) is type(error)
@@ -1385,7 +1388,6 @@ def test_a_failing_first_forward_keeps_its_exception_type(error):
     assert type(info.value) is RuntimeError and type(info.value.__cause__) is RuntimeError
 
 
-
 class _CustomStr(NotImplementedError):
     def __str__(self):
         return "[custom] bad thing"
@@ -1397,18 +1399,9 @@ def test_the_first_forward_hint_is_told_once_and_never_lost():
     showed no hint."""
     import sys
 
-    class Fails(nn.Module):
-        def __init__(self, err):
-            super().__init__()
-            self.lin, self.err = nn.Linear(4, 3), err
-
-        def forward(self, x):
-            self.lin(x)
-            raise self.err
-
     hint = "the model failed on the first example of `inputs`"
     for err in (NotImplementedError("cached"), _CustomStr("original")):
-        m = Fails(err).eval()
+        m = _Fails(err).eval()
         for _ in range(3):
             with pytest.raises(NotImplementedError):
                 LayerFeatureOptimizer(m, m.lin).attribute(torch.randn(4, 4), target=0, l2=0.5)
