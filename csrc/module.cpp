@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 
 #include "stats.hpp"
 #ifdef DR_WITH_CUDA
@@ -51,7 +52,8 @@ py::tuple wm_impl(py::array fiv, py::array w) {
                               " are negative, non-finite or sum to zero");
     if (st == 2)
         throw py::value_error("fiv of class " + std::to_string(bad) +
-                              " contains NaN or inf, or values so large that the moments overflow");
+                              " contains NaN or inf, or values so large that the moments overflow" +
+                              (std::is_same<T, float>::value ? " float32" : ""));
     return py::make_tuple(mean, var);
 }
 

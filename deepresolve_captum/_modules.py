@@ -11,44 +11,81 @@ SQUASHING = (nn.Sigmoid, nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
 
 
 def module_modes(scope):
-    """Every module's train/eval flag under ``scope`` (an ``nn.Module``), root first, in
-    pre-order, each module once (for :func:`restore_modes`)."""
-    return [(m, m.training) for m in scope.modules()]
+    """Every module's train/eval flag under ``scope`` (an ``nn.Module``), each module once,
+    root first, every module after all of its parents (a topological order of the module
+    graph; a tree's is its pre-order), for :func:`restore_modes`."""
+    mods = list(scope.modules())
+    index = {id(m): i for i, m in enumerate(mods)}
+    children = [[index[id(c)] for c in m.children()] for m in mods]
+    n_parents = [0] * len(mods)
+    for kids in children:
+        for k in kids:
+            n_parents[k] += 1
+    order, ready = [], [0] if mods else []
+    while ready:               # Kahn's algorithm, depth first: pre-order where nothing is shared
+        i = ready.pop()
+        order.append(i)
+        for k in reversed(children[i]):
+            n_parents[k] -= 1
+            if n_parents[k] == 0:
+                ready.append(k)
+    return [(mods[i], mods[i].training) for i in order]
 
 
 def restore_modes(modes):
     """Put back the modes :func:`module_modes` recorded, through ``train()``.
 
-    ``train(mode)`` on the root, then, in pre-order, ``train(mode)`` on each module its parent
-    left in another mode, so that a module overriding ``train()`` (MC dropout switching
-    sampling, ``model.eval(); model.mc.train()``) sees its own mode come back, not only its
-    flag, and its children are corrected after it. The pass repeats while it changes anything
-    (a module shared by two parents in different modes is reset by the second parent's
-    ``train()`` after its own turn: the next pass corrects it), at most 8 times. Last, any flag
-    still off (a ``train()`` that does not set it) is set directly. A ``train()`` that raises
-    (an inference-only model) does not lose the caller's result: the flags are then set
-    directly and a RuntimeWarning names the error."""
+    ``train(mode)`` on the root, then ``train(mode)`` on each module left in another mode, in
+    the recorded order: every module after all of its parents, so a module overriding
+    ``train()`` (MC dropout switching sampling, ``model.eval(); model.mc.train()``) sees its own
+    mode come back, not only its flag, also when it is shared by parents in different modes,
+    and no later call resets it (a ``train()`` reaches only its own descendants). One pass,
+    linear in the modules.
+
+    A ``train()`` that raises (an inference-only model) does not stop the others nor lose the
+    caller's result; a flag still off at the end (that ``train()``, or one that does not set the
+    flag) is set directly. Either way a RuntimeWarning says so, at the first line outside this
+    package. KeyboardInterrupt goes on (the flags are set first)."""
     if not modes:
         return
+    failed = []
     try:
-        root, mode = modes[0]
-        root.train(mode)
-        for _ in range(8):
-            changed = False
-            for m, mode in modes[1:]:
-                if m.training != mode:
+        for i, (m, mode) in enumerate(modes):
+            if i == 0 or m.training != mode:
+                try:
                     m.train(mode)
-                    changed = True
-            if not changed:
-                break
-    except Exception as e:   # noqa: BLE001 - a clean-up step: keep the result, say what failed
-        warnings.warn(f"putting the model's train/eval modes back through train() failed "
-                      f"({type(e).__name__}: {e}); the modules' training flags were set back "
-                      "directly instead", RuntimeWarning, stacklevel=4)
+                except Exception as e:   # noqa: BLE001 - a clean-up step: keep the result
+                    failed.append(f"{type(m).__name__}.train({mode}): {type(e).__name__}: {e}")
     finally:
+        off = [m for m, mode in modes if m.training != mode]
         for m, mode in modes:
             if m.training != mode:
                 m.training = mode
+    if failed or off:
+        what = (f"{len(failed)} train() call(s) raised ({failed[0]})" if failed else
+                f"train() left the flag of {len(off)} module(s) (e.g. {type(off[0]).__name__}) "
+                "unchanged")
+        warnings.warn(f"putting the model's train/eval modes back: {what}; their training flags "
+                      "were set directly, so state a train() override keeps may be off",
+                      RuntimeWarning, stacklevel=_outside_stacklevel())
+
+
+def _outside_stacklevel():
+    """warnings.warn's stacklevel, from the caller of this function, that names the first frame
+    outside this package, Captum and the context-manager / decorator plumbing of contextlib and
+    torch.utils._contextlib (``@torch.no_grad()``): the user's line."""
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    f, level = sys._getframe(2), 2        # 1: restore_modes's warnings.warn; 2: its caller
+    while f is not None:
+        name = os.path.abspath(f.f_code.co_filename)
+        plumbing = os.path.basename(name) in ("contextlib.py", "_contextlib.py")
+        if not (name.startswith(here) or plumbing or f"{os.sep}captum{os.sep}" in name):
+            return level
+        f, level = f.f_back, level + 1
+    return 2
 
 
 @contextmanager

@@ -199,7 +199,7 @@ BAD_MOMENTS = {
     # finite in float64 (var 2.25e76), inf only once cast back to float32: every path used to
     # return var = inf silently (r5 F3)
     "overflow-float32": (np.array([0.0, 3e38], dtype=np.float32)[None, :, None] * np.ones((2, 1, 3), np.float32),
-                         np.ones((2, 2)), "overflow"),
+                         np.ones((2, 2)), "overflow float32"),
 }
 
 

@@ -1,3 +1,5 @@
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -230,11 +232,58 @@ def test_a_train_that_raises_on_the_way_back_keeps_the_result():
     m = InferenceOnly(torch.nn.Conv1d(4, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
                       torch.nn.Linear(32, 2))
     torch.nn.Module.train(m, True)
-    with pytest.warns(RuntimeWarning, match=r"through train\(\) failed \(RuntimeError: "
-                                            r"inference-only model\)"):
+    with pytest.warns(RuntimeWarning, match=r"modes back: 1 train\(\) call\(s\) raised "
+                                            r"\(InferenceOnly.train\(True\): RuntimeError: "
+                                            r"inference-only model\)") as rec:
         out = predict(m, _onehot(2, length=10))
+    assert rec[0].filename == __file__          # the user's line, not torch's no_grad wrapper
     assert out.shape == (2, 2) and m.training and all(x.training for x in m.modules())
     assert all(p.requires_grad for p in m.parameters())
+
+
+def test_a_chain_of_modules_each_shared_by_root_and_the_next_comes_back_in_one_pass():
+    """The root registers m0, then m1 holding m0, ... (each module shared by the root and the
+    next one), every train() switching a sampling flag, the modes alternating. A restore in
+    pre-order, repeated at most 8 times, left one module sampling while in eval mode at 10
+    levels, without a warning; in an order with every module after all of its parents, one
+    pass restores every (training, sampling) pair."""
+    class Samp(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sampling = True
+
+        def train(self, mode=True):
+            self.sampling = mode
+            return super().train(mode)
+
+        def forward(self, x):
+            x = self.inner(x) if hasattr(self, "inner") else x
+            return torch.nn.functional.dropout(x, 0.1, training=self.sampling)
+
+    class Root(torch.nn.Module):
+        def __init__(self, n):
+            super().__init__()
+            self.chain = [Samp()]
+            self.add_module("m0", self.chain[0])
+            for i in range(1, n):
+                m = Samp()
+                m.add_module("inner", self.chain[-1])
+                self.add_module(f"m{i}", m)
+                self.chain.append(m)
+            self.fc = torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(self.chain[-1](x))
+
+    for n in (10, 16):
+        r = Root(n).train()
+        for i in reversed(range(n)):
+            r.chain[i].train(i % 2 == 0)
+        before = [(m.training, m.sampling) for m in r.chain]
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            predict(r, torch.randn(5, 4))
+        assert [(m.training, m.sampling) for m in r.chain] == before
 
 
 def test_modes_of_a_deeply_shared_graph_are_recorded_once_per_module():
