@@ -27,8 +27,10 @@ def module_modes(scope):
         order.append(i)
         for k in reversed(children[i]):
             n_parents[k] -= 1
-            if n_parents[k] == 0:
+            if n_parents[k] == 0 and k != 0:    # the root is placed first, once
                 ready.append(k)
+    placed = set(order)   # a cyclic graph (train() itself would recurse forever): rest in pre-order
+    order += [i for i in range(len(mods)) if i not in placed]
     return [(mods[i], mods[i].training) for i in order]
 
 
@@ -62,7 +64,8 @@ def restore_modes(modes):
             if m.training != mode:
                 m.training = mode
     if failed or off:
-        what = (f"{len(failed)} train() call(s) raised ({failed[0]})" if failed else
+        what = (f"{len(failed)} train() call(s) raised ({'; '.join(failed[:3])}"
+                f"{'; ...' if len(failed) > 3 else ''})" if failed else
                 f"train() left the flag of {len(off)} module(s) (e.g. {type(off[0]).__name__}) "
                 "unchanged")
         warnings.warn(f"putting the model's train/eval modes back: {what}; their training flags "
@@ -73,16 +76,19 @@ def restore_modes(modes):
 def _outside_stacklevel():
     """warnings.warn's stacklevel, from the caller of this function, that names the first frame
     outside this package, Captum and the context-manager / decorator plumbing of contextlib and
-    torch.utils._contextlib (``@torch.no_grad()``): the user's line."""
-    import os
+    torch.utils._contextlib (``@torch.no_grad()``): the user's line. Frames are told apart by
+    their module's name (a user's folder called ``captum`` is the user's); with none outside,
+    the outermost frame."""
     import sys
 
-    here = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    pkg = __name__.rpartition(".")[0]
+    inside = (pkg, "captum", "contextlib", "torch.utils._contextlib")
     f, level = sys._getframe(2), 2        # 1: restore_modes's warnings.warn; 2: its caller
     while f is not None:
-        name = os.path.abspath(f.f_code.co_filename)
-        plumbing = os.path.basename(name) in ("contextlib.py", "_contextlib.py")
-        if not (name.startswith(here) or plumbing or f"{os.sep}captum{os.sep}" in name):
+        mod = f.f_globals.get("__name__", "")
+        if not any(mod == p or mod.startswith(p + ".") for p in inside):
+            return level
+        if f.f_back is None:
             return level
         f, level = f.f_back, level + 1
     return 2

@@ -312,3 +312,39 @@ def test_modes_of_a_deeply_shared_graph_are_recorded_once_per_module():
     net.eval()
     restore_modes(modes)
     assert shared.training and shared.sampling and not net.B.training and net.A.training
+
+
+def test_the_restore_warning_points_at_the_users_line_from_a_folder_named_captum(tmp_path):
+    """The warning's line was found by file path, so a user script inside a folder called
+    'captum' (a clone of Captum) was taken for library code and the warning pointed into
+    adapters.py; frames are now told apart by module name."""
+    import subprocess
+    import sys
+    import textwrap
+
+    (tmp_path / "captum").mkdir()
+    script = tmp_path / "captum" / "user.py"
+    script.write_text(textwrap.dedent("""
+        import warnings, torch
+        from deepresolve_captum.train import predict
+
+        class InferenceOnly(torch.nn.Linear):
+            def train(self, mode=True):
+                if mode:
+                    raise RuntimeError("inference only")
+                return super().train(mode)
+
+        m = torch.nn.Sequential(InferenceOnly(3, 2))
+        for x in m.modules():
+            x.training = True                    # found in train mode
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            predict(m, torch.randn(2, 3))     # the user's line
+        print([(w.filename.endswith("user.py"), w.lineno) for w in rec])
+    """))
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=120, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    line = script.read_text().splitlines().index(
+        "    predict(m, torch.randn(2, 3))     # the user's line") + 1
+    assert r.stdout.strip() == f"[(True, {line})]", r.stdout
