@@ -517,6 +517,9 @@ def channel_seqlets(attributions, channels=None, threshold=0.01, **kwargs):
         raise ValueError(f"attributions must have shape (C, N, 4, L), got {tuple(a.shape)}")
     if channels is None:
         channels = list(range(a.shape[0]))
+    elif hasattr(channels, "tolist") and not isinstance(channels, (str, bytes)):
+        channels = channels.tolist()   # a tensor / array of indices: plain ints in the table
+        channels = channels if isinstance(channels, list) else [channels]
     if len(channels) != a.shape[0]:
         raise ValueError(f"{len(channels)} channel labels for {a.shape[0]} channels")
     out = []

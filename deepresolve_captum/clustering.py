@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import operator
+
 import numpy as np
 import pandas as pd
 
@@ -266,9 +268,15 @@ def hierarchical_clustering(similarity, n_clusters=None, threshold=None, method=
     if n_clusters is not None and threshold is not None:
         raise ValueError("give n_clusters or threshold, not both")
     C = s.shape[0]
-    if n_clusters is not None and (isinstance(n_clusters, bool) or not isinstance(n_clusters, (int, np.integer))
-                                   or not 1 <= n_clusters <= C):
-        raise ValueError(f"n_clusters must be an int in [1, {C}]")
+    if n_clusters is not None:   # an int, a numpy integer or a 0-d integer tensor
+        try:
+            k = (None if isinstance(n_clusters, bool) or not hasattr(n_clusters, "__index__")
+                 else operator.index(n_clusters))
+        except TypeError:
+            k = None
+        if k is None or not 1 <= k <= C:
+            raise ValueError(f"n_clusters must be an int in [1, {C}], got {n_clusters!r}")
+        n_clusters = k
     if threshold is not None and not (np.isfinite(float(threshold)) and 0 <= float(threshold) <= 2):
         raise ValueError(f"threshold is a distance 1 - similarity, in [0, 2]; got {threshold!r}")
     if optimal_ordering == "auto":

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import operator
+
 import numpy as np
 
 from . import _stats
@@ -52,6 +54,37 @@ MAX_FIGURE_INCHES = 40.0
 #: whole, a 6,000-class matrix took +3 GB to build and save, ~22x its float32 size, for an image
 #: of ~640 pixels a side; 21,907 classes ran out of 24 GB.)
 HEATMAP_MAX_CELLS = 2000
+
+
+def _plain_labels(labels):
+    """A list of plain Python labels (a tensor or array of channel indices becomes ints), so
+    that they compare equal to the ints of a seqlets table."""
+    if hasattr(labels, "tolist") and not isinstance(labels, (str, bytes)):
+        return list(labels.tolist()) if getattr(labels, "ndim", 1) else [labels.tolist()]
+    return [x.item() if hasattr(x, "item") and not isinstance(x, (str, bytes)) else x
+            for x in labels]
+
+
+def _index(value, name, n):
+    """``value`` as an int in [0, n) (an int, a numpy integer or a 0-d integer tensor)."""
+    try:
+        ok = not isinstance(value, bool) and hasattr(value, "__index__")
+        v = operator.index(value) if ok else None
+    except TypeError:
+        v = None
+    if v is None or not 0 <= v < n:
+        raise ValueError(f"{name} must be an int in [0, {n}), got {value!r}")
+    return v
+
+
+def _check_ax(ax):
+    """None or one matplotlib Axes (not the array plt.subplots returns for a grid)."""
+    from matplotlib.axes import Axes
+
+    if ax is not None and not isinstance(ax, Axes):
+        raise TypeError(f"ax must be one matplotlib Axes, got {type(ax).__name__}"
+                        + (f" of shape {ax.shape}: pick one, e.g. axes[0]"
+                           if hasattr(ax, "shape") else ""))
 
 
 def _np(x, name):
@@ -243,6 +276,7 @@ def plot_filter_logo(weight, ax=None, mode="weight", ylim=None, ylabel=True, xti
     -------
     matplotlib Axes (its figure is ``ax.figure``).
     """
+    _check_ax(ax)
     import matplotlib.pyplot as plt
 
     if ax is None:
@@ -390,8 +424,7 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
 
     fiv = _np(summary.fiv, "fiv")
     C, T, K = fiv.shape
-    if not (isinstance(target, (int, np.integer)) and 0 <= target < C):
-        raise ValueError(f"target must be an int in [0, {C}), got {target!r}")
+    target = _index(target, "target", C)
     fiv = fiv[target]
     il = _np(summary.il, "il")[target]
     ofiv = _np(summary.ofiv, "ofiv")[target]
@@ -573,6 +606,7 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     matplotlib Figure, also when ``ax`` is given (then ``ax.figure``; the Axes is ``ax``, else
     ``fig.axes[0]``).
     """
+    _check_ax(ax)
     import matplotlib.pyplot as plt
 
     from .summary import EnsembleSummary
@@ -852,7 +886,7 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
     C, N, _, L = a.shape
     if not 0 <= seq_idx < N:
         raise ValueError(f"seq_idx must be in [0, {N})")
-    channels = list(channels) if channels is not None else list(range(C))
+    channels = _plain_labels(channels) if channels is not None else list(range(C))
     if len(channels) != C:
         raise ValueError(
             f"channels must have one label per channel of attributions ({C}), got "
@@ -966,6 +1000,9 @@ def plot_interaction(result, ax=None, names=None):
 
     import matplotlib.pyplot as plt
 
+    _check_ax(ax)
+    if names is not None and (isinstance(names, (str, bytes)) or len(names) != 2):
+        raise ValueError(f"names must be two names (of a and of b), got {names!r}")
     t = result.table
     a, b = names if names is not None else (result.motifs["a"], result.motifs["b"])
     labels = [textwrap.fill(str(x), 14, break_long_words=True)
@@ -1178,6 +1215,7 @@ def plot_association_index(df, ax=None, max_labels=60):
     -------
     matplotlib Axes (its figure is ``ax.figure``).
     """
+    _check_ax(ax)
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
@@ -1252,8 +1290,12 @@ def plot_bicluster(result, row_names=None, column_names=None, vmin=-1.0, vmax=1.
     from matplotlib.ticker import MaxNLocator
 
     b = result.ordered_block
-    n_classes = max(int(np.max(result.rows, initial=-1)), int(np.max(result.columns, initial=-1))) + 1
-    for what, names in (("row_names", row_names), ("column_names", column_names)):
+    _check_ax(ax)
+    # each list names the classes of its own axis (a rectangular block given directly has
+    # rows 0..R-1 and columns 0..Q-1)
+    for what, names, used in (("row_names", row_names, result.rows),
+                              ("column_names", column_names, result.columns)):
+        n_classes = int(np.max(used, initial=-1)) + 1
         if names is not None and len(names) < n_classes:
             raise ValueError(f"{what} must name all classes (index {n_classes - 1} is used), "
                              f"got {len(names)} names")

@@ -433,3 +433,17 @@ def test_asymmetry_beyond_rounding_is_refused_as_documented():
     hierarchical_clustering((far + far.T) / 2)
     doc = " ".join(hierarchical_clustering.__doc__.split())
     assert "symmetrised as" not in doc and "at most 1e-6" in doc and "raises ValueError" in doc
+
+
+def test_n_clusters_may_be_a_0d_integer_tensor():
+    """hierarchical_clustering(n_clusters=torch.tensor(3)) said 'must be an int in [1, C]' with
+    3 in range; a float or bool is still refused, with the value shown."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 5))
+    sim = np.corrcoef(x)
+    a = hierarchical_clustering(sim, n_clusters=torch.tensor(3))
+    b = hierarchical_clustering(sim, n_clusters=3)
+    assert np.array_equal(a.labels, b.labels)
+    for bad in (torch.tensor(3.0), True, 7):
+        with pytest.raises(ValueError, match=r"n_clusters must be an int in \[1, 6\], got"):
+            hierarchical_clustering(sim, n_clusters=bad)

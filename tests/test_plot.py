@@ -1002,3 +1002,48 @@ def test_association_index_on_a_callers_axes_keeps_its_legend_inside_and_unsigne
     assert leg.y1 <= box.y1 + 1 and leg.y0 >= box.y0 - 1            # inside, under the title
     assert a1.get_ylim()[0] > -10                                  # -uint32 no longer wraps
     plt.close(fig)
+
+
+def test_tensor_labels_targets_and_axes_from_a_review():
+    """From a review of plot inputs: channels=top as a tensor (an argsort) drew no seqlet at all
+    and warned of nothing (tensor(30) == 30 held in the stray check, not in the table); a 0-d
+    tensor target was 'not an int in [0, C)'; a rectangular bicluster block needed as many row
+    names as columns; three names for plot_interaction failed to unpack; the array of a
+    subplot grid as ax failed with an AttributeError."""
+    import pandas as pd
+
+    from deepresolve_captum.channel_motifs import channel_seqlets
+    from deepresolve_captum.clustering import bicluster
+    from deepresolve_captum.plot import plot_interaction
+
+    a = np.random.default_rng(0).normal(size=(3, 1, 4, 20))
+    seqlets = pd.DataFrame({"channel": [30, 5, 9], "example_idx": [0] * 3, "start": [2, 4, 6],
+                            "end": [5, 7, 9]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fig = plot_channel_attributions(a, channels=torch.tensor([30, 5, 9]), seqlets=seqlets)
+    assert [len([p for p in ax.patches if p is not ax.patch]) for ax in fig.axes] == [1, 1, 1]
+    g = torch.Generator().manual_seed(0)
+    attr = torch.randn(2, 3, 4, 60, generator=g) * 0.01
+    attr[:, :, 0, 20:28] = 3.0
+    top = torch.tensor([1, 2])
+    table = channel_seqlets(attr, channels=top)
+    assert set(table["channel"]) == {1, 2} and all(type(c) is int for c in table["channel"])
+
+    s = _summary(C=3)
+    assert plot_feature_importance(s, target=torch.tensor(1)) is not None
+    with pytest.raises(ValueError, match=r"target must be an int in \[0, 3\)"):
+        plot_feature_importance(s, target=torch.tensor(1.0))
+
+    block = np.random.default_rng(1).uniform(-1, 1, size=(4, 8))
+    r = bicluster(block, n_clusters=2)
+    fig = plot_bicluster(r, row_names=[f"r{i}" for i in range(4)],
+                         column_names=[f"c{j}" for j in range(8)])
+    assert fig is not None
+
+    _, grid = plt.subplots(1, 2)
+    with pytest.raises(TypeError, match=r"one matplotlib Axes, got ndarray of shape \(2,\)"):
+        plot_ofiv(s, ax=grid)
+    assert plot_ofiv(s, ax=grid[0]) is grid[0].figure
+    with pytest.raises(ValueError, match="names must be two names"):
+        plot_interaction(object(), names=("a", "b", "c"))
