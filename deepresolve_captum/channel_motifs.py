@@ -494,6 +494,16 @@ def channel_tomtom(pwms, targets=None, channel_names=None, min_ic=0.5, n_nearest
     return df
 
 
+def _plain_labels(labels):
+    """A list of plain Python labels: a tensor or array of channel indices (or its 0-d
+    elements) becomes ints, so that they compare equal to the ``channel`` column of a seqlets
+    table (``tensor(30) == 30`` holds, a DataFrame column == tensor(30) does not)."""
+    if hasattr(labels, "tolist") and not isinstance(labels, (str, bytes)):
+        return list(labels.tolist()) if getattr(labels, "ndim", 1) else [labels.tolist()]
+    return [x.item() if hasattr(x, "item") and not isinstance(x, (str, bytes)) else x
+            for x in labels]
+
+
 def channel_seqlets(attributions, channels=None, threshold=0.01, **kwargs):
     """Seqlets (stretches of high attribution) of each channel, via tangermeme.
 
@@ -517,9 +527,8 @@ def channel_seqlets(attributions, channels=None, threshold=0.01, **kwargs):
         raise ValueError(f"attributions must have shape (C, N, 4, L), got {tuple(a.shape)}")
     if channels is None:
         channels = list(range(a.shape[0]))
-    elif hasattr(channels, "tolist") and not isinstance(channels, (str, bytes)):
-        channels = channels.tolist()   # a tensor / array of indices: plain ints in the table
-        channels = channels if isinstance(channels, list) else [channels]
+    else:
+        channels = _plain_labels(channels)   # a tensor / array of indices: ints in the table
     if len(channels) != a.shape[0]:
         raise ValueError(f"{len(channels)} channel labels for {a.shape[0]} channels")
     out = []

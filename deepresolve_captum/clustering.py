@@ -153,6 +153,20 @@ def _condensed_distance(s):
     return out, top, asym
 
 
+def _as_index(value, name, lo, hi):
+    """``value`` as an int in [lo, hi]: an int, a numpy integer or a 0-d integer tensor (what
+    ``argmax`` returns); a bool or a float is refused, with the value shown."""
+    try:
+        v = (None if isinstance(value, bool) or not hasattr(value, "__index__")
+             else operator.index(value))
+    except TypeError:
+        v = None
+    if v is None or not lo <= v <= hi:
+        bounds = f"[{lo}, {hi + 1})" if lo == 0 else f"[{lo}, {hi}]"
+        raise ValueError(f"{name} must be an int in {bounds}, got {value!r}")
+    return v
+
+
 def _check_finite(s, name="similarity"):
     """Raise if the square ``s`` holds NaN or inf; read in row blocks (no C x C temporary)."""
     for r0, r1 in _row_ranges(s.shape[0]):
@@ -268,15 +282,8 @@ def hierarchical_clustering(similarity, n_clusters=None, threshold=None, method=
     if n_clusters is not None and threshold is not None:
         raise ValueError("give n_clusters or threshold, not both")
     C = s.shape[0]
-    if n_clusters is not None:   # an int, a numpy integer or a 0-d integer tensor
-        try:
-            k = (None if isinstance(n_clusters, bool) or not hasattr(n_clusters, "__index__")
-                 else operator.index(n_clusters))
-        except TypeError:
-            k = None
-        if k is None or not 1 <= k <= C:
-            raise ValueError(f"n_clusters must be an int in [1, {C}], got {n_clusters!r}")
-        n_clusters = k
+    if n_clusters is not None:
+        n_clusters = _as_index(n_clusters, "n_clusters", 1, C)
     if threshold is not None and not (np.isfinite(float(threshold)) and 0 <= float(threshold) <= 2):
         raise ValueError(f"threshold is a distance 1 - similarity, in [0, 2]; got {threshold!r}")
     if optimal_ordering == "auto":

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import operator
-
 import numpy as np
 
 from . import _stats
@@ -54,27 +52,6 @@ MAX_FIGURE_INCHES = 40.0
 #: whole, a 6,000-class matrix took +3 GB to build and save, ~22x its float32 size, for an image
 #: of ~640 pixels a side; 21,907 classes ran out of 24 GB.)
 HEATMAP_MAX_CELLS = 2000
-
-
-def _plain_labels(labels):
-    """A list of plain Python labels (a tensor or array of channel indices becomes ints), so
-    that they compare equal to the ints of a seqlets table."""
-    if hasattr(labels, "tolist") and not isinstance(labels, (str, bytes)):
-        return list(labels.tolist()) if getattr(labels, "ndim", 1) else [labels.tolist()]
-    return [x.item() if hasattr(x, "item") and not isinstance(x, (str, bytes)) else x
-            for x in labels]
-
-
-def _index(value, name, n):
-    """``value`` as an int in [0, n) (an int, a numpy integer or a 0-d integer tensor)."""
-    try:
-        ok = not isinstance(value, bool) and hasattr(value, "__index__")
-        v = operator.index(value) if ok else None
-    except TypeError:
-        v = None
-    if v is None or not 0 <= v < n:
-        raise ValueError(f"{name} must be an int in [0, {n}), got {value!r}")
-    return v
 
 
 def _check_ax(ax):
@@ -424,7 +401,9 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
 
     fiv = _np(summary.fiv, "fiv")
     C, T, K = fiv.shape
-    target = _index(target, "target", C)
+    from .clustering import _as_index
+
+    target = _as_index(target, "target", 0, C - 1)
     fiv = fiv[target]
     il = _np(summary.il, "il")[target]
     ofiv = _np(summary.ofiv, "ofiv")[target]
@@ -886,6 +865,8 @@ def plot_channel_attributions(attributions, channels=None, seq_idx=0, pwms=None,
     C, N, _, L = a.shape
     if not 0 <= seq_idx < N:
         raise ValueError(f"seq_idx must be in [0, {N})")
+    from .channel_motifs import _plain_labels
+
     channels = _plain_labels(channels) if channels is not None else list(range(C))
     if len(channels) != C:
         raise ValueError(
