@@ -20,8 +20,10 @@ and a margin ``m = tol * s``:
   alone (d_ab > max(d_a, d_b) + m);
 * ``"OR-like"``: each alone raises the output and both together at least as much as the stronger
   one (d_ab >= max(d_a, d_b) - m) but not super-additively (interaction <= m);
-* ``"uncertain"``: the means look XOR- or AND-like, but the gap (both together vs the stronger
-  one alone) or the interaction is within ``z`` standard errors: more backgrounds would decide;
+* ``"uncertain"``: the means look XOR-, AND- or OR-like, but an effect the label rests on is
+  within ``z`` standard errors (over the backgrounds): each motif's own effect (XOR, OR), the
+  gap between both together and the stronger one alone (XOR, AND) or the interaction (AND).
+  More backgrounds would decide;
 * ``"none"``: no effect above ``min_effect`` and ``z`` standard errors; ``"other"``: anything
   else (e.g. a repressive motif, or an effect of only one of the two motifs).
 
@@ -37,7 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._modules import check_layer_calls, how_squashed, leaf_module_trace, logits_advice, module_path
+from ._modules import (check_layer_calls, how_squashed, leaf_module_trace, logits_advice,
+                       module_path, output_squashing)
 from ._stats import _tensor_to_numpy
 from .adapters import (_check_channels, _check_model_layer, _check_one_input, _check_X,
                        _describe_unknown, _model_device, _model_float_dtype, _preserved,
@@ -103,12 +106,29 @@ def plant_motifs(X, motifs, starts):
     Returns
     -------
     torch.Tensor (N, 4, L), float32.
+
+    Raises
+    ------
+    ValueError: X not (N, 4, L), ``starts`` not an integer array of shape (N, M), an instance
+        array not (N, 4, k), or a motif that does not fit at its start.
     """
-    X = X.clone().float()
+    if not isinstance(X, torch.Tensor) or X.ndim != 3 or X.shape[1] != 4:
+        raise ValueError(f"X must be a one-hot tensor of shape (N, 4, L), got "
+                         f"{tuple(X.shape) if isinstance(X, torch.Tensor) else type(X).__name__}")
+    N = len(X)
     starts = np.asarray(starts)
+    if starts.shape != (N, len(motifs)) or not (
+            np.issubdtype(starts.dtype, np.integer) or starts.size == 0):
+        raise ValueError(f"starts must be an integer array of shape (N, M) = ({N}, {len(motifs)}) "
+                         f"(one start per sequence and motif, -1: not planted), got "
+                         f"{starts.dtype} {starts.shape}")
+    X = X.clone().float()
     for j, inst in enumerate(motifs):
         inst = torch.as_tensor(np.array(inst, dtype=np.float32) if isinstance(inst, np.ndarray) else inst,
                                dtype=X.dtype)  # a copy: read-only arrays (broadcast views) are fine
+        if inst.ndim != 3 or inst.shape[0] != N or inst.shape[1] != 4:
+            raise ValueError(f"motifs[{j}] must hold one (4, k) instance per sequence, shape "
+                             f"({N}, 4, k), got {tuple(inst.shape)}")
         k = inst.shape[-1]
         rows = np.flatnonzero(starts[:, j] >= 0)
         if len(rows) == 0:
@@ -143,29 +163,49 @@ def _non_overlapping_starts(rng, n, lengths, L, gap=1, max_tries=1000):
     return out
 
 
+def _check_thresholds(tol, min_effect, z):
+    """Refuse a ``tol``, ``min_effect`` or ``z`` that is not a finite real number >= 0."""
+    for name, v in (("tol", tol), ("min_effect", min_effect), ("z", z)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+            raise TypeError(f"{name} must be a real number >= 0, got {v!r}")
+        if not (np.isfinite(v) and v >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+
 def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z=3.0,
                          interaction_sem=None, gap_sem=None):
     """Name the logic of a motif pair from its effects over the no-motif background.
 
+    Every effect a label rests on must exceed ``z`` of its standard errors, where they are
+    given: each motif's own effect (``sems``) for XOR- and OR-like, the gap (``gap_sem``) for
+    XOR- and AND-like, the interaction (``interaction_sem``) for AND-like. A pattern whose
+    means fit a label but one of those effects is within ``z`` standard errors is
+    ``"uncertain"``: more backgrounds would decide it.
+
     Parameters
     ----------
     d_a, d_b, d_ab: floats, mean output change with a alone, b alone, both (see module doc).
-    tol: relative margin (fraction of the largest effect).
-    min_effect: absolute effect below which the pair is ``"none"``.
-    sems: optional (sem_a, sem_b, sem_ab) standard errors of the three effects: the pair is also
-        ``"none"`` when no effect exceeds ``z`` of its standard errors.
-    z: significance multiple used with ``sems``.
+    tol: relative margin (fraction of the largest effect), a number >= 0.
+    min_effect: absolute effect below which the pair is ``"none"``, a number >= 0.
+    sems: optional (sem_a, sem_b, sem_ab) standard errors of the three effects: the pair is
+        ``"none"`` when no effect exceeds ``z`` of its standard errors, and ``"uncertain"``
+        instead of XOR- or OR-like when d_a or d_b does not exceed ``z`` of its own.
+    z: significance multiple used with the standard errors, a number >= 0.
     interaction_sem, gap_sem: optional standard errors (paired over backgrounds) of the
         interaction d_ab - d_a - d_b and of the gap d_ab - max(d_a, d_b): with them an XOR- or
         AND-like pattern whose gap (and, for AND, interaction) is within ``z`` standard errors
-        is ``"uncertain"`` (more backgrounds would decide it) instead of a label that changes
-        with the random backgrounds.
+        is ``"uncertain"`` instead of a label that changes with the random backgrounds.
 
     Returns
     -------
     str: ``"XOR-like"``, ``"AND-like"``, ``"OR-like"``, ``"uncertain"``, ``"none"`` or
     ``"other"`` (e.g. a repressive motif, or only one of the two motifs having an effect).
+
+    Raises
+    ------
+    TypeError, ValueError: ``tol``, ``min_effect`` or ``z`` not a finite number >= 0.
     """
+    _check_thresholds(tol, min_effect, z)
     s = max(abs(d_a), abs(d_b), abs(d_ab))
     if s < min_effect:
         return "none"
@@ -176,12 +216,14 @@ def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z
     gap = d_ab - max(d_a, d_b)
     sure_gap = gap_sem is None or abs(gap) > z * gap_sem
     sure_inter = interaction_sem is None or abs(inter) > z * interaction_sem
+    # each motif's own effect, raised above z standard errors (XOR and OR rest on both)
+    sure_each = sems is None or (d_a > z * sems[0] and d_b > z * sems[1])
     if d_a > m and d_b > m and gap < -m:
-        return "XOR-like" if sure_gap else "uncertain"
+        return "XOR-like" if sure_gap and sure_each else "uncertain"
     if inter > m and gap > m:
         return "AND-like" if sure_gap and sure_inter else "uncertain"
     if d_a > m and d_b > m and d_ab >= max(d_a, d_b) - m and inter <= m:
-        return "OR-like"
+        return "OR-like" if sure_each else "uncertain"
     return "other"
 
 
@@ -291,18 +333,31 @@ def _predict(model, X, target, batch_size, device):
     return torch.cat(out)
 
 
-_SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d)
+def _check_batch_size(batch_size):
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+
+
+_SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d, torch.nn.LogSoftmax)
 
 
 def _probe_forward(model, x):
-    """One small batch through ``model`` -> (how its output is squashed into probabilities,
-    :func:`_modules.how_squashed`, or None; the shape of one sequence's output, () for (N,)
-    outputs; how to get the logits instead, :func:`_modules.logits_advice`). Run with grad
-    enabled, so that a functional torch.sigmoid shows in the graph."""
+    """One small batch through ``model`` -> (how its output is squashed,
+    :func:`_modules.how_squashed`, or None; True when that squashing is a log-softmax, whose
+    outputs are log-probabilities, not probabilities; the shape of one sequence's output, ()
+    for (N,) outputs; how to get the logits instead, :func:`_modules.logits_advice`). Run with
+    grad enabled, so that a functional torch.sigmoid / log_softmax shows in the graph."""
     with torch.enable_grad(), leaf_module_trace(model) as seen:
         y = _as_tensor_output(model(x))
-    squashed = how_squashed(seen, y, _SQUASHING, ("sigmoid", "softmax"), owner=model)
-    return squashed, tuple(y.shape[1:]), logits_advice(seen, model)
+    squashed = how_squashed(seen, y, _SQUASHING, ("sigmoid", "softmax", "log_softmax"),
+                            owner=model)
+    if squashed is None:
+        log = False
+    elif seen and isinstance(seen[-1], _SQUASHING):   # how_squashed named the final module
+        log = isinstance(seen[-1], torch.nn.LogSoftmax)
+    else:                                             # ... or the op in the output's graph
+        log = output_squashing(y) == "log_softmax"
+    return squashed, log, tuple(y.shape[1:]), logits_advice(seen, model)
 
 
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
@@ -332,10 +387,16 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     output: ``"probability"`` (default: sigmoid of the model's output, the scale on which AND / OR /
         XOR are judged) or ``"logit"`` (the raw output). A model that ends in ``nn.Sigmoid`` or
         ``nn.Softmax`` (or ``torch.sigmoid`` / ``F.softmax`` in its forward) already returns
-        probabilities: they are used as they are (no second sigmoid), with a warning, and
-        ``"logit"`` is refused for it.
-    tol, min_effect, z: see :func:`classify_interaction` (in units of ``output``); an effect
-        counts only if it exceeds ``z`` standard errors over the backgrounds.
+        probabilities: they are used as they are (no second sigmoid), with a warning. A model
+        that ends in ``nn.LogSoftmax`` (or ``F.log_softmax``, the usual partner of
+        ``NLLLoss``) returns log-probabilities: their ``exp`` is used, the probabilities a
+        Softmax ending would give, with a warning. ``"logit"`` is refused for both kinds (the
+        message says how to get the logits).
+    tol, min_effect, z: finite numbers >= 0, see :func:`classify_interaction` (``tol`` and
+        ``min_effect`` in units of ``output``). Each effect a label rests on (each motif's own
+        effect for XOR / OR, the gap for XOR / AND, the interaction for AND) counts only if it
+        exceeds ``z`` standard errors over the backgrounds (paired); a pattern that fits a
+        label only in its means is ``"uncertain"``.
     batch_size: sequences per forward pass.
     random_state: int seed (shuffles, positions, sampled instances).
 
@@ -352,6 +413,12 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         raise ValueError("output must be 'logit' or 'probability'")
     if not isinstance(n_backgrounds, (int, np.integer)) or n_backgrounds < 2:
         raise ValueError("n_backgrounds must be an int >= 2")
+    _check_batch_size(batch_size)
+    _check_thresholds(tol, min_effect, z)
+    if X is None and seq_len is not None and (
+            isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 1):
+        raise ValueError(f"seq_len must be an integer >= 1 (the length of the random "
+                         f"backgrounds), got {seq_len!r}")
     if isinstance(context, (str, np.ndarray, torch.Tensor)):
         context = [context]
     target = _as_target(target)
@@ -407,18 +474,26 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     with _preserved(model):
         try:
             dtype = _model_float_dtype(model) or allX.dtype
-            squashed, out_shape, advice = _probe_forward(
+            squashed, log, out_shape, advice = _probe_forward(
                 model, allX[:2].to(device=_model_device(model), dtype=dtype))
         except (RuntimeError, IndexError) as e:
             raise type(e)(f"{e}\n(the sequences were (N, 4, {L}): is {L} bp a length the model "
                           f"takes? set it with X or seq_len)\n{_ONE_HOT_HINT}") from e
         target = _flat_target(target, out_shape)
         y = _predict(model, allX, target, batch_size, _model_device(model))
+    kind = "log-probabilities" if log else "probabilities"
     if squashed and output == "logit":
         raise ValueError(
-            f"output='logit' asked, but the model {squashed}: its outputs are "
-            f"probabilities. Use output='probability', or {advice}.")
-    if squashed:
+            f"output='logit' asked, but the model {squashed}: its outputs are {kind}, not "
+            f"logits. Use output='probability'{' (their exp)' if log else ''}, or {advice}.")
+    if squashed and log:
+        # a sigmoid of log p would be p / (1 + p), at most 0.5: neither scale
+        warnings.warn(
+            f"the model {squashed}, so its outputs are log-probabilities; interaction_check "
+            "takes their exp (the probabilities a Softmax model gives), not a sigmoid.",
+            UserWarning, stacklevel=2)
+        y = torch.exp(y)
+    elif squashed:
         warnings.warn(
             f"the model {squashed}, so its outputs are already probabilities; "
             "interaction_check uses them as they are (no second sigmoid).", UserWarning, stacklevel=2)
@@ -448,7 +523,7 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
 
 
 def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None, trim=0.5,
-                             **kwargs):
+                             attribute_to_layer_input=False, **kwargs):
     """:func:`interaction_check` for two channels of ``layer``, using their motifs.
 
     Parameters
@@ -476,6 +551,11 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
           plant another channel's motif, so an array whose length is not K is refused: pass the
           ``ChannelMotifs`` itself, or a dict.
     trim: information-content threshold (bits) used to trim each PWM to its core before planting.
+    attribute_to_layer_input: the channels are those of the layer's *input* (Captum's name, as
+        in ``LayerFeatureOptimizer.attribute``): e.g. ``layer=model.fc1`` with True pairs the
+        pooled filters an ``EncodeTFModel`` feeds into ``fc1``, the channels its OFIVs are
+        over (``summarize_zoo``'s layer). Used for ``pwms=None`` and for the channel count an
+        array of ``pwms`` is checked against.
     kwargs: passed to :func:`interaction_check` (``context``, ``n_backgrounds``, ``target`` ...).
 
     Returns
@@ -497,7 +577,8 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
         raise ValueError(f"channel_a and channel_b are the same channel ({channel_a}): a "
                          "channel paired with itself plants one motif twice; pick two channels")
     if pwms is None:
-        res = channel_pwms(model, layer, [channel_a, channel_b], X, n_steps=0)  # fragments only
+        res = channel_pwms(model, layer, [channel_a, channel_b], X, n_steps=0,  # fragments only
+                           attribute_to_layer_input=bool(attribute_to_layer_input))
         src = res.fragment_pwms if res.fragment_pwms is not None else res.pwms
         pa, pb = src[0], src[1]
     elif isinstance(pwms, ChannelMotifs):
@@ -523,21 +604,27 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
         else:
             raise ValueError("give X (sequences to shuffle) or seq_len (random backgrounds)")
         with torch.no_grad(), _preserved(model):
-            v = _layer_value(model, layer, x1.to(_model_device(model)), False)
+            v = _layer_value(model, layer, x1.to(_model_device(model)),
+                             bool(attribute_to_layer_input))
+        where = "input" if attribute_to_layer_input else "output"
         if v.ndim < 2:
-            raise ValueError(f"the layer's value must be (N, K, ...) to have channels, got "
+            raise ValueError(f"the layer's {where} must be (N, K, ...) to have channels, got "
                              f"{tuple(v.shape)}")
         K = int(v.shape[1])
         if len(pwms) != K:
+            other = (" (for the channels of the layer's input, e.g. the pooled filters that "
+                     "feed a Linear, pass attribute_to_layer_input=True)"
+                     if not attribute_to_layer_input else "")
             raise ValueError(
-                f"pwms holds {len(pwms)} matrices, but the layer has {K} channels: an array or "
-                "list is indexed by channel id and must hold one matrix per channel of the "
-                "layer. For the matrices of some channels only (e.g. channel_pwms(..., top, "
-                "X).pwms, one row per requested channel), pass the ChannelMotifs itself or a "
-                "dict {channel: matrix}")
+                f"pwms holds {len(pwms)} matrices, but the layer's {where} has {K} channels"
+                f"{other}: an array or list is indexed by channel id and must hold one matrix "
+                "per channel. For the matrices of some channels only (e.g. channel_pwms(..., "
+                "top, X).pwms, one row per requested channel), pass the ChannelMotifs itself or "
+                "a dict {channel: matrix}")
         for c in (channel_a, channel_b):
             if c >= K:
-                raise ValueError(f"channel {c} out of range for a layer with {K} channels")
+                raise ValueError(f"channel {c} out of range for a layer {where} with {K} "
+                                 "channels")
         pa, pb = pwms[channel_a], pwms[channel_b]
     return interaction_check(model, trim_pwm(pa, trim), trim_pwm(pb, trim), X, **kwargs)
 
@@ -575,8 +662,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
     """
     _check_model_layer(model, layer)
     X = _check_X(X)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    _check_batch_size(batch_size)
     target = _as_target(target)
     device = _model_device(model)
     ablate = {"k": None}
@@ -604,7 +690,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
                  else layer.register_forward_hook(shape_hook))
             try:
                 dtype = _model_float_dtype(model) or X.dtype
-                squashed, out_shape, advice = _probe_forward(
+                squashed, log, out_shape, advice = _probe_forward(
                     model, X[:1].to(device=device, dtype=dtype))
             except (RuntimeError, IndexError) as e:
                 raise type(e)(f"{e}\n{_ONE_HOT_HINT}") from e
@@ -615,8 +701,10 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
             if squashed:
                 warnings.warn(
                     f"the model {squashed}: the ablation effects are differences of "
-                    "probabilities, which shrink where the output saturates near 0 or 1; for "
-                    f"effects in logits, {advice}.", UserWarning, stacklevel=2)
+                    + ("log-probabilities, which shrink where the probability nears 1"
+                       if log else "probabilities, which shrink where the output saturates "
+                       "near 0 or 1")
+                    + f"; for effects in logits, {advice}.", UserWarning, stacklevel=2)
             if seen["shape"] is None or len(seen["shape"]) < 2:
                 raise ValueError("the layer's value must be one (N, K, ...) tensor to ablate channels")
             target = _flat_target(target, out_shape)

@@ -113,7 +113,7 @@ def test_channel_pair_takes_channel_motifs_and_refuses_a_per_request_array(model
     assert res.motifs == ref.motifs
     # its .pwms has one row per requested channel: indexed by id it would plant channel 5's
     # motif for channel 2 (or raise an IndexError); refused with the way out named
-    with pytest.raises(ValueError, match="layer has 16 channels.*ChannelMotifs itself"):
+    with pytest.raises(ValueError, match="layer.s output has 16 channels.*ChannelMotifs itself"):
         channel_pair_interaction(m, m.pool, 2, 0, neg, pwms=mot.pwms, **kw)
     with pytest.raises(ValueError, match=r"\[7\] not in the ChannelMotifs"):
         channel_pair_interaction(m, m.pool, 7, 0, neg, pwms=mot, **kw)
@@ -438,3 +438,133 @@ def test_channel_ablation_names_a_layer_it_cannot_use_and_warns_at_the_callers_l
     with pytest.warns(UserWarning, match="differences of probabilities") as rec:
         channel_ablation(squashed, squashed[1], X, channels=[0])
     assert rec[0].filename == __file__
+
+
+def test_log_softmax_ending_model_is_read_as_log_probabilities(model_and_data):
+    """A classifier ending in nn.LogSoftmax (NLLLoss's partner) returns log p: the default
+    output='probability' took sigmoid(log p) = p / (1 + p), capped at 0.5, with no warning.
+    Its exp is used now (for [0, logit] the same table as the logit model's sigmoid), with a
+    warning; output='logit' is refused, and channel_ablation names log-probabilities."""
+    m, X, _ = model_and_data
+
+    class TwoClass(nn.Module):                  # class 1's logit is m's; class 0's is 0
+        def __init__(self, end):
+            super().__init__()
+            self.m, self.end = m, end
+
+        def forward(self, x):
+            z = self.m(x)
+            return self.end(torch.cat([torch.zeros_like(z), z], 1))
+
+    kw = dict(X=X[:64], n_backgrounds=64, random_state=3)
+    plain = interaction_check(m, "GCTCAT", "CGCTTG", context="CAGGTC", **kw)
+    for end, says in ((nn.LogSoftmax(1), r"ends in LogSoftmax \(end\)"),
+                      (lambda z: torch.log_softmax(z, 1), "computes its output with log_softmax")):
+        model = TwoClass(end).eval()
+        with pytest.warns(UserWarning, match=says + ", so its outputs are log-probabilities.*exp"):
+            r = interaction_check(model, "GCTCAT", "CGCTTG", context="CAGGTC", target=1, **kw)
+        np.testing.assert_allclose(r.table["mean"], plain.table["mean"], atol=1e-6)
+        assert r.logic == plain.logic
+        with pytest.raises(ValueError, match="log-probabilities, not logits.*their exp"):
+            interaction_check(model, "GCTCAT", "CGCTTG", target=1, output="logit", **kw)
+    with pytest.warns(UserWarning, match="differences of log-probabilities"):
+        channel_ablation(TwoClass(nn.LogSoftmax(1)).eval(), m.pool, X[:8], channels=[0], target=1)
+
+
+class _NoisyXor(nn.Module):
+    """h_a, h_b = 1 where GATAAG / CCTTGC match exactly (conv, ReLU, global max), else 0. a's
+    weight is +1 or -0.6 with the background's first base (A or not), so over few backgrounds
+    a's own effect is noise while b's is not; the logit is XOR-shaped in the weighted sum."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 2, 6)
+        with torch.no_grad():
+            self.conv.weight.fill_(-1.0)
+            for f, motif in enumerate(("GATAAG", "CCTTGC")):
+                for j, c in enumerate(motif):
+                    self.conv.weight[f, "ACGT".index(c), j] = 1.0
+            self.conv.bias.fill_(-5.0)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).amax(-1)
+        s = h[:, :1] * (1.0 - 1.6 * x[:, 0, 0:1]) + h[:, 1:2]
+        return 10 * s - 4 - 20 * torch.relu(s - 1)
+
+
+def test_each_effect_a_label_rests_on_must_exceed_z_standard_errors():
+    """The docstring said an effect counts only above z standard errors, but only 'no effect
+    significant' ('none') and the gap / interaction used them: a motif whose own effect was
+    within noise still made a pair XOR- or OR-like. Now such a pair is 'uncertain'."""
+    sems = (0.20, 0.01, 0.01)                               # a's effect 0.30: 1.5 SE
+    assert classify_interaction(0.30, 0.90, 0.20, sems=sems, interaction_sem=0.2,
+                                gap_sem=0.01) == "uncertain"                # was XOR-like
+    assert classify_interaction(0.30, 0.90, 0.90, sems=sems, interaction_sem=0.2,
+                                gap_sem=0.01) == "uncertain"                # was OR-like
+    assert classify_interaction(0.30, 0.90, 0.20, sems=(0.05, 0.01, 0.01), gap_sem=0.01) == "XOR-like"
+    assert classify_interaction(0.30, 0.90, 0.90, sems=(0.05, 0.01, 0.01)) == "OR-like"
+    assert classify_interaction(0.0, 0.90, 0.20, sems=sems, gap_sem=0.01) == "other"
+    # the reviewer's interaction_check case: 6 backgrounds, a's effect 0.48 +- 0.22 (2.2 SE)
+    g = torch.Generator().manual_seed(0)
+    X = nn.functional.one_hot(torch.randint(0, 4, (200, 50), generator=g), 4).permute(0, 2, 1).float()
+    r = interaction_check(_NoisyXor(), "GATAAG", "CCTTGC", X, n_backgrounds=6, random_state=1)
+    t = r.table
+    assert 0 < t.loc["a", "effect"] < 3 * t.loc["a", "effect_sem"]
+    assert t.loc["b", "effect"] > 3 * t.loc["b", "effect_sem"] and t.loc["both", "effect"] < t.loc["b", "effect"]
+    assert r.logic == "uncertain"                                           # was XOR-like
+
+
+def test_channels_at_a_layers_input_are_paired(model_and_data):
+    """An EncodeTFModel's DeepResolve layer is fc1's input (summarize_zoo's; its OFIVs are over
+    the pooled filters): channel_pair_interaction had no attribute_to_layer_input, so layer=fc1
+    failed (its 32 hidden units, 'must be (B, K, W)'). Pairing at fc1's input plants what pairing
+    at the pool's output plants."""
+    from deepresolve_captum.motifs import filter_pwms
+
+    m, X, y = model_and_data
+    neg = X[y[:, 0] == 0][:100]
+    kw = dict(context=["CAGGTC"], n_backgrounds=16)
+    ref = channel_pair_interaction(m, m.pool, 2, 0, neg, **kw)
+    every = filter_pwms(m.conv.weight)                                # (16, 4, 25): by id
+    for pwms in (None, every):
+        res = channel_pair_interaction(m, m.fc1, 2, 0, neg, pwms=pwms,
+                                       attribute_to_layer_input=True, **kw)
+        assert res.motifs == ref.motifs and np.array_equal(res.outputs, ref.outputs)
+    with pytest.raises(ValueError, match=r"output has 32 channels \(for the channels of the "
+                                         r"layer's input.*attribute_to_layer_input=True\)"):
+        channel_pair_interaction(m, m.fc1, 2, 0, neg, pwms=every, **kw)
+
+
+def test_interaction_arguments_checked_at_the_door():
+    """batch_size 0 / -1 failed in range() or torch.cat, seq_len -5 in numpy and 13.7 ran at 13,
+    negative tol / z and a NaN min_effect ran, and plant_motifs planted only the rows its starts
+    covered: each is refused by name now."""
+    m = nn.Sequential(nn.Conv1d(4, 1, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten())
+    kw = dict(seq_len=30, n_backgrounds=8)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match=f"batch_size must be an integer >= 1, got {bad}"):
+            interaction_check(m, "ACG", "TTA", batch_size=bad, **kw)
+    for bad in (-5, 0, 13.7, True, "30"):
+        with pytest.raises(ValueError, match="seq_len must be an integer >= 1"):
+            interaction_check(m, "ACG", "TTA", None, seq_len=bad, n_backgrounds=8)
+    for name, bad in (("tol", -1), ("z", -0.5), ("min_effect", float("nan")),
+                      ("tol", float("inf"))):
+        with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+            interaction_check(m, "ACG", "TTA", **{name: bad}, **kw)
+        with pytest.raises(ValueError, match=f"{name} must be a finite number >= 0"):
+            classify_interaction(0.3, 0.3, 0.0, **{name: bad})
+    with pytest.raises(TypeError, match="z must be a real number"):
+        interaction_check(m, "ACG", "TTA", z="3", **kw)
+    X = torch.zeros(2, 4, 12)
+    X[:, 0] = 1
+    inst = np.ones((2, 4, 3), dtype=np.float32) / 4
+    with pytest.raises(ValueError, match=r"starts must be an integer array of shape \(N, M\) = "
+                                         r"\(2, 1\).*\(1, 1\)"):
+        plant_motifs(X, [inst], np.array([[0]]))            # planted sequence 0 only
+    with pytest.raises(ValueError, match="integer array"):
+        plant_motifs(X, [inst], np.array([[0.5], [1.0]]))
+    with pytest.raises(ValueError, match=r"motifs\[0\] must hold one \(4, k\) instance per "
+                                         r"sequence, shape \(2, 4, k\), got \(1, 4, 3\)"):
+        plant_motifs(X, [inst[:1]], np.array([[0], [1]]))
+    with pytest.raises(ValueError, match=r"X must be a one-hot tensor of shape \(N, 4, L\)"):
+        plant_motifs(X[0], [inst], np.array([[0], [1]]))
