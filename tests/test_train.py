@@ -348,3 +348,50 @@ def test_the_restore_warning_points_at_the_users_line_from_a_folder_named_captum
     line = script.read_text().splitlines().index(
         "    predict(m, torch.randn(2, 3))     # the user's line") + 1
     assert r.stdout.strip() == f"[(True, {line})]", r.stdout
+
+
+def test_an_independent_test_set_is_scored_once_and_changes_no_training():
+    """``val_auc`` is measured on the rows that chose the epoch; ``test=(X, y)`` adds an unbiased
+    ``test_auc`` of the kept weights, and the training (split, batches, epoch, weights) is the
+    same with or without it."""
+    from sklearn.metrics import roc_auc_score
+
+    X = _onehot(400, length=20, seed=1)
+    y = X[:, 0, 0].clone()                                  # learnable: an A at position 0
+    Xt = _onehot(200, length=20, seed=2)
+    yt = Xt[:, 0, 0].clone()
+    runs = []
+    for test in (None, (Xt, yt)):
+        torch.manual_seed(0)
+        m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(80, 1))
+        runs.append((m, train_classifier(m, X, y, epochs=3, batch_size=32, lr=0.05, test=test)))
+    (m0, r0), (m1, r1) = runs
+    assert r0.test_auc is None and r0.settings["n_test"] is None
+    assert r1.best_epoch == r0.best_epoch and r1.history == r0.history
+    np.testing.assert_array_equal(r1.val_index, r0.val_index)
+    for a, b in zip(m0.state_dict().values(), m1.state_dict().values()):
+        assert torch.equal(a, b)
+    expected = roc_auc_score(yt.numpy(), predict(m1, Xt)[:, 0].numpy())
+    assert r1.test_auc.shape == (1,) and r1.test_auc[0] == pytest.approx(expected)
+    assert r1.test_auc[0] > 0.9 and r1.settings["n_test"] == 200
+
+
+@pytest.mark.parametrize("test, error, match", [
+    ((1, 2, 3), TypeError, "test must be a pair"),
+    ("xy", TypeError, "test must be a pair"),
+    (("X20", "y2"), ValueError, r"test must be laid out like X and y.*\(10, 4, 20\)"),
+    (("nan", "y"), ValueError, r"X_test has NaN or inf in 1 row"),
+    (("X", "soft"), ValueError, r"y_test must hold 0/1 labels"),
+])
+def test_a_test_set_that_does_not_fit_is_refused_before_training(test, error, match, monkeypatch):
+    X, y = _onehot(40), (torch.arange(40) % 2).float()
+    Xt, yt = _onehot(10, seed=3), (torch.arange(10) % 2).float()
+    parts = {"X": Xt, "y": yt, "X20": _onehot(10, length=20), "y2": torch.stack([yt, yt], 1),
+             "nan": Xt.clone(), "soft": yt * 0.5}
+    parts["nan"][4, 1, 2] = float("inf")
+    if isinstance(test, tuple) and len(test) == 2:
+        test = (parts[test[0]], parts[test[1]])
+    model = PaperCNN(n_outputs=1, seq_len=50)
+    monkeypatch.setattr(model, "forward", lambda x: pytest.fail("trained before checking test"))
+    with pytest.raises(error, match=match):
+        train_classifier(model, X, y, epochs=1, batch_size=8, test=test)
