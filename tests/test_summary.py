@@ -503,3 +503,27 @@ def test_one_weighted_start_warning_names_the_targets_given():
     for names in (np.array(["tfA", "tfB", "tfC"]), iter(["tfA", "tfB", "tfC"])):
         with pytest.warns(UserWarning, match=r"target\(s\) \['tfA'\] have one start"):
             summarize(fiv, scores, target_names=names)
+
+
+def _planted_il_row():
+    """An IL row (a review's reproducer, seed 13) on which a broad lowest-mean GMM component
+    also claimed the three highest-IL channels (2.05-2.17) while 48 channels at 1.67-1.82 were
+    non-additive."""
+    rng = np.random.default_rng(13)
+    K = int(rng.integers(16, 64))
+    n_tight = int(rng.integers(4, K - 4))
+    c = rng.uniform(0.2, 2.0)
+    return np.abs(np.concatenate([c + rng.uniform(0.001, 0.05) * rng.standard_normal(n_tight),
+                                  rng.uniform(0, rng.uniform(1, 4), K - n_tight)]))
+
+
+def test_nonadditive_split_is_a_threshold_in_il():
+    il = _planted_il_row()
+    fiv = np.stack([np.sqrt(il), -np.sqrt(il)])[None]   # 2 equal starts at +-sqrt(IL): IL exact
+    s = summarize(fiv, np.ones((1, 2)), random_state=0)
+    na = s.nonadditive[0]
+    assert s.n_components[0] > 1 and na.any() and (~na).any()
+    # every non-additive channel has a higher IL than every additive one
+    assert s.il[0, na].min() > s.il[0, ~na].max()
+    assert na[np.argsort(il)[-3:]].all()                 # the three highest ILs (were additive)
+    assert np.array_equal(s.category[0] > 0, na)
