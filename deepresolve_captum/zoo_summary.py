@@ -28,7 +28,7 @@ from .cli import (L2_MAX, _bound_text, add_threads_argument, int_at_least, l2_va
                   write_together)
 from .optimizer import (LayerFeatureOptimizer, _check_positive_int, _collapsed, _resolve_seed,
                         start_draw)
-from .summary import CATEGORY_NAMES, summarize
+from .summary import CATEGORY_NAMES, _gmm_seed, summarize
 from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models,
                   encode_models_folder, load_encode_zoo)
 
@@ -61,7 +61,9 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
         per model for that.
     seed: seed of the starts, an int >= 0, or None to draw one from torch's global generator
         (as ``LayerFeatureOptimizer.attribute`` does; it is kept in ``settings["seed"]``).
-    random_state: seed of the GMMs (``summarize``).
+    random_state: seed of the GMMs (``summarize``'s: an int in [0, 2**32 - 1], a numpy
+        Generator or RandomState, or None), checked, and for the latter three one seed drawn
+        from it, before any ascent; ``settings["random_state"]`` records the int used.
     verbose: progress bar (over groups).
     group_size: models per batched ascent. Every row evaluates the heads of its whole group, so
         smaller groups do less work in total and larger ones fewer steps of Python; the results
@@ -90,6 +92,9 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
                          "LayerFeatureOptimizer on each model")
     if isinstance(group_size, bool) or not isinstance(group_size, (int, np.integer)) or group_size < 1:
         raise ValueError(f"group_size must be an integer >= 1, got {group_size!r}")
+    # summarize's own rule (an int as it is; one int drawn from a Generator, RandomState or
+    # None), applied before the ascent: a bad random_state fails now, not after every group
+    gmm_seed = _gmm_seed(random_state)
     _same_shape_models(zoo, HEAD_LAYERS)  # all groups (shape, dtype, device), before any ascent
     names = list(zoo)
     M = len(names)
@@ -125,7 +130,7 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
             f"l2 = {float(l2):g} no start found a direction that raises the model's score. Their "
             "OFIV will be 0 and their similarity to other models undefined; try a smaller l2.",
             RuntimeWarning, stacklevel=2)
-    s = summarize(torch.cat(fims), torch.cat(scores), random_state=random_state,
+    s = summarize(torch.cat(fims), torch.cat(scores), random_state=gmm_seed,
                   target_names=names)   # its warnings name the models, not positions
     s.settings.update(models=names, l2=float(l2), n_starts=n_starts, seed=seed,
                       layer="fc1 input", group_size=int(group_size),
@@ -146,7 +151,9 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
     known: optional dict model name -> JASPAR id or name of the model's TF, or a list of them
         (e.g. a dimer's parts: the best counts; needs ``jaspar``): adds ``known_motif`` (the
         id or name given, several joined by "|"), ``known_p`` and ``known_rank`` (the known
-        motif's rank among the filter's matches). Models missing from it get NaN there.
+        motif's rank among the filter's matches). The three columns are there whenever
+        ``known`` is given, also when it names none of the summary's models; models missing
+        from it get NaN there (``<NA>`` in the integer ``known_rank``).
     top: keep only the ``top`` best filters of each model (None or 0: all K).
     verbose: a progress bar over the models (worth it with ``jaspar``: one TOMTOM run each).
 
@@ -213,6 +220,10 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
                 part["known_motif"] = k if isinstance(k, str) else "|".join(k)
                 part["known_p"] = hits["p_value"].to_numpy()
                 part["known_rank"] = pd.array(hits["rank"].to_numpy(), dtype="Int64")
+            elif known is not None:   # the columns whatever models `known` names: NaN / <NA>
+                part["known_motif"] = pd.Series(np.nan, index=part.index, dtype=object)
+                part["known_p"] = np.nan
+                part["known_rank"] = pd.array([pd.NA] * len(part), dtype="Int64")
         rows.append(part)
     return pd.concat(rows, ignore_index=True)
 
