@@ -527,3 +527,68 @@ def test_nonadditive_split_is_a_threshold_in_il():
     assert s.il[0, na].min() > s.il[0, ~na].max()
     assert na[np.argsort(il)[-3:]].all()                 # the three highest ILs (were additive)
     assert np.array_equal(s.category[0] > 0, na)
+
+
+def _flipping_ensemble(C, T, K, seed=0):
+    """float32 FIVs whose channels 0-1 flip sign from start to start (an XOR pair per target)."""
+    rng = np.random.default_rng(seed)
+    f = rng.standard_normal((C, T, K)).astype(np.float32)
+    f[:, :, :2] *= 4 * rng.choice([-1, 1], size=(C, T, 1)).astype(np.float32)
+    return f, rng.uniform(-1, 2, (C, T))
+
+
+def test_flipping_ofiv_and_target_blocks_give_the_bits_of_the_whole_array_formulas(monkeypatch):
+    """The OFIV of sign-flipping channels is computed on those cells only and sign_flip / the
+    numpy moments a block of targets at a time (memory, review 13 #2): the same bits as the
+    (C, T, K) formulas they replace."""
+    import deepresolve_captum.summary as sm
+    from deepresolve_captum import _stats
+    C, T, K = 40, 10, 16
+    f, s = _flipping_ensemble(C, T, K)
+    monkeypatch.setattr(sm, "_BLOCK_VALUES", 3 * T * K, raising=False)       # 14 blocks of <= 3 targets
+    S = summarize(f, s)
+    flip = S.category == NONADDITIVE_FLIPPING
+    assert flip.sum() >= C and (S.weights == 0).any()
+    w = S.weights                                                 # the formulas of 8d34e56
+    weighted = (w > 0)[:, :, None]
+    pos = (f > 0) & weighted
+    np.testing.assert_array_equal(S.sign_flip, pos.any(axis=1) & ((f < 0) & weighted).any(axis=1))
+    wpos = w[:, :, None] * pos
+    num, den = (wpos * f).sum(axis=1), wpos.sum(axis=1)
+    np.testing.assert_array_equal(S.ofiv, np.where(flip, num / np.where(den > 0, den, 1), S.mean))
+    with _stats.native_disabled():
+        F = summarize(f, s)
+        mean, il = _stats.weighted_moments(f, w)
+    np.testing.assert_array_equal(F.mean, mean.astype(np.float64))
+    np.testing.assert_array_equal(F.il, il.astype(np.float64))
+    np.testing.assert_allclose(F.ofiv, S.ofiv, rtol=1e-6, atol=1e-7)
+
+
+def test_summarize_holds_no_float64_copies_of_the_fivs(monkeypatch):
+    """Peak memory of summarize beside the FIVs (GMMs stubbed: channels 0-1 non-additive in every
+    target, as an XOR pair gives). Before: float64 (C, T, K) products for the flipping OFIV
+    (~5x the float32 FIVs) and, in the numpy fallback, the moments' temporaries (~6x)."""
+    import tracemalloc
+
+    import deepresolve_captum.summary as sm
+    from deepresolve_captum import _stats
+    C, T, K = 64, 20, 256
+    f, s = _flipping_ensemble(C, T, K)
+    s = np.abs(s) + 1
+
+    def two_nonadditive(il, max_components, *args):
+        na = np.zeros(il.shape[1], dtype=bool)
+        na[:2] = True
+        return [(np.full(max_components, np.nan), 2, na) for _ in range(il.shape[0])]
+
+    monkeypatch.setattr(sm, "_fit_all", two_nonadditive)
+    monkeypatch.setattr(sm, "_BLOCK_VALUES", 8 * T * K, raising=False)
+    for native in (True, False):
+        with _stats.native_disabled() if not native else warnings.catch_warnings():
+            tracemalloc.start()
+            S = summarize(f, s)
+            peak = tracemalloc.get_traced_memory()[1]
+            tracemalloc.stop()
+        assert (S.category[:, :2] == NONADDITIVE_FLIPPING).all()
+        # room for one copy of the FIVs (summary.fiv) and the (C, K) results
+        assert peak < 2.5 * f.nbytes, (native, peak / f.nbytes)
