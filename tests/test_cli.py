@@ -1,0 +1,210 @@
+"""``deepresolve run`` (a user's own model from the command line) and the CLI's messages for
+arguments of the wrong kind (``deepresolve zoo FILE``), on a tiny CNN written to a temp .py."""
+import json
+import textwrap
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from deepresolve_captum import LayerFeatureOptimizer, cli, summarize
+from deepresolve_captum.summary import EnsembleSummary
+
+NET = textwrap.dedent("""
+    import torch
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self, n_out=3):
+            super().__init__()
+            self.conv = nn.Conv1d(4, 6, 5)
+            self.act = nn.ReLU()
+            self.pool = nn.MaxPool1d(2)
+            self.fc = nn.Linear(6 * 8, n_out)
+
+        def forward(self, x):
+            return self.fc(self.pool(self.act(self.conv(x))).flatten(1))
+
+    def make():
+        return Net()
+    """)
+
+
+@pytest.fixture
+def user_model(tmp_path):
+    """(folder, the model with its trained weights): net.py with ``make``, its state dict
+    sd.pt and one-hot inputs x.npy (16 sequences of 20 bp) in ``folder``."""
+    folder = tmp_path / "user"
+    folder.mkdir()
+    (folder / "net.py").write_text(NET)
+    space = {}
+    exec(compile(NET, str(folder / "net.py"), "exec"), space)
+    torch.manual_seed(0)
+    model = space["make"]().eval()
+    with torch.no_grad():
+        model.fc.bias.uniform_(-0.5, 0.5)   # scores of both signs, as in a trained model
+    torch.save(model.state_dict(), folder / "sd.pt")
+    x = np.eye(4, dtype=np.float32)[np.random.default_rng(0).integers(0, 4, (16, 20))]
+    np.save(folder / "x.npy", x.transpose(0, 2, 1))
+    return folder, model
+
+
+def _run(folder, out, *extra):
+    return cli.main(["run", "--model", str(folder / "net.py") + ":make", "--weights",
+                     str(folder / "sd.pt"), "--layer", "pool", "--inputs", str(folder / "x.npy"),
+                     "--out", str(out), "--quiet", *extra])
+
+
+def test_run_writes_outputs_equal_to_the_python_api(user_model, tmp_path):
+    """The summary of ``deepresolve run`` is the one LayerFeatureOptimizer + summarize give with
+    the same seed (fiv_only=True, summarize's random_state 0), its rows the outputs of
+    --target in the order given; the tables, figures and run.json agree with it."""
+    folder, model = user_model
+    out = tmp_path / "out"
+    assert _run(folder, out, "--target", "2,0", "--starts", "3", "--seed", "7") == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["summary.npz", "ofiv.csv", "channels.csv", "fig2.png", "ofiv.png", "similarity.png",
+         "run.json"])
+    s = EnsembleSummary.load(out / "summary.npz")
+
+    x = torch.from_numpy(np.load(folder / "x.npy"))
+    opt = LayerFeatureOptimizer(model, model.pool)
+    fivs, scores = opt.attribute(x, target=[2, 0], n_starts=3, l2="auto", seed=7,
+                                 return_scores=True, fiv_only=True)
+    api = summarize(fivs, scores, random_state=0)
+    assert {k: s.settings[k] for k in api.settings} == json.loads(json.dumps(api.settings))
+    assert s.settings["targets"] == [2, 0] and s.settings["layer"] == "pool"
+    assert s.settings["l2"] == pytest.approx(opt.diagnostics.l2, rel=1e-12)
+    api.settings = s.settings
+    assert s == api                      # every array equal, bit for bit
+
+    ofiv = pd.read_csv(out / "ofiv.csv", index_col="output")
+    assert list(ofiv.index) == [2, 0]
+    np.testing.assert_allclose(ofiv.to_numpy(), s.ofiv, rtol=1e-15)
+    table = pd.read_csv(out / "channels.csv")
+    assert len(table) == 2 * 6 and list(table.columns) == [
+        "output", "rank", "channel", "ofiv", "il", "category", "n_components"]
+    assert list(table[table.output == 0].channel) == list(s.channels(1))
+    record = json.loads((out / "run.json").read_text())
+    assert record["targets"] == [2, 0] and record["l2"] == s.settings["l2"]
+    assert record["arguments"]["target"] == "2,0" and record["seed"] == 7
+    assert record["files"]["weights"]["sha256"] and record["versions"]["torch_version"]
+    assert record["l2_auto"] is not None and record["seconds"]["total"] > 0
+
+
+def test_run_layer_input_one_target_and_npz_inputs(user_model, tmp_path):
+    """--layer-input optimises the layer's input; one target writes no ofiv.png or
+    similarity.png (and says which of an earlier run's are left); an .npz needs --inputs-key
+    when it holds several arrays."""
+    folder, model = user_model
+    x = np.load(folder / "x.npy")
+    np.savez(folder / "several.npz", seqs=x, labels=np.zeros(len(x)))
+    out = tmp_path / "out"
+    base = ["run", "--model", f"{folder / 'net.py'}:make", "--weights", str(folder / "sd.pt"),
+            "--layer", "fc", "--out", str(out), "--starts", "2", "--l2", "1", "--quiet"]
+    with pytest.raises(SystemExit, match=r"holds 2 arrays \(seqs, labels\): name one with "
+                                         "--inputs-key"):
+        cli.main(base + ["--inputs", str(folder / "several.npz")])
+    assert not out.exists()
+    (out / "ofiv.png").parent.mkdir()
+    (out / "ofiv.png").write_bytes(b"an earlier run's")
+    with pytest.warns(UserWarning, match="still holds ofiv.png of an earlier run"):
+        assert cli.main(base + ["--inputs", str(folder / "several.npz"), "--inputs-key", "seqs",
+                                "--target", "1", "--layer-input"]) == 0
+    s = EnsembleSummary.load(out / "summary.npz")
+    assert s.fiv.shape == (1, 2, 48) and s.settings["layer_input"] is True
+    assert s.settings["targets"] == [1] and s.settings["l2"] == 1.0
+    assert not (out / "similarity.png").exists() and (out / "fig2.png").is_file()
+
+
+def test_run_bad_layer_and_target_fail_before_any_output(user_model, tmp_path, capsys):
+    folder, _ = user_model
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as e:
+        _run(folder, out, "--layer", "Pool")
+    assert str(e.value.code) == ("deepresolve run: error: --layer 'Pool': the model (Net) has no "
+                                 "module of that name; close names: pool")
+    with pytest.raises(SystemExit, match=r"no module of that name; its modules: conv, act, pool, "
+                                         r"fc$"):
+        _run(folder, out, "--layer", "zzz")
+    with pytest.raises(SystemExit, match=r"--target 0-3: output 3 does not exist; the model has "
+                                         r"3 output\(s\), 0-2"):
+        _run(folder, out, "--target", "0-3")
+    with pytest.raises(SystemExit, match=r"--plot-target 2 is not one of --target 0-1"):
+        _run(folder, out, "--target", "0-1", "--plot-target", "2")
+    assert not out.exists()
+    for bad, message in (("x", "expected output indices from 0 such as 0, 0,3,17, 0-918 or all"),
+                         ("3-1", "the range 3-1 runs backwards; write 1-3"),
+                         ("0-2,1", "output 1 is listed twice"),
+                         ("0,,1", "an empty item")):
+        with pytest.raises(SystemExit) as e:
+            _run(folder, out, "--target", bad)
+        assert e.value.code == 2 and message in capsys.readouterr().err, bad
+    assert cli.target_list(" 5, 0-2 ,9").resolve(10) == [5, 0, 1, 2, 9]
+    assert cli.target_list("ALL").resolve(3) == [0, 1, 2]
+    assert not out.exists()
+
+
+def test_run_refuses_a_pickled_module_without_allow_pickle(user_model, tmp_path):
+    """torch.load(weights_only=False) runs the file's code: a whole saved module needs
+    --allow-pickle; a state dict given as --model is named as one; --weights never unpickles."""
+    folder, _ = user_model
+    model, _ = cli._load_model(f"{folder / 'net.py'}:make", allow_pickle=False)
+    model.load_state_dict(torch.load(folder / "sd.pt", weights_only=True))
+    torch.save(model, folder / "whole.pt")
+    out = tmp_path / "out"
+    args = ["run", "--model", str(folder / "whole.pt"), "--layer", "pool", "--inputs",
+            str(folder / "x.npy"), "--out", str(out), "--starts", "2", "--l2", "1", "--quiet"]
+    with pytest.raises(SystemExit, match=r"whole.pt is a pickled object .* runs arbitrary code .* "
+                                         r"pass --allow-pickle"):
+        cli.main(args)
+    assert not out.exists()
+    with pytest.raises(SystemExit, match=r"sd.pt holds a state_dict \(weights only\), not a "
+                                         r"model: .* as --weights"):
+        cli.main(args[:2] + [str(folder / "sd.pt")] + args[3:])
+    with pytest.raises(SystemExit, match=r"--weights .*whole.pt holds pickled objects"):
+        _run(folder, out, "--weights", str(folder / "whole.pt"))
+    assert not out.exists()
+    assert cli.main(args + ["--allow-pickle", "--target", "0", "--no-plots"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["channels.csv", "ofiv.csv", "run.json",
+                                                     "summary.npz"]
+
+
+def test_run_help_names_the_risk_of_allow_pickle(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    help_ = " ".join(capsys.readouterr().out.split())
+    assert "UNSAFE: torch.load(weights_only=False) runs any code the file holds" in help_
+    assert "summary.npz" in help_ and "run.json" in help_
+    assert "DeepResolve on your own PyTorch model" in cli.build_parser([]).format_help()
+
+
+def test_run_model_spec_errors_are_one_line(user_model, tmp_path):
+    folder, _ = user_model
+    out = tmp_path / "out"
+    (folder / "broken.py").write_text("import torch\n\ndef make():\n    return torch.nn.Linear(\n"
+                                      "        4)\n")
+    for spec, message in (
+            (f"{folder / 'net.py'}", r"name the factory in it, e.g. --model \S+net.py:make_model"),
+            (f"{folder / 'net.py'}:mak", r"net.py has no 'mak'; close names: make$"),
+            (f"{folder / 'nope.py'}:make", r"no such file: \S+nope.py$"),
+            ("no_such_package.models:make", r"no module named 'no_such_package'"),
+            (f"{folder / 'broken.py'}:make", r"calling it raised TypeError: .* \(the factory is "
+                                             r"called without arguments")):
+        with pytest.raises(SystemExit, match=r"^deepresolve run: error: --model \S+: " + message):
+            cli.main(["run", "--model", spec, "--layer", "x", "--inputs", str(folder / "x.npy"),
+                      "--out", str(out)])
+    assert not out.exists()
+
+
+def test_zoo_given_a_file_says_it_takes_a_folder(tmp_path):
+    """From a review: ``deepresolve zoo c_model.pt`` said 'no such folder' for a file."""
+    f = tmp_path / "c_model.pt"
+    f.write_bytes(b"not read")
+    with pytest.raises(SystemExit) as e:
+        cli.main(["zoo", str(f), "--out", str(tmp_path / "out")])
+    assert str(e.value.code).startswith(f"deepresolve zoo: error: {f} is a file; zoo takes a "
+                                        "folder of ENCODE-style .npz models")
+    assert "deepresolve run --model FILE.py:FACTORY" in str(e.value.code)
+    assert not (tmp_path / "out").exists()
