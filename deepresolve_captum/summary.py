@@ -38,7 +38,8 @@ class EnsembleSummary:
 
     Attributes
     ----------
-    fiv: (C, T, K) feature importance vectors, the spatial mean of each channel's FIM.
+    fiv: (C, T, K) feature importance vectors, the spatial mean of each channel's FIM (its own
+        array: for a flat layer, a copy of the FIMs given, never a view of them).
     scores: (C, T) the class score of each start.
     weights: (C, T) trial weights (see :func:`trial_weights`).
     mean: (C, K) weighted mean FIV over starts.
@@ -361,7 +362,10 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     least the smallest non-additive one's. (The paper's "lowest-mean component is additive",
     read literally, would let a broad lowest component also claim the highest-IL channels.)
     """
-    fiv = feature_importance_vectors(fims)
+    raw = _to_numpy(fims, "fims")
+    fiv = feature_importance_vectors(raw)
+    if fiv is raw:   # (C, T, K) given: the caller's buffer (or a CPU tensor's); summary.fiv must
+        fiv = fiv.copy()   # not change when the caller reuses it, nor write into it
     s = _to_numpy(scores, "scores")
     if s.shape != fiv.shape[:2]:
         raise ValueError(

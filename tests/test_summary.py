@@ -592,3 +592,16 @@ def test_summarize_holds_no_float64_copies_of_the_fivs(monkeypatch):
         assert (S.category[:, :2] == NONADDITIVE_FLIPPING).all()
         # room for one copy of the FIVs (summary.fiv) and the (C, K) results
         assert peak < 2.5 * f.nbytes, (native, peak / f.nbytes)
+
+
+@pytest.mark.parametrize("kind", ["numpy", "torch"])
+def test_summary_fiv_is_not_a_view_of_the_callers_fims(kind):
+    """A flat layer's (C, T, K) FIMs are their own FIVs: summary.fiv was the caller's buffer, so
+    reusing it changed the summary (and a later save) behind its mean / IL / OFIV."""
+    a = np.random.default_rng(0).standard_normal((2, 5, 8)).astype(np.float32)
+    x = torch.from_numpy(a.copy()) if kind == "torch" else a.copy()
+    s = summarize(x, np.ones((2, 5)))
+    x[...] = 0
+    np.testing.assert_array_equal(s.fiv, a)
+    s.fiv[...] = 1
+    assert not (np.asarray(x) != 0).any()
