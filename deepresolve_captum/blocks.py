@@ -492,7 +492,8 @@ def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
     first example (per-example additional arguments sliced the same way) under no_grad, the
     model in eval mode, through attribute's ``_LayerSwap`` and ``_Runner._capture``, so that a
     layer the forward never reaches, or calls twice, or whose value is not one tensor, is
-    refused with attribute's message before anything is written. Modes and hooks are restored
+    refused with attribute's message before anything is written, and a model that fails on
+    the example gets attribute's hint (from ``_Runner.probe``). Modes and hooks are restored
     after, also on an error."""
     ins = _as_tuple(inputs)
     if not ins or not all(isinstance(x, Tensor) for x in ins):
@@ -507,8 +508,16 @@ def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
         scope.eval()
         run = _Runner(optimizer.forward_func, swap, ins, _forward_args(additional_forward_args),
                       ins[0].shape[0])
-        with torch.no_grad():
-            value, out = run._capture(run.first, run.first_extra)
+        try:
+            with torch.no_grad():
+                value, out = run._capture(run.first, run.first_extra)
+        except RuntimeError as first:
+            # attribute's hint on a failing first forward (the example's shape; a dtype that is
+            # not the model's), from where attribute adds it: _Runner.probe runs the same
+            # forward again and raises the error with the hint. Only if that forward now passes
+            # (a model that fails once) does the first error go on as it was.
+            run.probe(owner)
+            raise first
     finally:
         swap.remove()
         restore_modes(modes)   # through train(), as attribute does
@@ -555,7 +564,9 @@ _BLOCK_KEYS = ("values", "scores", "targets", "steps", "objective", "converged",
 def _read_block(path, run_id, block_targets, values_shape):
     """The block's arrays (a dict), or _Unreadable saying why not."""
     try:
-        with np.load(path, allow_pickle=False) as f:
+        # our own handle, closed also when np.load fails on a cut-short zip (np.load(path)
+        # leaves the file it opened to the garbage collector then: a ResourceWarning)
+        with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as f:
             block = {k: f[k] for k in f.files}
     except Exception as e:  # a cut-short zip raises BadZipFile, EOFError, OSError, ValueError
         raise _Unreadable(f"{type(e).__name__}: {e}") from None

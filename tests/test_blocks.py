@@ -454,3 +454,55 @@ def test_scores_in_bfloat16_with_a_float32_layer(tmp_path):
     _close(scores, ref_scores.float(), rel=1e-2)
     r = load_blocks(tmp_path / "run")
     assert r.complete and np.array_equal(r.scores, scores.numpy())
+
+
+def test_a_cut_short_block_file_is_closed(tmp_path):
+    """np.load(path) on a block file that is not a whole zip raised with its file still open
+    (a ResourceWarning when collected); _read_block opens and closes the file itself."""
+    import gc
+    import warnings
+
+    model, x = _model(), _inputs()
+    folder = tmp_path / "run"
+    _run(LayerFeatureOptimizer(model, model.pool), x[:4], folder, target=[0, 1], block_size=1,
+         l2=0.02)
+    (folder / "block_00000.npz").write_bytes(b"PK\x03\x04cut short")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        r = load_blocks(folder)
+        gc.collect()
+    assert r.blocks_missing == [0]
+    assert [str(w.message) for w in rec if issubclass(w.category, ResourceWarning)] == []
+    assert any("block_00000.npz cannot be used" in str(w.message) for w in rec)
+
+
+def test_a_failing_first_forward_gets_attributes_hint(tmp_path):
+    """attribute adds a hint to a model error on the first example (its shape; a dtype other
+    than the model's); attribute_in_blocks, which runs that forward itself first, did not.
+    Both now say the same, and no folder is made."""
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    for bad, says in ((x[:, :3], r"the model failed on the first example of `inputs`, shape "
+                                 r"\(1, 3, 50\)"),
+                      (x.double(), r"`inputs` are torch.float64 but the model's parameters "
+                                   r"are torch.float32: cast the inputs")):
+        with pytest.raises(RuntimeError, match=says) as by_attribute:
+            opt.attribute(bad, [0], l2=0.02)
+        with pytest.raises(RuntimeError, match=says) as by_blocks:
+            _run(opt, bad, tmp_path / "run", target=[0], l2=0.02)
+        assert str(by_blocks.value) == str(by_attribute.value)
+        assert not (tmp_path / "run").exists()
+
+    class FailsOnce(torch.nn.Module):        # the probe's second forward passes: error as it was
+        def __init__(self):
+            super().__init__()
+            self.net, self.calls = _model(), 0
+
+        def forward(self, v):
+            self.calls += 1
+            if self.calls == 1:
+                raise RuntimeError("transient")
+            return self.net(v)
+    once = FailsOnce().eval()
+    with pytest.raises(RuntimeError, match=r"^transient$"):
+        _run(LayerFeatureOptimizer(once, once.net.pool), x, tmp_path / "once", target=[0], l2=0.02)
