@@ -605,3 +605,13 @@ def test_summary_fiv_is_not_a_view_of_the_callers_fims(kind):
     np.testing.assert_array_equal(s.fiv, a)
     s.fiv[...] = 1
     assert not (np.asarray(x) != 0).any()
+
+
+def test_covariance_type_is_checked_at_the_door():
+    """An unknown covariance_type was only refused by scikit-learn inside the first fit: with
+    all-equal IL (no fit) it was accepted silently and stored in settings."""
+    fiv = np.ones((1, 3, 4))                                  # IL all 0: no GMM is fitted
+    for bad in ("bogus", "Full", None, 3):
+        with pytest.raises(ValueError, match=r"covariance_type must be one of \['full', 'diag'"):
+            summarize(fiv, np.ones((1, 3)), covariance_type=bad)
+    assert summarize(fiv, np.ones((1, 3)), covariance_type="tied").settings["covariance_type"] == "tied"
