@@ -1001,7 +1001,7 @@ def _run_figures(s, targets, row, args, layer, say):
     from .similarity import class_similarity
 
     C, T, K = s.fiv.shape
-    where = f"{args.layer}{' input' if args.layer_input else ''}"
+    where = f"layer {args.layer}{' (input)' if args.layer_input else ''}"
     # the layer's own filters give Fig. 2's logos when it is a DNA convolution (4 input channels)
     filters = None
     if type(layer) is nn.Conv1d and not args.layer_input and layer.in_channels == 4 \
