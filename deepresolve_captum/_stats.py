@@ -144,7 +144,8 @@ def backend(x):
 # Checks at the door (shared by every path).
 
 def _np_float(x):
-    """numpy view/copy of x in float32 or float64 (other dtypes -> float64)."""
+    """numpy view/copy of x in float32 or float64 (float16 -> float32, other dtypes ->
+    float64)."""
     x = np.asarray(x)
     if np.iscomplexobj(x):
         raise TypeError("complex input is not supported")
@@ -470,7 +471,8 @@ def weighted_moments(fiv, weights):
     Returns
     -------
     (mean, var), each (C, K), numpy for numpy input and a tensor on fiv's device for a tensor,
-    in fiv's dtype (float32 or float64; others become float64). Raises ``ValueError`` for wrong
+    in fiv's dtype (float32 or float64; float16/bfloat16 become float32, other dtypes
+    float64). Raises ``ValueError`` for wrong
     ranks or mismatched shapes, empty input, NaN/inf, negative weights, a class whose weights
     sum to zero, or moments too large for the result dtype (float32: checked after the cast).
     """
@@ -517,7 +519,8 @@ def pearson(x, clip_negative=False, *, out=None, block_size=None):
     Returns
     -------
     (C, C), symmetric, exactly 1 on the diagonal, values in [-1, 1]; numpy for numpy input (or
-    ``out``), a tensor on x's device for a tensor; x's dtype (float32/float64, others float64).
+    ``out``), a tensor on x's device for a tensor; x's dtype (float32/float64; float16/bfloat16
+    become float32, other dtypes float64).
     A constant row (after clipping) has no defined correlation: 0 against the others, 1 with
     itself. Raises ``ValueError`` for a non-2-D or empty x, NaN/inf, or a wrong ``out``.
     """
