@@ -20,6 +20,9 @@ counts how many models satisfy each of the paper's claims (``demo.check_set_one`
     python benchmarks/synthetic.py --models 3 --sets one --n-sequences 30000
 
 Prints one line per model, then a table per set; ``--json PATH`` also saves every number.
+AUCs: ``val`` is measured on the 20% validation split whose loss chose the kept epoch (slightly
+optimistic); ``test`` on an independent test set of 20% of the dataset's size drawn from the
+same generator with ``demo.test_seed`` (``--test-fraction``). The paper's AUCs are test AUCs.
 For set I it also reports, outside the claims, how the network itself uses each channel:
 ``demo.xor_ablation`` zeroes one channel at a time in sequences holding CAGGTC with one or both
 XOR patterns, and for the XOR detectors DeepResolve leaves additive it prints whether their FIV
@@ -39,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from deepresolve_captum.demo import (CLASS4_PAIRS, DEFAULTS, SEQ_LEN, SET_ONE_CLAIMS,  # noqa: E402
-                                     SET_TWO_CLAIMS, SHARING_PAIRS, run_synthetic)
+                                     SET_TWO_CLAIMS, SHARING_PAIRS, TEST_FRACTION, run_synthetic)
 
 
 def _jsonable(x):
@@ -56,7 +59,9 @@ def _jsonable(x):
 
 def model_line(dataset, i, run):
     c = run.checks
-    auc = " ".join(f"{a:.3f}" for a in run.train.val_auc)
+    auc = "val " + " ".join(f"{a:.3f}" for a in run.train.val_auc)
+    if run.train.test_auc is not None:
+        auc += " test " + " ".join(f"{a:.3f}" for a in run.train.test_auc)
     if dataset == "one":
         a, b = c["strongest_xor"]
         detail = (f"BIC {c['n_components']}  xor ch {c['xor_channels']} and ch {c['and_channels']} "
@@ -88,11 +93,26 @@ def model_line(dataset, i, run):
             f"({run.seconds['train']:.0f}+{run.seconds['deepresolve']:.0f} s)  {detail}")
 
 
-def table(dataset, checks):
+def auc_line(val_auc, test_auc):
+    """Median and range over the models of each output's validation and test AUC."""
+    def cells(a):
+        a = np.asarray(a, dtype=float)              # (models, outputs)
+        return " ".join(f"{m:.3f} ({lo:.3f}-{hi:.3f})" for m, lo, hi in
+                        zip(np.median(a, 0), a.min(0), a.max(0)))
+    line = f"  AUC per output, median (range): validation {cells(val_auc)}"
+    if all(t is not None for t in test_auc):
+        line += f"; test {cells(test_auc)}"
+    return line + ("  (validation rows chose the epoch; the test set is independent, the paper's "
+                   "figure is a test AUC)")
+
+
+def table(dataset, checks, val_auc=None, test_auc=None):
     names = SET_ONE_CLAIMS if dataset == "one" else SET_TWO_CLAIMS
     n = len(checks)
     lines = [f"set {'I' if dataset == 'one' else 'II'}: {sum(c['all'] for c in checks)}/{n} models satisfy "
              f"every claim"]
+    if val_auc is not None:
+        lines.append(auc_line(val_auc, test_auc))
     for name in names:
         lines.append(f"  {name:26s} {sum(c[name] for c in checks)}/{n}")
     if dataset == "one":
@@ -140,6 +160,9 @@ def main(argv=None):
                    help="adam (default) or adadelta, the authors' Keras-1.2 recipe (give it more --epochs)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"learning rate (default {DEFAULTS['lr']} for Adam, 1.0 for Adadelta)")
+    p.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
+                   help=f"independent test set, as a share of the dataset size (default {TEST_FRACTION}, "
+                        "the paper's 20%%; 0: none)")
     p.add_argument("--first-seed", type=int, default=0, help="model i uses data seed and init seed first_seed + i")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=str, default=None, help="write every number here")
@@ -160,14 +183,16 @@ def main(argv=None):
             run = run_synthetic(dataset, n_sequences=args.n_sequences, n_random=args.n_random,
                                 seq_len=args.seq_len, max_copies=args.max_copies, epochs=args.epochs, lr=args.lr,
                                 optimizer=args.optimizer, data_seed=seed,
-                                init_seed=10_000 + seed)
+                                init_seed=10_000 + seed, test_fraction=args.test_fraction)
             checks.append(run.checks)
-            rows.append(dict(seed=seed, val_auc=run.train.val_auc, l2=run.l2, checks=run.checks,
+            rows.append(dict(seed=seed, val_auc=run.train.val_auc, test_auc=run.train.test_auc,
+                             n_test=run.train.settings["n_test"], l2=run.l2, checks=run.checks,
                              seconds=run.seconds, ofiv=run.summary.ofiv, il=run.summary.il,
                              category=run.summary.category, response=run.response))
             print(model_line(dataset, i, run), flush=True)
         results[dataset] = rows
-        print(table(dataset, checks), flush=True)
+        print(table(dataset, checks, [r["val_auc"] for r in rows], [r["test_auc"] for r in rows]),
+              flush=True)
     print(f"# total {time.perf_counter() - t0:.0f} s", flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(_jsonable(results)))

@@ -26,7 +26,11 @@ def test_cli_demo_writes_figures_and_summary(tmp_path):
         assert png[..., :3].std() > 0.05          # not blank
         assert (out / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     text = (out / "summary_set1.txt").read_text()
-    assert "held-out AUC" in text and "non-additive channels" in text and "paper's claims" in text
+    assert "non-additive channels" in text and "paper's claims" in text
+    # the paper's figure is a test AUC: quoted from an independent 20% set (1800 * 0.2 = 360
+    # sequences), beside the validation AUC of the rows that chose the epoch
+    assert "test AUC" in text and "on 360 independent sequences" in text, text
+    assert "validation AUC" in text and "held-out AUC" not in text
     text2 = (out / "summary_set2.txt").read_text()
     assert "class similarity" in text2
     # every term and claim the summaries print is explained in them
@@ -40,6 +44,8 @@ def test_cli_demo_writes_figures_and_summary(tmp_path):
     assert s.settings["n_starts"] == 10 and s.settings["layer"] == "pool"
     assert f"{s.settings['l2']:.3g}" in text and s.settings["l2_auto"] is not None
     assert s.settings["seed"] == 0 and len(s.settings["val_auc"]) == 1
+    assert len(s.settings["test_auc"]) == 1 and s.settings["n_test"] == 360
+    assert f"test AUC {s.settings['test_auc'][0]:.4f}" in text
     for key in ("n_sequences", "n_random", "max_copies", "batch_size", "lr", "optimizer",
                 "threads", "sklearn_version", "numpy_version"):   # enough to repeat the run
         assert s.settings.get(key) is not None, key

@@ -164,3 +164,44 @@ def test_run_synthetic_does_not_seed_the_callers_cuda_generators(monkeypatch):
     monkeypatch.setattr(torch.cuda, "manual_seed", lambda s: calls.append(s))
     run_synthetic("one", n_sequences=300, n_random=50, epochs=1, n_starts=2, n_probe=8)
     assert calls == []
+
+
+def test_the_independent_test_set_changes_nothing_else_and_is_never_trained_on():
+    """run_synthetic draws a test set of 20% of the dataset from demo.test_seed(data_seed): the
+    data, model and DeepResolve numbers are those of a run without it, and test_auc is the kept
+    model's AUC on those sequences, which no integer data seed generates."""
+    from sklearn.metrics import roc_auc_score
+
+    from deepresolve_captum.datasets import synthetic_set_one, synthetic_set_two
+    from deepresolve_captum.demo import TEST_FRACTION, test_seed
+    from deepresolve_captum.train import predict
+
+    assert TEST_FRACTION == 0.2
+    kw = dict(n_sequences=400, n_random=100, epochs=2, n_starts=2, n_probe=8, data_seed=3, init_seed=4)
+    with_test, without = run_synthetic("one", **kw), run_synthetic("one", test_fraction=0, **kw)
+    assert without.train.test_auc is None and without.train.settings["n_test"] is None
+    for a, b in zip(with_test.model.state_dict().values(), without.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for name in ("fiv", "scores", "ofiv", "il", "nonadditive"):
+        np.testing.assert_array_equal(getattr(with_test.summary, name), getattr(without.summary, name))
+    np.testing.assert_array_equal(with_test.train.val_auc, without.train.val_auc)
+    # 20% of 400 planted + 100 random, from the test stream
+    Xt, yt = synthetic_set_one(80, 20, random_state=np.random.default_rng(test_seed(3)))
+    assert with_test.train.settings["n_test"] == 100
+    assert with_test.summary.settings["test_auc"] == with_test.train.test_auc.tolist()
+    expected = roc_auc_score(yt[:, 0].numpy(), predict(with_test.model, Xt)[:, 0].numpy())
+    assert with_test.train.test_auc[0] == pytest.approx(expected)
+    X, _ = synthetic_set_one(400, 100, random_state=3)
+    rows = {r.tobytes() for r in X.numpy()}
+    assert not rows & {r.tobytes() for r in Xt.numpy()}         # no training row is tested on
+    # no small integer seed draws the test stream (numpy's spawned children never do)
+    first = np.random.default_rng(test_seed(3)).integers(0, 2**62, 3)
+    for s in range(1000):
+        assert not np.array_equal(np.random.default_rng(s).integers(0, 2**62, 3), first)
+    # set II: 20% of the sequences, four outputs
+    run2 = run_synthetic("two", n_sequences=200, seq_len=20, epochs=1, n_starts=2, n_probe=8)
+    assert run2.train.settings["n_test"] == 40 and run2.train.test_auc.shape == (4,)
+    Xt2, yt2 = synthetic_set_two(40, seq_len=20, random_state=np.random.default_rng(test_seed(0)))
+    p2 = predict(run2.model, Xt2).numpy()
+    assert run2.train.test_auc.tolist() == pytest.approx(
+        [roc_auc_score(yt2[:, j].numpy(), p2[:, j]) for j in range(4)])
