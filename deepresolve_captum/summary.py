@@ -416,17 +416,24 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
             "no channel can be found non-additive and the OFIV is that start's FIV. Run the "
             "ascent with n_starts >= 2 (the paper uses 10).", UserWarning, stacklevel=2)
     w = trial_weights(s)
-    lone = np.flatnonzero((w > 0).sum(axis=1) == 1) if T > 1 else []
-    if len(lone):
-        which = (f"{lone[:10].tolist()}{' ...' if len(lone) > 10 else ''} (positions in fims)"
+    lone = np.flatnonzero((w > 0).sum(axis=1) == 1) if T > 1 else np.zeros(0, dtype=int)
+    shifted = s[lone].min(axis=1) < 0            # the paper's offset moved these targets' scores
+    for group, why, tip in (
+            (lone[shifted], "a score is negative, so the scores are shifted by their minimum "
+             "(the paper's offset), and every other start scored exactly that minimum (they "
+             "ended at the same optimum)",
+             " With T = 2 this happens whenever a score is negative: run more starts."),
+            (lone[~shifted], "no score is negative, so the scores are the weights, and every "
+             "other start scored exactly 0", "")):
+        if not len(group):
+            continue
+        which = (f"{group[:10].tolist()}{' ...' if len(group) > 10 else ''} (positions in fims)"
                  if target_names is None else
-                 f"{[target_names[i] for i in lone[:10]]}{' ...' if len(lone) > 10 else ''}")
+                 f"{[target_names[i] for i in group[:10]]}{' ...' if len(group) > 10 else ''}")
         warnings.warn(
-            f"target(s) {which} have one start with a non-zero weight: a score is negative, so "
-            "the scores are shifted by their minimum, and every other start scored exactly that "
-            "minimum (they ended at the same optimum). Their IL is 0 and their OFIV is that one "
-            "start's FIV, as with T = 1. With T = 2 this happens whenever a score is negative: "
-            "run more starts.", UserWarning, stacklevel=2)
+            f"target(s) {which} have one start with a non-zero weight: {why}. Their IL is 0 and "
+            "their OFIV is that one start's FIV, as with T = 1." + tip, UserWarning,
+            stacklevel=2)
     blocks = _target_blocks(C, T, K)
     # float32 FIVs stay float32 (the native kernel accumulates in float64 either way)
     if _stats.native_available():

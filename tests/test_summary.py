@@ -615,3 +615,20 @@ def test_covariance_type_is_checked_at_the_door():
         with pytest.raises(ValueError, match=r"covariance_type must be one of \['full', 'diag'"):
             summarize(fiv, np.ones((1, 3)), covariance_type=bad)
     assert summarize(fiv, np.ones((1, 3)), covariance_type="tied").settings["covariance_type"] == "tied"
+
+
+def test_one_weighted_start_warning_says_why_by_case():
+    """Scores 0, 0, 3 are the weights as they are (no shift): the warning blamed a negative score
+    and the shift by the minimum. Each case now says its own cause, one warning per case."""
+    fiv = np.random.default_rng(0).standard_normal((2, 3, 8))
+    scores = np.array([[0.0, 0.0, 3.0], [-1.0, -1.0, 2.0]])
+    with pytest.warns(UserWarning) as rec:
+        s = summarize(fiv, scores)
+    msgs = [str(r.message) for r in rec if "one start with a non-zero weight" in str(r.message)]
+    assert len(msgs) == 2
+    shifted = next(m for m in msgs if m.startswith("target(s) [1] "))
+    raw = next(m for m in msgs if m.startswith("target(s) [0] "))
+    assert "shifted by their minimum" in shifted and "run more starts" in shifted
+    assert "no score is negative" in raw and "scored exactly 0" in raw
+    assert "a score is negative" not in raw and "shifted" not in raw and "run more starts" not in raw
+    np.testing.assert_array_equal(s.weights, [[0, 0, 3], [0, 0, 3]])
