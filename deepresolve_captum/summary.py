@@ -41,7 +41,9 @@ class EnsembleSummary:
     fiv: (C, T, K) feature importance vectors, the spatial mean of each channel's FIM (its own
         array: for a flat layer, a copy of the FIMs given, never a view of them).
     scores: (C, T) the class score of each start.
-    weights: (C, T) trial weights (see :func:`trial_weights`).
+    weights: (C, T) the weights of the starts: by default :func:`trial_weights` of the scores
+        (``summarize``'s ``weights`` argument; ``settings["weights"]``). See also
+        ``effective_starts``.
     mean: (C, K) weighted mean FIV over starts.
     il: (C, K) inconsistency level: the weighted variance of the FIV over starts.
     bic: (C, max_components) BIC of the GMMs with 1..max_components components fitted to the
@@ -103,6 +105,15 @@ class EnsembleSummary:
     @property
     def n_channels(self):
         return self.fiv.shape[2]
+
+    @property
+    def effective_starts(self):
+        """(C,) how many equally weighted starts each target's weights amount to,
+        (sum w)^2 / sum w^2: T for equal weights, 1 when one start carries all the weight.
+        Computed from ``weights`` (not stored)."""
+        w = np.asarray(self.weights, dtype=np.float64)
+        w = w / w.max(axis=1, keepdims=True)          # ratios only; no overflow in the squares
+        return w.sum(axis=1) ** 2 / (w ** 2).sum(axis=1)
 
     def channels(self, target=0, category=None, order="ofiv"):
         """Channel indices of one target (its position in the summary, not its output index),
@@ -293,6 +304,17 @@ def trial_weights(scores):
     threshold, not a cure: rounding is absolute (set by the terms summed), so scores near 0,
     16-bit scores, or a spread just above the threshold still get the paper's zero weight for
     the lowest start.
+
+    Notes
+    -----
+    These weights depend on the logit's constant offset, which no gradient (and so no FIM)
+    sees: the same FIVs with every score moved by c get other weights. On the demo's set I
+    XOR model (scores 28.0-39.7 at lambda 9.06, 10 starts) the weights range 0.085-0.120
+    (effective starts 9.75) and channels [5, 10, 16, 18, 19, 23, 30, 31] are non-additive;
+    with the scores lowered by 29 (one becomes negative: shift by the minimum) they range
+    0-0.236 (4.66 effective starts) and only [5, 16, 19, 30] remain: no longer the model's
+    strongest GCTCAT and CGCTTG detectors, 23 and 31. ``summarize(..., weights="uniform")``
+    gives the first channel set for either offset.
     """
     s = _to_numpy(scores, "scores").astype(np.float64)
     if s.ndim != 2:
@@ -315,7 +337,7 @@ def trial_weights(scores):
 
 
 def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type="full",
-              reg_covar=1e-3, n_jobs=None, verbose=False, target_names=None):
+              reg_covar=1e-3, n_jobs=None, verbose=False, target_names=None, weights="paper"):
     """Summarise an ensemble of FIMs as the paper does.
 
     Parameters
@@ -345,6 +367,13 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     target_names: optional sequence of C strings naming the targets (e.g. the models of a zoo)
         in the warnings; without it a warning gives the targets' positions in ``fims``. Not
         stored in the summary.
+    weights: how the starts are weighted in the mean, the IL and the OFIV (Notes):
+        "paper" (default): :func:`trial_weights` of the scores, the paper's rule;
+        "uniform": every start weighs the same (the scores are then only stored);
+        or a (C, T) array or tensor of non-negative weights, each target's with a positive
+        sum (only ratios within a target matter).
+        ``settings["weights"]`` records "paper", "uniform" or "given"; ``summary.weights`` holds
+        the weights used.
 
     Returns
     -------
@@ -366,6 +395,17 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     a target is non-additive, so is every channel of that target whose (relative) IL is at
     least the smallest non-additive one's. (The paper's "lowest-mean component is additive",
     read literally, would let a broad lowest component also claim the highest-IL channels.)
+
+    The paper's weights depend on the logit's constant offset: adding c to every score of a
+    target (what a different bias of the output unit does, which no gradient and so no FIM
+    sees) changes its weights, and with them the mean, the IL, the GMM split and the OFIV (see
+    :func:`trial_weights`). Scores well above 0 weigh the starts almost equally; scores of
+    which some are negative are shifted by their minimum, so the worst start gets weight 0 and
+    the best ones carry most of the weight. Use ``weights="uniform"`` when the offset is
+    arbitrary (calibrated or class-imbalanced heads, large negative biases, rare classes) or
+    when summaries of targets whose logits sit at different levels must be comparable: then
+    the result depends on the FIVs only. ``EnsembleSummary.effective_starts`` tells how many
+    starts the weights of each target amount to.
 
     Each GMM is seeded with k-means++ and fitted once (``init_params="k-means++"``,
     ``n_init=1``), not with scikit-learn's default full k-means (``init_params="kmeans"``,
@@ -415,16 +455,18 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
             "one start per target (T = 1): the inconsistency level is 0 for every channel, so "
             "no channel can be found non-additive and the OFIV is that start's FIV. Run the "
             "ascent with n_starts >= 2 (the paper uses 10).", UserWarning, stacklevel=2)
-    w = trial_weights(s)
+    w, rule = _start_weights(weights, s)
     lone = np.flatnonzero((w > 0).sum(axis=1) == 1) if T > 1 else np.zeros(0, dtype=int)
-    shifted = s[lone].min(axis=1) < 0            # the paper's offset moved these targets' scores
+    given = np.full(len(lone), rule == "given")
+    shifted = ~given & (s[lone].min(axis=1) < 0)   # the paper's offset moved these scores
     for group, why, tip in (
+            (lone[given], "the weights given are 0 for every other start", ""),
             (lone[shifted], "a score is negative, so the scores are shifted by their minimum "
              "(the paper's offset), and every other start scored exactly that minimum (they "
              "ended at the same optimum)",
              " With T = 2 this happens whenever a score is negative: run more starts."),
-            (lone[~shifted], "no score is negative, so the scores are the weights, and every "
-             "other start scored exactly 0", "")):
+            (lone[~shifted & ~given], "no score is negative, so the scores are the weights, "
+             "and every other start scored exactly 0", "")):
         if not len(group):
             continue
         which = (f"{group[:10].tolist()}{' ...' if len(group) > 10 else ''} (positions in fims)"
@@ -483,7 +525,7 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
         n_components=n_comp, nonadditive=nonadd, sign_flip=sign_flip, category=category,
         ofiv=ofiv, settings=dict(random_state=seed, max_components=max_components,
                                  covariance_type=covariance_type, reg_covar=reg_covar,
-                                 init_params="k-means++",
+                                 init_params="k-means++", weights=rule,
                                  il_units="mean FIV power"))
 
 
@@ -496,6 +538,35 @@ _BLOCK_VALUES = 1 << 22
 def _target_blocks(C, T, K):
     n = max(1, _BLOCK_VALUES // max(1, T * K))
     return [slice(i, min(C, i + n)) for i in range(0, C, n)]
+
+
+def _start_weights(weights, scores):
+    """summarize's ``weights`` argument -> ((C, T) float64 weights, "paper"/"uniform"/"given")."""
+    if isinstance(weights, str):
+        if weights == "paper":
+            return trial_weights(scores), "paper"
+        if weights == "uniform":
+            return np.ones(scores.shape), "uniform"
+    elif weights is not None and not isinstance(weights, bytes):
+        w = np.array(_to_numpy(weights, "weights"), dtype=np.float64)     # its own copy
+        if w.shape != scores.shape:
+            raise ValueError(f"weights must have the shape of scores, (n_targets, n_starts) = "
+                             f"{scores.shape}, got {w.shape}")
+        if not np.all(np.isfinite(w)):
+            raise ValueError("weights contain NaN or inf")
+        if (w < 0).any():
+            bad = np.flatnonzero((w < 0).any(axis=1))
+            raise ValueError(f"weights must be >= 0 (negative in target(s) {bad[:10].tolist()})")
+        with np.errstate(over="ignore"):
+            sums = w.sum(axis=1)
+        zero = np.flatnonzero(~(sums > 0) | ~np.isfinite(sums))
+        if len(zero):
+            raise ValueError(f"the weights of target(s) {zero[:10].tolist()} are all 0 or sum "
+                             "beyond the float64 range: every target needs a start with a "
+                             "weight > 0 (only ratios within a target matter)")
+        return w, "given"
+    raise ValueError("weights must be 'paper', 'uniform' or a (n_targets, n_starts) array of "
+                     f"non-negative weights, got {weights!r:.80}")
 
 
 def _gmm_seed(random_state):

@@ -545,7 +545,7 @@ def test_flipping_ofiv_and_target_blocks_give_the_bits_of_the_whole_array_formul
     from deepresolve_captum import _stats
     C, T, K = 40, 10, 16
     f, s = _flipping_ensemble(C, T, K)
-    monkeypatch.setattr(sm, "_BLOCK_VALUES", 3 * T * K, raising=False)       # 14 blocks of <= 3 targets
+    monkeypatch.setattr(sm, "_BLOCK_VALUES", 3 * T * K, raising=False)   # 14 blocks of <= 3
     S = summarize(f, s)
     flip = S.category == NONADDITIVE_FLIPPING
     assert flip.sum() >= C and (S.weights == 0).any()
@@ -614,7 +614,8 @@ def test_covariance_type_is_checked_at_the_door():
     for bad in ("bogus", "Full", None, 3):
         with pytest.raises(ValueError, match=r"covariance_type must be one of \['full', 'diag'"):
             summarize(fiv, np.ones((1, 3)), covariance_type=bad)
-    assert summarize(fiv, np.ones((1, 3)), covariance_type="tied").settings["covariance_type"] == "tied"
+    tied = summarize(fiv, np.ones((1, 3)), covariance_type="tied")
+    assert tied.settings["covariance_type"] == "tied"
 
 
 def test_one_weighted_start_warning_says_why_by_case():
@@ -630,5 +631,44 @@ def test_one_weighted_start_warning_says_why_by_case():
     raw = next(m for m in msgs if m.startswith("target(s) [0] "))
     assert "shifted by their minimum" in shifted and "run more starts" in shifted
     assert "no score is negative" in raw and "scored exactly 0" in raw
-    assert "a score is negative" not in raw and "shifted" not in raw and "run more starts" not in raw
+    assert "a score is negative" not in raw and "shifted" not in raw
+    assert "run more starts" not in raw
     np.testing.assert_array_equal(s.weights, [[0, 0, 3], [0, 0, 3]])
+
+
+def test_weights_paper_uniform_or_given():
+    """The paper's weights move with the logit's constant offset (a user report: one XOR model
+    lost half its non-additive channels when its bias was lowered). The default stays the
+    paper's; weights="uniform" does not depend on the scores; an array is used as given."""
+    f, s = _flipping_ensemble(6, 10, 12, seed=1)
+    s = np.abs(s) + 1
+    paper = summarize(f, s)
+    assert paper.settings["weights"] == "paper"
+    assert paper == summarize(f, s, weights="paper")
+    np.testing.assert_array_equal(paper.weights, trial_weights(s))
+    moved = summarize(f, s - 2)                              # some scores now negative
+    assert not np.array_equal(moved.weights, paper.weights)
+    uni = summarize(f, s, weights="uniform")
+    assert uni.settings["weights"] == "uniform" and (uni.weights == 1).all()
+    np.testing.assert_allclose(uni.effective_starts, 10)
+    for c in (-2.0, 50.0):
+        other = summarize(f, s + c, weights="uniform")
+        for name in ("weights", "mean", "il", "nonadditive", "category", "ofiv"):
+            np.testing.assert_array_equal(getattr(other, name), getattr(uni, name))
+    w = np.random.default_rng(2).uniform(0, 1, s.shape)
+    w[0] = [0] * 9 + [1]                                     # one start carries target 0
+    with pytest.warns(UserWarning, match=r"target\(s\) \[0\] .*the weights given are 0 for every"):
+        given = summarize(f, s, weights=torch.from_numpy(w))
+    assert given.settings["weights"] == "given" and given.weights is not w
+    np.testing.assert_array_equal(given.weights, w)
+    np.testing.assert_array_equal(given.ofiv[0], f[0, -1])
+    assert given.effective_starts[0] == 1
+    for bad, match in [("Paper", "weights must be 'paper', 'uniform'"), (None, "weights must be"),
+                       (w[:, :5], "shape of scores"), (-w, "must be >= 0"),
+                       (np.where(w > 0.5, np.nan, w), "NaN"),
+                       (np.zeros_like(w), r"target\(s\) \[0, 1, 2, 3, 4, 5\] are all 0"),
+                       (np.full_like(w, 1e308), "beyond the float64 range")]:
+        with pytest.raises(ValueError, match=match):
+            summarize(f, s, weights=bad)
+    with pytest.raises(TypeError, match="weights must be a real-valued"):
+        summarize(f, s, weights=w > 0.5)
