@@ -11,7 +11,7 @@ import numbers
 import warnings
 import zipfile
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +32,12 @@ class EnsembleSummary:
     """The summary of an ensemble of FIMs (C targets, T starts, K channels).
 
     Targets are numbered by position, 0..C-1, in the order the FIMs came: with
-    ``attribute(target=[50, 51, ...])`` row 0 is output 50. The output indices are
-    ``optimizer.diagnostics.targets`` (or ``load_blocks(folder).targets``); ``summarize``
-    does not see them.
+    ``attribute(target=[50, 51, ...])`` row 0 is output 50. Everything that takes a target
+    (``channels``, ``plot_feature_importance``) takes that position. Which model outputs the
+    rows are is known only if given: ``summarize(fims, scores, targets=opt.diagnostics.targets,
+    target_names=...)`` (or ``load_blocks(folder).targets``) stores them in ``targets`` and
+    ``target_names``, which :meth:`save` keeps and the plots label rows with
+    (:meth:`target_labels`).
 
     Attributes
     ----------
@@ -61,6 +64,10 @@ class EnsembleSummary:
     ofiv: (C, K) overall FIV: the weighted mean FIV, except for sign-flipping non-additive
         channels, which get the weighted mean of their positive FIVs only.
     settings: the arguments that made it.
+    targets: None, or the model output of each row, as given to ``summarize``: a list of C
+        ints (flat output indices, e.g. ``opt.diagnostics.targets``), or of C index tuples
+        for a multi-dimensional output.
+    target_names: None, or a list of C strings naming the rows (e.g. the models of a zoo).
     """
 
     fiv: np.ndarray
@@ -75,12 +82,15 @@ class EnsembleSummary:
     category: np.ndarray
     ofiv: np.ndarray
     settings: dict = field(default_factory=dict)
+    targets: list | None = None
+    target_names: list | None = None
 
     _ARRAYS = ("fiv", "scores", "weights", "mean", "il", "bic", "n_components", "nonadditive",
                "sign_flip", "category", "ofiv")
 
     def __eq__(self, other):
-        """Same arrays (NaN equal to NaN, as in an unfitted BIC) and the same settings."""
+        """Same arrays (NaN equal to NaN, as in an unfitted BIC), settings, targets and
+        target names."""
         if not isinstance(other, EnsembleSummary):
             return NotImplemented
         return (all(np.array_equal(np.asarray(getattr(self, a)), np.asarray(getattr(other, a)),
@@ -88,7 +98,8 @@ class EnsembleSummary:
                     for a in self._ARRAYS)
                 # via JSON, as saved: NaN settings equal NaN (a round trip stays equal)
                 and json.dumps(_plain(self.settings), sort_keys=True)
-                == json.dumps(_plain(other.settings), sort_keys=True))
+                == json.dumps(_plain(other.settings), sort_keys=True)
+                and self.targets == other.targets and self.target_names == other.target_names)
 
     def __repr__(self):
         C, T, K = np.shape(self.fiv)
@@ -105,6 +116,16 @@ class EnsembleSummary:
     @property
     def n_channels(self):
         return self.fiv.shape[2]
+
+    def target_labels(self):
+        """C strings naming the rows, as the plots label them: ``target_names`` when stored,
+        else the stored output indices ("output 500", "output (3, 17)"), else the positions
+        ("target 0", "target 1", ...)."""
+        if self.target_names is not None:
+            return [str(n) for n in self.target_names]
+        if self.targets is not None:
+            return [f"output {t}" for t in self.targets]
+        return [f"target {c}" for c in range(self.n_targets)]
 
     @property
     def effective_starts(self):
@@ -130,7 +151,7 @@ class EnsembleSummary:
         n = self.ofiv.shape[0]
         if isinstance(target, bool) or not isinstance(target, (int, np.integer)) or not 0 <= target < n:
             raise ValueError(f"target must be an int in [0, {n}) (this summary has {n} target(s)), "
-                             f"got {target!r}")
+                             f"got {target!r}{_row_hint(self.targets, target)}")
         key = self.ofiv[target] if order == "ofiv" else self.il[target]
         idx = np.argsort(-key, kind="stable")
         if category is not None:
@@ -153,7 +174,11 @@ class EnsembleSummary:
         (``np.savez_compressed``): float FIVs gain little (25% smaller for 9x the write time on
         2,000 targets x 10 starts x 320 channels in a review), so it is off by default.
         """
-        arrays = {k: v for k, v in asdict(self).items() if k != "settings"}
+        arrays = {k: getattr(self, k) for k in self._ARRAYS}    # (asdict would copy them)
+        if self.targets is not None:   # (C,) ints or (C, d) index tuples
+            arrays["targets"] = np.asarray(self.targets, dtype=np.int64)
+        if self.target_names is not None:
+            arrays["target_names"] = np.array([str(n) for n in self.target_names], dtype=str)
         write = np.savez_compressed if compressed else np.savez
         settings = np.array(json.dumps(_plain(self.settings)))
         if hasattr(path, "write"):
@@ -207,6 +232,7 @@ class EnsembleSummary:
         if not isinstance(settings, dict):
             raise ValueError(f"{what} is not a saved EnsembleSummary (its 'settings' entry is "
                              f"not a dict: {text[:60]!r})")
+        ids = {k: data.pop(k) for k in ("targets", "target_names") if k in data}  # optional
         missing = set(cls._ARRAYS) - set(data)
         if missing:
             raise ValueError(f"{what} is not a saved EnsembleSummary (missing {sorted(missing)})")
@@ -216,7 +242,7 @@ class EnsembleSummary:
                           "file from a newer version?)", UserWarning, stacklevel=2)
         data = {k: data[k] for k in cls._ARRAYS}
         _check_shapes(data, what)
-        return cls(settings=settings, **data)
+        return cls(settings=settings, **data, **_loaded_ids(ids, data["fiv"].shape[0], what))
 
 
 def _check_shapes(data, what):
@@ -244,6 +270,68 @@ def _check_shapes(data, what):
     if data["category"].size and not np.isin(data["category"], (0, 1, 2)).all():
         raise ValueError(f"{what} is not a saved EnsembleSummary: category holds values other "
                          "than 0, 1, 2")
+
+
+def _loaded_ids(ids, C, what):
+    """The ``targets`` / ``target_names`` entries of a saved summary (absent in files written
+    before they were stored: None) as :class:`EnsembleSummary` holds them."""
+    out = {}
+    t = ids.get("targets")
+    if t is not None:
+        if t.dtype.kind not in "iu" or t.ndim not in (1, 2) or len(t) != C:
+            raise ValueError(f"{what} is not a saved EnsembleSummary: its targets entry has "
+                             f"dtype {t.dtype} and shape {t.shape}, expected {C} ints or index "
+                             "tuples")
+        out["targets"] = ([int(i) for i in t] if t.ndim == 1
+                          else [tuple(int(i) for i in row) for row in t])
+    n = ids.get("target_names")
+    if n is not None:
+        if n.dtype.kind != "U" or n.shape != (C,):
+            raise ValueError(f"{what} is not a saved EnsembleSummary: its target_names entry "
+                             f"has dtype {n.dtype} and shape {n.shape}, expected {C} strings")
+        out["target_names"] = [str(s) for s in n]
+    return out
+
+
+def _row_hint(targets, target):
+    """' (output 500 is row 2: ...)' when ``target`` is not a row but a stored output index."""
+    if targets is None or isinstance(target, bool):
+        return ""
+    try:
+        i = targets.index(target if isinstance(target, tuple) else int(target))
+    except (TypeError, ValueError):
+        return ""
+    return (f"; rows are positions in the summary, not output indices: output {target} is "
+            f"row {i}")
+
+
+def _check_targets(targets, C):
+    """summarize's ``targets`` -> a list of C ints or C index tuples of one length (or None)."""
+    if targets is None:
+        return None
+    given = targets
+    if hasattr(targets, "detach"):
+        targets = targets.detach().cpu().numpy()
+    if isinstance(targets, np.ndarray):
+        targets = targets.tolist()
+    items = None if isinstance(targets, (str, bytes, dict)) else list(targets) \
+        if hasattr(targets, "__iter__") else None
+    out = []
+    for t in items or ():
+        if isinstance(t, numbers.Integral) and not isinstance(t, (bool, np.bool_)):
+            out.append(int(t))
+        elif isinstance(t, (tuple, list)) and len(t) and all(
+                isinstance(i, numbers.Integral) and not isinstance(i, (bool, np.bool_)) for i in t):
+            out.append(tuple(int(i) for i in t))
+        else:
+            out = None
+            break
+    kinds = {len(t) if isinstance(t, tuple) else 0 for t in out or ()}
+    if items is None or out is None or len(out) != C or len(kinds) != 1:
+        raise ValueError(f"targets must list the model output of each of the {C} target(s): "
+                         f"{C} ints (e.g. opt.diagnostics.targets), or {C} index tuples of "
+                         f"one length; got {given!r:.200}")
+    return out
 
 
 def _short(settings, n=6):
@@ -337,7 +425,8 @@ def trial_weights(scores):
 
 
 def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type="full",
-              reg_covar=1e-3, n_jobs=None, verbose=False, target_names=None, weights="paper"):
+              reg_covar=1e-3, n_jobs=None, verbose=False, weights="paper", targets=None,
+              target_names=None):
     """Summarise an ensemble of FIMs as the paper does.
 
     Parameters
@@ -364,9 +453,6 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     n_jobs: parallel GMM fits over targets (joblib, in blocks of targets); None = 1. Starting
         the workers costs about a second, so it pays only for hundreds of targets or more.
     verbose: progress bar over targets.
-    target_names: optional sequence of C strings naming the targets (e.g. the models of a zoo)
-        in the warnings; without it a warning gives the targets' positions in ``fims``. Not
-        stored in the summary.
     weights: how the starts are weighted in the mean, the IL and the OFIV (Notes):
         "paper" (default): :func:`trial_weights` of the scores, the paper's rule;
         "uniform": every start weighs the same (the scores are then only stored);
@@ -374,6 +460,13 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
         sum (only ratios within a target matter).
         ``settings["weights"]`` records "paper", "uniform" or "given"; ``summary.weights`` holds
         the weights used.
+    targets: optional, the model output of each of the C targets, in the order of ``fims``:
+        C ints (e.g. ``opt.diagnostics.targets``, or ``load_blocks(folder).targets``) or C
+        index tuples of one length. Stored as ``summary.targets`` (a list), saved with it, and
+        used by the plots to label rows ("output 500") and by the warnings to name targets.
+    target_names: optional sequence of C strings naming the targets (e.g. the models of a
+        zoo). Stored as ``summary.target_names`` and saved; the plots label rows with them
+        and the warnings name targets by them (first choice, before ``targets``).
 
     Returns
     -------
@@ -448,6 +541,7 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
             raise ValueError(f"target_names must be a sequence of {C} strings (one per target), "
                              f"got {given!r:.200}")
         target_names = [str(n) for n in names]   # plain str: np.str_ prints as np.str_('x')
+    targets = _check_targets(targets, C)
     seed = _gmm_seed(random_state)    # before any fit: see _gmm_seed
 
     if T == 1:
@@ -469,9 +563,10 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
              "and every other start scored exactly 0", "")):
         if not len(group):
             continue
-        which = (f"{group[:10].tolist()}{' ...' if len(group) > 10 else ''} (positions in fims)"
-                 if target_names is None else
-                 f"{[target_names[i] for i in group[:10]]}{' ...' if len(group) > 10 else ''}")
+        more = " ..." if len(group) > 10 else ""
+        which = (f"{[target_names[i] for i in group[:10]]}{more}" if target_names is not None
+                 else f"{[targets[i] for i in group[:10]]}{more} (model outputs)"
+                 if targets is not None else f"{group[:10].tolist()}{more} (positions in fims)")
         warnings.warn(
             f"target(s) {which} have one start with a non-zero weight: {why}. Their IL is 0 and "
             "their OFIV is that one start's FIV, as with T = 1." + tip, UserWarning,
@@ -526,7 +621,8 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
         ofiv=ofiv, settings=dict(random_state=seed, max_components=max_components,
                                  covariance_type=covariance_type, reg_covar=reg_covar,
                                  init_params="k-means++", weights=rule,
-                                 il_units="mean FIV power"))
+                                 il_units="mean FIV power"),
+        targets=targets, target_names=target_names)
 
 
 #: summarize works on blocks of targets of at most this many FIV values (C rows x T x K), so

@@ -494,7 +494,11 @@ def test_one_weighted_start_warning_names_the_targets_given():
     assert "positions in fims" not in str(rec[0].message) and rec[0].filename == __file__
     with pytest.warns(UserWarning, match=r"target\(s\) \[0\] \(positions in fims\) have one"):
         plain = summarize(fiv, scores)
-    assert named == plain and "target_names" not in named.settings
+    # the names are stored (not in settings); the rest is the same summary
+    assert named.target_names == ["tfA", "tfB", "tfC"] and plain.target_names is None
+    assert named != plain and "target_names" not in named.settings
+    plain.target_names = named.target_names
+    assert named == plain
     for bad in (["tfA", "tfB"], "abc", ["tfA", "tfB", 3], (n for n in ("tfA", "tfB"))):
         with pytest.raises(ValueError, match="target_names must be a sequence of 3 strings"):
             summarize(fiv, scores, target_names=bad)
@@ -672,3 +676,49 @@ def test_weights_paper_uniform_or_given():
             summarize(f, s, weights=bad)
     with pytest.raises(TypeError, match="weights must be a real-valued"):
         summarize(f, s, weights=w > 0.5)
+
+
+def test_summary_stores_its_targets_and_names_through_save_and_load(tmp_path):
+    """A summary of attribute(target=[3, 17, 500]) did not know its rows were outputs 3, 17 and
+    500: plots said "target 0, 1, 2" and save() lost the mapping (user report c.md #2)."""
+    import io
+    rng = np.random.default_rng(0)
+    fiv, scores = rng.normal(size=(3, 4, 6)), rng.uniform(1, 2, size=(3, 4))
+    s = summarize(fiv, scores, targets=np.array([3, 17, 500]))
+    assert s.targets == [3, 17, 500] and all(type(t) is int for t in s.targets)
+    assert s.target_names is None
+    assert s.target_labels() == ["output 3", "output 17", "output 500"]
+    back = EnsembleSummary.load(s.save(tmp_path / "s"))
+    assert back == s and back.targets == [3, 17, 500]
+    assert back != summarize(fiv, scores) and summarize(fiv, scores).target_labels()[2] == "target 2"
+    with pytest.raises(ValueError, match="output 500 is row 2"):
+        s.channels(500)
+    # index tuples (a multi-dimensional output) and names, from a tensor; in a file object
+    t = summarize(fiv, scores, targets=torch.tensor([[0, 3], [1, 4], [2, 5]]),
+                  target_names=["CTCF", "GATA1", "JUN"])
+    assert t.targets == [(0, 3), (1, 4), (2, 5)] and t.target_labels() == ["CTCF", "GATA1", "JUN"]
+    buf = io.BytesIO()
+    t.save(buf)
+    buf.seek(0)
+    back = EnsembleSummary.load(buf)
+    assert back == t and back.targets == [(0, 3), (1, 4), (2, 5)]
+    assert back.target_names == ["CTCF", "GATA1", "JUN"]
+    assert summarize(fiv, scores, targets=[(0, 3), (1, 4), (2, 5)]).target_labels()[0] == \
+        "output (0, 3)"
+    # files without them (earlier versions) load with None; a bad entry is refused
+    plain = summarize(fiv, scores)
+    arrays = dict(np.load(plain.save(tmp_path / "plain")))
+    assert "targets" not in arrays and "target_names" not in arrays
+    assert EnsembleSummary.load(tmp_path / "plain.npz").targets is None
+    np.savez(tmp_path / "bad.npz", **{**arrays, "targets": np.array([0.5, 1.5, 2.5])})
+    with pytest.raises(ValueError, match="not a saved EnsembleSummary: its targets entry"):
+        EnsembleSummary.load(tmp_path / "bad.npz")
+    for bad in ([3, 17], [3, 17, (1, 2)], [3, 17, True], ["a", "b", "c"], [3.0, 17.0, 500.0],
+                [(1, 2), (1, 2, 3), (4, 5)], 3, "abc"):
+        with pytest.raises(ValueError, match="targets must list the model output of each of the 3"):
+            summarize(fiv, scores, targets=bad)
+    # warnings name the outputs (the names first, when given)
+    two = np.array([[1.0, -1.0], [2.0, 3.0], [0.5, 0.5]])
+    with pytest.warns(UserWarning, match=r"target\(s\) \[3\] \(model outputs\) have one start"):
+        summarize(fiv[:, :2], two, targets=[3, 17, 500])
+
