@@ -57,6 +57,12 @@ class AscentDiagnostics:
         final score disagreed with the full head's and the run fell back to it (warned); the
         chunks before that one ran narrow and passed the same check.
     seconds: wall time of the call.
+    scores: (n_targets, n_starts) class score S_c at each start's final H, as numpy in the
+        model output's dtype (bfloat16 as float32): the values ``return_scores=True`` returns,
+        kept also without it and with ``fiv_only=True``, so that a run called the Captum way
+        (``fims = opt.attribute(...)``) can still be summarised:
+        ``summarize(fims, opt.diagnostics.scores)``. None where the diagnostics were assembled
+        without them.
     settings: the call's other arguments (n_starts, seed, init_scale, max_steps, tol, patience,
         attribute_to_layer_input, fiv_only). ``seed`` is the one used, also the one drawn for
         ``seed=None``: pass it back to repeat the run.
@@ -75,6 +81,7 @@ class AscentDiagnostics:
     target_only_head: bool = False
     seconds: float = 0.0
     settings: dict = field(default_factory=dict)
+    scores: Optional[np.ndarray] = None
 
     def __repr__(self):
         """One line, whatever the number of targets (the arrays stay in the attributes)."""
@@ -397,7 +404,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 torch.set_num_threads can sum in another order too). None draws a seed from
                 torch's global generator (``self.diagnostics.settings["seed"]``).
             attribute_to_layer_input (bool): optimise the layer's input instead of its output.
-            return_scores (bool): also return the class score S_c at each final H.
+            return_scores (bool): also return the class score S_c at each final H. Either way
+                they are kept in ``self.diagnostics.scores`` (numpy, (n_targets, n_starts)).
             fiv_only (bool): return each start's FIV (the mean of its FIM over the positions,
                 what ``summarize`` uses) instead of the FIM, shape (n_targets, n_starts, K):
                 only one chunk of FIMs is ever held, so thousands of targets on a large layer
@@ -461,7 +469,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             scores (Tensor, with ``return_scores=True``): shape (n_targets, n_starts), in the
                 dtype and on the device of the model's output (which may differ from the
                 layer's, e.g. a bf16 body returning float32 logits).
-            Per-start diagnostics (steps, objective, convergence, l2) are in
+            Per-start diagnostics (steps, objective, convergence, scores, l2) are in
             ``self.diagnostics`` (:class:`AscentDiagnostics`).
 
         Raises:
@@ -609,7 +617,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
             settings=dict(n_starts=n_starts, seed=seed, init_scale=init_scale,
                           max_steps=max_steps, tol=tol, patience=patience,
                           attribute_to_layer_input=attribute_to_layer_input,
-                          fiv_only=bool(fiv_only)))
+                          fiv_only=bool(fiv_only)),
+            scores=_scores_numpy(scores))
         n_open = int((~converged).sum())
         if n_open:
             _warn(
@@ -1319,6 +1328,13 @@ def _parse_targets(target, output_shape):
             "optimised on its own (target lists classes, not one class per example), so "
             "duplicates repeat the same work", stacklevel=4)
     return flat
+
+
+def _scores_numpy(scores):
+    """The (n_targets, n_starts) scores as numpy for the diagnostics, in their own dtype
+    (numpy has no bfloat16: float32, which holds every bfloat16 value exactly)."""
+    s = scores.detach().cpu()
+    return (s.float() if s.dtype == torch.bfloat16 else s).numpy().copy()
 
 
 def _collapsed(peak, init_scale):
