@@ -424,7 +424,7 @@ def trial_weights(scores):
     return w
 
 
-def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type="full",
+def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance_type="full",
               reg_covar=1e-3, n_jobs=None, verbose=False, weights="paper", targets=None,
               target_names=None):
     """Summarise an ensemble of FIMs as the paper does.
@@ -435,7 +435,9 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
         ``LayerFeatureOptimizer.attribute``; (C, T, K) for a flat layer. Axis 2 must be the
         channels: the FIV of a channel is its mean over the spatial axes after it
         (for a channels-last layer, pass ``fims.movedim(-1, 2)``).
-    scores: (C, T) class score of each start (``return_scores=True``).
+    scores: (C, T) class score of each start: ``fims, scores = opt.attribute(...,
+        return_scores=True)``, or ``opt.diagnostics.scores`` after the run. Required (the
+        default None only raises a TypeError that says so).
     random_state: seed of the Gaussian mixtures: an int in [0, 2**32 - 1], used for every
         target's fits; or a ``numpy.random.RandomState``, a ``numpy.random.Generator`` or None
         (numpy's global RandomState), from which one int seed is drawn up front and used as an
@@ -507,6 +509,11 @@ def summarize(fims, scores, *, random_state=0, max_components=3, covariance_type
     noisy targets with one flipping pair each, the component count differed in 2 and the
     non-additive set in 11. ``settings["init_params"]`` records the seeding.
     """
+    if scores is None:
+        raise TypeError(
+            "summarize needs the class score of every start, scores (n_targets, n_starts), "
+            "besides the FIMs: get them with fims, scores = opt.attribute(..., "
+            "return_scores=True), or pass opt.diagnostics.scores of the run that made the FIMs")
     raw = _to_numpy(fims, "fims")
     fiv = feature_importance_vectors(raw)
     if fiv is raw:   # (C, T, K) given: the caller's buffer (or a CPU tensor's); summary.fiv must

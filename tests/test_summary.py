@@ -722,3 +722,12 @@ def test_summary_stores_its_targets_and_names_through_save_and_load(tmp_path):
     with pytest.warns(UserWarning, match=r"target\(s\) \[3\] \(model outputs\) have one start"):
         summarize(fiv[:, :2], two, targets=[3, 17, 500])
 
+
+def test_summarize_without_scores_says_where_to_get_them():
+    """summarize(fims) raised Python's bare 'missing 1 required positional argument: scores'
+    after a Captum-style fims = opt.attribute(...) (user report c.md #3)."""
+    fiv = np.random.default_rng(0).normal(size=(2, 3, 4))
+    for call in (lambda: summarize(fiv), lambda: summarize(fiv, None, random_state=0),
+                 lambda: summarize(fiv, scores=None)):
+        with pytest.raises(TypeError, match=r"return_scores=True.*opt\.diagnostics\.scores"):
+            call()
