@@ -1,9 +1,11 @@
 """Small helpers about the modules a model runs (shared by the optimizer, training and checks)."""
 from __future__ import annotations
 
+import keyword
 import warnings
 from contextlib import contextmanager
 
+import torch
 from torch import nn
 
 #: Final modules that turn logits into probabilities (or log-probabilities).
@@ -155,16 +157,84 @@ def how_squashed(ran, out, modules=SQUASHING, ops=("sigmoid", "softmax", "log_so
     return f"computes its output with {op}" if op in ops else None
 
 
-def check_layer_calls(calls, name):
+def check_layer_calls(calls, name, model=None, layer=None):
     """Refuse a layer (named ``name`` in messages) that one forward pass called ``calls``
     times: never (not in the model, or on a branch not taken) or more than once (its value
-    would be its last call's only)."""
+    would be its last call's only).
+
+    With ``model`` (the ``nn.Module`` that ran, or None) and ``layer``: a layer never reached
+    that is not a submodule of ``model`` is called that, and the message names the module of
+    ``model`` that ``layer`` was probably copied into (:func:`copy_counterpart`): the usual
+    cause is a layer picked from the original model and a deep copy passed as the model. A
+    layer that is not a submodule but is reached (a model held outside the module tree, a
+    function wrapping the model) is not refused here."""
     if calls == 0:
+        if model is not None and layer is not None and not any(
+                m is layer for m in model.modules()):
+            raise ValueError(not_a_submodule_message(name, model, layer))
         raise ValueError(f"layer {name} was not reached by the forward pass: choose a module "
                          "that the model calls in forward")
     if calls > 1:
         raise ValueError(f"layer {name} is called {calls} times per forward pass; choose a "
                          "module used once")
+
+
+def not_a_submodule_message(name, model, layer):
+    """Why a layer that is not a submodule of ``model`` was not reached, and which module of
+    ``model`` (``m`` in the message) to pass instead (see :func:`check_layer_calls`)."""
+    found = copy_counterpart(model, layer)
+    head = (f"layer {name} was not reached by the forward pass: it is not a submodule of "
+            f"forward_func ({type(model).__name__}) but of another model (after "
+            "copy.deepcopy, pick the layer from the copy")
+    if len(found) == 1:
+        return f"{head}, e.g. {module_expr(model, found[0])}, with m the model you pass)"
+    how = "the module with the layer's name in the original model's named_modules()"
+    if found:
+        names = ", ".join(module_expr(model, p) for p in found[:4])
+        return (f"{head}: {how}, one of {names}{', ...' if len(found) > 4 else ''}, with m "
+                "the model you pass)")
+    return f"{head}: m.get_submodule(name), with {how}, m the model you pass)"
+
+
+def copy_counterpart(model, layer):
+    """Dotted names of the modules of ``model`` that ``copy.deepcopy`` could have made from
+    ``layer``: of its type, with its settings (``extra_repr``) and parameters and buffers of
+    the same names and shapes; of those, the ones whose values (and dtypes) are also equal,
+    if any. A module has no link to its parent, so the layer's own name in the model it came
+    from cannot be read; for a layer with weights the values single it out, for a
+    parameter-free one (a ReLU) several modules may qualify. [] for none."""
+    def tensors(m):
+        return dict(m.named_parameters(recurse=True), **dict(m.named_buffers(recurse=True)))
+
+    want = tensors(layer)
+    shape = {k: tuple(v.shape) for k, v in want.items()}
+    alike, equal = [], []
+    for path, m in model.named_modules():
+        if not path or type(m) is not type(layer) or m.extra_repr() != layer.extra_repr():
+            continue
+        have = tensors(m)
+        if {k: tuple(v.shape) for k, v in have.items()} != shape:
+            continue
+        alike.append(path)
+        if all(have[k].dtype == v.dtype and torch.equal(have[k].detach().cpu(), v.detach().cpu())
+               for k, v in want.items()):
+            equal.append(path)
+    return equal or alike
+
+
+def module_expr(model, path, var="m"):
+    """Python for the module at ``path`` in ``model`` named ``var``: ``m.conv3``,
+    ``m.features[1]`` (a Sequential or ModuleList), else ``m.get_submodule('a.1')``."""
+    expr, cur = var, model
+    for part in path.split("."):
+        if part.isidentifier() and not keyword.iskeyword(part):
+            expr += f".{part}"
+        elif part.isdigit() and isinstance(cur, (nn.Sequential, nn.ModuleList)):
+            expr += f"[{part}]"
+        else:
+            return f"{var}.get_submodule({path!r})"
+        cur = cur._modules[part]
+    return expr
 
 
 def module_path(owner, module):
@@ -174,18 +244,26 @@ def module_path(owner, module):
     return next((name for name, m in owner.named_modules() if m is module and name), None)
 
 
-def logits_advice(ran, owner=None):
+def logits_advice(ran, owner=None, layer=None):
     """How to get the logits of a model that squashes them (see :func:`how_squashed`): swap the
-    final module for ``nn.Identity`` on a copy, naming its path, or drop a functional call."""
+    final module for ``nn.Identity`` on a copy, naming its path, or drop a functional call.
+    With ``layer`` (a module that the caller hooks): also to pick it from the copy, as
+    ``m.conv3`` where ``owner`` holds it (a module of the original is not in the copy)."""
     path = module_path(owner, ran[-1]) if ran and isinstance(ran[-1], SQUASHING) else None
+    if layer is None:
+        pick = ""
+    else:
+        where = module_path(owner, layer)
+        pick = (f", and pick the layer from the copy: {module_expr(owner, where)}"
+                if where else ", and pick the layer from the copy")
     if path:
         parent, _, name = path.rpartition(".")
         holder = f"m.get_submodule({parent!r})" if parent else "m"
         return (f"pass a copy with that module replaced: m = copy.deepcopy(model); "
-                f"setattr({holder}, {name!r}, torch.nn.Identity())")
+                f"setattr({holder}, {name!r}, torch.nn.Identity()){pick}")
     return ("pass a model that returns the logits: a copy with the final squashing module "
-            "replaced by torch.nn.Identity(), or a wrapper without the last torch.sigmoid / "
-            "softmax")
+            f"replaced by torch.nn.Identity(){pick}, or a wrapper without the last "
+            "torch.sigmoid / softmax")
 
 
 #: modules whose feature axis is the last one (on a (N, L, E) tensor: channels-last)

@@ -910,7 +910,8 @@ class _Runner:
         self.swap.replacement = None
         self.swap.captured = None
         out = self._call(inputs, extra)
-        check_layer_calls(self.swap.calls, self._layer_name())
+        check_layer_calls(self.swap.calls, self._layer_name(),
+                          model=_owning_module(self.forward_func), layer=self.swap.module)
         cap = self.swap.captured
         if self.swap.on_input:
             if len(cap) == 0:   # the pre-hook sees positional arguments only
@@ -976,7 +977,7 @@ class _Runner:
                 f"the model {squashed}: DeepResolve maximises the score "
                 "before it (pre-sigmoid / pre-softmax logits). Squashed outputs saturate near 1, "
                 "which shrinks l2='auto' and changes the channel ranking; "
-                f"{logits_advice(last, owner)}.",
+                f"{logits_advice(last, owner, self.swap.module)}.",
                 UserWarning, stacklevel=4)
         reason = channels_last_reason(self.swap.module, self.swap.on_input, value.shape,
                                       last)

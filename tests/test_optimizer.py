@@ -382,7 +382,8 @@ class TwoHeads(nn.Module):
 
 
 BAD = [
-    ("unreached", lambda m: (m, nn.Linear(2, 2), {}), ValueError, "not reached"),
+    ("unreached", lambda m: (m, nn.Linear(2, 2), {}), ValueError,
+     "not reached by the forward pass: it is not a submodule of forward_func"),
     ("target_high", lambda m: (m, m.relu, {"target": 3}), ValueError, "outside"),
     ("target_negative", lambda m: (m, m.relu, {"target": -1}), ValueError, "outside"),
     ("target_float", lambda m: (m, m.relu, {"target": [0.5]}), TypeError, "ints"),

@@ -64,3 +64,51 @@ def test_the_last_calls_scores_stay_in_the_diagnostics_whatever_is_returned():
     _, sc = s16.attribute(x.to(torch.bfloat16), target=[1], return_scores=True, **QUIET)
     assert s16.diagnostics.scores.dtype == np.float32
     np.testing.assert_array_equal(s16.diagnostics.scores, sc.float().numpy())
+
+
+def test_a_layer_of_the_original_after_deepcopy_names_the_copys_layer():
+    """c.md #4: the Sigmoid advice (deepcopy, swap in Identity) says to pick the layer from the
+    copy, and an original's layer passed with the copy is called what it is."""
+    torch.manual_seed(0)
+    model, x = SigmoidNet().eval(), _onehot(6, 20)
+    with pytest.warns(UserWarning, match=r"setattr\(m, 'act', torch\.nn\.Identity\(\)\), and "
+                                         r"pick the layer from the copy: m\.conv2\."):
+        LayerFeatureOptimizer(model, model.conv2).attribute(x, target=[0], n_starts=1, l2=1.0,
+                                                            max_steps=30)
+    m = copy.deepcopy(model)
+    m.act = nn.Identity()
+    with pytest.raises(ValueError, match=r"layer Conv1d was not reached by the forward pass: it "
+                                         r"is not a submodule of forward_func \(SigmoidNet\) "
+                                         r"but of another model \(after copy\.deepcopy, pick the "
+                                         r"layer from the copy, e\.g\. m\.conv2, with m the"):
+        LayerFeatureOptimizer(m, model.conv2).attribute(x, target=[0], **QUIET)
+    # a parameter-free layer has several look-alikes: all are offered
+    with pytest.raises(ValueError, match=r"one of m\.relu1, m\.relu2, with m the model"):
+        LayerFeatureOptimizer(m, model.relu1).attribute(x, target=[0], **QUIET)
+    # a function wrapping the copy: nothing to search, the plain message
+    with pytest.raises(ValueError, match=r"was not reached by the forward pass: choose a module"), \
+            warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="forward_func is not an nn.Module")
+        LayerFeatureOptimizer(lambda t: m(t), model.conv2).attribute(x, target=[0], **QUIET)
+    # a function wrapping the model that holds the layer is fine, as before
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="forward_func is not an nn.Module")
+        warnings.filterwarnings("ignore", message=".*starts stopped at max_steps")
+        out = LayerFeatureOptimizer(lambda t: m(t), m.conv2).attribute(x, target=[0], **QUIET)
+    assert out.shape == (1, 2, 6, 14)
+
+
+def test_module_expr_writes_python_that_finds_the_module():
+    from deepresolve_captum._modules import module_expr
+
+    class Holder(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.features = nn.Sequential(nn.Conv1d(4, 4, 3), nn.ReLU())
+            self.heads = nn.ModuleDict({"a-b": nn.Linear(2, 2), "ok": nn.Linear(2, 2)})
+
+    m = Holder()
+    for path, want in [("features.1", "m.features[1]"), ("heads.ok", "m.heads.ok"),
+                       ("heads.a-b", "m.get_submodule('heads.a-b')")]:
+        assert module_expr(m, path) == want
+        assert eval(want, {"m": m}) is m.get_submodule(path)
