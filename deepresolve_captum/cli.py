@@ -340,12 +340,13 @@ _RUN_OUTPUTS = """models (--model):
 
 outputs (in --out, all moved into place together at the end of a run):
   summary.npz    EnsembleSummary.load(path): fiv (targets x starts x channels), il, ofiv,
-                 category, n_components ...; row i is output settings["targets"][i]; settings
-                 also hold the layer, l2 (and l2_auto), n_starts, seed, the files read and the
-                 package, torch and numpy versions. The arrays are those of the Python API's
+                 category, n_components ... and targets (row i is the model's output
+                 targets[i]); settings hold the layer, l2 (and l2_auto), n_starts, seed,
+                 model, weights_file, inputs_file and the package, torch and numpy
+                 versions. The arrays are those of the Python API's
                  LayerFeatureOptimizer(model, layer).attribute(x, target=targets, n_starts=,
                  l2=, seed=, return_scores=True, fiv_only=True) and summarize(fivs, scores,
-                 random_state=0)
+                 random_state=0, targets=targets)
   ofiv.csv       one row per target: output (the model's output index), ofiv_0 .. ofiv_{K-1}
                  (channels numbered from 0)
   channels.csv   one row per (target, channel), each target's channels by OFIV: output, rank
@@ -885,7 +886,7 @@ def _run_own_model(args):
     K = int(fivs.shape[2])
     try:
         s = summarize(fivs, scores, random_state=0, max_components=min(3, K),
-                      verbose=not args.quiet, target_names=[f"output {t}" for t in targets])
+                      verbose=not args.quiet, targets=targets)   # rows know their outputs
     except ValueError as e:     # non-finite FIVs or scores
         raise _run_error(str(e).strip()) from None
     t_summary = time.perf_counter() - t1
@@ -893,8 +894,9 @@ def _run_own_model(args):
              "weights": None if args.weights is None else str(Path(args.weights).resolve()),
              "inputs": str(Path(args.inputs).resolve())}
     s.settings.update(
-        targets=targets, model=args.model, weights=files["weights"], inputs=files["inputs"],
-        inputs_key=args.inputs_key, layer=args.layer, layer_input=bool(args.layer_input),
+        # weights_file, not weights: summarize's settings["weights"] is its weighting scheme
+        model=args.model, weights_file=files["weights"],
+        inputs_file=files["inputs"], inputs_key=args.inputs_key, layer=args.layer, layer_input=bool(args.layer_input),
         l2=float(d.l2), l2_auto=d.l2_auto, n_starts=int(args.starts), seed=int(d.settings["seed"]),
         device=str(device), steps_median=float(np.median(d.steps)),
         steps_max=int(np.max(d.steps)), converged=bool(np.all(d.converged)), **made_with)
@@ -1023,13 +1025,13 @@ def _run_figures(s, targets, row, args, layer, say):
                                            else "")
                      + (f", top {len(cols)} of {K} channels by |OFIV|" if len(cols) < K else ""))
             figs.append(("ofiv.png", plot_ofiv(
-                s.ofiv[rows], class_names=[f"output {targets[i]}" for i in rows],
+                s.ofiv[rows], class_names=[s.target_labels()[i] for i in rows],
                 channel_order=cols, nonadditive=s.nonadditive[rows], title=title)))
             if C > 500:
                 say(f"clustering {C} targets for similarity.png")
             sim = class_similarity(s.ofiv)
             figs.append(("similarity.png", plot_clustered_heatmap(
-                sim, class_names=[f"output {t}" for t in targets] if C <= 80 else None,
+                sim, class_names=s.target_labels() if C <= 80 else None,
                 title=f"class similarity at {where} (Pearson of OFIV >= 0)")))
     except BaseException:
         import matplotlib.pyplot as plt

@@ -72,12 +72,12 @@ def test_run_writes_outputs_equal_to_the_python_api(user_model, tmp_path):
     opt = LayerFeatureOptimizer(model, model.pool)
     fivs, scores = opt.attribute(x, target=[2, 0], n_starts=3, l2="auto", seed=7,
                                  return_scores=True, fiv_only=True)
-    api = summarize(fivs, scores, random_state=0)
+    api = summarize(fivs, scores, random_state=0, targets=opt.diagnostics.targets)
     assert {k: s.settings[k] for k in api.settings} == json.loads(json.dumps(api.settings))
-    assert s.settings["targets"] == [2, 0] and s.settings["layer"] == "pool"
+    assert s.targets == [2, 0] and s.settings["layer"] == "pool"
     assert s.settings["l2"] == pytest.approx(opt.diagnostics.l2, rel=1e-12)
     api.settings = s.settings
-    assert s == api                      # every array equal, bit for bit
+    assert s == api                      # every array equal, bit for bit, and the targets
 
     ofiv = pd.read_csv(out / "ofiv.csv", index_col="output")
     assert list(ofiv.index) == [2, 0]
@@ -114,7 +114,7 @@ def test_run_layer_input_one_target_and_npz_inputs(user_model, tmp_path):
                                 "--target", "1", "--layer-input"]) == 0
     s = EnsembleSummary.load(out / "summary.npz")
     assert s.fiv.shape == (1, 2, 48) and s.settings["layer_input"] is True
-    assert s.settings["targets"] == [1] and s.settings["l2"] == 1.0
+    assert s.targets == [1] and s.settings["l2"] == 1.0
     assert not (out / "similarity.png").exists() and (out / "fig2.png").is_file()
 
 
