@@ -365,11 +365,14 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 model. Its first example fixes the layer's shape and the path into it; with
                 ``l2="auto"`` all N examples give the mean activation the heuristic matches.
             target (int, sequence of int, 0-d or 1-d tensor or array, or None): flat output
-                indices (classes) to optimise,
-                each independently (duplicates warn); a tuple index into a multi-dimensional
-                output is accepted inside a list, ``[(1, 2)]``, or as a row of a 2-d tensor or
-                array (a bare tuple of ints there is refused: Captum would read it as one
-                index). None = every output of the model.
+                indices (classes) to optimise, each independently (duplicates warn): target
+                lists classes, not one class per example as in Captum. A 1-d tensor or array
+                with one entry per example of ``inputs`` (N > 1) warns, since it looks like
+                Captum's per-example labels; a list never does (``target.tolist()`` silences
+                it). A tuple index into a multi-dimensional output is accepted inside a list,
+                ``[(1, 2)]``, or as a row of a 2-d tensor or array (a bare tuple of ints there
+                is refused: Captum would read it as one index). None = every output of the
+                model.
             additional_forward_args (Any): extra arguments for ``forward_func`` (a tuple for
                 several; anything else, a list too, is one argument, as in Captum); tensors
                 whose first dimension equals N are sliced to the first example like ``inputs``.
@@ -567,6 +570,7 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                     "model.eval() first.", stacklevel=3)
             l2 = _check_l2(l2, run.dtype, lr)     # now that the layer's dtype is known
             targets = _parse_targets(target, run.output_shape)
+            _warn_per_example_target(target, n_examples, stacklevel=3)
             run.warn_if_bypassed(targets)
             if init is not None:
                 init = _check_init(init, (len(targets), n_starts) + run.layer_shape)
@@ -1336,6 +1340,22 @@ def _scores_numpy(scores):
     (numpy has no bfloat16: float32, which holds every bfloat16 value exactly)."""
     s = scores.detach().cpu()
     return (s.float() if s.dtype == torch.bfloat16 else s).numpy().copy()
+
+
+def _warn_per_example_target(target, n_examples, stacklevel=1):
+    """Warn when ``target`` looks like Captum's per-example labels: a 1-d tensor or array with
+    one entry per example of ``inputs`` (N > 1). A list never warns: it is how to say that the
+    entries are the classes to optimise. ``stacklevel`` counts from this function's caller,
+    as for :func:`_warn`."""
+    if (isinstance(target, (Tensor, np.ndarray)) and target.ndim == 1 and n_examples > 1
+            and len(target) == n_examples):
+        _warn(
+            f"target is a {type(target).__name__} with {n_examples} entries, one per example "
+            "of `inputs`, like Captum's per-example labels: here each listed class is "
+            "optimised once, on its own, whatever the examples (axis 0 of the result follows "
+            "`target`, not `inputs`). If these are the classes you want, pass them as a list "
+            "(target.tolist()) to silence this warning; for the classes among per-example "
+            "labels, pass sorted(set(labels.tolist())).", UserWarning, stacklevel=stacklevel + 1)
 
 
 def _collapsed(peak, init_scale):

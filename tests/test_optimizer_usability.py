@@ -112,3 +112,29 @@ def test_module_expr_writes_python_that_finds_the_module():
                        ("heads.a-b", "m.get_submodule('heads.a-b')")]:
         assert module_expr(m, path) == want
         assert eval(want, {"m": m}) is m.get_submodule(path)
+
+
+@pytest.mark.filterwarnings("ignore:.*starts stopped at max_steps")
+def test_per_example_labels_as_a_tensor_warn_once_at_the_users_line():
+    """c.md #6: Captum's target=labels (one per example) as a tensor or array warns, once, at
+    the caller's line; a list is the way to say 'these are the classes'."""
+    m, x = _logits_net(n_out=8), _onehot(4, 20)
+    opt = LayerFeatureOptimizer(m, m.relu1)
+    labels = [5, 1, 7, 2]
+    for given in (torch.tensor(labels), np.array(labels)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            opt.attribute(x, target=given, **QUIET)
+        hits = [w for w in seen if "one per example of `inputs`" in str(w.message)]
+        assert len(hits) == 1 and hits[0].category is UserWarning
+        assert hits[0].filename == __file__, hits[0].filename
+        assert "pass them as a list" in str(hits[0].message)
+    for quiet in (labels, torch.tensor(labels[:3]), torch.tensor(3)):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            opt.attribute(x, target=quiet, **QUIET)
+        assert not [w for w in seen if "one per example" in str(w.message)], quiet
+    with warnings.catch_warnings(record=True) as seen:              # N = 1: no labels to mix up
+        warnings.simplefilter("always")
+        opt.attribute(x[:1], target=torch.tensor([3]), **QUIET)
+    assert not [w for w in seen if "one per example" in str(w.message)]
