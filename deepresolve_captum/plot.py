@@ -367,7 +367,7 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     Parameters
     ----------
     summary: ``EnsembleSummary`` (from ``summarize``), with fiv (C, T, K), il/ofiv/nonadditive (C, K).
-    target: int, which target (row of the summary) to draw.
+    target: int, which target (row of the summary, 0..C-1) to draw.
     filters: optional (K, 4, w) convolution weights (e.g. ``model.conv.weight``) for the logos
         (:func:`plot_filter_logo`), each on its own y scale by default (``logo_scale``).
     channel_labels: optional list of K strings shown right of each row (e.g. matched motifs);
@@ -376,7 +376,9 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         channels).
     max_channels: optional int >= 1, draw only the first ``max_channels`` channels of the order
         (the top ones by OFIV or IL); use it when there are many channels.
-    title: figure title.
+    title: figure title. Default: "FIVs of each start, IL and OFIV (* = non-additive)", followed
+        by the target's name or output index when the summary stores them
+        (``summarize(..., targets=, target_names=)``, see ``EnsembleSummary.target_labels``).
     max_size: marker area (points^2) of the largest |FIV|.
     logo_mode: "weight" (default): the filters' centred weights, negatives below the baseline;
         "information": the clipped-PWM logo in bits (see :func:`filter_logo_matrix`: it makes
@@ -403,6 +405,13 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
     C, T, K = fiv.shape
     from .clustering import _as_index
 
+    stored = getattr(summary, "targets", None)
+    if stored is not None and isinstance(target, (int, np.integer)) \
+            and not isinstance(target, (bool, np.bool_)) and not 0 <= target < C:
+        from .summary import _row_hint
+        hint = _row_hint(list(stored), target)
+        if hint:
+            raise ValueError(f"target must be an int in [0, {C}), got {target!r}{hint}")
     target = _as_index(target, "target", 0, C - 1)
     fiv = fiv[target]
     il = _np(summary.il, "il")[target]
@@ -550,6 +559,8 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
             lab.text((0.1 + num_w) / lab_w, r, t, va="center", fontsize=7)
     if title is None:
         title = "FIVs of each start, IL and OFIV (* = non-additive)"
+        if getattr(summary, "target_names", None) is not None or stored is not None:
+            title += f": {summary.target_labels()[target]}"
     fig.suptitle(title, fontsize=10, y=1 - 0.1 / height)
     return fig
 
@@ -562,7 +573,9 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     ----------
     ofiv: (C, K) array or tensor, or an ``EnsembleSummary`` (from ``summarize``): its ``ofiv``,
         and its non-additive channels are starred unless ``nonadditive`` is given.
-    class_names: optional C strings (default: the target indices, from 0 like the channels).
+    class_names: optional C strings. Default: for a summary, its ``target_labels()`` (the
+        stored ``target_names``, else the stored output indices "output 500", else "target 0",
+        "target 1", ...); for an array, "target 0", "target 1", ...
     channel_order: optional non-empty array of distinct channel indices in [0, K) (columns);
         default 0..K-1. A new figure takes at most ``MAX_OFIV_COLUMNS`` (500) columns (more
         raise ValueError) and is 0.3 inch per column, at most ``MAX_FIGURE_INCHES`` (40) wide:
@@ -594,6 +607,8 @@ def plot_ofiv(ofiv, class_names=None, channel_order=None, ax=None, max_size=220.
     if isinstance(ofiv, EnsembleSummary):
         if nonadditive is None:
             nonadditive = ofiv.nonadditive
+        if class_names is None:
+            class_names = ofiv.target_labels()
         category = getattr(ofiv, "category", None)
         ofiv = ofiv.ofiv
     if nonadditive is False:

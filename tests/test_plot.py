@@ -1047,3 +1047,29 @@ def test_tensor_labels_targets_and_axes_from_a_review():
     assert plot_ofiv(s, ax=grid[0]) is grid[0].figure
     with pytest.raises(ValueError, match="names must be two names"):
         plot_interaction(object(), names=("a", "b", "c"))
+
+
+def test_rows_are_labelled_with_the_summarys_targets_or_names():
+    """A summary of outputs 3, 17 and 500 was drawn as 'target 0, 1, 2' (user report c.md #2):
+    the plots take the stored names, else the stored output indices; explicit labels win."""
+    rng = np.random.default_rng(0)
+    fims, scores = rng.normal(size=(3, 4, 6)), rng.uniform(1, 2, size=(3, 4))
+    s = summarize(fims, scores, targets=[3, 17, 500])
+
+    def rows(fig):
+        return [t.get_text() for t in fig.axes[0].get_yticklabels()]
+
+    assert rows(plot_ofiv(s)) == ["output 3", "output 17", "output 500"]
+    assert rows(plot_ofiv(s, class_names=["a", "b", "c"])) == ["a", "b", "c"]
+    assert rows(plot_ofiv(s.ofiv)) == ["target 0", "target 1", "target 2"]
+    named = summarize(fims, scores, targets=[3, 17, 500], target_names=["CTCF", "GATA1", "JUN"])
+    assert rows(plot_ofiv(named)) == ["CTCF", "GATA1", "JUN"]
+    assert plot_feature_importance(s, target=2)._suptitle.get_text().endswith(": output 500")
+    assert plot_feature_importance(named, target=1)._suptitle.get_text().endswith(": GATA1")
+    assert plot_feature_importance(s, target=1, title="mine")._suptitle.get_text() == "mine"
+    plain = plot_feature_importance(summarize(fims, scores), target=1)._suptitle.get_text()
+    assert plain == "FIVs of each start, IL and OFIV (* = non-additive)"
+    with pytest.raises(ValueError, match="output 500 is row 2"):
+        plot_feature_importance(s, target=500)
+    with pytest.raises(ValueError, match=r"target must be an int in \[0, 3\), got 7$"):
+        plot_feature_importance(s, target=7)
