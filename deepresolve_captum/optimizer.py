@@ -16,6 +16,7 @@ import contextvars
 import math
 import time
 import warnings
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
@@ -26,7 +27,7 @@ from captum.log import log_usage
 from torch import Tensor, nn
 
 from ._modules import (channels_last_reason, check_layer_calls, how_squashed, leaf_module_trace,
-                       logits_advice, module_modes, restore_modes)
+                       logits_advice, module_expr, module_modes, restore_modes)
 
 __all__ = ["LayerFeatureOptimizer", "AscentDiagnostics"]
 
@@ -926,9 +927,17 @@ class _Runner:
                     "module that produces that input as the layer, with "
                     "attribute_to_layer_input=False.")
             if len(cap) != 1 or not isinstance(cap[0], Tensor):
+                known = [p for p in self._input_producers(inputs, extra) if p is not None]
+                made = (f" ({', '.join(dict.fromkeys(known))} here)" if known else "")
                 raise TypeError(
                     f"the input of layer {self._layer_name()} is not one tensor "
-                    f"({len(cap)} positional arguments); H must be a single tensor")
+                    f"({len(cap)} positional argument{'s' if len(cap) != 1 else ''}"
+                    f"{'' if len(cap) != 1 else ', a ' + type(cap[0]).__name__}); H must be "
+                    "a single tensor. Optimise the output of the module that produces one of "
+                    f"them{made}, with attribute_to_layer_input=False, or have the model "
+                    "combine the inputs into one tensor in a module of its own (e.g. one that "
+                    "returns torch.cat((a, b), 1), which this layer then splits) and optimise "
+                    "that module's output")
             cap = cap[0]
         elif not isinstance(cap, Tensor):
             raise TypeError(
@@ -938,6 +947,42 @@ class _Runner:
 
     def _layer_name(self):
         return self.swap.name
+
+    def _input_producers(self, inputs, extra):
+        """For the layer's positional inputs, the module of forward_func whose output each one
+        is, as Python (``model.ca``), or None (made by a function, or not found): one more
+        forward, hooks on every module, for an error message. [] when forward_func is no
+        module or that forward fails."""
+        model = _owning_module(self.forward_func)
+        if model is None:
+            return []
+        made, args = {}, []
+
+        def note(name):
+            def hook(module, a, out):   # children finish first: the innermost module wins
+                old = made.get(id(out))
+                if isinstance(out, Tensor) and (old is None or old[1]() is None):
+                    made[id(out)] = (name, weakref.ref(out))
+            return hook
+
+        handles = [m.register_forward_hook(note(n)) for n, m in model.named_modules()
+                   if n and m is not self.swap.module]
+        handles.append(self.swap.module.register_forward_pre_hook(
+            lambda module, a: args.append(a) if not args else None))
+        try:
+            with torch.no_grad():
+                self._call(inputs, extra)
+        except Exception:   # noqa: BLE001 - only a message is at stake
+            return []
+        finally:
+            for h in handles:
+                h.remove()
+        found = []
+        for a in (args[0] if args else ()):
+            hit = made.get(id(a))
+            found.append(module_expr(model, hit[0], "model")
+                         if hit is not None and hit[1]() is a else None)
+        return found
 
     def probe(self, owner=None, target_only_head=False):
         try:

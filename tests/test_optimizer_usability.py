@@ -138,3 +138,31 @@ def test_per_example_labels_as_a_tensor_warn_once_at_the_users_line():
         warnings.simplefilter("always")
         opt.attribute(x[:1], target=torch.tensor([3]), **QUIET)
     assert not [w for w in seen if "one per example" in str(w.message)]
+
+
+class Gate(nn.Module):
+    def forward(self, a, b):
+        return a * torch.sigmoid(b)
+
+
+class GateNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.ca, self.cb = nn.Conv1d(4, 8, 5, padding=2), nn.Conv1d(4, 8, 5, padding=2)
+        self.gate, self.fc = Gate(), nn.Linear(8, 2)
+
+    def forward(self, x):
+        return self.fc(self.gate(self.ca(x), self.cb(x)).amax(2))
+
+
+def test_a_layer_input_of_several_tensors_says_what_to_do():
+    """c.md #7: the refusal names the modules that make the inputs and the two ways out."""
+    torch.manual_seed(0)
+    m = GateNet().eval()
+    with pytest.raises(TypeError, match=r"not one tensor \(2 positional arguments\); H must be a "
+                                        r"single tensor\. Optimise the output of the module that "
+                                        r"produces one of them \(model\.ca, model\.cb here\), with "
+                                        r"attribute_to_layer_input=False, or .* module of its own"):
+        LayerFeatureOptimizer(m, m.gate).attribute(_onehot(3, 20), target=0,
+                                                   attribute_to_layer_input=True, **QUIET)
+    assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())
