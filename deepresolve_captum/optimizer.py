@@ -18,7 +18,7 @@ import time
 import warnings
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -905,10 +905,17 @@ class _Runner:
         self.swap.calls = 0
         out = self.forward_func(*inputs, *extra)
         if not isinstance(out, Tensor):
+            if isinstance(out, Mapping):   # a dict of heads: name them by key
+                keys = list(out.keys())
+                what = (f"a {type(out).__name__} with keys {keys[:8]}"
+                        f"{' ...' if len(keys) > 8 else ''}")
+                pick = f"model(x)[{keys[-1]!r}]" if keys else "model(x)[key]"
+            else:
+                what, pick = type(out).__name__, "model(x)[1] for a (profile, counts) model"
             raise TypeError(
-                f"forward_func must return one tensor of logits, got {type(out).__name__}: wrap "
-                "the model in an nn.Module whose forward returns the head to explain (e.g. "
-                "model(x)[1] for a (profile, counts) model), so that its mode is managed too")
+                f"forward_func must return one tensor of logits, got {what}: wrap the model "
+                "in an nn.Module whose forward returns the head to explain (e.g. "
+                f"{pick}), so that its mode is managed too")
         return out
 
     def _capture(self, inputs, extra):

@@ -166,3 +166,22 @@ def test_a_layer_input_of_several_tensors_says_what_to_do():
         LayerFeatureOptimizer(m, m.gate).attribute(_onehot(3, 20), target=0,
                                                    attribute_to_layer_input=True, **QUIET)
     assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())
+
+
+class DictHeads(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 4, 5)
+        self.count = nn.Linear(4, 1)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return {"profile": h, "counts": self.count(h.mean(2))}
+
+
+def test_a_dict_output_is_told_by_its_keys():
+    """c.md #9: a dict of heads is answered with its keys, not with model(x)[1]."""
+    m = DictHeads().eval()
+    with pytest.raises(TypeError, match=r"got a dict with keys \['profile', 'counts'\]: wrap .*"
+                                        r"\(e\.g\. model\(x\)\['counts'\]\)"):
+        LayerFeatureOptimizer(m, m.conv).attribute(_onehot(3, 20), target=0, **QUIET)
