@@ -24,8 +24,9 @@ against one chunk at the ``choose_l2`` lambda (~0.02), FIMs by up to 0.27 and FI
 8e-3; through ``summarize`` (blocks of 3, 4 models x 2 lambdas, 10 starts) OFIVs moved by up
 to 0.4% of the largest OFIV, and no category or top-1 channel changed. In float64 the same
 comparisons were bit-identical (blocked against one call; chunk sizes at every
-``max_steps``): use a float64 model and inputs (``model.double()``) where blocked results
-must equal one call's exactly.
+``max_steps``; its rounding, ~1e-16, makes a flipped step far rarer, though not impossible):
+use a float64 model and inputs (``model.double()``) where blocked results must equal one
+call's.
 
 Folder layout::
 
@@ -189,11 +190,12 @@ def attribute_in_blocks(
             results (``init_scale``, ``lr``, ``max_steps``, ``tol``, ``patience``,
             ``attribute_to_layer_input``, ``target_only_head``) are recorded and must match on
             resume; ``chunk_size``, ``memory_budget`` (memory and batch size only: in float64
-            the results are bit-identical across them; in float32 a start may end elsewhere,
-            see the module docstring) and ``callback`` (``callback(step, rows, objective)``,
-            rows counted within the block) may change between calls. ``init`` is refused (per-target
-            starts cannot be checked on resume: use ``seed``); so are ``return_scores`` (always
-            True here) and names ``attribute`` does not take.
+            the results were bit-identical across them in every comparison measured; in
+            float32 a start may end elsewhere, see the module docstring) and ``callback``
+            (``callback(step, rows, objective)``, rows counted within the block) may change
+            between calls. ``init`` is refused (per-target starts cannot be checked on
+            resume: use ``seed``); so are ``return_scores`` (always True here) and names
+            ``attribute`` does not take.
 
     Returns:
         values (Tensor): CPU, in target order: (n_targets, n_starts, K) FIVs, or
