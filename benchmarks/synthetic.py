@@ -11,8 +11,8 @@ counts how many models satisfy each of the paper's claims (``demo.check_set_one`
          picks > 1 component. Reported beside them: whether both strongest detectors change
          sign across the starts, and whether BIC picks exactly 3 (the paper's count).
   set II (Fig. 4): class similarity ranks (1,2), (1,3), (2,3) above every pair with class 4; the
-         last-layer cosine does not; each class's top OFIV channel responds most to one of its own
-         patterns; BIC picks 1 component for every class. Reported beside them: whether
+         last-layer cosine does not; each class's top OFIV channel detects one of its own
+         patterns (set I's detector rule); BIC picks 1 component for every class. Reported beside them: whether
          the signed-OFIV correlation fails the order too, and each class's most negative OFIV
          relative to its largest |OFIV| (the paper sees "strong negative terms" in all classes).
 
@@ -83,7 +83,7 @@ def model_line(dataset, i, run):
         pairs = SHARING_PAIRS + CLASS4_PAIRS
         detail = (f"BIC {c['n_components']}  sim " + " ".join(f"{sim[p]:+.2f}" for p in pairs)
                   + "  cos " + " ".join(f"{cos[p]:+.2f}" for p in pairs)
-                  + f"  top {[f'{k}:{m}' for k, m in c['top_channels']]}")
+                  + f"  top {[f'{k}:{m}' + ('' if d else ' (weak)') for (k, m), d in zip(c['top_channels'], c['top_detects'])]}")
         names = SET_TWO_CLAIMS
     flags = "".join("Y" if c[n] else "." for n in names)
     if dataset == "one":

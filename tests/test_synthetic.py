@@ -1,4 +1,6 @@
 """Small, seeded versions of the paper's synthetic experiments (the full ones: benchmarks/synthetic.py)."""
+from types import SimpleNamespace
+
 import numpy as np
 import torch
 import pytest
@@ -251,3 +253,30 @@ def test_xor_opposite_needs_every_detector_pair_opposite_in_every_weighted_start
     c = check_set_one(s, response)
     assert c["opposite_pairs"] == 0 and c["opposite_weakest_pair"] == (-1, -1)
     assert c["opposite_min_fraction"] == 0.0 and not c["xor_opposite"]
+
+
+def test_set_two_top_channel_must_detect_its_pattern_by_the_set_one_rule():
+    """Audit d #3: set II counted a class's top channel as 'detecting one of its own patterns'
+    when that pattern was merely the one it responds to most, however weakly; set I's rule also
+    asks for at least half the strongest channel's response to the pattern."""
+    from deepresolve_captum.demo import check_set_two
+
+    K = 6
+    ofiv = np.full((4, K), -0.1)
+    for c, k in enumerate((0, 1, 2, 3)):
+        ofiv[c, k] = 1.0                       # class c's top channel is channel c
+    response = np.zeros((K, 4))                # columns: GATA, TCAT, CAGATG, CGCTTG
+    response[0, 2] = 0.9                       # class 1 (GATA+CAGATG): a CAGATG detector
+    response[1, 1] = 0.8                       # class 2 (TCAT+CAGATG): a TCAT detector
+    response[2, 0] = 0.1                       # class 3 (GATA+TCAT): GATA most, but weakly ...
+    response[4, 0] = 1.0                       # ... beside the GATA detector, channel 4
+    response[3, 3] = 0.7                       # class 4: CGCTTG
+    summary = SimpleNamespace(ofiv=ofiv, n_components=[1, 1, 1, 1])
+    W = np.eye(4, 8)
+    c = check_set_two(summary, response, W)
+    assert [m for _, m in c["top_channels"]] == ["CAGATG", "TCAT", "GATA", "CGCTTG"]
+    assert not c["top_channel_own_motif"] and c["own_motif"] == [True, True, False, True]
+    assert c["top_detects"] == [True, True, False, True]
+    assert check_set_two(summary, response, W, frac=0.05)["top_channel_own_motif"]
+    response[2, 0] = 0.6                       # now a detector of GATA
+    assert check_set_two(summary, response, W)["top_channel_own_motif"]
