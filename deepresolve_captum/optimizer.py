@@ -238,7 +238,8 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
     Unlike Captum's input attributions, nothing is explained *for* an example: ``inputs`` only
     fixes the layer's shape and the path into it, and each target class is optimised on its own
     (``target`` lists classes, not one class per example). All targets x starts run as one batch
-    per step, split into chunks only to respect a memory budget, on the model's device. The part
+    per step, split into chunks to respect a memory budget, on the model's device (in float32
+    the chunking can change where a start ends: see ``seed`` in :meth:`attribute`). The part
     of the network before the layer runs on one example per step; the batch of H is fed forward
     from the layer.
 
@@ -398,13 +399,21 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 with :meth:`choose_l2` and pass that number to every block (and one int
                 ``seed``); "auto" per block would choose a lambda per block.
             seed (int, optional): seeds every start as (seed, target, start), so a start's
-                draw does not depend on chunking or on the other targets. Its result does, slightly:
-                a batch of another size can sum in another order (~1e-7 relative in float32),
-                which can change where a start's stopping rule fires, so across chunk sizes a
-                FIM agrees to the stopping tolerance, not to float rounding (measured at the
-                default tol: up to ~1e-3 of the largest |H| on a whole FIM, its FIV to ~6e-5,
-                the objective to ~1e-7; step counts can differ a lot; tol=1e-6 gave ~1e-4). Same
-                seed, same chunks, same thread count, same result on the CPU (another
+                draw does not depend on chunking or on the other targets. Where the start ends
+                can, in float32: a batch of another size (another ``chunk_size``,
+                ``memory_budget``, target list or block of ``attribute_in_blocks``) sums in
+                another order, ~1e-7 relative, and where a step lands at a ReLU or max-pool
+                kink that can flip the test that accepts the step, so that the start goes on
+                from another point. This is rounding amplified by the ascent, not the
+                stopping tolerance (``tol=0`` differs as much). Measured on six small PaperCNN
+                models (7 and 64 outputs), H at the conv output, ``chunk_size=1`` against one
+                chunk: whole FIMs differed by up to 0.7 of the largest |H|, FIVs by up to 2e-2
+                of it; on three of them OFIVs (``summarize``) by up to 4% of the largest OFIV,
+                and no channel changed category. In float64 the same comparisons were
+                bit-identical (its rounding is ~1e-16, so a flip is far rarer, though not ruled
+                out): use a float64 model and inputs (``model.double()``, ``x.double()``) where
+                results must agree bit for bit across chunk sizes, memory budgets or blocks.
+                Same seed, same chunks, same thread count, same result on the CPU (another
                 torch.set_num_threads can sum in another order too). None draws a seed from
                 torch's global generator (``self.diagnostics.settings["seed"]``).
             attribute_to_layer_input (bool): optimise the layer's input instead of its output.
@@ -434,13 +443,17 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 when its step falls below ``lr * 1e-7``.
             chunk_size (int, optional): rows (target x start pairs) per batch. Default: as many
                 as fit ``memory_budget``. When given, ``memory_budget`` is ignored (warned).
+                In float32 the results can depend on it (see ``seed``).
             memory_budget (int, optional): bytes of autograd activations per chunk. Default:
                 half the free memory on CUDA, 2 GiB on the CPU. The per-row cost is measured
                 with a small probe. It counts the tensors autograd saves and the output with its
                 gradient, not the allocator's temporaries: a chunk's real peak is about 1.4-2x
                 the budget (measured on DeepSEA at conv3's input: 123 MiB at a 64 MiB budget,
                 779 MiB at 1 GiB; a 21,907-output head at its input: +172 MiB at 95 MiB).
-                A row larger than the budget runs alone, with a warning.
+                A row larger than the budget runs alone, with a warning. The chunk size it
+                gives (``self.diagnostics.rows_per_chunk``) can change float32 results (see
+                ``seed``); on CUDA the default follows the memory free at the call, so pass
+                ``chunk_size`` to repeat a float32 run there.
             target_only_head (bool): when the model's last module is a plain ``nn.Linear``
                 (not a subclass or a parametrized one) with at least 64 outputs, called once
                 per forward on (rows, K), whose outputs are the model's outputs one to one,
@@ -450,9 +463,13 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 4 targets (the score's gradient reaches the target's column only, and scores
                 and gradients equal the full head's); each start's final score is then the
                 full head's, and a mismatch there (outputs mixed only at larger values) re-runs
-                the chunk with the full head, with a warning. Results agree with
-                ``target_only_head=False`` to the stopping tolerance, as across chunk sizes
-                (float32: scores ~1e-5 relative; 16-bit floats only loosely).
+                the chunk with the full head, with a warning. Its product sums in another
+                order than the full head's, so in float32 results can differ from
+                ``target_only_head=False`` by the mechanism that ``seed`` describes across
+                chunk sizes (on its three 64-output models: whole FIMs by up to 1.5e-3 of the
+                largest |H|, scores by 5e-5 relative; but a flipped step can move a start as
+                far as a chunk size does). In float64 they were bit-identical; 16-bit floats
+                agree only loosely.
                 ``self.diagnostics.target_only_head`` says whether it ran. False: always the
                 full head. After such a fallback ``callback`` sees the re-run chunk's steps
                 again, from step 1.
