@@ -205,8 +205,9 @@ def attribute_in_blocks(
             K x 4 bytes in float32: 840 MB for 21,907 targets x 10 starts x 960 channels.
         scores (Tensor): CPU, (n_targets, n_starts), the class score of each start.
         ``optimizer.diagnostics`` is an :class:`AscentDiagnostics` over all blocks (steps,
-        objective, converged per start; l2 and, for "auto", ``l2_auto``; ``seconds`` of this
-        call), whether the blocks were computed now or read back.
+        objective, converged and ``scores`` per start, the scores as a numpy copy; l2 and, for
+        "auto", ``l2_auto``; ``seconds`` of this call), whether the blocks were computed now or
+        read back.
 
     Raises:
         ValueError: the folder's run.json was written with other settings (the message names
@@ -322,6 +323,7 @@ def attribute_in_blocks(
                       attribute_to_layer_input=settings["attribute_to_layer_input"],
                       fiv_only=fiv_only, block_size=block_size, folder=str(folder),
                       blocks_computed=n_run, blocks_read=n_read),
+        scores=scores.numpy().copy(),      # as attribute keeps them: a copy, the output's dtype
         **extra)
     return values, scores
 

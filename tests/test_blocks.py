@@ -506,3 +506,20 @@ def test_a_failing_first_forward_gets_attributes_hint(tmp_path):
     once = FailsOnce().eval()
     with pytest.raises(RuntimeError, match=r"^transient$"):
         _run(LayerFeatureOptimizer(once, once.net.pool), x, tmp_path / "once", target=[0], l2=0.02)
+
+
+def test_diagnostics_keep_the_scores_computed_or_read_back(tmp_path):
+    """attribute keeps its scores in diagnostics.scores (801b858), so that summarize(fims,
+    opt.diagnostics.scores) works; attribute_in_blocks' diagnostics had scores=None. They are
+    the returned scores now (a copy), also when every block is read back."""
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    for _ in range(2):                                   # computed, then read back
+        fivs, scores = _run(opt, x[:4], tmp_path / "run", target=[0, 1, 2], block_size=2,
+                            l2=0.02)
+        d = opt.diagnostics.scores
+        assert isinstance(d, np.ndarray) and d.shape == (3, N_STARTS)
+        assert np.array_equal(d, scores.numpy())
+        scores[0, 0] = 123.0                              # the caller's tensor is theirs
+        assert d[0, 0] != 123.0
+    assert opt.diagnostics.settings["blocks_read"] == 2
