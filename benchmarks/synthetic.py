@@ -41,8 +41,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from deepresolve_captum.cli import SEED_BELOW, int_at_least  # noqa: E402
 from deepresolve_captum.demo import (CLASS4_PAIRS, DEFAULTS, SEQ_LEN, SET_ONE_CLAIMS,  # noqa: E402
                                      SET_TWO_CLAIMS, SHARING_PAIRS, TEST_FRACTION, run_synthetic)
+
+
+#: model i's weights are seeded with INIT_OFFSET + first_seed + i, its data with first_seed + i
+INIT_OFFSET = 10_000
+
+
+def _fraction(text):
+    """argparse type: a number in [0, 1]."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1], got {text!r}") from None
+    if not 0 <= v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return v
 
 
 def _jsonable(x):
@@ -167,20 +183,28 @@ def main(argv=None):
                    help="adam (default) or adadelta, the authors' Keras-1.2 recipe (give it more --epochs)")
     p.add_argument("--lr", type=float, default=None,
                    help=f"learning rate (default {DEFAULTS['lr']} for Adam, 1.0 for Adadelta)")
-    p.add_argument("--test-fraction", type=float, default=TEST_FRACTION,
+    p.add_argument("--test-fraction", type=_fraction, default=TEST_FRACTION,
                    help=f"independent test set, as a share of the dataset size (default {TEST_FRACTION}, "
                         "the paper's 20%%; 0: none)")
-    p.add_argument("--first-seed", type=int, default=0, help="model i uses data seed and init seed first_seed + i")
+    p.add_argument("--first-seed", type=int_at_least(0), default=0,
+                   help=f"model i (from 0) uses data seed first_seed + i and weight-initialisation seed "
+                        f"{INIT_OFFSET} + first_seed + i (default 0: data seeds 0-9, init seeds "
+                        f"{INIT_OFFSET}-{INIT_OFFSET + 9}; the demo's --seed S uses S for both)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", type=str, default=None, help="write every number here")
     args = p.parse_args(argv)
+    if INIT_OFFSET + args.first_seed + args.models - 1 >= SEED_BELOW:
+        p.error(f"--first-seed: the last model's init seed {INIT_OFFSET} + {args.first_seed} + "
+                f"{args.models - 1} must be < 2**63")
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     results = {}
+    length = (f"{args.seq_len} bp" if args.seq_len else
+              ", ".join(f"{SEQ_LEN[d]} bp (set {'I' if d == 'one' else 'II'})" for d in args.sets))
     print(f"# benchmarks/synthetic.py {' '.join(argv if argv is not None else sys.argv[1:])}", flush=True)
     print(f"# sizes: {args.n_sequences} sequences (+{args.n_random} random for set I, <= {args.max_copies} "
-          f"copies per pattern), {args.seq_len or SEQ_LEN} bp, "
+          f"copies per pattern), {length}, "
           f"{args.epochs} epochs, {args.optimizer} lr {args.lr or (1.0 if args.optimizer == 'adadelta' else DEFAULTS['lr'])}, batch {DEFAULTS['batch_size']}, "
           f"{DEFAULTS['n_starts']} starts, l2='auto'", flush=True)
     for dataset in args.sets:
@@ -190,9 +214,9 @@ def main(argv=None):
             run = run_synthetic(dataset, n_sequences=args.n_sequences, n_random=args.n_random,
                                 seq_len=args.seq_len, max_copies=args.max_copies, epochs=args.epochs, lr=args.lr,
                                 optimizer=args.optimizer, data_seed=seed,
-                                init_seed=10_000 + seed, test_fraction=args.test_fraction)
+                                init_seed=INIT_OFFSET + seed, test_fraction=args.test_fraction)
             checks.append(run.checks)
-            rows.append(dict(seed=seed, val_auc=run.train.val_auc, test_auc=run.train.test_auc,
+            rows.append(dict(seed=seed, init_seed=INIT_OFFSET + seed, val_auc=run.train.val_auc, test_auc=run.train.test_auc,
                              n_test=run.train.settings["n_test"], l2=run.l2, checks=run.checks,
                              seconds=run.seconds, ofiv=run.summary.ofiv, il=run.summary.il,
                              category=run.summary.category, response=run.response))
