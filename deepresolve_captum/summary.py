@@ -294,7 +294,8 @@ def _loaded_ids(ids, C, what):
 
 
 def _row_hint(targets, target):
-    """' (output 500 is row 2: ...)' when ``target`` is not a row but a stored output index."""
+    """'; rows are positions ...: output 500 is row 2' when ``target`` is not a row but one of
+    the stored output indices ``targets``; else ''."""
     if targets is None or isinstance(target, bool):
         return ""
     try:
