@@ -485,7 +485,12 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
     the same mode, up to a few percent) is one component, not a mixture fitted to noise. With
     1e-6 instead, 2 of 40 classes of our synthetic set II models got 2-3 components although
     every start reached one mode; with 1e-3 all 40 get one, and every set I model still gets
-    more than one with the same XOR channels flagged (benchmarks/synthetic.py). A target whose
+    more than one with the same XOR channels flagged (benchmarks/synthetic.py). The unit is the
+    whole target's FIV power, so a channel far stronger than the rest raises that floor for
+    all of them: with 32 channels, 10 starts, an XOR pair of FIVs +-1 and one consistent
+    channel at +M, the pair was flagged up to M = 10 and lost (one component) at M = 30, where
+    the authors' GMM on raw IL still split it off. A target dominated by one channel may hide
+    weaker non-additive pairs; lower ``reg_covar`` to look for them. A target whose
     IL values are all equal gets one component. Channels whose IL is not above the mean of the
     lowest component are always additive, and the split is a threshold in IL: if any channel of
     a target is non-additive, so is every channel of that target whose (relative) IL is at
