@@ -444,6 +444,30 @@ def _print_top1_disagreements(df, methods, cut=0.05):
         print(f"  {r['tf']:8s} {r['name']}: " + " | ".join(cells) + auth)
 
 
+def gmm_agreement(df):
+    """Per model, our GMM component count against the authors' (``n_components`` and
+    ``authors_n_components`` of the per-model table; models without an authors' row are left
+    out) -> (models compared, models with the same count, DataFrame of the others: name, tf,
+    n_components, authors_n_components)."""
+    both = df.dropna(subset=["n_components", "authors_n_components"])
+    differ = both[both["n_components"].astype(int) != both["authors_n_components"].astype(int)]
+    return len(both), len(both) - len(differ), differ[["name", "tf", "n_components",
+                                                       "authors_n_components"]]
+
+
+def gmm_agreement_text(df):
+    """The report's GMM lines: agreement per model first (the two histograms can match while
+    the models behind them differ), then the histograms, then each model that differs."""
+    n, same, differ = gmm_agreement(df)
+    ours = df["n_components"].value_counts().sort_index().to_dict()
+    theirs = df["authors_n_components"].dropna().astype(int).value_counts().sort_index().to_dict()
+    lines = [f"GMM components: the same count as the authors' in {same}/{n} models "
+             f"(histograms: ours {ours}, authors' {theirs})"]
+    lines += [f"  differs: {r.tf:8s} {r.name}: ours {int(r.n_components)}, authors' "
+              f"{int(r.authors_n_components)}" for r in differ.itertuples()]
+    return "\n".join(lines)
+
+
 def report(df, methods, timing, args, out):
     n = len(df)
     shown = [m for m in ALL_METHODS if m in methods] + ["random", "any16"]
@@ -502,8 +526,7 @@ def report(df, methods, timing, args, out):
             print(f"Spearman of our OFIV with the authors' (lambda = {args.l2}): median {med:.3f} "
                   f"(IQR {q1:.3f}-{q3:.3f}, min {r.min():.3f}); >= 0.9 in {(r >= 0.9).sum()}/"
                   f"{len(r)}; same top filter in {same_top}/{len(r)}")
-            print(f"GMM components: ours {df['n_components'].value_counts().sort_index().to_dict()}"
-                  f", authors' {df['authors_n_components'].value_counts().sort_index().to_dict()}")
+            print(gmm_agreement_text(df))
     print()
     t_total = sum(v for k, v in timing.items())
     print("wall time (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timing.items())
