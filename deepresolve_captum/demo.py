@@ -563,9 +563,13 @@ def describe_set_one(run):
     lines += [f"  {k:22s} {v:+.2f}" for k, v in c["logic_table"].items()]
     if a >= 0 and b >= 0:
         g, h = c["opposite_weakest_pair"]
-        xor_line = (f"GCTCAT x CGCTTG detector pairs ({c['opposite_pairs']}): opposite FIV signs in at "
-                    f"least {c['opposite_min_fraction']:.0%} of the weighted starts (least: ch {g} x ch "
-                    f"{h}); strongest pair ch {a} x ch {b}: {c['opposite_fraction']:.0%} of the starts")
+        n = c["opposite_pairs"]
+        xor_line = (f"all {n} GCTCAT x CGCTTG detector pairs take opposite FIV signs in every weighted start"
+                    if c["opposite_min_fraction"] == 1.0 else
+                    f"GCTCAT x CGCTTG detector pairs ({n}): the least opposite, ch {g} x ch {h}, takes "
+                    f"opposite FIV signs in {c['opposite_min_fraction']:.0%} of the weighted starts")
+        xor_line += (f"; the strongest GCTCAT detector ch {a} and CGCTTG detector ch {b}: in "
+                     f"{c['opposite_fraction']:.0%} of the starts")
     else:
         xor_line = ("no channel detects " + " or ".join(m for m, k in zip(SET_ONE_XOR_MOTIFS, (a, b)) if k < 0)
                     + " (a detector responds to it more than to the other planted motifs; train longer?)")
