@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from deepresolve_captum import LayerFeatureOptimizer, cli, summarize
+from deepresolve_captum import LayerFeatureOptimizer, cli, run_model, summarize
 from deepresolve_captum.summary import EnsembleSummary
 
 NET = textwrap.dedent("""
@@ -150,7 +150,7 @@ def test_run_refuses_a_pickled_module_without_allow_pickle(user_model, tmp_path)
     """torch.load(weights_only=False) runs the file's code: a whole saved module needs
     --allow-pickle; a state dict given as --model is named as one; --weights never unpickles."""
     folder, _ = user_model
-    model, _ = cli._load_model(f"{folder / 'net.py'}:make", allow_pickle=False)
+    model, _ = run_model._load_model(f"{folder / 'net.py'}:make", allow_pickle=False)
     model.load_state_dict(torch.load(folder / "sd.pt", weights_only=True))
     torch.save(model, folder / "whole.pt")
     out = tmp_path / "out"
@@ -178,6 +178,31 @@ def test_run_help_names_the_risk_of_allow_pickle(capsys):
     assert "UNSAFE: torch.load(weights_only=False) runs any code the file holds" in help_
     assert "summary.npz" in help_ and "run.json" in help_
     assert "DeepResolve on your own PyTorch model" in cli.build_parser([]).format_help()
+
+
+def test_run_is_a_subcommand_module_like_the_others():
+    """Every SUBCOMMANDS entry is a module with add_arguments / run_from_args (run's is
+    run_model.py, not an object inside cli.py); ``deepresolve --help`` imports none of them,
+    in a fresh interpreter; ``python -m deepresolve_captum.run_model`` is run's own entry."""
+    import importlib
+    import subprocess
+    import sys
+
+    for name, (module, _) in cli.SUBCOMMANDS.items():
+        assert ":" not in module, name
+        found = importlib.import_module(module)
+        assert callable(found.add_arguments) and callable(found.run_from_args), name
+    assert cli.SUBCOMMANDS["run"][0] == "deepresolve_captum.run_model"
+    probe = ("import sys; from deepresolve_captum import cli\n"
+             "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith('deepresolve_captum.')))")
+    r = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    loaded = r.stdout.strip().splitlines()[-1]
+    for name, (module, _) in cli.SUBCOMMANDS.items():
+        assert f"'{module}'" not in loaded, (name, loaded)
+    r = subprocess.run([sys.executable, "-m", "deepresolve_captum.run_model", "--help"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0 and "--allow-pickle" in r.stdout and "run.json" in r.stdout
 
 
 def test_run_model_spec_errors_are_one_line(user_model, tmp_path):
