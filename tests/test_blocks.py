@@ -523,3 +523,52 @@ def test_diagnostics_keep_the_scores_computed_or_read_back(tmp_path):
         scores[0, 0] = 123.0                              # the caller's tensor is theirs
         assert d[0, 0] != 123.0
     assert opt.diagnostics.settings["blocks_read"] == 2
+
+
+def _foreign_block_setup(tmp_path):
+    """A finished run 'a' of six targets in blocks of three (seed 0) and its reference values."""
+    model, x = _model(), _inputs()
+    opt = LayerFeatureOptimizer(model, model.pool)
+    kw = dict(target=list(range(6)), block_size=3, l2=0.02)
+    ref, ref_scores = _run(opt, x[:4], tmp_path / "a", **kw)
+    return opt, x[:4], kw, ref, ref_scores
+
+
+def test_a_block_file_of_another_run_is_recomputed(tmp_path):
+    """load_blocks: a block file 'that belongs to another run, counts as missing, with a
+    warning'; attribute_in_blocks recomputes it. Block 1 of a seed-1 run (same targets, same
+    shape: only its run_id tells it apart) copied into a seed-0 run must not be read as its."""
+    import shutil
+
+    opt, x, kw, ref, ref_scores = _foreign_block_setup(tmp_path)
+    other, _ = _run(opt, x, tmp_path / "b", seed=1, **kw)
+    assert not torch.equal(other[3:], ref[3:])          # its values would show if it were read
+    shutil.copy(tmp_path / "b" / "block_00001.npz", tmp_path / "a" / "block_00001.npz")
+    with pytest.warns(RuntimeWarning, match="block_00001.npz cannot be used .*another run"):
+        r = load_blocks(tmp_path / "a")
+    assert r.blocks_done == [0] and r.blocks_missing == [1] and not r.done[3:].any()
+    count = Counter()
+    with pytest.warns(RuntimeWarning, match="another run.*recomputing block 1"):
+        fivs, scores = _run(opt, x, tmp_path / "a", callback=count, **kw)
+    assert count.chunks == 1
+    assert torch.equal(fivs, ref) and torch.equal(scores, ref_scores)
+
+
+def test_a_block_file_under_another_blocks_name_is_recomputed(tmp_path):
+    """block_00000.npz copied over block_00001.npz in the same run (same run_id, same shape):
+    its targets (0-2) are not block 1's (3-5), so it is recomputed, with a warning, not
+    returned as targets 3-5."""
+    import shutil
+
+    opt, x, kw, ref, ref_scores = _foreign_block_setup(tmp_path)
+    assert not torch.equal(ref[:3], ref[3:])
+    shutil.copy(tmp_path / "a" / "block_00000.npz", tmp_path / "a" / "block_00001.npz")
+    with pytest.warns(RuntimeWarning, match="block_00001.npz cannot be used .*targets are not "
+                                            "this block's"):
+        r = load_blocks(tmp_path / "a")
+    assert r.blocks_missing == [1]
+    count = Counter()
+    with pytest.warns(RuntimeWarning, match="targets are not this block's.*recomputing block 1"):
+        fivs, scores = _run(opt, x, tmp_path / "a", callback=count, **kw)
+    assert count.chunks == 1
+    assert torch.equal(fivs, ref) and torch.equal(scores, ref_scores)
