@@ -130,3 +130,19 @@ def test_authors_file_is_optional(folder, tmp_path, capsys):
     df = _run(folder, tmp_path)  # with the file: the Spearman row for the models it has
     assert df["spearman_authors"].notna().tolist() == [True, True]
     assert "Spearman of our OFIV" in capsys.readouterr().out
+
+
+def test_gmm_components_are_compared_per_model_not_by_histogram():
+    """Audit d #1: the report printed only the two histograms of GMM component counts, which
+    matched ({1: 275, 2: 1} both) while the two non-additive models differed (RELA for the
+    authors, a K562 CTCF for us). The per-model agreement comes first and each differing model
+    is named; a model without an authors' row is left out of the comparison."""
+    df = pd.DataFrame({"name": ["m_rela", "m_ctcf", "m_a", "m_b"], "tf": ["RELA", "CTCF", "A", "B"],
+                       "n_components": [1, 2, 1, 1],
+                       "authors_n_components": [2.0, 1.0, 1.0, np.nan]})
+    n, same, differ = E.gmm_agreement(df)
+    assert (n, same) == (3, 1) and differ["name"].tolist() == ["m_rela", "m_ctcf"]
+    text = E.gmm_agreement_text(df)
+    assert text.splitlines()[0].startswith("GMM components: the same count as the authors' in 1/3 models")
+    assert "m_rela: ours 1, authors' 2" in text and "m_ctcf: ours 2, authors' 1" in text
+    assert "m_a" not in text and "m_b" not in text
