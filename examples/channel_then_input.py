@@ -85,9 +85,9 @@ def main(argv=None):
         res = train_classifier(model, X, y, epochs=8, batch_size=128, lr=2e-3, random_state=0)
         torch.save(model.state_dict(), weights)
         auc = [round(h["val_auc"][0], 3) for h in res.history]
-        print(clock(), f"trained; held-out AUC per epoch {auc}")
+        print(clock(), f"trained; validation AUC per epoch {auc}")
         if auc[-1] < 0.95:
-            print("    note: held-out AUC < 0.95 -- this run did not learn the XOR (the paper's "
+            print("    note: validation AUC < 0.95 -- this run did not learn the XOR (the paper's "
                   "CNN learns it late and not from every initialisation); the interaction "
                   "checks below will show an OR where the data has an XOR")
     model.eval()
