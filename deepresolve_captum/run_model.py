@@ -268,6 +268,41 @@ def _load_model(spec, allow_pickle):
     return _load_pickled_module(path, allow_pickle), path
 
 
+def _torch_file_kind(path):
+    """What ``path`` is, from its bytes, without unpickling anything: "torchscript" (a
+    torch.jit.save archive), "torch.save" (a zip archive with a pickle in it, or a pickle: the
+    old format), or None (neither: an HDF5, an ONNX, a text file)."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+        if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+            return "torchscript"
+        return "torch.save" if any(n.endswith("/data.pkl") for n in names) else None
+    with open(path, "rb") as f:
+        return "torch.save" if f.read(1) == b"\x80" else None   # pickle protocol >= 2
+
+
+def _not_a_torch_file(flag, path):
+    """The SystemExit for a --model / --weights file that torch.save did not write, or None."""
+    kind = _torch_file_kind(path)
+    if kind == "torchscript":
+        return _run_error(
+            f"{flag} {path} is a TorchScript archive (torch.jit.save): DeepResolve hooks a layer "
+            "of the Python module, which a ScriptModule does not allow. Build the model with "
+            "--model FILE.py:FACTORY and give its weights as --weights, saved with "
+            "torch.save(torch.jit.load(path).state_dict(), 'weights.pt')")
+    if kind is None:
+        return _run_error(
+            f"{flag} {path} is not a file torch.save wrote (neither a zip archive holding "
+            "data.pkl nor a pickle)" + (
+                "; --model takes FILE.py:FACTORY, package.module:FACTORY or a torch.save'd "
+                "module" if flag == "--model" else
+                "; save the weights with torch.save(model.state_dict(), path)"))
+    return None
+
+
 def _load_pickled_module(path, allow_pickle):
     import pickle
     from collections.abc import Mapping
@@ -275,6 +310,9 @@ def _load_pickled_module(path, allow_pickle):
     import torch
     from torch import nn
 
+    refused = _not_a_torch_file("--model", path)   # before any torch.load, with or without
+    if refused is not None:                         # --allow-pickle
+        raise refused
     try:   # weights_only=True runs no code: it says what the file is, safely
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
@@ -321,6 +359,9 @@ def _load_weights(model, path):
     path = Path(path)
     if not path.is_file():
         raise _run_error(f"--weights: no such file: {path}")
+    refused = _not_a_torch_file("--weights", path)
+    if refused is not None:
+        raise refused
     try:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

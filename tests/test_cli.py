@@ -2,6 +2,7 @@
 arguments of the wrong kind (``deepresolve zoo FILE``), on a tiny CNN written to a temp .py."""
 import json
 import textwrap
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -233,3 +234,49 @@ def test_zoo_given_a_file_says_it_takes_a_folder(tmp_path):
                                         "folder of ENCODE-style .npz models")
     assert "deepresolve run --model FILE.py:FACTORY" in str(e.value.code)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
+def test_run_model_file_that_is_no_pickle_is_never_unpickled(user_model, tmp_path, monkeypatch):
+    """From a review: a file torch.save did not write (an HDF5, random bytes) was called 'a
+    pickled object ... If you trust it, pass --allow-pickle', and with --allow-pickle went to
+    torch.load(weights_only=False); a TorchScript archive got torch's advice to load it with
+    weights_only=False, and could not be used even then (no hooks on a ScriptModule)."""
+    folder, model = user_model
+    out = tmp_path / "out"
+    h5 = folder / "model.h5"
+    h5.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(range(256)) * 4)
+    torch.jit.save(torch.jit.script(model), folder / "scripted.pt")
+    unpickled = []
+    real_load = torch.load
+
+    def load(*a, **k):
+        unpickled.append(k.get("weights_only"))
+        return real_load(*a, **k)
+
+    monkeypatch.setattr(torch, "load", load)
+    args = ["run", "--layer", "pool", "--inputs", str(folder / "x.npy"), "--out", str(out),
+            "--quiet"]
+    for extra in ([], ["--allow-pickle"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(args + ["--model", str(h5), *extra])
+        assert "is not a file torch.save wrote" in str(e.value.code)
+        assert "pickled object" not in str(e.value.code) and unpickled == []
+        with pytest.raises(SystemExit) as e:
+            cli.main(args + ["--model", str(folder / "scripted.pt"), *extra])
+        assert "is a TorchScript archive (torch.jit.save)" in str(e.value.code)
+        assert "--model FILE.py:FACTORY" in str(e.value.code) and unpickled == []
+    with pytest.raises(SystemExit, match=r"--weights \S+scripted.pt is a TorchScript archive .*"
+                                         r"torch.jit.load\(path\).state_dict\(\)"):
+        _run(folder, out, "--weights", str(folder / "scripted.pt"))
+    with pytest.raises(SystemExit, match=r"--weights \S+model.h5 is not a file torch.save wrote"):
+        _run(folder, out, "--weights", str(h5))
+    assert unpickled == [] and not out.exists()
+    # torch.save's old format is a pickle: probed with weights_only=True, refused without the flag
+    importable, _ = run_model._load_model(f"{folder / 'net.py'}:make", allow_pickle=False)
+    with warnings.catch_warnings():   # "Couldn't retrieve source code for container"
+        warnings.simplefilter("ignore", UserWarning)
+        torch.save(importable, folder / "old.pt", _use_new_zipfile_serialization=False)
+    with pytest.raises(SystemExit, match=r"old.pt is a pickled object .* pass --allow-pickle"):
+        cli.main(args + ["--model", str(folder / "old.pt")])
+    assert unpickled == [True]
