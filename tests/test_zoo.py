@@ -73,6 +73,40 @@ def test_summarize_zoo_float32_models_under_float64_default():
     np.testing.assert_allclose(s.fiv, ref.fiv, atol=1e-4)
 
 
+
+def _two_optima_model(scale):
+    """An ENCODE-architecture model whose head is scale * |h_0| (fc1 units scale * h_0 and
+    -scale * h_0, each through the ReLU, summed by fc2): at l2 the optima are H = (+-scale /
+    (2 l2), 0, 0, 0), and which one a start reaches is the sign of its channel 0. The random
+    heads of random_zoo reach one optimum from any start, so they cannot show the starts."""
+    m = EncodeTFModel(n_filters=4, filter_len=5, n_hidden=2).eval()
+    with torch.no_grad():
+        for p in m.parameters():
+            p.zero_()
+        m.fc1.weight[0, 0], m.fc1.weight[1, 0] = scale, -scale
+        m.fc2.weight[0] = 1.0
+    return m
+
+
+def test_every_model_of_a_zoo_starts_from_the_single_model_draws():
+    """summarize_zoo: start t of every model is start_draw(seed, 0, t), whatever its place in
+    its group, so a model's result does not depend on the other models of the zoo (without
+    ../shared; test_encode's authors' comparison needs it)."""
+    from deepresolve_captum.optimizer import start_draw
+
+    T, seed, l2 = 6, 3, 0.5
+    scales = [1.0, 1.5, 2.0, 2.5]
+    zoo = {f"m{i}": _two_optima_model(sc) for i, sc in enumerate(scales)}
+    sign = np.sign(torch.stack([start_draw(seed, 0, t, (4,)) for t in range(T)])[:, 0].numpy())
+    assert 0 < (sign > 0).sum() < T                    # both optima are reached
+    expect = np.zeros((len(zoo), T, 4))
+    expect[:, :, 0] = np.outer(scales, sign) / (2 * l2)
+    s = summarize_zoo(zoo, n_starts=T, seed=seed, l2=l2, group_size=3)   # groups m0-m2, m3
+    np.testing.assert_allclose(s.fiv, expect, atol=1e-4)
+    alone = summarize_zoo({"m2": zoo["m2"]}, n_starts=T, seed=seed, l2=l2)
+    np.testing.assert_allclose(alone.fiv[0], s.fiv[2], atol=1e-6)
+
+
 def test_zoo_of_mixed_dtypes_or_devices_names_the_odd_ones():
     zoo = random_zoo(4)
     zoo["m2"].double()
@@ -337,7 +371,11 @@ def test_load_encode_model_closes_a_truncated_file(tmp_path):
 
 def test_outputs_are_not_mixed_by_a_ctrl_c_between_the_moves(tmp_path, monkeypatch):
     """A Ctrl-C that arrives while the finished outputs are moved into place waits until all
-    of them are there: the folder holds one run's files, then KeyboardInterrupt is raised."""
+    of them are there: the folder holds one run's files, then KeyboardInterrupt is raised.
+
+    Python's own SIGINT handler is installed for the test: pytest started as a background job
+    of a non-interactive shell (``cmd &`` in a script, some CI runners) inherits SIGINT ignored,
+    and an ignored SIGINT rightly stays ignored (test_a_deferred_ctrl_c_goes_to_the_handler...)."""
     import os
     import signal
 
@@ -354,9 +392,13 @@ def test_outputs_are_not_mixed_by_a_ctrl_c_between_the_moves(tmp_path, monkeypat
             signal.raise_signal(signal.SIGINT)   # the user presses Ctrl-C after the first move
 
     monkeypatch.setattr(os, "replace", replace)
-    with pytest.raises(KeyboardInterrupt):
-        write_together(tmp_path, {n: (lambda p: p.write_text("new"))
-                                               for n in ("a.txt", "b.txt")})
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            write_together(tmp_path, {n: (lambda p: p.write_text("new"))
+                                      for n in ("a.txt", "b.txt")})
+    finally:
+        signal.signal(signal.SIGINT, before)
     assert [(tmp_path / n).read_text() for n in ("a.txt", "b.txt")] == ["new", "new"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
