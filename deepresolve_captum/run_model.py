@@ -18,9 +18,13 @@ stopped leaves DIR as it was):
 ``--model`` is ``FILE.py:FACTORY`` or ``package.module:FACTORY`` (a callable that returns the
 ``nn.Module``), with ``--weights STATE_DICT.pt`` read by ``torch.load(weights_only=True)``; a
 whole pickled module (``torch.save(model)``) is loaded only with ``--allow-pickle``, since
-unpickling runs the file's code. The folder that ``sys.path`` needs for the import (the file's,
-or the current one) is on it only while the model is built. Everything that can be wrong with
-the arguments is found before ``--out`` is created (see ``--help`` for the details).
+unpickling runs the file's code, and a file torch.save did not write is never unpickled. While
+the model is built, and only then, ``sys.path`` holds the folder the import needs: a model
+file's own folder first (as ``python FILE.py`` has it), the current folder last (an installed
+package is never replaced by a folder of the same name there; ``python -m
+deepresolve_captum.run_model`` searches the current folder first, as ``python -m`` does).
+Everything that can be wrong with the arguments is found before ``--out`` is created (see
+``--help`` for the details).
 """
 from __future__ import annotations
 
@@ -36,11 +40,13 @@ from .cli import (L2_MAX, TargetList, _bound_text, add_threads_argument, int_at_
 _OUTPUTS = """models (--model):
   FILE.py:FACTORY         a Python file and a callable in it (a function, or an nn.Module class)
                           that returns the model when called without arguments
-  package.module:FACTORY  the same from an importable module (the current folder is searched
-                          first, as with python -m)
+  package.module:FACTORY  the same from an importable module: installed packages first, then
+                          the current folder (python -m deepresolve_captum.run_model searches
+                          the current folder first, as python -m does)
   FILE.pt --allow-pickle  a whole module saved with torch.save(model): loading it runs any code
                           the file holds (torch.load(weights_only=False)); the classes it was
-                          saved with must be importable (from the current folder or the file's)
+                          saved with must be importable (installed, or from the current folder
+                          or the file's)
   --weights STATE_DICT.pt is loaded with torch.load(weights_only=True) (tensors only, no code)
   into the model, strictly (every key must match). The model runs in eval mode.
 
@@ -140,17 +146,42 @@ def _run_error(message):
 
 
 @contextlib.contextmanager
-def _on_sys_path(*folders):
-    """Within the block, ``folders`` come first on ``sys.path`` (a user's model file imports
-    its neighbours; a pickled module names classes from the current folder)."""
+def _on_sys_path(*folders, first):
+    """Within the block, ``folders`` are on ``sys.path`` (those not on it already), removed again
+    after it. ``first=True``: before everything else, as ``python FILE.py`` puts the file's
+    folder (a model file imports its neighbours); ``first=False``: after everything else, so
+    that an installed package is never replaced by a folder of the same name in them (the
+    current folder, for package.module:FACTORY and a pickled module's classes)."""
     added = [str(f) for f in folders if str(f) not in sys.path]
-    sys.path[:0] = added
+    if first:
+        sys.path[:0] = added
+    else:
+        sys.path.extend(added)
     try:
         yield
     finally:
         for f in added:
             with contextlib.suppress(ValueError):
                 sys.path.remove(f)
+
+
+def _warn_if_passed_over(module_name, folder, spec):
+    """A warning when ``folder`` holds a module ``module_name`` (top level) other than the one
+    imported: an installed package came first."""
+    import importlib.machinery
+    import os
+    import warnings
+
+    top = module_name.split(".")[0]
+    imported = getattr(sys.modules.get(top), "__file__", None)
+    found = importlib.machinery.PathFinder.find_spec(top, [str(folder)])
+    if imported is None or found is None or not found.has_location or found.origin is None:
+        return          # nothing to compare, or only a namespace folder (data, not code)
+    if os.path.realpath(found.origin) != os.path.realpath(imported):
+        warnings.warn(f"--model {spec}: the installed {top} ({imported}) is used, not "
+                      f"{found.origin} in the current folder (installed packages come first; "
+                      f"to use the current folder's, run python -m deepresolve_captum.run_model "
+                      "from it, which searches it first)", UserWarning, stacklevel=2)
 
 
 def _where(e, path=None):
@@ -231,11 +262,13 @@ def _load_model(spec, allow_pickle):
 
     kind, where, name = _model_spec_kind(spec)
     if kind == "module":
-        with _on_sys_path(os.getcwd()):
+        importlib.invalidate_caches()    # a module written since this process started
+        with _on_sys_path(os.getcwd(), first=False):
             try:
                 module = importlib.import_module(where)
             except ImportError as e:
-                if isinstance(e, ModuleNotFoundError) and e.name and where.startswith(e.name):
+                if isinstance(e, ModuleNotFoundError) and e.name and (
+                        where == e.name or where.startswith(e.name + ".")):
                     raise _run_error(f"--model {spec}: no module named {e.name!r} (run from the "
                                      "folder that holds it, install it, or give FILE.py:FACTORY)"
                                      ) from None
@@ -244,6 +277,7 @@ def _load_model(spec, allow_pickle):
             except Exception as e:
                 raise _run_error(f"--model {spec}: importing {where} raised {_one_line(e)}"
                                  f"{_where(e)}") from None
+            _warn_if_passed_over(where, os.getcwd(), spec)
             return _call_factory(_factory(module, name, spec, where), spec), None
     path = Path(where)
     if not path.is_file():
@@ -257,7 +291,7 @@ def _load_model(spec, allow_pickle):
         loader_spec = importlib.util.spec_from_file_location(mod_name, path)
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[mod_name] = module    # dataclasses and pickle look classes up there
-        with _on_sys_path(path.resolve().parent):
+        with _on_sys_path(path.resolve().parent, first=True):
             try:
                 loader_spec.loader.exec_module(module)
             except Exception as e:
@@ -333,7 +367,7 @@ def _load_pickled_module(path, allow_pickle):
                          "If you trust it, pass --allow-pickle; safer: --model FILE.py:FACTORY "
                          "--weights STATE_DICT.pt")
     import os
-    with _on_sys_path(os.getcwd(), path.resolve().parent):
+    with _on_sys_path(os.getcwd(), path.resolve().parent, first=False):
         try:
             obj = torch.load(path, map_location="cpu", weights_only=False)
         except (AttributeError, ImportError) as e:

@@ -280,3 +280,49 @@ def test_run_model_file_that_is_no_pickle_is_never_unpickled(user_model, tmp_pat
     with pytest.raises(SystemExit, match=r"old.pt is a pickled object .* pass --allow-pickle"):
         cli.main(args + ["--model", str(folder / "old.pt")])
     assert unpickled == [True]
+
+
+def test_run_module_spec_takes_installed_packages_before_the_current_folder(tmp_path,
+                                                                             monkeypatch):
+    """From a review: for package.module:FACTORY the current folder was put first on sys.path,
+    so a folder named like an installed package (a checkout, a stray torchvision.py) replaced
+    it silently for the whole import. Installed packages now come first, the current folder
+    after them (for modules found nowhere else), and a same-named module there that was not
+    used is named in a warning. sys.path is as it was afterwards. A module of the current
+    folder whose own import fails says so (it was told to 'run from the folder that holds
+    it' when the missing module's name began its name)."""
+    import sys
+
+    def package(root, out_features):
+        (root / "drtest_shadow").mkdir(parents=True)
+        (root / "drtest_shadow" / "__init__.py").write_text("")
+        (root / "drtest_shadow" / "models.py").write_text(
+            f"from torch import nn\n\ndef make():\n    return nn.Linear(2, {out_features})\n")
+
+    package(tmp_path / "site", 3)           # the installed one
+    here = tmp_path / "here"
+    package(here, 5)                        # the current folder's
+    (here / "drtest_local.py").write_text("from torch import nn\n\ndef make():\n"
+                                          "    return nn.Linear(2, 7)\n")
+    (here / "drtest_models.py").write_text("import drtest\n")   # its dependency is missing
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.chdir(here)
+    before = list(sys.path)
+    try:
+        with pytest.warns(UserWarning, match=r"the installed drtest_shadow \(\S+site\S+\) is "
+                                             r"used, not \S+here\S+drtest_shadow"):
+            model, file = run_model._load_model("drtest_shadow.models:make", allow_pickle=False)
+        assert model.out_features == 3 and file is None and sys.path == before
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")      # found in the current folder only: no warning
+            model, _ = run_model._load_model("drtest_local:make", allow_pickle=False)
+        assert model.out_features == 7 and sys.path == before
+        with pytest.raises(SystemExit, match=r"--model drtest_models:make: importing "
+                                             r"drtest_models raised ModuleNotFoundError: No "
+                                             r"module named 'drtest' \(\S+drtest_models.py, line "
+                                             r"1\)$"):
+            run_model._load_model("drtest_models:make", allow_pickle=False)
+        assert sys.path == before
+    finally:
+        for name in [m for m in sys.modules if m.startswith("drtest_")]:
+            del sys.modules[name]
