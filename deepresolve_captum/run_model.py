@@ -509,14 +509,16 @@ def _find_layer(model, name):
                      f"that name; {listing}")
 
 
-def _sha256(path):
+def _file_record(path):
+    """run.json's entry for a file read: {"path": absolute path, "sha256": of its bytes now}."""
     import hashlib
+    from pathlib import Path
 
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return h.hexdigest()
+    return {"path": str(Path(path).resolve()), "sha256": h.hexdigest()}
 
 
 def _device(text):
@@ -553,11 +555,18 @@ def _run(args):
     # everything that can be wrong with the arguments, before any work and before --out exists
     if args.weights is not None and not Path(args.weights).is_file():
         raise _run_error(f"--weights: no such file: {args.weights}")
+    # run.json's SHA-256 of each file is taken as the file is read, not at the end: a file
+    # rewritten during a long run must not be recorded with bytes the numbers did not come from
+    hashes = {}
     arr = _load_inputs(args.inputs, args.inputs_key)
+    hashes["inputs"] = _file_record(args.inputs)
     device = _device(args.device)
     model, model_file = _load_model(args.model, args.allow_pickle)
+    if model_file is not None:
+        hashes["model"] = _file_record(model_file)
     if args.weights is not None:
         _load_weights(model, args.weights)
+        hashes["weights"] = _file_record(args.weights)
     model = model.eval().to(device)
     layer = _find_layer(model, args.layer)
     x = _as_model_input(arr, model).to(device)
@@ -608,13 +617,11 @@ def _run(args):
     except ValueError as e:     # non-finite FIVs or scores
         raise _run_error(str(e).strip()) from None
     t_summary = time.perf_counter() - t1
-    files = {"model": None if model_file is None else str(Path(model_file).resolve()),
-             "weights": None if args.weights is None else str(Path(args.weights).resolve()),
-             "inputs": str(Path(args.inputs).resolve())}
     s.settings.update(
         # weights_file, not weights: summarize's settings["weights"] is its weighting scheme
-        model=args.model, weights_file=files["weights"],
-        inputs_file=files["inputs"], inputs_key=args.inputs_key, layer=args.layer, layer_input=bool(args.layer_input),
+        model=args.model, weights_file=hashes.get("weights", {}).get("path"),
+        inputs_file=hashes["inputs"]["path"], inputs_key=args.inputs_key, layer=args.layer,
+        layer_input=bool(args.layer_input),
         l2=float(d.l2), l2_auto=d.l2_auto, n_starts=int(args.starts), seed=int(d.settings["seed"]),
         device=str(device), steps_median=float(np.median(d.steps)),
         steps_max=int(np.max(d.steps)), converged=bool(np.all(d.converged)), **made_with)
@@ -631,13 +638,12 @@ def _run(args):
             for fname, fig in figures:
                 writers[fname] = _figure_writer(fig)
             say(f"figures: {time.perf_counter() - t1:.1f} s")
-        hashes = {k: {"path": v, "sha256": _sha256(v)} for k, v in files.items() if v}
         record = {
             "command": "deepresolve run",
             "arguments": {k: (v.text if isinstance(v, TargetList) else v)
                           for k, v in sorted(vars(args).items())
                           if not k.startswith("_") and k != "command"},
-            "files": hashes,
+            "files": {k: hashes[k] for k in ("model", "weights", "inputs") if k in hashes},
             "model_class": (type(model).__qualname__ if model_file is not None else
                             f"{type(model).__module__}.{type(model).__qualname__}"),
             "n_outputs": n_out, "targets": targets,

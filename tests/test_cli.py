@@ -326,3 +326,29 @@ def test_run_module_spec_takes_installed_packages_before_the_current_folder(tmp_
     finally:
         for name in [m for m in sys.modules if m.startswith("drtest_")]:
             del sys.modules[name]
+
+
+def test_run_json_hashes_the_files_as_they_were_read(user_model, tmp_path, monkeypatch):
+    """From a review: run.json's SHA-256 of --model, --weights and --inputs were taken after the
+    ascent, so a file replaced during a long run (a retrained sd.pt) was recorded with the new
+    bytes, not the ones the numbers came from."""
+    import hashlib
+
+    folder, _ = user_model
+    names = ("net.py", "sd.pt", "x.npy")
+    read = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
+    ascent = LayerFeatureOptimizer.attribute
+
+    def attribute_then_replace(self, *a, **k):
+        for n in names:      # another process rewrites the files while the ascent runs
+            with open(folder / n, "ab") as f:
+                f.write(b"\n# rewritten\n")
+        return ascent(self, *a, **k)
+
+    monkeypatch.setattr(LayerFeatureOptimizer, "attribute", attribute_then_replace)
+    out = tmp_path / "out"
+    assert _run(folder, out, "--starts", "2", "--target", "0", "--no-plots") == 0
+    files = json.loads((out / "run.json").read_text())["files"]
+    assert {k: v["sha256"] for k, v in files.items()} == {
+        "model": read["net.py"], "weights": read["sd.pt"], "inputs": read["x.npy"]}
+    assert files["weights"]["path"] == str((folder / "sd.pt").resolve())
