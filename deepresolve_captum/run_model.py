@@ -204,10 +204,20 @@ def _model_spec_kind(spec):
     """("file", path, name), ("module", module, name) or ("pickle", path, None)."""
     import re
 
+    from pathlib import Path
+
     ident = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
     left, sep, name = spec.rpartition(":")
+    if sep and left.endswith(".py") and not name.strip():
+        raise _run_error(f"--model {spec}: name the factory after the colon, e.g. --model "
+                         f"{left}:make_model (a function that returns the model, or its "
+                         "nn.Module class)")
     if sep and left.endswith(".py"):
         return "file", left, name
+    if sep and Path(left).is_file():   # sd.pt:make would be read as a module named 'sd'
+        raise _run_error(f"--model {spec}: {left} is not a Python file: FILE.py:FACTORY takes a "
+                         ".py file (a state_dict goes to --weights; a module saved with "
+                         "torch.save(model) is given alone, --model FILE.pt --allow-pickle)")
     if sep and re.fullmatch(ident, left) and re.fullmatch(ident, name):
         return "module", left, name
     if spec.endswith(".py"):
@@ -580,7 +590,13 @@ def _run(args):
     if not isinstance(out1, torch.Tensor):
         raise _run_error(f"the model returns a {type(out1).__name__}; DeepResolve needs one "
                          "tensor of logits, (N, n_outputs)")
-    n_out = int(out1[0].numel()) if out1.dim() > 0 else 1
+    if out1.dim() == 0:
+        raise _run_error("the model returns a 0-d tensor (one number for the whole batch); "
+                         "DeepResolve needs one row per example, (N, n_outputs)")
+    n_out = int(out1[0].numel())
+    if n_out == 0:
+        raise _run_error(f"the model returns no outputs (shape {tuple(out1.shape)} for one "
+                         "example)")
     try:
         targets = args.target.resolve(n_out)
     except ValueError as e:

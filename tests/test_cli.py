@@ -217,7 +217,12 @@ def test_run_model_spec_errors_are_one_line(user_model, tmp_path):
             (f"{folder / 'nope.py'}:make", r"no such file: \S+nope.py$"),
             ("no_such_package.models:make", r"no module named 'no_such_package'"),
             (f"{folder / 'broken.py'}:make", r"calling it raised TypeError: .* \(the factory is "
-                                             r"called without arguments")):
+                                             r"called without arguments"),
+            # from a review: "net.py has no ''" and "no module named 'sd'" before
+            (f"{folder / 'net.py'}:", r"name the factory after the colon, e.g. --model "
+                                      r"\S+net.py:make_model"),
+            (f"{folder / 'sd.pt'}:make", r"\S+sd.pt is not a Python file: FILE.py:FACTORY "
+                                         r"takes a .py file")):
         with pytest.raises(SystemExit, match=r"^deepresolve run: error: --model \S+: " + message):
             cli.main(["run", "--model", spec, "--layer", "x", "--inputs", str(folder / "x.npy"),
                       "--out", str(out)])
@@ -352,3 +357,33 @@ def test_run_json_hashes_the_files_as_they_were_read(user_model, tmp_path, monke
     assert {k: v["sha256"] for k, v in files.items()} == {
         "model": read["net.py"], "weights": read["sd.pt"], "inputs": read["x.npy"]}
     assert files["weights"]["path"] == str((folder / "sd.pt").resolve())
+
+
+@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning")
+def test_run_model_without_one_output_row_per_example_is_one_line(user_model, tmp_path):
+    """From a review: a model with no outputs (a Linear(..., 0) head) or one scalar for the
+    whole batch ended in a traceback (IndexError), not in the run's one-line error."""
+    folder, _ = user_model
+    (folder / "odd.py").write_text(textwrap.dedent("""
+        from torch import nn
+
+        class Total(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = nn.Conv1d(4, 3, 5)
+
+            def forward(self, x):
+                return self.conv(x).sum()
+
+        def empty():
+            return nn.Sequential(nn.Conv1d(4, 3, 5), nn.Flatten(), nn.Linear(48, 0))
+        """))
+    out = tmp_path / "out"
+    for factory, layer, message in (
+            ("empty", "0", r"the model returns no outputs \(shape \(1, 0\) for one example\)"),
+            ("Total", "conv", r"the model returns a 0-d tensor \(one number for the whole "
+                              r"batch\); DeepResolve needs one row per example")):
+        with pytest.raises(SystemExit, match=r"^deepresolve run: error: " + message):
+            cli.main(["run", "--model", f"{folder / 'odd.py'}:{factory}", "--layer", layer,
+                      "--inputs", str(folder / "x.npy"), "--out", str(out), "--quiet"])
+    assert not out.exists()
