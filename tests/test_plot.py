@@ -1004,7 +1004,13 @@ def test_association_index_on_a_callers_axes_keeps_its_legend_inside_and_unsigne
     plt.close(fig)
 
 
-def test_tensor_labels_targets_and_axes_from_a_review():
+def _drawn(fig):
+    """The circles of a figure: every scatter's offsets and sizes, axis by axis."""
+    return [(np.asarray(c.get_offsets()).round(9).tolist(), np.asarray(c.get_sizes()).round(9).tolist())
+            for ax in fig.axes for c in ax.collections]
+
+
+def test_tensor_labels_targets_and_axes_from_a_review(monkeypatch):
     """From a review of plot inputs: channels=top as a tensor (an argsort) drew no seqlet at all
     and warned of nothing (tensor(30) == 30 held in the stray check, not in the table); a 0-d
     tensor target was 'not an int in [0, C)'; a rectangular bicluster block needed as many row
@@ -1012,9 +1018,18 @@ def test_tensor_labels_targets_and_axes_from_a_review():
     subplot grid as ax failed with an AttributeError."""
     import pandas as pd
 
+    import tangermeme.seqlet
+
     from deepresolve_captum.channel_motifs import channel_seqlets
     from deepresolve_captum.clustering import bicluster
     from deepresolve_captum.plot import plot_interaction
+
+    def seqlets_at_the_peak(track, threshold=0.01, **kw):   # tangermeme's is numba-compiled
+        best = track.abs().argmax(1)                        # without a cache: ~13 s per process
+        return pd.DataFrame({"example_idx": range(len(track)), "start": best, "end": best + 1,
+                             "attribution": track.max(1).values, "p-value": 0.0})
+
+    monkeypatch.setattr(tangermeme.seqlet, "recursive_seqlets", seqlets_at_the_peak)
 
     a = np.random.default_rng(0).normal(size=(3, 1, 4, 20))
     seqlets = pd.DataFrame({"channel": [30, 5, 9], "example_idx": [0] * 3, "start": [2, 4, 6],
@@ -1031,7 +1046,9 @@ def test_tensor_labels_targets_and_axes_from_a_review():
     assert set(table["channel"]) == {1, 2} and all(type(c) is int for c in table["channel"])
 
     s = _summary(C=3)
-    assert plot_feature_importance(s, target=torch.tensor(1)) is not None
+    drawn = _drawn(plot_feature_importance(s, target=torch.tensor(1)))
+    assert drawn == _drawn(plot_feature_importance(s, target=1))      # target 1's circles,
+    assert drawn != _drawn(plot_feature_importance(s, target=0))      # not target 0's
     with pytest.raises(ValueError, match=r"target must be an int in \[0, 3\)"):
         plot_feature_importance(s, target=torch.tensor(1.0))
 
