@@ -39,8 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._modules import (check_layer_calls, how_squashed, leaf_module_trace, logits_advice,
-                       module_path, output_squashing)
+from ._modules import (_PASS_THROUGH, _SQUASH_NODES, _outside_stacklevel, check_layer_calls,
+                       how_squashed, leaf_module_trace, logits_advice, module_path)
 from ._stats import _tensor_to_numpy
 from .adapters import (_check_channels, _check_model_layer, _check_one_input, _check_X,
                        _describe_unknown, _model_device, _model_float_dtype, _preserved,
@@ -333,31 +333,166 @@ def _predict(model, X, target, batch_size, device):
     return torch.cat(out)
 
 
+def _check_flag(name, v):
+    """``v`` as a bool: True or False (numpy's too); anything else (a string such as "no", 1)
+    is refused, not read by its truthiness."""
+    if not isinstance(v, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {v!r}")
+    return bool(v)
+
+
+def _checked_channels(name, channels):
+    """:func:`adapters._check_channels`, refusing a bool (True is no channel 1), alone or in a
+    sequence, as booleans elsewhere are refused where an int is expected."""
+    items = channels if isinstance(channels, (list, tuple)) else [channels]
+    if any(isinstance(c, (bool, np.bool_)) for c in items):
+        raise TypeError(f"{name} must be channel indices (ints), not booleans, got {channels!r}")
+    return _check_channels(channels)
+
+
 def _check_batch_size(batch_size):
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
 _SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d, torch.nn.LogSoftmax)
+_SQUASH_OPS = ("sigmoid", "softmax", "log_softmax")
+# exp(log_softmax) are probabilities, log(softmax) log-probabilities: read through, as one op
+_COMPOSED = {("ExpBackward0", "LogSoftmaxBackward0"): ("softmax", "exp of "),
+             ("LogBackward0", "SoftmaxBackward0"): ("log_softmax", "log of ")}
+
+
+def _through_moves(node):
+    """The first autograd node at or before ``node`` that does more than move, select or cast
+    values (:data:`_modules._PASS_THROUGH`, as :func:`_modules.output_squashing` reads them),
+    or None (no graph, a branch, or 64 such nodes)."""
+    for _ in range(64):
+        if node is None or not node.name().startswith(_PASS_THROUGH):
+            return node
+        nxt = [f for f, _ in node.next_functions if f is not None]
+        if len(nxt) != 1:
+            return None
+        node = nxt[0]
+    return None
+
+
+def _graph_squashing(y):
+    """The squashing op that computed ``y`` last, read from its autograd graph (the rule of
+    :func:`_modules.output_squashing`, plus exp(log_softmax) read as a softmax and
+    log(softmax) as a log_softmax): ``(op, node, prefix)``, ``node`` the sigmoid / softmax /
+    log_softmax node and ``prefix`` ``"exp of "`` / ``"log of "`` for the composed forms, else
+    ``""``; ``(None, None, "")`` when ``y`` is not squashed (or has no graph). What decides is
+    the output itself, not the last module to run: a LogSoftmax over attention weights with
+    a functional head after it leaves logits."""
+    node = _through_moves(getattr(y, "grad_fn", None))
+    if node is None:
+        return None, None, ""
+    name = node.name()
+    if name in _SQUASH_NODES:
+        return _SQUASH_NODES[name], node, ""
+    nxt = [f for f, _ in node.next_functions if f is not None]
+    inner = _through_moves(nxt[0]) if len(nxt) == 1 else None
+    if inner is not None and (name, inner.name()) in _COMPOSED:
+        op, prefix = _COMPOSED[(name, inner.name())]
+        return op, inner, prefix
+    return None, None, ""
+
+
+def _softmax_axis(node):
+    """(axis, shape) of a softmax / log_softmax autograd node: the axis it normalises over,
+    >= 0, and the shape of its result; None for another node (a sigmoid)."""
+    dim = getattr(node, "_saved_dim", None)
+    if dim is None:
+        return None
+    shape = tuple(node._saved_result.shape)
+    dim = int(dim) - 2**64 if int(dim) >= 2**63 else int(dim)  # saved as uint64: -1 = 2**64 - 1
+    return dim % max(len(shape), 1), shape
+
+
+def _squashing(model, x):
+    """Run ``model`` on the batch ``x`` with grad enabled and the input requiring grad (so that
+    a frozen model still has a graph) and say how the output is squashed, from the output's
+    graph (:func:`_graph_squashing`). Returns ``(y, how, op, node, advice)``: the output;
+    ``"ends in LogSoftmax (head.ls)"`` when a squashing module made it (its path in
+    ``model``), ``"computes its output with sigmoid"`` for a functional call (``"... with exp
+    of log_softmax"`` for the composed forms), or None; ``"sigmoid"``, ``"softmax"`` or
+    ``"log_softmax"`` (None); the graph node (None); how to get the logits instead
+    (:func:`_modules.logits_advice`). An output without a graph (a forward under
+    ``torch.no_grad``) falls back on the last module that ran (:func:`_modules.how_squashed`)."""
+    made = []
+
+    def record(mod, args, out):
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            made.append((mod, out.grad_fn))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _SQUASHING)]
+    xin = x
+    if x.is_floating_point() and not x.requires_grad:
+        # not a leaf (a clone of one): a model that works in place on its input still runs
+        xin = x.detach().requires_grad_().clone()
+    try:
+        with torch.enable_grad(), leaf_module_trace(model) as seen:
+            try:
+                y = _as_tensor_output(model(xin))
+            except RuntimeError as e:
+                if xin is x or "grad" not in str(e):
+                    raise
+                made.clear()
+                seen.clear()          # e.g. x.numpy() in forward: again as the caller gave it
+                y = _as_tensor_output(model(x))
+    finally:
+        for h in hooks:
+            h.remove()
+    if y.grad_fn is None:            # no graph to read: the last module that ran decides
+        how = how_squashed(seen, y, _SQUASHING, _SQUASH_OPS, owner=model)
+        op = None
+        if how is not None:
+            op = ("log_softmax" if isinstance(seen[-1], torch.nn.LogSoftmax) else
+                  "sigmoid" if isinstance(seen[-1], torch.nn.Sigmoid) else "softmax")
+        return y, how, op, None, logits_advice(seen, model)
+    op, node, prefix = _graph_squashing(y)
+    if op is None:
+        return y, None, None, None, logits_advice([], model)
+    mod = next((m for m, g in made if g is node), None)
+    path = module_path(model, mod) if mod is not None else None
+    if mod is None:
+        how = f"computes its output with {prefix}{_SQUASH_NODES[node.name()]}"
+    elif prefix:
+        how = f"computes its output as the {prefix}{type(mod).__name__}" + (
+            f" ({path})" if path else "")
+    else:
+        how = f"ends in {type(mod).__name__}" + (f" ({path})" if path else "")
+    advice = logits_advice([mod] if mod is not None and not prefix else [], model)
+    return y, how, op, node, advice
 
 
 def _probe_forward(model, x):
-    """One small batch through ``model`` -> (how its output is squashed,
-    :func:`_modules.how_squashed`, or None; True when that squashing is a log-softmax, whose
-    outputs are log-probabilities, not probabilities; the shape of one sequence's output, ()
-    for (N,) outputs; how to get the logits instead, :func:`_modules.logits_advice`). Run with
-    grad enabled, so that a functional torch.sigmoid / log_softmax shows in the graph."""
-    with torch.enable_grad(), leaf_module_trace(model) as seen:
-        y = _as_tensor_output(model(x))
-    squashed = how_squashed(seen, y, _SQUASHING, ("sigmoid", "softmax", "log_softmax"),
-                            owner=model)
-    if squashed is None:
-        log = False
-    elif seen and isinstance(seen[-1], _SQUASHING):   # how_squashed named the final module
-        log = isinstance(seen[-1], torch.nn.LogSoftmax)
-    else:                                             # ... or the op in the output's graph
-        log = output_squashing(y) == "log_softmax"
-    return squashed, log, tuple(y.shape[1:]), logits_advice(seen, model)
+    """One small batch through ``model`` -> (how its output is squashed, see :func:`_squashing`,
+    or None; True when the outputs are log-probabilities (a log-softmax), not probabilities; the
+    shape of one sequence's output, () for (N,) outputs; how to get the logits instead).
+
+    Refuses (ValueError) a softmax / log-softmax over the batch axis, whose values are each
+    sequence's share of its batch (they would change with ``batch_size``), and warns for one
+    over an axis of size 1 (its output is a constant)."""
+    y, how, op, node, advice = _squashing(model, x)
+    axis = _softmax_axis(node) if node is not None else None
+    if axis is not None:
+        dim, shape = axis
+        name = "LogSoftmax" if op == "log_softmax" else "Softmax"
+        if dim == 0 and shape[0] == len(x):
+            raise ValueError(
+                f"the model {how}, taken over axis 0, the batch: each output is the sequence's "
+                "share of its batch, so the results would change with batch_size. Normalise over "
+                f"the classes (e.g. {name}(dim=1) on (N, n_classes) logits; {name}() without "
+                "dim takes dim 0 on a (N,) or 3-d output), or pass a model that returns the "
+                "logits.")
+        if shape[dim] == 1:
+            warnings.warn(
+                f"the model {how}, taken over an axis of size 1 (axis {dim} of "
+                f"{shape[1:]} per sequence): its output is a constant "
+                f"({'0' if op == 'log_softmax' else '1'}), whatever the sequence; {advice}.",
+                UserWarning, stacklevel=_outside_stacklevel())
+    return how, op == "log_softmax", tuple(y.shape[1:]), advice
 
 
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
@@ -385,20 +520,25 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         (``[(track, position)]``, as LayerFeatureOptimizer.attribute takes one target; it
         refuses the bare tuple for a multi-axis output). Its form is checked before any work.
     output: ``"probability"`` (default: sigmoid of the model's output, the scale on which AND / OR /
-        XOR are judged) or ``"logit"`` (the raw output). A model that ends in ``nn.Sigmoid`` or
-        ``nn.Softmax`` (or ``torch.sigmoid`` / ``F.softmax`` in its forward) already returns
-        probabilities: they are used as they are (no second sigmoid), with a warning. A model
-        that ends in ``nn.LogSoftmax`` (or ``F.log_softmax``, the usual partner of
-        ``NLLLoss``) returns log-probabilities: their ``exp`` is used, the probabilities a
-        Softmax ending would give, with a warning. ``"logit"`` is refused for both kinds (the
-        message says how to get the logits).
+        XOR are judged) or ``"logit"`` (the raw output). A model whose output is computed last
+        by ``nn.Sigmoid`` or ``nn.Softmax`` (or ``torch.sigmoid`` / ``F.softmax`` /
+        ``exp(log_softmax)`` in its forward) already returns probabilities: they are used as
+        they are (no second sigmoid), with a warning. One whose output is computed last by
+        ``nn.LogSoftmax`` (or ``F.log_softmax``, the usual partner of ``NLLLoss``) returns
+        log-probabilities: their ``exp`` is used, the probabilities a Softmax ending would give,
+        with a warning. ``"logit"`` is refused for both kinds (the message says how to get the
+        logits). What decides is the output's autograd graph (looking through reshapes,
+        indexing and casts after the squashing op), not the last module to run: a (Log)Softmax
+        over attention weights followed by more maths (a parameter head, ``h[:, 1] - h[:, 0]``)
+        leaves logits. A softmax over the batch axis (axis 0; ``nn.Softmax()`` without ``dim``
+        on a (N,) output) is refused: its outputs would change with ``batch_size``.
     tol, min_effect, z: finite numbers >= 0, see :func:`classify_interaction` (``tol`` and
         ``min_effect`` in units of ``output``). Each effect a label rests on (each motif's own
         effect for XOR / OR, the gap for XOR / AND, the interaction for AND) counts only if it
         exceeds ``z`` standard errors over the backgrounds (paired); a pattern that fits a
         label only in its means is ``"uncertain"``.
     batch_size: sequences per forward pass.
-    random_state: int seed (shuffles, positions, sampled instances).
+    random_state: int seed (shuffles, positions, sampled instances); a bool is refused.
 
     Returns
     -------
@@ -411,8 +551,12 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     _check_one_input(model)
     if output not in ("logit", "probability"):
         raise ValueError("output must be 'logit' or 'probability'")
-    if not isinstance(n_backgrounds, (int, np.integer)) or n_backgrounds < 2:
-        raise ValueError("n_backgrounds must be an int >= 2")
+    if isinstance(n_backgrounds, bool) or not isinstance(n_backgrounds, (int, np.integer)) or \
+            n_backgrounds < 2:
+        raise ValueError(f"n_backgrounds must be an int >= 2, got {n_backgrounds!r}")
+    sample_pwm = _check_flag("sample_pwm", sample_pwm)
+    if isinstance(random_state, (bool, np.bool_)):
+        raise TypeError(f"random_state must be an int seed, not a boolean, got {random_state!r}")
     _check_batch_size(batch_size)
     _check_thresholds(tol, min_effect, z)
     if X is None and seq_len is not None and (
@@ -551,11 +695,11 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
           plant another channel's motif, so an array whose length is not K is refused: pass the
           ``ChannelMotifs`` itself, or a dict.
     trim: information-content threshold (bits) used to trim each PWM to its core before planting.
-    attribute_to_layer_input: the channels are those of the layer's *input* (Captum's name, as
-        in ``LayerFeatureOptimizer.attribute``): e.g. ``layer=model.fc1`` with True pairs the
-        pooled filters an ``EncodeTFModel`` feeds into ``fc1``, the channels its OFIVs are
-        over (``summarize_zoo``'s layer). Used for ``pwms=None`` and for the channel count an
-        array of ``pwms`` is checked against.
+    attribute_to_layer_input: True or False: the channels are those of the layer's *input*
+        (Captum's name, as in ``LayerFeatureOptimizer.attribute``): e.g. ``layer=model.fc1``
+        with True pairs the pooled filters an ``EncodeTFModel`` feeds into ``fc1``, the
+        channels its OFIVs are over (``summarize_zoo``'s layer). Used for ``pwms=None`` and for
+        the channel count an array of ``pwms`` is checked against.
     kwargs: passed to :func:`interaction_check` (``context``, ``n_backgrounds``, ``target`` ...).
 
     Returns
@@ -566,9 +710,10 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
 
     from .channel_motifs import ChannelMotifs, _layer_value, channel_pwms, trim_pwm
 
+    attribute_to_layer_input = _check_flag("attribute_to_layer_input", attribute_to_layer_input)
     pair = []
     for name, c in (("channel_a", channel_a), ("channel_b", channel_b)):
-        ch = _check_channels(c)
+        ch = _checked_channels(name, c)
         if len(ch) != 1:
             raise ValueError(f"{name} must be one channel index, got {c!r}")
         pair.append(ch[0])
@@ -578,7 +723,7 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
                          "channel paired with itself plants one motif twice; pick two channels")
     if pwms is None:
         res = channel_pwms(model, layer, [channel_a, channel_b], X, n_steps=0,  # fragments only
-                           attribute_to_layer_input=bool(attribute_to_layer_input))
+                           attribute_to_layer_input=attribute_to_layer_input)
         src = res.fragment_pwms if res.fragment_pwms is not None else res.pwms
         pa, pb = src[0], src[1]
     elif isinstance(pwms, ChannelMotifs):
@@ -605,7 +750,7 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
             raise ValueError("give X (sequences to shuffle) or seq_len (random backgrounds)")
         with torch.no_grad(), _preserved(model):
             v = _layer_value(model, layer, x1.to(_model_device(model)),
-                             bool(attribute_to_layer_input))
+                             attribute_to_layer_input)
         where = "input" if attribute_to_layer_input else "output"
         if v.ndim < 2:
             raise ValueError(f"the layer's {where} must be (N, K, ...) to have channels, got "
@@ -653,7 +798,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
         with one index per output axis, or a one-element list holding either, as in
         :func:`interaction_check`.
     fill: float, the value the channel is set to (0: a ReLU channel that does not fire).
-    attribute_to_layer_input: ablate the layer's input instead of its output.
+    attribute_to_layer_input: True or False: ablate the layer's input instead of its output.
     batch_size: sequences per forward pass.
 
     Returns
@@ -663,6 +808,9 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
     _check_model_layer(model, layer)
     X = _check_X(X)
     _check_batch_size(batch_size)
+    attribute_to_layer_input = _check_flag("attribute_to_layer_input", attribute_to_layer_input)
+    if channels is not None:
+        channels = _checked_channels("channels", channels)
     target = _as_target(target)
     device = _model_device(model)
     ablate = {"k": None}
@@ -709,7 +857,7 @@ def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
                 raise ValueError("the layer's value must be one (N, K, ...) tensor to ablate channels")
             target = _flat_target(target, out_shape)
             K = seen["shape"][1]
-            channels = list(range(K)) if channels is None else _check_channels(channels)
+            channels = list(range(K)) if channels is None else channels
             if not all(0 <= k < K for k in channels):
                 raise ValueError(f"channels must lie in [0, {K}) for this layer, got {channels}")
             full = _predict(model, X, target, batch_size, device)
