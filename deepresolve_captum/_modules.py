@@ -223,18 +223,49 @@ def copy_counterpart(model, layer):
 
 
 def module_expr(model, path, var="m"):
-    """Python for the module at ``path`` in ``model`` named ``var``: ``m.conv3``,
-    ``m.features[1]`` (a Sequential or ModuleList), else ``m.get_submodule('a.1')``."""
+    """Python for the module at ``path`` (a name from ``named_modules()``) in ``model`` named
+    ``var``: ``m.conv3``, ``m.features[1]`` (a Sequential or ModuleList child whose name is its
+    position), else ``m.get_submodule('a.1')``.
+
+    ``[i]`` is written only where the child's name ``"i"`` is also its position: Sequential and
+    ModuleList index by position, and a Sequential built from an OrderedDict with keys "1",
+    "0", "3", or a child added by ``add_module("5", ...)``, has names that are not positions
+    (``m.body[1]`` would be another module, ``m.body[3]`` an IndexError). An attribute is
+    written only where ``getattr`` finds that very child; where it does not (a class attribute
+    of the child's name), neither does ``get_submodule``, and
+    ``dict(m.named_modules(remove_duplicate=False))[path]`` is written."""
     expr, cur = var, model
     for part in path.split("."):
-        if part.isidentifier() and not keyword.iskeyword(part):
+        child = cur._modules.get(part) if isinstance(cur, nn.Module) else None
+        if child is None:
+            break
+        if part.isidentifier() and not keyword.iskeyword(part) and _attr_is(cur, part, child):
             expr += f".{part}"
-        elif part.isdigit() and isinstance(cur, (nn.Sequential, nn.ModuleList)):
+        elif (isinstance(cur, (nn.Sequential, nn.ModuleList))
+              and part == str(list(cur._modules).index(part))):
             expr += f"[{part}]"
         else:
-            return f"{var}.get_submodule({path!r})"
-        cur = cur._modules[part]
-    return expr
+            break
+        cur = child
+    else:
+        return expr
+    target = model
+    for part in path.split("."):
+        target = target._modules.get(part) if isinstance(target, nn.Module) else None
+    try:
+        found = target is None or model.get_submodule(path) is target
+    except Exception:   # noqa: BLE001 - get_submodule fails: the other expression
+        found = False
+    return (f"{var}.get_submodule({path!r})" if found
+            else f"dict({var}.named_modules(remove_duplicate=False))[{path!r}]")
+
+
+def _attr_is(module, name, child):
+    """Whether ``module.<name>`` is ``child`` (not a class attribute or property of that name)."""
+    try:
+        return getattr(module, name) is child
+    except Exception:   # noqa: BLE001 - a property that raises: not the child
+        return False
 
 
 def module_path(owner, module):

@@ -70,7 +70,7 @@ from ._modules import module_modes, restore_modes
 from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple, _check_l2,
                         _check_positive_float, _check_positive_int, _deeper_warnings,
                         _forward_args, _LayerSwap, _owning_module, _parse_targets,
-                        _resolve_seed, _Runner)
+                        _resolve_seed, _Runner, _warn_per_example_target)
 
 __all__ = ["attribute_in_blocks", "load_blocks", "BlockRun"]
 
@@ -335,10 +335,12 @@ def load_blocks(folder: Union[str, os.PathLike]) -> BlockRun:
     ``steps``, ``objective``, ``converged`` (n_targets, n_starts) as numpy arrays in target
     order (NaN / 0 / False for targets whose block is not done), ``targets`` (n_targets,),
     ``done`` (n_targets,) bool, ``blocks_done``/``blocks_missing`` and ``settings`` (run.json).
-    For the done targets only: ``summarize(torch.as_tensor(r.values[r.done]),
-    torch.as_tensor(r.scores[r.done]))``. The rows of that summary are positions in
-    ``r.targets[r.done]``, not output indices: its row ``i`` is output ``r.targets[r.done][i]``
-    (and row ``np.flatnonzero(r.done)[i]`` of ``r.values``), whichever blocks are missing.
+    For the done targets only: ``summarize(r.values[r.done], r.scores[r.done],
+    targets=r.targets[r.done])`` (numpy arrays, taken as they are). ``targets=`` stores the
+    model output of each row, which the summary's plots and ``save`` label the rows with: its
+    row ``i`` is output ``r.targets[r.done][i]`` (and row ``np.flatnonzero(r.done)[i]`` of
+    ``r.values``), whichever blocks are missing. Methods that take a target
+    (``summary.channels(i)``) still take the row's position, not the output index.
 
     A block file that cannot be read, or that belongs to another run, counts as missing, with a
     warning. ``ValueError`` when ``folder`` has no readable run.json.
@@ -544,7 +546,11 @@ def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
     if out.dim() == 0 or out.shape[0] != 1:
         raise ValueError("forward_func must return outputs with a batch dimension, shape "
                          f"(N, ...); got {tuple(out.shape)} for one example")
-    return tuple(value.shape[1:]), _parse_targets(target, tuple(out.shape[1:]))
+    targets = _parse_targets(target, tuple(out.shape[1:]))
+    # the blocks hand attribute list slices, which never warn: the user's own target is checked
+    # here, once (user > attribute_in_blocks > _probe_shapes)
+    _warn_per_example_target(target, ins[0].shape[0], stacklevel=3)
+    return tuple(value.shape[1:]), targets
 
 
 def _run_block(optimizer, inputs, block_targets, additional_forward_args, n_starts, lam, seed,

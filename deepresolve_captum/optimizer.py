@@ -926,7 +926,7 @@ class _Runner:
                 keys = list(out.keys())
                 what = (f"a {type(out).__name__} with keys {keys[:8]}"
                         f"{' ...' if len(keys) > 8 else ''}")
-                pick = f"model(x)[{keys[-1]!r}]" if keys else "model(x)[key]"
+                pick = _head_pick(keys)
             else:
                 what, pick = type(out).__name__, "model(x)[1] for a (profile, counts) model"
             raise TypeError(
@@ -1409,6 +1409,25 @@ def _scores_numpy(scores):
     (numpy has no bfloat16: float32, which holds every bfloat16 value exactly)."""
     s = scores.detach().cpu()
     return (s.float() if s.dtype == torch.bfloat16 else s).numpy().copy()
+
+
+#: dict-output keys that name the head to explain, best first (a Hugging Face ModelOutput
+#: lists 'logits' before 'hidden_states'; a BPNet-style model has 'profile' and 'counts')
+_HEAD_KEYS = ("logits", "logit", "counts", "count")
+
+
+def _head_pick(keys):
+    """The example in the dict-output refusal: ``model(x)['logits']`` for the first key of
+    ``keys`` that names a head (``_HEAD_KEYS``, in that order, case aside; then a key holding
+    "logit"), else ``model(x)[key]`` worded generically, not another key: the last (as this
+    once said) may be hidden states, not a head."""
+    named = {k.lower(): k for k in reversed(keys) if isinstance(k, str)}   # first of a case
+    hit = next((named[n] for n in _HEAD_KEYS if n in named), None)
+    if hit is None:
+        hit = next((k for k in keys if isinstance(k, str) and "logit" in k.lower()), None)
+    if hit is None:
+        return "model(x)[key] with one of those keys" if keys else "model(x)[key]"
+    return f"model(x)[{hit!r}]"
 
 
 def _warn_per_example_target(target, n_examples, stacklevel=1):

@@ -2,7 +2,9 @@
 messages a usual slip gets (a layer of the original model after copy.deepcopy, per-example
 labels as `target`, a layer with several inputs, a dict of heads)."""
 import copy
+import re
 import warnings
+from collections import OrderedDict
 
 import numpy as np
 import pytest
@@ -114,6 +116,39 @@ def test_module_expr_writes_python_that_finds_the_module():
         assert eval(want, {"m": m}) is m.get_submodule(path)
 
 
+class Odd(nn.Module):
+    """Children whose names are not their positions, keys that are no attributes, nesting."""
+    attr = 5                                      # a class attribute shadowing a child's name
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(OrderedDict([("1", nn.Conv1d(4, 6, 5)), ("0", nn.ReLU()),
+                                               ("3", nn.Conv1d(6, 6, 3))]))
+        self.body.add_module("5", nn.ReLU())
+        self.zero = nn.Sequential(OrderedDict([("01", nn.ReLU()), ("1", nn.ReLU())]))
+        self.listed = nn.ModuleList([nn.ReLU(), nn.ReLU()])
+        self.listed.add_module("7", nn.ReLU())
+        self.heads = nn.ModuleDict({"0": nn.Sequential(OrderedDict([("2", nn.ReLU())])),
+                                    "class": nn.ModuleList([nn.Sequential(nn.ReLU())]),
+                                    "a-b": nn.Identity()})
+        self._modules["attr"] = nn.ReLU()
+
+
+def test_module_expr_finds_children_whose_names_are_not_their_positions():
+    """review r1 #1: Sequential (and ModuleList) index by position, so m.body[1] for a child
+    named "1" at position 0 was another module, and m.body[3] an IndexError; every module of
+    odd Sequentials, ModuleLists, ModuleDicts and their nesting is now found."""
+    from deepresolve_captum._modules import module_expr
+    m = Odd()
+    for path, module in m.named_modules(remove_duplicate=False):
+        if path:
+            expr = module_expr(m, path)
+            assert eval(expr, {"m": m}) is module, (path, expr)
+    assert module_expr(m, "body.1") == "m.get_submodule('body.1')"
+    assert module_expr(m, "listed.1") == "m.listed[1]"
+    assert module_expr(m, "heads.class.0.0") == "m.get_submodule('heads.class.0.0')"
+
+
 @pytest.mark.filterwarnings("ignore:.*starts stopped at max_steps")
 def test_per_example_labels_as_a_tensor_warn_once_at_the_users_line():
     """c.md #6: Captum's target=labels (one per example) as a tensor or array warns, once, at
@@ -168,6 +203,55 @@ def test_a_layer_input_of_several_tensors_says_what_to_do():
     assert not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())
 
 
+class OddGateNet(nn.Module):
+    """Layers in Sequentials whose children's names are not their positions (OrderedDict keys
+    "1", "0"; add_module("5")), a Gate fed by two of them, a Sigmoid head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(OrderedDict([("1", nn.Conv1d(4, 6, 5)), ("0", nn.ReLU())]))
+        self.body.add_module("5", nn.Conv1d(6, 6, 3))
+        self.pair = nn.Sequential(OrderedDict([("1", nn.Conv1d(6, 6, 1)),
+                                               ("0", nn.Conv1d(6, 6, 1))]))
+        self.gate, self.head = Gate(), nn.Sequential(nn.Linear(6, 3), nn.Sigmoid())
+
+    def forward(self, x):
+        h = self.body(x)
+        return self.head(self.gate(self.pair.get_submodule("1")(h),
+                                   self.pair.get_submodule("0")(h)).mean(2))
+
+
+def test_every_message_naming_a_module_writes_python_that_finds_it():
+    """review r1 #1: the Sigmoid advice, the deepcopy hint and the several-inputs hint wrote
+    m.body[5] (an IndexError: Sequential indexes by position) for the child named "5", and
+    m.body[1] / model.pair[1] for the child named "1" at position 0 (another module). Each
+    expression the messages print is run here on the model it names."""
+    torch.manual_seed(0)
+    model, x = OddGateNet().eval(), _onehot(3, 20)
+    five, one = model.body.get_submodule("5"), model.body.get_submodule("1")
+    with pytest.warns(UserWarning, match="pick the layer from the copy") as rec:
+        LayerFeatureOptimizer(model, five).attribute(x, target=0, **QUIET)
+    advice = next(str(r.message) for r in rec if "pick the layer from the copy" in str(r.message))
+    code, pick = re.search(r"pass a copy with that module replaced: (.+), and pick the layer "
+                           r"from the copy: (.+)\.$", advice).groups()
+    scope = {"copy": copy, "torch": torch, "model": model}
+    exec(code, scope)                                   # m = copy.deepcopy(model); setattr(...)
+    m = scope["m"]
+    assert isinstance(m.head[1], nn.Identity) and isinstance(model.head[1], nn.Sigmoid)
+    assert eval(pick, {"m": m}) is m.body.get_submodule("5")
+    for layer, name in ((five, "5"), (one, "1")):        # the original's layer, the copy passed
+        with pytest.raises(ValueError, match="not a submodule of forward_func") as err:
+            LayerFeatureOptimizer(m, layer).attribute(x, target=0, **QUIET)
+        expr = re.search(r"e\.g\. (.+), with m the model you pass", str(err.value)).group(1)
+        assert eval(expr, {"m": m}) is m.body.get_submodule(name), expr
+    with pytest.raises(TypeError, match="produces one of them") as err:
+        LayerFeatureOptimizer(model, model.gate).attribute(x, target=0,
+                                                           attribute_to_layer_input=True, **QUIET)
+    made = re.search(r"produces one of them \((.+) here\)", str(err.value)).group(1)
+    assert [eval(e, {"model": model}) for e in made.split(", ")] == \
+        [model.pair.get_submodule("1"), model.pair.get_submodule("0")], made
+
+
 class DictHeads(nn.Module):
     def __init__(self):
         super().__init__()
@@ -185,3 +269,47 @@ def test_a_dict_output_is_told_by_its_keys():
     with pytest.raises(TypeError, match=r"got a dict with keys \['profile', 'counts'\]: wrap .*"
                                         r"\(e\.g\. model\(x\)\['counts'\]\)"):
         LayerFeatureOptimizer(m, m.conv).attribute(_onehot(3, 20), target=0, **QUIET)
+
+
+class KeyedHeads(nn.Module):
+    """A dict output with the given keys, in that order (the first holds the logits)."""
+
+    def __init__(self, keys):
+        super().__init__()
+        self.keys, self.conv, self.fc = keys, nn.Conv1d(4, 4, 5), nn.Linear(4, 3)
+
+    def forward(self, x):
+        h = self.conv(x)
+        return dict(zip(self.keys, (self.fc(h.mean(2)), h)))
+
+
+@pytest.mark.parametrize("keys, pick", [
+    (("logits", "hidden_states"), r"model\(x\)\['logits'\]"),          # a Hugging Face output
+    (("class_logits", "features"), r"model\(x\)\['class_logits'\]"),
+    (("y", "h"), r"model\(x\)\[key\] with one of those keys"),         # no name says: generic
+])
+def test_a_dict_output_suggests_a_logits_key_not_the_last(keys, pick):
+    """review r1 #2: the example was the last key, 'hidden_states' for a Hugging Face-style
+    {'logits', 'hidden_states'}: a logits-like key is suggested when there is one, else none."""
+    m = KeyedHeads(keys).eval()
+    with pytest.raises(TypeError, match=r"\(e\.g\. " + pick + r"\), so that its mode"):
+        LayerFeatureOptimizer(m, m.conv).attribute(_onehot(3, 20), target=0, **QUIET)
+
+
+@pytest.mark.filterwarnings("ignore:.*starts stopped at max_steps")
+def test_attribute_in_blocks_warns_of_per_example_labels_once_at_the_users_line(tmp_path):
+    """review r1 #3: attribute_in_blocks hands attribute list slices of the targets, so the
+    per-example-labels warning that attribute gives for target=tensor (one per example of
+    `inputs`) never came; it now comes once, at the caller's line, and a list stays quiet."""
+    from deepresolve_captum.blocks import attribute_in_blocks
+    m, x = _logits_net(n_out=8), _onehot(4, 20)
+    opt = LayerFeatureOptimizer(m, m.relu1)
+    kw = dict(block_size=2, n_starts=1, l2=1.0, seed=0, max_steps=5)
+    for i, (target, n_warned) in enumerate([(torch.tensor([5, 1, 7, 2]), 1),
+                                            (np.array([5, 1, 7, 2]), 1), ([5, 1, 7, 2], 0)]):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            attribute_in_blocks(opt, x, target=target, folder=tmp_path / str(i), **kw)
+        hits = [w for w in seen if "one per example of `inputs`" in str(w.message)]
+        assert len(hits) == n_warned, [str(w.message) for w in hits]
+        assert all(h.filename == __file__ for h in hits), [h.filename for h in hits]
