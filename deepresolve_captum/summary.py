@@ -99,7 +99,10 @@ class EnsembleSummary:
                 # via JSON, as saved: NaN settings equal NaN (a round trip stays equal)
                 and json.dumps(_plain(self.settings), sort_keys=True)
                 == json.dumps(_plain(other.settings), sort_keys=True)
-                and self.targets == other.targets and self.target_names == other.target_names)
+                # as saved too: targets set directly to an array (the field is not checked
+                # outside summarize and load) compare by value, not element-wise
+                and _plain(self.targets) == _plain(other.targets)
+                and _plain(self.target_names) == _plain(other.target_names))
 
     def __repr__(self):
         C, T, K = np.shape(self.fiv)
@@ -522,8 +525,12 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
             "return_scores=True), or pass opt.diagnostics.scores of the run that made the FIMs")
     raw = _to_numpy(fims, "fims")
     fiv = feature_importance_vectors(raw)
-    if fiv is raw:   # (C, T, K) given: the caller's buffer (or a CPU tensor's); summary.fiv must
-        fiv = fiv.copy()   # not change when the caller reuses it, nor write into it
+    # (C, T, K) given: the FIVs are raw, which may be the caller's buffer (or a CPU tensor's);
+    # summary.fiv must not change when the caller reuses it, nor write into it. An array made
+    # afresh from a GPU or 16-bit tensor is not copied again (a second full copy of the FIVs)
+    if fiv is raw and not _fresh(raw, fims):
+        fiv = fiv.copy()
+    del raw
     s = _to_numpy(scores, "scores")
     if s.shape != fiv.shape[:2]:
         raise ValueError(
@@ -781,6 +788,23 @@ def _fit_one(il_row, max_components, random_state, covariance_type, reg_covar):
         # 1.67-1.82); more inconsistency never makes a channel more additive
         nonadd = il_row >= il_row[nonadd].min()
     return bic, n_best, nonadd
+
+
+def _fresh(arr, given):
+    """Whether ``arr``, ``_to_numpy(given)``, surely holds memory of its own: ``given`` is a
+    list or tuple, a tensor off the CPU (``.cpu()`` copied it), or a CPU tensor whose storage
+    ``arr`` does not overlap (a float16/bfloat16 one, made float32). False for anything else
+    (a numpy array, any other array-like): then ``arr`` may be the caller's memory."""
+    if isinstance(given, (list, tuple)):
+        return True
+    if not (hasattr(given, "detach") and hasattr(given, "untyped_storage")):
+        return False
+    if given.device.type != "cpu":
+        return True
+    store = given.untyped_storage()
+    lo = arr.__array_interface__["data"][0]
+    return arr.nbytes > 0 and (lo + arr.nbytes <= store.data_ptr()
+                               or lo >= store.data_ptr() + store.nbytes())
 
 
 def _to_numpy(x, name):

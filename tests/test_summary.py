@@ -731,3 +731,59 @@ def test_summarize_without_scores_says_where_to_get_them():
                  lambda: summarize(fiv, scores=None)):
         with pytest.raises(TypeError, match=r"return_scores=True.*opt\.diagnostics\.scores"):
             call()
+
+
+def test_summaries_compare_equal_with_targets_set_directly_to_arrays():
+    """review r1 #6: EnsembleSummary is a dataclass, and targets / target_names set directly to
+    numpy arrays (dataclasses.replace, a hand-built summary) made == raise "the truth value of an
+    array ... is ambiguous"; they compare by value, as save and load would keep them."""
+    import dataclasses
+    rng = np.random.default_rng(0)
+    s = summarize(rng.normal(size=(3, 4, 6)), rng.uniform(1, 2, size=(3, 4)),
+                  targets=[3, 17, 500], target_names=["a", "b", "c"])
+    same = dataclasses.replace(s, targets=np.array([3, 17, 500]),
+                               target_names=np.array(["a", "b", "c"]))
+    assert same == s and s == same and not (same != s)
+    assert dataclasses.replace(s, targets=np.array([3, 17, 501])) != s
+    assert dataclasses.replace(s, target_names=np.array(["a", "b", "x"])) != s
+    assert dataclasses.replace(s, targets=None) != s
+    tuples = dataclasses.replace(s, targets=[(0, 3), (1, 4), (2, 5)])
+    assert dataclasses.replace(s, targets=np.array([[0, 3], [1, 4], [2, 5]])) == tuples
+
+
+def test_summarize_copies_the_fivs_only_when_they_could_be_the_callers(monkeypatch):
+    """review r1 #7: (C, T, K) FIVs given as a float16 / bfloat16 tensor (or one on a GPU) are
+    already converted into an array of summarize's own, which was copied once more: a second
+    full copy of the FIVs, the largest thing summarize holds. Numpy input and CPU float32
+    tensors (whose array is their memory, permuted or not) are still copied."""
+    import tracemalloc
+
+    import deepresolve_captum.summary as sm
+    C, T, K = 64, 20, 256
+    f = np.random.default_rng(0).standard_normal((C, T, K)).astype(np.float32)
+    s = np.random.default_rng(1).uniform(1, 2, (C, T))
+    monkeypatch.setattr(sm, "_fit_all", lambda il, max_components, *a: [
+        (np.full(max_components, np.nan), 1, np.zeros(il.shape[1], dtype=bool))
+        for _ in range(il.shape[0])])
+
+    def peak(x):   # numpy's allocations only: torch's .float() of a 16-bit tensor is not traced
+        tracemalloc.start()
+        try:
+            out = summarize(x, s)
+            return tracemalloc.get_traced_memory()[1], out
+        finally:
+            tracemalloc.stop()
+
+    base, _ = peak(f)                                   # numpy input: summary.fiv is a copy
+    for dtype in (torch.float16, torch.bfloat16):
+        x = torch.from_numpy(f).to(dtype)
+        p, out = peak(x)
+        assert p < base - 0.5 * f.nbytes, (dtype, p / f.nbytes, base / f.nbytes)
+        np.testing.assert_array_equal(out.fiv, x.float().numpy())
+    # a CPU float32 tensor, also a permuted (non-contiguous) one: still never the caller's memory
+    for x in (torch.from_numpy(f.copy()), torch.from_numpy(f.transpose(1, 0, 2).copy())
+              .permute(1, 0, 2)):
+        out = summarize(x, s)
+        np.testing.assert_array_equal(out.fiv, f)
+        x[...] = 0
+        np.testing.assert_array_equal(out.fiv, f)
