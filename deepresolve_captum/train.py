@@ -25,8 +25,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
-from ._modules import how_squashed, leaf_module_trace
 from .adapters import _model_device, _model_float_dtype, _preserved
+from .interaction import _squashing
 
 __all__ = ["TrainResult", "predict", "train_classifier"]
 
@@ -87,9 +87,10 @@ def predict(model, X, batch_size=1024):
 
 def _checked_xy(X, y, xname, yname):
     """X as float32 (N, 4, L) and y as float32 (N, n_outputs) of finite 0/1 labels, or an error
-    naming them."""
-    X = torch.as_tensor(X, dtype=torch.float32)
-    y = torch.as_tensor(y, dtype=torch.float32)
+    naming them. Both detached; y on the CPU, where the AUCs are computed (``.numpy()``), from
+    any device (X stays where it is: each batch moves to the model's device)."""
+    X = torch.as_tensor(X, dtype=torch.float32).detach()
+    y = torch.as_tensor(y, dtype=torch.float32).detach().cpu()
     if y.ndim == 1:
         y = y[:, None]
     if X.ndim != 3 or y.ndim != 2 or len(X) != len(y):
@@ -126,7 +127,8 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
         already initialised (e.g. ``zoo.keras_init_``). It is left in eval mode.
     X: torch.Tensor (N, 4, L) one-hot float, finite. It may stay on the CPU: each batch is cast
         to the model's float dtype (float32, float64, ...) and moved to the model's device.
-    y: torch.Tensor (N, n_outputs) or (N,) of 0/1 labels (bool, int or float).
+    y: torch.Tensor (N, n_outputs) or (N,) of 0/1 labels (bool, int or float), on any device
+        (it is read on the CPU).
     epochs, batch_size: ints.
     lr: float or None (None: 1e-3 for Adam, 1.0 for Adadelta).
     optimizer: "adam" or "adadelta".
@@ -135,7 +137,9 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
         initialise the model yourself before calling).
     test: optional ``(X_test, y_test)`` laid out like X and y (the same outputs), rows that are
         not in X. It changes nothing in the training (no random draw, no say in the epoch): the
-        kept weights are scored on it once, at the end. Checked with X and y, before training.
+        kept weights are scored on it once, at the end. Checked with X and y, before training
+        (an output with one class among the test labels is warned then: its test AUC is NaN).
+        y_test may be on any device (it is read on the CPU).
     verbose: show a tqdm bar per epoch.
 
     Returns
@@ -158,6 +162,12 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
             raise ValueError(f"test must be laid out like X and y: X_test {tuple(X_test.shape)} and "
                              f"y_test {tuple(y_test.shape)} against X {tuple(X.shape)} and y "
                              f"{tuple(y.shape)}")
+        one_class = [j for j in range(y_test.shape[1]) if len(torch.unique(y_test[:, j])) < 2]
+        if one_class:   # said before training, like the validation split's
+            warnings.warn(
+                f"output(s) {one_class[:10]} have a single class among the {len(y_test)} test "
+                "rows: their test AUC will be undefined (NaN). Use a test set with both classes "
+                "per output, or check y_test.", UserWarning, stacklevel=2)
     optimizer = str(optimizer).lower()
     if optimizer not in ("adam", "adadelta"):
         raise ValueError(f"optimizer must be 'adam' or 'adadelta', got {optimizer!r}")
@@ -179,11 +189,11 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
             UserWarning, stacklevel=2)
     dtype = _model_float_dtype(model) or torch.float32
     device = _model_device(model, default=None)
-    with torch.enable_grad(), leaf_module_trace(model) as ran:  # grad: to see torch.sigmoid
-        model.eval()
-        probe = model(X[train_index[:2]].to(device=device, dtype=dtype))
-    squashed = how_squashed(ran, probe, owner=model)
-    del probe
+    model.eval()
+    # from the output's graph (the probe input requires grad, to see torch.sigmoid in a frozen
+    # model too), not the last module to run: a Softmax over attention weights with a
+    # functional head after it leaves logits
+    squashed = _squashing(model, X[train_index[:2]].to(device=device, dtype=dtype))[1]
     if squashed:
         warnings.warn(
             f"the model {squashed}: train_classifier applies the sigmoid "
@@ -237,11 +247,6 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
     model.eval()
     test_auc = None
     if test is not None:   # the kept weights, scored once; no random draw, nothing else changes
-        one_class = [j for j in range(y_test.shape[1]) if len(torch.unique(y_test[:, j])) < 2]
-        if one_class:
-            warnings.warn(
-                f"output(s) {one_class[:10]} have a single class among the {len(y_test)} test "
-                "rows: their test AUC is undefined (NaN).", UserWarning, stacklevel=2)
         logits = predict(model, X_test).detach().cpu().double()
         test_auc = _auc(y_test.numpy(), logits.numpy())
     return TrainResult(val_auc=np.array(history[best_epoch]["val_auc"]), best_epoch=best_epoch,

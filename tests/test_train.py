@@ -395,3 +395,77 @@ def test_a_test_set_that_does_not_fit_is_refused_before_training(test, error, ma
     monkeypatch.setattr(model, "forward", lambda x: pytest.fail("trained before checking test"))
     with pytest.raises(error, match=match):
         train_classifier(model, X, y, epochs=1, batch_size=8, test=test)
+
+
+def test_a_one_class_test_set_is_warned_before_training():
+    """The docstring says test is checked before training, but one-class test labels were
+    warned only after every epoch had run (with a NaN test_auc)."""
+    X, y = _onehot(40), (torch.arange(40) % 2).float()
+    Xt, yt = _onehot(10, seed=3), torch.zeros(10)
+
+    class Stop(Exception):
+        pass
+
+    model = PaperCNN(n_outputs=1, seq_len=50)
+
+    def forward(x):
+        raise Stop
+    model.forward = forward
+    with warnings.catch_warnings(record=True) as rec, pytest.raises(Stop):
+        warnings.simplefilter("always")
+        train_classifier(model, X, y, epochs=1, batch_size=8, test=(Xt, yt))
+    assert len(rec) == 1 and str(rec[0].message).startswith(
+        "output(s) [0] have a single class among the 10 test rows: their test AUC will be "
+        "undefined (NaN)"), [str(w.message) for w in rec]
+    assert rec[0].filename == __file__
+
+
+def test_labels_are_read_on_the_cpu_whatever_they_carry():
+    """y and y_test went to .numpy() as given: labels that require grad (or, on a GPU machine,
+    a y_test on the GPU) failed there, after training. They are detached and moved to the CPU
+    when checked."""
+    X = _onehot(80, length=20, seed=1)
+    y = X[:, 0, 0].clone().requires_grad_()
+    Xt = _onehot(40, length=20, seed=2)
+    yt = Xt[:, 0, 0].clone().requires_grad_()
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(80, 1))
+    r = train_classifier(m, X, y, epochs=1, batch_size=16, lr=0.05, test=(Xt, yt))
+    assert np.isfinite(r.test_auc).all() and np.isfinite(r.val_auc).all()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_labels_on_the_gpu_with_a_cpu_model():
+    X = _onehot(80, length=20, seed=1)
+    Xt = _onehot(40, length=20, seed=2)
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(80, 1))
+    r = train_classifier(m, X, X[:, 0, 0].cuda(), epochs=1, batch_size=16,
+                         test=(Xt.cuda(), Xt[:, 0, 0].cuda()))
+    assert np.isfinite(r.test_auc).all()
+
+
+def test_a_softmax_inside_the_model_is_not_taken_for_its_output():
+    """A Softmax module over attention weights, the last module to run, with a functional head
+    after it: the output is a logit, but the warning said the model ends in Softmax. The
+    output's graph decides now (as in interaction_check); a real ending is still warned."""
+    class AttentionPool(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv1d(4, 3, 5)
+            self.att = torch.nn.Conv1d(3, 1, 1)
+            self.soft = torch.nn.Softmax(-1)
+            self.w = torch.nn.Parameter(torch.randn(3, 1))
+
+        def forward(self, x):
+            h = torch.relu(self.conv(x))
+            return (self.soft(self.att(h)) * h).sum(-1) @ self.w
+
+    X, y = _onehot(40), (torch.arange(40) % 2).float()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        train_classifier(AttentionPool(), X, y, epochs=1, batch_size=8)
+    ends = torch.nn.Sequential(PaperCNN(n_outputs=2, seq_len=50), torch.nn.LogSoftmax(1),
+                               torch.nn.Flatten())       # the last module; its input is squashed
+    with pytest.warns(UserWarning, match=r"ends in LogSoftmax \(1\).*expects logits"):
+        train_classifier(ends, X, torch.stack([y, 1 - y], 1), epochs=1, batch_size=8)
