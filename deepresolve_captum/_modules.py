@@ -122,25 +122,26 @@ _PASS_THROUGH = tuple(f"{p}Backward" for p in (
     "Transpose", "Clone", "Expand", "Alias", "ToCopy", "Flatten", "Unflatten", "Index"))
 
 
-def output_squashing(out):
-    """The squashing function that computed ``out`` last, found from its autograd graph:
-    ``"sigmoid"``, ``"softmax"`` or ``"log_softmax"`` (functional calls such as ``torch.sigmoid``
-    included, looking through reshapes, indexing and casts after it), else None. ``out`` must have
-    been computed with grad enabled (it is None for a tensor without ``grad_fn``)."""
-    node = getattr(out, "grad_fn", None)
+def through_moves(node):
+    """The first autograd node at or before ``node`` that does more than move, select or cast
+    values (:data:`_PASS_THROUGH`), or None (no graph, a branch, or 64 such nodes)."""
     for _ in range(64):
-        if node is None:
-            return None
-        name = node.name()
-        if name in _SQUASH_NODES:
-            return _SQUASH_NODES[name]
-        if not name.startswith(_PASS_THROUGH):
-            return None
+        if node is None or not node.name().startswith(_PASS_THROUGH):
+            return node
         nxt = [f for f, _ in node.next_functions if f is not None]
         if len(nxt) != 1:
             return None
         node = nxt[0]
     return None
+
+
+def output_squashing(out):
+    """The squashing function that computed ``out`` last, found from its autograd graph:
+    ``"sigmoid"``, ``"softmax"`` or ``"log_softmax"`` (functional calls such as ``torch.sigmoid``
+    included, looking through reshapes, indexing and casts after it), else None. ``out`` must have
+    been computed with grad enabled (it is None for a tensor without ``grad_fn``)."""
+    node = through_moves(getattr(out, "grad_fn", None))
+    return None if node is None else _SQUASH_NODES.get(node.name())
 
 
 def how_squashed(ran, out, modules=SQUASHING, ops=("sigmoid", "softmax", "log_softmax"),

@@ -39,8 +39,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._modules import (_PASS_THROUGH, _SQUASH_NODES, _outside_stacklevel, check_layer_calls,
-                       how_squashed, leaf_module_trace, logits_advice, module_path)
+from ._modules import (_SQUASH_NODES, _outside_stacklevel, check_layer_calls,
+                       how_squashed, leaf_module_trace, logits_advice, module_path,
+                       through_moves)
 from ._stats import _tensor_to_numpy
 from .adapters import (_check_channels, _check_model_layer, _check_one_input, _check_X,
                        _describe_unknown, _model_device, _model_float_dtype, _preserved,
@@ -362,20 +363,6 @@ _COMPOSED = {("ExpBackward0", "LogSoftmaxBackward0"): ("softmax", "exp of "),
              ("LogBackward0", "SoftmaxBackward0"): ("log_softmax", "log of ")}
 
 
-def _through_moves(node):
-    """The first autograd node at or before ``node`` that does more than move, select or cast
-    values (:data:`_modules._PASS_THROUGH`, as :func:`_modules.output_squashing` reads them),
-    or None (no graph, a branch, or 64 such nodes)."""
-    for _ in range(64):
-        if node is None or not node.name().startswith(_PASS_THROUGH):
-            return node
-        nxt = [f for f, _ in node.next_functions if f is not None]
-        if len(nxt) != 1:
-            return None
-        node = nxt[0]
-    return None
-
-
 def _graph_squashing(y):
     """The squashing op that computed ``y`` last, read from its autograd graph (the rule of
     :func:`_modules.output_squashing`, plus exp(log_softmax) read as a softmax and
@@ -384,14 +371,14 @@ def _graph_squashing(y):
     ``""``; ``(None, None, "")`` when ``y`` is not squashed (or has no graph). What decides is
     the output itself, not the last module to run: a LogSoftmax over attention weights with
     a functional head after it leaves logits."""
-    node = _through_moves(getattr(y, "grad_fn", None))
+    node = through_moves(getattr(y, "grad_fn", None))
     if node is None:
         return None, None, ""
     name = node.name()
     if name in _SQUASH_NODES:
         return _SQUASH_NODES[name], node, ""
     nxt = [f for f, _ in node.next_functions if f is not None]
-    inner = _through_moves(nxt[0]) if len(nxt) == 1 else None
+    inner = through_moves(nxt[0]) if len(nxt) == 1 else None
     if inner is not None and (name, inner.name()) in _COMPOSED:
         op, prefix = _COMPOSED[(name, inner.name())]
         return op, inner, prefix
