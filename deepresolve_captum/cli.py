@@ -372,22 +372,6 @@ def output_folder(out, command, names=()):
     return out
 
 
-def _before_work(args):
-    """Checks of a subcommand's arguments that its module does not make, before it starts
-    (``deepresolve zoo FILE``: zoo_summary._run would say 'no such folder'; the check belongs
-    there, before that message)."""
-    from pathlib import Path
-
-    if args.command == "zoo" and Path(args.folder).is_file():
-        f = Path(args.folder)
-        more = "; to run it alone, put it in a folder of its own" if f.suffix == ".npz" else ""
-        raise SystemExit(
-            f"deepresolve zoo: error: {f} is a file; zoo takes a folder of ENCODE-style .npz "
-            f"models (or the encode422 folder){more}. For a PyTorch model of your own, use "
-            "deepresolve run --model FILE.py:FACTORY [--weights STATE_DICT.pt] (deepresolve run "
-            "--help)")
-
-
 def build_parser(argv=None):
     """The parser; only the subcommand named in ``argv`` (all of them when argv is None) imports
     its module, so ``deepresolve --help`` does not wait for torch."""
@@ -440,7 +424,6 @@ def main(argv=None):
     ok = False
     try:
         with one_line_warnings():
-            _before_work(args)
             rc = int(importlib.import_module(args._module).run_from_args(args) or 0)
         ok = rc == 0
         return rc

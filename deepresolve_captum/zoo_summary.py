@@ -328,6 +328,13 @@ def _run(args):
     from .motifs import load_jaspar
 
     folder, out = Path(args.folder), Path(args.out)
+    if folder.is_file():
+        more = "; to run it alone, put it in a folder of its own" if folder.suffix == ".npz" else ""
+        raise SystemExit(
+            f"deepresolve zoo: error: {folder} is a file; zoo takes a folder of ENCODE-style .npz "
+            f"models (or the encode422 folder){more}. For a PyTorch model of your own, use "
+            "deepresolve run --model FILE.py:FACTORY [--weights STATE_DICT.pt] (deepresolve run "
+            "--help)")
     if not folder.is_dir():
         raise SystemExit(f"deepresolve zoo: error: no such folder: {folder}")
     models_dir = encode_models_folder(folder)

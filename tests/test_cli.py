@@ -239,6 +239,10 @@ def test_zoo_given_a_file_says_it_takes_a_folder(tmp_path):
                                         "folder of ENCODE-style .npz models")
     assert "deepresolve run --model FILE.py:FACTORY" in str(e.value.code)
     assert not (tmp_path / "out").exists()
+    from deepresolve_captum import zoo_summary
+    with pytest.raises(SystemExit) as e:                     # python -m ...zoo_summary FILE too
+        zoo_summary.main([str(f), "--out", str(tmp_path / "out")])
+    assert f"{f} is a file; zoo takes a folder" in str(e.value.code)
 
 
 @pytest.mark.filterwarnings("ignore:`torch.jit:DeprecationWarning")
