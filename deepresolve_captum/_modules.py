@@ -150,11 +150,17 @@ def how_squashed(ran, out, modules=SQUASHING, ops=("sigmoid", "softmax", "log_so
     the last leaf module that ran (``ran``, from :func:`leaf_module_trace`) is one of
     ``modules`` (with its path in ``owner``, ``"ends in Sigmoid (classifier.3)"``), ``"computes
     its output with sigmoid"`` when ``out``'s autograd graph ends in one of ``ops``
-    (:func:`output_squashing`; a functional ``torch.sigmoid``), else None."""
-    if ran and isinstance(ran[-1], modules):
+    (:func:`output_squashing`; a functional ``torch.sigmoid``), else None.
+
+    When ``out`` has a graph, the graph decides: a squashing module that ran last but whose
+    value the forward then reduces further (a softmax over attention weights, summed with
+    values) is not the output's, and gives None. Without a graph (``out`` None, or computed
+    without grad) the last module decides."""
+    op = output_squashing(out)
+    graph = getattr(out, "grad_fn", None) is not None
+    if ran and isinstance(ran[-1], modules) and (not graph or op is not None):
         path = module_path(owner, ran[-1])
         return f"ends in {type(ran[-1]).__name__}" + (f" ({path})" if path else "")
-    op = output_squashing(out)
     return f"computes its output with {op}" if op in ops else None
 
 

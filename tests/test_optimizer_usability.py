@@ -313,3 +313,38 @@ def test_attribute_in_blocks_warns_of_per_example_labels_once_at_the_users_line(
         hits = [w for w in seen if "one per example of `inputs`" in str(w.message)]
         assert len(hits) == n_warned, [str(w.message) for w in hits]
         assert all(h.filename == __file__ for h in hits), [h.filename for h in hits]
+
+
+class _AttentionPool(torch.nn.Module):
+    """Conv features pooled by a softmax over positions: the last module to run is a Softmax,
+    but the output is a weighted sum after it, i.e. logits."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv1d(4, 6, 5)
+        self.attn = torch.nn.Conv1d(6, 1, 1)
+        self.head = torch.nn.Linear(6, 2)
+        self.soft = torch.nn.Softmax(dim=-1)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        z = self.head(h.transpose(1, 2)).transpose(1, 2)        # (N, 2, L')
+        return (z * self.soft(self.attn(h))).sum(-1)              # (N, 2)
+
+
+def test_a_softmax_over_attention_weights_is_not_taken_for_the_output():
+    """The optimizer warned "ends in Softmax" whenever a Softmax module ran last, even when the
+    forward went on to pool values with it (review r2): the output's graph decides now; a model
+    that does end in a Sigmoid module still gets the warning with its path."""
+    x = torch.nn.functional.one_hot(torch.randint(0, 4, (8, 30)), 4).permute(0, 2, 1).float()
+    m = _AttentionPool().eval()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        LayerFeatureOptimizer(m, m.conv).attribute(x, target=[0], n_starts=2, l2=1.0, seed=0)
+    assert not [str(a.message) for a in w if "Softmax" in str(a.message)]
+    squashed = torch.nn.Sequential(torch.nn.Conv1d(4, 3, 5), torch.nn.Flatten(),
+                                   torch.nn.Linear(3 * 26, 2), torch.nn.Sigmoid()).eval()
+    with pytest.warns(UserWarning, match=r"ends in Sigmoid \(3\)"):
+        LayerFeatureOptimizer(squashed, squashed[0]).attribute(x, target=[0], n_starts=2, l2=1.0,
+                                                                seed=0)
