@@ -206,6 +206,18 @@ def _check_pearson_shape(shape):
 # ---------------------------------------------------------------------------------------------
 # numpy references (float64 inside).
 
+#: The numpy fallback of the moments (and summarize's bool masks) work on blocks of classes of
+#: at most this many FIV values (rows x T x K), so that their (C, T, K) temporaries (float64 here)
+#: stay small beside the FIVs themselves.
+_BLOCK_VALUES = 1 << 22
+
+
+def row_blocks(C, T, K):
+    """Slices of the C classes (rows) in blocks of at most ``_BLOCK_VALUES`` values of (T, K)."""
+    n = max(1, _BLOCK_VALUES // max(1, T * K))
+    return [slice(i, min(C, i + n)) for i in range(0, C, n)]
+
+
 def weighted_moments_numpy(fiv, weights):
     """Weighted mean and variance over starts, per class and channel (two-pass, float64 inside).
 
@@ -223,16 +235,19 @@ def weighted_moments_numpy(fiv, weights):
         raise ValueError("fiv contains NaN or inf")
     _check_weights(w)
     w = w / w.sum(axis=1, keepdims=True)
-    f = fiv.astype(np.float64)
+    C, T, K = fiv.shape
+    mean, var = np.empty((C, K), dtype=fiv.dtype), np.empty((C, K), dtype=fiv.dtype)
     with np.errstate(over="ignore", invalid="ignore"):
-        mean = np.einsum("ct,ctk->ck", w, f)
-        d = f - mean[:, None, :]
-        # (w * d) * d with normalised w, the native kernel's expression: (d ** 2) first would
-        # overflow for |d| > 1.3e154 where the weighted variance is still finite
-        var = ((w[:, :, None] * d) * d).sum(axis=1)
-        # check after the cast back: float32 moments can overflow there only (as the native path)
-        mean = mean.astype(fiv.dtype, copy=False)
-        var = var.astype(fiv.dtype, copy=False)
+        for b in row_blocks(C, T, K):   # ~4 float64 (rows, T, K) temporaries per block
+            f = fiv[b].astype(np.float64)
+            m = np.einsum("ct,ctk->ck", w[b], f)
+            d = f - m[:, None, :]
+            # (w * d) * d with normalised w, the native kernel's expression: (d ** 2) first
+            # would overflow for |d| > 1.3e154 where the weighted variance is still finite
+            # (cast back on assignment: float32 moments can overflow there only, checked below
+            # as in the native path)
+            mean[b] = m
+            var[b] = ((w[b][:, :, None] * d) * d).sum(axis=1)
     if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(var))):
         raise ValueError(_overflow_message(fiv.dtype))
     return mean, var

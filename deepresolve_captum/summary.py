@@ -591,15 +591,10 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
             f"target(s) {which} have one start with a non-zero weight: {why}. Their IL is 0 and "
             "their OFIV is that one start's FIV, as with T = 1." + tip, UserWarning,
             stacklevel=2)
-    blocks = _target_blocks(C, T, K)
-    # float32 FIVs stay float32 (the native kernel accumulates in float64 either way)
-    if _stats.native_available():
-        mean, il = _stats.weighted_moments(fiv, w)
-        mean, il = np.asarray(mean, dtype=np.float64), np.asarray(il, dtype=np.float64)
-    else:   # the numpy fallback holds ~4 float64 (C, T, K) temporaries: a block at a time
-        mean, il = np.empty((C, K)), np.empty((C, K))
-        for b in blocks:
-            mean[b], il[b] = _stats.weighted_moments(fiv[b], w[b])
+    # float32 FIVs stay float32 (the native kernel accumulates in float64 either way; the numpy
+    # fallback works a block of targets at a time)
+    mean, il = _stats.weighted_moments(fiv, w)
+    mean, il = np.asarray(mean, dtype=np.float64), np.asarray(il, dtype=np.float64)
 
     # IL in units of the target's mean FIV power (mean over channels of E_t[fiv^2]): scale-free,
     # and sklearn's reg_covar (1e-6) then reads as "spread below ~0.1% of a typical FIV is noise".
@@ -615,7 +610,7 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
     # channel "sign-flipping" either, nor alone supply the positive FIVs its OFIV averages
     # (bool (C, T, K) temporaries: a block of targets at a time)
     sign_flip = np.empty((C, K), dtype=bool)
-    for b in blocks:
+    for b in _stats.row_blocks(C, T, K):
         f, weighted = fiv[b], (w[b] > 0)[:, :, None]
         sign_flip[b] = ((f > 0) & weighted).any(axis=1) & ((f < 0) & weighted).any(axis=1)
     category = np.where(nonadd, np.where(sign_flip, NONADDITIVE_FLIPPING, NONADDITIVE_CONSISTENT),
@@ -643,17 +638,6 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
                                  init_params="k-means++", weights=rule,
                                  il_units="mean FIV power"),
         targets=targets, target_names=target_names)
-
-
-#: summarize works on blocks of targets of at most this many FIV values (C rows x T x K), so
-#: that its (C, T, K) temporaries (bool masks; float64 in the numpy fallback of the moments)
-#: stay small beside the FIVs themselves.
-_BLOCK_VALUES = 1 << 22
-
-
-def _target_blocks(C, T, K):
-    n = max(1, _BLOCK_VALUES // max(1, T * K))
-    return [slice(i, min(C, i + n)) for i in range(0, C, n)]
 
 
 def _start_weights(weights, scores):

@@ -545,11 +545,10 @@ def test_flipping_ofiv_and_target_blocks_give_the_bits_of_the_whole_array_formul
     """The OFIV of sign-flipping channels is computed on those cells only and sign_flip / the
     numpy moments a block of targets at a time (memory, review 13 #2): the same bits as the
     (C, T, K) formulas they replace."""
-    import deepresolve_captum.summary as sm
     from deepresolve_captum import _stats
     C, T, K = 40, 10, 16
     f, s = _flipping_ensemble(C, T, K)
-    monkeypatch.setattr(sm, "_BLOCK_VALUES", 3 * T * K, raising=False)   # 14 blocks of <= 3
+    monkeypatch.setattr(_stats, "_BLOCK_VALUES", 3 * T * K)   # 14 blocks of <= 3
     S = summarize(f, s)
     flip = S.category == NONADDITIVE_FLIPPING
     assert flip.sum() >= C and (S.weights == 0).any()
@@ -586,7 +585,7 @@ def test_summarize_holds_no_float64_copies_of_the_fivs(monkeypatch):
         return [(np.full(max_components, np.nan), 2, na) for _ in range(il.shape[0])]
 
     monkeypatch.setattr(sm, "_fit_all", two_nonadditive)
-    monkeypatch.setattr(sm, "_BLOCK_VALUES", 8 * T * K, raising=False)
+    monkeypatch.setattr(_stats, "_BLOCK_VALUES", 8 * T * K)
     for native in (True, False):
         with _stats.native_disabled() if not native else warnings.catch_warnings():
             tracemalloc.start()
