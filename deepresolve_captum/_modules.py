@@ -139,9 +139,104 @@ def output_squashing(out):
     """The squashing function that computed ``out`` last, found from its autograd graph:
     ``"sigmoid"``, ``"softmax"`` or ``"log_softmax"`` (functional calls such as ``torch.sigmoid``
     included, looking through reshapes, indexing and casts after it), else None. ``out`` must have
-    been computed with grad enabled (it is None for a tensor without ``grad_fn``)."""
-    node = through_moves(getattr(out, "grad_fn", None))
-    return None if node is None else _SQUASH_NODES.get(node.name())
+    been computed with grad enabled (it is None for a tensor without ``grad_fn``).
+    ``exp(log_softmax)`` reads as ``"softmax"`` and ``log(softmax)`` as ``"log_softmax"``
+    (:func:`graph_squashing`)."""
+    return graph_squashing(out)[0]
+
+
+# exp(log_softmax) are probabilities, log(softmax) log-probabilities: read through, as one op
+_COMPOSED = {("ExpBackward0", "LogSoftmaxBackward0"): ("softmax", "exp of "),
+             ("LogBackward0", "SoftmaxBackward0"): ("log_softmax", "log of ")}
+
+
+def graph_squashing(y):
+    """The squashing op that computed ``y`` last, read from its autograd graph (the rule of
+    :func:`output_squashing`, plus exp(log_softmax) read as a softmax and
+    log(softmax) as a log_softmax): ``(op, node, prefix)``, ``node`` the sigmoid / softmax /
+    log_softmax node and ``prefix`` ``"exp of "`` / ``"log of "`` for the composed forms, else
+    ``""``; ``(None, None, "")`` when ``y`` is not squashed (or has no graph). What decides is
+    the output itself, not the last module to run: a LogSoftmax over attention weights with
+    a functional head after it leaves logits."""
+    node = through_moves(getattr(y, "grad_fn", None))
+    if node is None:
+        return None, None, ""
+    name = node.name()
+    if name in _SQUASH_NODES:
+        return _SQUASH_NODES[name], node, ""
+    nxt = [f for f, _ in node.next_functions if f is not None]
+    inner = through_moves(nxt[0]) if len(nxt) == 1 else None
+    if inner is not None and (name, inner.name()) in _COMPOSED:
+        op, prefix = _COMPOSED[(name, inner.name())]
+        return op, inner, prefix
+    return None, None, ""
+
+
+def as_tensor_output(y):
+    """The model's output, refused with a named error unless it is one tensor."""
+    if not isinstance(y, torch.Tensor):
+        raise TypeError(
+            f"the model returned a {type(y).__name__}, not one tensor of outputs: wrap it in an "
+            "nn.Module whose forward returns the tensor to explain (e.g. model(x)[0] or "
+            "model(x)['logits'])")
+    return y
+
+
+def squashing(model, x):
+    """Run ``model`` on the batch ``x`` with grad enabled and the input requiring grad (so that
+    a frozen model still has a graph) and say how the output is squashed, from the output's
+    graph (:func:`graph_squashing`). Returns ``(y, how, op, node, advice)``: the output;
+    ``"ends in LogSoftmax (head.ls)"`` when a squashing module made it (its path in
+    ``model``), ``"computes its output with sigmoid"`` for a functional call (``"... with exp
+    of log_softmax"`` for the composed forms), or None; ``"sigmoid"``, ``"softmax"`` or
+    ``"log_softmax"`` (None); the graph node (None); how to get the logits instead
+    (:func:`logits_advice`). An output without a graph (a forward under
+    ``torch.no_grad``) falls back on the last module that ran (:func:`how_squashed`)."""
+    made = []
+
+    def record(mod, args, out):
+        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+            made.append((mod, out.grad_fn))
+
+    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, SQUASHING)]
+    xin = x
+    if x.is_floating_point() and not x.requires_grad:
+        # not a leaf (a clone of one): a model that works in place on its input still runs
+        xin = x.detach().requires_grad_().clone()
+    try:
+        with torch.enable_grad(), leaf_module_trace(model) as seen:
+            try:
+                y = as_tensor_output(model(xin))
+            except RuntimeError as e:
+                if xin is x or "grad" not in str(e):
+                    raise
+                made.clear()
+                seen.clear()          # e.g. x.numpy() in forward: again as the caller gave it
+                y = as_tensor_output(model(x))
+    finally:
+        for h in hooks:
+            h.remove()
+    if y.grad_fn is None:            # no graph to read: the last module that ran decides
+        how = how_squashed(seen, y, owner=model)
+        op = None
+        if how is not None:
+            op = ("log_softmax" if isinstance(seen[-1], nn.LogSoftmax) else
+                  "sigmoid" if isinstance(seen[-1], nn.Sigmoid) else "softmax")
+        return y, how, op, None, logits_advice(seen, model)
+    op, node, prefix = graph_squashing(y)
+    if op is None:
+        return y, None, None, None, logits_advice([], model)
+    mod = next((m for m, g in made if g is node), None)
+    path = module_path(model, mod) if mod is not None else None
+    if mod is None:
+        how = f"computes its output with {prefix}{_SQUASH_NODES[node.name()]}"
+    elif prefix:
+        how = f"computes its output as the {prefix}{type(mod).__name__}" + (
+            f" ({path})" if path else "")
+    else:
+        how = f"ends in {type(mod).__name__}" + (f" ({path})" if path else "")
+    advice = logits_advice([mod] if mod is not None and not prefix else [], model)
+    return y, how, op, node, advice
 
 
 def how_squashed(ran, out, modules=SQUASHING, ops=("sigmoid", "softmax", "log_softmax"),

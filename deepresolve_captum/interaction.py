@@ -39,9 +39,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ._modules import (_SQUASH_NODES, _outside_stacklevel, check_layer_calls,
-                       how_squashed, leaf_module_trace, logits_advice, module_path,
-                       through_moves)
+from ._modules import (_outside_stacklevel, as_tensor_output, check_layer_calls, module_path,
+                       squashing)
 from ._stats import _tensor_to_numpy
 from .adapters import (_check_channels, _check_model_layer, _check_one_input, _check_X,
                        _describe_unknown, _model_device, _model_float_dtype, _preserved,
@@ -257,16 +256,6 @@ class InteractionResult:
                 f"{self.interaction_sem:.3f})\n{t}")
 
 
-def _as_tensor_output(y):
-    """The model's output, refused with a named error unless it is one tensor."""
-    if not isinstance(y, torch.Tensor):
-        raise TypeError(
-            f"the model returned a {type(y).__name__}, not one tensor of outputs: wrap it in an "
-            "nn.Module whose forward returns the tensor to explain (e.g. model(x)[0] or "
-            "model(x)['logits'])")
-    return y
-
-
 _ONE_TARGET = ("an int (the flat index into one sequence's output), a tuple with one index per "
                "output axis (e.g. (track, position) of a (N, C, L) profile), or a one-element "
                "list holding either ([(track, position)], LayerFeatureOptimizer's spelling)")
@@ -326,7 +315,7 @@ def _predict(model, X, target, batch_size, device):
     out = []
     with torch.no_grad():
         for i in range(0, len(X), batch_size):
-            y = _as_tensor_output(model(X[i:i + batch_size].to(device=device, dtype=dtype)))
+            y = as_tensor_output(model(X[i:i + batch_size].to(device=device, dtype=dtype)))
             if y.ndim == 1:
                 y = y[:, None]
             y = y.reshape(y.shape[0], -1)
@@ -356,35 +345,6 @@ def _check_batch_size(batch_size):
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
 
 
-_SQUASHING = (torch.nn.Sigmoid, torch.nn.Softmax, torch.nn.Softmax2d, torch.nn.LogSoftmax)
-_SQUASH_OPS = ("sigmoid", "softmax", "log_softmax")
-# exp(log_softmax) are probabilities, log(softmax) log-probabilities: read through, as one op
-_COMPOSED = {("ExpBackward0", "LogSoftmaxBackward0"): ("softmax", "exp of "),
-             ("LogBackward0", "SoftmaxBackward0"): ("log_softmax", "log of ")}
-
-
-def _graph_squashing(y):
-    """The squashing op that computed ``y`` last, read from its autograd graph (the rule of
-    :func:`_modules.output_squashing`, plus exp(log_softmax) read as a softmax and
-    log(softmax) as a log_softmax): ``(op, node, prefix)``, ``node`` the sigmoid / softmax /
-    log_softmax node and ``prefix`` ``"exp of "`` / ``"log of "`` for the composed forms, else
-    ``""``; ``(None, None, "")`` when ``y`` is not squashed (or has no graph). What decides is
-    the output itself, not the last module to run: a LogSoftmax over attention weights with
-    a functional head after it leaves logits."""
-    node = through_moves(getattr(y, "grad_fn", None))
-    if node is None:
-        return None, None, ""
-    name = node.name()
-    if name in _SQUASH_NODES:
-        return _SQUASH_NODES[name], node, ""
-    nxt = [f for f, _ in node.next_functions if f is not None]
-    inner = through_moves(nxt[0]) if len(nxt) == 1 else None
-    if inner is not None and (name, inner.name()) in _COMPOSED:
-        op, prefix = _COMPOSED[(name, inner.name())]
-        return op, inner, prefix
-    return None, None, ""
-
-
 def _softmax_axis(node):
     """(axis, shape) of a softmax / log_softmax autograd node: the axis it normalises over,
     >= 0, and the shape of its result; None for another node (a sigmoid)."""
@@ -396,72 +356,15 @@ def _softmax_axis(node):
     return dim % max(len(shape), 1), shape
 
 
-def _squashing(model, x):
-    """Run ``model`` on the batch ``x`` with grad enabled and the input requiring grad (so that
-    a frozen model still has a graph) and say how the output is squashed, from the output's
-    graph (:func:`_graph_squashing`). Returns ``(y, how, op, node, advice)``: the output;
-    ``"ends in LogSoftmax (head.ls)"`` when a squashing module made it (its path in
-    ``model``), ``"computes its output with sigmoid"`` for a functional call (``"... with exp
-    of log_softmax"`` for the composed forms), or None; ``"sigmoid"``, ``"softmax"`` or
-    ``"log_softmax"`` (None); the graph node (None); how to get the logits instead
-    (:func:`_modules.logits_advice`). An output without a graph (a forward under
-    ``torch.no_grad``) falls back on the last module that ran (:func:`_modules.how_squashed`)."""
-    made = []
-
-    def record(mod, args, out):
-        if isinstance(out, torch.Tensor) and out.grad_fn is not None:
-            made.append((mod, out.grad_fn))
-
-    hooks = [m.register_forward_hook(record) for m in model.modules() if isinstance(m, _SQUASHING)]
-    xin = x
-    if x.is_floating_point() and not x.requires_grad:
-        # not a leaf (a clone of one): a model that works in place on its input still runs
-        xin = x.detach().requires_grad_().clone()
-    try:
-        with torch.enable_grad(), leaf_module_trace(model) as seen:
-            try:
-                y = _as_tensor_output(model(xin))
-            except RuntimeError as e:
-                if xin is x or "grad" not in str(e):
-                    raise
-                made.clear()
-                seen.clear()          # e.g. x.numpy() in forward: again as the caller gave it
-                y = _as_tensor_output(model(x))
-    finally:
-        for h in hooks:
-            h.remove()
-    if y.grad_fn is None:            # no graph to read: the last module that ran decides
-        how = how_squashed(seen, y, _SQUASHING, _SQUASH_OPS, owner=model)
-        op = None
-        if how is not None:
-            op = ("log_softmax" if isinstance(seen[-1], torch.nn.LogSoftmax) else
-                  "sigmoid" if isinstance(seen[-1], torch.nn.Sigmoid) else "softmax")
-        return y, how, op, None, logits_advice(seen, model)
-    op, node, prefix = _graph_squashing(y)
-    if op is None:
-        return y, None, None, None, logits_advice([], model)
-    mod = next((m for m, g in made if g is node), None)
-    path = module_path(model, mod) if mod is not None else None
-    if mod is None:
-        how = f"computes its output with {prefix}{_SQUASH_NODES[node.name()]}"
-    elif prefix:
-        how = f"computes its output as the {prefix}{type(mod).__name__}" + (
-            f" ({path})" if path else "")
-    else:
-        how = f"ends in {type(mod).__name__}" + (f" ({path})" if path else "")
-    advice = logits_advice([mod] if mod is not None and not prefix else [], model)
-    return y, how, op, node, advice
-
-
 def _probe_forward(model, x):
-    """One small batch through ``model`` -> (how its output is squashed, see :func:`_squashing`,
+    """One small batch through ``model`` -> (how its output is squashed, see :func:`_modules.squashing`,
     or None; True when the outputs are log-probabilities (a log-softmax), not probabilities; the
     shape of one sequence's output, () for (N,) outputs; how to get the logits instead).
 
     Refuses (ValueError) a softmax / log-softmax over the batch axis, whose values are each
     sequence's share of its batch (they would change with ``batch_size``), and warns for one
     over an axis of size 1 (its output is a constant)."""
-    y, how, op, node, advice = _squashing(model, x)
+    y, how, op, node, advice = squashing(model, x)
     axis = _softmax_axis(node) if node is not None else None
     if axis is not None:
         dim, shape = axis

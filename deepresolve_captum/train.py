@@ -26,7 +26,7 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 
 from .adapters import _model_device, _model_float_dtype, _preserved
-from .interaction import _squashing
+from ._modules import squashing
 
 __all__ = ["TrainResult", "predict", "train_classifier"]
 
@@ -193,7 +193,7 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
     # from the output's graph (the probe input requires grad, to see torch.sigmoid in a frozen
     # model too), not the last module to run: a Softmax over attention weights with a
     # functional head after it leaves logits
-    squashed = _squashing(model, X[train_index[:2]].to(device=device, dtype=dtype))[1]
+    squashed = squashing(model, X[train_index[:2]].to(device=device, dtype=dtype))[1]
     if squashed:
         warnings.warn(
             f"the model {squashed}: train_classifier applies the sigmoid "
