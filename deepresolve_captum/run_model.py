@@ -486,8 +486,9 @@ def _as_model_input(arr, model):
     import numpy as np
     import torch
 
-    dtype = next((t.dtype for t in (*model.parameters(), *model.buffers())
-                  if t.is_floating_point()), torch.float32)
+    from .adapters import _model_float_dtype
+
+    dtype = _model_float_dtype(model) or torch.float32
     if np.issubdtype(arr.dtype, np.floating) or arr.dtype in (np.bool_, np.uint8):
         if arr.dtype in (np.bool_, np.uint8):   # exact in every float dtype
             arr = arr.astype(np.float32)
@@ -633,14 +634,15 @@ def _run(args):
     except ValueError as e:     # non-finite FIVs or scores
         raise _run_error(str(e).strip()) from None
     t_summary = time.perf_counter() - t1
+    ascent = dict(l2=float(d.l2), l2_auto=d.l2_auto, n_starts=int(args.starts),
+                  seed=int(d.settings["seed"]), device=str(device),
+                  steps_median=float(np.median(d.steps)), steps_max=int(np.max(d.steps)),
+                  converged=bool(np.all(d.converged)))
     s.settings.update(
         # weights_file, not weights: summarize's settings["weights"] is its weighting scheme
         model=args.model, weights_file=hashes.get("weights", {}).get("path"),
         inputs_file=hashes["inputs"]["path"], inputs_key=args.inputs_key, layer=args.layer,
-        layer_input=bool(args.layer_input),
-        l2=float(d.l2), l2_auto=d.l2_auto, n_starts=int(args.starts), seed=int(d.settings["seed"]),
-        device=str(device), steps_median=float(np.median(d.steps)),
-        steps_max=int(np.max(d.steps)), converged=bool(np.all(d.converged)), **made_with)
+        layer_input=bool(args.layer_input), **ascent, **made_with)
 
     writers = {"summary.npz": s.save}
     ofiv, table = _ofiv_tables(s, targets)
@@ -649,10 +651,13 @@ def _run(args):
     figures = []
     try:
         if not args.no_plots:
+            from functools import partial
+
+            from .plot import save_figure
             t1 = time.perf_counter()
             figures = _run_figures(s, targets, targets.index(plot_target), args, layer, say)
             for fname, fig in figures:
-                writers[fname] = _figure_writer(fig)
+                writers[fname] = partial(save_figure, fig, formats="png")
             say(f"figures: {time.perf_counter() - t1:.1f} s")
         record = {
             "command": "deepresolve run",
@@ -663,12 +668,10 @@ def _run(args):
             "model_class": (type(model).__qualname__ if model_file is not None else
                             f"{type(model).__module__}.{type(model).__qualname__}"),
             "n_outputs": n_out, "targets": targets,
-            "inputs_shape": list(arr.shape), "inputs_dtype": str(arr.dtype), "n_channels": K, "l2": float(d.l2), "l2_auto": d.l2_auto,
-            "seed": int(d.settings["seed"]), "n_starts": int(args.starts),
+            "inputs_shape": list(arr.shape), "inputs_dtype": str(arr.dtype), "n_channels": K,
+            **ascent,
             "gmm_random_state": int(s.settings["random_state"]),
             "max_components": int(s.settings["max_components"]),
-            "device": str(device), "steps_median": float(np.median(d.steps)),
-            "steps_max": int(np.max(d.steps)), "converged": bool(np.all(d.converged)),
             "versions": made_with, "started": started.isoformat(timespec="seconds"),
             "seconds": {"ascent": round(t_ascent, 3), "summarize": round(t_summary, 3),
                         "total": None},
@@ -682,9 +685,10 @@ def _run(args):
         with write_errors("run"):   # a full disk: one line naming the file; earlier outputs kept
             replaced = write_together(out, writers)
     finally:
-        import matplotlib.pyplot as plt
-        for _, fig in figures:
-            plt.close(fig)
+        if figures:     # (--no-plots: matplotlib never imported)
+            import matplotlib.pyplot as plt
+            for _, fig in figures:
+                plt.close(fig)
     stale = sorted(n for n in _OUTPUT_NAMES if n not in writers and (out / n).is_file())
     if stale:   # a figure of an earlier run beside this run's outputs would read as this run's
         import warnings
@@ -723,13 +727,6 @@ def _ofiv_tables(s, targets):
         "category": np.asarray(_CSV_CATEGORY, dtype=object)[s.category[rows, chan]],
         "n_components": np.repeat(np.asarray(s.n_components, dtype=np.int64), K)})
     return wide, long
-
-
-def _figure_writer(fig):
-    def write(path):
-        from .plot import save_figure
-        save_figure(fig, path, formats="png")
-    return write
 
 
 def _run_figures(s, targets, row, args, layer, say):
