@@ -188,6 +188,8 @@ def _where(e, path=None):
     """' (FILE, line N)' of the deepest frame of ``e``'s traceback (in ``path`` when given)."""
     import traceback
 
+    if isinstance(e, SyntaxError):    # its message already names the file and the line
+        return ""
     frames = traceback.extract_tb(e.__traceback__)
     if path is not None:
         from pathlib import Path
@@ -264,8 +266,8 @@ def _call_factory(obj, what):
 
 
 def _load_model(spec, allow_pickle):
-    """The nn.Module of ``--model`` (on the CPU), and the file it came from (None for a
-    module)."""
+    """The nn.Module of ``--model`` (on the CPU), and run.json's record of the file it came from
+    (``{"path", "sha256"}`` of the bytes that were run or unpickled; None for a module)."""
     import importlib.util
     import os
     from pathlib import Path
@@ -294,6 +296,7 @@ def _load_model(spec, allow_pickle):
         what = "folder, not a file" if path.is_dir() else "no such file"
         raise _run_error(f"--model {spec}: {path} is a {what}" if path.is_dir() else
                          f"--model {spec}: {what}: {path}")
+    raw, record = _read_once(path)
     if kind == "file":
         import hashlib
         unique = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:8]
@@ -302,35 +305,48 @@ def _load_model(spec, allow_pickle):
         module = importlib.util.module_from_spec(loader_spec)
         sys.modules[mod_name] = module    # dataclasses and pickle look classes up there
         with _on_sys_path(path.resolve().parent, first=True):
-            try:
-                loader_spec.loader.exec_module(module)
+            try:     # the source run is the bytes hashed into run.json, not a second read
+                exec(compile(raw, str(path), "exec"), module.__dict__)
             except Exception as e:
                 sys.modules.pop(mod_name, None)
                 raise _run_error(f"--model {spec}: running {path} raised {_one_line(e)}"
                                  f"{_where(e, path)}") from None
-            return _call_factory(_factory(module, name, spec, path.name), spec), path
-    return _load_pickled_module(path, allow_pickle), path
+            return _call_factory(_factory(module, name, spec, path.name), spec), record
+    return _load_pickled_module(path, raw, allow_pickle), record
 
 
-def _torch_file_kind(path):
-    """What ``path`` is, from its bytes, without unpickling anything: "torchscript" (a
+def _read_once(path):
+    """The bytes of the file at ``path``, read once, and run.json's record of them:
+    ``{"path": absolute path, "sha256": of these bytes}``. Everything the run uses is parsed
+    from these bytes, so the record names what the numbers came from even if another process
+    rewrites the file meanwhile (the file is held in memory while it is parsed)."""
+    import hashlib
+    from pathlib import Path
+
+    raw = Path(path).read_bytes()
+    return raw, {"path": str(Path(path).resolve()), "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def _torch_file_kind(raw):
+    """What the bytes ``raw`` of a file are, without unpickling anything: "torchscript" (a
     torch.jit.save archive), "torch.save" (a zip archive with a pickle in it, or a pickle: the
     old format), or None (neither: an HDF5, an ONNX, a text file)."""
+    import io
     import zipfile
 
-    if zipfile.is_zipfile(path):
-        with zipfile.ZipFile(path) as z:
+    if zipfile.is_zipfile(io.BytesIO(raw)):
+        with zipfile.ZipFile(io.BytesIO(raw)) as z:
             names = z.namelist()
         if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
             return "torchscript"
         return "torch.save" if any(n.endswith("/data.pkl") for n in names) else None
-    with open(path, "rb") as f:
-        return "torch.save" if f.read(1) == b"\x80" else None   # pickle protocol >= 2
+    return "torch.save" if raw[:1] == b"\x80" else None   # pickle protocol >= 2
 
 
-def _not_a_torch_file(flag, path):
-    """The SystemExit for a --model / --weights file that torch.save did not write, or None."""
-    kind = _torch_file_kind(path)
+def _not_a_torch_file(flag, path, raw):
+    """The SystemExit for a --model / --weights file (``raw``: its bytes) that torch.save did
+    not write, or None."""
+    kind = _torch_file_kind(raw)
     if kind == "torchscript":
         return _run_error(
             f"{flag} {path} is a TorchScript archive (torch.jit.save): DeepResolve hooks a layer "
@@ -347,18 +363,20 @@ def _not_a_torch_file(flag, path):
     return None
 
 
-def _load_pickled_module(path, allow_pickle):
+def _load_pickled_module(path, raw, allow_pickle):
+    """The nn.Module torch.save'd in ``path``, unpickled from its bytes ``raw``."""
+    import io
     import pickle
     from collections.abc import Mapping
 
     import torch
     from torch import nn
 
-    refused = _not_a_torch_file("--model", path)   # before any torch.load, with or without
+    refused = _not_a_torch_file("--model", path, raw)   # before any torch.load, with or without
     if refused is not None:                         # --allow-pickle
         raise refused
     try:   # weights_only=True runs no code: it says what the file is, safely
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         obj = None      # it holds objects other than tensors: a pickled module, perhaps
     except Exception as e:
@@ -379,7 +397,7 @@ def _load_pickled_module(path, allow_pickle):
     import os
     with _on_sys_path(os.getcwd(), path.resolve().parent, first=False):
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)
+            obj = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=False)
         except (AttributeError, ImportError) as e:
             raise _run_error(
                 f"--model {path}: {_one_line(e)}: the file names the classes it was saved with "
@@ -394,6 +412,9 @@ def _load_pickled_module(path, allow_pickle):
 
 
 def _load_weights(model, path):
+    """Loads the state_dict in ``path`` into ``model``; returns run.json's record of the bytes
+    read (``{"path", "sha256"}``)."""
+    import io
     import pickle
     from collections.abc import Mapping
     from pathlib import Path
@@ -403,11 +424,12 @@ def _load_weights(model, path):
     path = Path(path)
     if not path.is_file():
         raise _run_error(f"--weights: no such file: {path}")
-    refused = _not_a_torch_file("--weights", path)
+    raw, record = _read_once(path)
+    refused = _not_a_torch_file("--weights", path, raw)
     if refused is not None:
         raise refused
     try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
+        sd = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise _run_error(f"--weights {path} holds pickled objects, not only tensors (a whole "
                          "module saved with torch.save(model)?): save it with torch.save(model."
@@ -428,10 +450,13 @@ def _load_weights(model, path):
         text = "; ".join(lines[1:] or lines)
         raise _run_error(f"--weights {path} does not fit the model: "
                          f"{text[:600]}{' ...' if len(text) > 600 else ''}") from None
+    return record
 
 
 def _load_inputs(path, key):
-    """The array of ``--inputs`` (numpy)."""
+    """The array of ``--inputs`` (numpy), and run.json's record of the bytes it was read from
+    (``{"path", "sha256"}``)."""
+    import io
     import zipfile
     from pathlib import Path
 
@@ -444,8 +469,9 @@ def _load_inputs(path, key):
     if path.suffix.lower() not in (".npy", ".npz"):
         raise _run_error(f"--inputs {path}: expected a .npy or an .npz file (numpy); save a "
                          "tensor with np.save(path, x.cpu().numpy())")
+    raw, record = _read_once(path)
     try:
-        data = np.load(path, allow_pickle=False)
+        data = np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as e:
         why = ("it holds Python objects (pickled); save a numeric array" if "pickle" in str(e)
                else str(e))
@@ -477,7 +503,7 @@ def _load_inputs(path, key):
     if arr.ndim < 1 or arr.shape[0] < 1:
         raise _run_error(f"--inputs {path}: expected examples along axis 0, shape (N, ...) with "
                          f"N >= 1; got shape {arr.shape}")
-    return arr
+    return arr, record
 
 
 def _as_model_input(arr, model):
@@ -520,18 +546,6 @@ def _find_layer(model, name):
                      f"that name; {listing}")
 
 
-def _file_record(path):
-    """run.json's entry for a file read: {"path": absolute path, "sha256": of its bytes now}."""
-    import hashlib
-    from pathlib import Path
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return {"path": str(Path(path).resolve()), "sha256": h.hexdigest()}
-
-
 def _device(text):
     import torch
 
@@ -566,18 +580,17 @@ def _run(args):
     # everything that can be wrong with the arguments, before any work and before --out exists
     if args.weights is not None and not Path(args.weights).is_file():
         raise _run_error(f"--weights: no such file: {args.weights}")
-    # run.json's SHA-256 of each file is taken as the file is read, not at the end: a file
-    # rewritten during a long run must not be recorded with bytes the numbers did not come from
+    # run.json's SHA-256 of each file is of the very bytes parsed (each file is read once): a
+    # file rewritten during a long run must not be recorded with bytes the numbers did not
+    # come from
     hashes = {}
-    arr = _load_inputs(args.inputs, args.inputs_key)
-    hashes["inputs"] = _file_record(args.inputs)
+    arr, hashes["inputs"] = _load_inputs(args.inputs, args.inputs_key)
     device = _device(args.device)
-    model, model_file = _load_model(args.model, args.allow_pickle)
-    if model_file is not None:
-        hashes["model"] = _file_record(model_file)
+    model, model_record = _load_model(args.model, args.allow_pickle)
+    if model_record is not None:
+        hashes["model"] = model_record
     if args.weights is not None:
-        _load_weights(model, args.weights)
-        hashes["weights"] = _file_record(args.weights)
+        hashes["weights"] = _load_weights(model, args.weights)
     model = model.eval().to(device)
     layer = _find_layer(model, args.layer)
     x = _as_model_input(arr, model).to(device)
@@ -665,7 +678,7 @@ def _run(args):
                           for k, v in sorted(vars(args).items())
                           if not k.startswith("_") and k != "command"},
             "files": {k: hashes[k] for k in ("model", "weights", "inputs") if k in hashes},
-            "model_class": (type(model).__qualname__ if model_file is not None else
+            "model_class": (type(model).__qualname__ if model_record is not None else
                             f"{type(model).__module__}.{type(model).__qualname__}"),
             "n_outputs": n_out, "targets": targets,
             "inputs_shape": list(arr.shape), "inputs_dtype": str(arr.dtype), "n_channels": K,

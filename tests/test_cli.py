@@ -363,6 +363,45 @@ def test_run_json_hashes_the_files_as_they_were_read(user_model, tmp_path, monke
     assert files["weights"]["path"] == str((folder / "sd.pt").resolve())
 
 
+def test_run_json_hashes_the_bytes_parsed_not_a_second_read(user_model, tmp_path, monkeypatch):
+    """Each file is read once and parsed from those bytes: a file rewritten right after numpy
+    or torch parsed it (or by the model's own factory) is recorded as it was parsed. Before,
+    the hash was a second read taken after the parse."""
+    import hashlib
+
+    folder, _ = user_model
+    names = ("net.py", "sd.pt", "x.npy")
+    read = {n: hashlib.sha256((folder / n).read_bytes()).hexdigest() for n in names}
+
+    def rewriting(load, name):    # ``load``, then another process appends to file ``name``
+        def wrapped(*a, **k):
+            try:
+                return load(*a, **k)
+            finally:
+                with open(folder / name, "ab") as f:
+                    f.write(b"\n# rewritten\n")
+        return wrapped
+
+    monkeypatch.setattr(np, "load", rewriting(np.load, "x.npy"))
+    monkeypatch.setattr(torch, "load", rewriting(torch.load, "sd.pt"))
+    monkeypatch.setattr(run_model, "_call_factory", rewriting(run_model._call_factory, "net.py"))
+    out = tmp_path / "out"
+    assert _run(folder, out, "--starts", "2", "--target", "0", "--no-plots") == 0
+    files = json.loads((out / "run.json").read_text())["files"]
+    assert {k: v["sha256"] for k, v in files.items()} == {
+        "model": read["net.py"], "weights": read["sd.pt"], "inputs": read["x.npy"]}
+    assert all(hashlib.sha256((folder / n).read_bytes()).hexdigest() != read[n] for n in names)
+
+
+def test_run_model_file_with_a_syntax_error_is_one_line(tmp_path):
+    """A model file that does not compile is named with its line once, not followed by the
+    frame of the code that compiled it (it was "(<frozen importlib._bootstrap>, line 241)")."""
+    (tmp_path / "bad.py").write_text("import torch\ndef make(:\n    pass\n")
+    with pytest.raises(SystemExit, match=r"--model \S+bad.py:make: running \S+bad.py raised "
+                                         r"SyntaxError: invalid syntax \(bad.py, line 2\)$"):
+        run_model._load_model(f"{tmp_path / 'bad.py'}:make", allow_pickle=False)
+
+
 @pytest.mark.filterwarnings("ignore:Initializing zero-element tensors:UserWarning")
 def test_run_model_without_one_output_row_per_example_is_one_line(user_model, tmp_path):
     """From a review: a model with no outputs (a Linear(..., 0) head) or one scalar for the
