@@ -273,7 +273,8 @@ def planted_motif_response(model, layer, motifs, n=256, seq_len=50, random_state
     Parameters
     ----------
     model: torch.nn.Module taking one-hot (N, 4, seq_len).
-    layer: a submodule of ``model`` whose output is (N, K, ...) (e.g. ``model.pool``).
+    layer: a submodule of ``model`` whose output is (N, K, ...) (e.g. ``model.pool``) or
+        (N, K) (e.g. a flatten or Linear layer: its value is then the channel's peak).
     motifs: sequence of strings over ACGT.
     n: int, backgrounds per motif.
     seq_len: int, background length.
@@ -293,8 +294,9 @@ def planted_motif_response(model, layer, motifs, n=256, seq_len=50, random_state
 
     rng = _check_random_state(random_state)
 
-    def peak(idx):
-        return channel_activations(model, layer, one_hot(idx), reduce=None).flatten(2).amax(2).double()
+    def peak(idx):   # (N, K): the largest value over the positions; a flat (N, K) layer as is
+        a = channel_activations(model, layer, one_hot(idx), reduce=None)
+        return (a if a.dim() == 2 else a.flatten(2).amax(2)).double()
 
     idx = _motif_free_backgrounds(rng, n, seq_len, motifs)
     base = peak(idx)

@@ -90,6 +90,22 @@ def test_planted_motif_response_finds_the_detector():
         planted_motif_response(model, model[2], ["GAXT"], n=4, seq_len=40)
 
 
+def test_planted_motif_response_on_a_flat_layer_is_the_peak_itself():
+    """From review 14: a layer with a (N, K) output (a flatten after a global max-pool, the
+    layer EncodeTFModel's docstring names, or a Linear) raised IndexError in .flatten(2)."""
+    conv = torch.nn.Conv1d(4, 3, 7, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        for i, c in enumerate("GATTACA"):
+            conv.weight[0, "ACGT".index(c), i] = 1.0
+    model = torch.nn.Sequential(conv, torch.nn.ReLU(), torch.nn.AdaptiveMaxPool1d(1),
+                                torch.nn.Flatten())
+    flat = planted_motif_response(model, model[3], ["GATTACA"], n=32, seq_len=40, random_state=0)
+    pooled = planted_motif_response(model, model[2], ["GATTACA"], n=32, seq_len=40,
+                                    random_state=0)
+    assert flat.shape == (3, 1) and np.array_equal(flat, pooled) and flat[0, 0] > 1.0
+
+
 def test_planted_motif_response_is_not_hidden_by_chance_copies_in_the_background():
     # an exact GATA detector (1 on GATA, 0 elsewhere); ~2/3 of random 300 bp backgrounds hold a
     # GATA by chance, which must not hide the detector's response to the planted copy
