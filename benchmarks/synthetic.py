@@ -174,7 +174,8 @@ def main(argv=None):
     p.add_argument("--models", type=int, default=10, help="models per set (default 10)")
     p.add_argument("--sets", nargs="+", default=["one", "two"], choices=["one", "two"])
     p.add_argument("--n-sequences", type=int, default=100_000)
-    p.add_argument("--n-random", type=int, default=20_000, help="set I only")
+    p.add_argument("--n-random", type=int, default=None,
+                   help="set I only (default: a fifth of --n-sequences, the paper's ratio)")
     p.add_argument("--seq-len", type=int, default=None,
                    help=f"sequence length (default: each set's own, {SEQ_LEN})")
     p.add_argument("--max-copies", type=int, default=DEFAULTS["max_copies"], help="set I copies per pattern")
@@ -196,6 +197,8 @@ def main(argv=None):
     if INIT_OFFSET + args.first_seed + args.models - 1 >= SEED_BELOW:
         p.error(f"--first-seed: the last model's init seed {INIT_OFFSET} + {args.first_seed} + "
                 f"{args.models - 1} must be < 2**63")
+    if args.n_random is None:
+        args.n_random = args.n_sequences // 5
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()

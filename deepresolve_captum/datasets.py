@@ -156,14 +156,16 @@ def _set_one_label(idx):
     return has[SET_ONE_AND_MOTIF] & xor
 
 
-def synthetic_set_one(n_sequences=100_000, n_random=20_000, seq_len=50, random_state=0, max_copies=2,
+def synthetic_set_one(n_sequences=100_000, n_random=None, seq_len=50, random_state=0, max_copies=2,
                       return_codes=False):
     """Synthetic dataset I: AND (CAGGTC) with XOR (GCTCAT, CGCTTG).
 
     Parameters
     ----------
     n_sequences: int, sequences with planted patterns (paper: 100,000).
-    n_random: int, fully random sequences appended with label 0 (paper: 20,000).
+    n_random: int, fully random sequences appended with label 0 (paper: 20,000); None (the
+        default): ``n_sequences // 5``, the paper's 100,000 : 20,000, so a smaller set keeps
+        its balance (a sixth random, about a fifth positive).
     seq_len: int, length L (>= 18 * max_copies, to hold every copy of the three 6-mers).
     random_state: int, numpy Generator or None.
     max_copies: int >= 1, a chosen pattern is planted 1..max_copies times (uniformly).
@@ -177,7 +179,7 @@ def synthetic_set_one(n_sequences=100_000, n_random=20_000, seq_len=50, random_s
         (all False for the random sequences).
     """
     n_sequences = _check_int("n_sequences", n_sequences, 0)
-    n_random = _check_int("n_random", n_random, 0)
+    n_random = n_sequences // 5 if n_random is None else _check_int("n_random", n_random, 0)
     max_copies = _check_int("max_copies", max_copies, 1)
     seq_len = _check_int("seq_len", seq_len, 18 * max_copies)
     if n_sequences + n_random == 0:

@@ -9,6 +9,9 @@ block and the dense layer (``model.pool``) with ``l2="auto"``, and writes to DIR
 * ``summary_set1.txt`` -- AUC, the lambda used, the BIC choice, the non-additive channels and the
   planted motifs they respond to, and which of the paper's claims this model satisfies;
 * ``summary_set1.npz`` -- the ``EnsembleSummary`` (reload with ``EnsembleSummary.load``);
+* ``model_set1.pt`` -- the trained weights, a state_dict of ``PaperCNN(n_outputs=1, seq_len=50)``
+  (``model.load_state_dict(torch.load(path))``; set II: ``model_set2.pt``,
+  ``PaperCNN(n_outputs=4, seq_len=150)``);
 * with ``--set-two``: the same for synthetic set II (``summary_set2.*``) and the paper's Fig. 4:
   ``fig4a_set2_ofiv.png`` (the four OFIV rows) and ``fig4b_set2_similarity.png`` (four class x class
   matrices side by side: class similarity, label correlation, Pearson of the signed OFIV, cosine of
@@ -18,7 +21,6 @@ The functions below are what the demo, ``benchmarks/synthetic.py`` and the tests
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 import warnings
@@ -32,7 +34,7 @@ import torch
 from ._io import provenance
 from .cli import (_clashes, add_threads_argument, int_at_least, out_path, output_folder,
                   replaced_note, seed_argument, torch_threads, write_errors, write_together)
-from .datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
+from .datasets import (_check_int, SET_ONE_AND_MOTIF, SET_ONE_MOTIFS, SET_ONE_XOR_MOTIFS, SET_TWO_CLASSES,
                        SET_TWO_MOTIFS, _motif_free_backgrounds, _plant, one_hot, planted_motif_response, synthetic_set_one,
                        synthetic_set_two)
 from .optimizer import LayerFeatureOptimizer
@@ -401,7 +403,7 @@ def check_set_two(summary, response, last_weight, frac=0.5):
     return out
 
 
-def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_len=None, max_copies=None,
+def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=None, seq_len=None, max_copies=None,
                   epochs=None,
                   batch_size=None, lr=None, n_starts=None, n_probe=None, data_seed=0, init_seed=0,
                   optimizer="adam", test_fraction=TEST_FRACTION, verbose=False):
@@ -410,7 +412,8 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
     Parameters
     ----------
     dataset: "one" or "two".
-    n_sequences, n_random: dataset sizes (``n_random`` is set I only).
+    n_sequences, n_random: dataset sizes (``n_random`` is set I only; None:
+        ``n_sequences // 5``, the paper's ratio, see ``synthetic_set_one``).
     max_copies: set I, copies of each chosen pattern (see ``synthetic_set_one``).
     seq_len, epochs, batch_size, lr, n_starts, n_probe: None takes ``DEFAULTS`` (``seq_len``:
         ``SEQ_LEN[dataset]``, 50 bp for set I, 150 bp for set II); ``n_probe``
@@ -431,6 +434,8 @@ def run_synthetic(dataset="one", *, n_sequences=100_000, n_random=20_000, seq_le
     """
     if dataset not in ("one", "two"):
         raise ValueError(f"dataset must be 'one' or 'two', got {dataset!r}")
+    if n_random is None and dataset == "one":   # synthetic_set_one's default, named for the test set
+        n_random = _check_int("n_sequences", n_sequences, 0) // 5
     d = {k: v for k, v in DEFAULTS.items()}
     if optimizer == "adadelta" and lr is None:
         d["lr"] = None  # train_classifier's Adadelta default (1.0), not Adam's 2e-3
@@ -694,7 +699,7 @@ def figure_set_two(run):
     return top, bottom
 
 
-def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=20_000, epochs=None, seed=0,
+def run_demo(out, *, set_two=False, n_sequences=100_000, n_random=None, epochs=None, seed=0,
              threads=1, verbose=True):
     """The demo: set I (and optionally set II) end to end, figures and summaries written to ``out``.
 
@@ -790,12 +795,14 @@ def add_arguments(parser):
     """The demo's command-line options (shared by ``deepresolve demo`` and ``python -m``)."""
     parser.add_argument("--out", required=True, type=out_path,
                         help="folder for the figures and summaries (created if missing; files "
-                             "of an earlier run there are replaced, and the final message says so)")
+                             "of an earlier run there are replaced, and the final message, which "
+                             "--quiet silences, says so)")
     parser.add_argument("--set-two", action="store_true", help="also run synthetic set II (Fig. 4)")
     parser.add_argument("--n-sequences", type=int_at_least(100), default=100_000,
                         help="planted sequences (default 100000)")
-    parser.add_argument("--n-random", type=int_at_least(0), default=20_000,
-                        help="random set I sequences (default 20000)")
+    parser.add_argument("--n-random", type=int_at_least(0), default=None,
+                        help="fully random set I sequences, label 0 (default: a fifth of "
+                             "--n-sequences, the paper's 100000 : 20000)")
     parser.add_argument("--epochs", type=int_at_least(1), default=None,
                         help=f"training epochs (default {DEFAULTS['epochs']})")
     seed_argument(parser, "data and initialisation seed")
@@ -818,9 +825,11 @@ def run_from_args(args):
 
 
 def main(argv=None):
-    parser = add_arguments(argparse.ArgumentParser(
-        prog="python -m deepresolve_captum.demo", description=__doc__.split("\n\n")[0]))
-    return run_from_args(parser.parse_args(argv))
+    """``python -m deepresolve_captum.demo ARGS`` is ``deepresolve demo ARGS``: the same parser,
+    one-line warnings, "interrupted" on Ctrl-C and no empty --out folder left by a failed run."""
+    from .cli import main as cli_main
+
+    return cli_main(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -257,9 +257,9 @@ def add_arguments(parser):
                         "for encode422/models) names each model's known motif")
     parser.add_argument("--out", required=True, type=out_path,
                         help="folder for summary.npz, ofiv.csv, filters.csv (created if missing; "
-                        "files of an earlier run there are replaced, and the final message says "
-                        "so); not the models folder itself (its summary.npz would be read as a "
-                        "model on the next run): refused")
+                        "files of an earlier run there are replaced, and the final message, "
+                        "which --quiet silences, says so); not the models folder itself (its "
+                        "summary.npz would be read as a model on the next run): refused")
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--first", type=int_at_least(1), default=None,
                        help="only the first N models (sorted)")
@@ -411,9 +411,11 @@ def _run(args):
 
 
 def main(argv=None):
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m deepresolve_captum.zoo_summary",
-                                                   description=__doc__.split("\n\n")[0]))
-    return run_from_args(parser.parse_args(argv))
+    """``python -m deepresolve_captum.zoo_summary ARGS`` is ``deepresolve zoo ARGS`` (see
+    ``demo.main``)."""
+    from .cli import main as cli_main
+
+    return cli_main(["zoo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -223,3 +223,37 @@ def test_cli_demo_write_failure_is_one_line_and_says_what_it_replaced(tmp_path, 
     assert last.startswith(f"wrote 5 files to {tmp_path}")
     assert last.endswith("; replaced fig2_set1.png, summary_set1.txt from an earlier run")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(demo.output_names())
+
+
+def test_python_m_demo_and_zoo_are_the_commands_ctrl_c_and_empty_folders_included(
+        tmp_path, monkeypatch, capsys):
+    """From review 14: ``python -m deepresolve_captum.demo`` (and ``.zoo_summary``) parsed and
+    ran on their own, so Ctrl-C ended in a traceback and the --out folder a stopped run had
+    made stayed behind; they now are ``deepresolve demo`` / ``deepresolve zoo``."""
+    from deepresolve_captum import zoo_summary
+
+    def interrupted(args):
+        cli.output_folder(args.out, "x", names=[])      # the folder a run makes first
+        raise KeyboardInterrupt
+
+    for module, name in ((demo, "demo"), (zoo_summary, "zoo")):
+        monkeypatch.setattr(module, "run_from_args", interrupted)
+        out = tmp_path / name / "new"
+        extra = [str(tmp_path)] if name == "zoo" else []       # zoo's FOLDER
+        assert module.main(["--out", str(out), *extra]) == 130
+        assert f"deepresolve {name}: interrupted" in capsys.readouterr().err
+        assert not out.exists()
+
+
+def test_n_random_defaults_to_a_fifth_of_n_sequences(tmp_path):
+    """From review 14: --n-random stayed 20,000 when --n-sequences was made smaller, so a
+    1,000-sequence demo was 95% random sequences with 1.2% positives; it now keeps the
+    paper's 100,000 : 20,000 unless given."""
+    from deepresolve_captum.datasets import synthetic_set_one
+
+    X, y = synthetic_set_one(1000, random_state=0)
+    assert len(X) == 1200 and len(synthetic_set_one(1000, 7, random_state=0)[0]) == 1007
+    args = cli.build_parser(["demo"]).parse_args(["demo", "--out", str(tmp_path)])
+    assert args.n_random is None and args.n_sequences == 100_000
+    run = demo.run_synthetic("one", n_sequences=300, epochs=1, n_starts=2, n_probe=8)
+    assert run.summary.settings["n_random"] == 60 and run.summary.settings["n_sequences"] == 300
