@@ -133,8 +133,10 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
     lr: float or None (None: 1e-3 for Adam, 1.0 for Adadelta).
     optimizer: "adam" or "adadelta".
     val_fraction: float in (0, 1).
-    random_state: int, seeds the split and the batch order (not the initialisation: seed torch or
-        initialise the model yourself before calling).
+    random_state: int, seeds the split, the batch order and the model's own random draws during
+        training (dropout masks): torch's generators are seeded from it for the loop and put
+        back afterwards, so the caller's torch stream goes on as if nothing had drawn from it.
+        Not the initialisation: seed torch or initialise the model yourself before calling.
     test: optional ``(X_test, y_test)`` laid out like X and y (the same outputs), rows that are
         not in X. It changes nothing in the training (no random draw, no say in the epoch): the
         kept weights are scored on it once, at the end. Checked with X and y, before training
@@ -209,8 +211,36 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
         opt = torch.optim.Adadelta(model.parameters(), lr=lr, rho=0.95, eps=1e-8)
     loss_fn = torch.nn.BCEWithLogitsLoss()
 
-    history, best, best_state, best_epoch = [], float("inf"), None, 0
     train_index_t = torch.from_numpy(train_index)
+    draws_seed = int(rng.integers(2**31))   # drawn last: the split and batch order as before
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] \
+        if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):   # the CPU's and the model's GPU's, put back after
+        torch.default_generator.manual_seed(draws_seed)   # dropout in model.train() draws here
+        for index in cuda:                                # (or here, for a model on a GPU)
+            with torch.cuda.device(index):
+                torch.cuda.manual_seed(draws_seed)
+        history, best_state, best_epoch = _epochs(
+            model, X, y, Xv, yv, train_index_t, gen, opt, loss_fn, epochs, batch_size, dtype,
+            device, verbose)
+    model.load_state_dict(best_state)
+    model.eval()
+    test_auc = None
+    if test is not None:   # the kept weights, scored once; no random draw, nothing else changes
+        logits = predict(model, X_test).detach().cpu().double()
+        test_auc = _auc(y_test.numpy(), logits.numpy())
+    return TrainResult(val_auc=np.array(history[best_epoch]["val_auc"]), best_epoch=best_epoch,
+                       history=history, train_index=train_index, val_index=val_index,
+                       settings=dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                                     val_fraction=val_fraction, random_state=random_state,
+                                     n_test=None if test is None else len(y_test)),
+                       test_auc=test_auc)
+
+
+def _epochs(model, X, y, Xv, yv, train_index_t, gen, opt, loss_fn, epochs, batch_size, dtype,
+            device, verbose):
+    """The training loop of train_classifier: (history, the kept state, its epoch)."""
+    history, best, best_state, best_epoch = [], float("inf"), None, 0
     for epoch in range(epochs):
         model.train()
         order = train_index_t[torch.randperm(len(train_index_t), generator=gen)]
@@ -243,15 +273,4 @@ def train_classifier(model, X, y, *, epochs=5, batch_size=128, lr=None, optimize
         raise FloatingPointError(
             f"the validation loss was not finite in any of the {epochs} epochs (training diverged): "
             "lower lr or check X and y")
-    model.load_state_dict(best_state)
-    model.eval()
-    test_auc = None
-    if test is not None:   # the kept weights, scored once; no random draw, nothing else changes
-        logits = predict(model, X_test).detach().cpu().double()
-        test_auc = _auc(y_test.numpy(), logits.numpy())
-    return TrainResult(val_auc=np.array(history[best_epoch]["val_auc"]), best_epoch=best_epoch,
-                       history=history, train_index=train_index, val_index=val_index,
-                       settings=dict(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                                     val_fraction=val_fraction, random_state=random_state,
-                                     n_test=None if test is None else len(y_test)),
-                       test_auc=test_auc)
+    return history, best_state, best_epoch

@@ -469,3 +469,30 @@ def test_a_softmax_inside_the_model_is_not_taken_for_its_output():
                                torch.nn.Flatten())       # the last module; its input is squashed
     with pytest.warns(UserWarning, match=r"ends in LogSoftmax \(1\).*expects logits"):
         train_classifier(ends, X, torch.stack([y, 1 - y], 1), epochs=1, batch_size=8)
+
+
+def test_random_state_fixes_dropout_and_leaves_the_callers_torch_stream():
+    """From review 14: dropout masks came from torch's global generator, so the same weights,
+    data and random_state trained to different weights after another torch.manual_seed; and
+    training consumed the caller's stream."""
+    from deepresolve_captum.zoo import EncodeTFModel
+
+    g = torch.Generator().manual_seed(0)
+    X = torch.nn.functional.one_hot(torch.randint(0, 4, (96, 30), generator=g), 4)
+    X = X.transpose(1, 2).float()
+    y = (X[:, 0].sum(1) > 7).float()[:, None]
+    torch.manual_seed(5)
+    init = EncodeTFModel(dropout=0.5).state_dict()
+    kept = []
+    for caller_seed in (1, 2):
+        model = EncodeTFModel(dropout=0.5)
+        model.load_state_dict(init)
+        assert any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules())
+        torch.manual_seed(caller_seed)
+        expected = torch.rand(3)
+        torch.manual_seed(caller_seed)
+        train_classifier(model, X, y, epochs=2, batch_size=16, random_state=3)
+        assert torch.equal(torch.rand(3), expected)       # the caller's stream, untouched
+        kept.append(model.state_dict())
+    for k in init:
+        assert torch.equal(kept[0][k], kept[1][k]), k
