@@ -409,10 +409,18 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 models (7 and 64 outputs), H at the conv output, ``chunk_size=1`` against one
                 chunk: whole FIMs differed by up to 0.7 of the largest |H|, FIVs by up to 2e-2
                 of it; on three of them OFIVs (``summarize``) by up to 4% of the largest OFIV,
-                and no channel changed category. In float64 the same comparisons were
-                bit-identical (its rounding is ~1e-16, so a flip is far rarer, though not ruled
-                out): use a float64 model and inputs (``model.double()``, ``x.double()``) where
-                results must agree bit for bit across chunk sizes, memory budgets or blocks.
+                and no channel changed category. In float64 (rounding ~1e-16, so a flip is far
+                rarer), on three PaperCNN models (7 outputs), H at the conv and at the pool
+                output, ``chunk_size=1`` and blocks of 3 against one call gave bit-identical
+                FIMs, but not scores: a start's final score comes from a forward of the rows
+                that stop with it, and a batch of another size rounds differently, so scores
+                and the OFIVs ``summarize`` makes of them differed by up to 5e-16 and 6e-16
+                relative (no category changed). On a deeper model
+                (conv, max-pool, conv, tanh, mean, Linear) ``chunk_size=1`` changed two
+                starts' step counts and moved FIMs by 2e-9 of the largest |H|, scores and OFIVs
+                by 2e-10 relative. Use a float64 model and inputs (``model.double()``,
+                ``x.double()``) where results must agree closely across chunk sizes, memory
+                budgets or blocks; bit for bit is not promised.
                 Same seed, same chunks, same thread count, same result on the CPU (another
                 torch.set_num_threads can sum in another order too). None draws a seed from
                 torch's global generator (``self.diagnostics.settings["seed"]``).
@@ -468,8 +476,9 @@ class LayerFeatureOptimizer(LayerAttribution, GradientAttribution):
                 ``target_only_head=False`` by the mechanism that ``seed`` describes across
                 chunk sizes (on its three 64-output models: whole FIMs by up to 1.5e-3 of the
                 largest |H|, scores by 5e-5 relative; but a flipped step can move a start as
-                far as a chunk size does). In float64 they were bit-identical; 16-bit floats
-                agree only loosely.
+                far as a chunk size does). In float64 (a 70-output PaperCNN) the FIMs were
+                bit-identical and the scores agreed to 3e-16 relative; 16-bit floats agree only
+                loosely.
                 ``self.diagnostics.target_only_head`` says whether it ran. False: always the
                 full head. After such a fallback ``callback`` sees the re-run chunk's steps
                 again, from step 1.
