@@ -207,8 +207,10 @@ def load_encode_model(path, eval=True):
         with open(path, "rb") as fh, np.load(fh, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     except Exception as e:  # truncated, object arrays, ...
-        raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: {e}); a truncated "
-                         f"download?") from e
+        why = ("it holds Python objects (pickled arrays); save plain numeric arrays"
+               if isinstance(e, ValueError) and "pickle" in str(e) else "a truncated download?")
+        raise ValueError(f"{path}: not a readable npz file ({type(e).__name__}: {e}); {why}"
+                         ) from e
     missing = [k for k in _ENCODE_KEYS if k not in data]
     if missing and {"ofiv", "fiv", "settings"} <= set(data):
         raise ValueError(f"{path}: a DeepResolve summary (EnsembleSummary.save, e.g. an earlier "
@@ -227,11 +229,20 @@ def load_encode_model(path, eval=True):
     if arrays["conv_weight"].ndim != 3:
         raise ValueError(f"{path.name}: conv_weight must be (n_filters, 4, width), got "
                          f"{arrays['conv_weight'].shape}")
+    if arrays["fc1_weight"].ndim != 2:
+        raise ValueError(f"{path.name}: fc1_weight must be (n_hidden, n_filters), got "
+                         f"{arrays['fc1_weight'].shape}")
     n_filters, n_alpha, filter_len = arrays["conv_weight"].shape
     n_hidden = arrays["fc1_weight"].shape[0]
-    if n_alpha != 4 or arrays["fc1_weight"].shape[1] != n_filters or arrays["fc2_weight"].shape != (1, n_hidden):
-        raise ValueError(f"{path.name}: inconsistent shapes "
-                         f"{ {k: v.shape for k, v in arrays.items()} }")
+    expected = {"conv_weight": (n_filters, 4, filter_len), "conv_bias": (n_filters,),
+                "fc1_weight": (n_hidden, n_filters), "fc1_bias": (n_hidden,),
+                "fc2_weight": (1, n_hidden), "fc2_bias": (1,)}
+    wrong = {k: v.shape for k, v in arrays.items() if v.shape != expected[k]}
+    if wrong:    # every shape here: load_state_dict's RuntimeError would name one at a time
+        raise ValueError(f"{path.name}: inconsistent shapes {wrong}, expected "
+                         f"{ {k: expected[k] for k in wrong} } (from conv_weight "
+                         f"{arrays['conv_weight'].shape} and fc1_weight "
+                         f"{arrays['fc1_weight'].shape})")
     model = EncodeTFModel(n_filters=n_filters, filter_len=filter_len, n_hidden=n_hidden,
                           dropout=dropout)
     state = {k.replace("_weight", ".weight").replace("_bias", ".bias"): torch.from_numpy(v)

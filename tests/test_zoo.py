@@ -755,3 +755,28 @@ def test_all_zero_fims_are_named_by_model(tmp_path):
     zero = [w for w in rec if "are all zero" in str(w.message)]
     assert len(zero) == 1 and zero[0].filename == __file__
     assert not any("target(s)" in str(w.message) and "all zero" in str(w.message) for w in rec)
+
+
+@pytest.mark.parametrize("key, shape", [("conv_bias", (5,)), ("fc1_bias", (2,)),
+                                        ("fc2_bias", (2,)), ("fc1_weight", (12,))])
+def test_load_encode_model_names_every_wrong_shape_in_one_value_error(tmp_path, key, shape):
+    """From review 14: a bias of the wrong length passed the shape check and surfaced as
+    load_state_dict's RuntimeError."""
+    from deepresolve_captum.zoo import load_encode_model
+
+    write_npz_models(tmp_path, ["m"])
+    with np.load(tmp_path / "m.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays[key] = np.zeros(shape)
+    np.savez(tmp_path / "m.npz", **arrays)
+    with pytest.raises(ValueError, match=rf"m\.npz: .*{key}"):
+        load_encode_model(tmp_path / "m.npz")
+
+
+def test_load_encode_model_says_when_an_npz_holds_python_objects(tmp_path):
+    from deepresolve_captum.zoo import load_encode_model
+
+    np.savez(tmp_path / "m.npz", conv_weight=np.array([{"a": 1}], dtype=object))
+    with pytest.raises(ValueError, match="holds Python objects") as e:
+        load_encode_model(tmp_path / "m.npz")
+    assert "truncated" not in str(e.value)
