@@ -5,6 +5,7 @@ Imports nothing from the package (the bottom of the data flow), so any module ma
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import uuid
@@ -79,17 +80,26 @@ def write_atomic(path, write):
 
 
 def plain(x):
-    """``x`` as JSON can hold it: numpy and torch scalars/arrays as Python values, tuples as
-    lists, dict keys as strings, and anything else as its ``repr`` without memory addresses
+    """``x`` as JSON can hold it, the same text in every process: numpy and torch scalars and
+    arrays (parameters too) as Python values, tuples as lists, sets as sorted lists, paths as
+    strings, dict keys as strings, and anything else as its ``repr`` without memory addresses
     (``"RandomState(MT19937)"``, not ``"... at 0x7F..."``, which differ on every run)."""
     if isinstance(x, dict):
         return {str(k): plain(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
         return [plain(v) for v in x]
+    if isinstance(x, (set, frozenset)):   # a set's order changes with PYTHONHASHSEED
+        return sorted((plain(v) for v in x), key=lambda v: json.dumps(v, sort_keys=True))
+    if isinstance(x, os.PathLike):
+        return os.fsdecode(x)
     if isinstance(x, np.generic):
         return x.item()
-    if isinstance(x, np.ndarray) or type(x).__module__ == "torch" and hasattr(x, "tolist"):
-        return x.tolist()
+    if isinstance(x, np.ndarray) or type(x).__module__.split(".")[0] == "torch" \
+            and hasattr(x, "tolist"):
+        if hasattr(x, "detach"):   # a parameter or a tensor that requires grad
+            x = x.detach().cpu()
+        values = x.tolist()
+        return plain(values) if getattr(x, "dtype", None) == object else values
     if x is None or isinstance(x, (bool, int, float, str)):
         return x
     return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(x))

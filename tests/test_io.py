@@ -61,3 +61,29 @@ def test_write_atomic_refuses_a_folder_and_a_non_name_by_name(tmp_path):
     with pytest.raises(FileNotFoundError, match="no folder"):     # open() needs sub too
         _io.write_atomic(str(tmp_path / "sub" / ".." / "x"), lambda f: f.write(b"x"))
     assert sorted(os.listdir(tmp_path)) == ["adir"]
+
+
+def test_plain_gives_the_same_json_in_every_process_for_sets_paths_parameters_and_objects():
+    """From review 14: a set was written as its repr (its order changes with PYTHONHASHSEED),
+    a Path as "PosixPath('...')", an nn.Parameter as its multi-line repr, and an object array
+    kept objects json.dumps refuses."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    value = {"p": Path("/tmp/x y"), "w": torch.nn.Parameter(torch.tensor([1.0, 2.0])),
+             "o": np.array([Path("a"), np.float32(1.5)], dtype=object),
+             "t": torch.tensor([0.5], requires_grad=True)}
+    assert json.loads(json.dumps(_io.plain(value))) == {
+        "p": "/tmp/x y", "w": [1.0, 2.0], "o": ["a", 1.5], "t": [0.5]}
+    code = ("import importlib.util as u, json, sys; s = u.spec_from_file_location('io', "
+            "sys.argv[1]); m = u.module_from_spec(s); s.loader.exec_module(m); "   # not torch
+            "print(json.dumps(m.plain({'s': {'beta', 'delta', 'gamma', 'alpha', 'eps'}})))")
+    texts = {subprocess.run([sys.executable, "-c", code, _io.__file__], capture_output=True, text=True, check=True,
+                            env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+             for seed in range(4)}
+    assert texts == {'{"s": ["alpha", "beta", "delta", "eps", "gamma"]}\n'}
