@@ -284,6 +284,9 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     from tqdm.auto import tqdm
 
     folder = Path(folder)
+    if folder.is_file():
+        raise NotADirectoryError(f"{folder} is a file, not a folder of models (one model: "
+                                 f"{getattr(loader, '__name__', 'its loader')}(path))")
     if not folder.is_dir():
         raise FileNotFoundError(f"no such folder: {folder}")
     hidden_ok = pattern.startswith(".")   # hidden files only when the pattern asks for them

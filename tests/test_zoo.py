@@ -780,3 +780,14 @@ def test_load_encode_model_says_when_an_npz_holds_python_objects(tmp_path):
     with pytest.raises(ValueError, match="holds Python objects") as e:
         load_encode_model(tmp_path / "m.npz")
     assert "truncated" not in str(e.value)
+
+
+def test_loading_a_zoo_from_a_model_file_names_the_one_model_loader(tmp_path):
+    """From review 14: load_encode_zoo(<an .npz file>) said "no such folder" for a path that
+    exists."""
+    from deepresolve_captum.zoo import load_encode_zoo
+
+    write_npz_models(tmp_path, ["a"])
+    with pytest.raises(NotADirectoryError, match=r"a\.npz is a file, not a folder of models "
+                                                 r"\(one model: load_encode_model\(path\)\)"):
+        load_encode_zoo(tmp_path / "a.npz")
