@@ -29,7 +29,7 @@ from torch import nn
 from . import _stats
 from .adapters import (ChannelSum, _check_channels, _check_model_layer, _check_X, _model_device,
                        _model_float_dtype, _preserved)
-from .motifs import _normalise_columns, column_information
+from .motifs import _as_matrix_list, _normalise_columns, column_information
 
 try:
     from tqdm.auto import tqdm
@@ -343,7 +343,10 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     conv = None
     if method in ("auto", "filter"):
         if X is None:
-            conv = layer if isinstance(layer, nn.Conv1d) and layer.in_channels == 4 else None
+            # the layer's *output* channels are its filters; its input (with
+            # attribute_to_layer_input) is the one-hot sequence itself, not filters
+            conv = (layer if (not attribute_to_layer_input and isinstance(layer, nn.Conv1d)
+                              and layer.in_channels == 4) else None)
         else:
             conv = first_layer_conv(model, layer, X[:1].to(device), attribute_to_layer_input)
         if method == "filter" and conv is None:
@@ -461,7 +464,8 @@ def channel_tomtom(pwms, targets=None, channel_names=None, min_ic=0.5, n_nearest
 
     Parameters
     ----------
-    pwms: :class:`ChannelMotifs`, or a list / (C, 4, w) array of probability matrices.
+    pwms: :class:`ChannelMotifs`, or a list / (C, 4, w) array of probability matrices, or one
+        (4, w) matrix.
     targets: a :class:`deepresolve_captum.motifs.MotifSet` (default
         ``load_jaspar("JASPAR2016", "CORE", "vertebrates")``) or a list of matrices.
     channel_names: C labels (default: the channel indices of a ChannelMotifs, else 0..C-1).
@@ -482,7 +486,8 @@ def channel_tomtom(pwms, targets=None, channel_names=None, min_ic=0.5, n_nearest
         if channel_names is None:
             channel_names = list(pwms.channels)
         pwms = pwms.pwms
-    mats = [_float64(p) for p in pwms]
+    # one (4, w) matrix, an (n, 4, w) array, a list of matrices (bf16 tensors too), as tomtom
+    mats = _as_matrix_list(pwms)
     spans = [_informative_span(p, min_ic) if min_ic is not None else (0, p.shape[1]) for p in mats]
     mats = [p[:, a:b].copy() for p, (a, b) in zip(mats, spans)]
     if targets is None:

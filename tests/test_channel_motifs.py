@@ -4,6 +4,7 @@ seqlets from channel attributions."""
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
@@ -346,3 +347,31 @@ def test_bfloat16_pwms_are_read_as_float32():
     targets = list(np.random.default_rng(0).dirichlet(np.ones(4), size=(30, 8)).transpose(0, 2, 1))
     df = channel_tomtom([p16], targets, min_ic=None, n_nearest=1)
     assert df["consensus"].tolist() == ["AAACGTAAA"]
+
+
+def test_input_of_the_first_conv_is_not_read_as_its_filters():
+    """channel_pwms(X=None, attribute_to_layer_input=True) on the first conv returned the
+    conv's *filter* PWMs for its input channels (the 4 bases), even for channel 5; with X
+    given the same call was refused. The input of conv1 is the one-hot sequence, not filters."""
+    m = TwoConv()
+    with pytest.raises(ValueError, match="needs sequences X"):
+        channel_pwms(m, m.conv1, [0, 5], None, attribute_to_layer_input=True)
+    with pytest.raises(ValueError, match="first-layer convolution filters"):
+        channel_pwms(m, m.conv1, [0], None, method="filter", attribute_to_layer_input=True)
+    assert channel_pwms(m, m.conv1, [0, 5], None).method == "filter"     # its output: filters
+
+
+def test_channel_tomtom_takes_one_matrix_as_tomtom_does():
+    """One (4, w) matrix was iterated row by row ('pwm must have shape (4, w), got (19,)');
+    motifs.tomtom takes it as one query."""
+    from deepresolve_captum.motifs import load_jaspar
+    jaspar = load_jaspar()
+    ctcf = jaspar.pwms[jaspar.index("CTCF")]
+    one = channel_tomtom(ctcf, jaspar, n_nearest=2)
+    listed = channel_tomtom([ctcf], jaspar, n_nearest=2)
+    pd.testing.assert_frame_equal(one, listed)
+    assert one["target_name"].iloc[0] == "CTCF"
+    one32 = channel_tomtom(torch.tensor(ctcf, dtype=torch.float32), jaspar, n_nearest=1)
+    assert one32["target_name"].tolist() == ["CTCF"]
+    with pytest.raises(ValueError, match="shape"):
+        channel_tomtom(ctcf[:3], jaspar)
