@@ -94,7 +94,8 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
         # v ** 2 the gradient does not vanish where the value is 0
         r = torch.randn(v[:, :, w].shape, generator=g).to(device=v.device, dtype=v.dtype)
         (v[:, :, w] * r).sum().backward()
-        nz = np.flatnonzero(x.grad.abs().sum((0, 1)).cpu().numpy() > 0)
+        # float32 first: numpy has no bfloat16 (a bf16 model's gradients)
+        nz = np.flatnonzero(x.grad.abs().float().sum((0, 1)).cpu().numpy() > 0)
         return v.shape[-1], nz
 
     # ReLU-like modules are the identity while probing, forward and backward: the field is a
@@ -445,7 +446,9 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
     pwms = start_pwms.mean(1)
     # the fragments themselves (one-hot, before the ascent), aligned the same way: what the
     # channel responds to in the data
-    frag_oh = np.stack([X[n, :, st:st + k].numpy() for n, st in
+    # X is in the model's dtype (bfloat16 has no numpy twin) and may be on its GPU; one-hot
+    # values are exact in any float dtype
+    frag_oh = np.stack([X[n, :, st:st + k].float().cpu().numpy() for n, st in
                         zip(frag["seq_idx"].values, frag["start"].values)]).astype(np.float64)
     frag_oh = frag_oh.reshape(C, T, 4, k)
     if align:

@@ -250,7 +250,8 @@ def activation_pwms(conv, X=None, n_seqs=10000, seq_len=101, n_top=500, min_frac
         raise ValueError("dilated or grouped convolutions are not supported")
     if X is None:
         X = random_one_hot(n_seqs, seq_len, random_state=random_state)
-    X = torch.as_tensor(X, dtype=conv.weight.dtype)
+    # on the conv's device (a model on a GPU); _window_pwms reads both back on the CPU
+    X = torch.as_tensor(X, dtype=conv.weight.dtype, device=conv.weight.device)
     acts = torch.cat([conv(X[i:i + batch_size]) for i in range(0, len(X), batch_size)])
     if conv.padding == "valid":
         pad = 0

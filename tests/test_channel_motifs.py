@@ -375,3 +375,18 @@ def test_channel_tomtom_takes_one_matrix_as_tomtom_does():
     assert one32["target_name"].tolist() == ["CTCF"]
     with pytest.raises(ValueError, match="shape"):
         channel_tomtom(ctcf[:3], jaspar)
+
+
+def test_ascent_on_a_bfloat16_model():
+    """receptive_field and channel_pwms(method='ascent') raised numpy's 'Got unsupported
+    ScalarType BFloat16' (the probes' gradients, then the fragments cut from X cast to the
+    model's dtype). A bf16 model gives the float32 model's field and fragments."""
+    X = _data(40)
+    m32, m16 = TwoConv(), TwoConv().to(torch.bfloat16)
+    assert receptive_field(m16, m16.relu2, L) == receptive_field(m32, m32.relu2, L)
+    a = channel_pwms(m32, m32.relu2, [0], X, method="ascent", n_top=5, n_steps=3)
+    b = channel_pwms(m16, m16.relu2, [0], X, method="ascent", n_top=5, n_steps=3)
+    assert b.pwms.dtype == np.float64 and b.pwms.shape == a.pwms.shape == (1, 4, 13)
+    np.testing.assert_allclose(b.pwms.sum(1), 1.0, atol=1e-9)
+    assert set(b.fragments.seq_idx) == set(a.fragments.seq_idx)
+    np.testing.assert_array_equal(b.fragment_pwms, a.fragment_pwms)
