@@ -19,6 +19,7 @@ attributions of :func:`deepresolve_captum.adapters.channel_attributions`.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -27,6 +28,7 @@ import torch
 from torch import nn
 
 from . import _stats
+from ._modules import _outside_stacklevel
 from .adapters import (ChannelSum, _check_channels, _check_model_layer, _check_X, _model_device,
                        _model_float_dtype, _preserved)
 from .motifs import _as_matrix_list, _normalise_columns, column_information
@@ -72,6 +74,11 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
     Returns
     -------
     dict with ``length``, ``stride``, ``offset`` (ints) and ``width`` (W at this ``seq_len``).
+    The field may be longer than ``seq_len``: where the fields of the probed positions reach
+    both sequence ends, it is measured again on random sequences 4 x ``seq_len`` long. A model
+    that takes no longer sequences then raises ValueError if a field covers the whole sequence
+    (it cannot be measured), and warns if the fields only touch the ends (the field found may be
+    too short).
     """
     _check_model_layer(model, layer)
     g = torch.Generator().manual_seed(int(random_state))
@@ -128,9 +135,19 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
                     "the whole sequence), too few to measure its receptive field. Pick the "
                     "layer before the pooling (e.g. model.relu), or, if the model takes longer "
                     "sequences, pass longer ones")
-            w0 = W // 2 if W > 2 else 0
-            _, a = support(P, w0)
-            _, b = support(P, w0 + 1)
+            n, fixed = int(seq_len), False
+            w0, a, b = _probe_pair(support, P, W)
+            if not _measured(a, b, n):
+                # the fields of both probed positions touch a sequence end (a field about as
+                # long as the sequence): measure again on longer probes, where they sit inside
+                try:
+                    P_long = probes(4 * n, False)
+                    W_long, _ = support(P_long, 0)
+                    long = _probe_pair(support, P_long, W_long)
+                except Exception:                         # a model of one input length
+                    fixed = True
+                else:
+                    n, (w0, a, b) = 4 * n, long
     finally:
         for m, own in gating:     # back to the class's forward (or the instance's own)
             del m.forward
@@ -141,11 +158,47 @@ def receptive_field(model, layer, seq_len, attribute_to_layer_input=False, n_pro
                          "(is the layer's output constant, e.g. detached?)")
     length = int(max(a[-1] - a[0], b[-1] - b[0]) + 1)
     stride = int(b[0] - a[0]) if (a[0] > 0 and b[0] > 0) else int(b[-1] - a[-1])
+    whole = any(s[0] == 0 and s[-1] == n - 1 for s in (a, b))
+    if whole or stride < 1:
+        raise ValueError(
+            f"the layer's receptive field is at least {n} bp long: the fields of its positions "
+            f"cover the whole of the {n} bp probe sequences"
+            + (", and the model takes no longer ones" if fixed else "")
+            + f", so the field can neither be measured nor cut out of {int(seq_len)} bp "
+            "sequences. Pick an earlier layer (a shorter field)"
+            + ("" if fixed else ", or sequences longer than the field"))
+    if fixed and not _measured(a, b, n):
+        warnings.warn(
+            f"receptive_field: the model takes only {n} bp sequences, and the fields of the "
+            f"probed positions touch both sequence ends: the field measured ({length} bp, "
+            f"stride {stride}) may be clipped by the sequence ends, too short", RuntimeWarning,
+            stacklevel=_outside_stacklevel())
     if a[-1] - a[0] + 1 < length:  # the field of w0 is clipped at the sequence start
         start = int(b[0]) - stride
     else:
         start = int(a[0])
     return {"length": length, "stride": stride, "offset": start - w0 * stride, "width": int(W)}
+
+
+def _probe_pair(support, P, W):
+    """The input support of two neighbouring positions of the layer, near its middle."""
+    w0 = W // 2 if W > 2 else 0
+    _, a = support(P, w0)
+    _, b = support(P, w0 + 1)
+    return w0, a, b
+
+
+def _measured(a, b, n):
+    """True when the input supports ``a`` and ``b`` (sorted input positions in ``[0, n)``) of
+    positions w0 and w0 + 1 give the field exactly: one of them lies inside the sequence (its
+    span is the length), and both starts or both ends do (their difference is the stride). A
+    support touching position 0 or n - 1 may be clipped by the sequence end there."""
+    if len(a) == 0 or len(b) == 0:
+        return True                        # refused by the caller
+    start_in = [s[0] > 0 for s in (a, b)]
+    end_in = [s[-1] < n - 1 for s in (a, b)]
+    one_inside = (start_in[0] and end_in[0]) or (start_in[1] and end_in[1])
+    return one_inside and (all(start_in) or all(end_in))
 
 
 #: Modules whose backward pass is exactly zero where a unit is off; receptive_field runs them

@@ -390,3 +390,45 @@ def test_ascent_on_a_bfloat16_model():
     np.testing.assert_allclose(b.pwms.sum(1), 1.0, atol=1e-9)
     assert set(b.fragments.seq_idx) == set(a.fragments.seq_idx)
     np.testing.assert_array_equal(b.fragment_pwms, a.fragment_pwms)
+
+
+class _OneLength(nn.Module):
+    """Three 'same'-padded 9 bp convs (a 25 bp field, stride 1, offset -12) that refuse any
+    input length but ``length``."""
+
+    def __init__(self, length=None):
+        super().__init__()
+        torch.manual_seed(0)
+        self.length = length
+        self.net = nn.Sequential(nn.Conv1d(4, 8, 9, padding=4), nn.ReLU(),
+                                 nn.Conv1d(8, 8, 9, padding=4), nn.ReLU(),
+                                 nn.Conv1d(8, 4, 9, padding=4), nn.ReLU())
+
+    def forward(self, x):
+        if self.length is not None and x.shape[-1] != self.length:
+            raise ValueError(f"this model takes {self.length} bp sequences")
+        return self.net(x).flatten(1)
+
+
+def test_receptive_field_about_as_long_as_the_sequence():
+    """Where the fields of the probed positions reach both sequence ends, the stride came out
+    0 and the length the sequence length (20 bp inputs: {'length': 20, 'stride': 0, ...}),
+    and channel_pwms went on with whole-sequence 'PWMs'. Now the field is measured on longer
+    probes; a model of one input length is refused with the reason."""
+    from deepresolve_captum.motifs import random_one_hot
+    m = _OneLength().eval()
+    true = {"length": 25, "stride": 1, "offset": -12}
+    for n in (100, 25, 20, 12):
+        assert receptive_field(m, m.net[5], n) == {**true, "width": n}, n
+    with pytest.raises(ValueError, match=r"receptive field \(25 bp\) does not fit in sequences "
+                                         r"of 20 bp"):
+        channel_pwms(m, m.net[5], [0], random_one_hot(10, 20, random_state=0), n_steps=2)
+    fixed = _OneLength(20).eval()
+    with pytest.raises(ValueError, match=r"at least 20 bp long.*the model takes no longer ones"):
+        receptive_field(fixed, fixed.net[5], 20)
+    fixed = _OneLength(100).eval()                        # room enough: no second probe
+    assert receptive_field(fixed, fixed.net[5], 100) == {**true, "width": 100}
+    fixed = _OneLength(26).eval()      # fields touching the ends, no longer probe: a warning
+    with pytest.warns(RuntimeWarning, match="may be clipped") as rec:
+        assert receptive_field(fixed, fixed.net[5], 26) == {**true, "width": 26}
+    assert rec[0].filename == __file__
