@@ -1055,10 +1055,14 @@ class _Runner:
         self.swap_value = value  # the first example's own H (for the bypass check)
         squashed = how_squashed(last, self._grad_output(value), owner=owner)
         if squashed is not None:
+            log = "LogSoftmax" in squashed or "log_softmax" in squashed
+            saturate = ("Log-probabilities saturate near 0" if log
+                        else "Squashed outputs saturate near 1")
             _warn(
-                f"the model {squashed}: DeepResolve maximises the score "
-                "before it (pre-sigmoid / pre-softmax logits). Squashed outputs saturate near 1, "
-                "which shrinks l2='auto' and changes the channel ranking; "
+                f"the model {squashed}: this run maximises that squashed output as returned, "
+                "but DeepResolve is defined on the score before it (the pre-sigmoid / "
+                f"pre-softmax logits). {saturate}, which shrinks l2='auto' and changes the "
+                "channel ranking; "
                 f"{logits_advice(last, owner, self.swap.module)}.",
                 UserWarning, stacklevel=4)
         reason = channels_last_reason(self.swap.module, self.swap.on_input, value.shape,
