@@ -258,7 +258,15 @@ def _call_factory(obj, what):
     except Exception as e:
         hint = (" (the factory is called without arguments: wrap it, e.g. def make_model(): "
                 "return Net(n_outputs=...))" if isinstance(e, TypeError) else "")
-        raise _run_error(f"--model {what}: calling it raised {_one_line(e)}{_where(e)}{hint}") \
+        import os
+        import traceback
+        deepest = traceback.extract_tb(e.__traceback__)[-1]
+        # the call itself failed (wrong arguments, or a class/partial whose own code never ran):
+        # no line of the user's file to point at, and ours says nothing
+        never_entered = (deepest.name == "_call_factory"
+                         and os.path.abspath(deepest.filename) == os.path.abspath(__file__))
+        where = "" if never_entered else _where(e)
+        raise _run_error(f"--model {what}: calling it raised {_one_line(e)}{where}{hint}") \
             from None
     if not isinstance(model, nn.Module):
         raise _run_error(f"--model {what} returned a {type(model).__name__}, not an nn.Module")
@@ -792,9 +800,12 @@ def _run_figures(s, targets, row, args, layer, say):
 
 
 def main(argv=None):
-    parser = add_arguments(argparse.ArgumentParser(prog="python -m deepresolve_captum.run_model",
-                                                   description=__doc__.split("\n\n")[0]))
-    return run_from_args(parser.parse_args(argv))
+    """``python -m deepresolve_captum.run_model ARGS`` is ``deepresolve run ARGS``: the same
+    parser, one-line warnings, "interrupted" on Ctrl-C and no empty --out folder left by a
+    failed run (``cli.main`` does those)."""
+    from .cli import main as cli_main
+
+    return cli_main(["run", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
