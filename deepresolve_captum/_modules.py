@@ -96,16 +96,34 @@ def _outside_stacklevel():
     return 2
 
 
+class _LeafTrace(list):
+    """The leaf modules in the order they ran, with ``shapes``: each one's output shape."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def clear(self):
+        super().clear()
+        self.shapes.clear()
+
+
 @contextmanager
 def leaf_module_trace(model):
     """Record the leaf modules of ``model`` in the order they run inside the ``with`` block.
 
     Yields a list that fills as the model runs (its last item: the module that ran last, e.g.
     a final ``nn.Sigmoid``); the hooks are removed on leaving the block. ``model=None`` yields
-    an empty list.
+    an empty list. Its ``shapes`` attribute holds each run's output shape, in the same order
+    (None for an output that is not one tensor).
     """
-    seen = []
-    handles = [m.register_forward_hook(lambda mod, args, out: seen.append(mod))
+    seen = _LeafTrace()
+
+    def note(mod, args, out):
+        seen.append(mod)
+        seen.shapes.append(tuple(out.shape) if isinstance(out, torch.Tensor) else None)
+
+    handles = [m.register_forward_hook(note)
                for m in (model.modules() if model is not None else ()) if not list(m.children())]
     try:
         yield seen
@@ -399,14 +417,24 @@ def logits_advice(ran, owner=None, layer=None):
             "torch.sigmoid / softmax")
 
 
-#: modules whose feature axis is the last one (on a (N, L, E) tensor: channels-last)
+#: modules whose feature axis is the last one (on a (N, L, E) tensor: channels-last); an RNN
+#: only when batch_first (see :func:`_features`)
 _LAST_AXIS_FEATURES = (nn.Linear, nn.LayerNorm, nn.TransformerEncoderLayer,
-                       nn.TransformerDecoderLayer, nn.Embedding)
+                       nn.TransformerDecoderLayer, nn.Embedding, nn.RNNBase)
 
 
 #: leaf modules that, run right after a leaf layer, show it is channels-last (a transformer
 #: layer is no leaf, and a Linear may as well mix positions)
-_NEXT_TAKES_LAST_AXIS = (nn.LayerNorm,)
+_NEXT_TAKES_LAST_AXIS = (nn.LayerNorm, nn.RNNBase)
+
+#: leaf modules whose output is their input, value by value (same shape, same layout): the
+#: layout of their value is that of the module before them
+_SAME_LAYOUT = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d,
+                nn.AlphaDropout, nn.FeatureAlphaDropout, nn.ReLU, nn.ReLU6,
+                nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+                nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardsigmoid, nn.Hardswish,
+                nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.Softshrink, nn.Hardshrink,
+                nn.LogSigmoid, nn.Threshold)
 
 
 def _features(module):
@@ -421,14 +449,43 @@ def _features(module):
         return n, n
     if isinstance(module, nn.Embedding):
         return None, module.embedding_dim
+    if isinstance(module, nn.RNNBase) and module.batch_first:   # (N, L, E) in and out
+        out = getattr(module, "proj_size", 0) or module.hidden_size
+        return module.input_size, out * (2 if module.bidirectional else 1)
     return None, None
+
+
+def _maker_before(layer, on_input, shape, ran):
+    """The leaf module that made the value of ``layer`` (of ``shape``): the one that ran just
+    before it (looking back through :data:`_SAME_LAYOUT` modules, e.g. an activation or
+    Dropout) with an output of that shape, for a layer input or a ``_SAME_LAYOUT`` layer's
+    output. None when ``ran`` (a :func:`leaf_module_trace`) has no shapes or shows no such
+    module."""
+    shapes = getattr(ran, "shapes", None)
+    if shapes is None or len(shapes) != len(ran):
+        return None
+    inside = {id(m) for m in layer.modules()}
+    first = next((i for i, m in enumerate(ran) if id(m) in inside), None)
+    if first is None:
+        return None
+    if not on_input and not (ran[first] is layer and isinstance(layer, _SAME_LAYOUT)):
+        return None
+    shape = tuple(shape)
+    for j in range(first - 1, -1, -1):
+        if shapes[j] != shape:
+            return None
+        if not isinstance(ran[j], _SAME_LAYOUT):
+            return ran[j]
+    return None
 
 
 def channels_last_reason(layer, on_input, shape, ran=()):
     """Why H of ``shape`` (N, A, B, ...) at ``layer`` looks channels-last (features on the last
-    axis, as a Linear, LayerNorm or batch-first transformer layer makes or takes them), or None.
-    ``ran``: the leaf modules in the order they ran (:func:`leaf_module_trace`), to see the
-    module right after a leaf layer. Only 3-d and larger H whose axis 1 is not that size."""
+    axis, as a Linear, LayerNorm, batch-first RNN or transformer layer makes or takes them), or
+    None. ``ran``: the leaf modules in the order they ran (:func:`leaf_module_trace`), to see
+    the module right after a leaf layer, and the one that made the value of a layer input or
+    of an activation (Dropout, Identity) after a Linear. Only 3-d and larger H whose axis 1 is
+    not that size."""
     if len(shape) < 3 or not isinstance(layer, nn.Module):
         return None
     last, second = int(shape[-1]), int(shape[1])
@@ -444,4 +501,10 @@ def channels_last_reason(layer, on_input, shape, ran=()):
             if size == last and size != second:
                 return (f"the next module, {type(after[0]).__name__}, takes {last} features on "
                         "the last axis")
+    maker = _maker_before(layer, on_input, shape, ran) if ran else None
+    if maker is not None and isinstance(maker, _LAST_AXIS_FEATURES):
+        size = _features(maker)[1]
+        if size == last and size != second:
+            return (f"the module before it, {type(maker).__name__}, makes its {last} features "
+                    "on the last axis")
     return None
