@@ -125,7 +125,8 @@ def add_arguments(parser):
     seed_argument(parser, "seed of the starts")
     parser.add_argument("--out", required=True, type=out_path,
                         help="folder for the outputs below (created if missing; files of an "
-                             "earlier run there are replaced, and the final message says so)")
+                             "earlier run there are replaced, and the final message, which --quiet "
+                             "silences, says so)")
     parser.add_argument("--device", default="cpu",
                         help="torch device for the model and the ascent (default cpu; cuda, "
                              "cuda:1, mps)")
