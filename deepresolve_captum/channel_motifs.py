@@ -10,7 +10,9 @@
   optimised in its own sequence context), then a heuristic threshold (values below
   ``threshold`` x the fragment's maximum, and negatives, set to 0) and each column normalised to
   sum to one (an empty column becomes uniform). The per-start matrices are kept; the channel's PWM
-  is their mean.
+  is their mean. A start where no gradient of the channel reaches the input, before or during the
+  ascent (a ReLU unit that stays off), is uniform and left out of the mean; a channel with no
+  other start gets a uniform PWM and a warning.
 
 Then :func:`channel_tomtom` compares them with JASPAR through the motif tools of
 :mod:`deepresolve_captum.motifs`, and :func:`channel_seqlets` finds the stretches of each
@@ -321,16 +323,20 @@ class ChannelMotifs:
     pwms: numpy (C, 4, w) probability matrices (w = filter width or receptive field length).
     method: ``"filter"`` or ``"ascent"``.
     start_pwms: numpy (C, T, 4, w): one matrix per gradient-ascent start, T = min(n_top, N)
-        (ascent only).
+        (ascent only); uniform for a start that is not ``informative``.
     optimized: numpy (C, T, 4, w): the raw optimised inputs (ascent only).
     fragments: pandas DataFrame, one row per start: ``slot`` (the position in ``channels``: a
         repeated channel has one block of rows per entry), ``channel``, ``rank``, ``seq_idx``,
         ``position`` (layer position), ``start`` (input position of the field), ``activation``
-        (before) and ``activation_after`` (after the ascent) (ascent only).
+        (before) and ``activation_after`` (after the ascent), ``informative_before`` (the
+        channel's activation has a gradient on the fragment: it counts in ``fragment_pwms``) and
+        ``informative`` (on the fragment or at some step of the ascent: it counts in ``pwms``)
+        (ascent only).
     receptive_field: dict (see :func:`receptive_field`), ascent only.
     settings: dict of the arguments that made it.
     fragment_pwms: numpy (C, 4, w): base frequencies of the (aligned) top-activating fragments
-        themselves, before the ascent -- what the channel responds to in the data (ascent only).
+        themselves, before the ascent -- what the channel responds to in the data (ascent only;
+        the ``informative_before`` fragments, uniform when there is none).
     """
     channels: list
     pwms: np.ndarray
@@ -367,9 +373,9 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
         ``fragment_pwms`` are wanted; ``pwms`` are then the thresholded fragments themselves).
     l2: weight of the l2 penalty on the optimised fragment (objective: activation - l2 * ||x||^2).
     threshold: relative threshold of the paper's heuristic (fraction of each fragment's maximum).
-    align: shift each start's matrix onto the one with the highest final activation before
-        averaging (a motif can sit anywhere inside a pooled receptive field); ``start_pwms`` are
-        returned aligned.
+    align: shift each informative start's matrix onto the informative one with the highest
+        final activation before averaging (a motif can sit anywhere inside a pooled receptive
+        field); ``start_pwms`` are returned aligned.
     attribute_to_layer_input: use the layer's input instead of its output.
     batch_size: fragments optimised together.
     random_state: int seed (receptive-field probes).
@@ -377,7 +383,9 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
 
     Returns
     -------
-    :class:`ChannelMotifs`.
+    :class:`ChannelMotifs`. ``pwms`` of the ascent are the mean of the ``informative`` starts'
+    matrices; a RuntimeWarning names a channel that has none (it never responds to ``X``: its
+    PWM is uniform).
     """
     from .motifs import filter_pwms
 
@@ -451,8 +459,12 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
         frag = pd.DataFrame(rows, columns=["slot", "channel", "rank", "seq_idx", "position",
                                            "start", "activation"])
 
-        # gradient ascent on each fragment, in its own sequence context
-        opt_all, after = [], []
+        # gradient ascent on each fragment, in its own sequence context. Whether the channel's
+        # activation has any gradient on the window is tracked per start, at the fragment
+        # itself and at every step: where it never has (a ReLU unit that is off throughout),
+        # the ascent only shrinks the random fragment under the l2 penalty, and the start
+        # says nothing about the channel
+        opt_all, after, read0, read = [], [], [], []
         chunks = range(0, len(frag), batch_size)
         bar = (tqdm(total=len(chunks) * int(n_steps), disable=not verbose, unit="step",
                     desc=f"ascent on {len(frag)} fragments") if tqdm is not None else None)
@@ -474,40 +486,79 @@ def channel_pwms(model, layer, channels, X=None, *, method="auto", n_top=10, n_s
                   cols[:, None, :]] = wv
                 return cs.layer_value(x)[ar, ch, wpos]
 
+            def activation_grad(wv):
+                """The activation of each start and its gradient on the start's window."""
+                a = activation(wv)
+                g = (torch.autograd.grad(a.sum(), wv, allow_unused=True)[0]
+                     if a.requires_grad else None)
+                return a.detach(), (torch.zeros_like(wv) if g is None else g)
+
+            def reads(g):
+                return (g.float().flatten(1) != 0).any(1).cpu()
+
+            w_ = win.detach().clone().requires_grad_()
+            _, g = activation_grad(w_)
+            read0.append(reads(g))
+            seen = read0[-1].clone()
             for _ in range(int(n_steps)):
                 opt.zero_grad()
-                obj = activation(win) - l2 * (win ** 2).sum((1, 2))
-                (-obj.sum()).backward()
+                _, g = activation_grad(win)
+                seen |= reads(g)
+                # the gradient of -(activation - l2 * ||win||^2), the objective's, by hand
+                win.grad = 2 * l2 * win.detach() - g
                 opt.step()
                 if bar is not None:
                     bar.update()
-            with torch.no_grad():
-                after.append(activation(win).float().cpu())
+            w_ = win.detach().clone().requires_grad_()
+            a, g = activation_grad(w_)
+            read.append(seen | reads(g))
+            after.append(a.float().cpu())
             opt_all.append(win.detach().float().cpu())
         if bar is not None:
             bar.close()
     optimized = torch.cat(opt_all).numpy()
     frag["activation_after"] = torch.cat(after).numpy()
+    frag["informative_before"] = torch.cat(read0).numpy()
+    frag["informative"] = torch.cat(read).numpy()
     C = len(channels)
     T = min(int(n_top), len(X))  # starts per entry of `channels` (rows are slot-major)
     optimized = optimized.reshape(C, T, 4, k)
+    live = frag["informative"].values.reshape(C, T)
+    live0 = frag["informative_before"].values.reshape(C, T)
+    # a start the channel never reads is uniform, and left out of the channel's PWM
     start_pwms = _threshold_normalise(optimized, threshold)
-    if align:
-        after_ = frag["activation_after"].values.reshape(C, T)
-        start_pwms = np.stack([_align(start_pwms[i], int(after_[i].argmax()))
-                               for i in range(C)])
-    pwms = start_pwms.mean(1)
+    start_pwms[~live] = 0.25
+    after_ = frag["activation_after"].values.reshape(C, T)
     # the fragments themselves (one-hot, before the ascent), aligned the same way: what the
-    # channel responds to in the data
+    # channel responds to in the data (those it reads at all)
     # X is in the model's dtype (bfloat16 has no numpy twin) and may be on its GPU; one-hot
     # values are exact in any float dtype
     frag_oh = np.stack([X[n, :, st:st + k].float().cpu().numpy() for n, st in
                         zip(frag["seq_idx"].values, frag["start"].values)]).astype(np.float64)
     frag_oh = frag_oh.reshape(C, T, 4, k)
-    if align:
-        act0 = frag["activation"].values.reshape(C, T)
-        frag_oh = np.stack([_align(frag_oh[i], int(act0[i].argmax())) for i in range(C)])
-    fragment_pwms = frag_oh.mean(1)
+    act0 = frag["activation"].values.reshape(C, T)
+    pwms, fragment_pwms = np.full((C, 4, k), 0.25), np.full((C, 4, k), 0.25)
+    for i in range(C):
+        for mats, keep, score, out in ((start_pwms, live, after_, pwms),
+                                       (frag_oh, live0, act0, fragment_pwms)):
+            idx = np.flatnonzero(keep[i])
+            if len(idx) == 0:
+                continue
+            m = mats[i, idx]
+            if align:
+                m = _align(m, int(score[i, idx].argmax()))
+                if mats is start_pwms:
+                    start_pwms[i, idx] = m        # start_pwms are returned aligned
+            out[i] = m.mean(0)
+    silent = list(dict.fromkeys(c for c, lv in zip(channels, live) if not lv.any()))
+    if silent:
+        warnings.warn(
+            f"channel_pwms: channel(s) {silent} never respond to the sequences X: no gradient "
+            f"reaches the input from any of their {T} starts (the top-activating fragments), "
+            "before or during the ascent (e.g. a ReLU unit that X never switches on). Their "
+            "PWMs are uniform, not motifs; give sequences that activate them (column "
+            "'informative' of .fragments says which starts count)", RuntimeWarning,
+            stacklevel=_outside_stacklevel())
     settings = dict(method="ascent", n_top=n_top, n_steps=n_steps, lr=lr, l2=l2,
                     threshold=threshold, align=align, attribute_to_layer_input=attribute_to_layer_input,
                     random_state=random_state)

@@ -432,3 +432,50 @@ def test_receptive_field_about_as_long_as_the_sequence():
     with pytest.warns(RuntimeWarning, match="may be clipped") as rec:
         assert receptive_field(fixed, fixed.net[5], 26) == {**true, "width": 26}
     assert rec[0].filename == __file__
+
+
+def test_a_channel_that_never_fires_gets_a_uniform_pwm_and_a_warning():
+    """A channel X never switches on (a ReLU unit with bias -50) has no gradient at any start:
+    the ascent only shrank its random fragments, _align then lined them up into a made-up
+    consensus (4.5 bits, TOMTOM hit NFYB at p = 0.01), silently. Now its starts are uniform
+    and left out, its PWM is uniform, and a warning names it; the same channel before the ReLU
+    (m.conv2, linear: gradient flows) is a real ascent."""
+    import warnings as _w
+    from deepresolve_captum.motifs import information_content
+    m = TwoConv()
+    with torch.no_grad():
+        m.conv2.bias[3] = -50.0
+    X = _data(20)
+    with pytest.warns(RuntimeWarning, match=r"channel\(s\) \[3\] never respond") as rec:
+        r = channel_pwms(m, m.relu2, [0, 3], X, n_top=5, n_steps=5)
+    assert len(rec) == 1 and rec[0].filename == __file__
+    np.testing.assert_array_equal(r.pwms[1], 0.25)
+    np.testing.assert_array_equal(r.start_pwms[1], 0.25)
+    np.testing.assert_array_equal(r.fragment_pwms[1], 0.25)
+    f = r.fragments
+    assert not f[f.slot == 1][["informative_before", "informative"]].values.any()
+    assert f[f.slot == 0][["informative_before", "informative"]].values.all()
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        alone = channel_pwms(m, m.relu2, [0], X, n_top=5, n_steps=5)
+        pre = channel_pwms(m, m.conv2, [3], X, n_top=5, n_steps=5)   # no warning
+    np.testing.assert_array_equal(r.pwms[0], alone.pwms[0])
+    assert pre.fragments["informative"].all() and information_content(pre.pwms)[0] > 3
+
+
+def test_starts_the_channel_does_not_read_are_left_out():
+    """3 of 12 sequences hold the motif; the other 5 of the 8 starts of the motif detector are
+    random fragments it does not respond to (activation 0, no gradient). They were averaged in,
+    diluting the PWM and the fragment PWM with random bases."""
+    from deepresolve_captum.motifs import column_information
+    m = TwoConv()
+    r = channel_pwms(m, m.relu2, [0], _data(12, n_planted=3), n_top=8, n_steps=20)
+    f = r.fragments
+    assert f["informative"].tolist() == [True] * 3 + [False] * 5
+    assert (f["informative_before"] == f["informative"]).all()
+    np.testing.assert_array_equal(r.start_pwms[0, 3:], 0.25)
+    np.testing.assert_allclose(r.pwms[0], r.start_pwms[0, :3].mean(0))
+    assert MOTIF in consensus(trim_pwm(r.pwms[0], 1.0))
+    # the three planted fragments agree: every motif column is one base
+    assert consensus(trim_pwm(r.fragment_pwms[0], 1.99)) == MOTIF
+    assert column_information(r.fragment_pwms[0]).sum() >= 2 * len(MOTIF) - 1e-9
