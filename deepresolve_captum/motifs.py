@@ -455,11 +455,17 @@ def tomtom(queries, targets, query_names=None, n_nearest=None, reverse_complemen
     # torch's count is restored, float32 sums depend on it
     torch_threads = torch.get_num_threads()
     try:
-        out = _tomtom(Q, T, n_nearest=n_nearest, reverse_complement=reverse_complement,
-                      n_jobs=n_jobs, **kwargs)
+        # memelite's own warnings (e.g. fewer than 25 targets) are passed on pointing at the
+        # user's call, as this function's are, not at the line here that calls memelite
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            out = _tomtom(Q, T, n_nearest=n_nearest, reverse_complement=reverse_complement,
+                          n_jobs=n_jobs, **kwargs)
     finally:
         if torch.get_num_threads() != torch_threads:
             torch.set_num_threads(torch_threads)
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=stacklevel)
     p, score, offset, overlap, strand = out[:5]
     nq, nt = p.shape
     if n_nearest is None:
@@ -508,8 +514,9 @@ def known_motif_hits(queries, targets, known, n_jobs=1, **kwargs):
     ----------
     queries: list of (4, w) matrices or (n, 4, w) array.
     targets: :class:`MotifSet` containing the known motif (the p-value background).
-    known: the known motif's id, base id or name, or a list of them (e.g. a dimer's parts).
-        Every matrix each one names counts (:meth:`MotifSet.indices`: a name JASPAR gives to two
+    known: the known motif's id, base id or name, or its position in ``targets`` (an int, as
+        :meth:`MotifSet.index` returns), or a list of them (e.g. a dimer's parts). Every matrix
+        each name or id names counts (:meth:`MotifSet.indices`: a name JASPAR gives to two
         matrices, a base id with ``all_versions=True``), and the best of them is reported.
     n_jobs, kwargs: as in :func:`tomtom`.
 
@@ -523,10 +530,31 @@ def known_motif_hits(queries, targets, known, n_jobs=1, **kwargs):
     if "n_nearest" in kwargs:
         raise TypeError("known_motif_hits ranks the known motif among all targets; n_nearest is "
                         "not supported")
-    keys = [known] if isinstance(known, str) else list(known)
+    if isinstance(known, (str, int, np.integer)):
+        keys = [known]
+    else:
+        try:
+            keys = list(known)
+        except TypeError:
+            raise TypeError(f"known must be a motif id, base id or name (str), a position in "
+                            f"targets (int, e.g. targets.index('CTCF')), or a list of them; got "
+                            f"{type(known).__name__}") from None
     if not keys:
         raise ValueError("known is empty: name at least one motif of targets")
-    kidx = {i for k in keys for i in targets.indices(k)}
+    kidx = set()
+    for k in keys:
+        if isinstance(k, (bool, np.bool_)):
+            raise TypeError(f"known holds a bool ({k!r}), not a motif id, name or position")
+        if isinstance(k, (int, np.integer)):
+            if not 0 <= k < len(targets):
+                raise IndexError(f"known position {int(k)} out of range for a motif set of "
+                                 f"{len(targets)} motifs")
+            kidx.add(int(k))
+        elif isinstance(k, str):
+            kidx.update(targets.indices(k))
+        else:
+            raise TypeError(f"known must hold motif ids, base ids or names (str) or positions "
+                            f"in targets (int); got {type(k).__name__} {k!r}")
     df = tomtom(queries, targets, n_jobs=n_jobs, _stacklevel=3, **kwargs)
     best = df.groupby("query_idx", sort=True).head(1).set_index("query_idx")  # rank 1 may tie
     hit = df[df["target_idx"].isin(kidx)].sort_values(["query_idx", "p_value"]).groupby(

@@ -379,3 +379,37 @@ def test_id_index_takes_another_release_by_base_id():
     assert J.id_index("MA0139.1") == 0                  # else the base id's
     assert J.id_index("MA0466.2") == 2                  # ... latest version
     assert J.id_index("MA9999.1") is None
+
+
+def test_known_motif_by_position_as_motifset_index_gives_it(jaspar):
+    """known=<int> (what MotifSet.index returns) failed with "'int' object is not iterable";
+    a position names that one matrix; a wrong type or position says what is expected."""
+    i = jaspar.index("CTCF")
+    ctcf = jaspar.pwms[i]
+    q = [ctcf, M.reverse_complement(ctcf)]
+    by_id = M.known_motif_hits(q, jaspar, "MA0139.1")
+    for known in (i, np.int64(i), [i], ["MA0139.1", i]):
+        pd.testing.assert_frame_equal(M.known_motif_hits(q, jaspar, known), by_id)
+    with pytest.raises(IndexError, match="out of range"):
+        M.known_motif_hits(q, jaspar, len(jaspar))
+    with pytest.raises(TypeError, match="bool"):
+        M.known_motif_hits(q, jaspar, True)
+    with pytest.raises(TypeError, match=r"position in targets \(int"):
+        M.known_motif_hits(q, jaspar, 1.5)
+    with pytest.raises(TypeError, match="float"):
+        M.known_motif_hits(q, jaspar, [1.5])
+
+
+def test_memelites_warnings_point_at_the_callers_line(jaspar):
+    """memelite's 'fewer than 25 targets' warning pointed at motifs.py, not at the user's call
+    as the package's own warnings do."""
+    from deepresolve_captum.channel_motifs import channel_tomtom
+    ctcf = jaspar.pwms[jaspar.index("CTCF")]
+    few = M.MotifSet(jaspar.pwms[:5] + [ctcf], jaspar.ids[:5] + ["MA0139.1"],
+                     jaspar.names[:5] + ["CTCF"])
+    for call in (lambda: M.tomtom([ctcf], few.pwms),
+                 lambda: M.known_motif_hits([ctcf], few, "CTCF"),
+                 lambda: channel_tomtom([ctcf], few, n_nearest=1)):
+        with pytest.warns(UserWarning, match="6 target motifs") as rec:
+            call()
+        assert [w.filename for w in rec] == [__file__], [(w.filename, str(w.message)) for w in rec]
