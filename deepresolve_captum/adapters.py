@@ -669,6 +669,7 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
                     "nonlinearity (F.relu, torch.sigmoid; use nn.ReLU modules), an unsupported "
                     "operation"
                     + (", or Captum's max-pool rule (captum#1276)" if backend == "captum" else "")
+                    + _captum_subclass_note(model, backend)
                     + ". The attributions are not reliable.", RuntimeWarning, stacklevel=2)
     attr = attr.float()
     if return_references:
@@ -676,11 +677,49 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
     return attr
 
 
+def _captum_subclass_note(model, backend):
+    """For the additivity warning: Captum 0.9.0 picks a DeepLIFT rule by ``type(module)``, so a
+    subclass of a nonlinearity (``class MyReLU(nn.ReLU)``) is treated as linear there; name
+    such modules (tangermeme's backend gives them their base class's rule)."""
+    if backend != "captum":
+        return ""
+    subs = sorted({type(m).__name__ for m in model.modules()
+                   if isinstance(m, _CAPTUM_DEEPLIFT_NONLINEAR)
+                   and type(m) not in _CAPTUM_DEEPLIFT_NONLINEAR})
+    if not subs:
+        return ""
+    return (f". This model has subclasses of nonlinearities ({', '.join(subs)}), which Captum's "
+            "DeepLift looks up by exact type and treats as linear; backend='tangermeme' gives "
+            "them their base class's rule")
+
+
 def _selector_rows(C, N):
     """Row layout shared by both backends: row = c * N + n."""
     ch_pos = torch.arange(C).repeat_interleave(N)
     seq = torch.arange(N).repeat(C)
     return ch_pos, seq
+
+
+def _tangermeme_rules(model):
+    """``additional_nonlinear_ops`` for tangermeme, built for this call: ours
+    (``_TANGERMEME_EXTRA_OPS``) plus, for every module class in ``model`` that is a subclass of
+    a class with a rule but has none of its own (``class MyReLU(nn.ReLU)``), the rule of its
+    nearest base in the MRO. tangermeme 1.6 hooks a module when ``isinstance(module, ops)`` but
+    looks its rule up by ``type(module)``, so such a subclass would otherwise raise a bare
+    ``KeyError`` inside the backward pass. A fresh dict: tangermeme's tables and the model are
+    not touched."""
+    import tangermeme.deep_lift_shap as tdls
+
+    table = tdls._build_nonlinear_ops(_TANGERMEME_EXTRA_OPS)
+    extra = dict(_TANGERMEME_EXTRA_OPS)
+    for t in {type(m) for m in model.modules()}:
+        if t in table:
+            continue
+        base = next((b for b in t.__mro__[1:] if b in table), None)
+        if base is not None:
+            extra[t] = table[base]
+    return extra
+
 
 
 def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical, gc, batch_size,
@@ -716,7 +755,7 @@ def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical,
                 attr = tdls.deep_lift_shap(cs, X_rows, args=(sel,), target=0,
                                            batch_size=batch_size, hypothetical=hypothetical,
                                            warning_threshold=np.inf, device=device,
-                                           additional_nonlinear_ops=_TANGERMEME_EXTRA_OPS,
+                                           additional_nonlinear_ops=_tangermeme_rules(cs),
                                            only_warn=has_n,
                                            verbose=verbose, **kw)
             else:

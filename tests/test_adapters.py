@@ -435,3 +435,39 @@ def test_sequences_with_n_positions():
     # gradients need no references
     g = channel_attributions(m, m.relu, chs, X, method="saliency")
     assert torch.isfinite(g).all()
+
+
+class _MyReLU(nn.ReLU):
+    """A subclass of a supported nonlinearity (a custom repr, a quantisation stub, ...)."""
+
+
+class _MyPool(nn.MaxPool1d):
+    pass
+
+
+def test_subclassed_nonlinearities_get_their_base_class_rule():
+    """tangermeme 1.6 hooks a module when isinstance(module, rule classes) but looks its rule up
+    by type(module): an nn.ReLU subclass raised a bare KeyError inside the backward pass. Each
+    call maps such classes to their nearest base's rule, touching neither tangermeme's tables
+    nor the model; the result is that of the same model built from the base classes. Captum
+    (rules by exact type, so linear there) is not changed: its additivity warning names them."""
+    import tangermeme.deep_lift_shap as tdls
+
+    from deepresolve_captum import adapters
+
+    plain, sub = _model(), _model()
+    sub.relu, sub.pool = _MyReLU(), _MyPool(4, 4)
+    X, chs = _X(3), [0, 2, 5]
+    table = {k: v for k, v in tdls._build_nonlinear_ops(None).items()}
+    extra = dict(adapters._TANGERMEME_EXTRA_OPS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                  # additive: no warning
+        got = channel_attributions(sub, sub.pool, chs, X, n_shuffles=3)
+    torch.testing.assert_close(got, channel_attributions(plain, plain.pool, chs, X, n_shuffles=3),
+                               rtol=0, atol=0)
+    assert tdls._build_nonlinear_ops(None) == table and adapters._TANGERMEME_EXTRA_OPS == extra
+    assert type(sub.relu) is _MyReLU and type(sub.pool) is _MyPool
+    assert not any(hasattr(m, "_NON_LINEAR_OPS") for m in sub.modules())
+    with pytest.warns(RuntimeWarning, match=r"subclasses of nonlinearities \(_MyPool, _MyReLU\)"):
+        channel_attributions(sub, sub.relu, chs, X, n_shuffles=3, backend="captum")
+
