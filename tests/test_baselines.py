@@ -456,3 +456,50 @@ def test_gradient_baselines_closed_form_at_an_in_place_layer_input():
     torch.testing.assert_close(G, expected)
     torch.testing.assert_close(GX, H * expected)
     assert (H < 0).any() and (H > 0).any()
+
+
+def test_deepmotif_pwms_columns_the_model_does_not_read_are_uniform():
+    """Columns the model ignores decay to ~1e-8 under the L2 penalty; clipped and normalised
+    they became random columns of up to 2 bits (a 25-bp window around a 7-bp motif carried
+    ~35 bits, 20 of them noise). Now they are uniform: the window holds the motif's 14 bits."""
+    from deepresolve_captum.motifs import column_information
+    m = small_model(w_out=(3.0, 0.0, 0.0))
+    with torch.no_grad():
+        m.conv.bias.fill_(4.0)
+    kw = dict(width=25, n_top=2, n_starts=3, seq_len=40, n_steps=300, random_state=0)
+    P, _ = B.deepmotif_pwms(m, **kw)
+    for p in P:
+        # the padded conv also scores the motif hanging off the sequence start: the second
+        # sequence holds 5 of its 7 bases
+        ic = column_information(p)
+        seen = np.flatnonzero(ic > 1e-9)
+        assert seen[-1] - seen[0] == len(seen) - 1, ic.round(2)
+        assert "".join(BASES[i] for i in p[:, seen].argmax(0)) in KMERS[0]
+        np.testing.assert_allclose(ic[seen], 2.0, atol=1e-3)
+        np.testing.assert_array_equal(np.delete(p, seen, axis=1), 0.25)
+    assert column_information(P[0]).sum() == pytest.approx(14.0, abs=1e-2)   # all 7 bases
+    P0, _ = B.deepmotif_pwms(m, min_mass=0, **kw)           # every column normalised
+    assert column_information(P0).sum(1).min() > 20
+    with pytest.raises(ValueError, match="min_mass"):
+        B.deepmotif_pwms(m, min_mass=1.0, **kw)
+
+
+def test_deepmotif_pwms_checks_its_arguments_before_the_ascent(monkeypatch):
+    """width longer than the sequences was found only after the whole ascent (minutes on a big
+    model); n_top=0 and width=0 gave raw numpy errors ('need at least one array to stack')."""
+    m = small_model()
+
+    def no_ascent(*a, **k):
+        raise AssertionError("the ascent ran before the arguments were checked")
+
+    monkeypatch.setattr(B, "deepmotif", no_ascent)
+    for kw, msg in ((dict(width=102), r"width 102 longer than the sequences \(101\)"),
+                    (dict(width=41, seq_len=40), r"width 41 longer than the sequences \(40\)"),
+                    (dict(n_top=0), "n_top must be an int >= 1"),
+                    (dict(n_top=2.5), "n_top must be an int >= 1"),
+                    (dict(width=0), "width must be an int >= 1"),
+                    (dict(n_starts=True), "n_starts must be an int >= 1"),
+                    (dict(n_top=6, n_starts=5), r"n_top \(6\) > n_starts \(5\)"),
+                    (dict(window="best"), "window must be")):
+        with pytest.raises(ValueError, match=msg):
+            B.deepmotif_pwms(m, **kw)
