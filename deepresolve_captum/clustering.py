@@ -324,7 +324,12 @@ class BiclusterResult:
     rows, columns: numpy int arrays, the class indices of the block (into the full matrix).
     row_labels, column_labels: numpy int arrays, bicluster of each block row / column.
     row_order, column_order: positions in ``rows`` / ``columns`` that group the biclusters
-        (draw ``block[np.ix_(row_order, column_order)]``).
+        (draw ``block[np.ix_(row_order, column_order)]``, :attr:`ordered_block`). For
+        ``"cocluster"`` row cluster k goes with column cluster k, and both sides follow one
+        order of the co-clusters (by the mean of each co-cluster's own block, descending), so
+        the co-clusters are the blocks on the diagonal, as in the paper's Fig. 8a. For
+        ``"bicluster"`` (a checkerboard: every row cluster meets every column cluster) rows and
+        columns are ordered separately, by their clusters' mean row / column similarity.
     block: numpy (len(rows), len(columns)), the similarity block as given.
     method: ``"cocluster"`` or ``"bicluster"``.
     """
@@ -344,11 +349,27 @@ class BiclusterResult:
         return self.block[np.ix_(self.row_order, self.column_order)]
 
 
-def _group_order(labels, values):
-    """Order items by cluster, clusters by their mean value (descending), stable inside."""
-    means = {c: values[labels == c].mean() for c in np.unique(labels)}
-    rank = {c: r for r, c in enumerate(sorted(means, key=lambda c: -means[c]))}
+def _group_order(labels, values=None, rank=None):
+    """Order items by cluster, stable inside: clusters in ``rank`` ({label: position}) or, if
+    None, by the mean of ``values`` over their items (descending)."""
+    if rank is None:
+        means = {c: values[labels == c].mean() for c in np.unique(labels)}
+        rank = {c: r for r, c in enumerate(sorted(means, key=lambda c: -means[c]))}
     return np.array(sorted(range(len(labels)), key=lambda i: (rank[labels[i]], i)))
+
+
+def _cocluster_rank(block, row_labels, column_labels):
+    """{label: position} of spectral co-clusters, shared by rows and columns: by the mean of the
+    co-cluster's own block (its rows x its columns), descending; a label with no rows or no
+    columns (k-means can leave one side empty) after the others. Row cluster k goes with
+    column cluster k, so ranking each side by its own means could swap them and put the
+    co-clusters off the diagonal."""
+    def score(k):
+        r, c = row_labels == k, column_labels == k
+        return block[np.ix_(r, c)].mean() if r.any() and c.any() else -np.inf
+
+    labels = np.union1d(row_labels, column_labels)
+    return {k: i for i, k in enumerate(sorted(labels, key=lambda k: (-score(k), k)))}
 
 
 def bicluster(similarity, rows=None, columns=None, n_clusters=3, method="cocluster",
@@ -407,8 +428,12 @@ def bicluster(similarity, rows=None, columns=None, n_clusters=3, method="coclust
                                      random_state=random_state)
     model.fit(data)
     rl, cl = np.asarray(model.row_labels_), np.asarray(model.column_labels_)
-    ro = _group_order(rl, block.mean(1))
-    co = _group_order(cl, block.mean(0))
+    if method == "cocluster":     # co-cluster k: its rows and its columns, one shared order
+        rank = _cocluster_rank(block, rl, cl)
+        ro, co = _group_order(rl, rank=rank), _group_order(cl, rank=rank)
+    else:                         # checkerboard: row and column clusters are separate sets
+        ro = _group_order(rl, block.mean(1))
+        co = _group_order(cl, block.mean(0))
     return BiclusterResult(r, c, rl, cl, ro, co, block, method,
                            dict(n_clusters=n_clusters, random_state=random_state))
 

@@ -447,3 +447,28 @@ def test_n_clusters_may_be_a_0d_integer_tensor():
     for bad in (torch.tensor(3.0), True, 7):
         with pytest.raises(ValueError, match=r"n_clusters must be an int in \[1, 6\], got"):
             hierarchical_clustering(sim, n_clusters=bad)
+
+
+def test_cocluster_blocks_sit_on_the_diagonal():
+    """Spectral co-clustering pairs row cluster k with column cluster k. The rows were ordered by
+    their clusters' mean row similarity and the columns by their clusters' mean column
+    similarity, separately, which can swap the pairs: here co-cluster A (12 rows x 4 columns)
+    and B (4 x 12) landed on the anti-diagonal (top-left quadrant -0.57). Both sides now follow
+    one order of the co-clusters, so co-cluster k is the k-th diagonal block."""
+    rng = np.random.default_rng(0)
+    blk = np.full((16, 16), -0.6) + rng.normal(0, 0.05, (16, 16))
+    blk[:12, :4] = 0.9 + rng.normal(0, 0.05, (12, 4))      # co-cluster A
+    blk[12:, 4:] = 0.9 + rng.normal(0, 0.05, (4, 12))      # co-cluster B
+    blk = np.clip(blk, -1, 1)[np.ix_(rng.permutation(16), rng.permutation(16))]
+    res = bicluster(blk, n_clusters=2, method="cocluster", random_state=0)
+    rl, cl = res.row_labels[res.row_order], res.column_labels[res.column_order]
+    seq = lambda lab: list(dict.fromkeys(lab.tolist()))    # cluster labels in drawn order
+    assert seq(rl) == seq(cl)
+    ob = res.ordered_block
+    for k in seq(rl):                                        # diagonal blocks: the co-clusters
+        assert ob[np.ix_(rl == k, cl == k)].mean() > 0.8
+        assert ob[np.ix_(rl == k, cl != k)].mean() < -0.4
+    # the 'bicluster' (checkerboard) method still orders rows and columns separately
+    chk = bicluster(blk, n_clusters=2, method="bicluster", random_state=0)
+    assert sorted(chk.row_order) == list(range(16)) and sorted(chk.column_order) == list(range(16))
+
