@@ -299,20 +299,20 @@ def hierarchical_clustering(similarity, n_clusters=None, threshold=None, method=
     if top > 1 + 1e-6:
         raise ValueError(f"similarity has values outside [-1, 1] (up to {top:.3g}): "
                          "the distance 1 - similarity expects correlations or cosines")
+    settings = dict(method=method, n_clusters=n_clusters, threshold=threshold,
+                    optimal_ordering=bool(optimal_ordering))
     if C == 1:
         Z = np.zeros((0, 4))
         order = np.array([0])
         labels = np.array([1]) if (n_clusters or threshold is not None) else None
-        return ClusterResult(Z, order, labels, d, dict(method=method))
+        return ClusterResult(Z, order, labels, d, settings)
     Z = linkage(d, method=method, optimal_ordering=optimal_ordering)
     labels = None
     if n_clusters is not None:
         labels = fcluster(Z, t=n_clusters, criterion="maxclust")
     elif threshold is not None:
         labels = fcluster(Z, t=float(threshold), criterion="distance")
-    return ClusterResult(Z, leaves_list(Z), labels, d,
-                         dict(method=method, n_clusters=n_clusters, threshold=threshold,
-                              optimal_ordering=bool(optimal_ordering)))
+    return ClusterResult(Z, leaves_list(Z), labels, d, settings)
 
 
 @dataclass

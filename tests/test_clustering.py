@@ -472,3 +472,12 @@ def test_cocluster_blocks_sit_on_the_diagonal():
     chk = bicluster(blk, n_clusters=2, method="bicluster", random_state=0)
     assert sorted(chk.row_order) == list(range(16)) and sorted(chk.column_order) == list(range(16))
 
+
+def test_one_class_records_the_same_settings_as_more():
+    """With one class the settings held only the method; they have every key of a larger call."""
+    one = hierarchical_clustering(np.ones((1, 1)), n_clusters=1)
+    two = hierarchical_clustering(np.array([[1, .5], [.5, 1]]), n_clusters=1)
+    assert one.settings == two.settings == dict(method="average", n_clusters=1, threshold=None,
+                                                optimal_ordering=True)
+    assert hierarchical_clustering(np.ones((1, 1)), threshold=0.5,
+                                   optimal_ordering=False).settings["threshold"] == 0.5
