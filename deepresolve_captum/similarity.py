@@ -68,12 +68,13 @@ def class_similarity(ofiv, *, out=None, block_size=None):
 
 def class_difference(ofiv, i, j):
     """Class difference map ``ofiv[i] - ofiv[j]``: (K,) channels favoured by class i but not j
-    (positive) and the reverse (negative)."""
+    (positive) and the reverse (negative). ``i``, ``j``: class indices, ints or numpy integers
+    or 0-d integer tensors / arrays (what ``argmax`` returns); a bool or a float is refused."""
+    from .clustering import _as_index   # clustering imports this module
+
     x = _matrix(ofiv, "ofiv")
     C = x.shape[0]
-    for name, v in (("i", i), ("j", j)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < C:
-            raise ValueError(f"{name} must be a class index in [0, {C}), got {v!r}")
+    i, j = (_as_index(v, name, 0, C - 1) for name, v in (("i", i), ("j", j)))
     return x[i] - x[j]
 
 

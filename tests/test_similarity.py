@@ -33,10 +33,26 @@ def test_constant_clipped_row_is_defined():
 def test_class_difference():
     ofiv = np.arange(12, dtype=float).reshape(3, 4)
     assert np.array_equal(class_difference(ofiv, 2, 0), np.full(4, 8.0))
-    with pytest.raises(ValueError, match="class index"):
+    with pytest.raises(ValueError, match=r"i must be an int in \[0, 3\), got 3"):
         class_difference(ofiv, 3, 0)
-    with pytest.raises(ValueError, match="class index"):
+    with pytest.raises(ValueError, match=r"j must be an int in \[0, 3\), got -1"):
         class_difference(ofiv, 0, -1)
+
+
+def test_class_difference_takes_what_argmax_returns():
+    """A 0-d integer tensor or array in range (``ofiv.sum(1).argmax()``) was refused with 'must
+    be a class index in [0, 4), got tensor(3)'; ints of any kind are taken, as
+    hierarchical_clustering's n_clusters is, and bools and floats are still refused."""
+    import torch
+
+    ofiv = np.arange(12, dtype=float).reshape(3, 4)
+    want = ofiv[2] - ofiv[0]
+    t = torch.as_tensor(ofiv)
+    for i in (2, np.int64(2), np.array(2), torch.tensor(2), t.sum(1).argmax()):
+        np.testing.assert_array_equal(class_difference(t, i, torch.tensor(0)), want)
+    for bad in (True, 2.0, torch.tensor(2.0), np.float64(2), torch.tensor(3), np.array([2])):
+        with pytest.raises(ValueError, match=r"i must be an int in \[0, 3\), got"):
+            class_difference(ofiv, bad, 0)
 
 
 def test_label_correlation_and_weight_cosine():
@@ -288,3 +304,4 @@ def test_class_similarity_out_of_another_dtype_names_the_dtypes_it_takes():
     for dtype in (np.float32, np.float64):
         out = np.zeros((4, 4), dtype)
         assert class_similarity(x.astype(np.float32), out=out) is out
+
