@@ -40,6 +40,34 @@ def _matrix(x, name, ndim=2, keep_float32=False):
     return x
 
 
+#: A row (class_similarity, signed_ofiv_correlation) or column (label_correlation) is constant
+#: when its standard deviation is at most this times its largest absolute value: its spread is
+#: rounding, and a correlation with it would be noise. It then gets 0 against every other one.
+CONSTANT_RTOL = 1e-12
+
+
+def _near_constant_rows_zeroed(x, clip_negative):
+    """``x`` (C, K), with every row whose spread is at rounding level (after clipping at 0 with
+    ``clip_negative``: std <= CONSTANT_RTOL x max |value|) set to 0, i.e. exactly constant, which
+    the Pearson kernels give 0 against every other row. ``x`` itself (not copied) when no row
+    needs it; rows already exactly constant are left as they are. Read in row blocks."""
+    C, K = x.shape
+    fix = np.zeros(C, dtype=bool)
+    step = max(1, _SMALL_BYTES // (8 * K))
+    for r0 in range(0, C, step):
+        f = np.asarray(x[r0:r0 + step], dtype=np.float64)
+        if clip_negative:
+            f = np.maximum(f, 0.0)
+        hi, lo = f.max(axis=1), f.min(axis=1)
+        scale = np.maximum(np.abs(hi), np.abs(lo))
+        fix[r0:r0 + step] = (hi != lo) & ~(f.std(axis=1) > CONSTANT_RTOL * scale)
+    if not fix.any():
+        return x
+    x = np.array(x)           # a copy of ours, in x's dtype
+    x[fix] = 0
+    return x
+
+
 def class_similarity(ofiv, *, out=None, block_size=None):
     """DeepResolve's class similarity: Pearson correlation of the non-negative OFIVs.
 
@@ -58,11 +86,15 @@ def class_similarity(ofiv, *, out=None, block_size=None):
     -------
     (C, C) numpy array (``out`` when given), symmetric, unit diagonal. A class whose clipped
     OFIV is constant (no channel contributes positively, or all equally) has no defined
-    correlation: its similarity to every other class is 0 and to itself 1.
+    correlation: its similarity to every other class is 0 and to itself 1. Constant means up
+    to rounding, by :func:`label_correlation`'s rule: a standard deviation of at most
+    ``CONSTANT_RTOL`` (1e-12) times the row's largest value (a row flat but for one ulp would
+    otherwise correlate at random).
     """
     x = _matrix(ofiv, "ofiv", keep_float32=True)  # numpy, so the result is numpy too
     if isinstance(out, np.ndarray) and out.dtype in (np.float32, np.float64) and out.dtype != x.dtype:
         x = x.astype(out.dtype)
+    x = _near_constant_rows_zeroed(x, clip_negative=True)
     return _stats.pearson(x, clip_negative=True, out=out, block_size=block_size)
 
 
@@ -81,9 +113,9 @@ def class_difference(ofiv, i, j):
 def signed_ofiv_correlation(ofiv):
     """Pearson correlation of the signed OFIVs (C, K) -> (C, C): the paper's comparison that
     shows how negative ('process of elimination') channels confound similarity. Constant rows
-    are handled as in :func:`class_similarity`."""
-    return np.asarray(_stats.pearson(_matrix(ofiv, "ofiv"), clip_negative=False),
-                      dtype=np.float64)
+    (up to rounding, ``CONSTANT_RTOL``) are handled as in :func:`class_similarity`."""
+    x = _near_constant_rows_zeroed(_matrix(ofiv, "ofiv"), clip_negative=False)
+    return np.asarray(_stats.pearson(x, clip_negative=False), dtype=np.float64)
 
 
 _SMALL_BYTES = 16 * 2 ** 20    # a C x C float64 temporary up to this size is not worth avoiding
@@ -100,10 +132,11 @@ def label_correlation(labels, chunk_rows=16384):
     """Pearson correlation between the label columns of a multi-task data set.
 
     labels: (N, C) binary or real labels (numpy, e.g. uint8 or bool, a memmap, or a tensor)
-    -> (C, C) float64; a constant column (one whose standard deviation is below 1e-12 times its
-    largest absolute value) gets 0 off the diagonal. The test is relative, so it holds for
-    values of any magnitude whose squares float64 holds (about 1e-150 to 1e150); below that
-    the sums of squares underflow and such a column reads as constant. The labels are read
+    -> (C, C) float64; a constant column (one whose standard deviation is at most
+    ``CONSTANT_RTOL`` = 1e-12 times its largest absolute value, the rule class_similarity
+    applies to OFIV rows) gets 0 off the diagonal. The test is relative, so it holds for values
+    of any magnitude whose squares float64 holds (about 1e-150 to 1e150); below that the sums
+    of squares underflow and such a column reads as constant. The labels are read
     ``chunk_rows`` rows at a time into float64 sums (C x C), so the memory is that of the result
     plus one float64 chunk (``chunk_rows`` x C x 8 bytes), not a float64 copy of all N x C labels
     (DeepSEA's 4.4 M x 919 would be 32 GB).
@@ -151,7 +184,7 @@ def label_correlation(labels, chunk_rows=16384):
     # a column is constant when its spread is at rounding level of its own values: relative to
     # the column's largest |value| (not to 1, which made [1, 2, 3] * 1e-12 "constant")
     scale = np.maximum(np.abs(lo_part + shift), np.abs(hi_part + shift))
-    live = std > 1e-12 * scale
+    live = std > CONSTANT_RTOL * scale
     dead = ~live
     sd = np.where(live, std, 1.0)                  # std_i * std_j for every live pair, as before
     r = cov

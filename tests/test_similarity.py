@@ -305,3 +305,35 @@ def test_class_similarity_out_of_another_dtype_names_the_dtypes_it_takes():
         out = np.zeros((4, 4), dtype)
         assert class_similarity(x.astype(np.float32), out=out) is out
 
+
+@pytest.mark.parametrize("native", [True, False])
+def test_rows_constant_up_to_rounding_get_0_as_in_label_correlation(monkeypatch, native):
+    """A row flat but for one ulp correlated at random (-0.097, 0.354 here) while
+    label_correlation gave the same values 0: class_similarity and signed_ofiv_correlation now
+    use label_correlation's rule, std <= CONSTANT_RTOL (1e-12) x max |value|, on both the
+    native kernel and the fallback."""
+    from deepresolve_captum import similarity as S
+
+    if not native:
+        monkeypatch.setenv("DEEPRESOLVE_NO_NATIVE", "1")
+    rng = np.random.default_rng(0)
+    x = np.full((3, 8), 0.3)
+    x[1, 3] += 5e-17                                  # constant up to one ulp
+    x[0], x[2] = rng.normal(size=8), rng.normal(size=8)
+    lab = label_correlation(x.T)
+    for f in (class_similarity, signed_ofiv_correlation):
+        r = f(x)
+        assert np.all(r[1, [0, 2]] == 0) and np.all(r[[0, 2], 1] == 0) and r[1, 1] == 1
+        np.testing.assert_array_equal(r[1], lab[1])
+    np.testing.assert_allclose(signed_ofiv_correlation(x)[0, 2], np.corrcoef(x[[0, 2]])[0, 1],
+                               atol=1e-12)
+    # the rule is relative: a small but real spread keeps its correlation at any magnitude,
+    # and the caller's array is not changed
+    y = np.stack([np.linspace(1, 2, 8), np.linspace(1, 2, 8) ** 2, x[1]]) * 1e-9
+    y0 = y.copy()
+    r = class_similarity(y)
+    assert r[0, 1] > 0.9 and np.all(r[2, :2] == 0)
+    np.testing.assert_array_equal(y, y0)
+    out = np.ones((3, 3))
+    assert class_similarity(x, out=out) is out and np.all(out[1, [0, 2]] == 0)
+    assert S.CONSTANT_RTOL == 1e-12
