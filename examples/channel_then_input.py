@@ -186,6 +186,7 @@ def main(argv=None):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
     from tangermeme.plot import plot_logo
 
     from deepresolve_captum.plot import plot_interaction, pwm_logo_matrix, save_figure
@@ -213,7 +214,8 @@ def main(argv=None):
         ax.set_xlim(-vmax, vmax)
         ax.axvline(0, color="k", lw=0.5)
         ax.set_yticks([])
-        ax.set_xticks([-0.1, 0.1] if vmax > 0.1 else [])
+        # a scale at any OFIV size (fixed ticks at +-0.1 left the bars without one below 0.1)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=2, symmetric=True))
         ax.set_ylabel(f"ch {c}{'*' if nonadd[c] else ''}", rotation=0, ha="right", va="center",
                       fontsize=9)
         ax.tick_params(labelsize=6)
@@ -231,11 +233,16 @@ def main(argv=None):
         if i == 0:
             ax.text(0.5, 1.6, "ascent PWM ~ TOMTOM best", transform=ax.transAxes,
                     ha="center", fontsize=8)
-        lim = max(float(attr[i].abs().max()), 1e-6) * 1.1
+        # plot_channel_attributions' y range, one for both sequences of the channel: every stack
+        # plot_logo draws fits, the deepest negative one included (a fixed floor of -0.4 x the
+        # top cut off strong negative bases)
+        a = attr[i].numpy()                                        # (2, 4, L)
+        top = max(float(np.abs(a).max()), float(np.clip(a, 0, None).sum(1).max()), 1e-6) * 1.1
+        ylim = (min(-0.3 * top, 1.1 * float(np.clip(a, None, 0).sum(1).min())), top)
         for k in range(2):
             ax = fig.add_subplot(gs[i, 2 + k])
-            plot_logo(attr[i, k].numpy(), ax=ax)
-            ax.set_ylim(-lim * 0.4, lim)
+            plot_logo(a[k], ax=ax)
+            ax.set_ylim(*ylim)
             ax.tick_params(labelsize=6)
             if seq_tbl is not None:
                 sel = seq_tbl[(seq_tbl.channel == c) & (seq_tbl.example_idx == k)]
