@@ -574,6 +574,11 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
     captum_maxpool: ``"error"`` (default) refuses Captum DeepLIFT through a max-pool (wrong in
         Captum 0.9.0, issue #1276); ``"allow"`` returns Captum's result anyway.
     batch_size: rows (sequence x channel x reference pairs) per forward/backward pass.
+        Memory: beside the result (C x N x 4 x L) and the references (N x R x 4 x L), a call
+        holds one batch's temporaries, not C x N x R rows: Captum's rows are averaged over the
+        references as each (channel, sequence) pair's R rows are done, and tangermeme is called
+        on chunks of rows whose references take about 64 MiB (``_TANGERMEME_CHUNK_BYTES``).
+        Neither changes the result (bit-identical to one pass over all rows in our tests).
     random_state: int, seed of the dinucleotide shuffles.
     return_references: also return the references used, (N, R, 4, L) (None for the gradient
         methods, which use none).
@@ -721,6 +726,25 @@ def _tangermeme_rules(model):
     return extra
 
 
+#: Budget for the references of one tangermeme call (rows x R x 4 x L values): the rows
+#: (channel x sequence) are attributed in chunks of about this size, so that neither the
+#: per-row references nor tangermeme's per-row buffers grow with C x N x R.
+_TANGERMEME_CHUNK_BYTES = 64 * 2 ** 20
+
+
+def _row_chunks(n_rows, R, batch_size, row_bytes, budget=None):
+    """[(start, stop)] of rows, each chunk's R references within ``budget`` bytes (at least one
+    row). The chunk length is a multiple of ``batch_size / gcd(R, batch_size)`` where that fits,
+    so each chunk's (row, reference) pairs fill whole batches of ``batch_size``: every batch is
+    the same as in one unchunked call, and the result is too, to the bit."""
+    import math
+
+    budget = _TANGERMEME_CHUNK_BYTES if budget is None else budget
+    cap = max(1, budget // max(1, R * row_bytes))          # rows whose references fit
+    unit = batch_size // math.gcd(R, batch_size)           # rows that fill whole batches
+    k = unit * (cap // unit) if unit <= cap else cap
+    return [(r0, min(n_rows, r0 + k)) for r0 in range(0, n_rows, k)]
+
 
 def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical, gc, batch_size,
                 device, verbose, has_n=False):
@@ -729,40 +753,60 @@ def _tangermeme(model, layer, channels, X, refs, method, to_input, hypothetical,
 
     C, N = len(channels), len(X)
     ch_pos, seq = _selector_rows(C, N)
-    X_rows = X[seq].cpu()
-    sel = torch.nn.functional.one_hot(ch_pos, C).float()
-    with ChannelSum(model, layer, channels, to_input) as cs, _out_of_place(model):
+    n_rows = C * N
+    kw, is_onehot = {}, False
+    if method == "deeplift":
+        R = refs.shape[1]
+        is_onehot = bool(((refs == 0) | (refs == 1)).all() and (refs.sum(2) <= 1).all())
+        if not is_onehot:  # 'uniform' or soft references: tangermeme takes them from a callable
+            ref0 = refs[0, 0]
+            if not bool((refs == ref0).all()):
+                raise ValueError("tangermeme backend: references that are not one-hot "
+                                 "must be the same for every sequence ('zeros' or "
+                                 "'uniform'); use backend='captum' otherwise")
+            kw = dict(references=lambda x, n=1, random_state=None:
+                      ref0.expand(len(x), n, *ref0.shape).clone(),
+                      n_shuffles=R)
+    else:
+        R = 1
+    chunks = _row_chunks(n_rows, R, batch_size,
+                         X[0].numel() * (refs if refs is not None else X).element_size())
+    out = None
+    bar = (tqdm(total=n_rows, disable=not verbose) if tqdm is not None and len(chunks) > 1
+           else contextlib.nullcontext())
+    with ChannelSum(model, layer, channels, to_input) as cs, _out_of_place(model), bar:
         cs.eval()
+        inner_verbose = verbose and len(chunks) == 1
+        rules = _tangermeme_rules(cs) if method == "deeplift" else None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Convergence deltas.*")
             # N (all-zero) columns: tangermeme refuses them unless only_warn; the references
             # are zero there (checked by the caller), so DeepLIFT stays exact
             warnings.filterwarnings("ignore", message=".*one-hot encoded.*")
-            if method == "deeplift":
-                R = refs[seq]
-                is_onehot = bool(((R == 0) | (R == 1)).all() and (R.sum(2) <= 1).all())
-                if is_onehot:
-                    kw = dict(references=R)
-                else:  # 'uniform' or soft references: tangermeme takes them from a callable
-                    ref0 = R[0, 0]
-                    if not bool((R == ref0).all()):
-                        raise ValueError("tangermeme backend: references that are not one-hot "
-                                         "must be the same for every sequence ('zeros' or "
-                                         "'uniform'); use backend='captum' otherwise")
-                    kw = dict(references=lambda x, n=1, random_state=None:
-                              ref0.expand(len(x), n, *ref0.shape).clone(),
-                              n_shuffles=R.shape[1])
-                attr = tdls.deep_lift_shap(cs, X_rows, args=(sel,), target=0,
-                                           batch_size=batch_size, hypothetical=hypothetical,
-                                           warning_threshold=np.inf, device=device,
-                                           additional_nonlinear_ops=_tangermeme_rules(cs),
-                                           only_warn=has_n,
-                                           verbose=verbose, **kw)
-            else:
-                attr = tsal.saliency(cs, X_rows, args=(sel,), target=0, batch_size=batch_size,
-                                     hypothetical=(method == "saliency"),
-                                     gradient_correction=gc, device=device, verbose=verbose)
-    return attr.reshape(C, N, *X.shape[1:])
+            for r0, r1 in chunks:
+                X_rows = X[seq[r0:r1]].cpu()
+                sel = torch.nn.functional.one_hot(ch_pos[r0:r1], C).float()
+                if method == "deeplift":
+                    if is_onehot:   # this chunk's rows' references, not all C x N rows'
+                        kw = dict(references=refs[seq[r0:r1]])
+                    a = tdls.deep_lift_shap(cs, X_rows, args=(sel,), target=0,
+                                            batch_size=batch_size, hypothetical=hypothetical,
+                                            warning_threshold=np.inf, device=device,
+                                            additional_nonlinear_ops=rules,
+                                            only_warn=has_n,
+                                            verbose=inner_verbose, **kw)
+                else:
+                    a = tsal.saliency(cs, X_rows, args=(sel,), target=0, batch_size=batch_size,
+                                      hypothetical=(method == "saliency"),
+                                      gradient_correction=gc, device=device,
+                                      verbose=inner_verbose)
+                if out is None:    # the backend's dtype (the model's), as one call gave
+                    out = torch.empty(n_rows, *a.shape[1:], dtype=a.dtype)
+                out[r0:r1] = a
+                del a, X_rows, sel
+                if len(chunks) > 1 and tqdm is not None:
+                    bar.update(r1 - r0)
+    return out.reshape(C, N, *X.shape[1:])
 
 
 def _captum(model, layer, channels, X, refs, method, to_input, hypothetical, gc, batch_size,
@@ -778,7 +822,11 @@ def _captum(model, layer, channels, X, refs, method, to_input, hypothetical, gc,
     rows_seq = seq.repeat_interleave(R)
     rows_ref = torch.arange(R).repeat(C * N)
     n_rows = len(rows_ch)
-    out = torch.zeros(n_rows, *X.shape[1:])
+    # the mean over the R references is taken as each (channel, sequence) pair's R rows are
+    # complete: at most one batch and R - 1 rows wait in ``pending``, never all C x N x R rows.
+    # Each pair's mean is .mean(1) of its (R, 4, L) rows, as one (C, N, R, 4, L).mean(2) gave
+    out = torch.zeros(C * N, *X.shape[1:])
+    pending, done = None, 0
 
     current = {}
 
@@ -830,6 +878,10 @@ def _captum(model, layer, channels, X, refs, method, to_input, hypothetical, gc,
                 if gc:
                     g = g - g.mean(1, keepdim=True)
                 a = g if method == "saliency" else g * x.cpu()
-            out[i:j] = a
-    out = out.reshape(C, N, R, *X.shape[1:]).mean(2)
-    return out
+            a = a.to(out.dtype).contiguous()   # (Captum may hand back other strides)
+            pending = a if pending is None else torch.cat([pending, a])
+            full = len(pending) // R                # pairs whose R rows are all in
+            if full:
+                out[done:done + full] = pending[:full * R].reshape(full, R, *a.shape[1:]).mean(1)
+                pending, done = pending[full * R:], done + full
+    return out.reshape(C, N, *X.shape[1:])

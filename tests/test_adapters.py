@@ -471,3 +471,49 @@ def test_subclassed_nonlinearities_get_their_base_class_rule():
     with pytest.warns(RuntimeWarning, match=r"subclasses of nonlinearities \(_MyPool, _MyReLU\)"):
         channel_attributions(sub, sub.relu, chs, X, n_shuffles=3, backend="captum")
 
+
+def _largest_allocation(fn):
+    """Bytes of the largest CPU tensor one op allocated while ``fn()`` ran (torch profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    return max(e.cpu_memory_usage for e in prof.events())
+
+
+@pytest.mark.parametrize("backend,layer_name", [("captum", "relu"), ("tangermeme", "pool")])
+def test_deeplift_holds_no_channel_x_sequence_x_reference_temporary(monkeypatch, backend,
+                                                                    layer_name):
+    """With R references per sequence, Captum's rows were all kept, (C N R, 4, L), before the
+    mean over references, and the tangermeme backend copied every sequence's R references once
+    per channel, (C N, R, 4, L): R times the result. Now Captum averages each pair's R rows as
+    they are done, and tangermeme gets chunks of rows under a reference budget (here 6 rows'
+    worth, so that a small test shows it): no temporary reaches C N R rows (the references
+    themselves are N R rows), and the result is the same to the bit."""
+    from deepresolve_captum import adapters
+
+    m = _model()
+    layer = getattr(m, layer_name)
+    X, chs, R = _X(4), [0, 1, 2], 16
+    refs = make_references(X, n_shuffles=R)
+    kw = dict(backend=backend, references=refs, batch_size=8, check_additivity=False)
+    whole = channel_attributions(m, layer, chs, X, **kw)
+    row = 4 * L * 4                                         # bytes of one (4, L) float32 row
+    monkeypatch.setattr(adapters, "_TANGERMEME_CHUNK_BYTES", 6 * R * row, raising=False)
+    got = []
+    big = _largest_allocation(lambda: got.append(channel_attributions(m, layer, chs, X, **kw)))
+    assert big <= len(chs) * len(X) * R * row // 2, big / row
+    assert torch.equal(got[0], whole)
+
+
+def test_tangermeme_row_chunks_fill_whole_batches():
+    from deepresolve_captum.adapters import _row_chunks
+
+    # 20 references, batches of 128 pairs: 32 rows fill 5 batches; a budget of 100 rows' refs
+    # gives chunks of 96 rows
+    ch = _row_chunks(1000, 20, 128, row_bytes=10, budget=100 * 20 * 10)
+    assert ch[0] == (0, 96) and ch[-1] == (960, 1000)
+    assert all(b - a == 96 for a, b in ch[:-1]) and ch[-1][1] == 1000
+    # a budget below one whole-batch unit: chunks of what fits (at least one row)
+    assert _row_chunks(10, 7, 128, row_bytes=10, budget=3 * 7 * 10)[:2] == [(0, 3), (3, 6)]
+    assert _row_chunks(3, 7, 128, row_bytes=10, budget=1) == [(0, 1), (1, 2), (2, 3)]
