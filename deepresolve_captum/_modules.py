@@ -479,6 +479,33 @@ def _maker_before(layer, on_input, shape, ran):
     return None
 
 
+def _takes_channels_on_axis_1(module, n):
+    """Whether ``module`` reads ``n`` channels on axis 1 (a convolution or a batch, group or
+    instance norm over ``n`` channels): evidence that a value it takes is channels-first."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+    from torch.nn.modules.conv import _ConvNd
+    from torch.nn.modules.instancenorm import _InstanceNorm
+
+    if isinstance(module, _ConvNd):
+        return module.in_channels == n
+    if isinstance(module, (_BatchNorm, _InstanceNorm)):
+        return module.num_features == n
+    if isinstance(module, nn.GroupNorm):
+        return module.num_channels == n
+    return False
+
+
+def _reader_of(layer, on_input, ran):
+    """The leaf module that reads the value of ``layer``: its own first leaf for its input, the
+    leaf that ran right after its last one for its output (None if ``ran`` shows none)."""
+    inside = {id(m) for m in layer.modules()}
+    at = [i for i, m in enumerate(ran) if id(m) in inside]
+    if not at:
+        return None
+    i = at[0] if on_input else at[-1] + 1
+    return ran[i] if i < len(ran) else None
+
+
 def channels_last_reason(layer, on_input, shape, ran=()):
     """Why H of ``shape`` (N, A, B, ...) at ``layer`` looks channels-last (features on the last
     axis, as a Linear, LayerNorm, batch-first RNN or transformer layer makes or takes them), or
@@ -504,7 +531,10 @@ def channels_last_reason(layer, on_input, shape, ran=()):
     maker = _maker_before(layer, on_input, shape, ran) if ran else None
     if maker is not None and isinstance(maker, _LAST_AXIS_FEATURES):
         size = _features(maker)[1]
-        if size == last and size != second:
+        # a Linear over the positions (token mixing) of a channels-first value makes features on
+        # the last axis too: a convolution or norm reading axis-1 channels next says so
+        if size == last and size != second and not _takes_channels_on_axis_1(
+                _reader_of(layer, on_input, ran), second):
             return (f"the module before it, {type(maker).__name__}, makes its {last} features "
                     "on the last axis")
     return None

@@ -117,6 +117,29 @@ def test_an_activation_of_a_linear_transposed_back_is_not_warned():
 
 
 @pytest.mark.filterwarnings("ignore:1 of 1 starts stopped")
+def test_a_linear_over_the_positions_of_a_channels_first_value_is_not_a_channels_last_maker():
+    """From review r1: a Linear mixing the positions of (N, 16, L) (MLP-Mixer style) makes
+    features on the last axis too; the ReLU after it and the next convolution's input (16
+    channels on axis 1) were warned as channels-last."""
+    class Mixer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.mix, self.act = nn.Conv1d(4, 16, 9), nn.Linear(22, 20), nn.ReLU()
+            self.conv2, self.fc = nn.Conv1d(16, 8, 5), nn.Linear(8, 2)
+
+        def forward(self, x):
+            return self.fc(self.conv2(self.act(self.mix(self.conv(x)))).amax(-1))
+
+    torch.manual_seed(0)
+    m = Mixer().eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", "1 of 1 starts stopped")
+        _attribute(m, m.act)
+        _attribute(m, m.conv2, on_input=True)
+
+
+@pytest.mark.filterwarnings("ignore:1 of 1 starts stopped")
 @pytest.mark.parametrize("last,near", [
     (nn.Sigmoid(), "Squashed outputs saturate near 1"),
     (nn.LogSoftmax(dim=1), "Log-probabilities saturate near 0")])
