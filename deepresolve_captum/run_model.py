@@ -257,8 +257,6 @@ def _call_factory(obj, what):
     try:
         model = obj()
     except Exception as e:
-        hint = (" (the factory is called without arguments: wrap it, e.g. def make_model(): "
-                "return Net(n_outputs=...))" if isinstance(e, TypeError) else "")
         import os
         import traceback
         deepest = traceback.extract_tb(e.__traceback__)[-1]
@@ -267,6 +265,9 @@ def _call_factory(obj, what):
         never_entered = (deepest.name == "_call_factory"
                          and os.path.abspath(deepest.filename) == os.path.abspath(__file__))
         where = "" if never_entered else _where(e)
+        hint = (" (the factory is called without arguments: wrap it, e.g. def make_model(): "
+                "return Net(n_outputs=...))" if isinstance(e, TypeError) and never_entered
+                else "")   # a TypeError from inside the factory's own code is the user's bug
         raise _run_error(f"--model {what}: calling it raised {_one_line(e)}{where}{hint}") \
             from None
     if not isinstance(model, nn.Module):
@@ -315,7 +316,8 @@ def _load_model(spec, allow_pickle):
         sys.modules[mod_name] = module    # dataclasses and pickle look classes up there
         with _on_sys_path(path.resolve().parent, first=True):
             try:     # the source run is the bytes hashed into run.json, not a second read
-                exec(compile(raw, str(path), "exec"), module.__dict__)
+                # dont_inherit: not this file's `from __future__ import annotations`
+                exec(compile(raw, str(path), "exec", dont_inherit=True), module.__dict__)
             except Exception as e:
                 sys.modules.pop(mod_name, None)
                 raise _run_error(f"--model {spec}: running {path} raised {_one_line(e)}"

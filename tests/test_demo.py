@@ -240,7 +240,11 @@ def test_python_m_demo_and_zoo_are_the_commands_ctrl_c_and_empty_folders_include
         monkeypatch.setattr(module, "run_from_args", interrupted)
         out = tmp_path / name / "new"
         extra = [str(tmp_path)] if name == "zoo" else []       # zoo's FOLDER
-        assert module.main(["--out", str(out), *extra]) == 130
+        try:
+            rc = module.main(["--out", str(out), *extra])
+        except KeyboardInterrupt:   # not let through to pytest, which would stop the session
+            pytest.fail(f"Ctrl-C escaped python -m {module.__name__} as a traceback")
+        assert rc == 130
         assert f"deepresolve {name}: interrupted" in capsys.readouterr().err
         assert not out.exists()
 

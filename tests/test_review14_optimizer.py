@@ -181,6 +181,9 @@ def needs_arg(n):
 
 def explodes():
     raise RuntimeError("factory exploded")
+
+def typo():
+    return torch.nn.Linear(4, len(2))
 """
 
 
@@ -191,7 +194,8 @@ def test_a_factorys_wrong_arguments_do_not_point_at_run_model(tmp_path):
     (tmp_path / "models.py").write_text(NEEDS_ARG)
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((2, 4, 10), np.float32))
-    for name, where in (("needs_arg", None), ("explodes", r"\(\S*models.py, line 7\)")):
+    for name, where in (("needs_arg", None), ("explodes", r"\(\S*models.py, line 7\)"),
+                        ("typo", r"\(\S*models.py, line 10\)")):
         with pytest.raises(SystemExit) as e:
             cli.main(["run", "--model", f"{tmp_path / 'models.py'}:{name}", "--layer", "x",
                       "--inputs", str(x), "--out", str(tmp_path / "out")])
@@ -201,8 +205,8 @@ def test_a_factorys_wrong_arguments_do_not_point_at_run_model(tmp_path):
         assert "run_model.py" not in msg
         if where is None:
             assert "line" not in msg and "called without arguments" in msg
-        else:
-            assert re.search(where, msg), msg
+        else:   # raised inside the user's code: its line, and no hint about arguments
+            assert re.search(where, msg) and "called without arguments" not in msg, msg
     assert not (tmp_path / "out").exists()
 
 
