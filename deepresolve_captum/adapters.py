@@ -655,6 +655,14 @@ def channel_attributions(model, layer, channels, X, method="deeplift", backend="
                     "module(s). Use backend='tangermeme' (correct), or pass "
                     "captum_maxpool='allow' to get Captum's result anyway.")
         if backend == "tangermeme":
+            changed = _overriding_subclasses(model) if method == "deeplift" else []
+            if changed:   # the rule is for the base's elementwise function, not this forward
+                warnings.warn(
+                    f"{', '.join(changed)} subclass a nonlinearity but override forward: "
+                    "DeepLIFT gives them their base class's rule, which is right only if "
+                    "forward still applies that function value by value. If it does not, "
+                    "the attributions are wrong even where they add up.",
+                    UserWarning, stacklevel=2)
             attr = _tangermeme(model, layer, channels, X, refs, method, attribute_to_layer_input,
                                hypothetical, gradient_correction, batch_size, device, verbose,
                                has_n=bool(unknown.any()))
@@ -698,6 +706,20 @@ def _captum_subclass_note(model, backend):
             "them their base class's rule")
 
 
+def _overriding_subclasses(model):
+    """Names of the module classes in ``model`` that tangermeme's backend gives their base
+    class's DeepLIFT rule (see :func:`_tangermeme_rules`) although they override ``forward``."""
+    import tangermeme.deep_lift_shap as tdls
+
+    ruled = tdls._build_nonlinear_ops(_TANGERMEME_EXTRA_OPS)   # classes with a rule of their own
+    out = []
+    for t in {type(m) for m in model.modules()} - set(ruled):
+        base = next((b for b in t.__mro__[1:] if b in ruled), None)
+        if base is not None and t.forward is not base.forward:
+            out.append(t.__name__)
+    return sorted(out)
+
+
 def _selector_rows(C, N):
     """Row layout shared by both backends: row = c * N + n."""
     ch_pos = torch.arange(C).repeat_interleave(N)
@@ -736,7 +758,10 @@ def _row_chunks(n_rows, R, batch_size, row_bytes, budget=None):
     """[(start, stop)] of rows, each chunk's R references within ``budget`` bytes (at least one
     row). The chunk length is a multiple of ``batch_size / gcd(R, batch_size)`` where that fits,
     so each chunk's (row, reference) pairs fill whole batches of ``batch_size``: every batch is
-    the same as in one unchunked call, and the result is too, to the bit."""
+    the same as in one unchunked call, and the result is too, to the bit. Where whole batches do
+    not fit in the budget (long sequences: L = 20,000 with R = 20 and batch 128), chunks are
+    ``cap`` rows and the batches split otherwise: results then differ from one call by float
+    rounding (2.3e-10 there, review r2)."""
     import math
 
     budget = _TANGERMEME_CHUNK_BYTES if budget is None else budget

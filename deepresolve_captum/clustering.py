@@ -154,11 +154,16 @@ def _condensed_distance(s):
 
 
 def _as_index(value, name, lo, hi):
-    """``value`` as an int in [lo, hi]: an int, a numpy integer or a 0-d integer tensor (what
-    ``argmax`` returns); a bool or a float is refused, with the value shown."""
+    """``value`` as an int in [lo, hi]: an int, a numpy integer or a 0-d integer tensor or array
+    (what ``argmax`` returns); a bool (``True``, ``np.True_``, a bool tensor), a float or
+    anything with more than 0 dimensions (``torch.tensor([3])``) is refused, with the value
+    shown."""
+    dtype = getattr(value, "dtype", None)
+    boolean = isinstance(value, (bool, np.bool_)) or (
+        dtype is not None and ("bool" in str(dtype)))
     try:
-        v = (None if isinstance(value, bool) or not hasattr(value, "__index__")
-             else operator.index(value))
+        v = (None if boolean or getattr(value, "ndim", 0) != 0
+             or not hasattr(value, "__index__") else operator.index(value))
     except TypeError:
         v = None
     if v is None or not lo <= v <= hi:

@@ -41,17 +41,26 @@ def _matrix(x, name, ndim=2, keep_float32=False):
 
 
 #: A row (class_similarity, signed_ofiv_correlation) or column (label_correlation) is constant
-#: when its standard deviation is at most this times its largest absolute value: its spread is
-#: rounding, and a correlation with it would be noise. It then gets 0 against every other one.
-CONSTANT_RTOL = 1e-12
+#: when its standard deviation is at most this many roundings (machine epsilons of the dtype it
+#: is computed in) times its largest absolute value: its spread is rounding, and a correlation
+#: with it would be noise. It then gets 0 against every other one. See :func:`constant_rtol`.
+CONSTANT_ULPS = 64
+
+
+def constant_rtol(dtype=np.float64):
+    """The relative spread below which a row of ``dtype`` counts as constant:
+    ``CONSTANT_ULPS`` x its machine epsilon (1.4e-14 for float64, 7.6e-6 for float32)."""
+    return CONSTANT_ULPS * float(np.finfo(dtype).eps)
 
 
 def _near_constant_rows_zeroed(x, clip_negative):
     """``x`` (C, K), with every row whose spread is at rounding level (after clipping at 0 with
-    ``clip_negative``: std <= CONSTANT_RTOL x max |value|) set to 0, i.e. exactly constant, which
+    ``clip_negative``: std <= constant_rtol(x.dtype) x max |value|) set to 0, i.e. exactly
+    constant, which
     the Pearson kernels give 0 against every other row. ``x`` itself (not copied) when no row
     needs it; rows already exactly constant are left as they are. Read in row blocks."""
     C, K = x.shape
+    rtol = constant_rtol(x.dtype)
     fix = np.zeros(C, dtype=bool)
     step = max(1, _SMALL_BYTES // (8 * K))
     for r0 in range(0, C, step):
@@ -60,7 +69,7 @@ def _near_constant_rows_zeroed(x, clip_negative):
             f = np.maximum(f, 0.0)
         hi, lo = f.max(axis=1), f.min(axis=1)
         scale = np.maximum(np.abs(hi), np.abs(lo))
-        fix[r0:r0 + step] = (hi != lo) & ~(f.std(axis=1) > CONSTANT_RTOL * scale)
+        fix[r0:r0 + step] = (hi != lo) & ~(f.std(axis=1) > rtol * scale)
     if not fix.any():
         return x
     x = np.array(x)           # a copy of ours, in x's dtype
@@ -88,7 +97,8 @@ def class_similarity(ofiv, *, out=None, block_size=None):
     OFIV is constant (no channel contributes positively, or all equally) has no defined
     correlation: its similarity to every other class is 0 and to itself 1. Constant means up
     to rounding, by :func:`label_correlation`'s rule: a standard deviation of at most
-    ``CONSTANT_RTOL`` (1e-12) times the row's largest value (a row flat but for one ulp would
+    :func:`constant_rtol` of the dtype computed in (64 machine epsilons: 1.4e-14 in float64,
+    7.6e-6 in float32) times the row's largest value (a row flat but for one ulp would
     otherwise correlate at random).
     """
     x = _matrix(ofiv, "ofiv", keep_float32=True)  # numpy, so the result is numpy too
@@ -113,7 +123,7 @@ def class_difference(ofiv, i, j):
 def signed_ofiv_correlation(ofiv):
     """Pearson correlation of the signed OFIVs (C, K) -> (C, C): the paper's comparison that
     shows how negative ('process of elimination') channels confound similarity. Constant rows
-    (up to rounding, ``CONSTANT_RTOL``) are handled as in :func:`class_similarity`."""
+    (up to rounding, :func:`constant_rtol`) are handled as in :func:`class_similarity`."""
     x = _near_constant_rows_zeroed(_matrix(ofiv, "ofiv"), clip_negative=False)
     return np.asarray(_stats.pearson(x, clip_negative=False), dtype=np.float64)
 
@@ -133,8 +143,8 @@ def label_correlation(labels, chunk_rows=16384):
 
     labels: (N, C) binary or real labels (numpy, e.g. uint8 or bool, a memmap, or a tensor)
     -> (C, C) float64; a constant column (one whose standard deviation is at most
-    ``CONSTANT_RTOL`` = 1e-12 times its largest absolute value, the rule class_similarity
-    applies to OFIV rows) gets 0 off the diagonal. The test is relative, so it holds for values
+    ``constant_rtol()`` = 1.4e-14 times its largest absolute value, the rule class_similarity
+    applies to float64 OFIV rows) gets 0 off the diagonal. The test is relative, so it holds for values
     of any magnitude whose squares float64 holds (about 1e-150 to 1e150); below that the sums
     of squares underflow and such a column reads as constant. The labels are read
     ``chunk_rows`` rows at a time into float64 sums (C x C), so the memory is that of the result
@@ -184,7 +194,7 @@ def label_correlation(labels, chunk_rows=16384):
     # a column is constant when its spread is at rounding level of its own values: relative to
     # the column's largest |value| (not to 1, which made [1, 2, 3] * 1e-12 "constant")
     scale = np.maximum(np.abs(lo_part + shift), np.abs(hi_part + shift))
-    live = std > CONSTANT_RTOL * scale
+    live = std > constant_rtol(np.float64) * scale
     dead = ~live
     sd = np.where(live, std, 1.0)                  # std_i * std_j for every live pair, as before
     r = cov

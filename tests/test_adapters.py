@@ -472,6 +472,29 @@ def test_subclassed_nonlinearities_get_their_base_class_rule():
         channel_attributions(sub, sub.relu, chs, X, n_shuffles=3, backend="captum")
 
 
+class _RollReLU(nn.ReLU):
+    """A ReLU subclass whose forward is not elementwise: its base's rule does not fit."""
+
+    def forward(self, x):
+        return torch.relu(torch.roll(x, 3, -1))
+
+
+def test_a_subclass_that_overrides_forward_is_named_on_the_tangermeme_backend():
+    """From review r2: a subclass of a nonlinearity whose forward computes something else was
+    silently given its base class's rule on the tangermeme backend (here the attributions even
+    add up, so the additivity check says nothing); it is now named. A subclass that keeps its
+    base's forward is not."""
+    m = _model()
+    m.relu = _RollReLU()
+    with pytest.warns(UserWarning, match=r"^_RollReLU subclass a nonlinearity but override "
+                                         r"forward"):
+        channel_attributions(m, m.pool, [0, 1], _X(3), n_shuffles=3)
+    m.relu = _MyReLU()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        channel_attributions(m, m.pool, [0, 1], _X(3), n_shuffles=3)
+
+
 def _largest_allocation(fn):
     """Bytes of the largest CPU tensor one op allocated while ``fn()`` ran (torch profiler)."""
     from torch.profiler import ProfilerActivity, profile

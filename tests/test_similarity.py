@@ -50,7 +50,8 @@ def test_class_difference_takes_what_argmax_returns():
     t = torch.as_tensor(ofiv)
     for i in (2, np.int64(2), np.array(2), torch.tensor(2), t.sum(1).argmax()):
         np.testing.assert_array_equal(class_difference(t, i, torch.tensor(0)), want)
-    for bad in (True, 2.0, torch.tensor(2.0), np.float64(2), torch.tensor(3), np.array([2])):
+    for bad in (True, 2.0, torch.tensor(2.0), np.float64(2), torch.tensor(3), np.array([2]),
+                torch.tensor(True), np.True_, torch.tensor([1]), np.array(True)):   # (review r2)
         with pytest.raises(ValueError, match=r"i must be an int in \[0, 3\), got"):
             class_difference(ofiv, bad, 0)
 
@@ -310,7 +311,8 @@ def test_class_similarity_out_of_another_dtype_names_the_dtypes_it_takes():
 def test_rows_constant_up_to_rounding_get_0_as_in_label_correlation(monkeypatch, native):
     """A row flat but for one ulp correlated at random (-0.097, 0.354 here) while
     label_correlation gave the same values 0: class_similarity and signed_ofiv_correlation now
-    use label_correlation's rule, std <= CONSTANT_RTOL (1e-12) x max |value|, on both the
+    use label_correlation's rule, std <= constant_rtol(dtype) x max |value| (64 machine
+    epsilons of the dtype computed in; review r2: 1e-12 missed float32 rounding), on both the
     native kernel and the fallback."""
     from deepresolve_captum import similarity as S
 
@@ -336,4 +338,10 @@ def test_rows_constant_up_to_rounding_get_0_as_in_label_correlation(monkeypatch,
     np.testing.assert_array_equal(y, y0)
     out = np.ones((3, 3))
     assert class_similarity(x, out=out) is out and np.all(out[1, [0, 2]] == 0)
-    assert S.CONSTANT_RTOL == 1e-12
+    assert S.constant_rtol() == 64 * np.finfo(np.float64).eps
+    # float32 rows are judged by float32's rounding: flat but for one float32 ulp is constant
+    x32 = x.astype(np.float32)
+    x32[1] = np.float32(0.3)
+    x32[1, 3] = np.nextafter(np.float32(0.3), np.float32(1))
+    r32 = class_similarity(x32)
+    assert r32.dtype == np.float32 and np.all(r32[1, [0, 2]] == 0) and r32[1, 1] == 1
