@@ -1,10 +1,17 @@
 """Build script: the native extension ``deepresolve_captum._C`` (sources in csrc/).
 
-The CPU part is plain C++17 with pybind11, threaded with std::thread (not OpenMP: torch's wheel
-ships its own libgomp.so.1, which our extension would bind to, and its spinning barriers made the
-kernels several times slower on a loaded 2-core machine; see csrc/stats.cpp); it is always built. It is portable: no ``-march=native`` (the SYRK micro-kernel picks AVX-512 / AVX2 / generic
-at run time). CUDA kernels (csrc/cuda/*.cu) are compiled with nvcc and linked in, with the CUDA
-runtime linked statically, so ``_C`` never needs libcudart at import time.
+The CPU part is C++17 with pybind11 and GCC/Clang extensions (vector types, ``__builtin_*``,
+pthreads; MSVC cannot build it), threaded with std::thread (not OpenMP: torch's wheel ships its
+own libgomp.so.1, which our extension would bind to, and its spinning barriers made the kernels
+several times slower on a loaded 2-core machine; see csrc/stats.cpp). It is portable: no
+``-march=native`` (the SYRK micro-kernel picks AVX-512 / AVX2 / generic at run time). CUDA
+kernels (csrc/cuda/*.cu) are compiled with nvcc and linked in, with the CUDA runtime linked
+statically, so ``_C`` never needs libcudart at import time.
+
+The extension is optional: when it does not compile (no compiler, MSVC, missing headers), the
+build prints why (pip shows it with -v) and installs the pure-Python package, which computes the
+same statistics with numpy/torch (tested against the same references; slower, see
+benchmarks/stats.py). ``deepresolve_captum._stats.backend(x)`` says which path a call takes.
 
 Environment switches:
   DEEPRESOLVE_CUDA=auto|1|0     auto (default): build the CUDA kernels if nvcc is found and
@@ -15,6 +22,8 @@ Environment switches:
   CUDA_HOME / CUDA_PATH         where to find nvcc, headers and libcudart_static (else PATH).
   DEEPRESOLVE_NATIVE_ARCH=1     opt in to -march=native (not portable; off by default).
   DEEPRESOLVE_NO_EXT=1          build nothing native (pure-Python package; numpy/torch fallback).
+  DEEPRESOLVE_REQUIRE_EXT=1     a failed build of the extension is an error, not a warning (for CI
+                                and packagers, where a silent fallback would hide a broken build).
 """
 import os
 import shutil
@@ -24,6 +33,7 @@ import warnings
 from pathlib import Path
 
 from setuptools import setup
+from setuptools.errors import BaseError as DistutilsError, CCompilerError, CompileError
 
 HERE = Path(__file__).resolve().parent
 CSRC = "csrc"
@@ -140,11 +150,26 @@ def _build_ext_class():
                             "-Wl,--exclude-libs,libcudart_static.a"]
             super().build_extensions()
 
+        def build_extension(self, ext):
+            try:
+                super().build_extension(ext)
+            except (CCompilerError, CompileError, DistutilsError) as e:  # what setuptools filters
+                if ext.optional:  # setuptools then skips it (and only warns); say what it means
+                    print(f"\ndeepresolve_captum: WARNING: the native extension {ext.name} could not "
+                          f"be built ({e}).\nInstalling without it: the statistics (IL, class "
+                          "similarity) use the numpy/torch fallback, with the same results but "
+                          "slower.\nThe extension needs GCC or Clang with C++17 (MSVC is not "
+                          "supported); set DEEPRESOLVE_REQUIRE_EXT=1 to make this an error, or "
+                          "DEEPRESOLVE_NO_EXT=1 to skip the attempt.\n", file=sys.stderr)
+                raise
+
     ext = Pybind11Extension(
         "deepresolve_captum._C",
         sorted(str(Path(CSRC) / f) for f in ("module.cpp", "stats.cpp", "microkernel.cpp")),
         include_dirs=[CSRC],
         cxx_std=17,
+        # a failed compile installs the pure-Python package (see build_extension above)
+        optional=_env("DEEPRESOLVE_REQUIRE_EXT") != "1",
     )
     return ext, BuildExt
 

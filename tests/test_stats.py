@@ -5,6 +5,10 @@ Tolerances (issue 3): float64 within 1e-10; float32 within 1e-5 relative to the 
 result (|a - ref| <= 1e-5 * max|ref|, per array: Pearson values are in [-1, 1])."""
 import contextlib
 import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -544,6 +548,31 @@ def test_without_extension_falls_back(monkeypatch):
     rm, rv = ref_moments(fiv, w)
     assert_close(mean, rm, np.float64)
     assert_close(var, rv, np.float64)
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.skipif(not (ROOT / "setup.py").exists() or shutil.which("false") is None,
+                    reason="needs the source tree's setup.py and a `false` command")
+def test_a_failed_native_build_still_installs(tmp_path):
+    """No working C++ compiler (here CC=CXX=false): the build warns and leaves _C out, so that
+    `pip install .` installs the pure-Python package (the fallback above); with
+    DEEPRESOLVE_REQUIRE_EXT=1 it fails. Before, the build failed and so did the install (review
+    14e F1). Builds into tmp_path only: nothing is written to the source tree."""
+    pytest.importorskip("pybind11")
+    env = {**os.environ, "CC": "false", "CXX": "false", "LDSHARED": "false", "DEEPRESOLVE_CUDA": "0"}
+    for var in ("DEEPRESOLVE_NO_EXT", "DEEPRESOLVE_REQUIRE_EXT"):
+        env.pop(var, None)
+    cmd = [sys.executable, "setup.py", "-q", "build_ext", "-b", str(tmp_path / "lib"),
+           "-t", str(tmp_path / "tmp")]
+    r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "could not be built" in r.stderr and "numpy/torch fallback" in r.stderr
+    assert not list((tmp_path / "lib").rglob("_C*"))
+    r = subprocess.run(cmd, cwd=ROOT, env={**env, "DEEPRESOLVE_REQUIRE_EXT": "1"},
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode != 0
 
 
 def test_tensor_into_out(tmp_path):
