@@ -87,8 +87,7 @@ void pearson_impl(py::array x, py::array out, bool clip, long block_rows) {
         st = dr::pearson_into<T>(xp, xs0, xs1, n, K, clip, op, ldo, block_rows, &bad);
     }
     if (st == 2)
-        throw py::value_error("x contains NaN or inf (row " + std::to_string(bad) +
-                              "), or values so large that the row's sums overflow");
+        throw py::value_error("x contains NaN or inf (row " + std::to_string(bad) + ")");
 }
 
 void pearson_into(py::array x, py::array out, bool clip_negative, long block_rows) {

@@ -38,7 +38,8 @@ int weighted_moments(const T* fiv, const double* w, long ws0, long ws1, long C, 
 // triangle with the packed kernel, block_rows rows at a time, and writing each value at (i, j) and
 // (j, i). Scratch: one or two packed copies of x (n x K each; one when the tile's NR divides MR),
 // kept for reuse; nothing n x n.
-// Returns 0 on success, 2 if x has a NaN/inf or a row whose sums overflow (bad_row set).
+// Any finite x works (each row is scaled by a power of two near its spread: no overflow or
+// underflow of its squares). Returns 0 on success, 2 if x has a NaN/inf (bad_row set).
 template <class T>
 int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negative, T* out, long ldo,
                  long block_rows, long* bad_row);

@@ -258,19 +258,49 @@ def _overflow_message(dtype):
             + (" float32" if np.dtype(dtype) == np.float32 else ""))
 
 
+#: Relative size of a row's mean error in its norm (sd**2 / (K * ss), sd the sum of its centred
+#: values) above which the mean and the norm are corrected: about half an ulp of 1 in a
+#: correlation. Below it the correction is rounding noise and is skipped, which keeps results at
+#: ordinary offsets bit for bit those of the plain two-pass algorithm. As in csrc/stats.cpp.
+_MEAN_CORRECTION = 2.0 ** -53
+
+
+def _spread_exponents(lo, hi):
+    """k per row such that 2**k is a normal number near 1 / (hi - lo): csrc/stats.cpp's
+    spread_scale, as int64 (so that the scaled centred values are below 8 and their squares
+    neither overflow nor underflow, whatever the row's scale; exact, so the normalised row is bit
+    for bit that of the unscaled one at ordinary scales)."""
+    half = hi * 0.5 - lo * 0.5          # finite even where hi - lo is not
+    _, e = np.frexp(half)               # half = f * 2**e, f in [0.5, 1): e = ilogb(half) + 1
+    k = np.clip(-e.astype(np.int64), -1022, 1023)
+    k[half == 0] = 1023                 # as ilogb(0) = INT_MIN, clamped, in C
+    k[hi == lo] = 0                     # a constant row (C skips it): left as it is
+    return k
+
+
 def _normalised_rows_numpy(x, clip_negative):
-    """float64 rows clipped (optionally), centred and scaled to unit norm; constant rows -> 0."""
+    """float64 rows clipped (optionally), centred and scaled to unit norm; constant rows -> 0.
+
+    Each row is first multiplied by a power of two near 1 / its spread (exact; see
+    :func:`_spread_exponents`), so that no scale of finite values overflows or underflows; where
+    the centred values' sum shows the mean to be off by more than rounding noise (large offsets),
+    the row is centred again by that sum's mean. The native kernel does the same."""
     f = x.astype(np.float64)
     if clip_negative:
         f = np.maximum(f, 0.0)
     # A row is constant when max == min exactly: its centred values would otherwise be rounding
     # noise (mean of 0.1s is not exactly 0.1) that normalises to garbage.
-    const = f.max(axis=1) == f.min(axis=1)
-    with np.errstate(over="ignore", invalid="ignore"):
-        f = f - f.mean(axis=1, keepdims=True)
-        norm = np.sqrt((f * f).sum(axis=1))
-    if not np.all(np.isfinite(norm[~const])):
-        raise ValueError("x has values so large that a row's sums overflow")
+    hi, lo = f.max(axis=1), f.min(axis=1)
+    const = hi == lo
+    f *= np.ldexp(1.0, _spread_exponents(lo, hi))[:, None]
+    f -= f.mean(axis=1, keepdims=True)
+    ss = (f * f).sum(axis=1)
+    sd = f.sum(axis=1)
+    fix = np.flatnonzero((sd * sd > f.shape[1] * ss * _MEAN_CORRECTION) & ~const)
+    if fix.size:
+        f[fix] -= (sd[fix] / f.shape[1])[:, None]
+        ss[fix] = (f[fix] * f[fix]).sum(axis=1)
+    norm = np.sqrt(ss)
     const |= ~(norm > 0)
     norm[const] = 1.0
     f /= norm[:, None]
@@ -379,11 +409,22 @@ def pearson_torch(x, clip_negative=False):
     f = x.to(torch.float64)
     if clip_negative:
         f = f.clamp_min(0.0)
-    const = f.amax(dim=1) == f.amin(dim=1)
+    hi, lo = f.amax(dim=1), f.amin(dim=1)
+    const = hi == lo
+    # the row scaling and the mean correction of _normalised_rows_numpy
+    half = hi * 0.5 - lo * 0.5
+    k = (-torch.frexp(half).exponent.to(torch.int64)).clamp(-1022, 1023)
+    k = torch.where(half == 0, torch.full_like(k, 1023), k)
+    k = torch.where(const, torch.zeros_like(k), k)
+    f = f * ((k + 1023) << 52).view(torch.float64)[:, None]  # 2**k, built exactly
     f = f - f.mean(dim=1, keepdim=True)
-    norm = f.pow(2).sum(dim=1).sqrt()
-    if not bool(torch.isfinite(norm[~const]).all()):
-        raise ValueError("x has values so large that a row's sums overflow")
+    ss = f.pow(2).sum(dim=1)
+    sd = f.sum(dim=1)
+    fix = (sd * sd > f.shape[1] * ss * _MEAN_CORRECTION) & ~const
+    if bool(fix.any()):
+        f = f - torch.where(fix, sd / f.shape[1], torch.zeros_like(sd))[:, None]
+        ss = torch.where(fix, f.pow(2).sum(dim=1), ss)
+    norm = ss.sqrt()
     const |= ~(norm > 0)
     norm = torch.where(const, torch.ones_like(norm), norm)
     f = f / norm[:, None]
@@ -465,10 +506,12 @@ def _pearson_cuda(x, clip_negative):
     stream = torch.cuda.current_stream(x.device).cuda_stream
     _C.cuda_pearson(_cuda_ptr(x), _cuda_ptr(work), _cuda_ptr(out), n, K, x.dtype == torch.float64,
                     bool(clip_negative), dev, stream)
-    # prep_kernel leaves a row whose sums overflow all NaN in work; out alone would not show it
-    # when n == 1 (syrk_kernel forces the diagonal to 1), so work[:, 0] is checked too (O(n)).
+    # prep_kernel scales each row by a power of two near its spread, so finite x gives finite
+    # sums at any scale (as on the CPU). Kept as a guard against a kernel fault (with n == 1,
+    # syrk_kernel forces the diagonal to 1, so work[:, 0] is checked too, O(n)): a RuntimeError
+    # makes pearson() warn and take the torch path.
     if not bool(torch.isfinite(work[:, 0]).all() & torch.isfinite(out).all()):
-        raise ValueError("x has values so large that a row's sums overflow")
+        raise RuntimeError("the CUDA Pearson kernel produced NaN/inf from finite input")
     return out
 
 

@@ -84,29 +84,45 @@ __global__ void prep_kernel(const T* __restrict__ x, T* __restrict__ z, long n, 
     s = block_sum(s, sh);
     lo = block_min(lo, sh);
     const double hi = -block_min(nhi, sh);
-    double mu = 0.0, scale = 0.0;
+    // As row_stats in csrc/stats.cpp: the row scaled by a power of two near 1 / its spread (no
+    // overflow or underflow of the squares at any scale; exact), and the mean corrected by the
+    // centred values' own mean where a large offset left it off by more than rounding noise.
+    // All branches below depend on block-wide values only (uniform within the block).
+    double inv = 1.0, mh = 0.0, ml = 0.0, scale = 0.0;
     if (hi > lo) {
-        mu = s / (double)K;
-        double ss = 0.0;
+        const long e = (long)ilogb(hi * 0.5 - lo * 0.5) + 1;
+        inv = ldexp(1.0, (int)max(-1022L, min(1023L, -e)));
+        mh = (s / (double)K) * inv;
+        if (!isfinite(s)) {  // finite values near DBL_MAX whose sum overflows
+            double s2 = 0.0;
+            for (long p = threadIdx.x; p < K; p += blockDim.x) {
+                double v = (double)xi[p];
+                if (clip && v < 0.0) v = 0.0;
+                s2 += v * inv;
+            }
+            mh = block_sum(s2, sh) / (double)K;
+        }
+        double ss = 0.0, sd = 0.0;
         for (long p = threadIdx.x; p < K; p += blockDim.x) {
             double v = (double)xi[p];
             if (clip && v < 0.0) v = 0.0;
-            const double d = v - mu;
+            const double d = v * inv - mh;
+            sd += d;
             ss += d * d;
         }
         ss = block_sum(ss, sh);
+        sd = block_sum(sd, sh);
+        if (sd * sd > (double)K * ss * 0x1p-53) {  // kMeanCorrection in stats.cpp
+            ml = sd / (double)K;
+            ss -= sd * ml;
+        }
         scale = ss > 0.0 ? 1.0 / sqrt(ss) : 0.0;
-        // finite values whose sums overflow: a NaN row (every value of it, so work[i][0] tells),
-        // which the Python wrapper reports (as the CPU kernel does) instead of a row of 0 or inf
-        // correlations. The wrapper checks work, not only out: syrk_kernel writes 1 on the
-        // diagonal whatever the row, so with n == 1 out would be [[1]].
-        if (!isfinite(mu) || !isfinite(ss)) scale = NAN;
     }
     T* zi = z + i * K;
     for (long p = threadIdx.x; p < K; p += blockDim.x) {
         double v = (double)xi[p];
         if (clip && v < 0.0) v = 0.0;
-        zi[p] = (T)((v - mu) * scale);
+        zi[p] = (T)(((v * inv - mh) - ml) * scale);
     }
 }
 

@@ -20,7 +20,7 @@ int dr_cuda_weighted_moments(const void* fiv, const double* w, void* mean, void*
 
 // x (n, K) contiguous; work (n, K) scratch of x's dtype; out (n, n) contiguous, x's dtype.
 // Fills all of out: symmetric, unit diagonal, clipped to [-1, 1], constant rows 0 off the diagonal.
-// A row whose sums overflow is left all NaN in work (its diagonal in out is still 1): check work.
+// Any finite x works (rows are scaled by a power of two near their spread, as on the CPU).
 int dr_cuda_pearson(const void* x, void* work, void* out, long n, long K, int is_double, int clip_negative,
                     int device, void* stream);
 
