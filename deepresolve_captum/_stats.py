@@ -149,10 +149,12 @@ def _np_float(x):
     x = np.asarray(x)
     if np.iscomplexobj(x):
         raise TypeError("complex input is not supported")
+    if x.dtype.kind == "f" and not x.dtype.isnative:   # '>f4' != np.float32: it became float64
+        x = x.astype(x.dtype.newbyteorder("="))
     if x.dtype == np.float16:
         return x.astype(np.float32)
-    if x.dtype not in (np.float32, np.float64) or not x.dtype.isnative:
-        x = x.astype(np.float64 if x.dtype != np.float32 else np.float32)
+    if x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64)
     return x
 
 

@@ -33,7 +33,9 @@ def _array(x, name, ndim=2):
 def _matrix(x, name, ndim=2, keep_float32=False):
     """:func:`_array` as float64 (float32 kept with ``keep_float32``), checked finite."""
     x = _array(x, name, ndim)
-    if not (keep_float32 and x.dtype == np.float32):
+    if keep_float32 and x.dtype.kind == "f" and x.dtype.itemsize == 4:   # '>f4' too
+        x = x.astype(np.float32, copy=False)   # native byte order
+    else:
         x = x.astype(np.float64)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"{name} contains NaN or inf")

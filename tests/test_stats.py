@@ -487,6 +487,26 @@ def test_dtypes_and_return_types():
         _stats.pearson(np.ones((3, 3), dtype=complex))
 
 
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False], ids=["native", "numpy"])
+@pytest.mark.parametrize("order", [">", "<"], ids=["big-endian", "little-endian"])
+def test_non_native_byte_order_keeps_the_width(native, order):
+    """float32 and float64 are kept in either byte order: '>f4' (e.g. from a FITS or network
+    file) came back as float64 from pearson, weighted_moments and class_similarity, since
+    np.dtype('>f4') != np.float32 (review 14e F3)."""
+    from deepresolve_captum.similarity import class_similarity
+    rng = np.random.default_rng(17)
+    x, fiv, w = rng.standard_normal((7, 9)), rng.standard_normal((3, 4, 5)), rng.random((3, 4)) + 0.1
+    with contextlib.nullcontext() if native else _stats.native_disabled():
+        for dt in (np.float32, np.float64):
+            sw = np.dtype(dt).newbyteorder(order)
+            r = _stats.pearson(x.astype(sw), clip_negative=True)
+            assert r.dtype == dt and np.array_equal(r, _stats.pearson(x.astype(dt), clip_negative=True))
+            m, v = _stats.weighted_moments(fiv.astype(sw), w)
+            assert m.dtype == dt and v.dtype == dt
+            assert_close(m, ref_moments(fiv.astype(dt), w)[0], dt)
+        assert class_similarity(x.astype(np.dtype(np.float32).newbyteorder(order))).dtype == np.float32
+
+
 def test_force_fallback_switches(monkeypatch):
     x = np.ones((2, 2))
     expected = "native" if C_EXT is not None else "numpy"
