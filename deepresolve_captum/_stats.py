@@ -457,12 +457,17 @@ def _pearson_native(x, clip_negative, out, block_size):
         _C.pearson_into(x, out, clip_negative, 0)
         return out
     _check_out(out, n, x.dtype)
-    if out.strides[1] != out.itemsize or out.strides[0] < n * out.itemsize:
-        tmp = np.empty((n, n), dtype=x.dtype)  # out is a strided view: fill a copy, then assign
-        _C.pearson_into(x, tmp, clip_negative, int(block_size or 0))
+    block = int(block_size or 0)
+    if out.strides[1] == out.itemsize and out.strides[0] >= n * out.itemsize:
+        _C.pearson_into(x, out, clip_negative, block)       # C-contiguous rows
+    elif out.strides[0] == out.itemsize and out.strides[1] >= n * out.itemsize:
+        # Fortran order (e.g. open_memmap(..., fortran_order=True)): out.T has C-contiguous rows,
+        # and the result is exactly symmetric, so filling out.T fills out
+        _C.pearson_into(x, out.T, clip_negative, block)
+    else:
+        tmp = np.empty((n, n), dtype=x.dtype)  # any other strided view: fill a copy, then assign
+        _C.pearson_into(x, tmp, clip_negative, block)
         out[...] = tmp
-        return out
-    _C.pearson_into(x, out, clip_negative, int(block_size or 0))
     return out
 
 

@@ -390,6 +390,37 @@ def test_pearson_blocked_into_memmap(tmp_path, native, dtype):
 
 @pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False],
                          ids=["native", "numpy"])
+def test_pearson_into_a_fortran_ordered_memmap_allocates_no_copy(tmp_path, native):
+    """out = open_memmap(..., fortran_order=True): the native path filled a full C x C temporary
+    and copied it (for a memmap, the result twice in memory, which `out` is there to avoid). It now
+    fills out.T, which has C-contiguous rows: the result is exactly symmetric (review 14e F5)."""
+    import tracemalloc
+    n = 300
+    x = np.random.default_rng(18).standard_normal((n, 40))
+    peak = {}
+    with contextlib.nullcontext() if native else _stats.native_disabled():
+        full = _stats.pearson(x)
+        for fortran in (False, True):
+            mm = np.lib.format.open_memmap(tmp_path / f"f{fortran}.npy", mode="w+", dtype=np.float64,
+                                           shape=(n, n), fortran_order=fortran)
+            tracemalloc.start()
+            try:
+                got = _stats.pearson(x, out=mm, block_size=64)
+                peak[fortran] = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+            assert got is mm
+            if native:
+                assert np.array_equal(mm, full)
+            else:
+                np.testing.assert_allclose(mm, full, rtol=0, atol=1e-12)
+    # numpy allocations during the call: none for the native kernel into C order, the blocks for
+    # the numpy path; Fortran order must not add a C x C copy (n * n * 8 = 720 kB)
+    assert peak[True] <= peak[False] + n * n * 8 / 8, peak
+
+
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False],
+                         ids=["native", "numpy"])
 def test_pearson_bad_out(native):
     x = np.random.default_rng(0).standard_normal((5, 4))
     ctx = _stats.native_disabled() if not native else contextlib.nullcontext()
