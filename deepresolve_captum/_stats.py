@@ -158,12 +158,19 @@ def _np_float(x):
     return x
 
 
+def _numpy_of(t):
+    """A tensor's values as a CPU numpy array (zero-copy for a plain CPU tensor). A lazily negated
+    or conjugated view (the neg/conj bit, e.g. from ``x._neg_view()`` or ``torch.conj`` of a
+    negated tensor) is materialised first: ``.numpy()`` refuses it. No cost without the bits."""
+    return t.detach().cpu().resolve_neg().resolve_conj().numpy()
+
+
 def _tensor_to_numpy(x):
     """A tensor as a CPU numpy array; float16/bfloat16 become float32 (numpy has no bfloat16)."""
     x = x.detach().cpu()
     if str(x.dtype) in ("torch.float16", "torch.bfloat16"):
         x = x.float()
-    return x.numpy()
+    return _numpy_of(x)
 
 
 def _torch_float(x):
@@ -227,9 +234,9 @@ def weighted_moments_numpy(fiv, weights):
     Returns mean (C, K) and var (C, K) in fiv's dtype; weights are normalised per class.
     """
     if _is_tensor(fiv):
-        fiv = fiv.detach().cpu().numpy()
+        fiv = _numpy_of(fiv)
     if _is_tensor(weights):
-        weights = weights.detach().cpu().numpy()
+        weights = _numpy_of(weights)
     fiv = _np_float(fiv)
     w = np.asarray(weights, dtype=np.float64)
     _check_moment_shapes(fiv.shape, w.shape)
@@ -319,7 +326,7 @@ def pearson_numpy(x, clip_negative=False, *, out=None, block_size=None):
     ``block_size`` rows at a time (default 1024) and ``out`` is returned.
     """
     if _is_tensor(x):
-        x = x.detach().cpu().numpy()
+        x = _numpy_of(x)
     x = _np_float(x)
     _check_pearson_shape(x.shape)
     if not np.all(np.isfinite(x)):
@@ -552,12 +559,12 @@ def weighted_moments(fiv, weights):
             return weighted_moments_torch(fiv, weights)
         if not native_available():
             return weighted_moments_torch(fiv, weights)
-        f = _np_float(_torch_float(fiv.detach()).numpy())
-        w = weights.detach().cpu().numpy() if _is_tensor(weights) else weights
+        f = _np_float(_numpy_of(_torch_float(fiv.detach())))
+        w = _numpy_of(weights) if _is_tensor(weights) else weights
         mean, var = weighted_moments(f, w)
         return torch.from_numpy(mean), torch.from_numpy(var)
     if _is_tensor(weights):
-        weights = weights.detach().cpu().numpy()
+        weights = _numpy_of(weights)
     if not native_available():
         return weighted_moments_numpy(fiv, weights)
     f = _np_float(fiv)
@@ -608,7 +615,7 @@ def pearson(x, clip_negative=False, *, out=None, block_size=None):
             return pearson_torch(x, clip_negative)
         if not native_available():
             return pearson_torch(x, clip_negative)
-        return torch.from_numpy(pearson(_torch_float(x.detach()).numpy(), clip_negative))
+        return torch.from_numpy(pearson(_numpy_of(_torch_float(x.detach())), clip_negative))
     if not native_available():
         return pearson_numpy(x, clip_negative, out=out, block_size=block_size)
     x = _np_float(x)

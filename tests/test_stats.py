@@ -538,6 +538,29 @@ def test_non_native_byte_order_keeps_the_width(native, order):
         assert class_similarity(x.astype(np.dtype(np.float32).newbyteorder(order))).dtype == np.float32
 
 
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False], ids=["native", "torch"])
+def test_tensors_with_the_negative_bit(native):
+    """A lazily negated tensor (neg bit set: x._neg_view(), what some torch ops return): the native
+    path's .numpy() raised "Can't call numpy() on Tensor that has negative bit set", where the
+    torch fallback worked (review 14e F7). Also the numpy references, and class_similarity."""
+    from deepresolve_captum.similarity import class_similarity
+    rng = np.random.default_rng(19)
+    x, fiv, w = rng.standard_normal((6, 9)), rng.standard_normal((3, 4, 5)), rng.random((3, 4)) + 0.1
+    xn = torch.from_numpy(-x)._neg_view()
+    fn, wn = torch.from_numpy(-fiv)._neg_view(), torch.from_numpy(-w)._neg_view()
+    assert xn.is_neg() and fn.is_neg() and wn.is_neg()
+    with contextlib.nullcontext() if native else _stats.native_disabled():
+        assert_close(_stats.pearson(xn, clip_negative=True), ref_pearson(x, True), np.float64)
+        mean, var = _stats.weighted_moments(fn, wn)
+        assert_close(mean, ref_moments(fiv, w)[0], np.float64)
+        assert_close(var, ref_moments(fiv, w)[1], np.float64)
+        out = np.empty((6, 6))
+        assert_close(_stats.pearson(xn, out=out), ref_pearson(x), np.float64)
+        assert_close(class_similarity(xn), ref_pearson(x, True), np.float64)
+    assert_close(_stats.pearson_numpy(xn), ref_pearson(x), np.float64)
+    assert_close(_stats.weighted_moments_numpy(fn, wn)[1], ref_moments(fiv, w)[1], np.float64)
+
+
 def test_force_fallback_switches(monkeypatch):
     x = np.ones((2, 2))
     expected = "native" if C_EXT is not None else "numpy"
