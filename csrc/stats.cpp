@@ -719,7 +719,7 @@ int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negat
         return 2;
     }
     // Row blocks are whole multiples of MR so that panels never straddle two blocks.
-    long br = block_rows <= 0 ? n : block_rows;
+    long br = block_rows <= 0 ? n : std::min(block_rows, n);  // (rounding up LONG_MAX overflowed)
     br = std::max<long>(ki.MR, (br + ki.MR - 1) / ki.MR * ki.MR);
     for (long r0 = 0; r0 < n; r0 += br) {
         const long r1 = std::min(n, r0 + br);

@@ -464,7 +464,7 @@ def _pearson_native(x, clip_negative, out, block_size):
         _C.pearson_into(x, out, clip_negative, 0)
         return out
     _check_out(out, n, x.dtype)
-    block = int(block_size or 0)
+    block = min(int(block_size), n) if block_size else 0   # (a C long: 2**63 would not convert)
     if out.strides[1] == out.itemsize and out.strides[0] >= n * out.itemsize:
         _C.pearson_into(x, out, clip_negative, block)       # C-contiguous rows
     elif out.strides[0] == out.itemsize and out.strides[1] >= n * out.itemsize:

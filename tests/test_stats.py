@@ -421,6 +421,26 @@ def test_pearson_into_a_fortran_ordered_memmap_allocates_no_copy(tmp_path, nativ
 
 @pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False],
                          ids=["native", "numpy"])
+def test_pearson_block_size_beyond_a_c_long(native):
+    """Any positive int is a valid block_size (more rows than x has: one block). 2**63 gave a bare
+    pybind 'incompatible function arguments' TypeError on the native path, and 2**63 - 1 a signed
+    overflow (undefined behaviour) when the C++ rounded it up to a multiple of the tile (review
+    14e F6)."""
+    x = np.random.default_rng(20).standard_normal((50, 20))
+    with contextlib.nullcontext() if native else _stats.native_disabled():
+        full = _stats.pearson(x)
+        for b in (2**63 - 1, 2**63, 2**100, np.uint64(2**63), np.int64(2**63 - 1)):
+            out = np.full((50, 50), np.nan)
+            assert _stats.pearson(x, out=out, block_size=b) is out
+            assert np.array_equal(out, full) if native else np.allclose(out, full, rtol=0, atol=1e-12)
+    if native:
+        out = np.full((50, 50), np.nan)
+        C_EXT.pearson_into(x, out, False, 2**63 - 1)
+        assert np.array_equal(out, full)
+
+
+@pytest.mark.parametrize("native", [pytest.param(True, marks=needs_native), False],
+                         ids=["native", "numpy"])
 def test_pearson_bad_out(native):
     x = np.random.default_rng(0).standard_normal((5, 4))
     ctx = _stats.native_disabled() if not native else contextlib.nullcontext()
