@@ -108,6 +108,27 @@ def report(name, t, ref_name="numpy"):
     return ratio
 
 
+def cuda_skip_reason():
+    """Why ``--cuda`` cannot run here (a line for the output), or None when it can.
+    cuda_native_available() alone is also False without the DEEPRESOLVE_CUDA_KERNELS=1 opt-in,
+    which the skip message used to leave out."""
+    import torch
+    if not torch.cuda.is_available():
+        return "no CUDA GPU here"
+    C = _stats._C
+    if C is None or not getattr(C, "has_cuda", False):
+        return ("_C was built without CUDA (DEEPRESOLVE_CUDA=0, or nvcc missing or failing at "
+                "build time)")
+    if not _stats._cuda_kernels_opted_in():
+        return "the CUDA kernels are opt-in: set DEEPRESOLVE_CUDA_KERNELS=1"
+    if not _stats.native_available():
+        return "the native kernels are switched off (DEEPRESOLVE_NO_NATIVE)"
+    if not _stats.cuda_native_available():
+        return ("_C's CUDA runtime sees no GPU (a driver older than the CUDA toolkit _C was built "
+                "with?)")
+    return None
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=11)
@@ -191,10 +212,9 @@ def main():
 
     if args.cuda:
         import torch
-        if not torch.cuda.is_available():
-            print("# --cuda: no CUDA GPU here, skipped")
-        elif not _stats.cuda_native_available():
-            print("# --cuda: _C was built without CUDA (or its runtime sees no GPU), skipped")
+        reason = cuda_skip_reason()
+        if reason:
+            print(f"# --cuda: {reason}; skipped")
         else:
             dev = torch.device("cuda")
             print(f"# GPU: {torch.cuda.get_device_name(dev)}")

@@ -743,6 +743,41 @@ def test_cuda_kernels_are_opt_in(monkeypatch):
 
 
 
+def test_benchmark_cuda_skip_reason_names_the_opt_in(monkeypatch):
+    """benchmarks/stats.py --cuda on a GPU machine with a CUDA build, without
+    DEEPRESOLVE_CUDA_KERNELS=1, said "built without CUDA (or its runtime sees no GPU)"
+    (review 14e F8)."""
+    import importlib.util
+    path = ROOT / "benchmarks" / "stats.py"
+    if not path.exists():
+        pytest.skip("needs the source tree's benchmarks/")
+    spec = importlib.util.spec_from_file_location("_bench_stats", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+
+    class FakeC:
+        has_cuda = True
+
+        @staticmethod
+        def cuda_device_count():
+            return 1
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(_stats, "_C", FakeC)
+    monkeypatch.setattr(_stats, "_cuda_state", {})
+    monkeypatch.delenv("DEEPRESOLVE_CUDA_KERNELS", raising=False)
+    monkeypatch.delenv("DEEPRESOLVE_NO_NATIVE", raising=False)
+    assert "DEEPRESOLVE_CUDA_KERNELS=1" in bench.cuda_skip_reason()
+    monkeypatch.setenv("DEEPRESOLVE_CUDA_KERNELS", "1")
+    assert bench.cuda_skip_reason() is None
+    monkeypatch.setattr(FakeC, "has_cuda", False)
+    assert "without CUDA" in bench.cuda_skip_reason()
+    monkeypatch.setattr(FakeC, "has_cuda", True)
+    monkeypatch.setattr(FakeC, "cuda_device_count", staticmethod(lambda: 0))
+    monkeypatch.setattr(_stats, "_cuda_state", {})
+    assert "sees no GPU" in bench.cuda_skip_reason()
+
+
 @needs_native
 def test_thread_variables_are_read_whole_or_not_at_all():
     """C atoi read DEEPRESOLVE_NUM_THREADS='5abc' as 5, silently. Now a value is a whole number
