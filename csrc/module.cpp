@@ -117,6 +117,10 @@ PYBIND11_MODULE(_C, m) {
     m.def("set_isa", &dr::set_isa, py::arg("name"), "Force 'avx512', 'avx2', 'generic' or 'auto'");
     m.def("available_isas", &dr::available_isas);
     m.def("num_threads", &dr::num_threads, "Worker threads per call");
+    m.def("scratch_bytes", &dr::scratch_bytes,
+          "Bytes of scratch (packed copies of x) kept between Pearson calls for speed, at most 64 MiB");
+    m.def("release_scratch", &dr::release_scratch,
+          "Free the scratch kept between calls (the next call allocates it again); returns the bytes freed");
     m.def("parse_threads", [](const std::string& v, bool omp_list) { return dr::parse_threads(v.c_str(), omp_list); },
           py::arg("value"), py::arg("omp_list") = false,
           "How a thread-count variable is read: its value, or -1 when it is ignored");
