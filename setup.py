@@ -155,9 +155,14 @@ def _build_ext_class():
                 super().build_extension(ext)
             except (CCompilerError, CompileError, DistutilsError) as e:  # what setuptools filters
                 if ext.optional:  # setuptools then skips it (and only warns); say what it means
+                    # an _C of an earlier build where this one would go (an editable install's
+                    # source tree) would still be imported: old code under a "fallback" message
+                    stale = Path(self.get_ext_fullpath(ext.name))
+                    if stale.exists():
+                        stale.unlink()
                     print(f"\ndeepresolve_captum: WARNING: the native extension {ext.name} could not "
                           f"be built ({e}).\nInstalling without it: the statistics (IL, class "
-                          "similarity) use the numpy/torch fallback, with the same results but "
+                          "similarity) use the numpy/torch fallback, equal up to rounding but "
                           "slower.\nThe extension needs GCC or Clang with C++17 (MSVC is not "
                           "supported); set DEEPRESOLVE_REQUIRE_EXT=1 to make this an error, or "
                           "DEEPRESOLVE_NO_EXT=1 to skip the attempt.\n", file=sys.stderr)

@@ -118,7 +118,12 @@ PYBIND11_MODULE(_C, m) {
     m.def("available_isas", &dr::available_isas);
     m.def("num_threads", &dr::num_threads, "Worker threads per call");
     m.def("scratch_bytes", &dr::scratch_bytes,
-          "Bytes of scratch (packed copies of x) kept between Pearson calls for speed, at most 64 MiB");
+          "Bytes of scratch (packed copies of x) kept between Pearson calls for speed, at most scratch_limit()");
+    m.def("scratch_limit", &dr::scratch_limit,
+          "The most scratch kept between Pearson calls, in bytes (64 MiB unless set_scratch_limit)");
+    m.def("set_scratch_limit", &dr::set_scratch_limit, py::arg("bytes"),
+          "Keep up to this many bytes of scratch between Pearson calls (larger: repeated calls on a big x "
+          "with few rows skip re-allocating; 0: keep none); returns the previous limit");
     m.def("release_scratch", &dr::release_scratch,
           "Free the scratch kept between calls (the next call allocates it again); returns the bytes freed");
     m.def("parse_threads", [](const std::string& v, bool omp_list) { return dr::parse_threads(v.c_str(), omp_list); },

@@ -261,14 +261,24 @@ struct Aligned {
 // Large scratch (the packed copies of x) is kept between calls: a fresh multi-megabyte allocation
 // is mmap'ed and page-faulted in on every call, which costs more than the packing itself (a VM's
 // page faults are slow). A small pool, so concurrent callers (the GIL is released) never share.
-// It keeps at most 4 buffers and kKeepBytes in all (freeing the oldest first); a bigger buffer is
-// freed when its call ends. Above that size re-faulting costs little against the call itself
-// (n * K >= 8M values, so n^2 K / 2 multiply-adds), and a process that once correlated a big
-// matrix no longer holds up to 4 GiB for its lifetime (review 14e F4: 785 MiB stayed resident
-// after a (1000, 50000) float64 Pearson). release() frees everything kept (_C.release_scratch).
+// It keeps at most 4 buffers and limit() bytes in all (64 MiB unless set_limit; freeing the
+// oldest first); a bigger buffer is freed when its call ends, so a process that once correlated a
+// big matrix no longer holds up to 4 GiB for its lifetime (review 14e F4: 785 MiB stayed
+// resident after a (1000, 50000) float64 Pearson). Re-faulting a buffer above the limit costs
+// little against a call with many rows (n^2 K / 2 multiply-adds), but repeated calls with few
+// rows and many columns pay it each time: 1.2-1.55x slower at (500, 24000) to (100, 88000)
+// float64 (review r3), where _C.set_scratch_limit(bytes) keeps them. release() frees everything
+// kept (_C.release_scratch).
 class ScratchPool {
   public:
-    static constexpr size_t kKeepBytes = size_t(64) << 20;
+    static constexpr size_t kDefaultKeepBytes = size_t(64) << 20;
+    size_t limit() const { return limit_.load(std::memory_order_relaxed); }
+    size_t set_limit(size_t bytes) {   // -> the previous limit; kept buffers above it are freed
+        const size_t old = limit_.exchange(bytes, std::memory_order_relaxed);
+        std::lock_guard<std::mutex> g(mu_);
+        trim_locked();
+        return old;
+    }
     struct Lease {
         ScratchPool* pool;
         void* p;
@@ -293,17 +303,13 @@ class ScratchPool {
     }
     void give_back(void* p, size_t bytes) {
         std::lock_guard<std::mutex> g(mu_);
-        if (bytes > kKeepBytes) {
+        if (bytes > limit()) {
             std::free(p);
             return;
         }
         free_.push_back({p, bytes});
         kept_ += bytes;
-        while (free_.size() > 4 || kept_ > kKeepBytes) {
-            kept_ -= free_.front().second;
-            std::free(free_.front().first);
-            free_.erase(free_.begin());
-        }
+        trim_locked();
     }
     size_t release() {
         std::lock_guard<std::mutex> g(mu_);
@@ -322,9 +328,17 @@ class ScratchPool {
     }
 
   private:
+    void trim_locked() {   // mu_ held
+        while (!free_.empty() && (free_.size() > 4 || kept_ > limit())) {
+            kept_ -= free_.front().second;
+            std::free(free_.front().first);
+            free_.erase(free_.begin());
+        }
+    }
     std::mutex mu_;
     std::vector<std::pair<void*, size_t>> free_;
     size_t kept_ = 0;  // bytes in free_
+    std::atomic<size_t> limit_{kDefaultKeepBytes};
 };
 
 std::atomic<ScratchPool*> g_scratch{nullptr};
@@ -753,6 +767,10 @@ int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negat
 }
 
 size_t scratch_bytes() { return scratch().kept(); }
+
+size_t set_scratch_limit(size_t bytes) { return scratch().set_limit(bytes); }
+
+size_t scratch_limit() { return scratch().limit(); }
 
 size_t release_scratch() {
     const size_t n = scratch().release();

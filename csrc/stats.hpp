@@ -44,10 +44,13 @@ template <class T>
 int pearson_into(const T* x, long xs0, long xs1, long n, long K, bool clip_negative, T* out, long ldo,
                  long block_rows, long* bad_row);
 
-// Scratch kept between calls for speed (the packed copies of x; at most 64 MiB in all):
+// Scratch kept between calls for speed (the packed copies of x; at most scratch_limit() in all):
 // scratch_bytes() tells how much, release_scratch() frees it (returns the bytes freed).
 size_t scratch_bytes();
 size_t release_scratch();
+// The most scratch kept between calls (64 MiB by default); set_scratch_limit returns the old one.
+size_t set_scratch_limit(size_t bytes);
+size_t scratch_limit();
 
 // Worker threads per call: DEEPRESOLVE_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process
 // may run on (its affinity mask). set_num_threads(n > 4096) throws std::invalid_argument.

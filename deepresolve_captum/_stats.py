@@ -25,7 +25,9 @@ picked at run time; float32 sums at most 128 products in float before adding the
 writes each tile to the lower triangle and fills the upper one by a cache-blocked transpose, so the
 result is exactly symmetric with an exact unit diagonal. Threads: its own std::thread pool
 (``_C.set_num_threads``). Scratch: the packed copies are kept for the next call, at most 64 MiB
-in all (``_C.scratch_bytes()``; ``_C.release_scratch()`` frees them). It calls no BLAS, by measurement (2-core AVX-512 EPYC, float64, 1 thread):
+in all unless ``_C.set_scratch_limit(bytes)`` says otherwise (``_C.scratch_bytes()``;
+``_C.release_scratch()`` frees them). It calls no BLAS, by measurement (2-core AVX-512 EPYC,
+float64, 1 thread):
 scipy's OpenBLAS dsyrk alone, without the preparation and the mirror it would still need, took
 8.9 ms at 919 x 480 and 78 ms at 2002 x 960 against 10.0 and 83 ms for this whole path, so the
 product itself is no faster; and with its 2 threads, while another process held a core, dsyrk

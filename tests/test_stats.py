@@ -707,6 +707,13 @@ def test_a_failed_native_build_still_installs(tmp_path):
         env.pop(var, None)
     cmd = [sys.executable, "setup.py", "-q", "build_ext", "-b", str(tmp_path / "lib"),
            "-t", str(tmp_path / "tmp")]
+    # an _C of an earlier build where this one goes (an editable install's source tree) must
+    # not survive to be imported as if it were this build (review r3)
+    stale = (tmp_path / "lib" / "deepresolve_captum" / Path(_stats._C.__file__).name
+             if _stats._C is not None else None)
+    if stale is not None:
+        stale.parent.mkdir(parents=True)
+        stale.write_bytes(b"an old build")
     r = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "could not be built" in r.stderr and "numpy/torch fallback" in r.stderr
