@@ -150,6 +150,23 @@ def _build_ext_class():
                             "-Wl,--exclude-libs,libcudart_static.a"]
             super().build_extensions()
 
+        def run(self):
+            # setuptools clears self.inplace while it builds (into build_lib) and copies the
+            # result to the source tree after: remember where an earlier _C would be imported
+            self._to_source = bool(self.inplace or getattr(self, "editable_mode", False))
+            super().run()
+
+        def _stale_builds(self, ext):
+            """Where an earlier build of ``ext`` would still be imported from: build_lib, and
+            the source tree for an in-place or editable build."""
+            paths = [Path(self.get_ext_fullpath(ext.name))]
+            if getattr(self, "_to_source", False):
+                package, _, _ = ext.name.rpartition(".")
+                build_py = self.get_finalized_command("build_py")
+                name = Path(self.get_ext_filename(self.get_ext_fullname(ext.name))).name
+                paths.append(Path(build_py.get_package_dir(package)) / name)
+            return paths
+
         def build_extension(self, ext):
             try:
                 super().build_extension(ext)
@@ -157,9 +174,13 @@ def _build_ext_class():
                 if ext.optional:  # setuptools then skips it (and only warns); say what it means
                     # an _C of an earlier build where this one would go (an editable install's
                     # source tree) would still be imported: old code under a "fallback" message
-                    stale = Path(self.get_ext_fullpath(ext.name))
-                    if stale.exists():
-                        stale.unlink()
+                    for stale in self._stale_builds(ext):
+                        try:
+                            stale.unlink(missing_ok=True)
+                        except OSError as why:
+                            print(f"deepresolve_captum: WARNING: could not remove {stale}, an "
+                                  f"earlier build that would be imported instead ({why})",
+                                  file=sys.stderr)
                     print(f"\ndeepresolve_captum: WARNING: the native extension {ext.name} could not "
                           f"be built ({e}).\nInstalling without it: the statistics (IL, class "
                           "similarity) use the numpy/torch fallback, equal up to rounding but "

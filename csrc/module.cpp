@@ -123,7 +123,8 @@ PYBIND11_MODULE(_C, m) {
           "The most scratch kept between Pearson calls, in bytes (64 MiB unless set_scratch_limit)");
     m.def("set_scratch_limit", &dr::set_scratch_limit, py::arg("bytes"),
           "Keep up to this many bytes of scratch between Pearson calls (larger: repeated calls on a big x "
-          "with few rows skip re-allocating; 0: keep none); returns the previous limit");
+          "with few rows skip re-allocating; 0: keep none); returns the previous limit. A forked child starts "
+          "again at 64 MiB");
     m.def("release_scratch", &dr::release_scratch,
           "Free the scratch kept between calls (the next call allocates it again); returns the bytes freed");
     m.def("parse_threads", [](const std::string& v, bool omp_list) { return dr::parse_threads(v.c_str(), omp_list); },

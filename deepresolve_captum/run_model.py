@@ -246,6 +246,20 @@ def _factory(owner, name, spec, owner_name):
     return obj
 
 
+def _takes_no_arguments(obj):
+    """Whether ``obj()`` fits ``obj``'s signature (followed through functools.wraps wrappers
+    such as ``@torch.no_grad()``); True when it cannot be read."""
+    import inspect
+
+    try:
+        inspect.signature(obj).bind()
+    except TypeError:
+        return False
+    except ValueError:      # no signature to read (some builtins)
+        return True
+    return True
+
+
 def _call_factory(obj, what):
     from torch import nn
 
@@ -266,7 +280,8 @@ def _call_factory(obj, what):
                          and os.path.abspath(deepest.filename) == os.path.abspath(__file__))
         where = "" if never_entered else _where(e)
         hint = (" (the factory is called without arguments: wrap it, e.g. def make_model(): "
-                "return Net(n_outputs=...))" if isinstance(e, TypeError) and never_entered
+                "return Net(n_outputs=...))" if isinstance(e, TypeError) and (
+                    never_entered or not _takes_no_arguments(obj))
                 else "")   # a TypeError from inside the factory's own code is the user's bug
         raise _run_error(f"--model {what}: calling it raised {_one_line(e)}{where}{hint}") \
             from None

@@ -46,13 +46,16 @@ def _matrix(x, name, ndim=2, keep_float32=False):
 #: when its standard deviation is at most this many roundings (machine epsilons of the dtype it
 #: is computed in) times its largest absolute value: its spread is rounding, and a correlation
 #: with it would be noise. It then gets 0 against every other one. See :func:`constant_rtol`.
-CONSTANT_ULPS = 64
+CONSTANT_ULPS = 4
 
 
 def constant_rtol(dtype=np.float64):
     """The relative spread below which a row of ``dtype`` counts as constant:
-    ``CONSTANT_ULPS`` x its machine epsilon (1.4e-14 for float64, 7.6e-6 for float32)."""
-    return CONSTANT_ULPS * float(np.finfo(dtype).eps)
+    ``CONSTANT_ULPS`` x its machine epsilon (8.9e-16 for float64, 4.8e-7 for float32): a row
+    flat but for an ulp or two is caught, while float32 rows with a real spread of 8 epsilons
+    or more keep their correlation (64 epsilons zeroed some, review r4)."""
+    dtype = np.dtype(dtype)
+    return CONSTANT_ULPS * float(np.finfo(dtype if dtype.kind == "f" else np.float64).eps)
 
 
 def _near_constant_rows_zeroed(x, clip_negative):
@@ -99,8 +102,8 @@ def class_similarity(ofiv, *, out=None, block_size=None):
     OFIV is constant (no channel contributes positively, or all equally) has no defined
     correlation: its similarity to every other class is 0 and to itself 1. Constant means up
     to rounding, by :func:`label_correlation`'s rule: a standard deviation of at most
-    :func:`constant_rtol` of the dtype computed in (64 machine epsilons: 1.4e-14 in float64,
-    7.6e-6 in float32) times the row's largest value (a row flat but for one ulp would
+    :func:`constant_rtol` of the dtype computed in (4 machine epsilons: 8.9e-16 in float64,
+    4.8e-7 in float32) times the row's largest value (a row flat but for one ulp would
     otherwise correlate at random).
     """
     x = _matrix(ofiv, "ofiv", keep_float32=True)  # numpy, so the result is numpy too
@@ -145,8 +148,9 @@ def label_correlation(labels, chunk_rows=16384):
 
     labels: (N, C) binary or real labels (numpy, e.g. uint8 or bool, a memmap, or a tensor)
     -> (C, C) float64; a constant column (one whose standard deviation is at most
-    ``constant_rtol()`` = 1.4e-14 times its largest absolute value, the rule class_similarity
-    applies to float64 OFIV rows) gets 0 off the diagonal. The test is relative, so it holds for values
+    ``constant_rtol`` of the labels' dtype times its largest absolute value, 8.9e-16 for
+    float64 and integer labels, 4.8e-7 for float32: the rule class_similarity applies to OFIV
+    rows) gets 0 off the diagonal. The test is relative, so it holds for values
     of any magnitude whose squares float64 holds (about 1e-150 to 1e150); below that the sums
     of squares underflow and such a column reads as constant. The labels are read
     ``chunk_rows`` rows at a time into float64 sums (C x C), so the memory is that of the result
@@ -196,7 +200,7 @@ def label_correlation(labels, chunk_rows=16384):
     # a column is constant when its spread is at rounding level of its own values: relative to
     # the column's largest |value| (not to 1, which made [1, 2, 3] * 1e-12 "constant")
     scale = np.maximum(np.abs(lo_part + shift), np.abs(hi_part + shift))
-    live = std > constant_rtol(np.float64) * scale
+    live = std > constant_rtol(y.dtype if y.dtype == np.float32 else np.float64) * scale
     dead = ~live
     sd = np.where(live, std, 1.0)                  # std_i * std_j for every live pair, as before
     r = cov

@@ -311,9 +311,10 @@ def test_class_similarity_out_of_another_dtype_names_the_dtypes_it_takes():
 def test_rows_constant_up_to_rounding_get_0_as_in_label_correlation(monkeypatch, native):
     """A row flat but for one ulp correlated at random (-0.097, 0.354 here) while
     label_correlation gave the same values 0: class_similarity and signed_ofiv_correlation now
-    use label_correlation's rule, std <= constant_rtol(dtype) x max |value| (64 machine
-    epsilons of the dtype computed in; review r2: 1e-12 missed float32 rounding), on both the
-    native kernel and the fallback."""
+    use label_correlation's rule, std <= constant_rtol(dtype) x max |value| (4 machine
+    epsilons of the dtype computed in; review r2: 1e-12 missed float32 rounding; review r4: 64
+    epsilons zeroed float32 rows with a real spread), on both the native kernel and the
+    fallback."""
     from deepresolve_captum import similarity as S
 
     if not native:
@@ -338,10 +339,15 @@ def test_rows_constant_up_to_rounding_get_0_as_in_label_correlation(monkeypatch,
     np.testing.assert_array_equal(y, y0)
     out = np.ones((3, 3))
     assert class_similarity(x, out=out) is out and np.all(out[1, [0, 2]] == 0)
-    assert S.constant_rtol() == 64 * np.finfo(np.float64).eps
+    assert S.constant_rtol() == 4 * np.finfo(np.float64).eps
     # float32 rows are judged by float32's rounding: flat but for one float32 ulp is constant
     x32 = x.astype(np.float32)
     x32[1] = np.float32(0.3)
     x32[1, 3] = np.nextafter(np.float32(0.3), np.float32(1))
     r32 = class_similarity(x32)
     assert r32.dtype == np.float32 and np.all(r32[1, [0, 2]] == 0) and r32[1, 1] == 1
+    # a float32 row with a real spread of ~16 epsilons keeps its correlation (review r4)
+    base = np.float32(0.5) + np.float32(16 * np.finfo(np.float32).eps) * np.linspace(
+        0, 1, 8, dtype=np.float32)
+    y32 = np.stack([base, base[::-1], x32[0]]).astype(np.float32)
+    assert class_similarity(y32)[0, 1] < -0.9

@@ -721,6 +721,24 @@ def test_a_failed_native_build_still_installs(tmp_path):
     r = subprocess.run(cmd, cwd=ROOT, env={**env, "DEEPRESOLVE_REQUIRE_EXT": "1"},
                        capture_output=True, text=True, timeout=300)
     assert r.returncode != 0
+    # in place (what an editable install builds): the _C of an earlier build in the source
+    # tree goes too, in a copy of the tree (review r4: only build_lib's was removed)
+    tree = tmp_path / "tree"
+    for name in ("setup.py", "pyproject.toml", "csrc", "deepresolve_captum"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, tree / name, ignore=shutil.ignore_patterns(
+                "_C*", "__pycache__", "*.o"))
+        else:
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, tree / name)
+    import sysconfig
+    old = tree / "deepresolve_captum" / ("_C" + sysconfig.get_config_var("EXT_SUFFIX"))
+    old.write_bytes(b"an old build")
+    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=tree,
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "could not be built" in r.stderr, r.stderr[-3000:]
+    assert not old.exists()
 
 
 def test_tensor_into_out(tmp_path):
