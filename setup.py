@@ -164,7 +164,10 @@ def _build_ext_class():
                 package, _, _ = ext.name.rpartition(".")
                 build_py = self.get_finalized_command("build_py")
                 name = Path(self.get_ext_filename(self.get_ext_fullname(ext.name))).name
-                paths.append(Path(build_py.get_package_dir(package)) / name)
+                # relative to this project, whatever the current folder is (never outside it)
+                source = (HERE / build_py.get_package_dir(package) / name).resolve()
+                if HERE in source.parents:
+                    paths.append(source)
             return paths
 
         def build_extension(self, ext):

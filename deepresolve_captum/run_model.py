@@ -255,9 +255,25 @@ def _takes_no_arguments(obj):
         inspect.signature(obj).bind()
     except TypeError:
         return False
-    except ValueError:      # no signature to read (some builtins)
+    except Exception:       # no signature to read (some builtins), or reading it failed
         return True
     return True
+
+
+def _code_ran(obj, tb):
+    """Whether the traceback ``tb`` passes through the code of ``obj`` (unwrapped from its
+    decorators): the factory's own body started, so an error is from inside it."""
+    import inspect
+
+    try:
+        code = getattr(inspect.unwrap(obj), "__code__", None)
+    except Exception:
+        return False
+    while tb is not None:
+        if code is not None and tb.tb_frame.f_code is code:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _call_factory(obj, what):
@@ -281,7 +297,8 @@ def _call_factory(obj, what):
         where = "" if never_entered else _where(e)
         hint = (" (the factory is called without arguments: wrap it, e.g. def make_model(): "
                 "return Net(n_outputs=...))" if isinstance(e, TypeError) and (
-                    never_entered or not _takes_no_arguments(obj))
+                    never_entered or not (_takes_no_arguments(obj)
+                                          or _code_ran(obj, e.__traceback__)))
                 else "")   # a TypeError from inside the factory's own code is the user's bug
         raise _run_error(f"--model {what}: calling it raised {_one_line(e)}{where}{hint}") \
             from None

@@ -58,14 +58,14 @@ def constant_rtol(dtype=np.float64):
     return CONSTANT_ULPS * float(np.finfo(dtype if dtype.kind == "f" else np.float64).eps)
 
 
-def _near_constant_rows_zeroed(x, clip_negative):
+def _near_constant_rows_zeroed(x, clip_negative, dtype=None):
     """``x`` (C, K), with every row whose spread is at rounding level (after clipping at 0 with
-    ``clip_negative``: std <= constant_rtol(x.dtype) x max |value|) set to 0, i.e. exactly
-    constant, which
-    the Pearson kernels give 0 against every other row. ``x`` itself (not copied) when no row
-    needs it; rows already exactly constant are left as they are. Read in row blocks."""
+    ``clip_negative``: std <= constant_rtol(dtype) x max |value|; ``dtype``: the values' own,
+    default ``x.dtype``) set to 0, i.e. exactly constant, which the Pearson kernels give 0
+    against every other row. ``x`` itself (not copied) when no row needs it; rows already
+    exactly constant are left as they are. Read in row blocks."""
     C, K = x.shape
-    rtol = constant_rtol(x.dtype)
+    rtol = constant_rtol(x.dtype if dtype is None else dtype)
     fix = np.zeros(C, dtype=bool)
     step = max(1, _SMALL_BYTES // (8 * K))
     for r0 in range(0, C, step):
@@ -74,7 +74,10 @@ def _near_constant_rows_zeroed(x, clip_negative):
             f = np.maximum(f, 0.0)
         hi, lo = f.max(axis=1), f.min(axis=1)
         scale = np.maximum(np.abs(hi), np.abs(lo))
-        fix[r0:r0 + step] = (hi != lo) & ~(f.std(axis=1) > rtol * scale)
+        # the spread about the row's first value: exact to rounding whatever x's layout (numpy's
+        # std of a strided row summed in another order and read ~1000 eps, review r5)
+        spread = (f - f[:, :1]).std(axis=1)
+        fix[r0:r0 + step] = (hi != lo) & ~(spread > rtol * scale)
     if not fix.any():
         return x
     x = np.array(x)           # a copy of ours, in x's dtype
@@ -129,7 +132,8 @@ def signed_ofiv_correlation(ofiv):
     """Pearson correlation of the signed OFIVs (C, K) -> (C, C): the paper's comparison that
     shows how negative ('process of elimination') channels confound similarity. Constant rows
     (up to rounding, :func:`constant_rtol`) are handled as in :func:`class_similarity`."""
-    x = _near_constant_rows_zeroed(_matrix(ofiv, "ofiv"), clip_negative=False)
+    given = _array(ofiv, "ofiv", 2)        # float32 rows: judged by float32's rounding
+    x = _near_constant_rows_zeroed(_matrix(given, "ofiv"), clip_negative=False, dtype=given.dtype)
     return np.asarray(_stats.pearson(x, clip_negative=False), dtype=np.float64)
 
 
@@ -200,7 +204,7 @@ def label_correlation(labels, chunk_rows=16384):
     # a column is constant when its spread is at rounding level of its own values: relative to
     # the column's largest |value| (not to 1, which made [1, 2, 3] * 1e-12 "constant")
     scale = np.maximum(np.abs(lo_part + shift), np.abs(hi_part + shift))
-    live = std > constant_rtol(y.dtype if y.dtype == np.float32 else np.float64) * scale
+    live = std > constant_rtol(y.dtype) * scale     # the labels' own rounding (ints: float64's)
     dead = ~live
     sd = np.where(live, std, 1.0)                  # std_i * std_j for every live pair, as before
     r = cov

@@ -174,7 +174,9 @@ def test_float64_chunkings_agree_to_rounding():
     assert float((sa - sb).abs().max()) <= 1e-12 * float(sa.abs().max())
 
 
-NEEDS_ARG = """import torch
+NEEDS_ARG = """import functools
+
+import torch
 
 def needs_arg(n):
     return torch.nn.Linear(4, n)
@@ -188,6 +190,25 @@ def typo():
 @torch.no_grad()
 def wrapped_needs_arg(n):
     return torch.nn.Linear(4, n)
+
+def supplies(f):
+    @functools.wraps(f)
+    def call():
+        return f(4)
+    return call
+
+@supplies
+def wrapped_typo(n):
+    return torch.nn.Linear(n, len(2))
+
+class Odd:
+    def __getattr__(self, name):
+        raise KeyError(name)
+
+    def __call__(self):
+        raise TypeError("odd")
+
+odd = Odd()
 """
 
 
@@ -198,8 +219,9 @@ def test_a_factorys_wrong_arguments_do_not_point_at_run_model(tmp_path):
     (tmp_path / "models.py").write_text(NEEDS_ARG)
     x = tmp_path / "x.npy"
     np.save(x, np.zeros((2, 4, 10), np.float32))
-    for name, where in (("needs_arg", None), ("explodes", r"\(\S*models.py, line 7\)"),
-                        ("typo", r"\(\S*models.py, line 10\)"), ("wrapped_needs_arg", "hint")):
+    for name, where in (("needs_arg", None), ("explodes", r"\(\S*models.py, line 9\)"),
+                        ("typo", r"\(\S*models.py, line 12\)"), ("wrapped_needs_arg", "hint"),
+                        ("wrapped_typo", "no hint"), ("odd", "no hint")):
         with pytest.raises(SystemExit) as e:
             cli.main(["run", "--model", f"{tmp_path / 'models.py'}:{name}", "--layer", "x",
                       "--inputs", str(x), "--out", str(tmp_path / "out")])
@@ -211,6 +233,8 @@ def test_a_factorys_wrong_arguments_do_not_point_at_run_model(tmp_path):
             assert "line" not in msg and "called without arguments" in msg
         elif where == "hint":   # behind a decorator: its signature still asks for n (review r4)
             assert "called without arguments" in msg, msg
+        elif where == "no hint":   # the decorator supplied n and the body failed; or no
+            assert "called without arguments" not in msg, msg   # signature to read (review r5)
         else:   # raised inside the user's code: its line, and no hint about arguments
             assert re.search(where, msg) and "called without arguments" not in msg, msg
     assert not (tmp_path / "out").exists()

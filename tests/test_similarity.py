@@ -351,3 +351,12 @@ def test_rows_constant_up_to_rounding_get_0_as_in_label_correlation(monkeypatch,
         0, 1, 8, dtype=np.float32)
     y32 = np.stack([base, base[::-1], x32[0]]).astype(np.float32)
     assert class_similarity(y32)[0, 1] < -0.9
+    # review r5: any layout (numpy's std of a strided row read ~1000 eps), signed rows judged
+    # by their own float32 rounding, big-endian float32 labels as float32
+    wide = np.full((3, 400), 0.3)
+    wide[1, 3] = np.nextafter(0.3, 1.0)
+    wide[0], wide[2] = rng.normal(size=400), rng.normal(size=400)
+    for f in (class_similarity, signed_ofiv_correlation):
+        assert np.all(f(np.asfortranarray(wide))[1, [0, 2]] == 0), f.__name__
+    assert np.all(signed_ofiv_correlation(x32)[1, [0, 2]] == 0)
+    assert np.all(label_correlation(x32.T.astype(">f4"))[1, [0, 2]] == 0)
