@@ -70,9 +70,11 @@ outputs (in --out, all moved into place together at the end of a run):
   ofiv.png       with more than one target: OFIV rows (at most 100 targets and 100 channels,
                  the channels with the largest |OFIV|)
   similarity.png with more than one target: class similarity (Pearson of the OFIVs >= 0),
-                 clustered
+                 clustered (above 80 targets unlabelled: run.json's similarity_order names
+                 the output at each position)
   run.json       the arguments, the targets, lambda (and how l2=auto chose it), the seed, the
-                 files read (with their SHA-256), the versions, the device and the times
+                 files read (with their SHA-256), the versions, the device and the times; with
+                 similarity.png, similarity_order (the outputs in the order drawn)
   --no-plots writes no PNG."""
 
 #: every file ``deepresolve run`` can write in --out (which ones a run writes: _output_names)
@@ -704,14 +706,15 @@ def _run(args):
     ofiv, table = _ofiv_tables(s, targets)
     writers["ofiv.csv"] = ofiv.to_csv
     writers["channels.csv"] = lambda p: table.to_csv(p, index=False)
-    figures = []
+    figures, figure_notes = [], {}
     try:
         if not args.no_plots:
             from functools import partial
 
             from .plot import save_figure
             t1 = time.perf_counter()
-            figures = _run_figures(s, targets, targets.index(plot_target), args, layer, say)
+            figures, figure_notes = _run_figures(s, targets, targets.index(plot_target), args,
+                                                 layer, say)
             for fname, fig in figures:
                 writers[fname] = partial(save_figure, fig, formats="png")
             say(f"figures: {time.perf_counter() - t1:.1f} s")
@@ -728,6 +731,7 @@ def _run(args):
             **ascent,
             "gmm_random_state": int(s.settings["random_state"]),
             "max_components": int(s.settings["max_components"]),
+            **figure_notes,
             "versions": made_with, "started": started.isoformat(timespec="seconds"),
             "seconds": {"ascent": round(t_ascent, 3), "summarize": round(t_summary, 3),
                         "total": None},
@@ -786,12 +790,15 @@ def _ofiv_tables(s, targets):
 
 
 def _run_figures(s, targets, row, args, layer, say):
-    """[(file name, Figure)]: fig2.png, and ofiv.png and similarity.png for several targets."""
+    """([(file name, Figure)], run.json entries): fig2.png, and ofiv.png and similarity.png for
+    several targets; with similarity.png, ``similarity_order``: the outputs in the order its
+    rows and columns are drawn (above 80 targets the figure has no labels to say it)."""
     import matplotlib
     matplotlib.use("Agg")   # the command line draws to files only
     import numpy as np
     from torch import nn
 
+    from .clustering import hierarchical_clustering
     from .plot import MAX_OFIV_ROWS, plot_clustered_heatmap, plot_feature_importance, plot_ofiv
     from .similarity import class_similarity
 
@@ -802,7 +809,7 @@ def _run_figures(s, targets, row, args, layer, say):
     if type(layer) is nn.Conv1d and not args.layer_input and layer.in_channels == 4 \
             and layer.groups == 1:
         filters = layer.weight.detach().cpu().float()
-    figs = []
+    figs, extra = [], {}
     try:
         shown = min(K, args.plot_channels)
         figs.append(("fig2.png", plot_feature_importance(
@@ -823,15 +830,17 @@ def _run_figures(s, targets, row, args, layer, say):
             if C > 500:
                 say(f"clustering {C} targets for similarity.png")
             sim = class_similarity(s.ofiv)
+            clustering = hierarchical_clustering(sim)   # what the figure would compute
             figs.append(("similarity.png", plot_clustered_heatmap(
-                sim, class_names=s.target_labels() if C <= 80 else None,
+                sim, clustering=clustering, class_names=s.target_labels() if C <= 80 else None,
                 title=f"class similarity at {where} (Pearson of OFIV >= 0)")))
+            extra["similarity_order"] = [targets[i] for i in clustering.order]
     except BaseException:
         import matplotlib.pyplot as plt
         for _, fig in figs:
             plt.close(fig)
         raise
-    return figs
+    return figs, extra
 
 
 def main(argv=None):

@@ -92,6 +92,12 @@ def test_run_writes_outputs_equal_to_the_python_api(user_model, tmp_path):
     assert record["arguments"]["target"] == "2,0" and record["seed"] == 7
     assert record["files"]["weights"]["sha256"] and record["versions"]["torch_version"]
     assert record["l2_auto"] is not None and record["seconds"]["total"] > 0
+    # the outputs in similarity.png's order (above 80 targets the figure has no labels; review
+    # 14g): the clustering of the summary's similarity, in model outputs
+    from deepresolve_captum.clustering import hierarchical_clustering
+    from deepresolve_captum.similarity import class_similarity
+    order = hierarchical_clustering(class_similarity(s.ofiv)).order
+    assert record["similarity_order"] == [int(s.targets[i]) for i in order]
 
 
 def test_run_layer_input_one_target_and_npz_inputs(user_model, tmp_path):
