@@ -613,7 +613,11 @@ How to read this
   lambda  the L2 penalty of the ascent; l2='auto' picks it so that the maps have about the norm of
         the layer's mean activation on real sequences.
   matches / gain  the planted motif a channel responds to most: the rise of its peak activation
-        when the motif is written into motif-free random sequence (see planted_motif_response)."""
+        when the motif is written into motif-free random sequence (see planted_motif_response);
+        "-": the channel detects none of them (it responds to no motif at least half as much as
+        the motif's strongest channel does).
+  also reported   yes/NO readings printed after the claims: not part of them (a NO there is
+        not a failed claim); explained below the claims."""
 
 _LEGEND_SET_ONE = """\
   paper's claims (Fig. 2), per model:
@@ -626,6 +630,18 @@ _LEGEND_SET_ONE = """\
     and_additive           every CAGGTC-only detector is additive, and the additive channel with
                            the highest OFIV detects CAGGTC
     bic_gt1                BIC picks more than one IL component
+  also reported:
+    xor_sign_flip          the strongest GCTCAT and CGCTTG detectors both change FIV sign
+                           across the starts (the ascent found both XOR modes)
+    strongest_xor_nonadditive  those two strongest detectors are both flagged non-additive
+    selective_xor_nonadditive  every XOR detector that answers to one XOR motif only (less than
+                           half as much to the other) is flagged non-additive
+    bic_three              BIC picks exactly 3 components, as for the paper's network (ours get
+                           2 or 3)
+    ablation_top_nonadditive  the channel whose zeroing changes the network's XOR most is
+                           flagged non-additive
+    xor_learned            the logit table shows the logic: both positive combinations score
+                           above every negative one
   One model can fail a claim that holds on most: benchmarks/synthetic.py retrains 10 models and
   counts them (README, "What reproduces")."""
 
@@ -641,6 +657,9 @@ _LEGEND_SET_TWO = """\
                           to it most of the four, with at least half the gain of the
                           motif's strongest channel, as in set I)
     bic_one               BIC picks one IL component for every class (all additive)
+  also reported:
+    signed_fails          the Pearson of the signed OFIVs misorders the pairs too (the paper's
+                          reading of its Fig. 4c: negative terms confound similarity)
   One model can fail a claim that holds on most: benchmarks/synthetic.py retrains 10 models and
   counts them (README, "What reproduces")."""
 

@@ -475,7 +475,11 @@ def plot_feature_importance(summary, target=0, filters=None, channel_labels=None
         logos = " Logos: centred filter weights, all on one y scale."
     key = _footer(fig, f"red: positive, blue: negative; circle area ~ |value|, {_largest(big)}. "
                        f"IL: area ~ sqrt(IL), the FIV's s.d. across starts, on the same "
-                       f"scale; max IL shown {il[idx].max():.3g}. *: non-additive (GMM on IL)."
+                       f"scale, and darker the larger; max IL shown {il[idx].max():.3g}. "
+                       f"*: non-additive (GMM on IL)."
+                       + (" Rows: channels by descending OFIV." if isinstance(order, str)
+                          and order == "ofiv" else
+                          " Rows: channels by descending IL." if isinstance(order, str) else "")
                        + flip + logos)
     # room at the bottom for the x label (0.55 in) and the key above the figure's lower edge
     bottom = 0.55 + key

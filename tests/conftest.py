@@ -26,7 +26,10 @@ def _find_shared():
 def shared_dir():
     found = _find_shared()
     if found is None:
-        msg = ("../shared (the evaluation data beside the checkout) is absent; "
+        given = os.environ.get("DEEPRESOLVE_SHARED")
+        msg = (f"DEEPRESOLVE_SHARED={given} has no data/ folder: it must name the folder that "
+               "holds data/ (e.g. .../shared, not .../shared/data)" if given else
+               "../shared (the evaluation data beside the checkout) is absent; "
                "set DEEPRESOLVE_SHARED to its path to run this test")
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg + " -- and CI=true, so this must not skip")

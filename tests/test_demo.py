@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 
@@ -38,6 +39,10 @@ def test_cli_demo_writes_figures_and_summary(tmp_path):
         legend = t.split("How to read this", 1)[1]
         for term in ("OFIV", "IL", "BIC", "lambda") + claims:
             assert f"\n  {term}" in legend or f"\n    {term}" in legend, term
+        # and so is every flag printed as "also reported" (review 14g: bic_three=NO unexplained)
+        reported = re.search(r"\(also reported: ([^)]*)\)", t).group(1)
+        for flag in (part.split("=")[0] for part in reported.split(", ")):
+            assert f"\n    {flag} " in legend, flag
     s = EnsembleSummary.load(out / "summary_set1.npz")
     assert s.fiv.shape == (1, 10, 32) and s.ofiv.shape == (1, 32)
     # the npz keeps what made it (it held only the GMM settings; lambda was in the text only)
