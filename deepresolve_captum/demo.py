@@ -614,8 +614,7 @@ How to read this
         the layer's mean activation on real sequences.
   matches / gain  the planted motif a channel responds to most: the rise of its peak activation
         when the motif is written into motif-free random sequence (see planted_motif_response);
-        "-": the channel detects none of them (it responds to no motif at least half as much as
-        the motif's strongest channel does).
+        "-": the channel detects none of them (by the detector rule under the claims below).
   also reported   yes/NO readings printed after the claims: not part of them (a NO there is
         not a failed claim); explained below the claims."""
 

@@ -1178,7 +1178,8 @@ def plot_clustered_heatmap(similarity, clustering=None, class_names=None, vmin=-
             ax_h.set_xlabel(note, fontsize=7)
     else:  # the ticks are positions in the clustered order, not class indices: say so
         ax_h.set_xlabel(f"{C} classes in clustered order (position, not class index; "
-                        "clustering.order maps positions to classes)"
+                        "clustering.order maps positions to classes; deepresolve run: "
+                        "run.json's similarity_order)"
                         + (f"\n{note}" if note else ""), fontsize=7)
     if clustering.labels is not None:
         lab = clustering.labels[order]

@@ -264,10 +264,16 @@ def _takes_no_arguments(obj):
 
 def _code_ran(obj, tb):
     """Whether the traceback ``tb`` passes through the code of ``obj`` (unwrapped from its
-    decorators): the factory's own body started, so an error is from inside it."""
+    decorators and partials; a class: its ``__init__``): the factory's own body started, so an
+    error is from inside it."""
+    import functools
     import inspect
 
     try:
+        while isinstance(obj, functools.partial):
+            obj = obj.func
+        if inspect.isclass(obj):       # its __init__ is the code a call runs
+            obj = obj.__init__
         code = getattr(inspect.unwrap(obj), "__code__", None)
     except Exception:
         return False

@@ -51,11 +51,15 @@ CONSTANT_ULPS = 4
 
 def constant_rtol(dtype=np.float64):
     """The relative spread below which a row of ``dtype`` counts as constant:
-    ``CONSTANT_ULPS`` x its machine epsilon (8.9e-16 for float64, 4.8e-7 for float32): a row
-    flat but for an ulp or two is caught, while float32 rows with a real spread of 8 epsilons
-    or more keep their correlation (64 epsilons zeroed some, review r4)."""
+    ``CONSTANT_ULPS`` x the machine epsilon of the dtype it is computed in: float32 (4.8e-7)
+    for 4-byte floats, any byte order, as class_similarity keeps them; float64 (8.9e-16) for
+    everything else, integers and float16 included (those are computed in float64, as exact
+    values: a float16 label column with 2 positives in 200,000 rows is not constant, review
+    r6). A row flat but for an ulp or two is caught, while float32 rows with a real spread of
+    8 epsilons or more keep their correlation (64 epsilons zeroed some, review r4)."""
     dtype = np.dtype(dtype)
-    return CONSTANT_ULPS * float(np.finfo(dtype if dtype.kind == "f" else np.float64).eps)
+    single = dtype.kind == "f" and dtype.itemsize == 4
+    return CONSTANT_ULPS * float(np.finfo(np.float32 if single else np.float64).eps)
 
 
 def _near_constant_rows_zeroed(x, clip_negative, dtype=None):
@@ -74,10 +78,12 @@ def _near_constant_rows_zeroed(x, clip_negative, dtype=None):
             f = np.maximum(f, 0.0)
         hi, lo = f.max(axis=1), f.min(axis=1)
         scale = np.maximum(np.abs(hi), np.abs(lo))
-        # the spread about the row's first value: exact to rounding whatever x's layout (numpy's
-        # std of a strided row summed in another order and read ~1000 eps, review r5)
-        spread = (f - f[:, :1]).std(axis=1)
-        fix[r0:r0 + step] = (hi != lo) & ~(spread > rtol * scale)
+        # the spread about the row's first value, in units of the row's largest |value|: exact
+        # to rounding whatever x's layout (numpy's std of a strided row summed in another order
+        # read ~1000 eps, review r5) and at any magnitude (no overflow near 1e308, review r6)
+        unit = np.where(scale > 0, scale, 1.0)[:, None]
+        spread = ((f - f[:, :1]) / unit).std(axis=1)
+        fix[r0:r0 + step] = (hi != lo) & ~(spread > rtol)
     if not fix.any():
         return x
     x = np.array(x)           # a copy of ours, in x's dtype

@@ -201,6 +201,17 @@ def supplies(f):
 def wrapped_typo(n):
     return torch.nn.Linear(n, len(2))
 
+def supplies_width(init):
+    @functools.wraps(init)
+    def call(self):
+        return init(self, 4)
+    return call
+
+class Net(torch.nn.Linear):
+    @supplies_width
+    def __init__(self, width):
+        super().__init__(width, len(2))
+
 class Odd:
     def __getattr__(self, name):
         raise KeyError(name)
@@ -221,7 +232,7 @@ def test_a_factorys_wrong_arguments_do_not_point_at_run_model(tmp_path):
     np.save(x, np.zeros((2, 4, 10), np.float32))
     for name, where in (("needs_arg", None), ("explodes", r"\(\S*models.py, line 9\)"),
                         ("typo", r"\(\S*models.py, line 12\)"), ("wrapped_needs_arg", "hint"),
-                        ("wrapped_typo", "no hint"), ("odd", "no hint")):
+                        ("wrapped_typo", "no hint"), ("odd", "no hint"), ("Net", "no hint")):
         with pytest.raises(SystemExit) as e:
             cli.main(["run", "--model", f"{tmp_path / 'models.py'}:{name}", "--layer", "x",
                       "--inputs", str(x), "--out", str(tmp_path / "out")])

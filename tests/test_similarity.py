@@ -360,3 +360,11 @@ def test_rows_constant_up_to_rounding_get_0_as_in_label_correlation(monkeypatch,
         assert np.all(f(np.asfortranarray(wide))[1, [0, 2]] == 0), f.__name__
     assert np.all(signed_ofiv_correlation(x32)[1, [0, 2]] == 0)
     assert np.all(label_correlation(x32.T.astype(">f4"))[1, [0, 2]] == 0)
+    # review r6: float16 labels are exact values computed in float64 (2 positives in 200,000
+    # rows are not a constant column), and rows near float64's maximum do not overflow
+    lab16 = np.zeros((200_000, 2), np.float16)
+    lab16[:2] = 1
+    lab16[5, 1] = 1
+    assert label_correlation(lab16)[0, 1] == label_correlation(lab16.astype(np.uint8))[0, 1] > 0.8
+    huge = np.stack([np.linspace(1, 2, 8), np.linspace(1, 2, 8) ** 2, np.full(8, 0.3)]) * 1e307
+    assert class_similarity(huge)[0, 1] > 0.99 and signed_ofiv_correlation(huge)[0, 1] > 0.99
