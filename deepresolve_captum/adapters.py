@@ -706,18 +706,25 @@ def _captum_subclass_note(model, backend):
             "them their base class's rule")
 
 
+def _ruled_bases(model):
+    """(tangermeme's rule table with ours, {class in ``model`` without a rule of its own: its
+    nearest base in the MRO that has one}), e.g. ``class MyReLU(nn.ReLU)`` -> ``nn.ReLU``."""
+    import tangermeme.deep_lift_shap as tdls
+
+    table = tdls._build_nonlinear_ops(_TANGERMEME_EXTRA_OPS)
+    bases = {}
+    for t in {type(m) for m in model.modules()} - set(table):
+        base = next((b for b in t.__mro__[1:] if b in table), None)
+        if base is not None:
+            bases[t] = base
+    return table, bases
+
+
 def _overriding_subclasses(model):
     """Names of the module classes in ``model`` that tangermeme's backend gives their base
     class's DeepLIFT rule (see :func:`_tangermeme_rules`) although they override ``forward``."""
-    import tangermeme.deep_lift_shap as tdls
-
-    ruled = tdls._build_nonlinear_ops(_TANGERMEME_EXTRA_OPS)   # classes with a rule of their own
-    out = []
-    for t in {type(m) for m in model.modules()} - set(ruled):
-        base = next((b for b in t.__mro__[1:] if b in ruled), None)
-        if base is not None and t.forward is not base.forward:
-            out.append(t.__name__)
-    return sorted(out)
+    _, bases = _ruled_bases(model)
+    return sorted(t.__name__ for t, base in bases.items() if t.forward is not base.forward)
 
 
 def _selector_rows(C, N):
@@ -735,17 +742,8 @@ def _tangermeme_rules(model):
     looks its rule up by ``type(module)``, so such a subclass would otherwise raise a bare
     ``KeyError`` inside the backward pass. A fresh dict: tangermeme's tables and the model are
     not touched."""
-    import tangermeme.deep_lift_shap as tdls
-
-    table = tdls._build_nonlinear_ops(_TANGERMEME_EXTRA_OPS)
-    extra = dict(_TANGERMEME_EXTRA_OPS)
-    for t in {type(m) for m in model.modules()}:
-        if t in table:
-            continue
-        base = next((b for b in t.__mro__[1:] if b in table), None)
-        if base is not None:
-            extra[t] = table[base]
-    return extra
+    table, bases = _ruled_bases(model)
+    return {**_TANGERMEME_EXTRA_OPS, **{t: table[base] for t, base in bases.items()}}
 
 
 #: Budget for the references of one tangermeme call (rows x R x 4 x L values): the rows
