@@ -293,7 +293,9 @@ class InteractionResult:
     logic: str, see :func:`classify_interaction`.
     outputs: numpy (n_backgrounds, 4), the outputs per background and condition.
     motifs: dict with the consensus strings of a, b and the context motifs.
-    settings: dict of the arguments that made it.
+    settings: dict of the arguments that made it, and ``backgrounds_with_motif``: {consensus:
+        fraction of the backgrounds that held it before planting} (see ``X`` of
+        :func:`interaction_check`).
     """
     table: pd.DataFrame
     interaction: float
@@ -439,6 +441,46 @@ def _probe_forward(model, x):
     return how, op == "log_softmax", tuple(y.shape[1:]), advice
 
 
+#: rounds of reshuffling a background of X that holds a planted motif (interaction_check)
+_SHUFFLE_REDRAWS = 20
+
+
+def _motif_fractions(B, motifs):
+    """{motif: fraction of the one-hot backgrounds B (n, 4, L) that hold it (forward strand)}."""
+    from .datasets import contains
+    idx = B.argmax(1).numpy()
+    return {c: float(contains(idx, c).mean()) for c in motifs}
+
+
+def _motif_free_shuffles(src, motifs, seed):
+    """One dinucleotide shuffle (tangermeme) of each sequence of ``src`` (n, 4, L), a shuffle
+    that holds one of ``motifs`` (forward strand) reshuffled up to ``_SHUFFLE_REDRAWS`` times,
+    as random backgrounds are redrawn (a sequence whose dinucleotide counts force the motif
+    keeps it: :func:`interaction_check` warns with the fraction). -> (n, 4, L) float32.
+    Shuffles that hold none are those of ``seed``, so a run without any is as it was."""
+    from tangermeme.ersatz import dinucleotide_shuffle
+
+    from .datasets import contains
+
+    B = dinucleotide_shuffle(src, n=1, random_state=seed)[:, 0].float()
+
+    def bad_rows(rows):
+        idx = B[rows].argmax(1).numpy()
+        hit = np.zeros(len(rows), dtype=bool)
+        for c in motifs:
+            hit |= contains(idx, c)
+        return rows[hit]
+
+    bad = bad_rows(np.arange(len(B))) if motifs else np.zeros(0, dtype=int)
+    for r in range(1, _SHUFFLE_REDRAWS + 1):
+        if len(bad) == 0:
+            break
+        B[bad] = dinucleotide_shuffle(src[bad], n=1,
+                                      random_state=(seed + r) % (2**31 - 1))[:, 0].float()
+        bad = bad_rows(bad)
+    return B
+
+
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
                       seq_len=None, target=0, output="probability", sample_pwm=False,
                       tol=0.25, min_effect=0.05, z=3.0, batch_size=512, random_state=0):
@@ -452,9 +494,15 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         or, with ``sample_pwm=True``, one instance sampled per background).
     X: torch.Tensor (N, 4, L) one-hot sequences whose dinucleotide shuffles are the backgrounds
         (cycled through when ``n_backgrounds > N``; no N bases), or None: uniform random
-        sequences of length ``seq_len`` that hold none of the planted motifs' consensus
-        sequences (forward strand).
-    context: motifs (str or matrices) planted into every condition, e.g. the AND partner.
+        sequences of length ``seq_len``. Either way the backgrounds are kept free of the
+        planted motifs' consensus sequences (forward strand) where that is feasible, i.e. for
+        each motif expected at most once in a uniform background of that length: a random
+        background holding one is redrawn, a shuffle holding one is reshuffled (up to 20
+        times; a sequence whose dinucleotide counts force the motif keeps it). Backgrounds
+        that still hold a motif (e.g. a 4-mer in 1000 bp) are warned of with the fraction per
+        motif, which ``settings['backgrounds_with_motif']`` records (0 for each motif kept out).
+    context: motifs (str or matrices) planted into every condition, e.g. the AND partner;
+        None is no context.
     n_backgrounds: number of backgrounds (each used in all four conditions).
     seq_len: length of random backgrounds when ``X`` is None (default None: then ``X`` is
         required; one of the two must be given, else ValueError). Ignored when ``X`` is given.
@@ -482,14 +530,18 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         exceeds ``z`` standard errors over the backgrounds (paired); a pattern that fits a
         label only in its means is ``"uncertain"``.
     batch_size: sequences per forward pass.
-    random_state: int seed (shuffles, positions, sampled instances); a bool is refused.
+    random_state: int seed (shuffles, positions, sampled instances); a bool is refused. None
+        draws fresh entropy (numpy's convention): the result is then not reproducible.
 
     Returns
     -------
     :class:`InteractionResult`.
-    """
-    from tangermeme.ersatz import dinucleotide_shuffle
 
+    Raises
+    ------
+    ValueError: the model's output on the planted sequences is not finite (NaN or inf, e.g. a
+        float16 overflow): effects of such outputs would read as "none".
+    """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _check_one_input(model)
@@ -507,7 +559,9 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
             isinstance(seq_len, bool) or not isinstance(seq_len, (int, np.integer)) or seq_len < 1):
         raise ValueError(f"seq_len must be an integer >= 1 (the length of the random "
                          f"backgrounds), got {seq_len!r}")
-    if isinstance(context, (str, np.ndarray, torch.Tensor)):
+    if context is None:
+        context = ()
+    elif isinstance(context, (str, np.ndarray, torch.Tensor)):
         context = [context]
     target = _as_target(target)
     mats = [motif_to_one_hot(motif_a), motif_to_one_hot(motif_b)]
@@ -518,20 +572,7 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     if X is None:
         if seq_len is None:
             raise ValueError("give X (sequences to shuffle) or seq_len (random backgrounds)")
-        # backgrounds without the planted motifs' consensus (forward strand): one holding a
-        # motif by chance would blur the "none" / "a" / "b" contrast. Only for motifs expected
-        # at most once per background: a short one in a long sequence is nearly always there.
-        from .datasets import _motif_free_backgrounds
         L0 = int(seq_len)
-        cons = sorted({consensus(m) for m in mats})
-        avoid = [c for c in cons if (L0 - len(c) + 1) / 4.0 ** len(c) <= 1.0]
-        if len(avoid) < len(cons):
-            warnings.warn(
-                f"random {L0} bp backgrounds hold {sorted(set(cons) - set(avoid))} by chance "
-                "(expected more than once per background), so they are not kept motif-free; "
-                "'none' then already contains it", UserWarning, stacklevel=2)
-        idx = _motif_free_backgrounds(rng, n_backgrounds, L0, avoid)
-        B = torch.nn.functional.one_hot(torch.as_tensor(idx, dtype=torch.long), 4).permute(0, 2, 1).float()
     else:
         if not isinstance(X, torch.Tensor) or X.ndim != 3 or X.shape[1] != 4 or len(X) == 0:
             raise ValueError("X must be a non-empty one-hot tensor of shape (N, 4, L)")
@@ -541,8 +582,32 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
                 f"X has N (all-zero) positions ({_describe_unknown(unknown)}); the backgrounds "
                 "are dinucleotide shuffles of X (tangermeme), which need ACGT sequences: pass "
                 "sequences without N, or X=None with seq_len for random backgrounds")
+        L0 = int(X.shape[-1])
+    # backgrounds without the planted motifs' consensus (forward strand): one holding a motif
+    # by chance would blur the "none" / "a" / "b" contrast. Only for motifs expected at most
+    # once per uniform background: a short one in a long sequence is nearly always there (and
+    # for shuffles of X, a sequence whose dinucleotide content forces the motif keeps it).
+    cons = sorted({consensus(m) for m in mats})
+    avoid = [c for c in cons if (L0 - len(c) + 1) / 4.0 ** len(c) <= 1.0]
+    if X is None:
+        from .datasets import _motif_free_backgrounds
+        idx = _motif_free_backgrounds(rng, n_backgrounds, L0, avoid)
+        B = torch.nn.functional.one_hot(torch.as_tensor(idx, dtype=torch.long), 4).permute(0, 2, 1).float()
+    else:
         src = X[np.arange(n_backgrounds) % len(X)].float().cpu()
-        B = dinucleotide_shuffle(src, n=1, random_state=seed)[:, 0].float()
+        B = _motif_free_shuffles(src, avoid, seed)
+    held = _motif_fractions(B, cons)
+    if any(held.values()):
+        kind = "random" if X is None else "dinucleotide-shuffled"
+        warnings.warn(
+            f"{kind} {L0} bp backgrounds hold planted motifs before any is planted: "
+            + ", ".join(f"{c} in {f:.1%}" for c, f in held.items() if f)
+            + " of them (forward strand; a motif expected more than once per background is "
+            "not kept out, and a shuffle of X is redrawn up to "
+            f"{_SHUFFLE_REDRAWS} times only), so they are not kept motif-free: 'none', 'a' and "
+            "'b' then already contain it and the effects shrink. Use shorter backgrounds (X cut "
+            "to a window, or seq_len) or longer motifs; the fractions are in "
+            "settings['backgrounds_with_motif']", UserWarning, stacklevel=2)
     L = B.shape[-1]
     starts = _non_overlapping_starts(rng, n_backgrounds, [m.shape[1] for m in mats], L)
     inst = [_draw(m, n_backgrounds, sample_pwm, rng) for m in mats]
@@ -588,6 +653,13 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
     elif output == "probability":
         y = torch.sigmoid(y)
     Y = y.numpy().reshape(4, n_backgrounds).T.astype(np.float64)  # (n, 4): none, a, b, both
+    bad = ~np.isfinite(Y)
+    if bad.any():
+        raise ValueError(
+            f"the model's output {target} is not finite (NaN or inf) on {int(bad.sum())} of the "
+            f"{bad.size} planted sequences (in conditions "
+            f"{[c for c, b in zip(CONDITIONS, bad.any(0)) if b]}): no effect can be read from "
+            "them. Check the model (e.g. a float16 model that overflows: try model.float())")
 
     n = n_backgrounds
     sem = lambda v: float(v.std(ddof=1) / np.sqrt(n))
@@ -606,7 +678,8 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
              "context": [consensus(m) for m in mats[2:]]}
     settings = dict(n_backgrounds=n, target=target, output=output, sample_pwm=sample_pwm, tol=tol,
                     min_effect=min_effect, z=z, random_state=random_state,
-                    backgrounds="random" if X is None else "dinucleotide_shuffle")
+                    backgrounds="random" if X is None else "dinucleotide_shuffle",
+                    backgrounds_with_motif=held)
     return InteractionResult(table, float(inter.mean()), sem(inter), logic, Y, names, settings)
 
 

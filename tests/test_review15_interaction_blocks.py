@@ -114,6 +114,19 @@ class _Nan(nn.Module):
         return self.conv(x).amax(-1) * float("nan")
 
 
+def test_non_finite_model_outputs_are_refused():
+    """A NaN model gave interaction_check's logic 'none' (no interaction)."""
+    with pytest.raises(ValueError, match=r"output 0 is not finite \(NaN or inf\) on 32 of the 32 "
+                                         r"planted sequences"):
+        interaction_check(_Nan().eval(), "ACG", "TTA", seq_len=20, n_backgrounds=8)
+
+
+def test_context_none_is_no_context():
+    m = _Detectors("GATTAC", "CCGGTT", 8, 8, -8, -4).eval()
+    r = interaction_check(m, "GATTAC", "CCGGTT", seq_len=30, n_backgrounds=4, context=None)
+    assert r.motifs["context"] == []                                    # was a TypeError
+
+
 # ------------------------------------------------------------------ m3: shuffled backgrounds
 def _with_copies(n, L, motif, at, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -122,6 +135,34 @@ def _with_copies(n, L, motif, at, seed=0):
     for p in at:
         idx[:, p:p + len(motif)] = code
     return nn.functional.one_hot(idx, 4).permute(0, 2, 1).float()
+
+
+def test_shuffles_of_X_are_kept_free_of_the_planted_motifs():
+    """Random backgrounds were redrawn while they held a planted motif, shuffles of X were not:
+    here 8 copies of GATTAC per 100 bp left the motif in 23 of the 64 shuffles, and 'none' of an
+    OR model read P ~ 1 for them."""
+    X = _with_copies(32, 100, "GATTAC", range(0, 96, 12))
+    m = _Detectors("GATTAC", "CCGGTT", 8, 8, -8, -4).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                   # every motif kept out: no warning
+        r = interaction_check(m, "GATTAC", "CCGGTT", X, n_backgrounds=64)
+    assert r.settings["backgrounds_with_motif"] == {"CCGGTT": 0.0, "GATTAC": 0.0}
+    assert (r.outputs[:, 0] < 0.5).all()                 # was P > 0.5 in 23 of 64 backgrounds
+    assert r.table["effect"]["a"] == pytest.approx(1 / (1 + np.exp(-4)) - 1 / (1 + np.exp(4)))
+
+
+def test_motifs_that_cannot_be_kept_out_are_warned_with_their_fraction():
+    """A 3-mer in 200 bp is in nearly every background: warned with the fraction, and recorded."""
+    m = _Detectors("GAT", "CCG", 8, 8, -8, -4).eval()
+    with pytest.warns(UserWarning, match=r"dinucleotide-shuffled 200 bp backgrounds hold planted "
+                                         r"motifs before any is planted: CCG in \d+\.\d%, GAT in "
+                                         r"\d+\.\d% .*not kept motif-free"):
+        r = interaction_check(m, "GAT", "CCG", _random_X(16, 200), n_backgrounds=16)
+    held = r.settings["backgrounds_with_motif"]
+    assert set(held) == {"CCG", "GAT"} and min(held.values()) > 0.5
+    with pytest.warns(UserWarning, match="random 200 bp backgrounds hold planted motifs"):
+        r = interaction_check(m, "GAT", "CCG", seq_len=200, n_backgrounds=16)
+    assert min(r.settings["backgrounds_with_motif"].values()) > 0.5
 
 
 # ------------------------------------------------------------------ m4: uninformative PWMs
