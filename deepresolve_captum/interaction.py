@@ -711,7 +711,9 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
           one row per *requested* channel instead; indexing it by channel id would silently
           plant another channel's motif, so an array whose length is not K is refused: pass the
           ``ChannelMotifs`` itself, or a dict.
-    trim: information-content threshold (bits) used to trim each PWM to its core before planting.
+    trim: information-content threshold (bits) used to trim each PWM to its core before
+        planting. A channel whose matrix has no column at or above it (or is uniform) is
+        refused, with the channel named: there is no motif to plant.
     attribute_to_layer_input: True or False: the channels are those of the layer's *input*
         (Captum's name, as in ``LayerFeatureOptimizer.attribute``): e.g. ``layer=model.fc1``
         with True pairs the pooled filters an ``EncodeTFModel`` feeds into ``fc1``, the
@@ -722,10 +724,17 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
     Returns
     -------
     :class:`InteractionResult` (its ``motifs`` give the consensus strings that were planted).
+
+    Raises
+    ------
+    ValueError: ``pwms=None`` without ``X``; a channel's matrix uninformative (no column at or
+        above ``trim`` bits); a channel missing from ``pwms``; and what
+        :func:`interaction_check` raises.
     """
     from collections.abc import Mapping
 
     from .channel_motifs import ChannelMotifs, _layer_value, channel_pwms, trim_pwm
+    from .motifs import column_information
 
     attribute_to_layer_input = _check_flag("attribute_to_layer_input", attribute_to_layer_input)
     pair = []
@@ -739,6 +748,12 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
         raise ValueError(f"channel_a and channel_b are the same channel ({channel_a}): a "
                          "channel paired with itself plants one motif twice; pick two channels")
     if pwms is None:
+        if X is None:
+            raise ValueError(
+                "pwms=None needs X: the channels' motifs are read from their top-activating "
+                "fragments of the sequences X. Give X (N, 4, L), or pass the motifs as pwms "
+                "(a ChannelMotifs, a dict {channel: (4, w) matrix} or one matrix per channel) "
+                "with seq_len for random backgrounds")
         res = channel_pwms(model, layer, [channel_a, channel_b], X, n_steps=0,  # fragments only
                            attribute_to_layer_input=attribute_to_layer_input)
         src = res.fragment_pwms if res.fragment_pwms is not None else res.pwms
@@ -788,11 +803,27 @@ def channel_pair_interaction(model, layer, channel_a, channel_b, X, *, pwms=None
                 raise ValueError(f"channel {c} out of range for a layer {where} with {K} "
                                  "channels")
         pa, pb = pwms[channel_a], pwms[channel_b]
-    return interaction_check(model, trim_pwm(pa, trim), trim_pwm(pb, trim), X, **kwargs)
+    planted = []
+    for c, p in ((channel_a, pa), (channel_b, pb)):
+        p = motif_to_one_hot(p)
+        ic = column_information(p)
+        if not ic.max() >= max(trim, 1e-6):
+            # trim_pwm keeps a matrix none of whose columns reaches trim as it is, and its
+            # consensus breaks ties to 'A': a uniform matrix would be planted as poly-A
+            raise ValueError(
+                f"channel {c}'s motif is uninformative: no column of its (4, {p.shape[1]}) "
+                f"matrix reaches trim={trim} bits (the most informative has {ic.max():.3f} "
+                "bits), so there is no motif to plant (a uniform matrix would plant poly-A). "
+                "The channel may never switch on for these sequences: with pwms=None pass a "
+                "larger X, or one where the channel fires (e.g. sequences that hold its "
+                "motif); or pass its motif in pwms, or a lower trim")
+        planted.append(trim_pwm(p, trim))
+    return interaction_check(model, planted[0], planted[1], X, **kwargs)
 
 
 def channel_ablation(model, layer, X, channels=None, *, target=0, fill=0.0,
-                     attribute_to_layer_input=False, batch_size=256):
+                     attribute_to_layer_input=False, batch_size=256, verbose=False,
+                     return_sem=False):
     """How much each channel of ``layer`` supports the model's output on the sequences ``X``.
 
     For channel k the effect is the mean over the N sequences of ``f(x) - f(x with channel k of

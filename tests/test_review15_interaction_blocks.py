@@ -166,5 +166,22 @@ def test_motifs_that_cannot_be_kept_out_are_warned_with_their_fraction():
 
 
 # ------------------------------------------------------------------ m4: uninformative PWMs
+def test_an_uninformative_channel_pwm_is_refused_by_channel():
+    """A flat matrix passed trim_pwm unchanged and was planted as its consensus, poly-A."""
+    m = nn.Sequential(nn.Conv1d(4, 3, 5), nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(),
+                      nn.Linear(3, 1)).eval()
+    good = motif_to_one_hot("AGGGT") * 0.9 + 0.025
+    pwms = {0: good, 2: np.full((4, 7), 0.25)}
+    with pytest.raises(ValueError, match=r"channel 2's motif is uninformative: no column of its "
+                                         r"\(4, 7\) matrix reaches trim=0.5 bits"):
+        channel_pair_interaction(m, m[1], 0, 2, None, pwms=pwms, seq_len=30, n_backgrounds=8)
+    r = channel_pair_interaction(m, m[1], 0, 2, None, pwms={0: good, 2: good[:, ::-1]},
+                                 seq_len=30, n_backgrounds=8)
+    assert r.motifs["a"] == "AGGGT"
+    # pwms=None without X named what the user passed, not an internal method
+    with pytest.raises(ValueError, match=r"pwms=None needs X"):
+        channel_pair_interaction(m, m[1], 0, 2, None, seq_len=30)
+
+
 # ------------------------------------------------------------------ m5: channel_ablation
 # ------------------------------------------------------------------ nits
