@@ -184,4 +184,47 @@ def test_an_uninformative_channel_pwm_is_refused_by_channel():
 
 
 # ------------------------------------------------------------------ m5: channel_ablation
+def test_channel_ablation_refuses_non_finite_outputs_and_fill():
+    """channel_ablation returned NaN effects for a NaN model or fill=nan."""
+    X = _random_X(6, 20)
+    m = _Nan().eval()
+    with pytest.raises(ValueError, match="not finite .*on X for 6 of 6 sequences"):
+        channel_ablation(m, m.conv, X)
+    ok = nn.Sequential(nn.Conv1d(4, 2, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten(),
+                       nn.Linear(2, 1)).eval()
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="fill must be a finite real number"):
+            channel_ablation(ok, ok[0], X, fill=bad)                     # was NaN effects
+    for bad in (None, "0", True):
+        with pytest.raises(TypeError, match="fill must be a finite real number"):
+            channel_ablation(ok, ok[0], X, fill=bad)
+
+
+def test_channel_ablation_progress_bar_and_standard_errors(capsys):
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv1d(4, 3, 5), nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(),
+                      nn.Linear(3, 1)).eval()
+    X = _random_X(10, 30)
+    means = channel_ablation(m, m[1], X)
+    assert isinstance(means, np.ndarray) and means.shape == (3,)      # default unchanged
+    got, sems = channel_ablation(m, m[1], X, verbose=True, return_sem=True)
+    assert "channel ablation" in capsys.readouterr().err and np.array_equal(got, means)
+    with torch.no_grad():
+        full = m(X)[:, 0].double()
+        ref = []
+        for k in range(3):
+            h = m[1](m[0](X))
+            h[:, k] = 0
+            ref.append((full - m[4](m[3](m[2](h)))[:, 0].double()).numpy())
+    ref = np.array(ref)
+    np.testing.assert_allclose(got, ref.mean(1), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(sems, ref.std(1, ddof=1) / np.sqrt(10), rtol=1e-6, atol=1e-9)
+    assert (sems > 0).all()
+    for name in ("verbose", "return_sem"):
+        with pytest.raises(TypeError, match=f"{name} must be True or False"):
+            channel_ablation(m, m[1], X, **{name: "yes"})
+    with pytest.raises(ValueError, match="return_sem=True needs at least 2 sequences"):
+        channel_ablation(m, m[1], X[:1], return_sem=True)
+
+
 # ------------------------------------------------------------------ nits
