@@ -62,7 +62,9 @@ CONDITIONS = ("none", "a", "b", "both")
 
 def motif_to_one_hot(motif):
     """A motif as a (4, k) float array: a string over ACGT (one-hot) or a (4, k) probability
-    matrix / tensor (returned as float64, columns normalised)."""
+    matrix / tensor, one row per base A, C, G, T (returned as float64, columns normalised).
+    A (4, 4) matrix whose rows sum to 1 and columns do not is warned of: it looks like a (k, 4)
+    position-by-base matrix (MEME / JASPAR layout), which needs ``.T``."""
     if isinstance(motif, str):
         s = motif.upper()
         if not s or any(c not in ALPHABET for c in s):
@@ -74,12 +76,23 @@ def motif_to_one_hot(motif):
         motif = _tensor_to_numpy(motif)   # bfloat16 too, as float32
     m = np.asarray(motif, dtype=np.float64)
     if m.ndim != 2 or m.shape[0] != 4 or m.shape[1] == 0:
-        raise ValueError(f"a motif matrix must have shape (4, k), got {m.shape}")
+        hint = (" (a (k, 4) matrix, one row per position as MEME and JASPAR files write "
+                "it: pass its transpose, motif.T)" if m.ndim == 2 and m.shape[1] == 4 else "")
+        raise ValueError(f"a motif matrix must have shape (4, k), got {m.shape}{hint}")
     if (m < 0).any() or not np.isfinite(m).all():
         raise ValueError("a motif matrix must be non-negative and finite")
     col = m.sum(0, keepdims=True)
     if (col <= 0).any():
         raise ValueError("a motif matrix has an all-zero column")
+    if m.shape[1] == 4 and np.allclose(m.sum(1), 1, atol=1e-3) and \
+            not np.allclose(col, 1, atol=1e-3):
+        # a (k, 4) matrix with k = 4 has the (4, k) shape: only its sums tell
+        warnings.warn(
+            "a (4, 4) motif matrix whose rows sum to 1 and columns do not: it looks like a "
+            "(k, 4) matrix (one row per position, as MEME and JASPAR files write it), but is "
+            "read as (4, k) (one row per base A, C, G, T) and its columns renormalised. If "
+            "its rows are positions, pass its transpose, motif.T", UserWarning,
+            stacklevel=_outside_stacklevel())
     return m / col
 
 
@@ -111,8 +124,9 @@ def plant_motifs(X, motifs, starts):
 
     Raises
     ------
-    ValueError: X not (N, 4, L), ``starts`` not an integer array of shape (N, M), an instance
-        array not (N, 4, k), or a motif that does not fit at its start.
+    ValueError: X not (N, 4, L), ``starts`` not an integer array of shape (N, M) or holding a
+        negative start other than -1, an instance array not (N, 4, k), or a motif that does not
+        fit at its start.
     """
     if not isinstance(X, torch.Tensor) or X.ndim != 3 or X.shape[1] != 4:
         raise ValueError(f"X must be a one-hot tensor of shape (N, 4, L), got "
@@ -124,6 +138,9 @@ def plant_motifs(X, motifs, starts):
         raise ValueError(f"starts must be an integer array of shape (N, M) = ({N}, {len(motifs)}) "
                          f"(one start per sequence and motif, -1: not planted), got "
                          f"{starts.dtype} {starts.shape}")
+    if (starts < -1).any():
+        raise ValueError(f"starts must be >= 0 (the start position) or -1 (not planted), got "
+                         f"{sorted(set(starts[starts < -1].tolist()))[:5]}")
     X = X.clone().float()
     for j, inst in enumerate(motifs):
         inst = torch.as_tensor(np.array(inst, dtype=np.float32) if isinstance(inst, np.ndarray) else inst,
@@ -143,10 +160,19 @@ def plant_motifs(X, motifs, starts):
     return X
 
 
-def _non_overlapping_starts(rng, n, lengths, L, gap=1, max_tries=1000):
-    """(n, M) random starts such that the M motifs never overlap (at least ``gap`` bases apart)."""
+def _non_overlapping_starts(rng, n, lengths, L, gap=1, max_tries=100):
+    """(n, M) random starts such that the M motifs never overlap (at least ``gap`` bases apart),
+    uniform over all such placements.
+
+    Each row is drawn by rejection (independent uniform starts, redrawn while two overlap) for
+    up to ``max_tries`` tries, then, for a tight fit where overlaps are the rule, directly: a
+    random order of the motifs and a uniformly random split of the free bases into the M + 1
+    gaps around them (stars and bars). Both give every valid placement the same probability;
+    the rejection step first keeps the draws of a random_state as they were where it
+    succeeds."""
     M = len(lengths)
-    if sum(lengths) + gap * (M - 1) > L:
+    free = L - sum(lengths) - gap * (M - 1)
+    if free < 0:
         raise ValueError(f"motifs of lengths {lengths} do not fit side by side in {L} bp")
     out = np.zeros((n, M), dtype=int)
     for i in range(n):
@@ -161,7 +187,14 @@ def _non_overlapping_starts(rng, n, lengths, L, gap=1, max_tries=1000):
                 out[i] = s
                 break
         else:
-            raise ValueError("could not place the motifs without overlap; use longer sequences")
+            # free bases split into M + 1 gaps: M distinct cuts among free + M slots
+            cuts = np.sort(rng.choice(free + M, size=M, replace=False))
+            extra = np.diff(np.concatenate([[-1], cuts])) - 1     # bases before each motif
+            pos = 0
+            for j, m in enumerate(rng.permutation(M)):
+                pos += int(extra[j])
+                out[i, m] = pos
+                pos += lengths[m] + gap
     return out
 
 

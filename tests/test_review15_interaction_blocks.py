@@ -228,3 +228,26 @@ def test_channel_ablation_progress_bar_and_standard_errors(capsys):
 
 
 # ------------------------------------------------------------------ nits
+def test_negative_starts_tight_fits_and_transposed_ppms():
+    # any negative start meant "not planted"; the docs say -1
+    X = torch.zeros(2, 4, 10)
+    X[:, 0] = 1
+    inst = np.ones((2, 4, 3), dtype=np.float32) / 4
+    with pytest.raises(ValueError, match=r"starts must be >= 0 .* or -1 \(not planted\), got \[-5\]"):
+        plant_motifs(X, [inst], np.array([[0], [-5]]))
+    # three 7-mers one base apart fill 23 bp exactly: rejection sampling never found it
+    s = _non_overlapping_starts(np.random.default_rng(0), 64, [7, 7, 7], 23)
+    assert {tuple(sorted(r)) for r in s} == {(0, 8, 16)} and len({tuple(r) for r in s}) == 6
+    s = _non_overlapping_starts(np.random.default_rng(0), 64, [7, 7, 7], 26)
+    for row in s:
+        o = np.sort(row)
+        assert (np.diff(o) >= 8).all() and o[-1] + 7 <= 26 and o[0] >= 0
+    # a (k, 4) PPM with k = 4 (MEME / JASPAR layout) is read as (4, k): warned
+    ppm = np.array([[.7, .1, .1, .1], [.7, .1, .1, .1], [.1, .7, .1, .1], [.1, .1, .7, .1]])
+    with pytest.warns(UserWarning, match=r"rows sum to 1 and columns do not.*motif\.T"):
+        motif_to_one_hot(ppm)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        motif_to_one_hot(ppm.T)
+    with pytest.raises(ValueError, match=r"got \(6, 4\) \(a \(k, 4\) matrix.*motif\.T"):
+        motif_to_one_hot(np.full((6, 4), 0.25))
