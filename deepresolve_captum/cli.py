@@ -225,9 +225,15 @@ def write_together(out, writers):
     """Write every output under a temporary name, then move them all into place: a run stopped
     or failed before the end leaves the previous run's files as they were, never a mix of two
     runs. ``out``: an existing folder (Path). ``writers``: {file name: function(path)}, each
-    writing its file at the path it is given (a hidden name in ``out``, same suffix). A name
-    that exists in ``out`` as something other than a file is refused before anything is
-    written (the command line checks this before any work: ``output_folder(..., names=)``).
+    writing its file at the path it is given (a hidden name in ``out``, unique to this call,
+    same suffix). A name that exists in ``out`` as something other than a file is refused
+    before anything is written (the command line checks this before any work:
+    ``output_folder(..., names=)``).
+
+    Two runs writing into one ``out`` at once (a job array, a re-run started early) each write
+    their own temporary files, and their moves into place take turns (an exclusive ``flock``
+    on ``out`` where the system offers one): ``out`` ends with every file of one run, the one
+    that moved last.
 
     Returns the names that replaced a file of an earlier run, in ``writers``' order.
 
@@ -235,6 +241,7 @@ def write_together(out, writers):
     in its ``deepresolve_output`` attribute (``write_errors`` turns it into a one-line error).
     """
     import os
+    import uuid
     from pathlib import Path
 
     clash = _clashes(out, writers)
@@ -242,11 +249,13 @@ def write_together(out, writers):
         raise ValueError(f"{out} holds {clash} as something other than a file: move it away")
     tmp, kept, moved = {}, {}, []
     name = None
+    run = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"   # this call's: another run's differ
     try:
         for name, write in writers.items():
-            tmp[name] = out / f".{name}.partial{Path(name).suffix}"
+            tmp[name] = out / f".{run}.{name}.partial{Path(name).suffix}"
             write(tmp[name])
-        with _ctrl_c_deferred():   # the moves take microseconds: not split by a Ctrl-C
+        # the moves take microseconds: not split by a Ctrl-C, nor by another run's moves
+        with _ctrl_c_deferred(), _folder_lock(out):
             for name in tmp:       # a second name for each previous file, to put it back
                 if (out / name).exists():
                     kept[name] = _keep_copy(out / name)
@@ -269,6 +278,29 @@ def write_together(out, writers):
                 if path.exists():
                     path.unlink()
     return replaced
+
+
+@contextlib.contextmanager
+def _folder_lock(folder):
+    """An exclusive ``flock`` on ``folder`` for the block (waiting for another holder): two
+    runs' moves into one folder take turns. Where a folder cannot be locked (no ``fcntl``,
+    some network file systems) the block runs unlocked."""
+    import os
+
+    try:
+        import fcntl
+        fd = os.open(folder, os.O_RDONLY)
+    except (ImportError, OSError):
+        yield
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass
+        yield
+    finally:
+        os.close(fd)   # releases the lock
 
 
 def _clashes(out, names):
@@ -436,4 +468,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # ``python -m deepresolve_captum.cli``: this file runs as __main__, but the subcommands
+    # import deepresolve_captum.cli, a second copy whose _created records the --out folders
+    # made; run that copy's main, so that a failed run removes them
+    from deepresolve_captum.cli import main as _main
+    sys.exit(_main())
