@@ -10,7 +10,8 @@ Everything that must be the same for every block is resolved once, up front, and
 ``folder/run.json``: the full target list, lambda (``l2="auto"`` is chosen once, over the whole
 target list, with :meth:`LayerFeatureOptimizer.choose_l2`: "auto" per block would choose a
 different lambda per block), the seed, the ascent's settings, the layer, and fingerprints of
-the inputs, the extra forward arguments and the model's weights. Each start is seeded by
+the inputs, the extra forward arguments and the model's weights (the modules found behind a
+forward callable that is not an nn.Module, or those named with ``model=``). Each start is seeded by
 (seed, target, start), so a start's draw does not depend on the block it falls in. Where the
 start ends can, in float32: a block is a batch of another size than one ``attribute`` call
 over all targets (as another ``chunk_size`` is), which rounds differently (~1e-7 relative),
@@ -70,7 +71,7 @@ import torch
 from torch import Tensor
 
 from ._io import plain, provenance, write_atomic
-from ._modules import module_modes, restore_modes
+from ._modules import _outside_stacklevel, module_modes, restore_modes
 from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple, _check_l2,
                         _check_positive_float, _check_positive_int, _deeper_warnings,
                         _forward_args, _LayerSwap, _owning_module, _parse_targets,
@@ -155,6 +156,7 @@ def attribute_in_blocks(
     seed: Optional[int] = None,
     fiv_only: bool = True,
     verbose: bool = False,
+    model: Optional[torch.nn.Module] = None,
     **attribute_kwargs,
 ):
     r"""Run ``optimizer.attribute`` in blocks of targets, saving each block as it ends; resume.
@@ -169,10 +171,12 @@ def attribute_in_blocks(
             run.json resumes that run; the settings of this call must match it: the target
             list, n_starts, l2, seed, fiv_only, block_size, the recorded ascent settings
             below, the layer (class and name in the model), the shape, dtype and sha256 of
-            ``inputs`` and of tensor ``additional_forward_args`` (all bytes are hashed,
-            ~1 GB/s), and a sha256 of the model's parameters and buffers. Versions and
-            chunking are recorded, not compared. While no block is finished, a run.json with
-            other settings is replaced, with a warning.
+            ``inputs`` and of tensor and numpy-array ``additional_forward_args`` (all bytes
+            are hashed, ~1 GB/s; plain values as they are, lists, tuples and dicts by a hash
+            of their items; any other object by its type only, with a warning that a change
+            of it cannot be detected), and a sha256 of the parameters and buffers of the
+            model (see ``model``). Versions and chunking are recorded, not compared. While no
+            block is finished, a run.json with other settings is replaced, with a warning.
         block_size (int): targets per block (and per ``attribute`` call and file). The last
             block may be smaller.
         n_starts (int): random starts per target.
@@ -190,6 +194,16 @@ def attribute_in_blocks(
             positions would be ~42 GB, so read such a run block by block from its files.
         verbose (bool): a progress bar over blocks, and the ascent's own bars (and those of the
             l2="auto" probes) inside it.
+        model (nn.Module or list of them, optional): the module(s) whose weights the run's
+            fingerprint hashes. None (default): ``forward_func`` itself when it is an
+            nn.Module, else the modules found behind the callable without running it: a
+            ``functools.partial``'s function and arguments, ``__wrapped__``, a bound
+            method's object, the variables of a function's closure and the globals its code
+            names, a callable object's attributes (``lambda x: net(x)[:, 0]`` finds ``net``).
+            When none is found only the layer's own weights are hashed (none for a pooling
+            layer), with a warning that a resume cannot detect changed weights: pass the
+            model here then. The layer is hashed too when it is in none of these modules.
+            run.json's ``weights_checked`` lists what was hashed.
         \**attribute_kwargs: passed to every block's ``attribute`` call. Those that change the
             results (``init_scale``, ``lr``, ``max_steps``, ``tol``, ``patience``,
             ``attribute_to_layer_input``, ``target_only_head``) are recorded and must match on
@@ -222,7 +236,8 @@ def attribute_in_blocks(
             ``block_size``, ``n_starts`` or ``l2`` not valid (``l2=True`` included); ``init``
             given; the layer is not reached by the forward, or is called more than once.
         OSError: ``folder`` cannot be created or written (checked before any model work).
-        TypeError: ``return_scores`` or an argument ``attribute`` does not take.
+        TypeError: ``return_scores`` or an argument ``attribute`` does not take; ``model``
+            not an nn.Module.
 
     A block file that cannot be read (e.g. cut short by a full disk) is recomputed, with a
     warning. An interrupt or error leaves every finished block in the folder and the model as
@@ -242,6 +257,7 @@ def attribute_in_blocks(
     l2 = _check_l2(l2)
     kwargs = _check_kwargs(attribute_kwargs)
     fiv_only = bool(fiv_only)
+    _check_model(model)
     # what the run is: its targets, the layer's shape (one cheap forward, which refuses a bad
     # layer or target before any folder is made) ...
     layer_shape, targets = _probe_shapes(optimizer, inputs, target, additional_forward_args,
@@ -253,7 +269,7 @@ def attribute_in_blocks(
     try:
         settings = _settle_run(optimizer, inputs, additional_forward_args, folder, targets,
                                layer_shape, n_starts, fiv_only, block_size, l2, seed, kwargs,
-                               verbose)
+                               verbose, model)
     except BaseException:
         # a run that never started (e.g. interrupted in the l2 probes) leaves no empty folder
         if made:
@@ -456,16 +472,20 @@ def _check_kwargs(kwargs):
 
 
 def _settle_run(optimizer, inputs, additional_forward_args, folder, targets, layer_shape,
-                n_starts, fiv_only, block_size, l2, seed, kwargs, verbose):
+                n_starts, fiv_only, block_size, l2, seed, kwargs, verbose, model):
     """The run's settings: folder/run.json when it matches this call (a resume), else resolved
     now (seed drawn, lambda chosen once over all targets) and written there."""
+    scope = _weight_scope(optimizer, model)
     settings = dict(
         targets=targets, n_starts=n_starts, fiv_only=fiv_only, block_size=block_size,
         **{k: kwargs[k] for k in _RESULT_KWARGS},
-        layer=_layer_info(optimizer), layer_shape=list(layer_shape),
+        layer=_layer_info(optimizer, scope), layer_shape=list(layer_shape),
         inputs=_fingerprint(_as_tuple(inputs)),
-        additional_forward_args=_fingerprint(_forward_args(additional_forward_args)),
-        model=_model_fingerprint(optimizer))
+        additional_forward_args=_fingerprint(_forward_args(additional_forward_args),
+                                             "additional_forward_args"),
+        model=_model_fingerprint(scope),
+        # what the model fingerprint covers (recorded, not compared)
+        weights_checked=[f"{where}: {type(m).__name__}" for where, m in scope])
 
     run_file = folder / RUN_FILE
     recorded = _read_run(run_file) if run_file.exists() else None
@@ -736,41 +756,200 @@ def _tensor_digest(t):
     return hashlib.sha256(t.view(torch.uint8).numpy()).hexdigest()[:16]
 
 
-def _fingerprint(objs):
-    """Shape, dtype and a short hash of the bytes of every tensor (all of them: sha256 runs at
-    ~1 GB/s); plain values as they are, other objects by type name."""
-    out = []
-    for o in objs:
-        if isinstance(o, Tensor):
-            out.append(dict(shape=list(o.shape), dtype=str(o.dtype).replace("torch.", ""),
-                            sha256=_tensor_digest(o)))
-        elif o is None or isinstance(o, (bool, int, float, str)):
-            out.append(o)
+#: what a plain value (recorded and compared as it is) may be
+_PLAIN = (type(None), bool, int, float, str)
+
+
+def _value_digest(o, where, unchecked, depth=0):
+    """What run.json records of one forward argument: a tensor or a numpy array (not of
+    objects) by shape, dtype and a short sha256 of its bytes; a plain value (None, bool, int,
+    float, str, a numpy scalar) as it is; a list, tuple or dict by its type, length and a short
+    sha256 of the JSON of its items' records (items recorded the same way, dict keys by their
+    repr). Anything else by its type name only, with ``where`` appended to ``unchecked``."""
+    if isinstance(o, Tensor):
+        return dict(shape=list(o.shape), dtype=str(o.dtype).replace("torch.", ""),
+                    sha256=_tensor_digest(o))
+    if isinstance(o, np.ndarray) and o.dtype != object:
+        return dict(type="ndarray", shape=list(o.shape), dtype=str(o.dtype),
+                    sha256=hashlib.sha256(np.ascontiguousarray(o).tobytes()).hexdigest()[:16])
+    if isinstance(o, np.generic) and not isinstance(o, np.object_):
+        o = o.item()
+    if isinstance(o, _PLAIN):
+        return o
+    if isinstance(o, (list, tuple, dict)) and depth < 20:
+        if isinstance(o, dict):
+            items = sorted([repr(k), _value_digest(v, f"{where}[{k!r}]", unchecked, depth + 1)]
+                           for k, v in o.items())
         else:
-            out.append(type(o).__name__)
+            items = [_value_digest(v, f"{where}[{i}]", unchecked, depth + 1)
+                     for i, v in enumerate(o)]
+        text = json.dumps(items, sort_keys=True)
+        return dict(type=type(o).__name__, len=len(o),
+                    sha256=hashlib.sha256(text.encode()).hexdigest()[:16])
+    unchecked.append(f"{where} (a {type(o).__name__})")
+    return type(o).__name__
+
+
+def _fingerprint(objs, what="inputs"):
+    """One record per object (see :func:`_value_digest`: tensors and numpy arrays by shape,
+    dtype and a hash of all their bytes, ~1 GB/s; plain values as they are; lists, tuples and
+    dicts by a hash of their items), with a UserWarning naming those that cannot be checked on
+    resume (recorded by type name only)."""
+    unchecked = []
+    out = [_value_digest(o, f"{what}[{i}]", unchecked) for i, o in enumerate(objs)]
+    if unchecked:
+        warnings.warn(
+            f"{', '.join(unchecked)} cannot be fingerprinted (only its type is recorded): a "
+            "resume cannot tell whether it changed, and blocks computed with another value "
+            "would be mixed. Pass it as a tensor, a numpy array or plain values (numbers, "
+            "strings, and lists, tuples or dicts of them) to have it checked",
+            UserWarning, stacklevel=_outside_stacklevel())
     return out
 
 
-def _model_fingerprint(optimizer):
-    """A hash over the parameters and buffers of the model (or of the layer, when the forward
-    is not an nn.Module), in state_dict order, and their count."""
-    owner = _owning_module(optimizer.forward_func)
-    scope = owner if owner is not None else optimizer.layer
+#: items of a list, tuple, dict or object __dict__ looked at for modules (_modules_behind)
+_MAX_ITEMS = 1000
+
+
+def _modules_behind(forward_func, max_depth=4):
+    """[(where, module)]: the nn.Modules a forward callable runs, as far as they can be found
+    without running it: the callable itself; a ``functools.partial``'s ``func``, ``args`` and
+    ``keywords``; ``__wrapped__`` (``functools.wraps``); a bound method's ``__self__``; the
+    variables of a function's closure; the globals its code (and the code nested in it, e.g.
+    a comprehension) names; the attributes of a callable object, or of a bound method's
+    object; the items (the first ``_MAX_ITEMS``) of lists, tuples and dicts found there. Followed ``max_depth`` levels deep; a module inside another found one
+    is dropped (its weights are hashed with its parent's)."""
+    import functools
+    import types
+
+    found, seen = [], set()
+
+    def code_names(code):
+        names = list(code.co_names)
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                names += code_names(c)
+        return names
+
+    def visit(obj, where, depth):
+        if isinstance(obj, torch.nn.Module):
+            if all(m is not obj for _, m in found):
+                found.append((where, obj))
+            return
+        if depth > max_depth or id(obj) in seen or isinstance(obj, (types.ModuleType, type)):
+            return
+        seen.add(id(obj))
+        if isinstance(obj, functools.partial):
+            visit(obj.func, f"{where}.func", depth + 1)
+            for i, v in enumerate(obj.args):
+                visit(v, f"{where}.args[{i}]", depth + 1)
+            for k, v in obj.keywords.items():
+                visit(v, f"{where}.keywords[{k!r}]", depth + 1)
+            return
+        if isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj[:_MAX_ITEMS]):
+                visit(v, f"{where}[{i}]", depth + 1)
+            return
+        if isinstance(obj, dict):
+            for k, v in list(obj.items())[:_MAX_ITEMS]:
+                visit(v, f"{where}[{k!r}]", depth + 1)
+            return
+        try:
+            wrapped = getattr(obj, "__wrapped__", None)      # functools.wraps
+        except Exception:           # a __getattr__ that raises something else
+            wrapped = None
+        if wrapped is not None and wrapped is not obj:
+            visit(wrapped, f"{where}.__wrapped__", depth + 1)
+        if isinstance(obj, types.MethodType):
+            visit(obj.__self__, f"{where}.__self__", depth + 1)
+            visit(obj.__func__, where, depth + 1)
+        elif isinstance(obj, types.FunctionType):
+            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
+                try:
+                    value = cell.cell_contents
+                except ValueError:  # a cell not yet filled
+                    continue
+                visit(value, f"{where}: closure variable {name!r}", depth + 1)
+            g = obj.__globals__
+            for name in dict.fromkeys(code_names(obj.__code__)):
+                if name in g:
+                    visit(g[name], f"{where}: global {name!r}", depth + 1)
+        elif not isinstance(obj, Tensor):
+            # a callable object's (or a bound method's object's) attributes
+            attrs = getattr(obj, "__dict__", None)
+            if isinstance(attrs, dict):
+                for name, value in list(attrs.items())[:_MAX_ITEMS]:
+                    visit(value, f"{where}.{name}", depth + 1)
+
+    visit(forward_func, "forward_func", 0)
+    inner = {id(sub) for _, m in found for sub in m.modules() if sub is not m}
+    return [(w, m) for w, m in found if id(m) not in inner]
+
+
+def _check_model(model):
+    """``model=`` of attribute_in_blocks: None, an nn.Module or a list / tuple of them ->
+    a list of (where, module)."""
+    if model is None:
+        return None
+    mods = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not mods or not all(isinstance(m, torch.nn.Module) for m in mods):
+        raise TypeError("model must be the nn.Module whose weights forward_func uses (or a "
+                        f"list of them), got {model!r:.80}")
+    return [(f"model[{i}]" if isinstance(model, (list, tuple)) else "model", m)
+            for i, m in enumerate(mods)]
+
+
+def _weight_scope(optimizer, model):
+    """[(where, module)] whose parameters and buffers fingerprint the run: ``model`` when
+    given, else the modules found behind ``forward_func`` (:func:`_modules_behind`); the
+    layer too when it is in none of them. Warns (once, at the user's line) when no module is
+    found: then only the layer's own weights are checked."""
+    scope = _check_model(model)
+    if scope is None:
+        scope = _modules_behind(optimizer.forward_func)
+        if not scope:
+            n = sum(t.numel() for t in optimizer.layer.state_dict().values()
+                    if isinstance(t, Tensor))
+            warnings.warn(
+                f"forward_func (a {type(optimizer.forward_func).__name__}) is not an nn.Module "
+                "and no nn.Module was found behind it (a partial's arguments, __wrapped__, a "
+                "bound method's object, its closure or the globals it names): only the "
+                f"layer's own weights ({type(optimizer.layer).__name__}, {n} values) are "
+                "fingerprinted, so a resume cannot detect that the model's weights changed. "
+                "Pass model=<the nn.Module> to attribute_in_blocks to have them checked",
+                UserWarning, stacklevel=_outside_stacklevel())
+    if not any(m is optimizer.layer or any(s is optimizer.layer for s in m.modules())
+               for _, m in scope):
+        scope = scope + [("layer", optimizer.layer)]
+    return scope
+
+
+def _model_fingerprint(scope):
+    """A hash over the parameters and buffers of the modules of ``scope`` [(where, module)],
+    in order and in state_dict order, and their count. For one module the same hash as
+    before ``scope`` was a list (a run of an nn.Module forward resumes as it did)."""
     h, n = hashlib.sha256(), 0
-    for name, t in scope.state_dict(keep_vars=True).items():
-        if isinstance(t, Tensor):
-            h.update(name.encode())
-            h.update(str(t.dtype).encode())
-            h.update(_tensor_digest(t).encode())
-            n += t.numel()
+    for i, (_, module) in enumerate(scope):
+        prefix = f"{i}." if len(scope) > 1 else ""
+        for name, t in module.state_dict(keep_vars=True).items():
+            if isinstance(t, Tensor):
+                h.update((prefix + name).encode())
+                h.update(str(t.dtype).encode())
+                h.update(_tensor_digest(t).encode())
+                n += t.numel()
     return dict(n_values=n, sha256=h.hexdigest()[:16])
 
 
-def _layer_info(optimizer):
-    owner = _owning_module(optimizer.forward_func)
+def _layer_info(optimizer, scope):
+    """The layer's class and its name in the first module of ``scope`` that holds it (None
+    when only the layer itself is in scope)."""
     name = None
-    if owner is not None:
-        name = next((n for n, m in owner.named_modules() if m is optimizer.layer), None)
+    for where, module in scope:
+        if where == "layer":
+            continue
+        name = next((n for n, m in module.named_modules() if m is optimizer.layer), None)
+        if name is not None:
+            break
     return dict(cls=type(optimizer.layer).__name__, name=name)
 
 

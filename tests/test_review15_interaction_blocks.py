@@ -251,3 +251,182 @@ def test_negative_starts_tight_fits_and_transposed_ppms():
         motif_to_one_hot(ppm.T)
     with pytest.raises(ValueError, match=r"got \(6, 4\) \(a \(k, 4\) matrix.*motif\.T"):
         motif_to_one_hot(np.full((6, 4), 0.25))
+
+
+# ================================================================== blocks.py
+import functools  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import weakref  # noqa: E402
+
+from deepresolve_captum import LayerFeatureOptimizer  # noqa: E402
+from deepresolve_captum.blocks import attribute_in_blocks  # noqa: E402
+from deepresolve_captum.zoo import PaperCNN  # noqa: E402
+
+
+# 20 steps are enough to tell runs apart; they do not converge
+pytestmark = pytest.mark.filterwarnings("ignore:.*before converging:RuntimeWarning")
+
+
+def _small():
+    torch.manual_seed(0)
+    return PaperCNN(n_outputs=3, seq_len=30, n_filters=8).eval()
+
+
+def _run(opt, folder, x=None, **kw):
+    args = dict(folder=folder, target=[0, 1, 2], block_size=3, n_starts=2, l2=0.1, seed=0,
+                max_steps=20)
+    args.update(kw)
+    return attribute_in_blocks(opt, _random_X(8, 30) if x is None else x, **args)
+
+
+def _call(net, x):
+    return net(x)
+
+
+class _Holder:
+    def __init__(self, net):
+        self.net = net
+
+    def run(self, x):
+        return self.net(x)
+
+
+_GLOBAL_NET = _small()
+
+
+def _global_forward(x):
+    return _GLOBAL_NET(x)
+
+
+@pytest.mark.parametrize("kind", ["closure", "partial", "bound method", "global"])
+def test_weights_behind_a_forward_callable_are_checked_on_resume(tmp_path, kind):
+    """With forward_func not an nn.Module only the layer's weights were hashed (none for a
+    MaxPool1d: the hash of nothing), so a resume over retrained weights was accepted and mixed
+    old and new blocks (reviewer b1: max |diff| 0.33 against a recompute)."""
+    m = _GLOBAL_NET if kind == "global" else _small()
+    fwd = {"closure": lambda x: m(x),
+           "partial": functools.partial(_call, m),
+           "bound method": _Holder(m).run,
+           "global": _global_forward}[kind]
+    opt = LayerFeatureOptimizer(fwd, m.pool)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*eval mode")   # attribute's own warning
+        warnings.filterwarnings("error", message=".*no nn.Module was found")
+        _run(opt, tmp_path / "run")
+        s = json.loads((tmp_path / "run" / "run.json").read_text())
+        assert s["model"]["n_values"] == sum(p.numel() for p in m.state_dict().values())
+        assert s["layer"] == {"cls": "MaxPool1d", "name": "pool"}          # name was None
+        assert len(s["weights_checked"]) == 1 and s["weights_checked"][0].endswith(": PaperCNN")
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        try:
+            with torch.no_grad():
+                m.fc2.bias.add_(1.0)
+            with pytest.raises(ValueError, match=r"model\.sha256: the folder has"):
+                _run(opt, tmp_path / "run")                              # was accepted
+        finally:
+            m.load_state_dict(before)
+        _run(opt, tmp_path / "run")                                      # same weights resume
+        assert opt.diagnostics.settings["blocks_read"] == 1
+
+
+def test_modules_are_found_behind_partials_wrappers_objects_and_code():
+    from deepresolve_captum.blocks import _modules_behind
+
+    m = _small()
+
+    def wrap(f):
+        return functools.wraps(f)(lambda x: x)          # reachable through __wrapped__ only
+
+    class Call:
+        def __init__(self, net):
+            self.net = net
+
+        def __call__(self, x):
+            return self.net(x)
+
+    found = {
+        "keywords": functools.partial(_call, net=m),
+        "wrapped": wrap(m.forward),
+        "object": Call(m),
+        "nested partial": functools.partial(lambda f, x: f(x), lambda x: m(x)),
+        "comprehension": lambda x: [n(x) for n in (m,)],
+        "submodule": functools.partial(_call, m.conv, m),  # the child is hashed with m
+    }
+    for name, f in found.items():
+        got = _modules_behind(f)
+        assert [mod for _, mod in got] == [m], name
+    ref = weakref.ref(m)
+    assert _modules_behind(lambda x: ref()(x)) == []
+
+
+def test_a_forward_with_no_module_found_warns_and_model_names_it(tmp_path):
+    m = _small()
+    ref = weakref.ref(m)                                 # hides the model from the search
+    opt = LayerFeatureOptimizer(lambda x: ref()(x), m.pool)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*eval mode")
+        with pytest.warns(UserWarning, match=r"no nn\.Module was found behind it.*only the "
+                                             r"layer's own weights \(MaxPool1d, 0 values\).*"
+                                             r"Pass model=<the nn\.Module>"):
+            _run(opt, tmp_path / "a")
+        s = json.loads((tmp_path / "a" / "run.json").read_text())
+        assert s["weights_checked"] == ["layer: MaxPool1d"] and s["model"]["n_values"] == 0
+        warnings.filterwarnings("error", message=".*no nn.Module was found")
+        _run(opt, tmp_path / "b", model=m)
+        assert json.loads((tmp_path / "b" / "run.json").read_text())["weights_checked"] == [
+            "model: PaperCNN"]
+        with torch.no_grad():
+            m.fc2.bias.add_(1.0)
+        with pytest.raises(ValueError, match=r"model\.sha256: the folder has"):
+            _run(opt, tmp_path / "b", model=m)
+    with pytest.raises(TypeError, match="model must be the nn.Module"):
+        _run(opt, tmp_path / "c", model="net")
+    assert not (tmp_path / "c").exists()
+
+
+class _Scaled(nn.Module):
+    """A model with an extra forward argument: its output times ``scale``."""
+
+    def __init__(self):
+        super().__init__()
+        self.m = _small()
+
+    def forward(self, x, scale):
+        return self.m(x) * torch.as_tensor(np.asarray(scale, dtype=np.float32)).mean()
+
+
+def test_numpy_and_plain_container_forward_args_are_checked_on_resume(tmp_path):
+    """Non-tensor additional_forward_args were recorded by type name: a covariate flipped from
+    +1 to -1 in a numpy array or a list resumed (reviewer b2)."""
+    net = _Scaled().eval()
+    opt = LayerFeatureOptimizer(net, net.m.pool)
+    for kind, plus, minus in (("ndarray", np.ones(3), -np.ones(3)),
+                              ("list", [1.0] * 3, [-1.0] * 3),
+                              ("dict", {"s": 1.0}, {"s": -1.0})):
+        folder = tmp_path / kind
+        if kind == "dict":           # a dict argument: the model reads its value
+            opt = LayerFeatureOptimizer(lambda x, d: net(x, d["s"]), net.m.pool)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", UserWarning)  # all checkable: no warning
+            warnings.filterwarnings("ignore", message=".*eval mode")
+            _run(opt, folder, additional_forward_args=(plus,))
+            with pytest.raises(ValueError, match=r"additional_forward_args\[0\]\.sha256: the "
+                                                 r"folder has"):
+                _run(opt, folder, additional_forward_args=(minus,))       # was accepted
+            _run(opt, folder, additional_forward_args=(plus,))
+        assert opt.diagnostics.settings["blocks_read"] == 1
+        rec = json.loads((folder / "run.json").read_text())["additional_forward_args"][0]
+        assert rec["type"] == kind and rec["sha256"]
+    # an object that cannot be hashed: recorded by type, and said so
+    opt = LayerFeatureOptimizer(lambda x, o: net(x, o.scale), net.m.pool)
+
+    class Covariate:
+        scale = 1.0
+
+    with pytest.warns(UserWarning, match=r"additional_forward_args\[0\] \(a Covariate\) "
+                                         r"cannot be fingerprinted.*cannot tell whether it "
+                                         r"changed"):
+        _run(opt, tmp_path / "obj", additional_forward_args=(Covariate(),))
+
+
