@@ -195,6 +195,12 @@ def load_encode_model(path, eval=True):
 
     path = Path(path)
     if not path.is_file():
+        if path.is_dir():
+            raise IsADirectoryError(f"{path} is a folder, not a model file")
+        if path.is_symlink():   # a link whose target is gone (or a loop)
+            import os
+            raise FileNotFoundError(f"{path} is a broken symbolic link (to "
+                                    f"{os.readlink(path)}, which does not exist)")
         raise FileNotFoundError(f"no such model file: {path}")
     with open(path, "rb") as fh:
         head = fh.read(64)
@@ -252,7 +258,7 @@ def load_encode_model(path, eval=True):
     return model.eval() if eval else model
 
 
-def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
+def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False, skip_bad=False):
     """Load many models from a folder with one call.
 
     Parameters
@@ -266,18 +272,51 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
         ``"*SUFFIX"``, the name without SUFFIX: with ``pattern="*_model.pt"``, ``"a_model"``,
         ``"a_model.pt"`` and ``"a"`` all mean ``a_model.pt`` (key ``"a_model"``). A name that
         could mean two files raises ValueError naming both; names that match no file raise
-        FileNotFoundError naming them. A file that fails to load raises
-        ValueError naming it, whatever the loader raised (which is its ``__cause__``, unless the
-        loader's own exception was a ValueError naming the file: that one is raised as it is).
+        FileNotFoundError naming them.
     pattern: glob for the model files. Default ``"*.npz"``. Hidden files (``.name``, e.g. a
         temporary file a killed writer left) are skipped unless ``pattern`` starts with ".".
     verbose: tqdm progress bar.
+    skip_bad: what a file that fails to load does. False (default): every file is tried, then
+        one ValueError names each that failed (all of them, up to 20 lines), whatever the
+        loader raised: with one bad file, that file's own error (the loader's exception is its
+        ``__cause__``, unless it was a ValueError naming the file: that one is raised as it
+        is). True: the bad files are left out and one RuntimeWarning names them; a ValueError
+        only when no file loads.
 
     Returns
     -------
     dict name -> model, name = the file's stem (``Path(file).stem``), in the order of ``names``
     (or sorted file order).
     """
+    import warnings
+
+    models, bad = _load_zoo(folder, loader, names=names, pattern=pattern, verbose=verbose,
+                            skip_bad=skip_bad)
+    if bad:
+        warnings.warn(_skipped_text(bad), RuntimeWarning, stacklevel=2)
+    return models
+
+
+#: lines of bad files an error or warning of load_zoo lists before "... and N more"
+_BAD_SHOWN = 20
+
+
+def _skipped_text(bad):
+    """The warning of ``load_zoo(..., skip_bad=True)``: each file left out and why."""
+    return (f"skipped {len(bad)} file(s) that could not be loaded:\n"
+            + _bad_lines(bad))
+
+
+def _bad_lines(bad):
+    lines = [f"  {name}: {why}" for name, why in list(bad.items())[:_BAD_SHOWN]]
+    if len(bad) > _BAD_SHOWN:
+        lines.append(f"  ... and {len(bad) - _BAD_SHOWN} more")
+    return "\n".join(lines)
+
+
+def _load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False, skip_bad=False):
+    """load_zoo's work: (dict name -> model, {file name: why it failed} of the files left out
+    with ``skip_bad``)."""
     from pathlib import Path
 
     import numpy as np
@@ -338,22 +377,39 @@ def load_zoo(folder, loader, names=None, pattern="*.npz", verbose=False):
     if clash:  # e.g. pattern "*" over a.npz and a.pt: one key, one model would be lost
         raise ValueError(f"files with one name but different extensions would load as one model: "
                          f"{clash[:3]}; narrow pattern")
-    models = {}
+    models, failed = {}, {}   # failed: file name -> a ValueError naming the file
     for f in tqdm(files, disable=not verbose, desc="loading models"):
         try:
             model = loader(f)
         except Exception as e:  # a ValueError naming the file, the loader's error its cause
             if isinstance(e, ValueError) and f.name in str(e):
-                raise    # already one (load_encode_model's): not wrapped in a second
-            raise ValueError(f"could not load {f}: {type(e).__name__}: {e}") from e
-        if not isinstance(model, nn.Module):
+                failed[f.name] = e   # already one (load_encode_model's): not wrapped again
+            else:
+                err = ValueError(f"could not load {f}: {type(e).__name__}: {e}")
+                err.__cause__ = e
+                failed[f.name] = err
+            continue
+        if not isinstance(model, nn.Module):   # the loader's fault, the same for every file
             raise TypeError(f"loader returned {type(model).__name__} for {f}, not an nn.Module "
                             f"(a loader must build the model, e.g. load a state dict into one)")
         models[f.stem] = model
-    return models
+    if failed and (not skip_bad or not models):
+        first = next(iter(failed.values()))
+        if len(failed) > 1:
+            hint = ("none loaded" if not models else
+                    "skip_bad=True leaves them out and loads the others")
+            err = ValueError(f"{len(failed)} of {len(files)} model files in {folder} could not "
+                             f"be loaded ({hint}):\n"
+                             + _bad_lines({n: str(e) for n, e in failed.items()}))
+            err.__cause__ = first.__cause__ or first
+            first = err
+        # for a caller that offers a way past them (deepresolve zoo --skip-bad)
+        first.deepresolve_bad_files = list(failed)
+        raise first
+    return models, {n: str(e) for n, e in failed.items()}
 
 
-def load_encode_zoo(folder, names=None, verbose=False):
+def load_encode_zoo(folder, names=None, verbose=False, skip_bad=False):
     """Load the authors' ENCODE TF models from a folder (``encode422/`` or its ``models/``).
 
     Parameters
@@ -362,12 +418,15 @@ def load_encode_zoo(folder, names=None, verbose=False):
     names: list of model names (ENCODE track names, as in ``models.csv``), an int n for the first n,
         or None for all (276 in ``../shared/data/encode422``).
     verbose: tqdm progress bar.
+    skip_bad: as in :func:`load_zoo` (False: one ValueError naming every file that fails to
+        load; True: they are left out, named in a RuntimeWarning).
 
     Returns
     -------
     dict name -> EncodeTFModel in eval mode. Loading all 276 takes well under a second or two.
     """
-    return load_zoo(encode_models_folder(folder), load_encode_model, names=names, verbose=verbose)
+    return load_zoo(encode_models_folder(folder), load_encode_model, names=names, verbose=verbose,
+                    skip_bad=skip_bad)
 
 
 def encode_models_folder(folder):
@@ -379,7 +438,11 @@ def encode_models_folder(folder):
     ``models/`` does (so that loading names the files it cannot read). So a flat folder of
     models whose ``models/`` subfolder holds other things (an earlier ``deepresolve zoo FOLDER
     --out FOLDER/models``, the example's ``channel_pwms.npz``) stays the models folder. Hidden
-    files (``.name``) are not model files."""
+    files (``.name``) are not model files.
+
+    When ``folder`` itself and ``models/`` both hold ENCODE models (a flat folder of models
+    with an older set, or someone else's, in ``models/``), which set is meant cannot be told:
+    ValueError with both counts (pass ``folder/models``, or move one set away)."""
     from pathlib import Path
 
     folder = Path(folder)
@@ -388,6 +451,15 @@ def encode_models_folder(folder):
         return folder
     candidates = _npz_files(sub)
     if any(_is_encode_npz(f) for f in candidates):
+        here = _npz_files(folder)
+        if any(_is_encode_npz(f) for f in here):
+            n_here = sum(map(_is_encode_npz, here))
+            n_sub = sum(map(_is_encode_npz, candidates))
+            raise ValueError(
+                f"{folder} holds {n_here} ENCODE model file(s) and its models/ subfolder "
+                f"{n_sub} more: which set is meant is ambiguous. Pass {sub} for the subfolder's "
+                "models, or move one set away (the folder's own models are read only when "
+                "models/ holds none)")
         return sub
     return sub if candidates and not _npz_files(folder) else folder
 
@@ -506,14 +578,20 @@ class EncodeZooHeads(nn.Module):
 
 
 class EncodeZooStack(nn.Module):
-    """Many :class:`EncodeTFModel` (same filter count and width) as one network, to analyse a
-    whole zoo in one batch.
+    """Many :class:`EncodeTFModel` (same filter count and width) as one network: one forward
+    of a sequence batch gives every model's logit (e.g. to score sequences with a whole zoo).
 
     ``forward(x)``: one-hot (N, 4, L) -> (N, M) logits, column m = model m's logit (exactly).
-    With ``sum_outputs=True`` it returns their sum (N, 1) instead: DeepResolve's objective is
-    then separable, sum_m [S_m(H_m) - l2 ||H_m||^2], so one ascent of ``fc1``'s input
-    (N, M * 16) optimises every model's H_m at once; read the per-model class scores of the
-    result with :meth:`head_scores`. Submodules: ``conv`` (every model's filters in one
+    With ``sum_outputs=True`` it returns their sum (N, 1) instead, an experiment in one joint
+    ascent: DeepResolve's objective is separable, sum_m [S_m(H_m) - l2 ||H_m||^2], so one
+    ascent of ``fc1``'s input (N, M * 16) climbs every model's H_m together; read the
+    per-model class scores of the result with :meth:`head_scores`. Its results are *not* each
+    model's own DeepResolve result: a start is one draw of all M * 16 values (not each model's
+    own draws) and the stopping rule is shared by the models (one model's slow convergence
+    keeps the others stepping), so the FIVs differ from a single-model run (8 ENCODE models,
+    T = 10: up to 0.08, top filters and categories unchanged). For per-model results of a zoo
+    use :func:`zoo_summary.summarize_zoo` (equal to single-model runs up to rounding).
+    Submodules: ``conv`` (every model's filters in one
     ``Conv1d(4, M * 16)``: they all read the same sequence), ``relu``, ``pool``,
     ``flatten``, ``fc1`` (:class:`BlockLinear`), ``relu2``, ``fc2`` (:class:`BlockLinear`),
     all with the models' dtype and device (which the models must share).

@@ -29,8 +29,8 @@ from .cli import (L2_MAX, _bound_text, add_threads_argument, int_at_least, l2_va
 from .optimizer import (LayerFeatureOptimizer, _check_positive_int, _collapsed, _resolve_seed,
                         start_draw)
 from .summary import CATEGORY_NAMES, _gmm_seed, summarize
-from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _same_shape_models,
-                  encode_models_folder, load_encode_zoo)
+from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _load_zoo, _same_shape_models,
+                  _skipped_text, encode_models_folder, load_encode_model)
 
 __all__ = ["summarize_zoo", "zoo_filter_table"]
 
@@ -264,6 +264,11 @@ def add_arguments(parser):
     which.add_argument("--first", type=int_at_least(1), default=None,
                        help="only the first N models (sorted)")
     which.add_argument("--models", nargs="+", default=None, help="only these model names")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="leave out model files that cannot be loaded (truncated, not a "
+                             "model, ...), name them in a warning and record them in "
+                             "summary.npz's settings['skipped']; without it, one error names "
+                             "every such file before any work")
     parser.add_argument("--starts", type=int_at_least(1), default=10,
                         help="random starts per model (default 10)")
     parser.add_argument("--l2", type=l2_value, default=2.8,
@@ -313,6 +318,11 @@ def _read_models_table(folder, models_dir):
     return table, meta
 
 
+def _npz_names(folder):
+    """The visible .npz files of ``folder`` (the ones ``deepresolve zoo`` may load)."""
+    return [f for f in folder.glob("*.npz") if not f.name.startswith(".")]
+
+
 def _physical_memory():
     """Bytes of RAM on this machine, or None where it cannot be read."""
     import os
@@ -337,7 +347,10 @@ def _run(args):
             "--help)")
     if not folder.is_dir():
         raise SystemExit(f"deepresolve zoo: error: no such folder: {folder}")
-    models_dir = encode_models_folder(folder)
+    try:
+        models_dir = encode_models_folder(folder)   # FOLDER/models in the encode422 layout
+    except ValueError as e:   # models in both FOLDER and FOLDER/models
+        raise SystemExit(f"deepresolve zoo: error: {e}") from None
     if out.resolve() == models_dir.resolve():
         raise SystemExit(f"deepresolve zoo: error: --out {out} is the models folder; its "
                          "summary.npz would be read as a model on the next run: choose another "
@@ -352,10 +365,17 @@ def _run(args):
     say = (lambda m: None) if args.quiet else (lambda m: print(m, file=sys.stderr, flush=True))
     t0 = time.perf_counter()
     try:
-        zoo = load_encode_zoo(folder, names=args.models if args.models else args.first)
+        zoo, skipped = _load_zoo(models_dir, load_encode_model,
+                                 names=args.models if args.models else args.first,
+                                 skip_bad=args.skip_bad)
         _same_shape_models(zoo, HEAD_LAYERS)
     except (FileNotFoundError, ValueError) as e:
-        raise SystemExit(f"deepresolve zoo: error: {e}") from None
+        text = str(e).replace("skip_bad=True", "--skip-bad")
+        if getattr(e, "deepresolve_bad_files", None) and not args.skip_bad \
+                and "--skip-bad" not in text \
+                and len(e.deepresolve_bad_files) < len(_npz_names(models_dir)):
+            text += " (--skip-bad leaves out the files that cannot be loaded)"
+        raise SystemExit(f"deepresolve zoo: error: {text}") from None
     first = next(iter(zoo.values()))
     K, item = first.fc1.weight.shape[1], first.fc1.weight.element_size()
     # FIMs and scores, their copies in the summary, and the starts: about 4 arrays of M x T x K
@@ -366,7 +386,10 @@ def _run(args):
                          f"machine's {ram / 2**30:,.0f} GiB: use fewer starts or models")
     # before the ascent: an unwritable --out, or a folder named like an output, fails at once
     out = output_folder(out, "zoo", names=_OUTPUT_NAMES)
-    say(f"{len(zoo)} models loaded")
+    if skipped:   # a warning: shown with --quiet too
+        warnings.warn(_skipped_text(skipped).replace("skipped", "--skip-bad: left out", 1),
+                      RuntimeWarning, stacklevel=2)
+    say(f"{len(zoo)} models loaded from {models_dir}")
     try:
         s = summarize_zoo(zoo, n_starts=args.starts, l2=args.l2, seed=args.seed,
                           verbose=not args.quiet)
@@ -399,8 +422,8 @@ def _run(args):
                    f"{absent[:3]}" if absent else ""))
     ft = zoo_filter_table(s, zoo, jaspar=jaspar, known=known, top=args.top,
                           verbose=not args.quiet and jaspar is not None)
-    s.settings.update(top=args.top, jaspar=args.jaspar, models_folder=str(folder.resolve()),
-                      **made_with)
+    s.settings.update(top=args.top, jaspar=args.jaspar, models_folder=str(models_dir.resolve()),
+                      skipped=skipped, **made_with)
     with write_errors("zoo"):  # a full disk: one line naming the file; earlier outputs kept
         replaced = write_together(out, {"summary.npz": s.save,
                                         "ofiv.csv": ofiv.to_csv,

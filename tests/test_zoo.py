@@ -699,7 +699,11 @@ def test_a_flat_models_folder_keeps_its_models_after_out_folder_models(tmp_path,
     from deepresolve_captum.zoo import load_encode_model
     with pytest.raises(ValueError, match=r"\.tfZ\.npz"):           # unless the pattern asks
         load_zoo(flat, load_encode_model, pattern=".*.npz")
-    write_npz_models(flat / "models", ["tfC"])                     # a real models/ wins
+    write_npz_models(flat / "models", ["tfC"])     # models in both: which set is ambiguous
+    with pytest.raises(ValueError, match=r"holds 2 ENCODE model file\(s\) and its models/ "
+                                         r"subfolder 1 more: .* ambiguous"):
+        encode_models_folder(flat)                 # (review 15b F1: models/ won, silently)
+    (flat / "tfA.npz").unlink(), (flat / "tfB.npz").unlink()
     assert encode_models_folder(flat) == flat / "models"
 
 
