@@ -72,6 +72,7 @@ from torch import Tensor
 
 from ._io import plain, provenance, write_atomic
 from ._modules import _outside_stacklevel, module_modes, restore_modes
+from .interaction import _check_flag
 from .optimizer import (AscentDiagnostics, LayerFeatureOptimizer, _as_tuple, _check_l2,
                         _check_positive_float, _check_positive_int, _deeper_warnings,
                         _forward_args, _LayerSwap, _owning_module, _parse_targets,
@@ -167,7 +168,8 @@ def attribute_in_blocks(
             :meth:`LayerFeatureOptimizer.attribute`. ``target`` is the whole run's list of
             output indices (None: every output of the model, found by one forward of the first
             example in eval mode, the model's modes restored after).
-        folder (str or path): where the run lives (created if absent). A folder holding a
+        folder (str or path): where the run lives (created if absent, with its parents; an
+            empty path ``""`` is refused). A folder holding a
             run.json resumes that run; the settings of this call must match it: the target
             list, n_starts, l2, seed, fiv_only, block_size, the recorded ascent settings
             below, the layer (class and name in the model), the shape, dtype and sha256 of
@@ -232,22 +234,26 @@ def attribute_in_blocks(
     Raises:
         ValueError: the folder's run.json was written with other settings (the message names
             each one; use a new folder, or delete this one to start over) or by another version
-            of deepresolve_captum (another run.json format); ``folder`` is a file;
+            of deepresolve_captum (another run.json format), or cannot be read (the message
+            says how to keep the finished blocks); ``folder`` is a file or empty;
             ``block_size``, ``n_starts`` or ``l2`` not valid (``l2=True`` included); ``init``
             given; the layer is not reached by the forward, or is called more than once.
         OSError: ``folder`` cannot be created or written (checked before any model work).
-        TypeError: ``return_scores`` or an argument ``attribute`` does not take; ``model``
-            not an nn.Module.
+        TypeError: ``return_scores`` or an argument ``attribute`` does not take;
+            ``fiv_only``, ``verbose``, ``attribute_to_layer_input`` or ``target_only_head``
+            not True or False (a string such as "False" is not read by its truthiness);
+            ``model`` not an nn.Module.
 
     A block file that cannot be read (e.g. cut short by a full disk) is recomputed, with a
     warning. An interrupt or error leaves every finished block in the folder and the model as
-    found (mode, ``requires_grad``).
+    found (mode, ``requires_grad``); one before run.json is written removes the folders this
+    call created (only those, and only while empty).
     """
     t0 = time.perf_counter()
     if not isinstance(optimizer, LayerFeatureOptimizer):
         raise TypeError("optimizer must be a LayerFeatureOptimizer, got "
                         f"{type(optimizer).__name__}")
-    folder = Path(folder)
+    folder = _check_folder(folder)
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"folder {str(folder)!r} is a file, not a folder: give a folder path "
                          "(it is created if absent)")
@@ -256,7 +262,8 @@ def attribute_in_blocks(
     n_starts = _check_positive_int(n_starts, "n_starts")
     l2 = _check_l2(l2)
     kwargs = _check_kwargs(attribute_kwargs)
-    fiv_only = bool(fiv_only)
+    fiv_only = _check_flag("fiv_only", fiv_only)
+    verbose = _check_flag("verbose", verbose)
     _check_model(model)
     # what the run is: its targets, the layer's shape (one cheap forward, which refuses a bad
     # layer or target before any folder is made) ...
@@ -264,19 +271,21 @@ def attribute_in_blocks(
                                          kwargs["attribute_to_layer_input"])
     # ... then, before the l2="auto" probes (minutes on a large model), a folder that cannot be
     # created or written fails now, not after them
-    made = not folder.exists()
-    _check_writable(folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()]   # deepest first
     try:
+        _check_writable(folder)
         settings = _settle_run(optimizer, inputs, additional_forward_args, folder, targets,
                                layer_shape, n_starts, fiv_only, block_size, l2, seed, kwargs,
                                verbose, model)
     except BaseException:
-        # a run that never started (e.g. interrupted in the l2 probes) leaves no empty folder
-        if made:
+        # a run that never started (e.g. interrupted in the l2 probes) leaves no empty folder,
+        # nor the parents this call created (mkdir(parents=True)); only empty folders, and
+        # only those this call made, are removed: never anything of the user's
+        for p in made:
             try:
-                folder.rmdir()             # only if empty: never anything of the user's
+                p.rmdir()
             except OSError:
-                pass
+                break
         raise
     lam, seed, run_id = float(settings["l2"]), int(settings["seed"]), settings["run_id"]
     n_t = len(targets)
@@ -466,8 +475,8 @@ def _check_kwargs(kwargs):
             out[k] = _check_positive_int(out[k], k)
     if out.get("callback") is not None and not callable(out["callback"]):
         raise TypeError(f"callback must be callable, got {type(out['callback']).__name__}")
-    out["attribute_to_layer_input"] = bool(out["attribute_to_layer_input"])
-    out["target_only_head"] = bool(out["target_only_head"])
+    for k in ("attribute_to_layer_input", "target_only_head"):
+        out[k] = _check_flag(k, out[k])
     return out
 
 
@@ -636,6 +645,22 @@ def _read_block(path, run_id, block_targets, values_shape):
     return block
 
 
+def _check_folder(folder):
+    """``folder`` as a Path; refuses an empty path (``Path("")`` is the current folder: run.json
+    and the block files would be scattered into it) and what is not a path."""
+    try:
+        text = os.fspath(folder)
+    except TypeError:
+        raise TypeError(f"folder must be a folder path (a str or os.PathLike), got "
+                        f"{type(folder).__name__}") from None
+    if len(text) == 0:
+        raise ValueError("folder is empty (''), which would be the current folder: run.json "
+                         "and the block files would be written into it. Give the run a folder "
+                         "of its own, e.g. folder='runs/deepsea' (it is created if absent); "
+                         "folder='.' if the current folder is really meant")
+    return Path(os.fsdecode(text))
+
+
 def _check_writable(folder):
     """Create ``folder`` (and its parents) and write and remove a small file in it; an OSError
     naming the folder if either fails. A read-only folder whose run.json lists only block files
@@ -690,8 +715,13 @@ def _read_run(run_file):
     try:
         s = json.loads(Path(run_file).read_text())
     except (OSError, ValueError) as e:
-        raise ValueError(f"{run_file} cannot be read ({e}): delete the folder to start over, "
-                         "or give another folder") from None
+        raise ValueError(
+            f"{run_file} cannot be read ({e}). Delete only {run_file} (not the folder: its "
+            "block files hold finished work) and call again with the same arguments and an "
+            "explicit seed, the run's own: run.json is written again, and each block file "
+            "whose run_id (a hash of the settings) matches it is read, not recomputed (a run "
+            "started with seed=None drew a seed that was only in run.json: its blocks are "
+            "recomputed). Or give another folder") from None
     if not isinstance(s, dict):
         raise ValueError(f"{run_file} is not a run.json written by attribute_in_blocks")
     versions = s.get("versions")

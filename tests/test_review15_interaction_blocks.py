@@ -430,3 +430,54 @@ def test_numpy_and_plain_container_forward_args_are_checked_on_resume(tmp_path):
         _run(opt, tmp_path / "obj", additional_forward_args=(Covariate(),))
 
 
+def test_empty_folder_and_flags_read_by_truthiness_are_refused(tmp_path, monkeypatch):
+    """folder='' wrote run.json and block files into the current folder; fiv_only='False' ran
+    as fiv_only=True and attribute_to_layer_input='no' as True."""
+    m = _small()
+    opt = LayerFeatureOptimizer(m, m.pool)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=r"folder is empty \(''\), which would be the current "
+                                         r"folder"):
+        _run(opt, "")
+    assert os.listdir(tmp_path) == []
+    for name, bad in (("fiv_only", "False"), ("verbose", "yes"),
+                      ("attribute_to_layer_input", "no"), ("target_only_head", 0)):
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got {bad!r}"):
+            _run(opt, tmp_path / "run", **{name: bad})
+    assert os.listdir(tmp_path) == []
+    _run(opt, tmp_path / "run", fiv_only=np.bool_(True), verbose=False)   # numpy's bool is one
+
+
+def test_unreadable_run_json_advice_keeps_the_blocks(tmp_path):
+    """The advice was 'delete the folder to start over', which throws the finished blocks away;
+    deleting only run.json and rerunning with the same arguments and seed reads them back."""
+    m = _small()
+    opt = LayerFeatureOptimizer(m, m.pool)
+    folder = tmp_path / "run"
+    _run(opt, folder, target=[0, 1, 2], block_size=1)
+    (folder / "run.json").write_text("{ cut short")
+    with pytest.raises(ValueError, match=r"run\.json cannot be read .*Delete only .*run\.json "
+                                         r"\(not the folder.*same arguments and an explicit seed"):
+        _run(opt, folder, target=[0, 1, 2], block_size=1)
+    (folder / "run.json").unlink()
+    _run(opt, folder, target=[0, 1, 2], block_size=1)
+    assert opt.diagnostics.settings["blocks_read"] == 3           # the advice holds
+    assert opt.diagnostics.settings["blocks_computed"] == 0
+
+
+def test_an_interrupted_run_removes_the_parent_folders_it_made(tmp_path, monkeypatch):
+    """Only the leaf folder was removed; parents made by mkdir(parents=True) stayed."""
+    m = _small()
+    opt = LayerFeatureOptimizer(m, m.pool)
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(opt, "choose_l2", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        _run(opt, tmp_path / "a" / "b" / "run", l2="auto")
+    assert os.listdir(tmp_path) == []                            # 'a' and 'a/b' stayed
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        _run(opt, tmp_path / "mine" / "b" / "run", l2="auto")
+    assert os.listdir(tmp_path) == ["mine"] and os.listdir(tmp_path / "mine") == []
