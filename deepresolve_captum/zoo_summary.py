@@ -14,6 +14,7 @@ Shapes: M models, T starts, K filters per model (16 for the authors' models).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 import warnings
@@ -39,7 +40,8 @@ __all__ = ["summarize_zoo", "zoo_filter_table"]
 _CSV_CATEGORY = ("additive",) + tuple(CATEGORY_NAMES[1:])
 
 
-def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=False, group_size=32):
+def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=False, group_size=32,
+                  max_steps=2000):
     """DeepResolve at the input of ``fc1`` (the pooled filter activations) of every model.
 
     The models' heads run as one network on a shared input (:class:`zoo.EncodeZooHeads`), a
@@ -64,18 +66,25 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     random_state: seed of the GMMs (``summarize``'s: an int in [0, 2**32 - 1], a numpy
         Generator or RandomState, or None), checked, and for the latter three one seed drawn
         from it, before any ascent; ``settings["random_state"]`` records the int used.
-    verbose: progress bar (over groups).
+    verbose: progress bars: one counting the models whose every start has converged (or
+        stopped at ``max_steps``), then ``summarize``'s over the GMM fits.
     group_size: models per batched ascent. Every row evaluates the heads of its whole group, so
         smaller groups do less work in total and larger ones fewer steps of Python; the results
         depend on it only through float rounding, which can move where a slowly converging start
         stops (all 276 ENCODE models, groups of 1 vs 32: FIVs within 0.004, 1% of the model's
         largest; OFIVs within 4e-4; rankings and categories unchanged).
+    max_steps: step limit of each start's ascent (``LayerFeatureOptimizer.attribute``'s), an
+        integer >= 1. A start that reaches it has not converged: one RuntimeWarning names the
+        models that have such starts.
 
     Returns
     -------
     EnsembleSummary with M targets (fiv (M, T, K), ofiv (M, K), ...), ``settings["models"]`` the
-    names in order, ``settings["l2"]``, ``["n_starts"]``, ``["seed"]``, and the ascent's
-    ``["steps_median"]``, ``["steps_max"]`` and ``["converged"]`` (every start).
+    names in order, ``settings["l2"]``, ``["n_starts"]``, ``["seed"]``, ``["max_steps"]``, the
+    ascent's ``["steps_median"]``, ``["steps_max"]`` and ``["converged"]`` (every start of every
+    model), and per model, in the order of ``["models"]``: ``["model_converged"]`` (every start
+    of the model converged), ``["model_open_starts"]`` (how many did not) and
+    ``["model_steps_max"]`` (the most steps one of its starts took).
     """
     if not isinstance(zoo, dict) or not zoo:
         raise TypeError("zoo must be a non-empty dict name -> EncodeTFModel (see load_encode_zoo)")
@@ -83,9 +92,12 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     if not_str:  # the names become settings["models"] and the filter table's model column
         raise TypeError(f"zoo: model names must be strings, got {len(not_str)} that are not: "
                         f"{not_str[:3]} (e.g. {{str(k): m for k, m in zoo.items()}})")
-    if not all(isinstance(m, EncodeTFModel) for m in zoo.values()):
-        raise TypeError("every model of the zoo must be an EncodeTFModel")
+    odd = [f"{k!r} ({type(m).__name__})" for k, m in zoo.items() if not isinstance(m, EncodeTFModel)]
+    if odd:
+        raise TypeError(f"every model of the zoo must be an EncodeTFModel; {len(odd)} are not: "
+                        f"{', '.join(odd[:5])}{' ...' if len(odd) > 5 else ''}")
     n_starts = _check_positive_int(n_starts, "n_starts")
+    max_steps = _check_positive_int(max_steps, "max_steps")
     seed = _resolve_seed(seed)  # None: drawn once, shared by every group, kept in settings
     if isinstance(l2, str):
         raise ValueError("summarize_zoo takes one numeric l2 for the whole zoo; for l2='auto' run "
@@ -103,40 +115,111 @@ def summarize_zoo(zoo, n_starts=10, l2=2.8, seed=0, random_state=0, verbose=Fals
     probe = torch.zeros(1, K, dtype=w.dtype, device=w.device)  # the heads' dtype and device
     starts = torch.stack([start_draw(seed, 0, t, (K,)) for t in range(n_starts)])
     fims, scores, steps, converged, flat = [], [], [], [], []
-    groups = range(0, M, int(group_size))
+    bar = None
     if verbose:
         from tqdm.auto import tqdm
-        groups = tqdm(groups, desc="DeepResolve on the zoo", unit="group")
-    for lo in groups:
-        part = names[lo:lo + int(group_size)]
-        heads = EncodeZooHeads([zoo[n] for n in part]).eval()
-        opt = LayerFeatureOptimizer(heads, heads.input)
-        with warnings.catch_warnings():  # it names positions in the group: told below by name
-            warnings.filterwarnings("ignore", message=r"the FIMs of target\(s\) .* are all zero")
-            f, sc = opt.attribute(probe, target=list(range(len(part))), n_starts=n_starts,
-                                  l2=l2, seed=seed, init=starts.expand(len(part), -1, -1),
-                                  return_scores=True)
-        peak = f.detach().abs().flatten(2).amax(2).float().cpu().numpy()
-        flat += [n for n, z in zip(part, _collapsed(peak, opt.diagnostics.settings["init_scale"]))
-                 if z]
-        fims.append(f)
-        scores.append(sc)
-        steps.append(opt.diagnostics.steps)
-        converged.append(opt.diagnostics.converged)
-    steps, converged = np.concatenate(steps), np.concatenate(converged)
+        bar = tqdm(total=M, desc="DeepResolve on the zoo", unit="model")
+    try:
+        for lo in range(0, M, int(group_size)):
+            part = names[lo:lo + int(group_size)]
+            heads = EncodeZooHeads([zoo[n] for n in part]).eval()
+            opt = LayerFeatureOptimizer(heads, heads.input)
+            # both name positions in the group: told below, once, by model name
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=r"the FIMs of target\(s\) .* are all zero")
+                warnings.filterwarnings("ignore", message=r"\d+ of \d+ starts stopped at max_steps")
+                try:
+                    f, sc = opt.attribute(probe, target=list(range(len(part))), n_starts=n_starts,
+                                          l2=l2, seed=seed, init=starts.expand(len(part), -1, -1),
+                                          max_steps=max_steps, return_scores=True,
+                                          callback=_models_done(bar, len(part), n_starts))
+                except (ValueError, RuntimeError) as e:
+                    named = _name_the_model(e, part)
+                    if named is None:
+                        raise
+                    raise named from e
+            if bar is not None:   # every model of the group is done now
+                bar.update(lo + len(part) - bar.n)
+            peak = f.detach().abs().flatten(2).amax(2).float().cpu().numpy()
+            flat += [n for n, z in zip(part, _collapsed(peak, opt.diagnostics.settings["init_scale"]))
+                     if z]
+            fims.append(f)
+            scores.append(sc)
+            steps.append(opt.diagnostics.steps)
+            converged.append(opt.diagnostics.converged)
+    finally:
+        if bar is not None:
+            bar.close()
+    steps, converged = np.concatenate(steps), np.concatenate(converged)   # (M, T)
+    open_starts = (~converged).sum(1)
     if flat:
         warnings.warn(
             f"the FIMs of model(s) {flat[:10]}{' ...' if len(flat) > 10 else ''} are all zero: at "
             f"l2 = {float(l2):g} no start found a direction that raises the model's score. Their "
             "OFIV will be 0 and their similarity to other models undefined; try a smaller l2.",
             RuntimeWarning, stacklevel=2)
+    if open_starts.any():
+        late = [(n, int(k)) for n, k in zip(names, open_starts) if k]
+        warnings.warn(
+            f"{len(late)} of {M} model(s) have starts that stopped at max_steps={max_steps} "
+            "before converging: "
+            + ", ".join(f"{n} ({k} of {n_starts} starts)" for n, k in late[:10])
+            + (f" and {len(late) - 10} more" if len(late) > 10 else "")
+            + ". Their FIMs are not at an optimum: raise max_steps (summarize_zoo's max_steps=, "
+            "deepresolve zoo --max-steps), or l2 if the objective keeps growing; "
+            "settings['model_converged'] and ['model_open_starts'] say which models.",
+            RuntimeWarning, stacklevel=2)
     s = summarize(torch.cat(fims), torch.cat(scores), random_state=gmm_seed,
-                  target_names=names)   # its warnings name the models, not positions
+                  target_names=names,   # its warnings name the models, not positions
+                  verbose=verbose)      # the GMM fits: most of the time at small T
     s.settings.update(models=names, l2=float(l2), n_starts=n_starts, seed=seed,
-                      layer="fc1 input", group_size=int(group_size),
+                      layer="fc1 input", group_size=int(group_size), max_steps=max_steps,
                       steps_median=float(np.median(steps)), steps_max=int(steps.max()),
-                      converged=bool(converged.all()))
+                      converged=bool(converged.all()),
+                      model_converged=[bool(k == 0) for k in open_starts],
+                      model_open_starts=[int(k) for k in open_starts],
+                      model_steps_max=[int(v) for v in steps.max(1)])
     return s
+
+
+def _models_done(bar, n_models, n_starts):
+    """An ascent ``callback`` that moves ``bar`` (counting models) on, at most 5 times a second,
+    by the models of the group whose every start has left the ascent; None without a bar.
+    Rows run in chunks, in order: a row below the highest row still running that is not
+    running is done (rows of a later chunk are above it)."""
+    if bar is None:
+        return None
+    start, last = bar.n, [0.0]
+
+    def callback(step, rows, objective):
+        now = time.perf_counter()
+        if now - last[0] < 0.2 or not len(rows):
+            return
+        last[0] = now
+        done = np.arange(n_models * n_starts) <= rows.max()
+        done[rows] = False
+        n_done = int(done.reshape(n_models, n_starts).all(1).sum())
+        if start + n_done > bar.n:
+            bar.update(start + n_done - bar.n)
+    return callback
+
+
+#: where the optimizer's errors name a row: "target i, start t" (i = the position in the group)
+_ROW = re.compile(r"\btarget (\d+), start (\d+)")
+
+
+def _name_the_model(e, part):
+    """``e`` (an ascent's error naming "target i, start t") again, naming model ``part[i]``;
+    None when ``e`` names no row (an argument error: raised as it is)."""
+    text = str(e)
+    m = _ROW.search(text)
+    if m is None or int(m.group(1)) >= len(part):
+        return None
+    text = f"{text[:m.start()]}model {part[int(m.group(1))]}, start {m.group(2)}{text[m.end():]}"
+    try:
+        return type(e)(text)
+    except Exception:   # an exception class that takes other arguments
+        return RuntimeError(text) if isinstance(e, RuntimeError) else ValueError(text)
 
 
 def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=False):
@@ -153,7 +236,10 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
         id or name given, several joined by "|"), ``known_p`` and ``known_rank`` (the known
         motif's rank among the filter's matches). The three columns are there whenever
         ``known`` is given, also when it names none of the summary's models; models missing
-        from it get NaN there (``<NA>`` in the integer ``known_rank``).
+        from it, or with None, NaN or an empty list, get NaN there (``<NA>`` in the integer
+        ``known_rank``). Every entry of the summary's models is looked up in ``jaspar``
+        before any TOMTOM run: ids not there, or a None / NaN inside a list, raise one
+        ValueError naming each such model.
     top: keep only the ``top`` best filters of each model (None or 0: all K).
     verbose: a progress bar over the models (worth it with ``jaspar``: one TOMTOM run each).
 
@@ -162,7 +248,9 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
     pandas DataFrame with columns ``model``, ``rank`` (1 = highest OFIV), ``filter``, ``ofiv``,
     ``il``, ``category`` ("additive", "non-additive, consistent sign" or "non-additive,
     sign-flipping": additive says how a filter combines with the others, not that it is
-    unimportant; the rank says that), ``n_components`` and the match columns above. The
+    unimportant; the rank says that), ``n_components``, ``converged`` (every start of the
+    model's ascent converged; only for a summary with ``settings["model_converged"]``, as
+    summarize_zoo makes) and the match columns above. The
     p-values are TOMTOM's for the whole filter matrix (paper's rule); ``channel_motifs`` trims
     low-information columns first, so its p-values for the same filter differ.
     """
@@ -184,6 +272,10 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
                         f"got {type(known).__name__}")
     if top is not None and (isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top < 0):
         raise ValueError(f"top must be an int >= 0 or None (0 or None: all filters), got {top!r}")
+    wanted = _known_motifs(models, known, jaspar) if known is not None else {}
+    converged = summary.settings.get("model_converged")
+    if converged is not None and len(converged) != len(models):
+        converged = None
     rows = []
     index = enumerate(models)
     if verbose:
@@ -199,14 +291,12 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
             "ofiv": summary.ofiv[i, order], "il": summary.il[i, order],
             "category": [_CSV_CATEGORY[c] for c in summary.category[i, order]],
             "n_components": int(summary.n_components[i])})
+        if converged is not None:
+            part["converged"] = bool(converged[i])
         if jaspar is not None:
             pwms = filter_pwms(zoo[name].conv.weight)[order]
             hits = None
-            k = known.get(name) if known is not None else None
-            if isinstance(k, (list, tuple, np.ndarray)):
-                k = [str(v) for v in k] or None
-            elif k is not None and not isinstance(k, str):
-                k = None if (isinstance(k, float) and np.isnan(k)) else str(k)
+            k = wanted.get(name)
             if k is not None:
                 # one TOMTOM run gives both each filter's best match and the known motif's hit
                 hits = known_motif_hits(pwms, jaspar, k)
@@ -228,17 +318,77 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
     return pd.concat(rows, ignore_index=True)
 
 
+def _missing(v):
+    """None, NaN or pandas' NA (a missing value of a models table)."""
+    import pandas as pd
+
+    if v is None or isinstance(v, str):
+        return v is None
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):   # an array-like: not one missing value
+        return False
+
+
+def _known_motifs(models, known, jaspar):
+    """{model: its known motif id or name, or a list of them} for the models of ``models``
+    that ``known`` names (a missing value or an empty list: none), each looked up in
+    ``jaspar`` now: one ValueError naming every model whose entry is not there, before any
+    TOMTOM run (a typo for the last model failed after TOMTOM had run for all the others)."""
+    wanted, bad = {}, {}
+    for name in models:
+        k = known.get(name)
+        if isinstance(k, (list, tuple, np.ndarray)):
+            gaps = [v for v in k if _missing(v)]
+            if gaps:
+                bad[name] = (f"{list(k)!r} holds a missing value ({gaps[0]!r}): list only motif "
+                             "ids or names (None or NaN alone means no known motif)")
+                continue
+            k = [str(v) for v in k] or None
+        elif _missing(k):
+            k = None
+        elif not isinstance(k, str):
+            k = str(k)
+        if k is None:
+            continue
+        for key in ([k] if isinstance(k, str) else k):
+            try:
+                jaspar.indices(key)
+            except KeyError as e:
+                bad[name] = str(e.args[0]) if e.args else repr(key)
+                break
+        else:
+            wanted[name] = k
+    if bad:
+        lines = [f"  {n}: {why}" for n, why in list(bad.items())[:20]]
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise ValueError(f"known: the entries of {len(bad)} model(s) are not motifs of the "
+                         f"{len(jaspar)}-motif set given as jaspar (nothing was run):\n"
+                         + "\n".join(lines) + more)
+    return wanted
+
+
 # ------------------------------------------------------------------ command line
 _OUTPUTS = """outputs (in --out, all moved into place together at the end of a run):
   summary.npz  EnsembleSummary.load(path): fiv (models x starts x filters), il, ofiv,
-               category, n_components ...; settings: models, l2, n_starts, seed, layer,
-               group_size, top, jaspar and the package, torch and numpy versions
+               category, n_components ...; its settings:
+                 the run: models (names, in row order), models_folder (the folder read),
+                 skipped (files --skip-bad left out: name -> why), l2, n_starts, seed,
+                 max_steps, layer, group_size, top, jaspar;
+                 the ascent: converged (every start of every model), steps_median,
+                 steps_max, and per model (in the order of models) model_converged,
+                 model_open_starts (starts stopped at max_steps), model_steps_max;
+                 the GMMs (summarize's): random_state, max_components, covariance_type,
+                 reg_covar, weights, init_params, il_units;
+                 the versions and threads: version, torch_version, numpy_version,
+                 sklearn_version, threads
   ofiv.csv     one row per model: ofiv_0 .. ofiv_{K-1} (filters numbered from 0)
   filters.csv  each model's --top filters by OFIV: model, rank (1 = highest OFIV), filter
                (from 0), ofiv, il (the weighted variance of the filter's FIVs; the GMM reads
                it relative to the model's mean FIV power), category (additive;
                non-additive, consistent sign; non-additive, sign-flipping), n_components
-               (GMM components chosen by BIC); with --jaspar also best_id, best_name, best_p
+               (GMM components chosen by BIC), converged (every start of the model
+               converged before --max-steps); with --jaspar also best_id, best_name, best_p
                (TOMTOM, the paper's filter PWM rule) and, from models.csv, known_motif,
                known_p, known_rank (empty for models it does not name)"""
 
@@ -276,6 +426,10 @@ def add_arguments(parser):
                              "authors'; larger values overflow the float32 regulariser); one lambda "
                              "for the whole zoo, so the per-model heuristic l2='auto' is not "
                              "offered here")
+    parser.add_argument("--max-steps", type=int_at_least(1), default=2000,
+                        help="step limit of each start's ascent (default 2000); models with "
+                             "starts that reach it are named in a warning, and marked in "
+                             "filters.csv's converged column")
     seed_argument(parser, "seed of the starts")
     parser.add_argument("--jaspar", default=None, metavar="RELEASE",
                         help="match each model's top filters against this JASPAR CORE vertebrates "
@@ -392,7 +546,7 @@ def _run(args):
     say(f"{len(zoo)} models loaded from {models_dir}")
     try:
         s = summarize_zoo(zoo, n_starts=args.starts, l2=args.l2, seed=args.seed,
-                          verbose=not args.quiet)
+                          max_steps=args.max_steps, verbose=not args.quiet)
     except (ValueError, RuntimeError) as e:  # non-finite scores at a tiny --l2, torch's overflows
         raise SystemExit(f"deepresolve zoo: error: {str(e) or type(e).__name__}") from None
     # the versions and threads the numbers came from, now: TOMTOM (numba's OpenMP) may change

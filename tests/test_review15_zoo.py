@@ -70,6 +70,51 @@ def test_models_in_a_folder_and_its_models_subfolder_are_refused_as_ambiguous(tm
     assert s.settings["models_folder"] == str((data / "models").resolve())
 
 
+# ------------------------------------------------------------------ F2: convergence per model
+def test_models_that_did_not_converge_are_named_and_recorded(tmp_path):
+    zoo = small_zoo(4)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        s = summarize_zoo(zoo, n_starts=3, max_steps=2, group_size=2, seed=0)
+    texts = [str(w.message) for w in rec]
+    mine = [t for t in texts if "stopped at max_steps=2" in t]
+    assert len(mine) == 1, texts                       # one warning, not one per group
+    assert mine[0].startswith("4 of 4 model(s) have starts that stopped at max_steps=2")
+    assert "m0 (3 of 3 starts)" in mine[0] and "deepresolve zoo --max-steps" in mine[0]
+    assert not any("self.diagnostics" in t for t in texts)   # an object the user never sees
+    assert s.settings["max_steps"] == 2 and s.settings["converged"] is False
+    assert s.settings["model_converged"] == [False] * 4
+    assert s.settings["model_open_starts"] == [3] * 4 and s.settings["model_steps_max"] == [2] * 4
+    ok = summarize_zoo(zoo, n_starts=3, seed=0)
+    assert ok.settings["model_converged"] == [True] * 4 and ok.settings["model_open_starts"] == [0] * 4
+    assert max(ok.settings["model_steps_max"]) == ok.settings["steps_max"]
+    assert zoo_filter_table(s, zoo, top=1)["converged"].tolist() == [False] * 4
+    with pytest.raises(ValueError, match="max_steps must be an integer >= 1"):
+        summarize_zoo(zoo, max_steps=0)
+    # the command line: --max-steps, recorded, and filters.csv's converged column
+    write_models(tmp_path / "m", ["tfA", "tfB"])
+    out = tmp_path / "out"
+    with pytest.warns(RuntimeWarning, match=r"2 of 2 model\(s\) .*tfA \(2 of 2 starts\)"):
+        assert cli.main(["zoo", str(tmp_path / "m"), "--out", str(out), "--starts", "2",
+                         "--max-steps", "1", "--quiet"]) == 0
+    assert EnsembleSummary.load(out / "summary.npz").settings["max_steps"] == 1
+    assert pd.read_csv(out / "filters.csv")["converged"].tolist() == [False] * 6
+
+
+# ------------------------------------------------------------------ F3: errors name the model
+def test_ascent_errors_name_the_model_not_its_position_in_the_group():
+    zoo = small_zoo(4)
+    with torch.no_grad():
+        zoo["m3"].fc2.weight.mul_(1e38)
+        zoo["m3"].fc1.bias.fill_(1.0)
+    with pytest.raises(ValueError, match=r"non-finite class score during the ascent "
+                                         r"\(model m3, start 0\)") as e:
+        summarize_zoo(zoo, n_starts=2, group_size=2)
+    assert "target" not in str(e.value) and isinstance(e.value.__cause__, ValueError)
+    with pytest.raises(ValueError, match="l2"):   # an argument error passes as it was
+        summarize_zoo(zoo, l2=-1.0)
+
+
 # ------------------------------------------------------------------ F4: concurrent runs
 def test_two_runs_writing_into_one_folder_at_once_never_mix(tmp_path, monkeypatch):
     """The temporary names were fixed: run A moved run B's half-written file into place, and
@@ -169,6 +214,30 @@ def test_every_bad_file_is_named_in_one_error_and_skip_bad_leaves_them_out(tmp_p
     assert s.settings["models"] == ["a", "c", "e"] and list(s.settings["skipped"]) == ["b_bad.npz"]
 
 
+# ------------------------------------------------------------------ F6: known, checked first
+def test_known_ids_are_all_checked_before_any_tomtom(monkeypatch):
+    zoo = small_zoo(3)
+    s = summarize_zoo(zoo, n_starts=2, seed=0)
+    rng = np.random.default_rng(0)
+    jaspar = MotifSet([rng.dirichlet([0.3] * 4, size=6).T for _ in range(12)],
+                      [f"MA{i:04d}.1" for i in range(12)], [f"TF{i}" for i in range(12)])
+    ran = []
+    import deepresolve_captum.motifs as M
+    real_t, real_k = M.tomtom, M.known_motif_hits
+    monkeypatch.setattr(M, "tomtom", lambda *a, **k: ran.append(1) or real_t(*a, **k))
+    monkeypatch.setattr(M, "known_motif_hits", lambda *a, **k: ran.append(1) or real_k(*a, **k))
+    with pytest.raises(ValueError, match=r"(?s)the entries of 2 model\(s\) .*m1: 'MA0001.9' not in "
+                                         r"this motif set.*did you mean MA0001.1.*\n  m2: .*"
+                                         r"missing value \(nan\)") as e:
+        zoo_filter_table(s, zoo, jaspar=jaspar,
+                         known={"m0": "MA0003.1", "m1": "MA0001.9", "m2": ["MA0002.1", np.nan]})
+    assert ran == [] and "m0" not in str(e.value)
+    # a missing value alone, or an empty list, still means no known motif for that model
+    t = zoo_filter_table(s, zoo, jaspar=jaspar, top=1,
+                         known={"m0": "MA0003.1", "m1": np.nan, "m2": [], "other": "nope"})
+    assert t["known_motif"].tolist()[0] == "MA0003.1" and t["known_p"].iloc[1:].isna().all()
+
+
 # ------------------------------------------------------------------ F7: python -m ...cli
 def test_python_m_cli_removes_the_folders_a_failed_run_made(tmp_path):
     write_models(tmp_path / "m", ["tfA"])
@@ -179,6 +248,15 @@ def test_python_m_cli_removes_the_folders_a_failed_run_made(tmp_path):
                        capture_output=True, text=True, env=env, timeout=120)
     assert p.returncode == 1 and "deepresolve zoo: error: non-finite" in p.stderr, p.stderr
     assert not (tmp_path / "new").exists()
+
+
+# ------------------------------------------------------------------ F8: progress
+def test_progress_counts_models_and_shows_the_gmm_fits(capsys):
+    summarize_zoo(small_zoo(3), n_starts=2, seed=0, verbose=True)
+    err = capsys.readouterr().err
+    assert "DeepResolve on the zoo" in err and "3/3" in err and "model" in err
+    assert "group" not in err
+    assert "GMM on IL" in err
 
 
 # ------------------------------------------------------------------ F10: a folder or broken link named *.npz
@@ -192,3 +270,41 @@ def test_a_folder_or_a_broken_link_named_npz_is_said_to_be_one(tmp_path):
         load_encode_model(tmp_path / "link.npz")
     with pytest.raises(FileNotFoundError, match="no such model file"):
         load_encode_model(tmp_path / "absent.npz")
+
+
+# ------------------------------------------------------------------ F11: the model that is no EncodeTFModel named
+def test_a_model_that_is_no_encode_model_is_named():
+    zoo = {**small_zoo(2), "a": nn.Linear(4, 1)}
+    with pytest.raises(TypeError, match=r"1 are not: 'a' \(Linear\)"):
+        summarize_zoo(zoo)
+
+
+# ------------------------------------------------------------------ F12: the settings listed
+def test_zoo_help_lists_every_setting_summary_npz_holds(tmp_path, capsys):
+    write_models(tmp_path / "m", ["tfA", "tfB"])
+    assert cli.main(["zoo", str(tmp_path / "m"), "--out", str(tmp_path / "o"), "--starts", "2",
+                     "--quiet"]) == 0
+    keys = EnsembleSummary.load(tmp_path / "o" / "summary.npz").settings
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        cli.main(["zoo", "--help"])
+    text = capsys.readouterr().out
+    import re
+    listed = set(re.findall(r"[a-z_0-9]+", text[text.index("settings:"):]))
+    assert not set(keys) - listed, sorted(set(keys) - listed)
+
+
+# ------------------------------------------------------------------ real models
+def test_real_models_name_the_ones_that_stopped_early(shared_dir):
+    folder = shared_dir / "data" / "encode422"
+    zoo = load_encode_zoo(folder, names=4)
+    with pytest.warns(RuntimeWarning, match=r"model\(s\) have starts that stopped at "
+                                            r"max_steps=5 .*wgEncodeAwgTfbs") as rec:
+        s = summarize_zoo(zoo, n_starts=3, max_steps=5, group_size=2)
+    assert sum("stopped at max_steps" in str(w.message) for w in rec) == 1
+    open_ = dict(zip(s.settings["models"], s.settings["model_open_starts"]))
+    assert set(open_) == set(zoo) and any(open_.values())
+    named = [str(w.message) for w in rec if "stopped at max_steps" in str(w.message)][0]
+    assert all((n in named) == bool(k) for n, k in open_.items())
+    full = summarize_zoo(zoo, n_starts=3)
+    assert full.settings["model_converged"] == [True] * 4    # the default 2000 steps suffice
