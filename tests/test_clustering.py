@@ -481,3 +481,85 @@ def test_one_class_records_the_same_settings_as_more():
                                                 optimal_ordering=True)
     assert hierarchical_clustering(np.ones((1, 1)), threshold=0.5,
                                    optimal_ordering=False).settings["threshold"] == 0.5
+
+
+def test_bicluster_reads_only_the_block_it_clusters():
+    """review 15c m1: bicluster made the whole (C, C) matrix float64 (and a bool NaN mask of it)
+    to take a small block: a 3.6 GiB copy for a 200 x 200 block of Sei's float32 similarity.
+    Now the block is taken first; the result is the one the block itself gives."""
+    import tracemalloc
+
+    s, grp = _planted_similarity()
+    C = 1500                                 # the planted 16 classes inside a larger matrix
+    big = np.zeros((C, C), dtype=np.float32)
+    big[:16, :16] = s
+    rows, cols = np.arange(10), np.arange(10, 16)
+    want = bicluster(s[np.ix_(rows, cols)].astype(np.float32), n_clusters=2)
+    tracemalloc.start()
+    try:
+        res = bicluster(big, rows, cols, n_clusters=2)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 0.05 * big.nbytes, peak / big.nbytes      # was > 2x (float64 copy + mask)
+    assert res.block.dtype == np.float64
+    np.testing.assert_array_equal(res.block, want.block)
+    np.testing.assert_array_equal(res.row_labels, want.row_labels)
+    np.testing.assert_array_equal(res.column_labels, want.column_labels)
+    # a tensor is indexed on its own device, with the same result
+    t = bicluster(torch.from_numpy(big), rows, cols, n_clusters=2)
+    np.testing.assert_array_equal(t.block, res.block)
+    np.testing.assert_array_equal(t.row_labels, res.row_labels)
+    # NaN outside the block is not read; inside it, it is refused
+    big[20:, 20:] = np.nan
+    np.testing.assert_array_equal(bicluster(big, rows, cols, n_clusters=2).block, res.block)
+    big[rows[0], cols[0]] = np.nan
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bicluster(big, rows, cols, n_clusters=2)
+
+
+def test_threshold_must_be_a_number():
+    """review 15c n6: threshold=True was read as the distance 1.0 and threshold='0.5' as 0.5;
+    both are refused now. Numbers of any kind (numpy's, a 0-d array or tensor) still work, and
+    settings record the float used."""
+    s = _planted_similarity()[0]
+    for bad in (True, np.True_, torch.tensor(True), "0.5", b"0.5", 0.5 + 0j, [0.5],
+                np.array([0.5]), float("nan"), 2.5, -0.1):
+        with pytest.raises(ValueError, match="threshold is a distance 1 - similarity"):
+            hierarchical_clustering(s, threshold=bad)
+    ref = hierarchical_clustering(s, threshold=0.5)
+    assert ref.settings["threshold"] == 0.5
+    for ok in (np.float32(0.5), np.array(0.5), torch.tensor(0.5), 0.5):
+        res = hierarchical_clustering(s, threshold=ok)
+        np.testing.assert_array_equal(res.labels, ref.labels)
+        assert type(res.settings["threshold"]) is float
+    assert hierarchical_clustering(s, threshold=1).settings["threshold"] == 1.0
+
+
+def test_class_relationships_compares_class_counts_before_computing(monkeypatch):
+    """review 15c n6: with 4.4 M DeepSEA label rows, the label correlation was computed and then
+    refused because the OFIVs had another number of classes. The counts are compared first."""
+    import deepresolve_captum.clustering as cl
+    called = []
+
+    def spy(name, fn):
+        def run(*a, **k):
+            called.append(name)
+            return fn(*a, **k)
+        return run
+
+    for name in ("class_similarity", "signed_ofiv_correlation", "label_correlation",
+                 "weight_cosine"):
+        monkeypatch.setattr(cl, name, spy(name, getattr(cl, name)))
+    rng = np.random.default_rng(0)
+    ofiv, labels, weight = rng.normal(size=(5, 8)), rng.integers(0, 2, (30, 4)), rng.normal(size=(5, 3))
+    with pytest.raises(ValueError) as one:
+        class_relationships(ofiv, labels, weight)
+    with pytest.raises(ValueError) as two:
+        class_relationships(labels=torch.from_numpy(labels), weight=weight)
+    assert called == []                       # nothing was computed
+    assert "different numbers of classes: {'ofiv rows': 5, 'labels columns': 4, " \
+           "'weight rows': 5}" in str(one.value)
+    assert "{'labels columns': 4, 'weight rows': 5}" in str(two.value)
+    rel = class_relationships(ofiv, weight=weight)
+    assert list(rel) == ["deepresolve", "signed_ofiv", "weights"] and len(called) == 3
