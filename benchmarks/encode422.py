@@ -91,7 +91,8 @@ def _int_at_least(lo):
 def parse_args(argv=None):
     """The command line, checked: every error (bad numbers, a subset that selects nothing or
     names unknown models, no methods, a missing models folder, a JASPAR release without some
-    selected model's known motif) is an argparse error before any model is loaded. What the
+    selected model's known motif, an ``--out`` that is a folder or cannot be written) is an
+    argparse error before any model is loaded. What the
     checks read is kept for ``main``: ``args.meta`` (the selected rows of models.csv),
     ``args.motifs`` (the JASPAR MotifSet) and ``args.known_ids`` (see :func:`known_motifs`)."""
     default_models = Path(__file__).resolve().parents[2] / "shared" / "data" / "encode422"
@@ -131,7 +132,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int_at_least(0, below=SEED_BELOW), default=0,
                    help="seed of the starts and of DeepLIFT's shuffles (an integer in [0, 2**63))")
     p.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads")
-    p.add_argument("--out", default="bench_out/encode422.csv", help="per-model CSV")
+    p.add_argument("--out", default="bench_out/encode422.csv",
+                   help="per-model CSV, relative to the current folder (default: %(default)s); "
+                        "its folder is created if missing")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
 
@@ -142,6 +145,7 @@ def parse_args(argv=None):
     if bad:
         p.error(f"--methods: unknown {bad}; choose from {','.join(ALL_METHODS)}")
     args.methods = methods
+    check_output_file(p, "--out", args.out)
     if args.n_pos > args.n_candidates:
         p.error(f"--n-pos ({args.n_pos}) must be <= --n-candidates ({args.n_candidates}): the "
                 "positives are the top-scoring of the random candidates")
@@ -165,6 +169,23 @@ def parse_args(argv=None):
         p.error(f"--jaspar: {e}")
     args.meta, args.motifs, args.known_ids = meta, motifs, known_ids
     return args
+
+
+def check_output_file(parser, option, path):
+    """A file the run writes only at its end (``--out``), checked before any work: not a
+    folder, its folder created if missing, and writable; ``parser.error`` otherwise (a directory
+    or an unwritable path used to fail with a traceback after all the models had run)."""
+    path = Path(path)
+    if not str(path).strip():
+        parser.error(f"{option}: empty path; name a file")
+    if path.is_dir():
+        parser.error(f"{option}: {path} is a folder; name a file (e.g. {path / 'encode422.csv'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"{option}: cannot create the folder {path.parent}: {e.strerror or e}")
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"{option}: cannot write {path}")
 
 
 def select(meta, subset):

@@ -19,7 +19,11 @@ counts how many models satisfy each of the paper's claims (``demo.check_set_one`
     python benchmarks/synthetic.py                       # 10 + 10 models at the demo's sizes
     python benchmarks/synthetic.py --models 3 --sets one --n-sequences 30000
 
-Prints one line per model, then a table per set; ``--json PATH`` also saves every number.
+Prints one line per model, then a table per set; ``--json PATH`` also saves every number: the
+per-model rows under "one" / "two", and under "settings" what made them (the arguments as used,
+the command line, ``demo.DEFAULTS``, the sequence length per set, package / torch / numpy /
+scikit-learn versions, the git commit). Every argument, ``--json``'s path included, is checked
+before any work starts.
 AUCs: ``val`` is measured on the 20% validation split whose loss chose the kept epoch (slightly
 optimistic); ``test`` on an independent test set of 20% of the dataset's size drawn from the
 same generator with ``demo.test_seed`` (``--test-fraction``). The paper's AUCs are test AUCs.
@@ -32,6 +36,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,13 +48,15 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepresolve_captum.cli import SEED_BELOW, int_at_least  # noqa: E402
+from deepresolve_captum.cli import SEED_BELOW, int_at_least, positive_float  # noqa: E402
 from deepresolve_captum.demo import (CLASS4_PAIRS, DEFAULTS, SEQ_LEN, SET_ONE_CLAIMS,  # noqa: E402
                                      SET_TWO_CLAIMS, SHARING_PAIRS, TEST_FRACTION, run_synthetic)
 
 
 #: model i's weights are seeded with INIT_OFFSET + first_seed + i, its data with first_seed + i
 INIT_OFFSET = 10_000
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _fraction(text):
@@ -59,6 +68,70 @@ def _fraction(text):
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return v
+
+
+def check_output_file(parser, option, path):
+    """A file the run writes only at its end (``--json``), checked before any work: not a
+    folder, its folder created if missing, and writable; ``parser.error`` otherwise (a missing
+    folder used to end the run with a traceback after every model had trained)."""
+    path = Path(path)
+    if not str(path).strip():
+        parser.error(f"{option}: empty path; name a file")
+    if path.is_dir():
+        parser.error(f"{option}: {path} is a folder; name a file (e.g. {path / 'synthetic.json'})")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        parser.error(f"{option}: cannot create the folder {path.parent}: {e.strerror or e}")
+    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"{option}: cannot write {path}")
+
+
+def check_sizes(parser, args):
+    """The dataset and model sizes, by the generators' and the CNN's own checks on a tiny draw
+    (set I needs seq_len >= 18 * max_copies, set II >= 10, the CNN >= 11): a usage error now,
+    not a traceback."""
+    from deepresolve_captum.datasets import synthetic_set_one, synthetic_set_two
+    from deepresolve_captum.zoo import PaperCNN
+    for dataset in args.sets:
+        L = args.seq_len or SEQ_LEN[dataset]
+        try:
+            if dataset == "one":
+                synthetic_set_one(n_sequences=8, n_random=0, seq_len=L, max_copies=args.max_copies,
+                                  random_state=0)
+            else:
+                synthetic_set_two(n_sequences=8, seq_len=L, random_state=0)
+            PaperCNN(seq_len=L)
+        except ValueError as e:
+            parser.error(f"set {dataset} at --seq-len {L}"
+                         + (f" and --max-copies {args.max_copies}" if dataset == "one" else "")
+                         + f": {e}")
+
+
+def _git_commit():
+    """This checkout's commit, with "+dirty" when tracked files differ from it (None without git)."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
+                              text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
+                                "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def run_settings(args, argv):
+    """What the run was: the parsed arguments (``lr`` and ``n_random`` as used), the command line,
+    the fixed settings it takes from ``demo.DEFAULTS``, the sequence length per set, versions and
+    the checkout's commit. Saved under "settings" in the --json file, beside the per-set rows."""
+    from deepresolve_captum._io import provenance
+    lr = args.lr or (1.0 if args.optimizer == "adadelta" else DEFAULTS["lr"])
+    return dict(args=dict(vars(args), lr=lr), argv=list(argv), init_offset=INIT_OFFSET,
+                seq_len={d: args.seq_len or SEQ_LEN[d] for d in args.sets},
+                defaults=dict(DEFAULTS), provenance=provenance(), git_commit=_git_commit(),
+                python=platform.python_version(),
+                started=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
 
 def _jsonable(x):
@@ -171,18 +244,20 @@ def table(dataset, checks, val_auc=None, test_auc=None):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--models", type=int, default=10, help="models per set (default 10)")
+    p.add_argument("--models", type=int_at_least(1), default=10, help="models per set (default 10)")
     p.add_argument("--sets", nargs="+", default=["one", "two"], choices=["one", "two"])
-    p.add_argument("--n-sequences", type=int, default=100_000)
-    p.add_argument("--n-random", type=int, default=None,
+    p.add_argument("--n-sequences", type=int_at_least(100), default=100_000,
+                   help="planted sequences per dataset (default 100000; at least 100)")
+    p.add_argument("--n-random", type=int_at_least(0), default=None,
                    help="set I only (default: a fifth of --n-sequences, the paper's ratio)")
-    p.add_argument("--seq-len", type=int, default=None,
+    p.add_argument("--seq-len", type=int_at_least(1), default=None,
                    help=f"sequence length (default: each set's own, {SEQ_LEN})")
-    p.add_argument("--max-copies", type=int, default=DEFAULTS["max_copies"], help="set I copies per pattern")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"])
+    p.add_argument("--max-copies", type=int_at_least(1), default=DEFAULTS["max_copies"],
+                   help="set I copies per pattern")
+    p.add_argument("--epochs", type=int_at_least(1), default=DEFAULTS["epochs"])
     p.add_argument("--optimizer", choices=("adam", "adadelta"), default="adam",
                    help="adam (default) or adadelta, the authors' Keras-1.2 recipe (give it more --epochs)")
-    p.add_argument("--lr", type=float, default=None,
+    p.add_argument("--lr", type=positive_float, default=None,
                    help=f"learning rate (default {DEFAULTS['lr']} for Adam, 1.0 for Adadelta)")
     p.add_argument("--test-fraction", type=_fraction, default=TEST_FRACTION,
                    help=f"independent test set, as a share of the dataset size (default {TEST_FRACTION}, "
@@ -191,21 +266,29 @@ def main(argv=None):
                    help=f"model i (from 0) uses data seed first_seed + i and weight-initialisation seed "
                         f"{INIT_OFFSET} + first_seed + i (default 0: data seeds 0-9, init seeds "
                         f"{INIT_OFFSET}-{INIT_OFFSET + 9}; the demo's --seed S uses S for both)")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--json", type=str, default=None, help="write every number here")
+    p.add_argument("--threads", type=int_at_least(1), default=1, help="torch threads (default 1)")
+    p.add_argument("--json", type=str, default=None,
+                   help="write every number here, with the run's settings (arguments, command line, "
+                        "versions, git commit) under \"settings\"; checked, and its folder "
+                        "created, before any work")
     args = p.parse_args(argv)
+    argv = list(argv if argv is not None else sys.argv[1:])
     if INIT_OFFSET + args.first_seed + args.models - 1 >= SEED_BELOW:
         p.error(f"--first-seed: the last model's init seed {INIT_OFFSET} + {args.first_seed} + "
                 f"{args.models - 1} must be < 2**63")
     if args.n_random is None:
         args.n_random = args.n_sequences // 5
+    check_sizes(p, args)
+    if args.json:
+        check_output_file(p, "--json", args.json)
+    settings = run_settings(args, argv)
     torch.set_num_threads(args.threads)
 
     t0 = time.perf_counter()
     results = {}
     length = (f"{args.seq_len} bp" if args.seq_len else
               ", ".join(f"{SEQ_LEN[d]} bp (set {'I' if d == 'one' else 'II'})" for d in args.sets))
-    print(f"# benchmarks/synthetic.py {' '.join(argv if argv is not None else sys.argv[1:])}", flush=True)
+    print(f"# benchmarks/synthetic.py {' '.join(argv)}", flush=True)
     print(f"# sizes: {args.n_sequences} sequences (+{args.n_random} random for set I, <= {args.max_copies} "
           f"copies per pattern), {length}, "
           f"{args.epochs} epochs, {args.optimizer} lr {args.lr or (1.0 if args.optimizer == 'adadelta' else DEFAULTS['lr'])}, batch {DEFAULTS['batch_size']}, "
@@ -227,9 +310,12 @@ def main(argv=None):
         results[dataset] = rows
         print(table(dataset, checks, [r["val_auc"] for r in rows], [r["test_auc"] for r in rows]),
               flush=True)
-    print(f"# total {time.perf_counter() - t0:.0f} s", flush=True)
+    total = time.perf_counter() - t0
+    print(f"# total {total:.0f} s", flush=True)
     if args.json:
-        Path(args.json).write_text(json.dumps(_jsonable(results)))
+        # the per-set rows stay at the top level ("one", "two") where readers find them
+        settings["total_seconds"] = total
+        Path(args.json).write_text(json.dumps(_jsonable(dict(settings=settings, **results))))
     return 0
 
 

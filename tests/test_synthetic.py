@@ -312,3 +312,12 @@ def test_the_synthetic_benchmark_runs_end_to_end_and_says_what_it_ran(tmp_path, 
     rows = json.loads(out.read_text())
     assert [(r["seed"], r["init_seed"]) for r in rows["one"] + rows["two"]] == [(2, 10002)] * 2
     assert rows["one"][0]["n_test"] == 50 and len(rows["two"][0]["test_auc"]) == 4
+    # review 15d m11: the JSON says how it was made (a 50-bp and a 150-bp set II run could not be
+    # told apart from their contents); the per-set rows stay at the top level
+    st = rows["settings"]
+    assert st["args"]["n_sequences"] == 200 and st["args"]["n_random"] == 50
+    assert st["args"]["epochs"] == 1 and st["args"]["lr"] == B.DEFAULTS["lr"]
+    assert st["seq_len"] == {"one": 50, "two": 150} and st["init_offset"] == 10_000
+    assert st["argv"][:2] == ["--models", "1"] and st["defaults"]["batch_size"] == 128
+    assert st["provenance"]["torch_version"] == torch.__version__ and "version" in st["provenance"]
+    assert "git_commit" in st and st["total_seconds"] > 0

@@ -1,0 +1,81 @@
+"""Review 15d: benchmarks/*.py and examples/channel_then_input.py check their arguments and
+output paths before any work (argparse usage errors, exit code 2, instead of a traceback after
+the work), and say what they ran. Each script is loaded from the source tree and called through
+its parse function or ``main(argv)`` with tiny options."""
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _load(rel):
+    path = REPO / rel
+    if not path.exists():
+        pytest.skip(f"needs the source tree's {rel}")
+    spec = importlib.util.spec_from_file_location("_review15_" + path.stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _usage_error(capsys, fn, argv):
+    """fn(argv) must end in argparse's usage error; returns stderr."""
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        fn(argv)
+    assert e.value.code == 2, e.value.code
+    return " ".join(capsys.readouterr().err.split())
+
+
+# ------------------------------------------------------------------ m3: output paths up front
+
+def test_encode422_out_is_checked_before_any_work(tmp_path, capsys):
+    """--out a folder, or under a file, failed with a traceback after every model had run."""
+    E = _load("benchmarks/encode422.py")
+    nodata = str(tmp_path / "no_models_here")      # --out is checked before the models folder
+    err = _usage_error(capsys, E.parse_args, ["--models", nodata, "--out", str(tmp_path)])
+    assert "--out: " in err and "is a folder; name a file" in err
+    (tmp_path / "afile").write_text("x")
+    err = _usage_error(capsys, E.parse_args,
+                       ["--models", nodata, "--out", str(tmp_path / "afile" / "x.csv")])
+    assert "--out: cannot create the folder" in err
+
+
+def test_encode422_out_default_is_in_the_help(capsys):
+    E = _load("benchmarks/encode422.py")
+    with pytest.raises(SystemExit):
+        E.parse_args(["--help"])
+    assert "default: bench_out/encode422.csv" in " ".join(capsys.readouterr().out.split())
+
+
+SYN_TINY = ["--models", "1", "--sets", "one", "--n-sequences", "200", "--n-random", "50",
+            "--epochs", "1"]
+
+
+def test_synthetic_json_is_checked_before_training(tmp_path, capsys):
+    """--json into a folder or a path that cannot be created failed after all the training."""
+    S = _load("benchmarks/synthetic.py")
+    err = _usage_error(capsys, S.main, SYN_TINY + ["--json", str(tmp_path)])
+    assert "--json: " in err and "is a folder" in err
+    (tmp_path / "afile").write_text("x")
+    err = _usage_error(capsys, S.main, SYN_TINY + ["--json", str(tmp_path / "afile" / "r.json")])
+    assert "--json: cannot create the folder" in err
+
+
+# ------------------------------------------------------------------ m10: out-of-range numbers
+
+@pytest.mark.parametrize("extra, message", [
+    (["--models", "0"], "argument --models: must be >= 1"),
+    (["--threads", "0"], "argument --threads: must be >= 1"),
+    (["--epochs", "0"], "argument --epochs: must be >= 1"),
+    (["--max-copies", "0"], "argument --max-copies: must be >= 1"),
+    (["--n-sequences", "10"], "argument --n-sequences: must be >= 100"),
+    (["--lr", "0"], "argument --lr: must be a finite number > 0"),
+    (["--seq-len", "20"], "set one at --seq-len 20 and --max-copies 2: seq_len must be >= 36"),
+])
+def test_synthetic_bad_numbers_are_usage_errors(capsys, extra, message):
+    S = _load("benchmarks/synthetic.py")
+    assert message in _usage_error(capsys, S.main, SYN_TINY + extra)
+
