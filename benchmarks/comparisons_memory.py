@@ -47,8 +47,30 @@ import tempfile
 import time
 import tracemalloc
 
+from deepresolve_captum.cli import int_at_least
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+
+#: association_index's cases take classes 0..99 as rows and 100..C-1 as columns
+MIN_CLASSES = 101
+
+
+def _sizes(text):
+    """argparse type of --sizes: comma-separated class counts, each >= MIN_CLASSES."""
+    try:
+        sizes = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (e.g. 2000,6000), "
+                                         f"got {text!r}") from None
+    if not sizes:
+        raise argparse.ArgumentTypeError("no class count given")
+    small = [c for c in sizes if c < MIN_CLASSES]
+    if small:
+        raise argparse.ArgumentTypeError(
+            f"each class count must be >= {MIN_CLASSES} (association_index takes classes 0-99 as "
+            f"rows and the rest as columns), got {small}")
+    return sizes
 
 
 def _worker(C, rows):
@@ -112,16 +134,23 @@ def _checkout(rev, dest):
         shutil.copy(so, os.path.join(dest, "deepresolve_captum"))
 
 
-def main():
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="2000,6000", help="class counts, comma-separated")
-    p.add_argument("--rows", type=int, default=2000, help="label rows (N)")
+def parse_args(argv=None):
+    """The command line; a class count <= 100 (the worker's 'class index out of range'
+    traceback) or not an integer ('2k') is a usage error."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    p.add_argument("--sizes", type=_sizes, default="2000,6000",
+                   help=f"class counts, comma-separated, each >= {MIN_CLASSES} (default 2000,6000)")
+    p.add_argument("--rows", type=int_at_least(2), default=2000, help="label rows (N, default 2000)")
     p.add_argument("--before", metavar="REV", help="also measure the package at this git revision")
     p.add_argument("--_worker", type=int, help=argparse.SUPPRESS)
-    a = p.parse_args()
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    a = parse_args(argv)
     if a._worker:
         return _worker(a._worker, a.rows)
-    sizes = [int(s) for s in a.sizes.split(",")]
+    sizes = a.sizes
     with tempfile.TemporaryDirectory() as tmp:
         if a.before:
             _checkout(a.before, tmp)

@@ -24,6 +24,7 @@ import warnings
 import torch
 
 from deepresolve_captum import LayerFeatureOptimizer
+from deepresolve_captum.cli import int_at_least
 from deepresolve_captum.zoo import DeepSEA
 
 
@@ -39,17 +40,27 @@ def random_onehot(n, L, seed=0):
     return torch.nn.functional.one_hot(idx, 4).permute(0, 2, 1).float()
 
 
-def main():
+def parse_args(argv=None):
+    """The command line; out-of-range numbers are usage errors (--steps 1 ended in
+    ZeroDivisionError, --repeats 0 in StatisticsError, --targets 0 in a library ValueError)."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--targets", type=int, default=32)
-    ap.add_argument("--starts", type=int, default=4)
-    ap.add_argument("--steps", type=int, default=6)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seq-len", type=int, default=1000)
-    ap.add_argument("--outputs", type=int, nargs="+", default=[919, 21907])
+    ap.add_argument("--targets", type=int_at_least(1), default=32)
+    ap.add_argument("--starts", type=int_at_least(1), default=4)
+    ap.add_argument("--steps", type=int_at_least(2), default=6,
+                    help="ascent steps per row, at least 2 (steps 2 to n are timed; default 6)")
+    ap.add_argument("--repeats", type=int_at_least(1), default=3)
+    ap.add_argument("--threads", type=int_at_least(1), default=2)
+    ap.add_argument("--seq-len", type=int_at_least(163), default=1000,
+                    help="DeepSEA input length, at least 163 (default 1000)")
+    ap.add_argument("--outputs", type=int_at_least(64), nargs="+", default=[919, 21907],
+                    help="output counts of the DeepSEA heads, each at least 64 (below that the "
+                         "engine keeps the full head; default 919 21907)")
     ap.add_argument("--layers", nargs="+", default=list(LAYERS), choices=list(LAYERS))
-    args = ap.parse_args()
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
     x = random_onehot(16, args.seq_len)
     print(f"DeepSEA at {args.seq_len} bp, {args.targets} targets x {args.starts} starts, "

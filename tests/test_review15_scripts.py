@@ -79,3 +79,56 @@ def test_synthetic_bad_numbers_are_usage_errors(capsys, extra, message):
     S = _load("benchmarks/synthetic.py")
     assert message in _usage_error(capsys, S.main, SYN_TINY + extra)
 
+
+@pytest.mark.parametrize("argv, message", [
+    (["--repeats", "0"], "argument --repeats: must be >= 1"),
+    (["--authors-starts", "0"], "argument --authors-starts: must be >= 1"),
+    (["--threads", "0"], "argument --threads: must be >= 1"),
+    (["--classes", "0"], "argument --classes: must be >= 1"),
+    (["--steps", "0"], "argument --steps: must be >= 1"),
+    (["--starts", "0"], "argument --starts: must be >= 1"),
+    (["--authors-lr", "-1"], "argument --authors-lr"),
+    (["--seed", "-1"], "argument --seed: must be >= 0"),
+])
+def test_ascent_bad_numbers_are_usage_errors(capsys, argv, message):
+    A = _load("benchmarks/ascent.py")
+    assert message in _usage_error(capsys, A.parse_args, argv)
+    assert A.parse_args([]).repeats == 3
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--steps", "1"], "argument --steps: must be >= 2"),
+    (["--repeats", "0"], "argument --repeats: must be >= 1"),
+    (["--targets", "0"], "argument --targets: must be >= 1"),
+    (["--starts", "0"], "argument --starts: must be >= 1"),
+    (["--threads", "0"], "argument --threads: must be >= 1"),
+    (["--seq-len", "162"], "argument --seq-len: must be >= 163"),
+    (["--outputs", "919", "63"], "argument --outputs: must be >= 64"),
+])
+def test_wide_head_bad_numbers_are_usage_errors(capsys, argv, message):
+    W = _load("benchmarks/wide_head.py")
+    assert message in _usage_error(capsys, W.parse_args, argv)
+    assert W.parse_args([]).steps == 6
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--sizes", "50"], "argument --sizes: each class count must be >= 101"),
+    (["--sizes", "2000,100"], "got [100]"),
+    (["--sizes", "2k"], "argument --sizes: expected comma-separated integers"),
+    (["--sizes", ","], "argument --sizes: no class count given"),
+    (["--rows", "1"], "argument --rows: must be >= 2"),
+])
+def test_comparisons_memory_bad_values_are_usage_errors(capsys, argv, message):
+    Cm = _load("benchmarks/comparisons_memory.py")
+    assert message in _usage_error(capsys, Cm.parse_args, argv)
+    assert Cm.parse_args(["--sizes", "101,300"]).sizes == [101, 300]
+
+
+def test_comparisons_memory_help_has_its_whole_description(capsys):
+    """n1: the description was the docstring's first line, cut mid-sentence."""
+    Cm = _load("benchmarks/comparisons_memory.py")
+    with pytest.raises(SystemExit):
+        Cm.parse_args(["--help"])
+    assert "association_index), by tracemalloc, as multiples of one C x C float64 matrix." in " ".join(
+        capsys.readouterr().out.split())
+
