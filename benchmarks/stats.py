@@ -14,10 +14,16 @@ Cases (issue 3):
 "native" is deepresolve_captum._C on the CPU: for Pearson, one pass over x for the row statistics
 and the packing, a hand-written SYRK micro-kernel on the upper triangle (the ISA's tile picked at
 run time, "native ISA" below), the lower triangle written from the tiles and the upper one by a
-blocked transpose, on its own std::thread pool (--threads); no BLAS. "numpy" is the float64
+blocked transpose, on its own std::thread pool; no BLAS. "numpy" is the float64
 reference (pearson_numpy: numpy preparation, then f @ f.T in numpy's OpenBLAS with its own threads,
 clip, diagonal, astype), so for float32 input numpy multiplies in float64 and native in float32
 (summed in float64 every 128 products), both within the tests' 1e-5.
+
+Threads: ``--threads N`` sets both sides to N, the native pool (``_C.set_num_threads``) and
+numpy's BLAS (``threadpoolctl.threadpool_limits``); without it each side keeps its own default
+(the native pool: DEEPRESOLVE_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs it may use; OpenBLAS:
+OPENBLAS_NUM_THREADS / OMP_NUM_THREADS, else the CPU count). The header prints both counts as
+the run uses them.
 
 Both sides run on the same inputs, alternating (native, numpy, numpy, native, ...) within one
 run, so load from other processes hits both alike; medians over the repeats. By default each
@@ -54,6 +60,9 @@ from pathlib import Path
 import numpy as np
 
 from deepresolve_captum import _stats
+from deepresolve_captum.cli import int_at_least
+
+DTYPES = ("float32", "float64")
 
 
 def _load():
@@ -108,6 +117,51 @@ def report(name, t, ref_name="numpy"):
     return ratio
 
 
+def blas_threads():
+    """numpy's BLAS libraries as threadpoolctl sees them: a list of (library, version, threads)
+    (empty when threadpoolctl finds none)."""
+    from threadpoolctl import threadpool_info
+    return [(i.get("internal_api"), i.get("version"), i.get("num_threads"))
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+
+
+def blas_text():
+    """The header's description of numpy's BLAS threads."""
+    libs = blas_threads()
+    if not libs:
+        return "numpy's BLAS: threadpoolctl sees none"
+    return "numpy BLAS " + ", ".join(f"{name} {ver}: {n} threads" for name, ver, n in libs)
+
+
+def _dtypes(text):
+    """argparse type of --dtypes: a comma-separated subset of DTYPES."""
+    names = [d.strip() for d in text.split(",") if d.strip()]
+    bad = [d for d in names if d not in DTYPES]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated subset of {','.join(DTYPES)}, "
+                                         f"got {text!r}")
+    return list(dict.fromkeys(names))
+
+
+def _seconds(text):
+    """argparse type of --gap: a finite number of seconds >= 0."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return v
+
+
+def _threads(v):
+    """argparse type of --threads: 0 (each side's default) to 4096."""
+    n = int_at_least(0)(v)
+    if n > 4096:
+        raise argparse.ArgumentTypeError(f"must be 0 to 4096, got {n}")
+    return n
+
+
 def cuda_skip_reason():
     """Why ``--cuda`` cannot run here (a line for the output), or None when it can.
     cuda_native_available() alone is also False without the DEEPRESOLVE_CUDA_KERNELS=1 opt-in,
@@ -129,49 +183,53 @@ def cuda_skip_reason():
     return None
 
 
-def main():
+def parse_args(argv=None):
+    """The command line; out-of-range values are usage errors (--repeats 0 ended in
+    StatisticsError, --dtypes foo in a numpy TypeError, --gap -1 in time.sleep's ValueError)."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=11)
-    ap.add_argument("--big-repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int_at_least(1), default=11)
+    ap.add_argument("--big-repeats", type=int_at_least(1), default=3)
     ap.add_argument("--no-big", action="store_true", help="skip the 21,907 x 960 case")
-    ap.add_argument("--big-dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--dtypes", default="float32,float64")
+    ap.add_argument("--big-dtype", default="float32", choices=DTYPES)
+    ap.add_argument("--dtypes", type=_dtypes, default="float32,float64",
+                    help=f"comma-separated subset of {','.join(DTYPES)} (default: both)")
     ap.add_argument("--tmpdir", default=None, help="where the 21,907^2 memmaps go (default: system temp)")
-    def threads(v):
-        n = int(v)
-        if not 0 <= n <= 4096:
-            raise argparse.ArgumentTypeError(f"must be 0 to 4096, got {n}")
-        return n
-
-    ap.add_argument("--threads", type=threads, default=0, metavar="N",
-                    help="native worker threads, 1 to 4096 (0: default)")
+    ap.add_argument("--threads", type=_threads, default=0, metavar="N",
+                    help="threads of both sides, 1 to 4096: the native pool and numpy's BLAS "
+                         "(threadpoolctl); 0 (default): each side's own default, printed in the header")
     ap.add_argument("--cuda", action="store_true", help="also the CUDA kernels vs torch on the GPU")
-    ap.add_argument("--gap", type=float, default=0.2,
+    ap.add_argument("--gap", type=_seconds, default=0.2,
                     help="idle seconds before each timed call (default 0.2), so that OpenBLAS's "
                          "worker threads, which spin for a while after each BLAS call, are asleep "
                          "again and do not eat the next call's CPU (0: back to back)")
-    ap.add_argument("--warm", type=int, default=0,
+    ap.add_argument("--warm", type=int_at_least(0), default=0,
                     help="steady state instead: each turn is one untimed call, then this many timed "
                          "calls back to back (default 0: every timed call starts after --gap idle "
                          "seconds, a cold call)")
-    args = ap.parse_args()
-    if args.warm < 0:
-        ap.error("--warm must be >= 0")
+    return ap.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
 
     C = _stats._C
     if C is None or not _stats.native_available():
         raise SystemExit("deepresolve_captum._C is not built or is switched off (DEEPRESOLVE_NO_NATIVE)")
     if args.threads:
+        from threadpoolctl import threadpool_limits
         C.set_num_threads(args.threads)
+        # kept for the whole run (not a with-block): both sides of every ratio at N threads
+        threadpool_limits(limits=args.threads, user_api="blas")
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs; native ISA {C.isa()} "
-          f"(of {C.available_isas()}), {C.num_threads()} native threads; numpy {np.__version__}; "
-          f"load {_load()}")
+          f"(of {C.available_isas()}), {C.num_threads()} native threads; numpy {np.__version__}, "
+          f"{blas_text()}" + ("" if args.threads else " (each side's default; --threads N sets both)")
+          + f"; load {_load()}")
     print(f"# timing: " + (f"steady state, turns of 1 untimed + {args.warm} timed calls back to back, "
                            f"{args.gap} s idle between turns (IL and Pearson 919 / 2,002; the "
                            f"memmap and CUDA cases stay cold)" if args.warm else
                            f"cold calls, each after {args.gap} s idle"))
     rng = np.random.default_rng(0)
-    dtypes = [np.dtype(d) for d in args.dtypes.split(",")]
+    dtypes = [np.dtype(d) for d in args.dtypes]
 
     for dt in dtypes:
         fiv = rng.standard_normal((919, 10, 480)).astype(dt)

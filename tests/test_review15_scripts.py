@@ -3,6 +3,9 @@ output paths before any work (argparse usage errors, exit code 2, instead of a t
 the work), and say what they ran. Each script is loaded from the source tree and called through
 its parse function or ``main(argv)`` with tiny options."""
 import importlib.util
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -131,4 +134,40 @@ def test_comparisons_memory_help_has_its_whole_description(capsys):
         Cm.parse_args(["--help"])
     assert "association_index), by tracemalloc, as multiples of one C x C float64 matrix." in " ".join(
         capsys.readouterr().out.split())
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--repeats", "0"], "argument --repeats: must be >= 1"),
+    (["--big-repeats", "0"], "argument --big-repeats: must be >= 1"),
+    (["--dtypes", "foo"], "argument --dtypes: expected a comma-separated subset of float32,float64"),
+    (["--dtypes", ","], "argument --dtypes"),
+    (["--gap", "-1"], "argument --gap: must be a finite number >= 0"),
+    (["--gap", "nan"], "argument --gap"),
+    (["--warm", "-1"], "argument --warm: must be >= 0"),
+    (["--threads", "5000"], "argument --threads: must be 0 to 4096"),
+])
+def test_stats_bad_values_are_usage_errors(capsys, argv, message):
+    St = _load("benchmarks/stats.py")
+    assert message in _usage_error(capsys, St.parse_args, argv)
+    assert St.parse_args([]).dtypes == ["float32", "float64"]
+    assert St.parse_args(["--dtypes", "float64,float64"]).dtypes == ["float64"]
+
+
+# ------------------------------------------------------------------ m5: stats.py threads
+
+def test_stats_threads_sets_both_sides_and_the_header_says_so(tmp_path):
+    """--threads N set the native pool only, and the header did not show numpy's BLAS threads."""
+    from deepresolve_captum import _stats
+    if _stats._C is None or not _stats.native_available():
+        pytest.skip("needs the native extension")
+    pytest.importorskip("threadpoolctl")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "DEEPRESOLVE_NUM_THREADS")}
+    res = subprocess.run([sys.executable, str(REPO / "benchmarks" / "stats.py"), "--threads", "1",
+                          "--repeats", "1", "--no-big", "--dtypes", "float32", "--gap", "0"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    header = res.stdout.splitlines()[0]
+    assert "1 native threads" in header and "numpy BLAS openblas" in header, header
+    assert ": 1 threads" in header and "each side's default" not in header, header
 
