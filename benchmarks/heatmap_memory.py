@@ -10,7 +10,11 @@ Each (version, C) runs in a fresh process, twice: once for the wall time and pea
 every 20 ms; "+MB" is over the RSS just before the call, when the matrix and its clustering
 exist), once under tracemalloc (peak of the Python and numpy allocations during the call). The
 matrix: class_similarity of 64 random features in 40 planted groups, clustered beforehand
-(hierarchical_clustering, 40 flat clusters); the figure is saved at 150 dpi (save_figure's).
+(hierarchical_clustering, 40 flat clusters); the figure is saved at 150 dpi (save_figure's), by
+every run of both versions alike: to os.devnull, or with ``--png DIR`` to DIR/heatmap_C.png
+(the current plot.py) and DIR/heatmap_C_before.png (REV's), so the two sides' times hold the
+same file writing. DIR is taken relative to the folder the command is run from and is created
+before any work.
 Takes ~1 minute on 2 cores for the defaults. Measured there (before -> after, 6,000 classes,
 137 MB float32): 8.0 s -> 0.8 s, RSS +2,510 MB -> +75 MB, tracemalloc peak 2,507 -> 115 MB (~100
 MB of it matplotlib saving at 150 dpi, whatever C). 2,000 classes are drawn cell by cell as before
@@ -25,6 +29,8 @@ import sys
 import tempfile
 import threading
 import time
+
+from deepresolve_captum.cli import int_at_least
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -92,6 +98,7 @@ def child(C, plot_path, mode, png):
 
 
 def run(C, plot_path, mode, png=""):
+    """One child process; ``png`` must be absolute (the child runs in the checkout)."""
     cmd = [sys.executable, os.path.abspath(__file__), "--child", str(C), "--mode", mode,
            "--plot-path", plot_path or "", "--png", png]
     res = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -100,16 +107,38 @@ def run(C, plot_path, mode, png=""):
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--sizes", type=int, nargs="+", default=[2000, 6000])
+def parse_args(argv=None):
+    """The command line. ``--png`` becomes an absolute path, resolved against the folder the
+    command is run from (the children run in the checkout, where a relative one used to land),
+    and the folder is created now (a usage error when it cannot be)."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
+    ap.add_argument("--sizes", type=int_at_least(40), nargs="+", default=[2000, 6000],
+                    help="class counts, each at least 40 (the matrix is cut into 40 clusters; "
+                         "default 2000 6000)")
     ap.add_argument("--before", default="e21f350",
                     help="git revision whose plot.py to compare with ('' for none)")
-    ap.add_argument("--png", default="", help="folder to save the current version's PNGs in")
+    ap.add_argument("--png", default="",
+                    help="folder to save both versions' PNGs in (relative to the current folder; "
+                         "created if missing); default: none, the figures go to os.devnull")
     ap.add_argument("--child", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="rss", help=argparse.SUPPRESS)
     ap.add_argument("--plot-path", default="", help=argparse.SUPPRESS)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
+    if a.png and not a.child:
+        a.png = os.path.abspath(a.png)
+        if os.path.exists(a.png) and not os.path.isdir(a.png):
+            ap.error(f"--png: {a.png} exists and is not a folder")
+        try:
+            os.makedirs(a.png, exist_ok=True)
+        except OSError as e:
+            ap.error(f"--png: cannot create {a.png}: {e.strerror or e}")
+        if not os.access(a.png, os.W_OK | os.X_OK):
+            ap.error(f"--png: cannot write to {a.png}")
+    return a
+
+
+def main(argv=None):
+    a = parse_args(argv)
     if a.child:
         return child(a.child, a.plot_path, a.mode, a.png)
 
@@ -127,9 +156,11 @@ def main():
     try:
         for C in a.sizes:
             for name, path in versions:
-                png = os.path.join(a.png, f"heatmap_{C}.png") if a.png and not path else ""
+                # both versions save alike (a file, or os.devnull), in both runs
+                png = (os.path.join(a.png, f"heatmap_{C}{'_before' if path else ''}.png")
+                       if a.png else "")
                 r = run(C, path, "rss", png)
-                t = run(C, path, "trace")
+                t = run(C, path, "trace", png)
                 if "error" in r or "error" in t:
                     print(f"{name:>20} {C:>6} failed: {r.get('error') or t.get('error')}")
                     continue

@@ -171,3 +171,36 @@ def test_stats_threads_sets_both_sides_and_the_header_says_so(tmp_path):
     assert "1 native threads" in header and "numpy BLAS openblas" in header, header
     assert ": 1 threads" in header and "each side's default" not in header, header
 
+
+# ------------------------------------------------------------------ m4, n3: heatmap_memory
+
+def test_heatmap_png_is_the_callers_folder_and_both_sides_save_alike(tmp_path, monkeypatch, capsys):
+    """A relative --png was resolved in the checkout (the children run there), and only the
+    current version saved a real PNG (the other wrote to os.devnull), so the two times differed
+    by the file writing."""
+    H = _load("benchmarks/heatmap_memory.py")
+    monkeypatch.chdir(tmp_path)
+    a = H.parse_args(["--png", "rel/pngs", "--before", ""])
+    assert a.png == str(tmp_path / "rel" / "pngs") and (tmp_path / "rel" / "pngs").is_dir()
+    (tmp_path / "afile").write_text("x")
+    assert "--png: " in _usage_error(capsys, H.parse_args, ["--png", "afile"])
+    assert "argument --sizes: must be >= 40" in _usage_error(capsys, H.parse_args, ["--sizes", "39"])
+
+    calls = []
+
+    def fake_run(C, plot_path, mode, png=""):
+        calls.append((bool(plot_path), mode, png))
+        return dict(matrix_mb=0.0, seconds=0.1, rss_peak_mb=1.0, rss_added_mb=0.5,
+                    trace_peak_mb=0.2)
+
+    monkeypatch.setattr(H, "run", fake_run)
+    H.main(["--sizes", "40", "--png", "out", "--before", "HEAD"])
+    pngs = {(before, mode): png for before, mode, png in calls}
+    assert set(pngs) == {(b, m) for b in (False, True) for m in ("rss", "trace")}
+    assert pngs[(False, "rss")] == str(tmp_path / "out" / "heatmap_40.png")
+    assert pngs[(True, "rss")] == str(tmp_path / "out" / "heatmap_40_before.png")
+    assert pngs[(False, "trace")] == pngs[(False, "rss")] and pngs[(True, "trace")] == pngs[(True, "rss")]
+    calls.clear()
+    H.main(["--sizes", "40", "--before", "HEAD"])      # no --png: both to os.devnull
+    assert {png for *_, png in calls} == {""}
+
