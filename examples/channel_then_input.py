@@ -12,9 +12,33 @@ one of GCTCAT / CGCTTG (an AND with an XOR). Steps:
    plus the three planted motifs;
 4. channel -> input: DeepLIFT (tangermeme, dinucleotide-shuffled references) of each selected
    channel on a positive and on a "both XOR partners" negative sequence, with its additivity error;
-5. interaction check: the motifs of the channels matched to the planted motifs, planted alone and
-   together into shuffled backgrounds; the model's mean output and AND / OR / XOR call per pair;
-6. one figure: ``channel_then_input.png`` (+ .svg).
+5. interaction check in input space: for each pair of planted motifs that some top channel
+   matches by TOMTOM, the planted motifs themselves (the exact strings of ``SET_ONE_MOTIFS``, not
+   the channels' PWMs) are planted alone and together into shuffled backgrounds, without and
+   with the third planted motif as context; the model's mean output and AND / OR / XOR call per
+   pair. The channels only decide which known motifs are tested, so the calls describe the
+   model and the ground truth, not the channels (both XOR detectors respond to both XOR motifs
+   through their shared GCT core); the figure and the table label each pair by the planted
+   motifs, and the table also names the channels that matched them. For a check of the
+   channels' own motifs, see ``interaction.channel_pair_interaction``;
+6. one figure: ``channel_then_input.png`` (+ .svg): per top channel its OFIV, ascent PWM and
+   DeepLIFT logos; below, three interaction panels chosen by the planted pairs, whatever the
+   model's call (each titled with it): GCTCAT x CGCTTG with CAGGTC in every arm, CAGGTC x
+   GCTCAT, and GCTCAT x CGCTTG alone.
+
+Files written to ``--out`` (default ``demo_out/channel_then_input`` in the checkout):
+
+- ``paper_cnn_set1.pt``: the trained weights (reused by later runs unless ``--retrain``);
+- ``channel_pwms.npz``: ``channels`` (the top-|OFIV| channels, as ranked) and ``pwms`` (their
+  gradient-ascent PWMs, (n, 4, width));
+- ``channel_tomtom.csv``: TOMTOM matches of those PWMs against JASPAR 2016 and the planted motifs;
+- ``channel_seqlets.csv``: tangermeme's seqlets per channel (only with ``--seqlets``);
+- ``channel_interactions.csv``: the interaction table of step 5, one row per (pair, context):
+  motif_a, motif_b, context, channel_a, channel_b, p_none, p_a, p_b, p_both, interaction,
+  interaction_sem, logic;
+- ``channel_then_input.txt``: the report printed on the terminal (the training AUCs, the
+  channels, their motifs and matches, the DeepLIFT additivity error, the interaction table);
+- ``channel_then_input.png`` and ``channel_then_input.svg``: the figure.
 
 Run: ``python examples/channel_then_input.py [--out demo_out/channel_then_input] [--retrain]
 [--seqlets]`` (``--seqlets`` adds tangermeme's recursive seqlets, whose numba code compiles for
@@ -37,10 +61,12 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from deepresolve_captum import LayerFeatureOptimizer, summarize  # noqa: E402
+from deepresolve_captum.cli import int_at_least  # noqa: E402
 from deepresolve_captum.adapters import channel_activations, channel_attributions  # noqa: E402
 from deepresolve_captum.channel_motifs import (channel_pwms, channel_seqlets,  # noqa: E402
                                                channel_tomtom, consensus, trim_pwm)
-from deepresolve_captum.datasets import SET_ONE_MOTIFS, decode, synthetic_set_one  # noqa: E402
+from deepresolve_captum.datasets import (SET_ONE_AND_MOTIF, SET_ONE_MOTIFS,  # noqa: E402
+                                         SET_ONE_XOR_MOTIFS, decode, synthetic_set_one)
 from deepresolve_captum.interaction import interaction_check  # noqa: E402
 from deepresolve_captum.motifs import MotifSet, load_jaspar  # noqa: E402
 from deepresolve_captum.train import train_classifier  # noqa: E402
@@ -56,22 +82,55 @@ def one_hot_pwm(motif, pseudo=0.02):
     return m / m.sum(0)
 
 
+def interaction_table(results):
+    """The step-5 checks as a table, one row per (pair, context): the planted motifs (what was
+    planted), the channels whose TOMTOM match chose them, the model's mean P(+) per condition,
+    the interaction and the call. ``results``: [((channel_a, channel_b), InteractionResult)]."""
+    rows = []
+    for (ca, cb), r in results:
+        t = r.table["mean"]
+        rows.append(dict(motif_a=r.motifs["a"], motif_b=r.motifs["b"],
+                         context=",".join(r.motifs.get("context") or []), channel_a=ca,
+                         channel_b=cb, p_none=t["none"], p_a=t["a"], p_b=t["b"], p_both=t["both"],
+                         interaction=r.interaction, interaction_sem=r.interaction_sem,
+                         logic=r.logic))
+    return pd.DataFrame(rows, columns=["motif_a", "motif_b", "context", "channel_a", "channel_b",
+                                       "p_none", "p_a", "p_b", "p_both", "interaction",
+                                       "interaction_sem", "logic"])
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--out", default=str(REPO / "demo_out" / "channel_then_input"),
-                    help="folder for the figure, the text report and the cached model "
-                         "(default: demo_out/channel_then_input in the checkout)")
+                    help="folder for the figure, the report (channel_then_input.txt), the "
+                         "interaction table (channel_interactions.csv), the channels' PWMs and "
+                         "TOMTOM matches and the cached model; created if missing (default: "
+                         "demo_out/channel_then_input in the checkout)")
     ap.add_argument("--retrain", action="store_true", help="ignore cached weights")
     ap.add_argument("--seqlets", action="store_true", help="also call tangermeme seqlets")
-    ap.add_argument("--top", type=int, default=8, help="channels to explain in the figure")
-    ap.add_argument("--search", type=int, default=16,
+    ap.add_argument("--top", type=int_at_least(1), default=8, help="channels to explain in the figure")
+    ap.add_argument("--search", type=int_at_least(1), default=16,
                     help="top-|OFIV| channels whose motifs are computed and matched")
     args = ap.parse_args(argv)
-    torch.set_num_threads(1)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        ap.error(f"--out: {out} exists and is not a folder")
+    try:   # before the training, not after it
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--out: cannot create {out}: {e.strerror or e}")
+    if not os.access(out, os.W_OK | os.X_OK):
+        ap.error(f"--out: cannot write to {out}")
+    torch.set_num_threads(1)
     t0 = time.time()
     clock = lambda: f"[{time.time() - t0:5.1f}s]"
+    report = []
+
+    def say(*parts):
+        """Print a line and keep it for channel_then_input.txt."""
+        line = " ".join(str(p) for p in parts)
+        print(line, flush=True)
+        report.append(line)
 
     # 1. data and model -------------------------------------------------------------------
     X, y = synthetic_set_one(n_sequences=40000, n_random=8000, seq_len=L, random_state=0)
@@ -80,16 +139,16 @@ def main(argv=None):
     weights = out / "paper_cnn_set1.pt"
     if weights.exists() and not args.retrain:
         model.load_state_dict(torch.load(weights))
-        print(clock(), f"loaded {weights}")
+        say(clock(), f"loaded {weights}")
     else:
         res = train_classifier(model, X, y, epochs=8, batch_size=128, lr=2e-3, random_state=0)
         torch.save(model.state_dict(), weights)
         auc = [round(h["val_auc"][0], 3) for h in res.history]
-        print(clock(), f"trained; validation AUC per epoch {auc}")
+        say(clock(), f"trained; validation AUC per epoch {auc}")
         if auc[-1] < 0.95:
-            print("    note: validation AUC < 0.95 -- this run did not learn the XOR (the paper's "
-                  "CNN learns it late and not from every initialisation); the interaction "
-                  "checks below will show an OR where the data has an XOR")
+            say("    note: validation AUC < 0.95 -- this run did not learn the XOR (the paper's "
+                "CNN learns it late and not from every initialisation); the interaction "
+                "checks below will show an OR where the data has an XOR")
     model.eval()
     Xt, yt = synthetic_set_one(n_sequences=2000, n_random=400, seq_len=L, random_state=1)
 
@@ -99,9 +158,9 @@ def main(argv=None):
     s = summarize(fims, scores, random_state=0)
     ofiv, nonadd = s.ofiv[0], s.nonadditive[0]
     ranked = [int(c) for c in np.argsort(-np.abs(ofiv))[:max(args.search, args.top)]]
-    print(clock(), f"DeepResolve: {s.n_components[0]} IL component(s); top-|OFIV| channels "
-                   + ", ".join(f"{c}({ofiv[c]:+.3f}{'*' if nonadd[c] else ''})" for c in ranked)
-                   + "  (* = non-additive)")
+    say(clock(), f"DeepResolve: {s.n_components[0]} IL component(s); top-|OFIV| channels "
+                 + ", ".join(f"{c}({ofiv[c]:+.3f}{'*' if nonadd[c] else ''})" for c in ranked)
+                 + "  (* = non-additive)")
 
     # 3. channel -> motif -> TOMTOM ----------------------------------------------------------
     motifs = channel_pwms(model, model.pool, ranked, Xt, method="ascent", random_state=0)
@@ -120,10 +179,10 @@ def main(argv=None):
         h = pd.concat([hits[hits["query"] == c], fhits[fhits["query"] == c]])
         h = h[h["target_name"].isin(SET_ONE_MOTIFS)].sort_values("p_value")
         planted_hit[c] = h.iloc[0] if len(h) else None
-        print(f"    channel {c:2d}: ascent PWM {consensus(trim_pwm(motifs.pwms[i])):10s} best "
-              f"{best.loc[c, 'target_name']} (p={best.loc[c, 'p_value']:.1e});  top fragments "
-              f"{consensus(trim_pwm(motifs.fragment_pwms[i], 1.0)):10s} best "
-              f"{fbest.loc[c, 'target_name']} (p={fbest.loc[c, 'p_value']:.1e})")
+        say(f"    channel {c:2d}: ascent PWM {consensus(trim_pwm(motifs.pwms[i])):10s} best "
+            f"{best.loc[c, 'target_name']} (p={best.loc[c, 'p_value']:.1e});  top fragments "
+            f"{consensus(trim_pwm(motifs.fragment_pwms[i], 1.0)):10s} best "
+            f"{fbest.loc[c, 'target_name']} (p={fbest.loc[c, 'p_value']:.1e})")
     pwms_file = out / "channel_pwms.npz"
     np.savez(pwms_file, channels=np.array(ranked), pwms=motifs.pwms)
     hits.to_csv(out / "channel_tomtom.csv", index=False)
@@ -139,8 +198,8 @@ def main(argv=None):
         if m not in chosen or h["p_value"] < chosen_p[m]:
             chosen[m], chosen_p[m] = c, float(h["p_value"])
     chosen = {m: chosen[m] for m in SET_ONE_MOTIFS if m in chosen}
-    print("    channels standing for the planted motifs: "
-          + ", ".join(f"{m} <- ch {c} (p={chosen_p[m]:.1e})" for m, c in chosen.items()))
+    say("    channels standing for the planted motifs: "
+        + ", ".join(f"{m} <- ch {c} (p={chosen_p[m]:.1e})" for m, c in chosen.items()))
     top = ranked[:args.top] + [c for c in chosen.values() if c not in ranked[:args.top]]
 
     # 4. channel -> input attributions --------------------------------------------------------
@@ -153,16 +212,17 @@ def main(argv=None):
     d = channel_activations(model, model.pool, Xs, top) - channel_activations(
         model, model.pool, refs.reshape(-1, 4, L), top).reshape(2, 20, -1).mean(1)
     err = (attr.sum((2, 3)) - d.T).abs().max().item()
-    print(clock(), f"DeepLIFT through the max-pool: max additivity error {err:.1e} "
-                   f"(channel-sum changes up to {d.abs().max().item():.2f})")
+    say(clock(), f"DeepLIFT through the max-pool: max additivity error {err:.1e} "
+                 f"(channel-sum changes up to {d.abs().max().item():.2f})")
     seq_tbl = None
     if args.seqlets:
         seq_tbl = channel_seqlets(attr, channels=top, threshold=0.05)
         seq_tbl.to_csv(out / "channel_seqlets.csv", index=False)
-        print(clock(), f"{len(seq_tbl)} seqlets")
+        say(clock(), f"{len(seq_tbl)} seqlets")
 
     # 5. interaction check in input space ------------------------------------------------------
-    # the TOMTOM-matched motif of each chosen channel is planted
+    # the known planted motifs themselves are planted (the exact SET_ONE_MOTIFS strings); a
+    # channel's TOMTOM match only chooses which of them are tested
     negs = Xt[yt[:, 0] == 0][:300]
     results = []
     names = list(chosen)
@@ -176,10 +236,13 @@ def main(argv=None):
                                       random_state=0)
                 results.append(((a, b), r))
                 t = r.table["mean"]
-                print(f"    ch {a} {ma} x ch {b} {mb}{' | ' + ','.join(ctx) if ctx else '':9s}: "
-                      f"P(+) none {t['none']:.2f}  a {t['a']:.2f}  b {t['b']:.2f}  both "
-                      f"{t['both']:.2f}  interaction {r.interaction:+.2f}  -> {r.logic}")
-    print(clock(), "interaction checks done")
+                say(f"    {ma} x {mb}{' | ' + ','.join(ctx) if ctx else '':9s} (matched by ch {a} / "
+                    f"ch {b}): P(+) none {t['none']:.2f}  a {t['a']:.2f}  b {t['b']:.2f}  both "
+                    f"{t['both']:.2f}  interaction {r.interaction:+.2f}  -> {r.logic}")
+    table = interaction_table(results)
+    table.to_csv(out / "channel_interactions.csv", index=False)
+    say(clock(), f"interaction checks done (the planted motifs themselves, not the channels' "
+                 f"PWMs); table in {out / 'channel_interactions.csv'}")
 
     # 6. figure -----------------------------------------------------------------------------
     import matplotlib
@@ -191,12 +254,19 @@ def main(argv=None):
 
     from deepresolve_captum.plot import plot_interaction, pwm_logo_matrix, save_figure
 
-    # the first XOR-like and AND-like calls, and the XOR pair without its AND partner
-    shown = []
-    for want in ("XOR-like", "AND-like"):
-        shown += [r for r in results if r[1].logic == want][:1]
-    if shown and shown[0][1].logic == "XOR-like":
-        shown += [r for r in results if r[0] == shown[0][0] and not r[1].motifs["context"]][:1]
+    # three panels chosen by what the data plant, whatever the model's call (each panel's title
+    # gives the call): the XOR pair with its AND partner in every arm, the AND motif with the
+    # first XOR motif, and the XOR pair without its AND partner (a pair no top channel matched
+    # is left out). They used to be "the first XOR-like and AND-like calls", so a model whose
+    # XOR call fell short lost the XOR panels.
+    def find(pair, with_context):
+        return next((x for x in results if {x[1].motifs["a"], x[1].motifs["b"]} == set(pair)
+                     and bool(x[1].motifs.get("context")) == with_context), None)
+
+    xor_alone = find(SET_ONE_XOR_MOTIFS, False)
+    shown = [x for x in (find(SET_ONE_XOR_MOTIFS, True),
+                         find((SET_ONE_AND_MOTIF, SET_ONE_XOR_MOTIFS[0]), False), xor_alone)
+             if x is not None]
     C = len(top)
     fig = plt.figure(figsize=(14, 1.15 * C + 3.4))
     outer = fig.add_gridspec(2, 1, height_ratios=[1.15 * C, 2.6], hspace=0.28,
@@ -237,8 +307,8 @@ def main(argv=None):
         # plot_logo draws fits, the deepest negative one included (a fixed floor of -0.4 x the
         # top cut off strong negative bases)
         a = attr[i].numpy()                                        # (2, 4, L)
-        top = max(float(np.abs(a).max()), float(np.clip(a, 0, None).sum(1).max()), 1e-6) * 1.1
-        ylim = (min(-0.3 * top, 1.1 * float(np.clip(a, None, 0).sum(1).min())), top)
+        ytop = max(float(np.abs(a).max()), float(np.clip(a, 0, None).sum(1).max()), 1e-6) * 1.1
+        ylim = (min(-0.3 * ytop, 1.1 * float(np.clip(a, None, 0).sum(1).min())), ytop)
         for k in range(2):
             ax = fig.add_subplot(gs[i, 2 + k])
             plot_logo(a[k], ax=ax)
@@ -254,17 +324,22 @@ def main(argv=None):
     bottom = outer[1].subgridspec(1, 3, wspace=0.3)
     for k, ((a, b), r) in enumerate(shown):
         ax = fig.add_subplot(bottom[0, k])
-        plot_interaction(r, ax=ax, names=(f"ch{a} {r.motifs['a']}", f"ch{b} {r.motifs['b']}"))
+        # labelled by what was planted: the known motifs, not the channels that chose them
+        plot_interaction(r, ax=ax, names=(r.motifs["a"], r.motifs["b"]))
         ax.set_ylim(0, 1)
         ax.set_ylabel("mean P(positive)", fontsize=8)
-        if not r.motifs["context"] and r.logic == "none" and k == 2:
-            ax.set_title(f"none: the XOR pair without its AND partner\n"
+        ax.set_xlabel("planted motifs (the known ones, not the channels' PWMs)", fontsize=7)
+        if xor_alone is not None and r is xor_alone[1]:
+            ax.set_title(f"{r.logic}: the XOR pair without its AND partner\n"
                          f"interaction {r.interaction:+.2f}", fontsize=8)
     fig.suptitle("Synthetic set I (CAGGTC AND (GCTCAT XOR CGCTTG)): DeepResolve channels -> "
                  "motifs (gradient ascent, TOMTOM) -> DeepLIFT per channel -> input-space "
-                 "interaction check (motifs planted into shuffled backgrounds)", fontsize=10)
+                 "interaction check (the planted motifs planted into shuffled backgrounds)",
+                 fontsize=10)
     paths = save_figure(fig, out / "channel_then_input")
-    print(clock(), "wrote " + ", ".join(str(p) for p in paths))
+    say(clock(), "wrote " + ", ".join(str(p) for p in paths))
+    (out / "channel_then_input.txt").write_text("\n".join(report) + "\n")
+    print(f"report: {out / 'channel_then_input.txt'}")
     return results
 
 

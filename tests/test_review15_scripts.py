@@ -204,3 +204,35 @@ def test_heatmap_png_is_the_callers_folder_and_both_sides_save_alike(tmp_path, m
     H.main(["--sizes", "40", "--before", "HEAD"])      # no --png: both to os.devnull
     assert {png for *_, png in calls} == {""}
 
+
+# ------------------------------------------------------------------ m8, m9: the example
+
+def test_example_out_is_checked_before_training(tmp_path, capsys):
+    X = _load("examples/channel_then_input.py")
+    (tmp_path / "afile").write_text("x")
+    assert "--out: " in _usage_error(capsys, X.main, ["--out", str(tmp_path / "afile")])
+    assert "argument --top: must be >= 1" in _usage_error(capsys, X.main, ["--top", "0"])
+
+
+def test_example_interaction_table_names_the_planted_motifs():
+    """The interaction table the example now writes (channel_interactions.csv): what was planted
+    (the known motifs), the channels that chose them, and the model's P(+) per condition."""
+    import torch
+
+    from deepresolve_captum.interaction import interaction_check
+    from deepresolve_captum.zoo import PaperCNN
+
+    X = _load("examples/channel_then_input.py")
+    torch.manual_seed(0)
+    model = PaperCNN(seq_len=50).eval()
+    r0 = interaction_check(model, "GCTCAT", "CGCTTG", seq_len=50, n_backgrounds=8)
+    r1 = interaction_check(model, "GCTCAT", "CGCTTG", seq_len=50, n_backgrounds=8,
+                           context=["CAGGTC"])
+    t = X.interaction_table([((31, 29), r0), ((31, 29), r1)])
+    assert list(t.columns) == ["motif_a", "motif_b", "context", "channel_a", "channel_b", "p_none",
+                               "p_a", "p_b", "p_both", "interaction", "interaction_sem", "logic"]
+    assert t[["motif_a", "motif_b", "channel_a", "channel_b"]].values.tolist() == \
+        [["GCTCAT", "CGCTTG", 31, 29]] * 2
+    assert t["context"].tolist() == ["", "CAGGTC"]
+    assert t["p_both"].tolist() == [r0.table["mean"]["both"], r1.table["mean"]["both"]]
+    assert t["logic"].tolist() == [r0.logic, r1.logic]
