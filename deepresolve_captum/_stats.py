@@ -324,9 +324,11 @@ def pearson_numpy(x, clip_negative=False, *, out=None, block_size=None):
     """Pearson correlation between the rows of x (C, K) -> (C, C).
 
     With ``clip_negative`` the rows are clipped at 0 first. A constant row has no defined
-    correlation: it gets 0 against every other row and 1 on the diagonal. With ``out`` (a
-    (C, C) array of the result dtype, e.g. a ``np.memmap``), the result is written there
-    ``block_size`` rows at a time (default 1024) and ``out`` is returned.
+    correlation: it gets 0 against every other row and 1 on the diagonal. The result is
+    written ``block_size`` rows at a time (default 1024; each block's products right of the
+    diagonal, in float64, mirrored below it) into ``out`` (a (C, C) array of the result dtype,
+    e.g. a ``np.memmap``), which is returned, or into a new array: beside the result the call
+    holds the normalised rows (C, K) and one (block_size, C) float64 block.
     """
     if _is_tensor(x):
         x = _numpy_of(x)
@@ -335,20 +337,29 @@ def pearson_numpy(x, clip_negative=False, *, out=None, block_size=None):
     if not np.all(np.isfinite(x)):
         raise ValueError("x contains NaN or inf")
     f = _normalised_rows_numpy(x, clip_negative)
-    if out is None:
-        r = f @ f.T
-        np.clip(r, -1.0, 1.0, out=r)
-        np.fill_diagonal(r, 1.0)
-        return r.astype(x.dtype)
-    _check_out(out, x.shape[0], x.dtype)
     n = x.shape[0]
-    b = int(block_size) if block_size else 1024
+    if out is None:
+        # the result is filled block by block, as a given out is: r = f @ f.T then
+        # r.astype(x.dtype) held the C x C result two or three times (float32 x: a float64 r
+        # and its float32 copy, 3x the result; review 15c m2)
+        out = np.empty((n, n), dtype=x.dtype)
+    else:
+        _check_out(out, n, x.dtype)
+    b = min(int(block_size), n) if block_size else 1024
     for r0 in range(0, n, b):
         r1 = min(n, r0 + b)
-        blk = f[r0:r1] @ f.T
+        m = r1 - r0
+        # this block's rows right of the diagonal only (half the products), mirrored below it:
+        # the result is exactly symmetric
+        blk = f[r0:r1] @ f[r0:].T
+        d = blk[:, :m]
+        for i in range(1, m):       # a row at a time: no (m, m) temporaries
+            d[i, :i] = d[:i, i]
         np.clip(blk, -1.0, 1.0, out=blk)
-        blk[np.arange(r1 - r0), np.arange(r0, r1)] = 1.0
-        out[r0:r1] = blk
+        np.fill_diagonal(d, 1.0)
+        out[r0:r1, r0:] = blk
+        out[r1:, r0:r1] = blk[:, m:].T
+        del blk, d                  # before the next block is allocated
     return out
 
 
@@ -441,11 +452,23 @@ def pearson_torch(x, clip_negative=False):
     norm = torch.where(const, torch.ones_like(norm), norm)
     f = f / norm[:, None]
     f[const] = 0.0
-    r = f @ f.T  # a gemm: mirror the upper triangle so the result is exactly symmetric
-    r = torch.triu(r) + torch.triu(r, diagonal=1).T
-    r.clamp_(-1.0, 1.0)
-    r.fill_diagonal_(1.0)
-    return r.to(x.dtype)
+    # block by block into the result, as pearson_numpy: the upper triangle of each block of rows
+    # (gemm), mirrored so the result is exactly symmetric; no C x C temporaries
+    n = f.shape[0]
+    out = torch.empty((n, n), dtype=x.dtype, device=f.device)
+    b = 1024
+    for r0 in range(0, n, b):
+        r1 = min(n, r0 + b)
+        m = r1 - r0
+        blk = f[r0:r1] @ f[r0:].T
+        d = blk[:, :m]
+        d.copy_(torch.triu(d) + torch.triu(d, diagonal=1).T)
+        blk.clamp_(-1.0, 1.0)
+        d.diagonal().fill_(1.0)
+        out[r0:r1, r0:] = blk
+        out[r1:, r0:r1] = blk[:, m:].T
+        del blk, d                  # before the next block is allocated
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -585,11 +608,11 @@ def pearson(x, clip_negative=False, *, out=None, block_size=None):
     x: (C, K) array or tensor.
     clip_negative: clip x at 0 first (DeepResolve's class similarity uses the non-negative OFIV).
     out: optional (C, C) numpy array or ``np.memmap`` of the result dtype to fill and return, so a
-        21,907 x 21,907 result never exists twice in memory (with a tensor x, the result is
-        computed, then copied there).
-    block_size: rows computed per block when ``out`` is given (the native kernel computes only
-        the upper triangle and mirrors it block by block; the numpy fallback computes each block
-        of rows in full). Default: all rows at once (native) / 1024 (numpy).
+        21,907 x 21,907 result never exists twice in memory (a tensor x is computed on the
+        host, into out).
+    block_size: rows computed per block (the native kernel and the numpy fallback both compute
+        only the upper triangle of each block of rows and mirror it). Default: all rows at once
+        (native, which blocks only with ``out``) / 1024 (numpy, with or without ``out``).
 
     Returns
     -------
@@ -604,11 +627,9 @@ def pearson(x, clip_negative=False, *, out=None, block_size=None):
         raise ValueError(f"block_size must be a positive int or None, got {block_size!r}")
     if _is_tensor(x):
         import torch
-        if out is not None:
-            r = pearson(x.detach().cpu(), clip_negative)
-            _check_out(out, r.shape[0], r.numpy().dtype)
-            out[...] = r.numpy()
-            return out
+        if out is not None:   # into out directly (its values on the host), not via a copy
+            return pearson(_numpy_of(_torch_float(x.detach())), clip_negative, out=out,
+                           block_size=block_size)
         if x.is_cuda:
             if cuda_native_available():
                 try:
