@@ -35,7 +35,9 @@ took 22 ms at 919 x 480 (its threads spin-wait) where this path's pool took 9.9.
 reference uses BLAS (``f @ f.T``, float64).
 
 Force the fallback (tests, debugging): the environment variable ``DEEPRESOLVE_NO_NATIVE=1`` (read
-at every call), or ``with native_disabled(): ...``. :func:`backend` tells which path a call takes.
+at every call; 1/true/yes/on in any case switch it on, 0/false/no/off or unset leave it off, any
+other value warns and counts as unset, as for ``DEEPRESOLVE_CUDA_KERNELS``: :func:`env_switch`),
+or ``with native_disabled(): ...``. :func:`backend` tells which path a call takes.
 
 Arguments are checked here, at the door, with one message per problem (shapes, emptiness, NaN/inf,
 weights): the native code never sees bad input it could crash on. NaN/inf in the big array is
@@ -92,9 +94,33 @@ def native_disabled():
             _disabled_depth -= 1
 
 
+#: The spellings an on/off environment switch (DEEPRESOLVE_NO_NATIVE, DEEPRESOLVE_CUDA_KERNELS)
+#: accepts, compared after ``.strip().lower()``; unset or blank is off.
+_TRUE = ("1", "true", "yes", "on", "y", "t")
+_FALSE = ("0", "false", "no", "off", "n", "f", "")
+_warned_switches = set()
+
+
+def env_switch(name):
+    """An on/off environment variable: True for 1/true/yes/on (any case, blanks around allowed),
+    False when unset, blank or 0/false/no/off. Any other value (``DEEPRESOLVE_NO_NATIVE=native``,
+    ``=2``) is not guessed at: it warns (once per value) and counts as unset, the default.
+    (``TRUE`` used to be read as off: only lower-case spellings counted.)"""
+    raw = os.environ.get(name)
+    if raw is None:
+        return False
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v not in _FALSE and (name, raw) not in _warned_switches:
+        _warned_switches.add((name, raw))
+        warnings.warn(f"{name}={raw!r} is not an on/off value (1/0, true/false, yes/no, on/off, "
+                      "any case) and is ignored: it counts as unset", RuntimeWarning, stacklevel=3)
+    return False
+
+
 def _native_allowed():
-    return _C is not None and _disabled_depth == 0 and \
-        os.environ.get("DEEPRESOLVE_NO_NATIVE", "").strip() not in ("1", "true", "yes", "on")
+    return _C is not None and _disabled_depth == 0 and not env_switch("DEEPRESOLVE_NO_NATIVE")
 
 
 def native_available():
@@ -106,7 +132,7 @@ _cuda_state = {}
 
 
 def _cuda_kernels_opted_in():
-    return os.environ.get("DEEPRESOLVE_CUDA_KERNELS", "").strip() in ("1", "true", "yes", "on")
+    return env_switch("DEEPRESOLVE_CUDA_KERNELS")
 
 
 def cuda_native_available():

@@ -871,3 +871,38 @@ def test_torch_pearson_fallback_in_blocks_is_symmetric_across_blocks():
         assert _stats.pearson(torch.from_numpy(x), True, out=out, block_size=300) is out
     np.testing.assert_array_equal(out, _stats.pearson_numpy(x, clip_negative=True, block_size=300))
 
+
+def test_switches_read_the_usual_spellings_in_any_case(monkeypatch):
+    """review 15c n3: DEEPRESOLVE_NO_NATIVE=TRUE (or True, YES) left the native path on, and
+    DEEPRESOLVE_CUDA_KERNELS=True left the kernels off, silently: only lower-case spellings
+    counted. Now any case; an unknown value warns once and counts as unset."""
+    import warnings
+
+    class FakeC:
+        has_cuda = True
+
+        @staticmethod
+        def cuda_device_count():
+            return 1
+
+    monkeypatch.setattr(_stats, "_C", FakeC)
+    monkeypatch.setattr(_stats, "_cuda_state", {})
+    monkeypatch.setattr(_stats, "_warned_switches", set(), raising=False)
+    monkeypatch.delenv("DEEPRESOLVE_NO_NATIVE", raising=False)
+    for name, on in (("DEEPRESOLVE_NO_NATIVE", lambda: not _stats.native_available()),
+                     ("DEEPRESOLVE_CUDA_KERNELS", _stats.cuda_native_available)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            for v in ("1", "TRUE", "True", " yes ", "On", "Y"):
+                monkeypatch.setenv(name, v)
+                assert on(), (name, v)
+            for v in ("0", "FALSE", "False", "no", "OFF", "", "  "):
+                monkeypatch.setenv(name, v)
+                assert not on(), (name, v)
+        monkeypatch.setenv(name, "native")
+        with pytest.warns(RuntimeWarning, match=f"{name}='native' is not an on/off value"):
+            assert not on()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")   # once per value
+            assert not on()
+        monkeypatch.delenv(name)
