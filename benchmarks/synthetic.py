@@ -281,8 +281,8 @@ def main(argv=None):
     check_sizes(p, args)
     if args.json:
         check_output_file(p, "--json", args.json)
-    settings = run_settings(args, argv)
     torch.set_num_threads(args.threads)
+    settings = run_settings(args, argv)     # after set_num_threads: provenance records threads
 
     t0 = time.perf_counter()
     results = {}

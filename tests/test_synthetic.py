@@ -305,7 +305,7 @@ def test_the_synthetic_benchmark_runs_end_to_end_and_says_what_it_ran(tmp_path, 
     capsys.readouterr()
     out = tmp_path / "syn.json"
     assert B.main(["--models", "1", "--sets", "one", "two", "--n-sequences", "200", "--n-random", "50",
-                   "--epochs", "1", "--first-seed", "2", "--json", str(out)]) == 0
+                   "--epochs", "1", "--first-seed", "2", "--threads", "2", "--json", str(out)]) == 0
     text = capsys.readouterr().out
     assert "50 bp (set I), 150 bp (set II)" in text and "{'one'" not in text
     assert "AUC val " in text and " test " in text and "AUC per output, median (range)" in text
@@ -320,4 +320,5 @@ def test_the_synthetic_benchmark_runs_end_to_end_and_says_what_it_ran(tmp_path, 
     assert st["seq_len"] == {"one": 50, "two": 150} and st["init_offset"] == 10_000
     assert st["argv"][:2] == ["--models", "1"] and st["defaults"]["batch_size"] == 128
     assert st["provenance"]["torch_version"] == torch.__version__ and "version" in st["provenance"]
+    assert st["provenance"]["threads"] == st["args"]["threads"] == 2   # recorded after it was set
     assert "git_commit" in st and st["total_seconds"] > 0
