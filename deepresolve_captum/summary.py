@@ -362,17 +362,55 @@ def _category_codes(category):
 def feature_importance_vectors(fims):
     """FIMs (C, T, K, *spatial) -> FIVs (C, T, K): the mean over the spatial positions.
 
-    A flat layer (C, T, K) is its own FIV.
+    A flat layer (C, T, K) is its own FIV. ``fims``: a numpy array or a tensor on any device;
+    the FIVs are a numpy array. float32 and float64 FIMs give FIVs of their own dtype; float16
+    and bfloat16 FIMs, numpy or torch alike, give float32 FIVs (averaged in float32), integers
+    float64 (a flat integer layer is returned as it is).
+
+    The mean is taken a block of targets at a time (at most ``_stats._BLOCK_VALUES`` values),
+    a tensor's on its own device: only the (C, T, K) FIVs come to the host, and a 16-bit input
+    is made float32 a block at a time, never whole.
     """
-    fims = _to_numpy(fims, "fims")
-    if fims.ndim < 3:
-        raise ValueError(f"fims must have shape (n_targets, n_starts, K, ...); got {fims.shape}")
-    if fims.size == 0:
-        raise ValueError(f"fims is empty: shape {fims.shape} (n_targets, n_starts, K, ...) needs "
+    return _fivs(fims)[0]
+
+
+def _fivs(fims):
+    """``feature_importance_vectors(fims)`` and whether ``fims`` was a flat (C, T, K) layer (its
+    FIVs may then be the caller's memory: see :func:`_fresh`)."""
+    tensor = hasattr(fims, "detach")
+    # dtype and shape checks on no data (a tensor's first 0 targets: nothing is copied)
+    probe = _to_numpy(fims[:0] if tensor and fims.ndim else fims, "fims")
+    shape = tuple(fims.shape) if tensor else probe.shape
+    if len(shape) < 3:
+        raise ValueError(f"fims must have shape (n_targets, n_starts, K, ...); got {shape}")
+    if 0 in shape:
+        raise ValueError(f"fims is empty: shape {shape} (n_targets, n_starts, K, ...) needs "
                          "at least one target, one start, one channel and one position")
-    if fims.ndim == 3:
-        return fims
-    return fims.reshape(fims.shape[:3] + (-1,)).mean(axis=3)
+    half = probe.dtype == np.float16 or (tensor and str(fims.dtype) in ("torch.float16",
+                                                                      "torch.bfloat16"))
+    if len(shape) == 3:
+        x = _to_numpy(fims, "fims") if tensor else probe      # 16-bit tensors: float32
+        return (x.astype(np.float32) if x.dtype == np.float16 else x), True
+    # before: a 16-bit tensor became a float32 copy of the whole FIMs on the host, and a GPU
+    # tensor was moved to the host whole, W times the data needed (review 15c m3)
+    C, T, K = shape[:3]
+    W = int(np.prod(shape[3:]))
+    out = None
+    for b in _stats.row_blocks(C, T, K * W):
+        x = fims[b].detach() if tensor else probe[b]
+        if tensor and x.device.type != "cpu":        # on its own device: float32 for 16 bits
+            x = x.flatten(3)
+            x = x.float() if half else x if x.is_floating_point() else x.double()
+            m = _stats._numpy_of(x.mean(dim=3))
+        else:     # on the host, numpy's sum: the bits of the whole-array mean, whatever the block
+            if tensor:
+                x = _stats._numpy_of(x.float() if half else x)
+            x = x.reshape((-1, T, K, W))
+            m = (x.astype(np.float32) if half else x).mean(axis=3)
+        if out is None:
+            out = np.empty((C, T, K), dtype=m.dtype)
+        out[b] = m
+    return out, False
 
 
 _COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")   # scikit-learn's GaussianMixture
@@ -523,14 +561,13 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
             "summarize needs the class score of every start, scores (n_targets, n_starts), "
             "besides the FIMs: get them with fims, scores = opt.attribute(..., "
             "return_scores=True), or pass opt.diagnostics.scores of the run that made the FIMs")
-    raw = _to_numpy(fims, "fims")
-    fiv = feature_importance_vectors(raw)
-    # (C, T, K) given: the FIVs are raw, which may be the caller's buffer (or a CPU tensor's);
-    # summary.fiv must not change when the caller reuses it, nor write into it. An array made
-    # afresh from a GPU or 16-bit tensor is not copied again (a second full copy of the FIVs)
-    if fiv is raw and not _fresh(raw, fims):
+    fiv, flat = _fivs(fims)
+    # (C, T, K) given: the FIVs may be the caller's buffer (or a CPU tensor's); summary.fiv
+    # must not change when the caller reuses it, nor write into it. An array made afresh (from
+    # a GPU or 16-bit tensor, or float16 made float32) is not copied again (a second full copy
+    # of the FIVs)
+    if flat and not _fresh(fiv, fims):
         fiv = fiv.copy()
-    del raw
     s = _to_numpy(scores, "scores")
     if s.shape != fiv.shape[:2]:
         raise ValueError(
@@ -776,11 +813,13 @@ def _fit_one(il_row, max_components, random_state, covariance_type, reg_covar):
 
 def _fresh(arr, given):
     """Whether ``arr``, ``_to_numpy(given)``, surely holds memory of its own: ``given`` is a
-    list or tuple, a tensor off the CPU (``.cpu()`` copied it), or a CPU tensor whose storage
-    ``arr`` does not overlap (a float16/bfloat16 one, made float32). False for anything else
-    (a numpy array, any other array-like): then ``arr`` may be the caller's memory."""
+    list or tuple, a numpy array or a CPU tensor whose memory ``arr`` does not overlap (a
+    float16/bfloat16 one, made float32), or a tensor off the CPU (``.cpu()`` copied it). False
+    for anything else (any other array-like): then ``arr`` may be the caller's memory."""
     if isinstance(given, (list, tuple)):
         return True
+    if isinstance(given, np.ndarray):    # e.g. float16 made float32
+        return not np.may_share_memory(arr, given)
     if not (hasattr(given, "detach") and hasattr(given, "untyped_storage")):
         return False
     if given.device.type != "cpu":

@@ -1,0 +1,125 @@
+"""Review 15c (summary.py at DeepSEA / Sei scale): FIVs of 16-bit and GPU FIMs, old settings
+files, arguments checked at the door, summaries without scores, the GMM workers' imports."""
+import io
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from deepresolve_captum import _stats
+from deepresolve_captum.summary import (EnsembleSummary, feature_importance_vectors,
+                                        summarize, trial_weights)
+
+
+def _whole_mean(a):
+    """The FIV formula on the whole array at once (what summarize did before m3)."""
+    a = np.asarray(a)
+    return a.reshape(a.shape[:3] + (-1,)).mean(axis=3)
+
+
+# ---------------------------------------------------------------------------------------------
+# m3 / n1: FIVs a block of targets at a time, on the tensor's device; 16-bit -> float32
+
+def test_float16_fims_give_float32_fivs_in_numpy_and_torch_alike():
+    """review 15c n1: numpy float16 FIMs gave float16 FIVs (IL quantised to ~3 digits: 268 of
+    640 channels with IL exactly 0 in the review) where the same values in a float16 tensor gave
+    float32. One rule now: float16 / bfloat16 FIMs, numpy or torch, give float32 FIVs averaged
+    in float32 -- the FIVs of the same values in float32, bit for bit."""
+    rng = np.random.default_rng(0)
+    f16 = rng.normal(size=(6, 5, 8, 7)).astype(np.float16)
+    want = _whole_mean(f16.astype(np.float32))
+    for x in (f16, torch.from_numpy(f16)):
+        fiv = feature_importance_vectors(x)
+        assert fiv.dtype == np.float32
+        np.testing.assert_array_equal(fiv, want)
+    flat = f16[:, :, :, 0]
+    for x in (flat, torch.from_numpy(flat.copy())):
+        fiv = feature_importance_vectors(x)
+        assert fiv.dtype == np.float32
+        np.testing.assert_array_equal(fiv, flat.astype(np.float32))
+    scores = rng.uniform(1, 2, (6, 5))
+    a, b = summarize(f16, scores), summarize(torch.from_numpy(f16), scores)
+    assert a == b and a.fiv.dtype == np.float32
+    assert a == summarize(f16.astype(np.float32), scores)
+    # a flat float16 array made float32 is already summarize's own: not copied again, and not
+    # the caller's memory
+    s = summarize(flat, scores)
+    flat[...] = 0
+    assert s.fiv.any()
+
+
+@pytest.mark.parametrize("shape", [(5, 3, 4, 1), (7, 2, 3, 3), (40, 10, 16, 300),
+                                   (3, 2, 2, 5, 7)])
+def test_fivs_in_blocks_are_the_bits_of_the_whole_array_mean(monkeypatch, shape):
+    """The blocks of targets change no bit (numpy sums each FIV's positions alike whatever the
+    block), for arrays, permuted arrays, CPU tensors of every kind and integers."""
+    a = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    for block_values in (1 << 22, 64, 7):
+        monkeypatch.setattr(_stats, "_BLOCK_VALUES", block_values)
+        for x in (a, np.asfortranarray(a), a.astype(np.float64)):
+            np.testing.assert_array_equal(feature_importance_vectors(x), _whole_mean(x))
+        t = torch.from_numpy(a)
+        for x in (t, t.transpose(0, 1).contiguous().transpose(0, 1)):
+            np.testing.assert_array_equal(feature_importance_vectors(x), _whole_mean(x.numpy()))
+        for dt in (torch.bfloat16, torch.float16):
+            x = t.to(dt)
+            np.testing.assert_array_equal(feature_importance_vectors(x),
+                                          _whole_mean(x.float().numpy()))
+        ints = (a * 100).astype(np.int32)
+        for x in (ints, torch.from_numpy(ints)):
+            np.testing.assert_array_equal(feature_importance_vectors(x), _whole_mean(ints))
+
+
+def test_16bit_tensor_fims_are_not_made_float32_whole(monkeypatch):
+    """review 15c m3: a bfloat16 / float16 FIM tensor was made float32 whole on the host before
+    the spatial mean (+0.89 GiB over 0.42 GiB of bf16 FIMs in the review; the same shapes in
+    float32: +0.11). It is now made float32 a block of targets at a time: the largest float32
+    copy is one block. (Watched through Tensor.float: the process's peak RSS depends on what
+    malloc kept from earlier tests, and tracemalloc does not see torch's allocations.)"""
+    g = torch.Generator().manual_seed(0)
+    fims = torch.randn(48, 10, 64, 256, generator=g)
+    want = _whole_mean(fims.to(torch.bfloat16).float().numpy())
+    sizes = []
+    real = torch.Tensor.float
+
+    def spy(self, *a, **k):
+        sizes.append(self.numel())
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(_stats, "_BLOCK_VALUES", 1 << 18)          # 1 MB blocks: 1 target
+    monkeypatch.setattr(torch.Tensor, "float", spy)
+    for dt in (torch.bfloat16, torch.float16):
+        x = fims.to(dt)
+        sizes.clear()
+        fiv = feature_importance_vectors(x)
+        assert sizes and max(sizes) <= 10 * 64 * 256, max(sizes) / x.numel()  # old: whole
+        if dt == torch.bfloat16:
+            np.testing.assert_array_equal(fiv, want)
+        s = summarize(x, np.ones((48, 10)))
+        assert max(sizes) <= 10 * 64 * 256
+        np.testing.assert_array_equal(s.fiv, fiv)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_gpu_fims_are_averaged_on_the_gpu(monkeypatch):
+    """review 15c m3: a CUDA FIM tensor was moved to the host whole (W times the data the FIVs
+    need); it is averaged on its device a block at a time and only the FIVs come back."""
+    g = torch.Generator().manual_seed(0)
+    cpu = torch.randn(20, 10, 16, 50, generator=g)
+    moved = []
+    real_cpu = torch.Tensor.cpu
+
+    def spy(self, *a, **k):
+        moved.append(self.numel())
+        return real_cpu(self, *a, **k)
+
+    monkeypatch.setattr(torch.Tensor, "cpu", spy)
+    for dt in (torch.float32, torch.bfloat16, torch.float16):
+        moved.clear()
+        x = cpu.to(dt).cuda()
+        fiv = feature_importance_vectors(x)
+        assert fiv.dtype == np.float32 and max(moved) <= 20 * 10 * 16
+        np.testing.assert_allclose(fiv, _whole_mean(cpu.to(dt).float().numpy()), rtol=0,
+                                   atol=1e-6)
