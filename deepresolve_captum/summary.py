@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import numbers
+import re
 import warnings
 import zipfile
 import zlib
@@ -227,11 +228,10 @@ class EnsembleSummary:
         try:
             settings = json.loads(text)
         except json.JSONDecodeError:  # files written before 0.1's JSON settings: a dict's repr
-            import ast
-            try:
-                settings = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                settings = None
+            settings = _old_settings(text, what)
+        if isinstance(settings, dict) and isinstance(settings.get("random_state"), str):
+            # JSON files from before the addresses were dropped: "RandomState(MT19937) at 0x..."
+            settings["random_state"] = _ADDRESS.sub("", settings["random_state"])
         if not isinstance(settings, dict):
             raise ValueError(f"{what} is not a saved EnsembleSummary (its 'settings' entry is "
                              f"not a dict: {text[:60]!r})")
@@ -246,6 +246,58 @@ class EnsembleSummary:
         data = {k: data[k] for k in cls._ARRAYS}
         _check_shapes(data, what)
         return cls(settings=settings, **data, **_loaded_ids(ids, data["fiv"].shape[0], what))
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _old_settings(text, what):
+    """The settings of a file written before they were JSON: the ``repr`` of a dict, which
+    ``ast.literal_eval`` alone refuses for what those versions stored: numpy scalars
+    (``np.int64(3)``, numpy >= 2's repr; ``np.float64(...)``, ``np.True_``, ``np.str_('x')``)
+    and a RandomState or Generator (``RandomState(MT19937) at 0x7F...``, read as the string
+    ``"RandomState(MT19937)"``, as save now writes it). Anything else that cannot be read
+    keeps the arrays: ``{"unparsed": text}``, with a warning. None if ``text`` is not a dict."""
+    import ast
+
+    def value(node):
+        if isinstance(node, ast.Constant):
+            return node.value
+        if isinstance(node, (ast.List, ast.Tuple, ast.Set)):
+            items = [value(v) for v in node.elts]
+            return tuple(items) if isinstance(node, ast.Tuple) else items
+        if isinstance(node, ast.Dict):
+            return {value(k): value(v) for k, v in zip(node.keys, node.values)}
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+            v = value(node.operand)
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                return -v if isinstance(node.op, ast.USub) else v
+        if isinstance(node, ast.Name) and node.id in ("nan", "inf"):
+            return float(node.id)
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                and node.value.id in ("np", "numpy"):                # np.True_, np.nan
+            obj = getattr(np, node.attr, None)
+            if isinstance(obj, (np.generic, float)):
+                return obj.item() if isinstance(obj, np.generic) else obj
+        if isinstance(node, ast.Call) and not node.keywords and len(node.args) == 1 \
+                and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) \
+                and node.func.value.id in ("np", "numpy"):           # np.int64(3), np.str_('a')
+            kind = getattr(np, node.func.attr, None)
+            if isinstance(kind, type) and issubclass(kind, np.generic):
+                return kind(value(node.args[0])).item()
+        raise ValueError(f"not a literal: {ast.dump(node)[:60]}")
+
+    fixed = re.sub(r"\b(\w+\(\w*\)) at 0x[0-9a-fA-F]+", r"'\1'", text)
+    try:
+        settings = value(ast.parse(fixed, mode="eval").body)
+    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
+        settings = None
+    if isinstance(settings, dict) or not text.lstrip().startswith("{"):
+        return settings
+    warnings.warn(f"{what}: its settings (written before they were saved as JSON) cannot be "
+                  f"read; loaded as settings={{'unparsed': ...}} with the arrays intact: "
+                  f"{text[:80]!r}", UserWarning, stacklevel=3)
+    return {"unparsed": text}
 
 
 def _check_shapes(data, what):

@@ -123,3 +123,56 @@ def test_gpu_fims_are_averaged_on_the_gpu(monkeypatch):
         assert fiv.dtype == np.float32 and max(moved) <= 20 * 10 * 16
         np.testing.assert_allclose(fiv, _whole_mean(cpu.to(dt).float().numpy()), rtol=0,
                                    atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# n2: files from before the JSON settings
+
+def _with_settings(tmp_path, name, text):
+    rng = np.random.default_rng(2)
+    s = summarize(rng.normal(size=(3, 4, 5)), rng.uniform(1, 2, (3, 4)))
+    arrays = dict(np.load(s.save(tmp_path / "new")))
+    arrays["settings"] = np.array(text)
+    np.savez(tmp_path / name, **arrays)
+    return s, tmp_path / name
+
+
+@pytest.mark.parametrize("text,want", [
+    # as 389a4cf / 09d03a8 wrote them (the repr of the settings dict, numpy >= 2)
+    ("{'random_state': np.int64(0), 'max_components': np.int64(3), 'covariance_type': 'full'}",
+     {"random_state": 0, "max_components": 3, "covariance_type": "full"}),
+    ("{'random_state': RandomState(MT19937) at 0x7FAE39258940, 'max_components': 3, "
+     "'covariance_type': 'full', 'reg_covar': 0.001, 'init_params': 'k-means++', "
+     "'il_units': 'mean FIV power'}",
+     {"random_state": "RandomState(MT19937)", "max_components": 3, "covariance_type": "full",
+      "reg_covar": 0.001, "init_params": "k-means++", "il_units": "mean FIV power"}),
+    ("{'random_state': Generator(PCG64) at 0x7F00AA, 'reg_covar': np.float64(0.001), "
+     "'flag': np.True_, 'name': np.str_('full'), 'x': -1, 'y': np.float32(-0.5), 'z': (1, 2)}",
+     {"random_state": "Generator(PCG64)", "reg_covar": 0.001, "flag": True, "name": "full",
+      "x": -1, "y": -0.5, "z": [1, 2]}),
+    # JSON from 9aeebb5, before save dropped the address
+    ('{"random_state": "RandomState(MT19937) at 0x7F58E7FD4A40", "max_components": 3}',
+     {"random_state": "RandomState(MT19937)", "max_components": 3}),
+])
+def test_settings_of_older_files_are_read(tmp_path, text, want):
+    """review 15c n2: the loader's comment said files from before the JSON settings were handled,
+    but ast.literal_eval refused what those versions stored (np.int64(0), a RandomState's repr):
+    'its settings entry is not a dict', and the intact arrays were lost."""
+    s, path = _with_settings(tmp_path, "old.npz", text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = EnsembleSummary.load(path)
+    assert json.dumps(back.settings, sort_keys=True) == json.dumps(want, sort_keys=True)
+    np.testing.assert_array_equal(back.ofiv, s.ofiv)
+
+
+def test_unreadable_old_settings_keep_the_arrays(tmp_path):
+    s, path = _with_settings(tmp_path, "odd.npz", "{'random_state': <object at 0x1>, 'a': 1}")
+    with pytest.warns(UserWarning, match="settings .* cannot be read; loaded as settings="):
+        back = EnsembleSummary.load(path)
+    assert back.settings == {"unparsed": "{'random_state': <object at 0x1>, 'a': 1}"}
+    np.testing.assert_array_equal(back.il, s.il)
+    # an entry that is not a dict at all is still not a saved summary
+    _, path = _with_settings(tmp_path, "list.npz", "[1, 2]")
+    with pytest.raises(ValueError, match="its 'settings' entry is not a dict"):
+        EnsembleSummary.load(path)
