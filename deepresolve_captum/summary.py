@@ -44,7 +44,8 @@ class EnsembleSummary:
     ----------
     fiv: (C, T, K) feature importance vectors, the spatial mean of each channel's FIM (its own
         array: for a flat layer, a copy of the FIMs given, never a view of them).
-    scores: (C, T) the class score of each start.
+    scores: (C, T) the class score of each start; NaN when ``summarize`` was given none (with
+        ``weights="uniform"`` or given weights, which need no scores).
     weights: (C, T) the weights of the starts: by default :func:`trial_weights` of the scores
         (``summarize``'s ``weights`` argument; ``settings["weights"]``). See also
         ``effective_starts``.
@@ -174,15 +175,25 @@ class EnsembleSummary:
         may be created, an existing file is overwritten in place, as numpy would: not atomic
         there. See ``_io.write_atomic``.)
         Settings that are not plain numbers, strings, lists or dicts (e.g. a ``RandomState``)
-        are saved as their ``repr``. ``compressed=True`` writes a zip-compressed file
-        (``np.savez_compressed``): float FIVs gain little (25% smaller for 9x the write time on
-        2,000 targets x 10 starts x 320 channels in a review), so it is off by default.
+        are saved as their ``repr``. ``targets`` and ``target_names`` set by hand are checked
+        as ``summarize`` checks them (C integers within int64, or C index tuples; C names, none
+        ending in a NUL character, which numpy's fixed-width strings drop): ``ValueError``
+        naming the field otherwise, and nothing is written. ``compressed=True`` writes a
+        zip-compressed file (``np.savez_compressed``): float FIVs gain little (25% smaller for
+        9x the write time on 2,000 targets x 10 starts x 320 channels in a review), so it is
+        off by default.
         """
         arrays = {k: getattr(self, k) for k in self._ARRAYS}    # (asdict would copy them)
+        C = np.shape(self.fiv)[0]
         if self.targets is not None:   # (C,) ints or (C, d) index tuples
-            arrays["targets"] = np.asarray(self.targets, dtype=np.int64)
+            # checked as summarize checks them: a field set by hand to [1.5, 2, ...] was saved
+            # truncated to [1, 2, ...], and an index beyond int64 raised numpy's OverflowError
+            targets = _check_targets(self.targets, C, "EnsembleSummary.targets")
+            arrays["targets"] = np.asarray(targets, dtype=np.int64)
         if self.target_names is not None:
-            arrays["target_names"] = np.array([str(n) for n in self.target_names], dtype=str)
+            names = _check_names(self.target_names, C, "EnsembleSummary.target_names",
+                                 convert=True)
+            arrays["target_names"] = np.array(names, dtype=str)
         write = np.savez_compressed if compressed else np.savez
         settings = np.array(json.dumps(_plain(self.settings)))
         if hasattr(path, "write"):
@@ -361,8 +372,9 @@ def _row_hint(targets, target):
             f"row {i}")
 
 
-def _check_targets(targets, C):
-    """summarize's ``targets`` -> a list of C ints or C index tuples of one length (or None)."""
+def _check_targets(targets, C, what="targets"):
+    """summarize's ``targets`` (or a summary's, before a save: ``what`` names the field) -> a
+    list of C ints or C index tuples of one length, within int64 as they are saved (or None)."""
     if targets is None:
         return None
     given = targets
@@ -384,10 +396,32 @@ def _check_targets(targets, C):
             break
     kinds = {len(t) if isinstance(t, tuple) else 0 for t in out or ()}
     if items is None or out is None or len(out) != C or len(kinds) != 1:
-        raise ValueError(f"targets must list the model output of each of the {C} target(s): "
+        raise ValueError(f"{what} must list the model output of each of the {C} target(s): "
                          f"{C} ints (e.g. opt.diagnostics.targets), or {C} index tuples of "
                          f"one length; got {given!r:.200}")
+    big = [t for t in out for i in (t if isinstance(t, tuple) else (t,))
+           if not -2**63 <= i < 2**63]
+    if big:
+        raise ValueError(f"{what} must be output indices within the int64 range (they are saved "
+                         f"as int64), got {big[0]!r}")
     return out
+
+
+def _check_names(names, C, what="target_names", convert=False):
+    """``target_names`` -> a list of C plain ``str``, none ending in NUL (numpy's fixed-width
+    strings, as saved, drop trailing NULs: 'a\\x00' loaded as 'a'). ``convert``: any item is
+    taken as its ``str`` (a summary's field set by hand, as save always did)."""
+    given = names
+    names = None if isinstance(given, (str, bytes)) else list(given)   # any iterable, once
+    if names is None or len(names) != C or not (convert or all(isinstance(n, str) for n in names)):
+        raise ValueError(f"{what} must be a sequence of {C} strings (one per target), "
+                         f"got {given!r:.200}")
+    names = [str(n) for n in names]   # plain str: np.str_ prints as np.str_('x')
+    nul = [i for i, n in enumerate(names) if n.endswith("\x00")]
+    if nul:
+        raise ValueError(f"{what}[{nul[0]}] = {names[nul[0]]!r} ends in a NUL character, which "
+                         "a saved summary cannot keep (numpy's fixed-width strings drop it)")
+    return names
 
 
 def _short(settings, n=6):
@@ -487,6 +521,16 @@ def trial_weights(scores):
     16-bit scores, or a spread just above the threshold still get the paper's zero weight for
     the lowest start.
 
+    Parameters
+    ----------
+    scores: (C, T) array or tensor, the class score of each start of each target.
+
+    Returns
+    -------
+    (C, T) float64 numpy array of non-negative weights, not normalised (each target's sum is
+    whatever its scores give; only ratios within a target matter, and ``summarize``
+    normalises them per target); every target has a weight > 0.
+
     Notes
     -----
     These weights depend on the logit's constant offset, which no gradient (and so no FIM)
@@ -530,8 +574,10 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
         channels: the FIV of a channel is its mean over the spatial axes after it
         (for a channels-last layer, pass ``fims.movedim(-1, 2)``).
     scores: (C, T) class score of each start: ``fims, scores = opt.attribute(...,
-        return_scores=True)``, or ``opt.diagnostics.scores`` after the run. Required (the
-        default None only raises a TypeError that says so).
+        return_scores=True)``, or ``opt.diagnostics.scores`` after the run. Required by the
+        paper's weights (the default); with ``weights="uniform"`` or given weights it may be
+        None (then ``summary.scores`` is NaN). None with the paper's weights raises a
+        TypeError that says where to get them.
     random_state: seed of the Gaussian mixtures: an int in [0, 2**32 - 1], used for every
         target's fits; or a ``numpy.random.RandomState``, a ``numpy.random.Generator`` or None
         (numpy's global RandomState), from which one int seed is drawn up front and used as an
@@ -546,8 +592,10 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
         other component counts. (The authors used "diag": the same as "full" here.)
     reg_covar: the smallest variance of a mixture component, in units of the relative IL (see
         Notes): the resolution below which IL differences are noise.
-    n_jobs: parallel GMM fits over targets (joblib, in blocks of targets); None = 1. Starting
-        the workers costs about a second, so it pays only for hundreds of targets or more.
+    n_jobs: parallel GMM fits over targets (joblib, in blocks of targets): None or 1 (serial),
+        or another int as joblib reads it (-1: every CPU). Starting the workers costs a second
+        or more, so it pays only for hundreds of targets or more;
+        on a machine whose cores are already busy it can be slower than serial.
     verbose: progress bar over targets.
     weights: how the starts are weighted in the mean, the IL and the OFIV (Notes):
         "paper" (default): :func:`trial_weights` of the scores, the paper's rule;
@@ -608,27 +656,14 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
     noisy targets with one flipping pair each, the component count differed in 2 and the
     non-additive set in 11. ``settings["init_params"]`` records the seeding.
     """
-    if scores is None:
+    if scores is None and isinstance(weights, str) and weights == "paper":
         raise TypeError(
             "summarize needs the class score of every start, scores (n_targets, n_starts), "
             "besides the FIMs: get them with fims, scores = opt.attribute(..., "
-            "return_scores=True), or pass opt.diagnostics.scores of the run that made the FIMs")
-    fiv, flat = _fivs(fims)
-    # (C, T, K) given: the FIVs may be the caller's buffer (or a CPU tensor's); summary.fiv
-    # must not change when the caller reuses it, nor write into it. An array made afresh (from
-    # a GPU or 16-bit tensor, or float16 made float32) is not copied again (a second full copy
-    # of the FIVs)
-    if flat and not _fresh(fiv, fims):
-        fiv = fiv.copy()
-    s = _to_numpy(scores, "scores")
-    if s.shape != fiv.shape[:2]:
-        raise ValueError(
-            f"fims and scores disagree: fims has (n_targets, n_starts) = {fiv.shape[:2]}, "
-            f"scores has shape {s.shape}")
-    if not np.all(np.isfinite(fiv)):
-        raise ValueError("fims contain NaN or inf")
-    if not np.all(np.isfinite(s)):
-        raise ValueError("scores contain NaN or inf")
+            "return_scores=True), or pass opt.diagnostics.scores of the run that made the FIMs "
+            "(the paper's weights are made from them); weights='uniform' needs no scores")
+    # the arguments that need no data are checked before any work (n_jobs was refused by
+    # joblib only after the FIVs and the moments had been computed)
     if isinstance(reg_covar, bool) or not isinstance(reg_covar, (int, float, np.integer, np.floating)) \
             or not (np.isfinite(reg_covar) and reg_covar > 0):
         raise ValueError(f"reg_covar must be a finite number > 0, got {reg_covar!r}")
@@ -638,18 +673,36 @@ def summarize(fims, scores=None, *, random_state=0, max_components=3, covariance
     if not isinstance(covariance_type, str) or covariance_type not in _COVARIANCE_TYPES:
         raise ValueError(f"covariance_type must be one of {list(_COVARIANCE_TYPES)}, got "
                          f"{covariance_type!r}")
+    if n_jobs is not None and (isinstance(n_jobs, (bool, np.bool_))
+                               or not isinstance(n_jobs, numbers.Integral) or n_jobs == 0):
+        raise ValueError(f"n_jobs must be None or a non-zero int (1: serial; -1: every CPU, "
+                         f"as joblib reads it), got {n_jobs!r}")
+    fiv, flat = _fivs(fims)
+    # (C, T, K) given: the FIVs may be the caller's buffer (or a CPU tensor's); summary.fiv
+    # must not change when the caller reuses it, nor write into it. An array made afresh (from
+    # a GPU or 16-bit tensor, or float16 made float32) is not copied again (a second full copy
+    # of the FIVs)
+    if flat and not _fresh(fiv, fims):
+        fiv = fiv.copy()
+    if scores is None:     # weights "uniform" or given: the scores are not needed
+        s = np.full(fiv.shape[:2], np.nan)
+    else:
+        s = _to_numpy(scores, "scores")
+        if s.shape != fiv.shape[:2]:
+            raise ValueError(
+                f"fims and scores disagree: fims has (n_targets, n_starts) = {fiv.shape[:2]}, "
+                f"scores has shape {s.shape}")
+    if not np.all(np.isfinite(fiv)):
+        raise ValueError("fims contain NaN or inf")
+    if scores is not None and not np.all(np.isfinite(s)):
+        raise ValueError("scores contain NaN or inf")
     C, T, K = fiv.shape
     if K < max_components:
         raise ValueError(
             f"the layer has {K} channel(s), fewer than the {max_components} GMM components to "
             f"compare; pass max_components <= {K}")
     if target_names is not None:
-        given = target_names
-        names = None if isinstance(given, (str, bytes)) else list(given)  # any iterable, once
-        if names is None or len(names) != C or not all(isinstance(n, str) for n in names):
-            raise ValueError(f"target_names must be a sequence of {C} strings (one per target), "
-                             f"got {given!r:.200}")
-        target_names = [str(n) for n in names]   # plain str: np.str_ prints as np.str_('x')
+        target_names = _check_names(target_names, C)
     targets = _check_targets(targets, C)
     seed = _gmm_seed(random_state)    # before any fit: see _gmm_seed
 

@@ -176,3 +176,96 @@ def test_unreadable_old_settings_keep_the_arrays(tmp_path):
     _, path = _with_settings(tmp_path, "list.npz", "[1, 2]")
     with pytest.raises(ValueError, match="its 'settings' entry is not a dict"):
         EnsembleSummary.load(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# n4: n_jobs checked at the door
+
+def test_n_jobs_is_checked_before_any_work():
+    """review 15c n4: n_jobs='x' raised joblib's "'<' not supported between 'str' and 'int'"
+    only after the FIVs and the moments were computed; n_jobs=0 joblib's own message."""
+    rng = np.random.default_rng(3)
+    f, s = rng.normal(size=(4, 3, 5)), rng.uniform(1, 2, (4, 3))
+    bad_fims = f.copy()
+    bad_fims[0, 0, 0] = np.nan          # would be refused later: n_jobs is looked at first
+    for bad in ("x", 0, True, 1.5, np.float64(2), [2]):
+        with pytest.raises(ValueError, match=r"n_jobs must be None or a non-zero int"):
+            summarize(bad_fims, s, n_jobs=bad)
+    ref = summarize(f, s)
+    for ok in (None, 1, np.int64(1)):
+        assert summarize(f, s, n_jobs=ok) == ref
+
+
+# ---------------------------------------------------------------------------------------------
+# n5: targets and names set on a summary are checked when saved
+
+def test_targets_and_names_set_by_hand_are_checked_on_save(tmp_path):
+    """review 15c n5: s.targets = [1.5, 2, 3] was saved as [1, 2, 3] (int64 truncation), an
+    index >= 2**63 raised numpy's OverflowError, and a name ending in NUL loaded without it (numpy's
+    fixed-width strings drop trailing NULs): the round trip was not equal."""
+    rng = np.random.default_rng(4)
+    f, sc = rng.normal(size=(3, 4, 5)), rng.uniform(1, 2, (3, 4))
+    s = summarize(f, sc, targets=[3, 4, 5], target_names=["a", "b", "c"])
+    for bad, match in (([1.5, 2, 3], "EnsembleSummary.targets must list the model output"),
+                       ([2**63, 1, 2], "EnsembleSummary.targets must be output indices within "
+                                       "the int64 range"),
+                       ([(0, -2**63 - 1), (0, 1), (0, 2)], "int64 range"),
+                       ([1, 2], "EnsembleSummary.targets must list the model output of each of "
+                                "the 3")):
+        s.targets = bad
+        with pytest.raises(ValueError, match=match):
+            s.save(tmp_path / "t")
+        assert not (tmp_path / "t.npz").exists()            # nothing written
+    s.targets = np.array([2**63 - 1, -2**63, 0])            # the int64 range itself is fine
+    back = EnsembleSummary.load(s.save(tmp_path / "ok"))
+    assert back == s and back.targets == [2**63 - 1, -2**63, 0]
+    with pytest.raises(ValueError, match="targets must be output indices within the int64"):
+        summarize(f, sc, targets=[2**63, 1, 2])
+    # names: a trailing NUL is refused (summarize and save); elsewhere it round-trips
+    with pytest.raises(ValueError, match=r"target_names\[0\] = 'a\\x00' ends in a NUL"):
+        summarize(f, sc, target_names=["a\x00", "b", "c"])
+    s.target_names = ["x", "y\x00", "z"]
+    with pytest.raises(ValueError, match=r"EnsembleSummary.target_names\[1\] = 'y\\x00' ends"):
+        s.save(tmp_path / "n")
+    s.target_names = ["x", "y"]                             # a file load() would refuse
+    with pytest.raises(ValueError, match="EnsembleSummary.target_names must be a sequence of 3"):
+        s.save(tmp_path / "n")
+    assert not (tmp_path / "n.npz").exists()
+    s.target_names = ["a\x00b", "\x00x", np.str_("c")]
+    buf = io.BytesIO()
+    s.save(buf)
+    buf.seek(0)
+    back = EnsembleSummary.load(buf)
+    assert back == s and back.target_names == ["a\x00b", "\x00x", "c"]
+
+
+# ---------------------------------------------------------------------------------------------
+# summarize without scores, when the weights need none
+
+def test_uniform_or_given_weights_need_no_scores(tmp_path):
+    """summarize(fims, weights="uniform") raised the TypeError asking for scores, which uniform
+    (or given) weights do not use. It works now; summary.scores is NaN. The paper's weights
+    still need them."""
+    rng = np.random.default_rng(5)
+    f = rng.normal(size=(6, 10, 12))
+    f[:, :5, :2] += 3
+    f[:, 5:, :2] -= 3                                        # a sign-flipping pair
+    sc = rng.uniform(1, 2, (6, 10))
+    w = rng.uniform(0.1, 1, (6, 10))
+    for weights in ("uniform", w, torch.from_numpy(w)):
+        a = summarize(f, weights=weights)
+        b = summarize(f, sc, weights=weights)
+        assert np.isnan(a.scores).all() and a.scores.shape == (6, 10)
+        for name in EnsembleSummary._ARRAYS:
+            if name != "scores":
+                np.testing.assert_array_equal(getattr(a, name), getattr(b, name), err_msg=name)
+        assert a.settings == b.settings
+        assert (a.category == 2).any()
+        assert EnsembleSummary.load(a.save(tmp_path / "a")) == a
+    with pytest.raises(TypeError, match=r"return_scores=True.*opt\.diagnostics\.scores.*"
+                                        r"weights='uniform' needs no scores"):
+        summarize(f)
+    with pytest.raises(ValueError, match="weights must be 'paper', 'uniform' or"):
+        summarize(f, weights="Uniform")
+    with pytest.raises(ValueError, match="weights must have the shape of scores"):
+        summarize(f, weights=w[:, :5])
