@@ -269,3 +269,37 @@ def test_uniform_or_given_weights_need_no_scores(tmp_path):
         summarize(f, weights="Uniform")
     with pytest.raises(ValueError, match="weights must have the shape of scores"):
         summarize(f, weights=w[:, :5])
+
+
+# ---------------------------------------------------------------------------------------------
+# n_jobs: the GMM workers import what a fit needs, not the package
+
+@pytest.mark.slow   # a fresh interpreter and two joblib workers
+def test_gmm_workers_do_not_import_torch():
+    """summarize(n_jobs=2) was slower than serial on 2 shared cores (review 15c). Part of it:
+    each joblib worker unpickled _fit_block by reference, so it imported deepresolve_captum and
+    with it torch, captum and matplotlib -- 4.5 s of CPU per worker before its first fit, where
+    the fits need numpy and scikit-learn. The fit functions now travel by value."""
+    import subprocess
+    import sys
+    code = r'''
+import sys, numpy as np
+from joblib import Parallel, delayed
+from deepresolve_captum.summary import summarize
+rng = np.random.default_rng(0)
+f = rng.normal(size=(16, 6, 10)); f[:, :3, :4] += 3
+s = rng.uniform(1, 2, (16, 6))
+assert summarize(f, s, n_jobs=2) == summarize(f, s)
+def probe():
+    import os, sys
+    return os.getpid(), sorted(m for m in ("torch", "captum", "matplotlib", "deepresolve_captum",
+                                           "sklearn.mixture") if m in sys.modules)
+with Parallel(n_jobs=2) as par:          # the same (reused) workers
+    print(repr(par(delayed(probe)() for _ in range(6))))
+'''
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    seen = eval(r.stdout.strip().splitlines()[-1])
+    fitted = [mods for _, mods in seen if "sklearn.mixture" in mods]
+    assert fitted, seen                    # the probes ran where the fits ran
+    assert all(mods == ["sklearn.mixture"] for mods in fitted), seen
