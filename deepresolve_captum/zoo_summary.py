@@ -248,9 +248,9 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
     pandas DataFrame with columns ``model``, ``rank`` (1 = highest OFIV), ``filter``, ``ofiv``,
     ``il``, ``category`` ("additive", "non-additive, consistent sign" or "non-additive,
     sign-flipping": additive says how a filter combines with the others, not that it is
-    unimportant; the rank says that), ``n_components``, ``converged`` (every start of the
-    model's ascent converged; only for a summary with ``settings["model_converged"]``, as
-    summarize_zoo makes) and the match columns above. The
+    unimportant; the rank says that), ``n_components``, the match columns above, and last
+    ``converged`` (every start of the model's ascent converged; only for a summary with
+    ``settings["model_converged"]``, as summarize_zoo makes). The
     p-values are TOMTOM's for the whole filter matrix (paper's rule); ``channel_motifs`` trims
     low-information columns first, so its p-values for the same filter differ.
     """
@@ -291,8 +291,6 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
             "ofiv": summary.ofiv[i, order], "il": summary.il[i, order],
             "category": [_CSV_CATEGORY[c] for c in summary.category[i, order]],
             "n_components": int(summary.n_components[i])})
-        if converged is not None:
-            part["converged"] = bool(converged[i])
         if jaspar is not None:
             pwms = filter_pwms(zoo[name].conv.weight)[order]
             hits = None
@@ -314,6 +312,8 @@ def zoo_filter_table(summary, zoo, jaspar=None, known=None, top=None, verbose=Fa
                 part["known_motif"] = pd.Series(np.nan, index=part.index, dtype=object)
                 part["known_p"] = np.nan
                 part["known_rank"] = pd.array([pd.NA] * len(part), dtype="Int64")
+        if converged is not None:   # last: added later, the columns before keep their places
+            part["converged"] = bool(converged[i])
         rows.append(part)
     return pd.concat(rows, ignore_index=True)
 
@@ -387,10 +387,10 @@ _OUTPUTS = """outputs (in --out, all moved into place together at the end of a r
                (from 0), ofiv, il (the weighted variance of the filter's FIVs; the GMM reads
                it relative to the model's mean FIV power), category (additive;
                non-additive, consistent sign; non-additive, sign-flipping), n_components
-               (GMM components chosen by BIC), converged (every start of the model
-               converged before --max-steps); with --jaspar also best_id, best_name, best_p
+               (GMM components chosen by BIC); with --jaspar then best_id, best_name, best_p
                (TOMTOM, the paper's filter PWM rule) and, from models.csv, known_motif,
-               known_p, known_rank (empty for models it does not name)"""
+               known_p, known_rank (empty for models it does not name); last converged
+               (every start of the model converged before --max-steps)"""
 
 
 #: the files ``deepresolve zoo`` writes in --out

@@ -1,6 +1,8 @@
 """zoo_summary: the filter table's layout does not depend on which models ``known`` names, and
 summarize_zoo refuses a bad random_state before any ascent. (summarize_zoo's equivalence with
 single-model runs is in test_encode.py, its dtype and argument checks in test_zoo.py.)"""
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,3 +68,25 @@ def test_random_state_is_checked_before_any_ascent(monkeypatch):
     again = summarize_zoo(zoo, n_starts=2, l2=0.5, seed=3, random_state=seed)
     np.testing.assert_array_equal(again.category, drawn.category)
     np.testing.assert_array_equal(again.il, drawn.il)
+
+
+def test_converged_is_the_last_column_so_the_others_keep_their_positions(zoo_and_summary):
+    """The converged column (review 15b) was inserted after n_components, which moved best_id ..
+    known_rank one place right: a reader by position (``cut -f8``, ``iloc``) read the wrong
+    column. It is the last column now, with and without the TOMTOM columns."""
+    zoo, s = zoo_and_summary
+    first = ["model", "rank", "filter", "ofiv", "il", "category", "n_components"]
+    assert list(zoo_filter_table(s, zoo, top=2).columns) == first + ["converged"]
+    rng = np.random.default_rng(0)
+    jaspar = MotifSet([rng.dirichlet([0.3] * 4, size=8).T for _ in range(30)],
+                      [f"MA{i:04d}.1" for i in range(30)], [f"TF{i}" for i in range(30)])
+    match = ["best_id", "best_name", "best_p"]
+    assert list(zoo_filter_table(s, zoo, jaspar=jaspar, top=2).columns) == (
+        first + match + ["converged"])
+    known = ["known_motif", "known_p", "known_rank"]
+    t = zoo_filter_table(s, zoo, jaspar=jaspar, known={"m0": "MA0003.1"}, top=2)
+    assert list(t.columns) == first + match + known + ["converged"]
+    assert t["converged"].tolist() == [True] * 4
+    older = copy.copy(s)          # a summary saved before the column: no converged column
+    older.settings = {k: v for k, v in s.settings.items() if k != "model_converged"}
+    assert list(zoo_filter_table(older, zoo, top=2).columns) == first
