@@ -160,16 +160,17 @@ def plant_motifs(X, motifs, starts):
     return X
 
 
-def _non_overlapping_starts(rng, n, lengths, L, gap=1, max_tries=100):
+def _non_overlapping_starts(rng, n, lengths, L, gap=1, max_tries=1000):
     """(n, M) random starts such that the M motifs never overlap (at least ``gap`` bases apart),
     uniform over all such placements.
 
     Each row is drawn by rejection (independent uniform starts, redrawn while two overlap) for
     up to ``max_tries`` tries, then, for a tight fit where overlaps are the rule, directly: a
     random order of the motifs and a uniformly random split of the free bases into the M + 1
-    gaps around them (stars and bars). Both give every valid placement the same probability;
-    the rejection step first keeps the draws of a random_state as they were where it
-    succeeds."""
+    gaps around them (stars and bars). Both give every valid placement the same probability.
+    ``max_tries`` is 1000, the tries of the rejection-only version (922584b and before, which
+    raised after them), so every random_state draws what it drew then; the direct draw only
+    replaces what used to be an error ("could not place the motifs without overlap")."""
     M = len(lengths)
     free = L - sum(lengths) - gap * (M - 1)
     if free < 0:

@@ -481,3 +481,19 @@ def test_an_interrupted_run_removes_the_parent_folders_it_made(tmp_path, monkeyp
     with pytest.raises(KeyboardInterrupt):
         _run(opt, tmp_path / "mine" / "b" / "run", l2="auto")
     assert os.listdir(tmp_path) == ["mine"] and os.listdir(tmp_path / "mine") == []
+
+
+# ================================================================== re-review (r1) fixes
+def test_tight_placements_draw_what_the_rejection_only_version_drew():
+    """r1 n5: b6af78e cut the rejection tries from 1000 to 100 before the direct draw, so rows
+    that needed 101-1000 tries took the direct draw and every later row shifted: three 7-mers in
+    30 bp drew otherwise for most seeds. The value below is what 922584b's
+    _non_overlapping_starts gave (run from `git show 922584b:deepresolve_captum/interaction.py`),
+    with the generator's next draw after it."""
+    rng = np.random.default_rng(1)
+    s = _non_overlapping_starts(rng, 16, [7, 7, 7], 30)
+    assert s.tolist() == [
+        [2, 10, 23], [21, 4, 12], [11, 2, 23], [14, 6, 22], [21, 0, 11], [12, 21, 3],
+        [2, 23, 11], [18, 9, 0], [12, 1, 21], [13, 0, 22], [14, 23, 2], [11, 22, 2],
+        [1, 10, 23], [7, 23, 15], [8, 0, 16], [12, 20, 2]]
+    assert int(rng.integers(2**31 - 1)) == 1979285982
