@@ -233,7 +233,8 @@ def write_together(out, writers):
     Two runs writing into one ``out`` at once (a job array, a re-run started early) each write
     their own temporary files, and their moves into place take turns (an exclusive ``flock``
     on ``out`` where the system offers one): ``out`` ends with every file of one run, the one
-    that moved last.
+    that moved last. Where ``out`` cannot be locked (NFS, no fcntl: see ``_folder_lock``) a
+    RuntimeWarning says that runs into it are not serialised.
 
     Returns the names that replaced a file of an earlier run, in ``writers``' order.
 
@@ -280,27 +281,63 @@ def write_together(out, writers):
     return replaced
 
 
+_unlocked_warned = set()   # the folders _folder_lock could not lock, warned of once each
+
+
 @contextlib.contextmanager
 def _folder_lock(folder):
     """An exclusive ``flock`` on ``folder`` for the block (waiting for another holder): two
-    runs' moves into one folder take turns. Where a folder cannot be locked (no ``fcntl``,
-    some network file systems) the block runs unlocked."""
+    runs' moves into one folder take turns.
+
+    Where no lock can be taken, the block runs unlocked, and one RuntimeWarning (once per
+    folder and process) says that runs writing into this folder at the same time are not
+    serialised there: each file is still whole, but the folder can end with some files of
+    one run and some of the other. That is: no ``fcntl`` (Windows); a folder that cannot be
+    opened; a file system that refuses the lock, such as NFS (its clients emulate flock with
+    POSIX byte-range locks, which need a file opened for writing, so flock on a folder fails
+    with EBADF) or one without lock support (ENOLCK, EOPNOTSUPP). A file system that takes
+    the lock but honours it only among the processes of one host (NFS clients before Linux
+    2.6.12, some FUSE or SMB mounts) cannot be told apart: runs on several hosts writing into
+    one --out are not serialised there either. Give each run its own --out on such a
+    system."""
     import os
 
+    fd, reason = None, None
     try:
         import fcntl
-        fd = os.open(folder, os.O_RDONLY)
-    except (ImportError, OSError):
-        yield
-        return
-    try:
+    except ImportError:
+        reason = "this system has no fcntl"
+    else:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:
-            pass
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError as e:
+            reason = f"the folder cannot be opened: {e.strerror or e}"
+    try:
+        if fd is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            except OSError as e:
+                reason = f"its file system refuses flock: {e.strerror or e}"
+        if reason is not None:
+            _warn_unlocked(folder, reason)
         yield
     finally:
-        os.close(fd)   # releases the lock
+        if fd is not None:
+            os.close(fd)   # releases the lock
+
+
+def _warn_unlocked(folder, reason):
+    """_folder_lock's warning, once per folder."""
+    import os
+    import warnings
+
+    key = os.path.realpath(folder)
+    if key in _unlocked_warned:
+        return
+    _unlocked_warned.add(key)
+    warnings.warn(f"{folder} cannot be locked ({reason}): runs writing into this folder at the "
+                  "same time are not serialised here, and it can end with some files of each "
+                  "run; give each run its own --out", RuntimeWarning, stacklevel=2)
 
 
 def _clashes(out, names):

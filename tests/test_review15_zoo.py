@@ -175,6 +175,45 @@ def test_two_runs_writing_into_one_folder_at_once_never_mix(tmp_path, monkeypatc
     assert len({(out / n).read_text() for n in ("summary.txt", "ofiv.csv")}) == 1
 
 
+def test_a_folder_that_cannot_be_locked_is_warned_once(tmp_path, monkeypatch):
+    """Review 15 r1 m5: on NFS, flock on the folder fails (EBADF: NFS emulates flock with POSIX
+    locks, which need a file opened for writing) and the moves ran unlocked in silence, so two
+    runs into one --out could end with files of both. Now one RuntimeWarning per folder says
+    so; the files are written as before. Without fcntl (Windows) likewise; a folder that locks
+    gives no warning."""
+    import errno
+    import fcntl
+
+    def write(path):
+        Path(path).write_text("x")
+
+    def refuse(fd, operation):
+        raise OSError(errno.EBADF, "Bad file descriptor")
+
+    def runs(folder, names):
+        folder.mkdir()
+        with warnings.catch_warnings(record=True) as rec:
+            warnings.simplefilter("always")
+            for n in range(1, len(names) + 1):
+                cli.write_together(folder, {name: write for name in names[:n]})
+        assert sorted(p.name for p in folder.iterdir()) == sorted(names)
+        return [w for w in rec if "serialised" in str(w.message)]
+
+    assert runs(tmp_path / "local", ["a.txt", "b.txt"]) == []
+    with monkeypatch.context() as mp:
+        mp.setattr(fcntl, "flock", refuse)
+        nfs = runs(tmp_path / "nfs", ["a.txt", "b.txt", "c.txt"])
+    assert len(nfs) == 1 and nfs[0].category is RuntimeWarning, [str(w.message) for w in nfs]
+    text = str(nfs[0].message)
+    assert str(tmp_path / "nfs") in text and "Bad file descriptor" in text
+    assert "runs writing into this folder at the same time are not serialised" in text
+    with monkeypatch.context() as mp:
+        mp.setitem(sys.modules, "fcntl", None)          # import fcntl: ImportError
+        windows = runs(tmp_path / "win", ["a.txt", "b.txt"])
+    assert len(windows) == 1 and "no fcntl" in str(windows[0].message)
+    assert "not serialised" in (cli._folder_lock.__doc__ or "")   # the docstring says it
+
+
 # ------------------------------------------------------------------ F5: every bad file at once
 def test_every_bad_file_is_named_in_one_error_and_skip_bad_leaves_them_out(tmp_path, capsys):
     folder = tmp_path / "zoo"
