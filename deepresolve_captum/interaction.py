@@ -208,33 +208,73 @@ def _check_thresholds(tol, min_effect, z):
             raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
 
 
-def _check_effects(d_a, d_b, d_ab, sems, interaction_sem, gap_sem):
-    """Refuse effects that are not finite real numbers, and standard errors that are not finite
-    numbers >= 0 (``sems`` one per effect: three). A NaN effect (a model whose outputs
-    overflowed) failed every comparison and came back ``"none"``, a claim of no effect."""
-    def real(name, v):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, float, np.integer,
-                                                                  np.floating)):
-            raise TypeError(f"{name} must be a real number, got {v!r}")
-        return float(v)
+def _real_scalar(name, v):
+    """``v`` as a float when it is one real number: a Python or numpy int or float, a
+    ``Fraction``, a 0-d numpy array or a one-value 0-d torch tensor (e.g.
+    ``(y_ab - y_0).mean()``), anything else ``float()`` reads as a number. Refused (TypeError):
+    bools, strings and bytes, complex numbers, and arrays or tensors with a dimension (a list
+    or ``np.array([0.5])`` is not one number)."""
+    what = None
+    if torch.is_tensor(v):
+        if v.dim() != 0:
+            what = f"a tensor of shape {tuple(v.shape)}"
+        elif v.is_complex():
+            what = f"a complex tensor {v!r}"
+        elif v.dtype == torch.bool:
+            what = f"a boolean tensor {v!r}"
+        else:
+            return float(v)
+    elif isinstance(v, np.ndarray) and v.ndim != 0:
+        what = f"an array of shape {v.shape}"
+    else:
+        x = v[()] if isinstance(v, np.ndarray) else v        # a 0-d array: its scalar
+        if isinstance(x, (bool, np.bool_, str, bytes, np.str_, np.bytes_)):
+            what = repr(v)
+        elif isinstance(x, (complex, np.complexfloating)):
+            what = f"the complex number {v!r}"
+        elif np.ndim(x) != 0:
+            what = f"{type(v).__name__} {v!r:.60} (not one number)"
+        else:
+            try:
+                return float(x)
+            except (TypeError, ValueError):
+                what = f"{v!r:.60}"
+    raise TypeError(f"{name} must be a real number, got {what}")
 
+
+def _check_effects(d_a, d_b, d_ab, sems, interaction_sem, gap_sem):
+    """The effects and standard errors as floats (``sems`` a list of three, or None): effects
+    must be finite real numbers, standard errors finite numbers >= 0 (``sems`` one per
+    effect: three). Each may be any real scalar :func:`_real_scalar` takes (numpy and torch
+    scalars, 0-d arrays, Fractions). A NaN effect (a model whose outputs overflowed) failed
+    every comparison and came back ``"none"``, a claim of no effect."""
+    effects = []
     for name, v in (("d_a", d_a), ("d_b", d_b), ("d_ab", d_ab)):
-        if not np.isfinite(real(name, v)):
+        x = _real_scalar(name, v)
+        if not np.isfinite(x):
             raise ValueError(
                 f"{name} must be a finite number, got {v!r}: a NaN or infinite effect comes "
                 "from non-finite model outputs (e.g. float16 overflow); check the model's "
                 "outputs on the planted sequences")
-    errors = []
+        effects.append(x)
+
+    def error(name, e):
+        x = _real_scalar(name, e)
+        if not (np.isfinite(x) and x >= 0):
+            raise ValueError(f"{name} must be a finite standard error >= 0, got {e!r}")
+        return x
+
     if sems is not None:
-        if isinstance(sems, (str, bytes)) or not hasattr(sems, "__len__") or len(sems) != 3:
+        if isinstance(sems, (str, bytes)) or not hasattr(sems, "__len__") or \
+                np.ndim(sems) != 1 or len(sems) != 3:
             raise ValueError(f"sems must be three standard errors (sem_a, sem_b, sem_ab), one "
                              f"per effect, got {sems!r}")
-        errors += [(f"sems[{i}]", e) for i, e in enumerate(sems)]
-    errors += [(n, e) for n, e in (("interaction_sem", interaction_sem), ("gap_sem", gap_sem))
-               if e is not None]
-    for name, e in errors:
-        if not (np.isfinite(real(name, e)) and e >= 0):
-            raise ValueError(f"{name} must be a finite standard error >= 0, got {e!r}")
+        sems = [error(f"sems[{i}]", e) for i, e in enumerate(sems)]
+    if interaction_sem is not None:
+        interaction_sem = error("interaction_sem", interaction_sem)
+    if gap_sem is not None:
+        gap_sem = error("gap_sem", gap_sem)
+    return (*effects, sems, interaction_sem, gap_sem)
 
 
 def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z=3.0,
@@ -261,8 +301,10 @@ def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z
 
     Parameters
     ----------
-    d_a, d_b, d_ab: finite floats, mean output change with a alone, b alone, both (see module
-        doc).
+    d_a, d_b, d_ab: finite real numbers, mean output change with a alone, b alone, both (see
+        module doc): Python, numpy or torch scalars (a 0-d array or tensor, e.g.
+        ``(y_ab - y_0).mean()``), Fractions; bools, strings, complex numbers and arrays with a
+        dimension are refused (TypeError). The standard errors below take the same.
     tol: relative margin (fraction of the largest effect), a number >= 0.
     min_effect: absolute effect below which the pair is ``"none"``, a number >= 0.
     sems: optional (sem_a, sem_b, sem_ab) standard errors of the three effects (three finite
@@ -284,12 +326,12 @@ def classify_interaction(d_a, d_b, d_ab, tol=0.25, min_effect=0.05, sems=None, z
     Raises
     ------
     TypeError, ValueError: ``tol``, ``min_effect`` or ``z`` not a finite number >= 0; an
-        effect not a finite real number; ``sems`` not three standard errors, or a standard
+        effect not one finite real number; ``sems`` not three standard errors, or a standard
         error not a finite number >= 0.
     """
     _check_thresholds(tol, min_effect, z)
-    _check_effects(d_a, d_b, d_ab, sems, interaction_sem, gap_sem)
-    d_a, d_b, d_ab = float(d_a), float(d_b), float(d_ab)
+    d_a, d_b, d_ab, sems, interaction_sem, gap_sem = _check_effects(
+        d_a, d_b, d_ab, sems, interaction_sem, gap_sem)
     s = max(abs(d_a), abs(d_b), abs(d_ab))
     if s < min_effect:
         return "none"

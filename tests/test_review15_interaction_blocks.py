@@ -497,3 +497,41 @@ def test_tight_placements_draw_what_the_rejection_only_version_drew():
         [2, 23, 11], [18, 9, 0], [12, 1, 21], [13, 0, 22], [14, 23, 2], [11, 22, 2],
         [1, 10, 23], [7, 23, 15], [8, 0, 16], [12, 20, 2]]
     assert int(rng.integers(2**31 - 1)) == 1979285982
+
+
+def test_classify_interaction_takes_real_scalars_of_any_kind():
+    """r1 m3: 88543ec's check took only int, float, np.integer and np.floating, so 0-d numpy
+    arrays, torch scalar tensors ((y_ab - y_0).mean()), Fractions and a tensor of standard
+    errors, all of which classified before, raised TypeError."""
+    from fractions import Fraction
+
+    t = torch.tensor([0.5, 0.5, 0.1], dtype=torch.float64)
+    for args in ((np.array(0.5), np.array(0.5), np.array(0.1)), (t[0], t[1], t[2]),
+                 (Fraction(1, 2), Fraction(1, 2), Fraction(1, 10)),
+                 (np.float32(0.5), np.int64(1) / 2, 0.1)):
+        assert classify_interaction(*args) == "XOR-like"
+    for sems in (torch.tensor([0.01, 0.01, 0.01]), np.array([0.01, 0.01, 0.01]),
+                 [np.array(0.01), torch.tensor(0.01), Fraction(1, 100)]):
+        assert classify_interaction(0.5, 0.5, 0.1, sems=sems, gap_sem=torch.tensor(0.01),
+                                    interaction_sem=np.array(0.01)) == "XOR-like"
+    # the standard errors are used as numbers: too noisy a gap is uncertain, as with floats
+    assert classify_interaction(0.5, 0.5, 0.1, sems=torch.tensor([0.01] * 3),
+                                gap_sem=torch.tensor(0.5)) == "uncertain"
+    # what is not one real number is still refused, and said so
+    for bad, what in ((np.array([0.5]), r"an array of shape \(1,\)"),
+                      (torch.tensor([0.5, 0.1]), r"a tensor of shape \(2,\)"),
+                      (1 + 0.5j, "the complex number"), (np.complex128(0.5), "the complex number"),
+                      (torch.tensor(0.5 + 0j), "a complex tensor"), (True, "True"),
+                      (np.array(True), "array\\(True\\)"), (torch.tensor(True), "a boolean tensor"),
+                      ("0.5", "'0.5'"), ([0.5], r"list \[0\.5\] \(not one number\)"),
+                      (object(), "<object object")):
+        with pytest.raises(TypeError, match=f"d_a must be a real number, got {what}"):
+            classify_interaction(bad, 0.5, 0.1)
+    with pytest.raises(TypeError, match=r"sems\[1\] must be a real number, got the complex"):
+        classify_interaction(0.5, 0.5, 0.1, sems=[0.1, 0.1j, 0.1])
+    with pytest.raises(ValueError, match=r"sems\[0\] must be a finite standard error >= 0"):
+        classify_interaction(0.5, 0.5, 0.1, sems=torch.tensor([-0.1, 0.1, 0.1]))
+    with pytest.raises(ValueError, match="d_b must be a finite number"):
+        classify_interaction(0.5, torch.tensor(float("nan")), 0.1)
+    with pytest.raises(ValueError, match="sems must be three standard errors"):
+        classify_interaction(0.5, 0.5, 0.1, sems=np.full((3, 1), 0.1))
