@@ -236,6 +236,10 @@ def write_together(out, writers):
     that moved last. Where ``out`` cannot be locked (NFS, no fcntl: see ``_folder_lock``) a
     RuntimeWarning says that runs into it are not serialised.
 
+    A run killed while writing (SIGKILL, the OOM killer: no clean-up runs) leaves its
+    temporary files; the next call into ``out`` removes them (``_remove_stale_partials``: only
+    names exactly as made here, from this host, whose process is gone).
+
     Returns the names that replaced a file of an earlier run, in ``writers``' order.
 
     An exception while a file is written or moved is raised as it is, with the output's path
@@ -248,12 +252,13 @@ def write_together(out, writers):
     clash = _clashes(out, writers)
     if clash:
         raise ValueError(f"{out} holds {clash} as something other than a file: move it away")
+    _remove_stale_partials(out)
     tmp, kept, moved = {}, {}, []
     name = None
-    run = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"   # this call's: another run's differ
+    run = f"{os.getpid()}-{uuid.uuid4().hex[:8]}-{_host_tag()}"   # another run's differ
     try:
         for name, write in writers.items():
-            tmp[name] = out / f".{run}.{name}.partial{Path(name).suffix}"
+            tmp[name] = out / _partial_name(run, name)
             write(tmp[name])
         # the moves take microseconds: not split by a Ctrl-C, nor by another run's moves
         with _ctrl_c_deferred(), _folder_lock(out):
@@ -279,6 +284,80 @@ def write_together(out, writers):
                 if path.exists():
                     path.unlink()
     return replaced
+
+
+def _partial_name(run, name):
+    """write_together's temporary name for output ``name`` in the call ``run``
+    (PID-RANDOM-HOST): hidden, with ``name``'s suffix."""
+    from pathlib import Path
+
+    return f".{run}.{name}.partial{Path(name).suffix}"
+
+
+#: a name _partial_name may have made: PID, 8 random hex digits, _host_tag, the rest
+_PARTIAL_RUN = r"\.([1-9][0-9]{0,9})-[0-9a-f]{8}-([0-9a-f]{8})\.(.+)"
+
+
+def _host_tag():
+    """8 hex digits naming this host's process ids (a hash of the host name and the PID
+    namespace): a temporary file's PID says whether its run is alive only where this tag is
+    the file's (NFS folders are shared by hosts, a host's containers have PIDs of their own)."""
+    import hashlib
+    import os
+    import socket
+
+    try:
+        space = os.readlink("/proc/self/ns/pid")
+    except (OSError, AttributeError):   # no /proc (macOS), no readlink
+        space = ""
+    return hashlib.sha256(f"{socket.gethostname()}\0{space}".encode()).hexdigest()[:8]
+
+
+def _remove_stale_partials(out):
+    """Remove from ``out`` the temporary files of killed write_together calls: regular files
+    named exactly as ``_partial_name`` names them, whose run carries this host's tag and whose
+    PID is no running process. Nothing else is touched: other hosts' files (their PIDs cannot
+    be checked here), a running PID's (a live run, or the PID reused: kept to be safe), links,
+    folders, the ``.NAME.previous-*`` copies. A file that cannot be removed is left. Nothing is
+    removed where ``os.kill(pid, 0)`` does not test a process (Windows: it would end it)."""
+    import os
+    import re
+
+    if os.name != "posix":
+        return
+    host = _host_tag()
+    try:
+        with os.scandir(out) as it:
+            entries = list(it)
+    except OSError:
+        return
+    for entry in entries:
+        m = re.fullmatch(_PARTIAL_RUN, entry.name)
+        if m is None or m[2] != host:
+            continue
+        run, rest = entry.name[1:-len(m[3]) - 1], m[3]
+        names = [rest[:i] for i in range(1, len(rest)) if rest.startswith(".partial", i)]
+        if not any(_partial_name(run, n) == entry.name for n in names):
+            continue
+        with contextlib.suppress(OSError):
+            if entry.is_file(follow_symlinks=False) and not _running(int(m[1])):
+                os.unlink(entry.path)
+
+
+def _running(pid):
+    """False only when no process of this host has ``pid`` (another user's counts as
+    running)."""
+    import os
+
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (OSError, OverflowError):   # PermissionError: another user's; else: cannot tell
+        return True
+    return True
 
 
 _unlocked_warned = set()   # the folders _folder_lock could not lock, warned of once each

@@ -214,6 +214,75 @@ def test_a_folder_that_cannot_be_locked_is_warned_once(tmp_path, monkeypatch):
     assert "not serialised" in (cli._folder_lock.__doc__ or "")   # the docstring says it
 
 
+_KILLED_WRITE = """
+import importlib.util, os, sys
+from pathlib import Path
+spec = importlib.util.spec_from_file_location("cli_alone", sys.argv[1])   # without torch: fast
+cli = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cli)
+def whole(path): Path(path).write_text("x" * 1000)
+def killed(path): Path(path).write_text("half"); os._exit(137)   # SIGKILL, the OOM killer
+cli.write_together(Path(sys.argv[2]), {"summary.npz": whole, "ofiv.csv": killed})
+"""
+
+
+def test_partial_files_of_a_killed_run_are_removed_by_the_next_write(tmp_path):
+    """Review 15 r1 n1: each run's temporary files have their own names, so a run killed while
+    writing (no clean-up runs) left its .PID-....partial.* files for good (a big zoo's
+    summary.npz: hundreds of MB each time). The next write into the folder removes them when
+    their PID is no running process of this host, and touches nothing else."""
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def killed_run():
+        p = subprocess.Popen([sys.executable, "-c", _KILLED_WRITE,
+                              str(REPO / "deepresolve_captum" / "cli.py"), str(out)])
+        assert p.wait(timeout=60) == 137
+        return p.pid            # reaped: no process has it now
+
+    def write(path):
+        Path(path).write_text("new")
+
+    outputs = ["ofiv.csv", "summary.npz"]
+    for _ in range(3):   # each killed run's write removes the one before's files
+        pid = killed_run()
+        left = sorted(p.name for p in out.iterdir())
+        assert len(left) == 2 and all(n.startswith(f".{pid}-") for n in left), left
+    cli.write_together(out, {n: write for n in outputs})
+    assert sorted(p.name for p in out.iterdir()) == outputs
+
+    # only names exactly as write_together makes them, of this host, from a dead PID, files
+    dead, tag = killed_run(), cli._host_tag()
+    other_host = f"{int(tag, 16) ^ 1:08x}"
+    gone = [f".{dead}-0123abcd-{tag}.README.partial",               # a name without suffix
+            f".{dead}-0123abcd-{tag}.a.partial.partial.partial"]     # the name 'a.partial'
+    kept = [f".{os.getpid()}-0123abcd-{tag}.summary.npz.partial.npz",   # a live run (this one)
+            f".1-0123abcd-{tag}.summary.npz.partial.npz",              # pid 1: a running PID
+            f".{dead}-0123abcd-{other_host}.summary.npz.partial.npz",   # another host's
+            f".{dead}-0123abcd.summary.npz.partial.npz",               # no host: not ours
+            f".{dead}-0123abcd-{tag}.summary.npz.partial.csv",         # not the name's suffix
+            f".{dead}-0123abcd-{tag}.summary.npz.partial",
+            f".{dead}-0123abc-{tag}.ofiv.csv.partial.csv",
+            f".0{dead}-0123abcd-{tag}.ofiv.csv.partial.csv",
+            f".{dead}-0123ABCD-{tag}.ofiv.csv.partial.csv",
+            f"{dead}-0123abcd-{tag}.ofiv.csv.partial.csv",             # not hidden
+            f".{dead}-0123abcd-{tag}.ofiv.csv.partial.csv~",
+            ".summary.npz.previous-0123456789ab",                       # kept on purpose
+            "notes.partial.txt", "target.txt"]
+    for name in gone + kept:
+        (out / name).write_text("someone's")
+    folder = out / f".{dead}-0123abcd-{tag}.dir.csv.partial.csv"
+    folder.mkdir()
+    (folder / "inside.txt").write_text("keep")
+    link = out / f".{dead}-0123abcd-{tag}.link.csv.partial.csv"
+    link.symlink_to(out / "target.txt")
+    cli.write_together(out, {n: write for n in outputs})
+    assert sorted(p.name for p in out.iterdir()) == sorted(outputs + kept + [folder.name,
+                                                                             link.name])
+    assert all((out / n).read_text() == "someone's" for n in kept)
+    assert (folder / "inside.txt").read_text() == "keep"
+
+
 # ------------------------------------------------------------------ F5: every bad file at once
 def test_every_bad_file_is_named_in_one_error_and_skip_bad_leaves_them_out(tmp_path, capsys):
     folder = tmp_path / "zoo"
