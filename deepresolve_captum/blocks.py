@@ -241,7 +241,8 @@ def attribute_in_blocks(
         OSError: ``folder`` cannot be created or written (checked before any model work).
         TypeError: ``return_scores`` or an argument ``attribute`` does not take;
             ``fiv_only``, ``verbose``, ``attribute_to_layer_input`` or ``target_only_head``
-            not True or False (a string such as "False" is not read by its truthiness);
+            not True or False (numpy's bools and the ints 1 and 0 count, as ``attribute``
+            takes them; a string such as "False" is not read by its truthiness);
             ``model`` not an nn.Module.
 
     A block file that cannot be read (e.g. cut short by a full disk) is recomputed, with a

@@ -456,11 +456,15 @@ def _predict(model, X, target, batch_size, device):
 
 
 def _check_flag(name, v):
-    """``v`` as a bool: True or False (numpy's too); anything else (a string such as "no", 1)
-    is refused, not read by its truthiness."""
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False, got {v!r}")
-    return bool(v)
+    """``v`` as a bool: True or False (numpy's too), or the integers 1 and 0 (``verbose=1``,
+    which ``LayerFeatureOptimizer.attribute`` takes too); anything else (a string such as
+    "False" or "no", 2, None) is refused, not read by its truthiness."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, (int, np.integer)) and v in (0, 1):
+        return bool(v)
+    raise TypeError(f"{name} must be True or False, got {v!r} (the ints 1 and 0 are taken too; "
+                    "a string is not read by its truthiness)")
 
 
 def _checked_channels(name, channels):

@@ -187,7 +187,7 @@ def test_flags_and_channel_ids_are_not_read_by_truthiness():
     X = X.transpose(1, 2).contiguous()
     pwms = {c: 0.01 + np.eye(4)[:, [c, c + 1, c]] for c in range(3)}
     kw = dict(n_backgrounds=4)
-    for flag in ("no", 1, None):
+    for flag in ("no", 2, None):                     # 1 and 0 are taken (r1 m6)
         with pytest.raises(TypeError, match=f"attribute_to_layer_input must be True or False, "
                                             f"got {flag!r}"):
             channel_pair_interaction(m, m[0], 0, 1, X, pwms=pwms, attribute_to_layer_input=flag,

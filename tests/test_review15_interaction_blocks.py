@@ -441,7 +441,7 @@ def test_empty_folder_and_flags_read_by_truthiness_are_refused(tmp_path, monkeyp
         _run(opt, "")
     assert os.listdir(tmp_path) == []
     for name, bad in (("fiv_only", "False"), ("verbose", "yes"),
-                      ("attribute_to_layer_input", "no"), ("target_only_head", 0)):
+                      ("attribute_to_layer_input", "no"), ("target_only_head", 2)):
         with pytest.raises(TypeError, match=f"{name} must be True or False, got {bad!r}"):
             _run(opt, tmp_path / "run", **{name: bad})
     assert os.listdir(tmp_path) == []
@@ -535,3 +535,29 @@ def test_classify_interaction_takes_real_scalars_of_any_kind():
         classify_interaction(0.5, torch.tensor(float("nan")), 0.1)
     with pytest.raises(ValueError, match="sems must be three standard errors"):
         classify_interaction(0.5, 0.5, 0.1, sems=np.full((3, 1), 0.1))
+
+
+def test_block_flags_take_one_and_zero_as_attribute_does(tmp_path):
+    """r1 m6: 2b0c897 refused verbose=1, verbose=0 and fiv_only=1 (a common idiom, taken by
+    922584b and by LayerFeatureOptimizer.attribute); strings are still refused."""
+    m = _small()
+    opt = LayerFeatureOptimizer(m, m.pool)
+    v1, s1 = _run(opt, tmp_path / "a", fiv_only=1, verbose=0, attribute_to_layer_input=0,
+                  target_only_head=np.int64(1))
+    rec = json.loads((tmp_path / "a" / "run.json").read_text())
+    assert rec["fiv_only"] is True and rec["attribute_to_layer_input"] is False
+    assert rec["target_only_head"] is True
+    v2, s2 = opt.attribute(_random_X(8, 30), [0, 1, 2], n_starts=2, l2=0.1, seed=0,
+                           max_steps=20, fiv_only=1, return_scores=True)
+    assert v1.shape == v2.shape == (3, 2, 8)
+    _run(opt, tmp_path / "a", fiv_only=True, verbose=np.bool_(False))    # the same run
+    assert opt.diagnostics.settings["blocks_read"] == 1
+    for name, bad in (("verbose", "False"), ("fiv_only", 2), ("verbose", None),
+                      ("attribute_to_layer_input", "0")):
+        with pytest.raises(TypeError, match=f"{name} must be True or False, got {bad!r}"):
+            _run(opt, tmp_path / "b", **{name: bad})
+    # the interaction functions read their flags the same way
+    ok = nn.Sequential(nn.Conv1d(4, 2, 3), nn.AdaptiveMaxPool1d(1), nn.Flatten(),
+                       nn.Linear(2, 1)).eval()
+    a = channel_ablation(ok, ok[0], _random_X(4, 20), verbose=0, return_sem=1)
+    assert len(a) == 2
