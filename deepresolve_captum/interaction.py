@@ -523,6 +523,12 @@ def _probe_forward(model, x):
 
 #: rounds of reshuffling a background of X that holds a planted motif (interaction_check)
 _SHUFFLE_REDRAWS = 20
+#: the rounds stop early once this many reshuffles were tried and fewer than
+#: _SHUFFLE_MIN_FREED of them came out motif-free: the sequences' composition (e.g. AT-rich
+#: DNA and a poly-A motif) makes nearly every shuffle hold the motif, and 20 rounds of
+#: reshuffling all of them cost ~10x the shuffles themselves and freed none (review r1 m4)
+_SHUFFLE_MIN_TRIED = 20
+_SHUFFLE_MIN_FREED = 0.1
 
 
 def _motif_fractions(B, motifs):
@@ -536,8 +542,12 @@ def _motif_free_shuffles(src, motifs, seed):
     """One dinucleotide shuffle (tangermeme) of each sequence of ``src`` (n, 4, L), a shuffle
     that holds one of ``motifs`` (forward strand) reshuffled up to ``_SHUFFLE_REDRAWS`` times,
     as random backgrounds are redrawn (a sequence whose dinucleotide counts force the motif
-    keeps it: :func:`interaction_check` warns with the fraction). -> (n, 4, L) float32.
-    Shuffles that hold none are those of ``seed``, so a run without any is as it was."""
+    keeps it: :func:`interaction_check` warns with the fraction). The rounds stop early once
+    at least ``_SHUFFLE_MIN_TRIED`` reshuffles were tried and fewer than
+    ``_SHUFFLE_MIN_FREED`` of all tried came out free of the motifs, so that a composition
+    where (nearly) every shuffle holds a motif costs a round or two, not 20.
+    -> ((n, 4, L) float32, rounds run, True when the rounds stopped early). Shuffles that hold
+    none are those of ``seed``, so a run without any is as it was."""
     from tangermeme.ersatz import dinucleotide_shuffle
 
     from .datasets import contains
@@ -552,13 +562,20 @@ def _motif_free_shuffles(src, motifs, seed):
         return rows[hit]
 
     bad = bad_rows(np.arange(len(B))) if motifs else np.zeros(0, dtype=int)
+    tried = freed = rounds = 0
+    stopped = False
     for r in range(1, _SHUFFLE_REDRAWS + 1):
         if len(bad) == 0:
             break
         B[bad] = dinucleotide_shuffle(src[bad], n=1,
                                       random_state=(seed + r) % (2**31 - 1))[:, 0].float()
-        bad = bad_rows(bad)
-    return B
+        still = bad_rows(bad)
+        tried, freed, rounds = tried + len(bad), freed + len(bad) - len(still), r
+        bad = still
+        if len(bad) and tried >= _SHUFFLE_MIN_TRIED and freed < _SHUFFLE_MIN_FREED * tried:
+            stopped = r < _SHUFFLE_REDRAWS
+            break
+    return B, rounds, stopped
 
 
 def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrounds=256,
@@ -578,7 +595,8 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         planted motifs' consensus sequences (forward strand) where that is feasible, i.e. for
         each motif expected at most once in a uniform background of that length: a random
         background holding one is redrawn, a shuffle holding one is reshuffled (up to 20
-        times; a sequence whose dinucleotide counts force the motif keeps it). Backgrounds
+        times, fewer once under a tenth of the reshuffles come out motif-free: a sequence whose
+        dinucleotide counts force the motif, e.g. poly-A in AT-rich DNA, keeps it). Backgrounds
         that still hold a motif (e.g. a 4-mer in 1000 bp) are warned of with the fraction per
         motif, which ``settings['backgrounds_with_motif']`` records (0 for each motif kept out).
     context: motifs (str or matrices) planted into every condition, e.g. the AND partner;
@@ -675,16 +693,25 @@ def interaction_check(model, motif_a, motif_b, X=None, *, context=(), n_backgrou
         B = torch.nn.functional.one_hot(torch.as_tensor(idx, dtype=torch.long), 4).permute(0, 2, 1).float()
     else:
         src = X[np.arange(n_backgrounds) % len(X)].float().cpu()
-        B = _motif_free_shuffles(src, avoid, seed)
+        B, rounds, stopped = _motif_free_shuffles(src, avoid, seed)
     held = _motif_fractions(B, cons)
     if any(held.values()):
         kind = "random" if X is None else "dinucleotide-shuffled"
+        if X is None:
+            redrawn = ""
+        elif stopped:
+            redrawn = (f", and a shuffle of X holding one was reshuffled {rounds} time"
+                       f"{'s' if rounds > 1 else ''} only: the reshuffles stopped because fewer "
+                       f"than {_SHUFFLE_MIN_FREED:.0%} of them came out motif-free (the "
+                       "sequences' composition makes the shuffles hold it)")
+        else:
+            redrawn = (", and a shuffle of X holding one is reshuffled up to "
+                       f"{_SHUFFLE_REDRAWS} times only")
         warnings.warn(
             f"{kind} {L0} bp backgrounds hold planted motifs before any is planted: "
             + ", ".join(f"{c} in {f:.1%}" for c, f in held.items() if f)
             + " of them (forward strand; a motif expected more than once per background is "
-            "not kept out, and a shuffle of X is redrawn up to "
-            f"{_SHUFFLE_REDRAWS} times only), so they are not kept motif-free: 'none', 'a' and "
+            f"not kept out{redrawn}), so they are not kept motif-free: 'none', 'a' and "
             "'b' then already contain it and the effects shrink. Use shorter backgrounds (X cut "
             "to a window, or seq_len) or longer motifs; the fractions are in "
             "settings['backgrounds_with_motif']", UserWarning, stacklevel=2)
