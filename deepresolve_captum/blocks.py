@@ -787,6 +787,25 @@ def _tensor_digest(t):
     return hashlib.sha256(t.view(torch.uint8).numpy()).hexdigest()[:16]
 
 
+#: bytes of a non-contiguous numpy array copied at a time to be hashed (_array_digest)
+_HASH_CHUNK = 1 << 24
+
+
+def _array_digest(a):
+    """A short sha256 of a numpy array's bytes in C order (``a.tobytes()``'s), without a copy
+    of the whole array: a C-contiguous array's buffer is hashed where it is, any other is
+    copied a block of rows (along the first axis, about ``_HASH_CHUNK`` bytes) at a time."""
+    h = hashlib.sha256()
+    if a.ndim == 0 or a.flags.c_contiguous:
+        h.update(memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)))
+    else:
+        row = max(1, a[:1].nbytes)
+        step = max(1, _HASH_CHUNK // row)
+        for i in range(0, a.shape[0], step):
+            h.update(memoryview(np.ascontiguousarray(a[i:i + step]).reshape(-1).view(np.uint8)))
+    return h.hexdigest()[:16]
+
+
 #: what a plain value (recorded and compared as it is) may be
 _PLAIN = (type(None), bool, int, float, str)
 
@@ -802,7 +821,7 @@ def _value_digest(o, where, unchecked, depth=0):
                     sha256=_tensor_digest(o))
     if isinstance(o, np.ndarray) and o.dtype != object:
         return dict(type="ndarray", shape=list(o.shape), dtype=str(o.dtype),
-                    sha256=hashlib.sha256(np.ascontiguousarray(o).tobytes()).hexdigest()[:16])
+                    sha256=_array_digest(o))
     if isinstance(o, np.generic) and not isinstance(o, np.object_):
         o = o.item()
     if isinstance(o, _PLAIN):

@@ -598,3 +598,30 @@ def test_reshuffles_stop_when_the_composition_keeps_the_motif(monkeypatch):
                               "CCGGTT", X, n_backgrounds=64)
     assert r.settings["backgrounds_with_motif"] == {"CCGGTT": 0.0, "GATTAC": 0.0}
     assert len(calls) >= 2
+
+
+def test_numpy_forward_args_are_hashed_without_a_copy(monkeypatch):
+    """r1 n2: a numpy additional argument was hashed through np.ascontiguousarray(o).tobytes(),
+    a copy of all of it (763 MiB more for a 763 MiB array). Now a C-contiguous array's buffer is
+    hashed in place and any other is copied a block of rows at a time; the digest is the same."""
+    import hashlib
+    import tracemalloc
+
+    from deepresolve_captum import blocks
+
+    monkeypatch.setattr(blocks, "_HASH_CHUNK", 1 << 20, raising=False)
+    big = np.random.default_rng(0).random((2048, 1024))            # 16 MiB
+    for a in (big, big[:, ::2], big.T, big[::-1]):
+        tracemalloc.start()
+        try:
+            rec = blocks._value_digest(a, "a", [])
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 3 << 20, peak                                   # was >= 8 MiB
+        old = hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+        assert rec == dict(type="ndarray", shape=list(a.shape), dtype="float64", sha256=old)
+    for a in (np.array(2.5), np.zeros((0, 3)), np.arange(12).reshape(3, 4)[:, ::3],
+              (np.arange(6) > 2).reshape(2, 3).T):
+        assert blocks._array_digest(a) == hashlib.sha256(
+            np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
