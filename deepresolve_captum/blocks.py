@@ -158,6 +158,7 @@ def attribute_in_blocks(
     fiv_only: bool = True,
     verbose: bool = False,
     model: Optional[torch.nn.Module] = None,
+    upgrade: bool = False,
     **attribute_kwargs,
 ):
     r"""Run ``optimizer.attribute`` in blocks of targets, saving each block as it ends; resume.
@@ -200,12 +201,33 @@ def attribute_in_blocks(
             fingerprint hashes. None (default): ``forward_func`` itself when it is an
             nn.Module, else the modules found behind the callable without running it: a
             ``functools.partial``'s function and arguments, ``__wrapped__``, a bound
-            method's object, the variables of a function's closure and the globals its code
-            names, a callable object's attributes (``lambda x: net(x)[:, 0]`` finds ``net``).
-            When none is found only the layer's own weights are hashed (none for a pooling
-            layer), with a warning that a resume cannot detect changed weights: pass the
-            model here then. The layer is hashed too when it is in none of these modules.
-            run.json's ``weights_checked`` lists what was hashed.
+            method's object, the variables of a function's closure, its default arguments
+            (``lambda x, m=m: m(x)``) and the globals its code loads (not attribute names:
+            ``lambda x: w.model(x)`` looks at ``w``, not at a global ``model``), and the
+            attributes of the objects found so that are modules or lists, tuples or dicts of
+            them (``w.model``; a callable object's own, a bound method's object's own)
+            (``lambda x: net(x)[:, 0]`` finds ``net``). This may take modules the forward
+            never runs (an EMA copy or a helper held by the same object): a resume is then
+            refused when their weights change, and the message names the module (e.g.
+            ``forward_func: global 'net'``, ``forward_func: closure variable 'net'``,
+            ``forward_func.__self__.ema``) and says that ``model=`` pins the check to the
+            module the forward runs: a resume with ``model=`` goes on when every module it
+            names has the weights the run recorded for one of its modules. When none is
+            found only the layer's own weights are hashed (none for a pooling layer), with a
+            warning that a resume cannot detect changed weights: pass the model here then.
+            The layer is hashed too when it is in none of these modules. run.json's
+            ``weights_checked`` lists what was hashed and ``weights`` a hash per module.
+        upgrade (bool): go on with a run started by an earlier version of
+            deepresolve_captum that did not record everything this one checks: numpy
+            arrays, lists, tuples, dicts and numpy scalars among ``additional_forward_args``
+            (recorded by type name only), the weights behind a forward callable that is not
+            an nn.Module (only the layer's own were hashed), or a hash per module. Such a
+            folder is refused without it, with a message that names what was not recorded
+            (not a change of this call); with ``upgrade=True`` this call's fingerprints of
+            those entries are written into run.json (and checked by later resumes) and the
+            finished blocks are read. Use it only with the arguments and weights the run was
+            started with. Everything that version did record must still match. No effect on
+            a new folder or one this version wrote.
         \**attribute_kwargs: passed to every block's ``attribute`` call. Those that change the
             results (``init_scale``, ``lr``, ``max_steps``, ``tol``, ``patience``,
             ``attribute_to_layer_input``, ``target_only_head``) are recorded and must match on
@@ -233,16 +255,18 @@ def attribute_in_blocks(
 
     Raises:
         ValueError: the folder's run.json was written with other settings (the message names
-            each one; use a new folder, or delete this one to start over) or by another version
-            of deepresolve_captum (another run.json format), or cannot be read (the message
-            says how to keep the finished blocks); ``folder`` is a file or empty;
+            each one, and for the weights the module(s) that differ; use a new folder, or
+            delete this one to start over) or by another version of deepresolve_captum
+            (another run.json format; or one that did not record all that this version
+            checks: ``upgrade``), or cannot be read (the message says how to keep the finished
+            blocks); ``folder`` is a file or empty;
             ``block_size``, ``n_starts`` or ``l2`` not valid (``l2=True`` included); ``init``
             given; the layer is not reached by the forward, or is called more than once.
         OSError: ``folder`` cannot be created or written (checked before any model work).
         TypeError: ``return_scores`` or an argument ``attribute`` does not take;
             ``fiv_only``, ``verbose``, ``attribute_to_layer_input`` or ``target_only_head``
-            not True or False (numpy's bools and the ints 1 and 0 count, as ``attribute``
-            takes them; a string such as "False" is not read by its truthiness);
+            or ``upgrade`` not True or False (numpy's bools and the ints 1 and 0 count, as
+            ``attribute`` takes them; a string such as "False" is not read by its truthiness);
             ``model`` not an nn.Module.
 
     A block file that cannot be read (e.g. cut short by a full disk) is recomputed, with a
@@ -265,6 +289,7 @@ def attribute_in_blocks(
     kwargs = _check_kwargs(attribute_kwargs)
     fiv_only = _check_flag("fiv_only", fiv_only)
     verbose = _check_flag("verbose", verbose)
+    upgrade = _check_flag("upgrade", upgrade)
     _check_model(model)
     # what the run is: its targets, the layer's shape (one cheap forward, which refuses a bad
     # layer or target before any folder is made) ...
@@ -277,7 +302,7 @@ def attribute_in_blocks(
         _check_writable(folder)
         settings = _settle_run(optimizer, inputs, additional_forward_args, folder, targets,
                                layer_shape, n_starts, fiv_only, block_size, l2, seed, kwargs,
-                               verbose, model)
+                               verbose, model, upgrade)
     except BaseException:
         # a run that never started (e.g. interrupted in the l2 probes) leaves no empty folder,
         # nor the parents this call created (mkdir(parents=True)); only empty folders, and
@@ -482,10 +507,11 @@ def _check_kwargs(kwargs):
 
 
 def _settle_run(optimizer, inputs, additional_forward_args, folder, targets, layer_shape,
-                n_starts, fiv_only, block_size, l2, seed, kwargs, verbose, model):
+                n_starts, fiv_only, block_size, l2, seed, kwargs, verbose, model, upgrade=False):
     """The run's settings: folder/run.json when it matches this call (a resume), else resolved
     now (seed drawn, lambda chosen once over all targets) and written there."""
     scope = _weight_scope(optimizer, model)
+    model_digest, weights = _model_fingerprint(scope)
     settings = dict(
         targets=targets, n_starts=n_starts, fiv_only=fiv_only, block_size=block_size,
         **{k: kwargs[k] for k in _RESULT_KWARGS},
@@ -493,9 +519,11 @@ def _settle_run(optimizer, inputs, additional_forward_args, folder, targets, lay
         inputs=_fingerprint(_as_tuple(inputs)),
         additional_forward_args=_fingerprint(_forward_args(additional_forward_args),
                                              "additional_forward_args"),
-        model=_model_fingerprint(scope),
-        # what the model fingerprint covers (recorded, not compared)
-        weights_checked=[f"{where}: {type(m).__name__}" for where, m in scope])
+        model=model_digest,
+        # what the model fingerprint covers, and its hash per module (recorded, not compared:
+        # they name the module whose weights differ when a resume is refused)
+        weights_checked=[f"{where}: {type(m).__name__}" for where, m in scope],
+        weights=weights)
 
     run_file = folder / RUN_FILE
     recorded = _read_run(run_file) if run_file.exists() else None
@@ -508,18 +536,27 @@ def _settle_run(optimizer, inputs, additional_forward_args, folder, targets, lay
             settings.update(l2=recorded.get("l2"), l2_auto=recorded.get("l2_auto"))
         else:
             settings.update(l2=l2, l2_auto=None)
-        differ = _differences(recorded, settings, asked_l2)
-        if differ and not any(folder.glob("block_*.npz")):
+        differ, older, hint = _differences(
+            recorded, settings, asked_l2, _forward_args(additional_forward_args), optimizer,
+            pinned=model is not None)
+        n_done = sum(1 for _ in folder.glob("block_*.npz"))
+        if (differ or older) and not n_done:
             warnings.warn(
                 f"folder {str(folder)!r} holds a run.json with other settings than this call "
-                f"({'; '.join(differ)}) but no finished block: starting that run over with "
-                "this call's settings", UserWarning, stacklevel=3)
+                f"({'; '.join(differ + [t for _, t in older])}) but no finished block: "
+                "starting that run over with this call's settings", UserWarning, stacklevel=3)
             recorded = None
         elif differ:
+            note = (f" (Besides, the earlier version of deepresolve_captum that started it did "
+                    f"not record {'; '.join(t for _, t in older)}.)" if older else "")
             raise ValueError(
                 f"folder {str(folder)!r} holds a run with other settings than this call "
                 f"({'; '.join(differ)}). Its blocks cannot be mixed with this call's: use a new "
-                "folder, or delete this one to start over.")
+                f"folder, or delete this one to start over.{hint}{note}")
+        elif older and not upgrade:
+            raise ValueError(_older_message(folder, recorded, older, n_done))
+        elif older:
+            settings = _upgraded(run_file, recorded, settings, older, n_done)
         else:
             settings = recorded
     if recorded is None:
@@ -540,6 +577,59 @@ def _settle_run(optimizer, inputs, additional_forward_args, folder, targets, lay
         _write(run_file, lambda f: f.write(_json_text(settings).encode()))
 
     return settings
+
+
+def _older_message(folder, recorded, older, n_done):
+    """The refusal of a folder whose run.json an earlier version wrote, where the only
+    differences are what that version did not record (``older`` [(key, what)])."""
+    versions = recorded.get("versions")
+    by = versions.get("version") if isinstance(versions, dict) else None
+    keys = sorted({dict(model="the model's weights").get(k, k) for k, _ in older})
+    return (
+        f"folder {str(folder)!r} holds a run started by an earlier version of "
+        f"deepresolve_captum{f' (its run.json says {by})' if by else ''}, which did not "
+        "record "
+        f"{'; '.join(t for _, t in older)}. Nothing says that this call differs from that run: "
+        f"this version just cannot check {' and '.join(keys)} against it. To go on with the run "
+        f"and keep its {n_done} finished block file(s), call again with the same arguments and "
+        "upgrade=True: run.json then records this call's fingerprints of them (a later resume "
+        "checks them) and the blocks are read, not recomputed. Only do so with the arguments "
+        "and weights the run was started with: blocks of another model or arguments would be "
+        "mixed. Or use a new folder")
+
+
+def _upgraded(run_file, recorded, settings, older, n_done):
+    """``upgrade=True`` on a folder of an earlier version (see :func:`_older_entries`): the
+    recorded settings with this call's fingerprints of the entries that version did not
+    record (the run_id stays, so the finished blocks are read), and the change noted under
+    ``upgraded``; written to run.json (a folder that cannot be written keeps its run.json,
+    with a warning: the blocks are read all the same)."""
+    keys = {k for k, _ in older}
+    now = plain(settings)
+    new = dict(recorded)
+    if "additional_forward_args" in keys:
+        new["additional_forward_args"] = now["additional_forward_args"]
+    if "model" in keys:
+        for k in ("model", "layer", "weights_checked", "weights"):
+            new[k] = now[k]
+    elif recorded.get("model") == now.get("model"):
+        # the same hash over the same modules: their per-module records can be added
+        for k in ("weights_checked", "weights"):
+            new.setdefault(k, now[k])
+    new["upgraded"] = list(recorded.get("upgraded") or []) + [dict(
+        by=provenance().get("version"), entries=[t for _, t in older],
+        time=time.strftime("%Y-%m-%d %H:%M:%S"))]
+    try:
+        _write(run_file, lambda f: f.write(_json_text(new).encode()))
+        where = f"{run_file} now records them"
+    except OSError as e:
+        where = f"{run_file} could not be written ({e.strerror or e}) and is as it was"
+    warnings.warn(
+        f"resuming a run started by an earlier version of deepresolve_captum, which did not "
+        f"record {'; '.join(t for _, t in older)}: this call's fingerprints are taken as the "
+        f"run's ({where}), and its {n_done} finished block file(s) are kept",
+        UserWarning, stacklevel=4)
+    return new
 
 
 def _probe_shapes(optimizer, inputs, target, additional_forward_args, on_input):
@@ -743,10 +833,15 @@ def _read_run(run_file):
     return s
 
 
-def _differences(recorded, settings, asked_l2):
-    """One 'name: folder has X, this call Y' per compared setting that differs."""
+def _differences(recorded, settings, asked_l2, extra_args, optimizer, pinned=False):
+    """(differ, older, hint): ``differ`` one 'name: folder has X, this call Y' per compared
+    setting that differs; ``older`` [(key, what)] for the entries that differ only because an
+    earlier version of deepresolve_captum wrote run.json and did not record them as this one
+    does (:func:`_older_entries`), so that the folder is not said to hold other settings;
+    ``hint`` a sentence to add when the model's weights differ ('' otherwise)."""
     now = plain(settings)
-    out = []
+    older = _older_entries(recorded, now, extra_args, optimizer)
+    out, hint = [], ""
     for k in _COMPARED:
         a, b = recorded.get(k), now.get(k)
         if k == "l2":
@@ -758,8 +853,133 @@ def _differences(recorded, settings, asked_l2):
                 continue       # the recorded lambda, an "auto" run's included
         if a == b:
             continue
+        if k == "additional_forward_args" and isinstance(a, list) and isinstance(b, list) \
+                and len(a) == len(b):
+            # each argument by itself: those recorded by type name only are in ``older``
+            told = {i for key, _, i in older if key == k}
+            out += [_describe(f"{k}[{i}]", x, y) for i, (x, y) in enumerate(zip(a, b))
+                    if x != y and i not in told]
+            continue
+        if any(key == k for key, *_ in older):
+            continue
+        if k == "model":
+            text, hint = _describe_weights(recorded, now, optimizer, pinned)
+            if text:
+                out.append(text)
+            continue
         out.append(_describe(k, a, b))
+    return out, [(key, what) for key, what, _ in older if what], hint
+
+
+def _older_entries(recorded, now, extra_args, optimizer):
+    """[(key, what, index)] for the run.json entries that differ from this call's only because
+    an earlier version wrote them, ``what`` saying what that version did not record:
+
+    - ``additional_forward_args[i]``: recorded by its type name only (``'ndarray'``,
+      ``'list'``, ``'float32'``: 922584b and before), where this version records a hash;
+    - ``model`` and ``layer`` of a forward callable that is not an nn.Module, in a run.json
+      without ``weights_checked`` (922584b and before): only the layer's own weights were
+      hashed and the layer's name not recorded. Counted only while the layer's weights match
+      the recorded hash (what that version did check);
+    - ``model`` (and the layer's name) in a run.json with ``weights_checked`` but no per-module
+      ``weights`` whose list of modules differs from this call's: that version's search also
+      took modules the forward never runs (attribute names read as globals), and one hash over
+      all of them cannot be compared module by module.
+    """
+    out = []
+    a, b = recorded.get("additional_forward_args"), now.get("additional_forward_args")
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == len(extra_args):
+        for i, (x, y, obj) in enumerate(zip(a, b, extra_args)):
+            if x != y and isinstance(x, str) and not isinstance(y, str) and \
+                    x == type(obj).__name__:
+                out.append(("additional_forward_args",
+                            f"the value of additional_forward_args[{i}] (a {x}: only its "
+                            "type name)", i))
+    rec_layer, now_layer = recorded.get("layer"), now.get("layer")
+    same_cls = (isinstance(rec_layer, dict) and isinstance(now_layer, dict)
+                and rec_layer.get("cls") == now_layer.get("cls"))
+    old_callable = ("weights_checked" not in recorded
+                    and _owning_module(optimizer.forward_func) is None)
+    if old_callable and same_cls and rec_layer.get("name") is None:
+        out.append(("layer", "", None))         # that version did not name the layer
+    if recorded.get("model") != now.get("model"):
+        if old_callable:
+            old, _ = _model_fingerprint([("layer", optimizer.layer)])
+            if recorded.get("model") == old:
+                n = old["n_values"]
+                out.append(("model", "the weights behind a forward callable that is not an "
+                            f"nn.Module (it hashed only the layer's own weights, "
+                            f"{type(optimizer.layer).__name__}: {n} values, which match; this "
+                            f"version hashes those of {_listed(now.get('weights_checked'))})",
+                            None))
+        elif "weights" not in recorded and isinstance(recorded.get("weights_checked"), list) \
+                and recorded["weights_checked"] != now.get("weights_checked"):
+            out.append(("model", "a hash per module, and its search for the modules behind "
+                        "forward_func took modules the forward does not run (attribute names "
+                        "read as globals, the attributes of attributes): it hashed "
+                        f"{_listed(recorded['weights_checked'])} together, this version hashes "
+                        f"{_listed(now.get('weights_checked'))}", None))
+            if same_cls:
+                out.append(("layer", "", None))
     return out
+
+
+def _listed(where):
+    return ", ".join(map(str, where)) if isinstance(where, list) and where else "none"
+
+
+def _describe_weights(recorded, now, optimizer, pinned):
+    """('model: ...' naming the module(s) whose weights differ from the run's, hint), or
+    ('', '') when ``model=`` was given (``pinned``) and every module it names has the weights
+    the run recorded for one of its modules (the check pinned to the module the forward runs).
+    Without per-module records (a run.json of an earlier version) only the list is named."""
+    rec, cur = recorded.get("weights"), now.get("weights")
+    hint = ""
+    several = max(len(recorded.get("weights_checked") or ()),
+                  len(now.get("weights_checked") or ())) > 1
+    if not isinstance(optimizer.forward_func, torch.nn.Module) and not pinned and several:
+        hint = (" The weights checked are those of every module found behind forward_func "
+                "(run.json's weights_checked), some of which it may never run: "
+                "model=<the nn.Module forward_func runs> pins the check to that module (a "
+                "resume with model= goes on when that module has the weights the run "
+                "recorded for one of its modules).")
+    if "weights_checked" not in recorded and _owning_module(optimizer.forward_func) is None:
+        return (f"model: the layer's own weights ({type(optimizer.layer).__name__}), the only "
+                "weights hashed by the earlier version of deepresolve_captum that started this "
+                "run, differ from the run's" + _sha_note(recorded, now), "")
+    if not isinstance(rec, dict) or not isinstance(cur, dict):
+        checked = recorded.get("weights_checked") or ["forward_func"]
+        return (f"model: the weights of {_listed(checked)}"
+                " differ from the run's (its run.json, from an earlier version, holds one hash "
+                "over them: which one differs cannot be told)" + _sha_note(recorded, now), hint)
+    if pinned and all(any(v == r for r in rec.values()) for v in cur.values()):
+        return "", ""
+    parts = []
+    changed = [w for w in cur if w in rec and cur[w] != rec[w]]
+    if changed:
+        parts.append("the weights of " + ", ".join(
+            f"{w} ({cur[w].get('cls')})" for w in changed) + " differ from the run's")
+    new = [w for w in cur if w not in rec]
+    if new:
+        match = [w for w in new if any(cur[w] == r for r in rec.values())]
+        parts.append("this call checks " + ", ".join(
+            f"{w} ({cur[w].get('cls')}"
+            + (", with the weights of one the run checked" if w in match else "") + ")"
+            for w in new) + ", which the run did not")
+    gone = [w for w in rec if w not in cur]
+    if gone:
+        parts.append("the run checked " + ", ".join(
+            f"{w} ({rec[w].get('cls')})" for w in gone) + ", which this call does not find")
+        if all(w == "model" or w.startswith("model[") for w in rec) and not pinned:
+            parts[-1] += " (the run was started with model=: pass the same model= again)"
+    return "model: " + "; ".join(parts) + _sha_note(recorded, now), hint
+
+
+def _sha_note(recorded, now):
+    a, b = recorded.get("model"), now.get("model")
+    a = a.get("sha256") if isinstance(a, dict) else a
+    b = b.get("sha256") if isinstance(b, dict) else b
+    return f" (model.sha256: the folder has {a!r}, this call {b!r})"
 
 
 def _describe(k, a, b):
@@ -857,36 +1077,75 @@ def _fingerprint(objs, what="inputs"):
     return out
 
 
-#: items of a list, tuple, dict or object __dict__ looked at for modules (_modules_behind)
+#: items of one list, tuple, dict or object __dict__ looked at for modules (_modules_behind)
 _MAX_ITEMS = 1000
+#: objects looked at in all by one search (_modules_behind): big nested containers reached from
+#: a forward's globals cost a bounded time
+_MAX_VISITS = 10000
+#: the instructions that read a global name (LOAD_NAME in module-level code, and 3.12's
+#: LOAD_FROM_DICT_OR_GLOBALS in class bodies)
+_GLOBAL_LOADS = frozenset(("LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"))
 
 
-def _modules_behind(forward_func, max_depth=4):
+def _loaded_globals(code, depth=0):
+    """The names ``code`` (and the code nested in it: lambdas, comprehensions, inner
+    functions) reads as globals, in order: the arguments of LOAD_GLOBAL / LOAD_NAME. Not
+    ``co_names``, which also holds every attribute name (``w.model`` names ``model``)."""
+    import dis
+    import types
+
+    names = [ins.argval for ins in dis.get_instructions(code) if ins.opname in _GLOBAL_LOADS]
+    if depth < 8:
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                names += _loaded_globals(c, depth + 1)
+    return names
+
+
+def _modules_behind(forward_func, max_depth=4, info=None):
     """[(where, module)]: the nn.Modules a forward callable runs, as far as they can be found
     without running it: the callable itself; a ``functools.partial``'s ``func``, ``args`` and
-    ``keywords``; ``__wrapped__`` (``functools.wraps``); a bound method's ``__self__``; the
-    variables of a function's closure; the globals its code (and the code nested in it, e.g.
-    a comprehension) names; the attributes of a callable object, or of a bound method's
-    object; the items (the first ``_MAX_ITEMS``) of lists, tuples and dicts found there. Followed ``max_depth`` levels deep; a module inside another found one
-    is dropped (its weights are hashed with its parent's)."""
+    ``keywords``; ``__wrapped__`` (``functools.wraps``); a bound method's ``__self__`` and
+    function; a function's closure variables, the globals its code (and the code nested in it,
+    e.g. a comprehension) loads (LOAD_GLOBAL, not attribute names: ``lambda x: w.model(x)``
+    looks at the global ``w``, not at a global named ``model``) and its default arguments
+    (``lambda x, m=m: m(x)``); and of any other object reached so (a callable object, a bound
+    method's object, a global or closure variable), its own attributes that are modules or
+    lists, tuples or dicts of them (``w.model``; not the attributes of its attributes). Lists,
+    tuples and dicts are looked into for their first ``_MAX_ITEMS`` items, ``max_depth`` levels
+    deep, and at most ``_MAX_VISITS`` objects are looked at in all (``info["truncated"]`` set
+    when the search stopped there, for a dict ``info``). A module inside another
+    found one is dropped (its weights are hashed with its parent's). ``where`` says how each
+    was found, e.g. ``forward_func: global 'net'``, ``forward_func: closure variable 'net'``,
+    ``forward_func.__self__.model``."""
     import functools
+    import itertools
     import types
 
     found, seen = [], set()
+    budget = [_MAX_VISITS]
 
-    def code_names(code):
-        names = list(code.co_names)
-        for c in code.co_consts:
-            if isinstance(c, types.CodeType):
-                names += code_names(c)
-        return names
+    def add(obj, where):
+        if all(m is not obj for _, m in found):
+            found.append((where, obj))
+
+    def items(obj):
+        if isinstance(obj, dict):
+            return ((f"[{k!r}]", v) for k, v in itertools.islice(obj.items(), _MAX_ITEMS))
+        return ((f"[{i}]", v) for i, v in enumerate(itertools.islice(obj, _MAX_ITEMS)))
 
     def visit(obj, where, depth):
         if isinstance(obj, torch.nn.Module):
-            if all(m is not obj for _, m in found):
-                found.append((where, obj))
+            add(obj, where)           # also once the budget is spent: found costs nothing
             return
-        if depth > max_depth or id(obj) in seen or isinstance(obj, (types.ModuleType, type)):
+        if budget[0] <= 0:
+            if info is not None:
+                info["truncated"] = True
+            return
+        budget[0] -= 1                # every object looked at, also those passed over
+        if depth > max_depth or id(obj) in seen or \
+                isinstance(obj, (types.ModuleType, type, Tensor, np.ndarray, np.generic, str,
+                                 bytes, int, float, complex, type(None))):
             return
         seen.add(id(obj))
         if isinstance(obj, functools.partial):
@@ -896,13 +1155,9 @@ def _modules_behind(forward_func, max_depth=4):
             for k, v in obj.keywords.items():
                 visit(v, f"{where}.keywords[{k!r}]", depth + 1)
             return
-        if isinstance(obj, (list, tuple)):
-            for i, v in enumerate(obj[:_MAX_ITEMS]):
-                visit(v, f"{where}[{i}]", depth + 1)
-            return
-        if isinstance(obj, dict):
-            for k, v in list(obj.items())[:_MAX_ITEMS]:
-                visit(v, f"{where}[{k!r}]", depth + 1)
+        if isinstance(obj, (list, tuple, dict)):
+            for key, v in items(obj):
+                visit(v, f"{where}{key}", depth + 1)
             return
         try:
             wrapped = getattr(obj, "__wrapped__", None)      # functools.wraps
@@ -914,21 +1169,37 @@ def _modules_behind(forward_func, max_depth=4):
             visit(obj.__self__, f"{where}.__self__", depth + 1)
             visit(obj.__func__, where, depth + 1)
         elif isinstance(obj, types.FunctionType):
-            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
+            code = obj.__code__
+            for name, cell in zip(code.co_freevars, obj.__closure__ or ()):
                 try:
                     value = cell.cell_contents
                 except ValueError:  # a cell not yet filled
                     continue
                 visit(value, f"{where}: closure variable {name!r}", depth + 1)
             g = obj.__globals__
-            for name in dict.fromkeys(code_names(obj.__code__)):
+            for name in dict.fromkeys(_loaded_globals(code)):
                 if name in g:
                     visit(g[name], f"{where}: global {name!r}", depth + 1)
-        elif not isinstance(obj, Tensor):
-            # a callable object's (or a bound method's object's) attributes
-            attrs = getattr(obj, "__dict__", None)
-            if isinstance(attrs, dict):
-                for name, value in list(attrs.items())[:_MAX_ITEMS]:
+            positional = code.co_varnames[:code.co_argcount]
+            defaults = obj.__defaults__ or ()
+            for name, v in zip(positional[len(positional) - len(defaults):], defaults):
+                visit(v, f"{where}: default {name!r}", depth + 1)
+            for name, v in (obj.__kwdefaults__ or {}).items():
+                visit(v, f"{where}: default {name!r}", depth + 1)
+        else:
+            # an object's own attributes that are modules, or lists, tuples or dicts of them
+            try:
+                attrs = vars(obj)
+            except TypeError:       # no __dict__ (an int, a slotted object)
+                return
+            if not isinstance(attrs, dict):
+                return
+            own = list(itertools.islice(attrs.items(), _MAX_ITEMS))
+            for name, value in own:           # modules first, then containers of them
+                if isinstance(value, torch.nn.Module):
+                    add(value, f"{where}.{name}")
+            for name, value in own:
+                if isinstance(value, (list, tuple, dict)):
                     visit(value, f"{where}.{name}", depth + 1)
 
     visit(forward_func, "forward_func", 0)
@@ -956,14 +1227,18 @@ def _weight_scope(optimizer, model):
     found: then only the layer's own weights are checked."""
     scope = _check_model(model)
     if scope is None:
-        scope = _modules_behind(optimizer.forward_func)
+        info = {}
+        scope = _modules_behind(optimizer.forward_func, info=info)
         if not scope:
+            stopped = (f" (the search stopped after {_MAX_VISITS} objects)"
+                       if info.get("truncated") else "")
             n = sum(t.numel() for t in optimizer.layer.state_dict().values()
                     if isinstance(t, Tensor))
             warnings.warn(
                 f"forward_func (a {type(optimizer.forward_func).__name__}) is not an nn.Module "
                 "and no nn.Module was found behind it (a partial's arguments, __wrapped__, a "
-                "bound method's object, its closure or the globals it names): only the "
+                "bound method's object, its closure, defaults or the globals it loads, and "
+                f"the module attributes of the objects found there){stopped}: only the "
                 f"layer's own weights ({type(optimizer.layer).__name__}, {n} values) are "
                 "fingerprinted, so a resume cannot detect that the model's weights changed. "
                 "Pass model=<the nn.Module> to attribute_in_blocks to have them checked",
@@ -975,19 +1250,27 @@ def _weight_scope(optimizer, model):
 
 
 def _model_fingerprint(scope):
-    """A hash over the parameters and buffers of the modules of ``scope`` [(where, module)],
-    in order and in state_dict order, and their count. For one module the same hash as
-    before ``scope`` was a list (a run of an nn.Module forward resumes as it did)."""
-    h, n = hashlib.sha256(), 0
-    for i, (_, module) in enumerate(scope):
+    """(model, weights): ``model`` a hash over the parameters and buffers of the modules of
+    ``scope`` [(where, module)], in order and in state_dict order, and their count (for one
+    module the same hash as before ``scope`` was a list: a run of an nn.Module forward resumes
+    as it did), compared on resume; ``weights`` {where: {cls, n_values, sha256}}, the same per
+    module, recorded so that a refused resume can name the module whose weights differ."""
+    h, n, weights = hashlib.sha256(), 0, {}
+    for i, (where, module) in enumerate(scope):
         prefix = f"{i}." if len(scope) > 1 else ""
+        own, own_n = hashlib.sha256(), 0
         for name, t in module.state_dict(keep_vars=True).items():
             if isinstance(t, Tensor):
-                h.update((prefix + name).encode())
-                h.update(str(t.dtype).encode())
-                h.update(_tensor_digest(t).encode())
-                n += t.numel()
-    return dict(n_values=n, sha256=h.hexdigest()[:16])
+                digest = _tensor_digest(t)
+                for hh, key in ((h, prefix + name), (own, name)):
+                    hh.update(key.encode())
+                    hh.update(str(t.dtype).encode())
+                    hh.update(digest.encode())
+                own_n += t.numel()
+        n += own_n
+        weights[where] = dict(cls=type(module).__name__, n_values=own_n,
+                              sha256=own.hexdigest()[:16])
+    return dict(n_values=n, sha256=h.hexdigest()[:16]), weights
 
 
 def _layer_info(optimizer, scope):

@@ -255,6 +255,7 @@ def test_negative_starts_tight_fits_and_transposed_ppms():
 
 # ================================================================== blocks.py
 import functools  # noqa: E402
+import re  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import weakref  # noqa: E402
@@ -625,3 +626,217 @@ def test_numpy_forward_args_are_hashed_without_a_copy(monkeypatch):
               (np.arange(6) > 2).reshape(2, 3).T):
         assert blocks._array_digest(a) == hashlib.sha256(
             np.ascontiguousarray(a).tobytes()).hexdigest()[:16]
+
+
+# ------------------------------------------------------------------ r1 m1, n3, n4: the search
+class _Wrapper:
+    def __init__(self, net, **other):
+        self.model = net
+        self.__dict__.update(other)
+
+    def predict(self, x):
+        return self.model(x)
+
+
+def test_the_module_search_takes_only_what_the_code_loads():
+    """r1 m1: the search took every name in co_names, attribute names included, so in
+    ``lambda t: w.model(t)`` a global called ``model`` was hashed too (a notebook's other
+    model), and it walked the attributes of attributes. n4: default arguments
+    (``lambda x, m=m: m(x)``, the usual way to bind a loop variable) were not searched."""
+    from deepresolve_captum.blocks import _modules_behind
+
+    m, other = _small(), _small()
+    holder = type("Holder", (), {})()
+    holder.net = _small()                            # an attribute of an attribute
+    g = {"w": _Wrapper(m, config=holder), "model": other}
+    fwd = eval("lambda t: w.model(t)", g)                        # co_names: ('w', 'model')
+    assert [(w, mod) for w, mod in _modules_behind(fwd)] == [
+        ("forward_func: global 'w'.model", m)]                   # 'model' was found too
+    g = {"net": m, "torch": torch, "model": other}
+    fwd = eval("lambda t: torch.sigmoid(net(t)).model", g)       # .model: an attribute
+    assert [mod for _, mod in _modules_behind(fwd)] == [m]
+    # defaults, positional and keyword-only
+    assert _modules_behind(lambda x, m=m: m(x)) == [("forward_func: default 'm'", m)]
+
+    def kw_only(x, *, net=m):
+        return net(x)
+
+    assert _modules_behind(kw_only) == [("forward_func: default 'net'", m)]
+    # a bound method's object: its own module attributes (and lists of them)
+    ens = _Wrapper(m, extra=[other])
+    assert [w for w, _ in _modules_behind(ens.predict)] == [
+        "forward_func.__self__.model", "forward_func.__self__.extra[0]"]
+
+
+def test_the_module_search_is_bounded_on_big_containers():
+    """r1 n3: dicts were listed whole before their first 1000 items were taken (a 20M-item dict:
+    +1.3 GB), and only each container's items were bounded (1000 lists x 1000 tuples: 2-4 s)."""
+    import time
+    import tracemalloc
+
+    from deepresolve_captum.blocks import _modules_behind
+
+    m = _small()
+    big = _Wrapper(m, index={i: i for i in range(300_000)})
+    nested = _Wrapper(m, peaks={f"chr{i}": [(j, j + 1) for j in range(1000)]
+                                for i in range(1000)})
+    tracemalloc.start()
+    try:
+        assert [mod for _, mod in _modules_behind(big.predict)] == [m]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 << 20, peak                      # was ~30 MB: list(dict.items())
+    t0 = time.perf_counter()
+    assert [mod for _, mod in _modules_behind(nested.predict)] == [m]
+    assert time.perf_counter() - t0 < 0.5            # was 2-4 s
+    # the budget of objects is spent on the big container, and says so; a module attribute
+    # is found all the same, wherever it comes among the attributes
+    late = _Wrapper(None, peaks=nested.peaks)
+    late.zz = m
+    info = {}
+    assert [mod for _, mod in _modules_behind(late.predict, info=info)] == [m]
+    assert info == {"truncated": True}
+
+
+def test_a_refused_resume_names_the_module_whose_weights_differ_and_model_pins_it(tmp_path):
+    """r1 m1: with every module found hashed into one sha256, a resume refused because an unused
+    helper module held by the forward's object changed (re-initialised in a new process) said
+    only 'model.sha256: the folder has X, this call Y'. Now run.json keeps a hash per module,
+    the refusal names the module and says model= pins the check, and a resume with model= goes
+    on when that module has the weights the run recorded for it."""
+    m = _small()
+    helper = nn.Linear(1, 1)                              # held, never run by predict
+    p = _Wrapper(m, helper=helper)
+    opt = LayerFeatureOptimizer(p.predict, m.pool)
+    folder = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*eval mode")
+        _run(opt, folder)
+        s = json.loads((folder / "run.json").read_text())
+        assert s["weights_checked"] == ["forward_func.__self__.model: PaperCNN",
+                                        "forward_func.__self__.helper: Linear"]
+        with torch.no_grad():
+            helper.weight.add_(1.0)
+        with pytest.raises(ValueError, match=r"model: the weights of "
+                                             r"forward_func\.__self__\.helper \(Linear\) differ "
+                                             r"from the run's \(model\.sha256: the folder has .*"
+                                             r"model=<the nn\.Module forward_func runs> pins the "
+                                             r"check to that module"):
+            _run(opt, folder)                                    # named no module
+        assert list(s["weights"]) == ["forward_func.__self__.model",
+                                      "forward_func.__self__.helper"]
+        _run(opt, folder, model=m)                               # was refused as well
+        assert opt.diagnostics.settings["blocks_read"] == 1
+        assert json.loads((folder / "run.json").read_text()) == s     # run.json untouched
+        with torch.no_grad():
+            m.fc2.bias.add_(1.0)                                 # the model itself changed
+        with pytest.raises(ValueError, match=r"model: this call checks model \(PaperCNN\), "
+                                             r"which the run did not; the run checked "
+                                             r"forward_func\.__self__\.model \(PaperCNN\), "
+                                             r"forward_func\.__self__\.helper \(Linear\), which "
+                                             r"this call does not find"):
+            _run(opt, folder, model=m)
+        # a run started with model= is told to pass it again
+        _run(opt, tmp_path / "pinned", model=m)
+        with pytest.raises(ValueError, match=r"the run checked model \(PaperCNN\), which this "
+                                             r"call does not find \(the run was started with "
+                                             r"model=: pass the same model= again\)"):
+            _run(opt, tmp_path / "pinned")
+
+
+def _as_older_version(folder, **entries):
+    """Rewrite folder/run.json as 922584b (or 57f2b68..this fix) wrote it: the given entries
+    replaced, and weights_checked / weights dropped as named; run_id kept, so that the block
+    files still belong to it, as they did to the older version's run.json."""
+    path = folder / "run.json"
+    s = json.loads(path.read_text())
+    for k, v in entries.items():
+        if v is None:
+            s.pop(k, None)
+        else:
+            s[k] = v
+    path.write_text(json.dumps(s))
+    return s
+
+
+def test_folders_of_the_older_version_resume_with_upgrade_keeping_their_blocks(tmp_path):
+    """r1 m2: a folder started by 922584b (numpy / list arguments recorded by type name; the
+    weights behind a forward callable not hashed, only the layer's) was refused after the
+    upgrade as 'a run with other settings than this call ... delete this one to start over',
+    which blamed the user and threw away the finished blocks, and no way kept them (deleting
+    run.json and rerunning gives another run_id: every block is recomputed). Now the refusal
+    says what the older version did not record, and upgrade=True goes on with the blocks."""
+    net = _Scaled().eval()
+    cases = {
+        "ndarray": (LayerFeatureOptimizer(net, net.m.pool), (np.ones(3),),
+                    dict(additional_forward_args=["ndarray"], weights_checked=None,
+                         weights=None),
+                    r"the value of additional_forward_args\[0\] \(a ndarray: only its type "
+                    r"name\)"),
+        "lambda": (LayerFeatureOptimizer(lambda x: net(x, 1.0), net.m.pool), None,
+                   dict(model={"n_values": 0, "sha256": "e3b0c44298fc1c14"},
+                        layer={"cls": "MaxPool1d", "name": None}, weights_checked=None,
+                        weights=None),
+                   r"the weights behind a forward callable that is not an nn\.Module \(it "
+                   r"hashed only the layer's own weights, MaxPool1d: 0 values, which match"),
+    }
+    for name, (opt, afa, old, said) in cases.items():
+        folder = tmp_path / name
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*eval mode")
+            _run(opt, folder, additional_forward_args=afa, block_size=1)
+            before = _as_older_version(folder, **old)
+            with pytest.raises(ValueError) as e:
+                _run(opt, folder, additional_forward_args=afa, block_size=1)
+            msg = str(e.value)
+            assert "holds a run started by an earlier version of deepresolve_captum" in msg
+            assert re.search(said, msg), msg
+            assert "other settings than this call" not in msg and "start over" not in msg
+            assert "keep its 3 finished block file(s), call again with the same arguments " \
+                   "and upgrade=True" in msg
+            # deleting run.json would not keep them: another run_id
+            with pytest.warns(UserWarning, match="resuming a run started by an earlier "
+                                                 "version .*3 finished block file"):
+                _run(opt, folder, additional_forward_args=afa, block_size=1, upgrade=True)
+            d = opt.diagnostics.settings
+            assert (d["blocks_read"], d["blocks_computed"]) == (3, 0)
+            after = json.loads((folder / "run.json").read_text())
+            assert after["run_id"] == before["run_id"] and len(after["upgraded"]) == 1
+            assert "weights" in after and "weights_checked" in after
+            with warnings.catch_warnings():
+                warnings.filterwarnings("error", message="resuming a run")
+                _run(opt, folder, additional_forward_args=afa, block_size=1)   # plain resume
+            assert opt.diagnostics.settings["blocks_read"] == 3
+    # what the older version did record still has to match: upgrade=True does not pass it
+    opt = LayerFeatureOptimizer(net, net.m.pool)
+    folder = tmp_path / "real"
+    _run(opt, folder, additional_forward_args=(np.ones(3),))
+    _as_older_version(folder, additional_forward_args=["ndarray"], weights_checked=None,
+                      weights=None)
+    for upgrade in (False, True):
+        with pytest.raises(ValueError, match=r"other settings than this call \(n_starts: the "
+                                             r"folder has 2, this call 3\).*Besides, the "
+                                             r"earlier version .* did not record the value of "
+                                             r"additional_forward_args\[0\]"):
+            _run(opt, folder, additional_forward_args=(np.ones(3),), n_starts=3,
+                 upgrade=upgrade)
+    # a folder of the search before this fix (one hash over more modules than now found)
+    m = _small()
+    g = {"w": _Wrapper(m), "model": nn.Linear(2, 2)}
+    opt = LayerFeatureOptimizer(eval("lambda t: w.model(t)", g), m.pool)
+    folder = tmp_path / "search"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*eval mode")
+        _run(opt, folder)
+        _as_older_version(folder, weights=None, model={"n_values": 3284, "sha256": "0" * 16},
+                          weights_checked=["forward_func: global 'w'.model: PaperCNN",
+                                           "forward_func: global 'model': Linear"])
+        with pytest.raises(ValueError, match=r"did not record a hash per module, and its search "
+                                             r".*hashed forward_func: global 'w'\.model: "
+                                             r"PaperCNN, forward_func: global 'model': Linear "
+                                             r"together.*upgrade=True"):
+            _run(opt, folder)
+        with pytest.warns(UserWarning, match="resuming a run started by an earlier version"):
+            _run(opt, folder, upgrade=True)
+        assert opt.diagnostics.settings["blocks_read"] == 1
