@@ -134,7 +134,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=_int_at_least(1), default=1, help="torch threads")
     p.add_argument("--out", default="bench_out/encode422.csv",
                    help="per-model CSV, relative to the current folder (default: %(default)s); "
-                        "its folder is created if missing")
+                        "its folder is created, if missing, once every argument has been checked")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
 
@@ -171,20 +171,23 @@ def parse_args(argv=None):
     return args
 
 
-def check_output_file(parser, option, path):
-    """A file the run writes only at its end (``--out``), checked before any work: not a
-    folder, its folder created if missing, and writable; ``parser.error`` otherwise (a directory
-    or an unwritable path used to fail with a traceback after all the models had run)."""
-    path = Path(path)
-    if not str(path).strip():
+def check_output_file(parser, option, text):
+    """A file the run writes only at its end (``--out``), checked before any work and without
+    creating anything (``main`` makes its folder once every check has passed): a non-empty path,
+    not a folder, whose nearest existing ancestor is a writable folder (and the file, if there,
+    writable); ``parser.error`` otherwise (a directory or an unwritable path used to fail with a
+    traceback after all the models had run)."""
+    if not str(text).strip():       # before Path: Path("") is "."
         parser.error(f"{option}: empty path; name a file")
+    path = Path(text)
     if path.is_dir():
         parser.error(f"{option}: {path} is a folder; name a file (e.g. {path / 'encode422.csv'})")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        parser.error(f"{option}: cannot create the folder {path.parent}: {e.strerror or e}")
-    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+    anc = path.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        parser.error(f"{option}: cannot create the folder {path.parent}: {anc} is not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         parser.error(f"{option}: cannot write {path}")
 
 
@@ -298,6 +301,7 @@ def run_deepresolve(zoo, n_starts, l2, seed, batch=True, auto_inputs=None):
 
 def main(argv=None):
     args = parse_args(argv)  # every argument checked, models selected, known motifs found
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)   # only now that all checks passed
     torch.set_num_threads(args.threads)
     methods, meta, jaspar, known_ids = args.methods, args.meta, args.motifs, args.known_ids
     folder = Path(args.models)

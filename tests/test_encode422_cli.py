@@ -102,7 +102,7 @@ def test_known_motifs_by_base_id():
 
 
 def _run(folder, tmp_path, *extra):
-    out = tmp_path / "out.csv"
+    out = tmp_path / "new" / "sub" / "out.csv"     # main creates the folder (parse_args does not)
     return E.main(["--models", str(folder), "--subset", "CTCF,CEBPB", "--methods",
                    "deepresolve,saliency", "--starts", "2", "--n-pos", "5", "--n-candidates",
                    "50", "--out", str(out), *extra])
@@ -112,6 +112,7 @@ def test_jaspar2024_takes_the_known_motif_by_base_id(folder, tmp_path, capsys):
     """The 2016 ids of models.csv crashed after DeepResolve ran (KeyError 'MA0139.1', JASPAR2024
     holds MA0139.2)."""
     df = _run(folder, tmp_path, "--jaspar", "JASPAR2024")
+    assert (tmp_path / "new" / "sub" / "out.csv").is_file()
     assert df["known_id"].tolist() == ["MA0139.2", "MA0466.4"]
     assert df["jaspar2016_id"].tolist() == ["MA0139.1", "MA0466.2"]
     assert "MA0139.1 -> MA0139.2" in capsys.readouterr().out

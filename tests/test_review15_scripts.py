@@ -236,3 +236,26 @@ def test_example_interaction_table_names_the_planted_motifs():
     assert t["context"].tolist() == ["", "CAGGTC"]
     assert t["p_both"].tolist() == [r0.table["mean"]["both"], r1.table["mean"]["both"]]
     assert t["logic"].tolist() == [r0.logic, r1.logic]
+
+
+# ------------------------------------------------------------------ re-review r2
+
+def test_encode422_parse_args_creates_no_folder(tmp_path, monkeypatch, capsys):
+    """r2 m1: parse_args created --out's folder (default ./bench_out) before its other checks,
+    so a refused command, and every parse_args call in the tests, left a folder behind. The
+    folder is now made in main, after every check."""
+    E = _load("benchmarks/encode422.py")
+    monkeypatch.chdir(tmp_path)
+    nodata = str(tmp_path / "no_models_here")
+    assert "--models: no such folder" in _usage_error(capsys, E.parse_args, ["--models", nodata])
+    assert "--models: no such folder" in _usage_error(
+        capsys, E.parse_args, ["--models", nodata, "--out", "other/deeper/x.csv"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("text", ["", " "])
+def test_encode422_empty_out_is_refused(capsys, text):
+    """r2 n3: Path('') is '.', so --out '' was called a folder and the "empty path" branch could
+    not run."""
+    E = _load("benchmarks/encode422.py")
+    assert "--out: empty path; name a file" in _usage_error(capsys, E.parse_args, ["--out", text])
