@@ -74,9 +74,9 @@ def check_output_file(parser, option, path):
     """A file the run writes only at its end (``--json``), checked before any work: not a
     folder, its folder created if missing, and writable; ``parser.error`` otherwise (a missing
     folder used to end the run with a traceback after every model had trained)."""
-    path = Path(path)
-    if not str(path).strip():
+    if not str(path).strip():       # before Path: Path("") is "."
         parser.error(f"{option}: empty path; name a file")
+    path = Path(path)
     if path.is_dir():
         parser.error(f"{option}: {path} is a folder; name a file (e.g. {path / 'synthetic.json'})")
     try:
@@ -113,9 +113,11 @@ def _git_commit():
     try:
         head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
-                                "--untracked-files=no"], capture_output=True, text=True,
-                               timeout=10, check=True).stdout.strip()
+        # --no-optional-locks: a read-only status, which never refreshes (rewrites) .git/index
+        # under .git/index.lock while a git command of the user's may run in the same checkout
+        dirty = subprocess.run(["git", "--no-optional-locks", "-C", str(REPO), "status",
+                                "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
@@ -279,7 +281,7 @@ def main(argv=None):
     if args.n_random is None:
         args.n_random = args.n_sequences // 5
     check_sizes(p, args)
-    if args.json:
+    if args.json is not None:       # --json '' is refused, not ignored
         check_output_file(p, "--json", args.json)
     torch.set_num_threads(args.threads)
     settings = run_settings(args, argv)     # after set_num_threads: provenance records threads
@@ -312,7 +314,7 @@ def main(argv=None):
               flush=True)
     total = time.perf_counter() - t0
     print(f"# total {total:.0f} s", flush=True)
-    if args.json:
+    if args.json is not None:
         # the per-set rows stay at the top level ("one", "two") where readers find them
         settings["total_seconds"] = total
         Path(args.json).write_text(json.dumps(_jsonable(dict(settings=settings, **results))))

@@ -259,3 +259,38 @@ def test_encode422_empty_out_is_refused(capsys, text):
     not run."""
     E = _load("benchmarks/encode422.py")
     assert "--out: empty path; name a file" in _usage_error(capsys, E.parse_args, ["--out", text])
+
+
+@pytest.mark.parametrize("text", ["", " "])
+def test_synthetic_empty_json_is_refused_before_training(capsys, monkeypatch, text):
+    """r2 n3: --json '' trained every model and wrote no JSON, without a word."""
+    S = _load("benchmarks/synthetic.py")
+    monkeypatch.setattr(S, "run_synthetic", lambda *a, **k: pytest.fail("trained"))
+    assert "--json: empty path; name a file" in _usage_error(capsys, S.main,
+                                                              SYN_TINY + ["--json", text])
+
+
+def test_synthetic_git_commit_takes_no_index_lock(tmp_path, monkeypatch):
+    """r2 n2: `git status` refreshed (rewrote) .git/index when a tracked file's stat data was
+    stale, taking .git/index.lock while other git commands in the same checkout could run."""
+    S = _load("benchmarks/synthetic.py")
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    try:
+        subprocess.run(git + ["init", "-q"], check=True, capture_output=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("needs git")
+    f = tmp_path / "a.txt"
+    f.write_text("x\n")
+    subprocess.run(git + ["add", "a.txt"], check=True)
+    subprocess.run(git + ["commit", "-q", "-m", "a"], check=True)
+    st = f.stat()
+    os.utime(f, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))   # stale stat data only
+    index = tmp_path / ".git" / "index"
+    before = (index.read_bytes(), index.stat().st_mtime_ns)
+    monkeypatch.setattr(S, "REPO", tmp_path)
+    monkeypatch.delenv("GIT_OPTIONAL_LOCKS", raising=False)
+    commit = S._git_commit()
+    assert commit and not commit.endswith("+dirty"), commit      # same content: clean
+    assert (index.read_bytes(), index.stat().st_mtime_ns) == before
+    f.write_text("y\n")
+    assert S._git_commit().endswith("+dirty")
