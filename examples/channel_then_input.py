@@ -99,6 +99,23 @@ def interaction_table(results):
                                        "interaction_sem", "logic"])
 
 
+def pwm_title(c, best, hits, fhits, stands):
+    """A PWM panel's title: the ascent PWM's best TOMTOM match (``best``: one row per channel)
+    and, for a channel standing for a planted motif (``stands``), that motif's p-value labelled
+    by the PWM it belongs to: the fragments PWM's own (from ``fhits``) when it matches the motif,
+    else the ascent PWM's (from ``hits``) when the first line names another target."""
+    title = f"{best.loc[c, 'target_name']} (p={best.loc[c, 'p_value']:.0e})"
+    if stands:
+        m = stands[0]
+        f = fhits[(fhits["query"] == c) & (fhits["target_name"] == m)]
+        a = hits[(hits["query"] == c) & (hits["target_name"] == m)]
+        if len(f):
+            title += f"\nfragments ~ {m} (p={f['p_value'].min():.0e})"
+        elif len(a) and best.loc[c, "target_name"] != m:
+            title += f"\nascent ~ {m} (p={a['p_value'].min():.0e})"
+    return title
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     ap.add_argument("--out", default=str(REPO / "demo_out" / "channel_then_input"),
@@ -297,9 +314,7 @@ def main(argv=None):
         ax.set_xticks([])
         ax.tick_params(labelsize=6)
         stands = [m for m, ch in chosen.items() if ch == c]
-        ax.set_title(f"{best.loc[c, 'target_name']} (p={best.loc[c, 'p_value']:.0e})"
-                     + (f"\nfragments ~ {stands[0]} (p={planted_hit[c]['p_value']:.0e})"
-                        if stands else ""), fontsize=7, pad=2)
+        ax.set_title(pwm_title(c, best, hits, fhits, stands), fontsize=7, pad=2)
         if i == 0:
             ax.text(0.5, 1.6, "ascent PWM ~ TOMTOM best", transform=ax.transAxes,
                     ha="center", fontsize=8)

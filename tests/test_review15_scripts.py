@@ -294,3 +294,27 @@ def test_synthetic_git_commit_takes_no_index_lock(tmp_path, monkeypatch):
     assert (index.read_bytes(), index.stat().st_mtime_ns) == before
     f.write_text("y\n")
     assert S._git_commit().endswith("+dirty")
+
+
+def test_example_pwm_title_gives_the_fragments_own_p_value():
+    """r2 n1: the second line of a channel's PWM title, "fragments ~ M (p=...)", showed the best
+    planted-motif p over the ascent and the fragment hits, so the ascent's p when it was the
+    better one (ch 9: ascent CAGGTC 4.2e-06, fragments 1.3e-05, titled 4e-06)."""
+    import pandas as pd
+
+    X = _load("examples/channel_then_input.py")
+    best = pd.DataFrame({"target_name": ["CAGGTC", "GCTCAT"], "p_value": [4.2e-6, 2e-3]},
+                        index=pd.Index([9, 31], name="query"))
+    hits = pd.DataFrame({"query": [9, 31, 31], "target_name": ["CAGGTC", "GCTCAT", "CGCTTG"],
+                         "p_value": [4.2e-6, 2e-3, 4e-3]})
+    fhits = pd.DataFrame({"query": [9, 9, 31], "target_name": ["MA0001.1", "CAGGTC", "GCTCAT"],
+                          "p_value": [1e-6, 1.3e-5, 3e-7]})
+    title = lambda *a: X.pwm_title(*a)
+    assert title(9, best, hits, fhits, ["CAGGTC"]) == "CAGGTC (p=4e-06)\nfragments ~ CAGGTC (p=1e-05)"
+    assert title(31, best, hits, fhits, ["GCTCAT"]) == "GCTCAT (p=2e-03)\nfragments ~ GCTCAT (p=3e-07)"
+    assert title(31, best, hits, fhits, []) == "GCTCAT (p=2e-03)"
+    # chosen by its ascent PWM alone: no fragments p to show; the ascent's, labelled as such,
+    # unless the first line already gives it
+    nofrag = fhits[fhits["query"] != 9]
+    assert title(9, best, hits, nofrag, ["CAGGTC"]) == "CAGGTC (p=4e-06)"
+    assert title(31, best, hits, fhits, ["CGCTTG"]) == "GCTCAT (p=2e-03)\nascent ~ CGCTTG (p=4e-03)"
