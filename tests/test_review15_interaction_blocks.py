@@ -580,14 +580,14 @@ def test_reshuffles_stop_when_the_composition_keeps_the_motif(monkeypatch):
 
     monkeypatch.setattr(ersatz, "dinucleotide_shuffle", counted)
     g = torch.Generator().manual_seed(0)
-    idx = torch.multinomial(torch.tensor([0.75, 0.05, 0.05, 0.15]), 64 * 80, replacement=True,
-                            generator=g).reshape(64, 80)
+    idx = torch.multinomial(torch.tensor([0.75, 0.05, 0.05, 0.15]), 128 * 80, replacement=True,
+                            generator=g).reshape(128, 80)
     X = nn.functional.one_hot(idx, 4).permute(0, 2, 1).float()
     m = _Detectors("AAAAAAAA", "GCGCGCGC", 4, 4, 0, -2).eval()
     with pytest.warns(UserWarning, match=r"AAAAAAAA in \d+\.\d% of them .*reshuffled 1 time "
                                          r"only: the reshuffles stopped because fewer than 10% "
                                          r"of them came out motif-free"):
-        r = interaction_check(m, "AAAAAAAA", "GCGCGCGC", X, n_backgrounds=64)
+        r = interaction_check(m, "AAAAAAAA", "GCGCGCGC", X, n_backgrounds=128)
     assert len(calls) == 2                                   # was 21: the shuffle + 20 rounds
     assert r.settings["backgrounds_with_motif"]["AAAAAAAA"] > 0.5
     # where the reshuffles do free the shuffles, they go on (the 8-copies case above: 0 held)
@@ -599,6 +599,13 @@ def test_reshuffles_stop_when_the_composition_keeps_the_motif(monkeypatch):
                               "CCGGTT", X, n_backgrounds=64)
     assert r.settings["backgrounds_with_motif"] == {"CCGGTT": 0.0, "GATTAC": 0.0}
     assert len(calls) >= 2
+    # a few hard rows (under 64 reshuffles in all) get all 20 rounds, as before; many stop
+    from deepresolve_captum.interaction import _motif_free_shuffles
+
+    poly_a = _with_copies(1, 40, "A" * 40, [0])                  # every shuffle is poly-A
+    for n, rounds, stopped in ((2, 20, False), (3, 20, False), (100, 1, True)):
+        B, r, s = _motif_free_shuffles(poly_a.repeat(n, 1, 1), ["AAAAAAAA"], seed=0)
+        assert (r, s) == (rounds, stopped) and B.shape == (n, 4, 40)
 
 
 def test_numpy_forward_args_are_hashed_without_a_copy(monkeypatch):
