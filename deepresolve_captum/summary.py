@@ -261,6 +261,9 @@ class EnsembleSummary:
 
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+# the numpy scalar types whose repr (numpy >= 2) old settings hold: np.int64(3), np.str_('a')
+# (np.timedelta64, an np.signedinteger, is refused where they are called)
+_OLD_SCALARS = (np.bool_, np.integer, np.floating, np.str_)
 
 
 def _old_settings(text, what):
@@ -268,8 +271,10 @@ def _old_settings(text, what):
     ``ast.literal_eval`` alone refuses for what those versions stored: numpy scalars
     (``np.int64(3)``, numpy >= 2's repr; ``np.float64(...)``, ``np.True_``, ``np.str_('x')``)
     and a RandomState or Generator (``RandomState(MT19937) at 0x7F...``, read as the string
-    ``"RandomState(MT19937)"``, as save now writes it). Anything else that cannot be read
-    keeps the arrays: ``{"unparsed": text}``, with a warning. None if ``text`` is not a dict."""
+    ``"RandomState(MT19937)"``, as save now writes it). Only the bool, integer, floating and
+    str_ types are called, on a literal; nothing is evaluated. Anything else that cannot be
+    read (whatever it raises) keeps the arrays: ``{"unparsed": text}``, with a warning. None
+    if ``text`` is not a dict."""
     import ast
 
     def value(node):
@@ -294,16 +299,30 @@ def _old_settings(text, what):
         if isinstance(node, ast.Call) and not node.keywords and len(node.args) == 1 \
                 and isinstance(node.func, ast.Attribute) and isinstance(node.func.value, ast.Name) \
                 and node.func.value.id in ("np", "numpy"):           # np.int64(3), np.str_('a')
+            # only the types those versions wrote, on a number (a string for np.str_): no
+            # np.void(N) (N bytes allocated), np.bytes_, np.object_, datetime, complex
             kind = getattr(np, node.func.attr, None)
-            if isinstance(kind, type) and issubclass(kind, np.generic):
-                return kind(value(node.args[0])).item()
+            arg = node.args[0]
+            if isinstance(kind, type) and issubclass(kind, _OLD_SCALARS) \
+                    and not issubclass(kind, np.timedelta64) \
+                    and isinstance(arg, (ast.Constant, ast.UnaryOp, ast.Name)):
+                arg = value(arg)
+                if isinstance(arg, str) if issubclass(kind, np.str_) else \
+                        type(arg) in (bool, int, float):
+                    out = kind(arg).item()
+                    if type(out) in (bool, int, float, str):
+                        return out
         raise ValueError(f"not a literal: {ast.dump(node)[:60]}")
 
-    fixed = re.sub(r"\b(\w+\(\w*\)) at 0x[0-9a-fA-F]+", r"'\1'", text)
-    try:
-        settings = value(ast.parse(fixed, mode="eval").body)
-    except (ValueError, SyntaxError, TypeError, RecursionError, MemoryError):
-        settings = None
+    settings = None
+    try:                            # a plain literal first: as read before 3916df8
+        settings = ast.literal_eval(text)
+    except Exception:               # noqa: BLE001 -- anything unreadable takes the fallback
+        fixed = re.sub(r"\b(\w+\(\w*\)) at 0x[0-9a-fA-F]+", r"'\1'", text)
+        try:
+            settings = value(ast.parse(fixed, mode="eval").body)
+        except Exception:           # noqa: BLE001 -- (OverflowError: np.uint8(-1), ...)
+            settings = None
     if isinstance(settings, dict) or not text.lstrip().startswith("{"):
         return settings
     warnings.warn(f"{what}: its settings (written before they were saved as JSON) cannot be "

@@ -178,6 +178,43 @@ def test_unreadable_old_settings_keep_the_arrays(tmp_path):
         EnsembleSummary.load(path)
 
 
+@pytest.mark.parametrize("text", [
+    "{'a': np.void(64)}",                        # np.void(N) allocated N bytes (400 MB: 3.6 KB file)
+    "{'a': np.bytes_(b'x')}", "{'a': np.object_(1)}", "{'a': np.datetime64('2020-01-01')}",
+    "{'a': np.timedelta64(5)}", "{'a': np.complex128(1)}", "{'a': np.float64([1, 2])}",
+    "{'a': np.str_(np.bytes_(b'x'))}", "{'a': np.str_(3)}", "{'a': np.int64('3')}",
+    "{'a': np.longdouble(1)}", "{'a': np.generic(1)}",
+    # these raised OverflowError / AttributeError out of load
+    "{'a': np.int64(99999999999999999999)}", "{'a': np.uint8(-1)}",
+    "{'a': np.int64(10**30)}", "{'a': __import__('os').getcwd()}",
+    "{'a': " + "[" * 300 + "]" * 300 + "}",
+])
+def test_old_settings_take_only_the_numpy_scalars_old_versions_wrote(tmp_path, text):
+    """review 15c r3 m2, n1: the old-settings reader called any numpy scalar type on any literal
+    (np.void(400000000) in a 3.6 KB file allocated 763 MiB on load), and an OverflowError or
+    AttributeError (np.int64(<beyond int64>), np.uint8(-1), np.object_(1)) came out of load
+    instead of the promised fallback. Only np.bool_ / integer / floating types on a number and
+    np.str_ on a string are read; anything else keeps the arrays: {'unparsed': text}, warned."""
+    s, path = _with_settings(tmp_path, "odd.npz", text)
+    with pytest.warns(UserWarning, match="settings .* cannot be read; loaded as settings="):
+        back = EnsembleSummary.load(path)
+    assert back.settings == {"unparsed": text}
+    np.testing.assert_array_equal(back.il, s.il)
+
+
+def test_old_settings_with_an_address_inside_a_string_read_as_before(tmp_path):
+    """review 15c r3 n1: the address rewrite (RandomState(MT19937) at 0x...) also rewrote inside
+    quoted strings, so a dict ast.literal_eval read before 3916df8 loaded as 'unparsed'. Plain
+    literal_eval is tried first."""
+    text = "{'max_components': 3, 'note': 'layer Conv1d() at 0x10 of run 3', 'z': {1, 2}}"
+    _, path = _with_settings(tmp_path, "str.npz", text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        back = EnsembleSummary.load(path)
+    assert back.settings == {"max_components": 3, "note": "layer Conv1d() at 0x10 of run 3",
+                             "z": {1, 2}}
+
+
 # ---------------------------------------------------------------------------------------------
 # n4: n_jobs checked at the door
 
