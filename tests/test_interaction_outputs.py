@@ -213,3 +213,82 @@ def test_flags_and_channel_ids_are_not_read_by_truthiness():
                             attribute_to_layer_input=np.False_).shape == (1,)
     interaction_check(m, "ACG", "TTA", X, sample_pwm=np.True_, n_backgrounds=np.int64(4),
                       random_state=np.int64(3))
+
+
+def _one_hot(s):
+    return nn.functional.one_hot(torch.as_tensor(["ACGT".index(c) for c in s]), 4).T.float()
+
+
+def _forced_and_hard(n_forced=96, n_hard=64, L=200, seed=0):
+    """n_forced rows whose AA count forces AAAAAA in every dinucleotide shuffle, then n_hard
+    A-rich rows whose shuffles often (not always) hold it."""
+    rng = np.random.default_rng(seed)
+    forced = ["A" * 120 + "".join(rng.choice(list("CGT"), L - 120)) for _ in range(n_forced)]
+    hard = ["".join(rng.choice(list("ACGT"), L, p=[.42, .58 / 3, .58 / 3, .58 / 3]))
+            for _ in range(n_hard)]
+    return torch.stack([_one_hot(s) for s in forced + hard])
+
+
+def test_reshuffles_stop_per_row_not_for_all_rows():
+    """r4 m2: the early stop was decided over all rows: with 96 rows whose composition forces
+    AAAAAA and 64 where it is only likely, every row stopped after one round and 30% of the
+    freeable rows kept the motif. Now only rows that hold it 5 reshuffles in a row stop; the
+    others go on and are (nearly all) freed."""
+    from deepresolve_captum.datasets import contains
+    from deepresolve_captum.interaction import _motif_free_shuffles
+
+    src = _forced_and_hard()
+    B, rounds, stopped, freed = _motif_free_shuffles(src, ["AAAAAA"], 0)
+    held = contains(B.argmax(1).numpy(), "AAAAAA")
+    assert held[:96].all()                                  # forced: kept, as before
+    assert held[96:].mean() <= 0.1                          # was 0.30 (all stopped at round 1)
+    assert 96 <= stopped < 96 + 8 and freed >= 20 and rounds >= 5     # was 1 round
+
+
+def test_reshuffles_without_a_stopped_row_draw_as_without_the_early_stop(monkeypatch):
+    """r4 m2: where no row stops early, the rounds draw exactly what they drew with no early
+    stop at all (the loop is the same until a row stops)."""
+    from deepresolve_captum import interaction as I
+
+    src = _forced_and_hard(n_forced=0, n_hard=16)           # under 64 reshuffles: none stops
+    B, rounds, stopped, _ = I._motif_free_shuffles(src, ["AAAAAA"], 3)
+    monkeypatch.setattr(I, "_SHUFFLE_MIN_TRIED", 10**9)
+    B0, rounds0, stopped0, _ = I._motif_free_shuffles(src, ["AAAAAA"], 3)
+    assert stopped == stopped0 == 0 and rounds == rounds0 and torch.equal(B, B0)
+
+
+def test_the_reshuffle_warning_names_stopped_and_freed_rows_apart():
+    """r4 m2: the warning said the composition stopped the reshuffles of all rows; it names the
+    share of backgrounds stopped for their composition and the share freed by reshuffling."""
+    X = _forced_and_hard()
+    with pytest.warns(UserWarning) as rec:
+        interaction_check(_Net(), "AAAAAA", "CGCGCG", X, n_backgrounds=160, random_state=0)
+    msg = " ".join(str(w.message) for w in rec)
+    m = re.search(r"(\d+\.\d)% of the backgrounds were not reshuffled further after holding one "
+                  r"in 5 reshuffles in a row .*?, (\d+\.\d)% were freed by reshuffling", msg)
+    assert m, msg
+    assert 60.0 <= float(m[1]) < 65.0 and float(m[2]) >= 12.5
+
+
+def test_classify_interaction_reads_a_grad_tensor_without_a_warning():
+    """r4 n1: float() of a tensor with requires_grad=True (the (y_ab - y_0).mean() of a model run
+    with grad) raised torch's UserWarning from interaction.py."""
+    from deepresolve_captum.interaction import classify_interaction
+
+    w = torch.tensor([0.1, 0.3], requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = classify_interaction(w.mean() * 0 + 0.01, torch.tensor(0.01), (w * 3).mean())
+    assert got == classify_interaction(0.01, 0.01, 0.6)
+
+
+@pytest.mark.parametrize("big", [10**400, -(10**400)], ids=["plus", "minus"])
+def test_a_huge_int_effect_is_a_value_error(big):
+    """r4 n2: 10**400 raised OverflowError (int too large to convert to float), not the
+    documented ValueError."""
+    from deepresolve_captum.interaction import classify_interaction
+
+    with pytest.raises(ValueError, match="d_ab must be a finite number"):
+        classify_interaction(0.1, 0.1, big)
+    with pytest.raises(ValueError, match="sems must|finite"):
+        classify_interaction(0.1, 0.1, 0.2, sems=[0.01, 0.01, abs(big)])
