@@ -298,10 +298,30 @@ def _partial_name(run, name):
 _PARTIAL_RUN = r"\.([1-9][0-9]{0,9})-[0-9a-f]{8}-([0-9a-f]{8})\.(.+)"
 
 
+#: files naming this boot and this machine: the PID namespace's link alone is the same
+#: constant (pid:[4026531836]) on every host's init namespace, so two hosts of one name
+#: sharing an NFS folder had one tag and removed each other's live files (review r4 m3)
+_HOST_ID_FILES = ("/proc/sys/kernel/random/boot_id", "/etc/machine-id")
+
+
+def _host_ids():
+    """The readable, non-empty contents of ``_HOST_ID_FILES`` (boot id, machine id), in order
+    (a missing one is ''); None when none can be read: then no tag tells this host apart."""
+    ids = []
+    for path in _HOST_ID_FILES:
+        try:
+            with open(path, encoding="ascii", errors="replace") as f:
+                ids.append(f.read(200).strip())
+        except OSError:
+            ids.append("")
+    return ids if any(ids) else None
+
+
 def _host_tag():
-    """8 hex digits naming this host's process ids (a hash of the host name and the PID
-    namespace): a temporary file's PID says whether its run is alive only where this tag is
-    the file's (NFS folders are shared by hosts, a host's containers have PIDs of their own)."""
+    """8 hex digits naming this host's process ids (a hash of the host name, the boot id, the
+    machine id and the PID namespace): a temporary file's PID says whether its run is alive
+    only where this tag is the file's (NFS folders are shared by hosts, a host's containers
+    have PIDs of their own, a host's next boot reuses PIDs)."""
     import hashlib
     import os
     import socket
@@ -310,7 +330,8 @@ def _host_tag():
         space = os.readlink("/proc/self/ns/pid")
     except (OSError, AttributeError):   # no /proc (macOS), no readlink
         space = ""
-    return hashlib.sha256(f"{socket.gethostname()}\0{space}".encode()).hexdigest()[:8]
+    ids = "\0".join(_host_ids() or ())
+    return hashlib.sha256(f"{socket.gethostname()}\0{space}\0{ids}".encode()).hexdigest()[:8]
 
 
 def _remove_stale_partials(out):
@@ -319,11 +340,13 @@ def _remove_stale_partials(out):
     PID is no running process. Nothing else is touched: other hosts' files (their PIDs cannot
     be checked here), a running PID's (a live run, or the PID reused: kept to be safe), links,
     folders, the ``.NAME.previous-*`` copies. A file that cannot be removed is left. Nothing is
-    removed where ``os.kill(pid, 0)`` does not test a process (Windows: it would end it)."""
+    removed where ``os.kill(pid, 0)`` does not test a process (Windows: it would end it), nor
+    where neither the boot id nor the machine id can be read (macOS, a locked-down /proc): the
+    tag could then be another host's of the same name, whose live files must stay."""
     import os
     import re
 
-    if os.name != "posix":
+    if os.name != "posix" or _host_ids() is None:
         return
     host = _host_tag()
     try:

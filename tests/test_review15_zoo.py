@@ -416,3 +416,50 @@ def test_real_models_name_the_ones_that_stopped_early(shared_dir):
     assert all((n in named) == bool(k) for n, k in open_.items())
     full = summarize_zoo(zoo, n_starts=3)
     assert full.settings["model_converged"] == [True] * 4    # the default 2000 steps suffice
+
+
+def test_the_host_tag_tells_same_named_hosts_apart_by_boot_and_machine_id(tmp_path,
+                                                                          monkeypatch):
+    """Review 15 r4 m3: the tag hashed the host name and the PID namespace's link, which is
+    the constant pid:[4026531836] in every host's init namespace: two machines of one name
+    sharing an NFS --out had one tag, and each removed the other's live temporary files as a
+    dead PID's. The boot id (and machine id) are now in the tag; where neither can be read,
+    no temporary file is removed at all."""
+    def ids(boot, machine):
+        files = []
+        for name, text in (("boot_id", boot), ("machine-id", machine)):
+            p = tmp_path / name
+            if text is None:
+                p.unlink(missing_ok=True)
+            else:
+                p.write_text(text + "\n")
+            files.append(str(p))
+        monkeypatch.setattr(cli, "_HOST_ID_FILES", tuple(files), raising=False)
+
+    ids("707dffa9-fc3d-4da0-80f2-a0d508a75315", "3d1219c7c4c5404aaa1f6d2a48adfda4")
+    here = cli._host_tag()
+    ids("0b4f03c2-1111-4a4a-9e9e-000000000001", "3d1219c7c4c5404aaa1f6d2a48adfda4")  # a clone
+    other = cli._host_tag()
+    assert other != here
+    ids("0b4f03c2-1111-4a4a-9e9e-000000000001", None)            # no machine id: boot id does
+    assert cli._host_tag() not in (here, other)
+
+    out = tmp_path / "out"
+    out.mkdir()
+    dead = 4000000                      # no such PID here (pid_max is at most 4194304)
+    assert not cli._running(dead)
+    ids("707dffa9-fc3d-4da0-80f2-a0d508a75315", "3d1219c7c4c5404aaa1f6d2a48adfda4")
+    mine = out / cli._partial_name(f"{dead}-0123abcd-{cli._host_tag()}", "ofiv.csv")
+    ids("0b4f03c2-1111-4a4a-9e9e-000000000001", "3d1219c7c4c5404aaa1f6d2a48adfda4")
+    clone = out / cli._partial_name(f"{dead}-0123abcd-{cli._host_tag()}", "ofiv.csv")
+    ids("707dffa9-fc3d-4da0-80f2-a0d508a75315", "3d1219c7c4c5404aaa1f6d2a48adfda4")
+    for p in (mine, clone):
+        p.write_text("partial")
+    cli.write_together(out, {"x.txt": lambda p: Path(p).write_text("x")})
+    assert not mine.exists() and clone.exists()       # the clone's live file is left alone
+
+    ids(None, None)                                    # nothing tells this host apart
+    stale = out / cli._partial_name(f"{dead}-0123abcd-{cli._host_tag()}", "ofiv.csv")
+    stale.write_text("partial")
+    cli.write_together(out, {"x.txt": lambda p: Path(p).write_text("y")})
+    assert stale.exists() and (out / "x.txt").read_text() == "y"
