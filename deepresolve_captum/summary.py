@@ -6,7 +6,6 @@ an estimator object to 0, so their OFIV is always the plain weighted mean.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import numbers
 import re
@@ -869,7 +868,7 @@ def _fit_all(il, max_components, random_state, covariance_type, reg_covar, n_job
                 if bar is not None:
                     bar.update(1)
             return fits
-        from joblib import Parallel, delayed, effective_n_jobs
+        from joblib import Parallel, delayed, effective_n_jobs, wrap_non_picklable_objects
         # one task per block of targets, not per target: a target's fits take ~10 ms, not much
         # more than joblib's cost of sending a task. At 2,000 targets x 320 channels on 2 quiet
         # cores, warm pool, medians of 3: serial 27.1 s, per-target tasks 16.3 s (1.66x),
@@ -878,10 +877,13 @@ def _fit_all(il, max_components, random_state, covariance_type, reg_covar, n_job
         n = max(1, effective_n_jobs(n_jobs))
         blocks = [b for b in np.array_split(np.arange(C), min(C, 4 * n)) if len(b)]
         fits = []
-        with Parallel(n_jobs=n_jobs) as parallel, _fits_by_value():
+        # cloudpickled whatever the backend's pickler (multiprocessing's is pickle's, which
+        # sends functions by reference only); the worker gets the copy itself
+        fit_block = wrap_non_picklable_objects(_fit_block_by_value(), keep_wrapper=False)
+        with Parallel(n_jobs=n_jobs) as parallel:
             for i in range(0, len(blocks), n):   # n blocks at a time, for the progress bar
                 group = blocks[i:i + n]
-                for part in parallel(delayed(_fit_block)(il[b], *args) for b in group):
+                for part in parallel(delayed(fit_block)(il[b], *args) for b in group):
                     fits.extend(part)
                 if bar is not None:
                     bar.update(sum(len(b) for b in group))
@@ -891,35 +893,23 @@ def _fit_all(il, max_components, random_state, covariance_type, reg_covar, n_job
             bar.close()
 
 
-@contextlib.contextmanager
-def _fits_by_value():
-    """Within this block, joblib's workers get ``_fit_block`` and ``_fit_one`` by value
-    (cloudpickle, which joblib's default loky backend pickles tasks with), not by reference:
-    by reference, each worker imported this module, and with it the package: torch, captum
-    and matplotlib, none of which a GMM fit needs. Measured on the 2 shared cores (load
-    average ~6): a fresh worker's first task took 4.5 s of CPU (23 s wall) before, 1.6 s
-    (7.5 s wall: numpy, scipy, scikit-learn) after. Without cloudpickle (or before 2.0) the
-    functions go by reference, as before. The results are the same either way."""
-    try:
-        import cloudpickle
-        register = cloudpickle.register_pickle_by_value
-        registered = cloudpickle.list_registry_pickle_by_value()
-    except (ImportError, AttributeError):
-        yield
-        return
-    import sys
-    module = sys.modules[__name__]
-    mine = module.__name__ not in registered
-    if mine:
-        register(module)
-    try:
-        yield
-    finally:
-        if mine:
-            try:
-                cloudpickle.unregister_pickle_by_value(module)
-            except ValueError:      # another thread's summarize unregistered it first
-                pass
+def _fit_block_by_value():
+    """A copy of ``_fit_block`` (calling its own copy of ``_fit_one``) over globals of its own:
+    numpy and warnings. joblib's default loky backend pickles tasks with cloudpickle, which
+    sends a function by reference when it is a module's attribute -- each worker then imported
+    this module, and with it the package: torch, captum and matplotlib, none of which a GMM fit
+    needs (a fresh worker's first task: 4.5 s of CPU, 23 s wall on the 2 shared cores at load
+    ~6; 1.6 s, 7.5 s wall with numpy, scipy and scikit-learn only). The copies are no module's
+    attribute, so they go by value, and nothing is registered with cloudpickle's process-wide
+    registry (registering this module sent EnsembleSummary by value in every other joblib job
+    of the process meanwhile). _fit_all wraps the copy for backends that pickle with pickle
+    (multiprocessing); the threading backend calls it as it is. The results are the same
+    either way. A global name the two functions use must be in ``g``."""
+    import builtins
+    import types
+    g = {"np": np, "warnings": warnings, "__builtins__": builtins}
+    g["_fit_one"] = types.FunctionType(_fit_one.__code__, g, "_fit_one")
+    return types.FunctionType(_fit_block.__code__, g, "_fit_block")
 
 
 def _fit_block(il_rows, max_components, random_state, covariance_type, reg_covar):

@@ -340,3 +340,57 @@ with Parallel(n_jobs=2) as par:          # the same (reused) workers
     fitted = [mods for _, mods in seen if "sklearn.mixture" in mods]
     assert fitted, seen                    # the probes ran where the fits ran
     assert all(mods == ["sklearn.mixture"] for mods in fitted), seen
+
+
+def test_parallel_fits_register_nothing_for_pickling_by_value(monkeypatch):
+    """review 15c r3 m1: summarize(n_jobs>1) registered the whole summary module with
+    cloudpickle's process-wide registry for the length of the fits, so any other joblib job in
+    the process meanwhile sent EnsembleSummary by value (a different class in the worker:
+    == False, plot_ofiv raised). The fits now send per-call copies of _fit_block / _fit_one
+    (by value because they are no module's attribute) and register nothing."""
+    import pickle
+
+    import cloudpickle
+    import joblib
+
+    from deepresolve_captum import summary as S
+    seen = []
+    real = joblib.Parallel
+
+    class Spy(real):
+        def __call__(self, tasks):
+            tasks = list(tasks)
+            func = tasks[0][0]
+            seen.append((sorted(cloudpickle.list_registry_pickle_by_value()),
+                         len(cloudpickle.dumps(EnsembleSummary)),      # by reference: short
+                         pickle.loads(cloudpickle.dumps(func)) is S._fit_block,
+                         func is S._fit_block))
+            back = pickle.loads(pickle.dumps(func))         # multiprocessing's pickler too
+            assert back.__module__ is None and back.__code__ == S._fit_block.__code__
+            return super().__call__(tasks)
+
+    monkeypatch.setattr(joblib, "Parallel", Spy)
+    rng = np.random.default_rng(6)
+    f = rng.normal(size=(12, 6, 10))
+    f[:, :3, :4] += 3
+    sc = rng.uniform(1, 2, (12, 6))
+    with joblib.parallel_config(backend="threading"):
+        assert summarize(f, sc, n_jobs=2) == summarize(f, sc)
+    assert seen
+    for registry, size, by_reference, same in seen:
+        assert registry == [] and size < 200 and not by_reference and not same, seen[0]
+    assert cloudpickle.list_registry_pickle_by_value() == set()
+    # the copies use only names their own globals hold (a new helper would need adding there,
+    # or the worker would import the package for it)
+    block = S._fit_block_by_value()
+    one = block.__globals__["_fit_one"]
+    assert block.__module__ is None and one.__module__ is None
+    import builtins
+    import dis
+    for fn in (block, one):
+        codes = [fn.__code__] + [c for c in fn.__code__.co_consts if hasattr(c, "co_code")]
+        names = {i.argval for c in codes for i in dis.get_instructions(c)
+                 if i.opname in ("LOAD_GLOBAL", "LOAD_NAME")}
+        assert "_fit_one" in names or fn is one
+        for name in names - set(vars(builtins)):
+            assert name in fn.__globals__, name
