@@ -210,9 +210,11 @@ def attribute_in_blocks(
             never runs (an EMA copy or a helper held by the same object): a resume is then
             refused when their weights change, and the message names the module (e.g.
             ``forward_func: global 'net'``, ``forward_func: closure variable 'net'``,
-            ``forward_func.__self__.ema``) and says that ``model=`` pins the check to the
-            module the forward runs: a resume with ``model=`` goes on when every module it
-            names has the weights the run recorded for one of its modules. When none is
+            ``forward_func.__self__.ema``); ``model=`` pins the check to the module the
+            forward runs for a run started with it. A resume makes the same choice as the
+            run's start: a run started with ``model=`` is resumed with the same ``model=``
+            (the weights of each module given are compared with those the run recorded for
+            it), one started without it is resumed without it; otherwise it is refused. When none is
             found only the layer's own weights are hashed (none for a pooling layer), with a
             warning that a resume cannot detect changed weights: pass the model here then.
             The layer is hashed too when it is in none of these modules. run.json's
@@ -225,9 +227,13 @@ def attribute_in_blocks(
             folder is refused without it, with a message that names what was not recorded
             (not a change of this call); with ``upgrade=True`` this call's fingerprints of
             those entries are written into run.json (and checked by later resumes) and the
-            finished blocks are read. Use it only with the arguments and weights the run was
-            started with. Everything that version did record must still match. No effect on
-            a new folder or one this version wrote.
+            finished blocks are read. By passing it the caller asserts that what that version
+            did not record is unchanged since the run started: it cannot be checked, and
+            blocks of other weights or arguments would be mixed. Everything that version did
+            record must still match, and is checked as that version computed it (its one
+            hash over the modules it listed is recomputed now; weights that differ from it
+            are refused, ``upgrade=True`` or not). No effect on a new folder or one this
+            version wrote.
         \**attribute_kwargs: passed to every block's ``attribute`` call. Those that change the
             results (``init_scale``, ``lr``, ``max_steps``, ``tol``, ``patience``,
             ``attribute_to_layer_input``, ``target_only_head``) are recorded and must match on
@@ -538,7 +544,7 @@ def _settle_run(optimizer, inputs, additional_forward_args, folder, targets, lay
             settings.update(l2=l2, l2_auto=None)
         differ, older, hint = _differences(
             recorded, settings, asked_l2, _forward_args(additional_forward_args), optimizer,
-            pinned=model is not None)
+            pinned=model is not None, model=model)
         n_done = sum(1 for _ in folder.glob("block_*.npz"))
         if (differ or older) and not n_done:
             warnings.warn(
@@ -589,13 +595,13 @@ def _older_message(folder, recorded, older, n_done):
         f"folder {str(folder)!r} holds a run started by an earlier version of "
         f"deepresolve_captum{f' (its run.json says {by})' if by else ''}, which did not "
         "record "
-        f"{'; '.join(t for _, t in older)}. Nothing says that this call differs from that run: "
-        f"this version just cannot check {' and '.join(keys)} against it. To go on with the run "
+        f"{'; '.join(t for _, t in older)}. All that run recorded matches this call, but "
+        f"this version cannot check {' and '.join(keys)} against it. To go on with the run "
         f"and keep its {n_done} finished block file(s), call again with the same arguments and "
         "upgrade=True: run.json then records this call's fingerprints of them (a later resume "
-        "checks them) and the blocks are read, not recomputed. Only do so with the arguments "
-        "and weights the run was started with: blocks of another model or arguments would be "
-        "mixed. Or use a new folder")
+        "checks them) and the blocks are read, not recomputed. Only do so if what was not "
+        "recorded is unchanged since the run started (upgrade=True asserts it): blocks of "
+        "another model or arguments would be mixed. Or use a new folder")
 
 
 def _upgraded(run_file, recorded, settings, older, n_done):
@@ -833,14 +839,15 @@ def _read_run(run_file):
     return s
 
 
-def _differences(recorded, settings, asked_l2, extra_args, optimizer, pinned=False):
+def _differences(recorded, settings, asked_l2, extra_args, optimizer, pinned=False,
+                 model=None):
     """(differ, older, hint): ``differ`` one 'name: folder has X, this call Y' per compared
     setting that differs; ``older`` [(key, what)] for the entries that differ only because an
     earlier version of deepresolve_captum wrote run.json and did not record them as this one
     does (:func:`_older_entries`), so that the folder is not said to hold other settings;
     ``hint`` a sentence to add when the model's weights differ ('' otherwise)."""
     now = plain(settings)
-    older = _older_entries(recorded, now, extra_args, optimizer)
+    older = _older_entries(recorded, now, extra_args, optimizer, model)
     out, hint = [], ""
     for k in _COMPARED:
         a, b = recorded.get(k), now.get(k)
@@ -871,7 +878,7 @@ def _differences(recorded, settings, asked_l2, extra_args, optimizer, pinned=Fal
     return out, [(key, what) for key, what, _ in older if what], hint
 
 
-def _older_entries(recorded, now, extra_args, optimizer):
+def _older_entries(recorded, now, extra_args, optimizer, model=None):
     """[(key, what, index)] for the run.json entries that differ from this call's only because
     an earlier version wrote them, ``what`` saying what that version did not record:
 
@@ -884,7 +891,9 @@ def _older_entries(recorded, now, extra_args, optimizer):
     - ``model`` (and the layer's name) in a run.json with ``weights_checked`` but no per-module
       ``weights`` whose list of modules differs from this call's: that version's search also
       took modules the forward never runs (attribute names read as globals), and one hash over
-      all of them cannot be compared module by module.
+      all of them cannot be compared module by module. Counted only while that version's
+      hash, recomputed now (:func:`_legacy_fingerprint`), matches the recorded one: a
+      difference there is a change of the weights, which ``upgrade=True`` does not pass.
     """
     out = []
     a, b = recorded.get("additional_forward_args"), now.get("additional_forward_args")
@@ -913,11 +922,13 @@ def _older_entries(recorded, now, extra_args, optimizer):
                             f"version hashes those of {_listed(now.get('weights_checked'))})",
                             None))
         elif "weights" not in recorded and isinstance(recorded.get("weights_checked"), list) \
-                and recorded["weights_checked"] != now.get("weights_checked"):
+                and recorded["weights_checked"] != now.get("weights_checked") \
+                and recorded.get("model") == _legacy_fingerprint(optimizer, model):
             out.append(("model", "a hash per module, and its search for the modules behind "
                         "forward_func took modules the forward does not run (attribute names "
                         "read as globals, the attributes of attributes): it hashed "
-                        f"{_listed(recorded['weights_checked'])} together, this version hashes "
+                        f"{_listed(recorded['weights_checked'])} together (that hash, recomputed "
+                        "now, matches), this version hashes "
                         f"{_listed(now.get('weights_checked'))}", None))
             if same_cls:
                 out.append(("layer", "", None))
@@ -929,20 +940,33 @@ def _listed(where):
 
 
 def _describe_weights(recorded, now, optimizer, pinned):
-    """('model: ...' naming the module(s) whose weights differ from the run's, hint), or
-    ('', '') when ``model=`` was given (``pinned``) and every module it names has the weights
-    the run recorded for one of its modules (the check pinned to the module the forward runs).
-    Without per-module records (a run.json of an earlier version) only the list is named."""
+    """('model: ...' naming the module(s) whose weights differ from the run's, hint). A run
+    started with ``model=`` (run.json's ``weights`` under ``model`` / ``model[i]``) and resumed
+    without it, or the other way round, is told to resume with the same choice: a pinned
+    module is compared only with the hash recorded under its own label. Without per-module
+    records (a run.json of an earlier version) only the list is named."""
     rec, cur = recorded.get("weights"), now.get("weights")
     hint = ""
     several = max(len(recorded.get("weights_checked") or ()),
                   len(now.get("weights_checked") or ())) > 1
     if not isinstance(optimizer.forward_func, torch.nn.Module) and not pinned and several:
         hint = (" The weights checked are those of every module found behind forward_func "
-                "(run.json's weights_checked), some of which it may never run: "
-                "model=<the nn.Module forward_func runs> pins the check to that module (a "
-                "resume with model= goes on when that module has the weights the run "
-                "recorded for one of its modules).")
+                "(run.json's weights_checked), some of which it may never run. A resume checks "
+                "what the run's start checked: restore the weights the run was started with, "
+                "or use a new folder; there, model=<the nn.Module forward_func runs> pins the "
+                "check to that module (a run started with model= is resumed with the same "
+                "model=).")
+    was_pinned = _pinned_in(recorded)
+    if was_pinned != bool(pinned):
+        checked = _listed(recorded.get("weights_checked"))
+        how = ("with model= (it checked " + checked + "), this call passes none: resume with "
+               "the same model= again" if was_pinned else
+               "without model= (it checked the modules found behind forward_func: " + checked
+               + "), this call passes model=: resume without model=, as the run was started")
+        return (f"model: the run was started {how}, or start a new folder (a resume makes the "
+                "same choice as the run's start: the weights of a module given as model= are "
+                "never matched against those the run recorded for another)"
+                + _sha_note(recorded, now), "")
     if "weights_checked" not in recorded and _owning_module(optimizer.forward_func) is None:
         return (f"model: the layer's own weights ({type(optimizer.layer).__name__}), the only "
                 "weights hashed by the earlier version of deepresolve_captum that started this "
@@ -952,8 +976,6 @@ def _describe_weights(recorded, now, optimizer, pinned):
         return (f"model: the weights of {_listed(checked)}"
                 " differ from the run's (its run.json, from an earlier version, holds one hash "
                 "over them: which one differs cannot be told)" + _sha_note(recorded, now), hint)
-    if pinned and all(any(v == r for r in rec.values()) for v in cur.values()):
-        return "", ""
     parts = []
     changed = [w for w in cur if w in rec and cur[w] != rec[w]]
     if changed:
@@ -970,9 +992,18 @@ def _describe_weights(recorded, now, optimizer, pinned):
     if gone:
         parts.append("the run checked " + ", ".join(
             f"{w} ({rec[w].get('cls')})" for w in gone) + ", which this call does not find")
-        if all(w == "model" or w.startswith("model[") for w in rec) and not pinned:
-            parts[-1] += " (the run was started with model=: pass the same model= again)"
     return "model: " + "; ".join(parts) + _sha_note(recorded, now), hint
+
+
+def _pinned_in(recorded):
+    """Whether the run of ``recorded`` (run.json) was started with ``model=``: its modules
+    are recorded as ``model`` or ``model[i]`` (and ``layer``)."""
+    rec = recorded.get("weights")
+    if isinstance(rec, dict):
+        names = list(rec)
+    else:
+        names = [str(w).rsplit(": ", 1)[0] for w in recorded.get("weights_checked") or ()]
+    return any(n == "model" or n.startswith("model[") for n in names)
 
 
 def _sha_note(recorded, now):
@@ -1082,6 +1113,13 @@ _MAX_ITEMS = 1000
 #: objects looked at in all by one search (_modules_behind): big nested containers reached from
 #: a forward's globals cost a bounded time
 _MAX_VISITS = 10000
+#: the leading items of a list, tuple or dict looked at to tell data (numbers, strings,
+#: arrays: passed over) from a holder of modules or objects (_modules_behind)
+_PEEK_ITEMS = 16
+#: attributes of attributes followed from an object (``self.inner.backbone``: 2)
+_MAX_HOPS = 3
+#: values with no modules in them (_modules_behind passes them over at no cost)
+_VALUES = (Tensor, np.ndarray, np.generic, str, bytes, int, float, complex, type(None))
 #: the instructions that read a global name (LOAD_NAME in module-level code, and 3.12's
 #: LOAD_FROM_DICT_OR_GLOBALS in class bodies)
 _GLOBAL_LOADS = frozenset(("LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"))
@@ -1100,6 +1138,21 @@ def _loaded_globals(code, depth=0):
             if isinstance(c, types.CodeType):
                 names += _loaded_globals(c, depth + 1)
     return names
+
+
+def _attribute_names(code, depth=0):
+    """The names ``code`` (and the code nested in it) reads as attributes (``mods.net``:
+    ``net``), in order: the arguments of LOAD_ATTR / LOAD_METHOD."""
+    import dis
+    import types
+
+    out = [ins.argval for ins in dis.get_instructions(code)
+           if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(ins.argval, str)]
+    if depth < 8:
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                out += _attribute_names(c, depth + 1)
+    return list(dict.fromkeys(out))
 
 
 def _modules_behind(forward_func, max_depth=4, info=None):
@@ -1124,6 +1177,7 @@ def _modules_behind(forward_func, max_depth=4, info=None):
 
     found, seen = [], set()
     budget = [_MAX_VISITS]
+    names = {}                        # id(Python module) -> the attribute names the code reads
 
     def add(obj, where):
         if all(m is not obj for _, m in found):
@@ -1134,20 +1188,48 @@ def _modules_behind(forward_func, max_depth=4, info=None):
             return ((f"[{k!r}]", v) for k, v in itertools.islice(obj.items(), _MAX_ITEMS))
         return ((f"[{i}]", v) for i, v in enumerate(itertools.islice(obj, _MAX_ITEMS)))
 
-    def visit(obj, where, depth):
+    def plain(obj):
+        # an object whose attributes may hold modules: not a function, class, Python module
+        # or value
+        if isinstance(obj, (types.FunctionType, types.MethodType, types.BuiltinFunctionType,
+                            types.ModuleType, type, functools.partial) + _VALUES):
+            return False
+        try:
+            return isinstance(getattr(obj, "__dict__", None), dict)
+        except Exception:             # a __getattr__ that raises something else
+            return False
+
+    def holds_objects(obj):
+        # a container whose first items are all values (numbers, strings, arrays) is data,
+        # not a holder of modules: passed over without spending the budget on it
+        first = itertools.islice(obj.values() if isinstance(obj, dict) else obj, _PEEK_ITEMS)
+        return any(isinstance(v, (torch.nn.Module, list, tuple, dict)) or plain(v)
+                   for v in first)
+
+    def visit(obj, where, depth, hops=0):
         if isinstance(obj, torch.nn.Module):
             add(obj, where)           # also once the budget is spent: found costs nothing
             return
+        if depth > max_depth or id(obj) in seen or isinstance(obj, (type,) + _VALUES):
+            return                    # values passed over at no cost
         if budget[0] <= 0:
             if info is not None:
                 info["truncated"] = True
             return
-        budget[0] -= 1                # every object looked at, also those passed over
-        if depth > max_depth or id(obj) in seen or \
-                isinstance(obj, (types.ModuleType, type, Tensor, np.ndarray, np.generic, str,
-                                 bytes, int, float, complex, type(None))):
-            return
+        budget[0] -= 1                # every other object looked at
         seen.add(id(obj))
+        if isinstance(obj, (list, tuple, dict)) and not holds_objects(obj):
+            return                    # data: its items are not looked at one by one
+        if isinstance(obj, types.ModuleType):
+            # a Python module (``mods.net``): its attributes that the code reads by name
+            for name in names.get(id(obj), ()):
+                try:
+                    v = getattr(obj, name, None)
+                except Exception:     # a module __getattr__ that raises something else
+                    continue
+                if isinstance(v, (torch.nn.Module, list, tuple, dict)) or plain(v):
+                    visit(v, f"{where}.{name}", depth + 1)
+            return
         if isinstance(obj, functools.partial):
             visit(obj.func, f"{where}.func", depth + 1)
             for i, v in enumerate(obj.args):
@@ -1177,8 +1259,11 @@ def _modules_behind(forward_func, max_depth=4, info=None):
                     continue
                 visit(value, f"{where}: closure variable {name!r}", depth + 1)
             g = obj.__globals__
+            attr_names = _attribute_names(code)
             for name in dict.fromkeys(_loaded_globals(code)):
                 if name in g:
+                    if isinstance(g[name], types.ModuleType):
+                        names[id(g[name])] = attr_names
                     visit(g[name], f"{where}: global {name!r}", depth + 1)
             positional = code.co_varnames[:code.co_argcount]
             defaults = obj.__defaults__ or ()
@@ -1195,16 +1280,101 @@ def _modules_behind(forward_func, max_depth=4, info=None):
             if not isinstance(attrs, dict):
                 return
             own = list(itertools.islice(attrs.items(), _MAX_ITEMS))
-            for name, value in own:           # modules first, then containers of them
-                if isinstance(value, torch.nn.Module):
+            for name, value in own:           # modules first, then containers of them,
+                if isinstance(value, torch.nn.Module):      # then plain objects' attributes
                     add(value, f"{where}.{name}")
             for name, value in own:
                 if isinstance(value, (list, tuple, dict)):
+                    visit(value, f"{where}.{name}", depth + 1, hops)
+            if hops < _MAX_HOPS:
+                for name, value in own:
+                    if plain(value):
+                        visit(value, f"{where}.{name}", depth + 1, hops + 1)
+
+    visit(forward_func, "forward_func", 0)
+    inner = {id(sub) for _, m in found for sub in m.modules() if sub is not m}
+    return [(w, m) for w, m in found if id(m) not in inner]
+
+
+def _legacy_modules_behind(forward_func, max_depth=4):
+    """The module search of 57f2b68..21361f8 (kept as it was, to recompute the hash that a
+    run.json of those versions records: :func:`_legacy_fingerprint`): every name in the code's
+    ``co_names`` (attribute names too) looked up in its globals, and the attributes of objects
+    followed ``max_depth`` levels deep."""
+    import functools
+    import types
+
+    found, seen = [], set()
+
+    def code_names(code):
+        names = list(code.co_names)
+        for c in code.co_consts:
+            if isinstance(c, types.CodeType):
+                names += code_names(c)
+        return names
+
+    def visit(obj, where, depth):
+        if isinstance(obj, torch.nn.Module):
+            if all(m is not obj for _, m in found):
+                found.append((where, obj))
+            return
+        if depth > max_depth or id(obj) in seen or isinstance(obj, (types.ModuleType, type)):
+            return
+        seen.add(id(obj))
+        if isinstance(obj, functools.partial):
+            visit(obj.func, f"{where}.func", depth + 1)
+            for i, v in enumerate(obj.args):
+                visit(v, f"{where}.args[{i}]", depth + 1)
+            for k, v in obj.keywords.items():
+                visit(v, f"{where}.keywords[{k!r}]", depth + 1)
+            return
+        if isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj[:_MAX_ITEMS]):
+                visit(v, f"{where}[{i}]", depth + 1)
+            return
+        if isinstance(obj, dict):
+            for k, v in list(obj.items())[:_MAX_ITEMS]:
+                visit(v, f"{where}[{k!r}]", depth + 1)
+            return
+        try:
+            wrapped = getattr(obj, "__wrapped__", None)
+        except Exception:
+            wrapped = None
+        if wrapped is not None and wrapped is not obj:
+            visit(wrapped, f"{where}.__wrapped__", depth + 1)
+        if isinstance(obj, types.MethodType):
+            visit(obj.__self__, f"{where}.__self__", depth + 1)
+            visit(obj.__func__, where, depth + 1)
+        elif isinstance(obj, types.FunctionType):
+            for name, cell in zip(obj.__code__.co_freevars, obj.__closure__ or ()):
+                try:
+                    value = cell.cell_contents
+                except ValueError:
+                    continue
+                visit(value, f"{where}: closure variable {name!r}", depth + 1)
+            g = obj.__globals__
+            for name in dict.fromkeys(code_names(obj.__code__)):
+                if name in g:
+                    visit(g[name], f"{where}: global {name!r}", depth + 1)
+        elif not isinstance(obj, Tensor):
+            attrs = getattr(obj, "__dict__", None)
+            if isinstance(attrs, dict):
+                for name, value in list(attrs.items())[:_MAX_ITEMS]:
                     visit(value, f"{where}.{name}", depth + 1)
 
     visit(forward_func, "forward_func", 0)
     inner = {id(sub) for _, m in found for sub in m.modules() if sub is not m}
     return [(w, m) for w, m in found if id(m) not in inner]
+
+
+def _legacy_fingerprint(optimizer, model=None):
+    """The ``model`` hash 57f2b68..21361f8 recorded for this call: over ``model`` when given,
+    else the modules :func:`_legacy_modules_behind` finds; the layer too when it is in none."""
+    scope = _check_model(model) or _legacy_modules_behind(optimizer.forward_func)
+    if not any(m is optimizer.layer or any(s is optimizer.layer for s in m.modules())
+               for _, m in scope):
+        scope = scope + [("layer", optimizer.layer)]
+    return _model_fingerprint(scope)[0]
 
 
 def _check_model(model):
@@ -1242,6 +1412,14 @@ def _weight_scope(optimizer, model):
                 f"layer's own weights ({type(optimizer.layer).__name__}, {n} values) are "
                 "fingerprinted, so a resume cannot detect that the model's weights changed. "
                 "Pass model=<the nn.Module> to attribute_in_blocks to have them checked",
+                UserWarning, stacklevel=_outside_stacklevel())
+        elif info.get("truncated"):
+            warnings.warn(
+                f"the search for the nn.Modules behind forward_func stopped early, after "
+                f"{_MAX_VISITS} objects (large containers reached from it): modules found "
+                "later are not fingerprinted, so a resume cannot detect that their weights "
+                "changed. Pass model=<the nn.Module forward_func runs> to attribute_in_blocks "
+                "to pin the check to it",
                 UserWarning, stacklevel=_outside_stacklevel())
     if not any(m is optimizer.layer or any(s is optimizer.layer for s in m.modules())
                for _, m in scope):

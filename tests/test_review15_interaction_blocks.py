@@ -658,7 +658,8 @@ def test_the_module_search_takes_only_what_the_code_loads():
     g = {"w": _Wrapper(m, config=holder), "model": other}
     fwd = eval("lambda t: w.model(t)", g)                        # co_names: ('w', 'model')
     assert [(w, mod) for w, mod in _modules_behind(fwd)] == [
-        ("forward_func: global 'w'.model", m)]                   # 'model' was found too
+        ("forward_func: global 'w'.model", m),                   # 'model' was found too
+        ("forward_func: global 'w'.config.net", holder.net)]     # r4 M3: attributes' own
     g = {"net": m, "torch": torch, "model": other}
     fwd = eval("lambda t: torch.sigmoid(net(t)).model", g)       # .model: an attribute
     assert [mod for _, mod in _modules_behind(fwd)] == [m]
@@ -733,23 +734,28 @@ def test_a_refused_resume_names_the_module_whose_weights_differ_and_model_pins_i
             _run(opt, folder)                                    # named no module
         assert list(s["weights"]) == ["forward_func.__self__.model",
                                       "forward_func.__self__.helper"]
-        _run(opt, folder, model=m)                               # was refused as well
-        assert opt.diagnostics.settings["blocks_read"] == 1
+        # r4 M1: a run started without model= is not resumed with it (its module was matched
+        # against the hash of any module the run recorded)
+        with pytest.raises(ValueError, match=r"the run was started without model= .*this call "
+                                             r"passes model=: resume without model=, as the run "
+                                             r"was started, or start a new folder"):
+            _run(opt, folder, model=m)
         assert json.loads((folder / "run.json").read_text()) == s     # run.json untouched
+        # a run started with model= is told to pass it again, and resumes with it
+        _run(opt, tmp_path / "pinned", model=m)
+        with pytest.raises(ValueError, match=r"the run was started with model= \(it checked "
+                                             r"model: PaperCNN\), this call passes none: resume "
+                                             r"with the same model= again, or start a new "
+                                             r"folder"):
+            _run(opt, tmp_path / "pinned")
+        with torch.no_grad():
+            helper.weight.add_(1.0)                              # not pinned: not checked
+        _run(opt, tmp_path / "pinned", model=m)
         with torch.no_grad():
             m.fc2.bias.add_(1.0)                                 # the model itself changed
-        with pytest.raises(ValueError, match=r"model: this call checks model \(PaperCNN\), "
-                                             r"which the run did not; the run checked "
-                                             r"forward_func\.__self__\.model \(PaperCNN\), "
-                                             r"forward_func\.__self__\.helper \(Linear\), which "
-                                             r"this call does not find"):
-            _run(opt, folder, model=m)
-        # a run started with model= is told to pass it again
-        _run(opt, tmp_path / "pinned", model=m)
-        with pytest.raises(ValueError, match=r"the run checked model \(PaperCNN\), which this "
-                                             r"call does not find \(the run was started with "
-                                             r"model=: pass the same model= again\)"):
-            _run(opt, tmp_path / "pinned")
+        with pytest.raises(ValueError, match=r"model: the weights of model \(PaperCNN\) differ "
+                                             r"from the run's"):
+            _run(opt, tmp_path / "pinned", model=m)
 
 
 def _as_older_version(folder, **entries):
@@ -768,6 +774,8 @@ def _as_older_version(folder, **entries):
 
 
 def test_folders_of_the_older_version_resume_with_upgrade_keeping_their_blocks(tmp_path):
+    from deepresolve_captum.blocks import _legacy_fingerprint
+
     """r1 m2: a folder started by 922584b (numpy / list arguments recorded by type name; the
     weights behind a forward callable not hashed, only the layer's) was refused after the
     upgrade as 'a run with other settings than this call ... delete this one to start over',
@@ -836,9 +844,10 @@ def test_folders_of_the_older_version_resume_with_upgrade_keeping_their_blocks(t
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*eval mode")
         _run(opt, folder)
-        _as_older_version(folder, weights=None, model={"n_values": 3284, "sha256": "0" * 16},
+        _as_older_version(folder, weights=None, model=_legacy_fingerprint(opt),
                           weights_checked=["forward_func: global 'w'.model: PaperCNN",
                                            "forward_func: global 'model': Linear"])
+        assert _legacy_fingerprint(opt)["n_values"] == 3083 + 6   # w.model and the Linear
         with pytest.raises(ValueError, match=r"did not record a hash per module, and its search "
                                              r".*hashed forward_func: global 'w'\.model: "
                                              r"PaperCNN, forward_func: global 'model': Linear "
@@ -847,3 +856,181 @@ def test_folders_of_the_older_version_resume_with_upgrade_keeping_their_blocks(t
         with pytest.warns(UserWarning, match="resuming a run started by an earlier version"):
             _run(opt, folder, upgrade=True)
         assert opt.diagnostics.settings["blocks_read"] == 1
+
+
+# ------------------------------------------------------------------ r4: the resume fingerprint
+def test_model_pins_only_a_run_started_with_the_same_pin(tmp_path):
+    """r4 M1: a resume with model= went on when the pinned module had the weights the run
+    recorded for *any* of its modules: after the usual 'load the EMA weights into the model'
+    step, blocks of two sets of weights were mixed without a word. Now a resume makes the same
+    choice as the run's start, and a pinned module is compared with its own record only."""
+    import copy
+
+    m = _small()
+    w = type("W", (), {})()
+    w.model, w.ema = m, copy.deepcopy(m)
+    with torch.no_grad():
+        for q in w.ema.parameters():
+            q.mul_(0.5)
+    opt = LayerFeatureOptimizer(lambda x: w.model(x), m.pool)
+    folder = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*eval mode")
+        _run(opt, folder, block_size=1)
+        (folder / "block_00002.npz").unlink()
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        m.load_state_dict(w.ema.state_dict())            # the forward now runs the EMA weights
+        with pytest.raises(ValueError, match=r"forward_func: closure variable 'w'\.model "
+                                             r"\(PaperCNN\) differ.*restore the weights the run was started "
+                                             r"with, or use a new folder") as e:
+            _run(opt, folder, block_size=1)
+        assert "resume with model=" not in str(e.value)
+        with pytest.raises(ValueError, match=r"the run was started without model= .*resume "
+                                             r"without model=, as the run was started, or "
+                                             r"start a new folder"):
+            _run(opt, folder, block_size=1, model=m)     # was accepted: blocks mixed
+        m.load_state_dict(before)
+        _run(opt, folder, block_size=1)                  # the same weights, the same choice
+        assert opt.diagnostics.settings["blocks_read"] == 2
+        # started with model=[model, ema]: each is compared with its own record only
+        pinned = tmp_path / "pinned"
+        _run(opt, pinned, block_size=1, model=[w.model, w.ema])
+        ema = {k: v.clone() for k, v in w.ema.state_dict().items()}
+        with torch.no_grad():
+            w.ema.fc2.bias.add_(1.0)
+        with pytest.raises(ValueError, match=r"started with model= .*resume with the same "
+                                             r"model= again"):
+            _run(opt, pinned, block_size=1)
+        w.ema.load_state_dict(ema)
+        with pytest.raises(ValueError, match=r"model: the weights of model\[0\] \(PaperCNN\), "
+                                             r"model\[1\] \(PaperCNN\) differ"):
+            _run(opt, pinned, block_size=1, model=[w.ema, w.model])     # swapped
+        _run(opt, pinned, block_size=1, model=[w.model, w.ema])
+        assert opt.diagnostics.settings["blocks_read"] == 3
+
+
+class _Pipe:
+    """r4 M2 / M3: the forward runs ``self.inner.net``; ``self.aux.teacher`` is never run."""
+
+    def __init__(self, net):
+        self.inner = type("Inner", (), {})()
+        self.inner.net = net
+        self.aux = type("Aux", (), {})()
+        self.aux.teacher = nn.Linear(2, 2)
+
+    def run(self, x):
+        return self.inner.net(x)
+
+
+def test_upgrade_refuses_weights_that_differ_from_the_older_versions_hash(tmp_path):
+    """r4 M2: a folder of 57f2b68..21361f8 (one hash over the modules it listed, no hash per
+    module) whose list differs from this version's was taken as 'not recorded', so
+    upgrade=True wrote this call's hashes over a changed model. That version's hash is
+    recomputed now (the same as 21361f8's code gives: checked against it by hand on the
+    reviewer's script), and a difference is refused, upgrade=True or not."""
+    from deepresolve_captum.blocks import _legacy_fingerprint
+
+    m = _small()
+    g = {"w": _Wrapper(m), "model": nn.Linear(2, 2)}           # 21361f8 hashed 'model' too
+    opt = LayerFeatureOptimizer(eval("lambda t: w.model(t)", g), m.pool)
+    folder = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*eval mode")
+        _run(opt, folder, block_size=1)
+        _as_older_version(folder, weights=None, model=_legacy_fingerprint(opt),
+                          weights_checked=["forward_func: global 'w'.model: PaperCNN",
+                                           "forward_func: global 'model': Linear"])
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        with torch.no_grad():
+            m.fc2.bias.add_(1.0)                          # the module the forward runs
+        for upgrade in (False, True):
+            with pytest.raises(ValueError, match=r"model: the weights of forward_func: global "
+                                                 r"'w'\.model: PaperCNN, forward_func: global "
+                                                 r"'model': Linear differ from the run's"):
+                _run(opt, folder, block_size=1, upgrade=upgrade)    # upgrade=True: accepted
+        m.load_state_dict(before)
+        with pytest.raises(ValueError) as e:
+            _run(opt, folder, block_size=1)
+        assert "Nothing says" not in str(e.value)
+        assert re.search(r"that hash, recomputed now, matches.*All that run recorded matches "
+                         r"this call.*upgrade=True asserts it", str(e.value)), str(e.value)
+        with pytest.warns(UserWarning, match="resuming a run started by an earlier version"):
+            _run(opt, folder, block_size=1, upgrade=True)
+        assert opt.diagnostics.settings["blocks_read"] == 3
+
+
+_MODS = None
+
+
+def _mods_forward(x):
+    return _MODS.net(x)
+
+
+def test_modules_behind_nested_objects_and_python_modules_are_found(tmp_path):
+    """r4 M3: the search took only an object's own module attributes, so
+    ``self.head(self.inner.backbone(x))`` hashed the head alone and a resume over a changed
+    backbone was accepted without a word; ``mods.net`` (a Python module's attribute) was not
+    found either."""
+    import types
+
+    from deepresolve_captum.blocks import _modules_behind
+
+    global _MODS
+    m = _small()
+    p = _Pipe(m)
+    assert [(w, mod) for w, mod in _modules_behind(p.run)] == [
+        ("forward_func.__self__.inner.net", m), ("forward_func.__self__.aux.teacher",
+                                                 p.aux.teacher)]
+    deep = type("D", (), {})()                      # three attributes deep
+    deep.a = type("A", (), {})()
+    deep.a.b = type("B", (), {})()
+    deep.a.b.c = type("C", (), {})()
+    deep.a.b.c.net = m
+    assert _modules_behind(lambda x: deep.a.b.c.net(x)) == [
+        ("forward_func: closure variable 'deep'.a.b.c.net", m)]
+    deep.a.b.c.d = type("D", (), {})()              # a fourth: past the limit
+    deep.a.b.c.d.net, deep.a.b.c.net = m, None
+    assert _modules_behind(lambda x: deep.a.b.c.d.net(x)) == []
+    _MODS = types.ModuleType("mods")
+    _MODS.net, _MODS.other = m, nn.Linear(2, 2)     # only what the code reads
+    assert _modules_behind(_mods_forward) == [("forward_func: global '_MODS'.net", m)]
+    # the resume over a changed backbone is refused
+    opt = LayerFeatureOptimizer(p.run, m.pool)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*eval mode")
+        _run(opt, tmp_path / "run")
+        with torch.no_grad():
+            m.fc2.bias.mul_(-1)
+        with pytest.raises(ValueError, match=r"the weights of forward_func\.__self__\.inner\.net "
+                                             r"\(PaperCNN\) differ"):
+            _run(opt, tmp_path / "run")
+
+
+def test_the_search_budget_is_not_spent_on_data_and_a_cut_search_warns(tmp_path):
+    """r4 m1: a global table of 1000 lists of 50 ints spent the 10,000-object budget, so
+    ``w.model`` read after it was not checked, silently because another module was found."""
+    from deepresolve_captum import blocks
+
+    m, head = _small(), nn.Linear(3, 3)
+    w = _Wrapper(m)
+    vocab = {f"k{i}": list(range(50)) for i in range(1000)}
+    g = {"vocab": vocab, "w": w, "head": head}
+    fwd = eval("lambda x: head(w.model(x * vocab['k0'][0]))", g)
+    info = {}
+    assert [mod for _, mod in blocks._modules_behind(fwd, info=info)] == [head, m]
+    assert info == {}
+    # a search that is cut short warns, also when it found a module
+    big = {i: [type("O", (), {})() for _ in range(1000)]
+           for i in range(blocks._MAX_VISITS // 1000 + 1)}
+    g = {"big": big, "w": w, "head": head}
+    fwd = eval("lambda x: big and head(w.model(x))", g)           # big looked at first
+    info = {}
+    assert [mod for _, mod in blocks._modules_behind(fwd, info=info)] == [head]
+    assert info == {"truncated": True}
+    opt = LayerFeatureOptimizer(fwd, m.pool)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*eval mode")
+        with pytest.warns(UserWarning, match=r"search for the nn\.Modules behind forward_func "
+                                             r"stopped early.*Pass model=<the nn\.Module "
+                                             r"forward_func runs>.*to pin the check"):
+            _run(opt, tmp_path / "run")
