@@ -205,7 +205,9 @@ def attribute_in_blocks(
             (``lambda x, m=m: m(x)``) and the globals its code loads (not attribute names:
             ``lambda x: w.model(x)`` looks at ``w``, not at a global ``model``), and the
             attributes of the objects found so that are modules or lists, tuples or dicts of
-            them (``w.model``; a callable object's own, a bound method's object's own)
+            them (``w.model``; a callable object's, a bound method's object's), also through
+            plain objects up to 3 attributes deep (``self.inner.backbone``), and the attributes
+            of a Python module that the code reads (``mods.net``)
             (``lambda x: net(x)[:, 0]`` finds ``net``). This may take modules the forward
             never runs (an EMA copy or a helper held by the same object): a resume is then
             refused when their weights change, and the message names the module (e.g.
@@ -1163,11 +1165,14 @@ def _modules_behind(forward_func, max_depth=4, info=None):
     e.g. a comprehension) loads (LOAD_GLOBAL, not attribute names: ``lambda x: w.model(x)``
     looks at the global ``w``, not at a global named ``model``) and its default arguments
     (``lambda x, m=m: m(x)``); and of any other object reached so (a callable object, a bound
-    method's object, a global or closure variable), its own attributes that are modules or
-    lists, tuples or dicts of them (``w.model``; not the attributes of its attributes). Lists,
-    tuples and dicts are looked into for their first ``_MAX_ITEMS`` items, ``max_depth`` levels
-    deep, and at most ``_MAX_VISITS`` objects are looked at in all (``info["truncated"]`` set
-    when the search stopped there, for a dict ``info``). A module inside another
+    method's object, a global or closure variable), its attributes that are modules or
+    lists, tuples or dicts of them, and those of its plain-object attributes, ``_MAX_HOPS``
+    deep (``w.model``, ``self.inner.backbone``); of a Python module reached so, the attributes
+    the code reads by name (``mods.net``). Lists, tuples and dicts are looked into for their
+    first ``_MAX_ITEMS`` items, ``max_depth`` levels deep, unless their first ``_PEEK_ITEMS``
+    items are all values (numbers, strings, tensors, arrays: data, passed over); values cost
+    nothing, and at most ``_MAX_VISITS`` other objects are looked at in all
+    (``info["truncated"]`` set when the search stopped there, for a dict ``info``). A module inside another
     found one is dropped (its weights are hashed with its parent's). ``where`` says how each
     was found, e.g. ``forward_func: global 'net'``, ``forward_func: closure variable 'net'``,
     ``forward_func.__self__.model``."""
