@@ -216,8 +216,8 @@ def attribute_in_blocks(
             forward runs for a run started with it. A resume makes the same choice as the
             run's start: a run started with ``model=`` is resumed with the same ``model=``
             (the weights of each module given are compared with those the run recorded for
-            it), one started without it is resumed without it; otherwise it is refused. When none is
-            found only the layer's own weights are hashed (none for a pooling layer), with a
+            it), one started without it is resumed without it; otherwise it is refused.
+            When none is found only the layer's own weights are hashed (none for a pooling layer), with a
             warning that a resume cannot detect changed weights: pass the model here then.
             The layer is hashed too when it is in none of these modules. run.json's
             ``weights_checked`` lists what was hashed and ``weights`` a hash per module.
@@ -1172,8 +1172,8 @@ def _modules_behind(forward_func, max_depth=4, info=None):
     first ``_MAX_ITEMS`` items, ``max_depth`` levels deep, unless their first ``_PEEK_ITEMS``
     items are all values (numbers, strings, tensors, arrays: data, passed over); values cost
     nothing, and at most ``_MAX_VISITS`` other objects are looked at in all
-    (``info["truncated"]`` set when the search stopped there, for a dict ``info``). A module inside another
-    found one is dropped (its weights are hashed with its parent's). ``where`` says how each
+    (``info["truncated"]`` set when the search stopped there, for a dict ``info``). A module
+    inside another found one is dropped (its weights are hashed with its parent's). ``where`` says how each
     was found, e.g. ``forward_func: global 'net'``, ``forward_func: closure variable 'net'``,
     ``forward_func.__self__.model``."""
     import functools

@@ -881,8 +881,8 @@ def test_model_pins_only_a_run_started_with_the_same_pin(tmp_path):
         before = {k: v.clone() for k, v in m.state_dict().items()}
         m.load_state_dict(w.ema.state_dict())            # the forward now runs the EMA weights
         with pytest.raises(ValueError, match=r"forward_func: closure variable 'w'\.model "
-                                             r"\(PaperCNN\) differ.*restore the weights the run was started "
-                                             r"with, or use a new folder") as e:
+                                             r"\(PaperCNN\) differ.*restore the weights the "
+                                             r"run was started with, or use a new folder") as e:
             _run(opt, folder, block_size=1)
         assert "resume with model=" not in str(e.value)
         with pytest.raises(ValueError, match=r"the run was started without model= .*resume "
