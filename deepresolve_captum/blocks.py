@@ -1173,8 +1173,8 @@ def _modules_behind(forward_func, max_depth=4, info=None):
     items are all values (numbers, strings, tensors, arrays: data, passed over); values cost
     nothing, and at most ``_MAX_VISITS`` other objects are looked at in all
     (``info["truncated"]`` set when the search stopped there, for a dict ``info``). A module
-    inside another found one is dropped (its weights are hashed with its parent's). ``where`` says how each
-    was found, e.g. ``forward_func: global 'net'``, ``forward_func: closure variable 'net'``,
+    inside another found one is dropped (its weights are hashed with its parent's). ``where``
+    says how each was found, e.g. ``forward_func: global 'net'``, ``forward_func: closure variable 'net'``,
     ``forward_func.__self__.model``."""
     import functools
     import itertools
