@@ -1399,7 +1399,8 @@ def _weight_scope(optimizer, model):
     """[(where, module)] whose parameters and buffers fingerprint the run: ``model`` when
     given, else the modules found behind ``forward_func`` (:func:`_modules_behind`); the
     layer too when it is in none of them. Warns (once, at the user's line) when no module is
-    found: then only the layer's own weights are checked."""
+    found (then only the layer's own weights are checked), and when modules were found but
+    the layer is in none of them (the search missed the model that holds it)."""
     scope = _check_model(model)
     if scope is None:
         info = {}
@@ -1428,6 +1429,18 @@ def _weight_scope(optimizer, model):
                 UserWarning, stacklevel=_outside_stacklevel())
     if not any(m is optimizer.layer or any(s is optimizer.layer for s in m.modules())
                for _, m in scope):
+        if model is None and scope:
+            # the forward runs the layer, so the model that holds it is behind forward_func
+            # somewhere: the search found other modules but missed that one (a dict of
+            # settings before it, a helper function in another Python module, ...)
+            warnings.warn(
+                f"the layer ({type(optimizer.layer).__name__}) is in none of the nn.Modules "
+                "found behind forward_func ("
+                + ", ".join(f"{w} ({type(m).__name__})" for w, m in scope)
+                + "): the model that holds it was not found, so a resume cannot detect that "
+                "its weights changed. Pass model=<the nn.Module forward_func runs> to "
+                "attribute_in_blocks to have them checked",
+                UserWarning, stacklevel=_outside_stacklevel())
         scope = scope + [("layer", optimizer.layer)]
     return scope
 

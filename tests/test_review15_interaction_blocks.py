@@ -1034,3 +1034,35 @@ def test_the_search_budget_is_not_spent_on_data_and_a_cut_search_warns(tmp_path)
                                              r"stopped early.*Pass model=<the nn\.Module "
                                              r"forward_func runs>.*to pin the check"):
             _run(opt, tmp_path / "run")
+
+
+_R5_CFG = {f"k{i}": i for i in range(20)}       # 16+ plain values first: read as data
+
+
+def test_a_search_that_misses_the_layers_model_warns(tmp_path):
+    """r5 M1: the search found a weightless module (``head``) but not the model the forward
+    runs (behind a settings dict whose first items are numbers), so a resume over changed
+    weights went through with no warning. The layer is always inside the model the forward
+    runs: when it is in none of the modules found, the search missed it, and now says so."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 8, 5), nn.ReLU(), nn.MaxPool1d(2), nn.Flatten(),
+                          nn.Linear(8 * 23, 3)).eval()
+    head = nn.Identity()
+    _R5_CFG["model"] = model
+    try:
+        missed = LayerFeatureOptimizer(lambda x: head(_R5_CFG["model"](x)), model[2])
+        with pytest.warns(UserWarning, match=r"the layer \(MaxPool1d\) is in none of the "
+                                             r"nn\.Modules found behind forward_func"):
+            attribute_in_blocks(missed, torch.zeros(1, 4, 50), target=[0, 1],
+                                folder=tmp_path / "missed", block_size=1, n_starts=2, l2=1.0,
+                                seed=0, max_steps=20)
+        # found: the model itself is behind the forward, so no such warning
+        found = LayerFeatureOptimizer(lambda x: head(model(x)), model[2])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            attribute_in_blocks(found, torch.zeros(1, 4, 50), target=[0, 1],
+                                folder=tmp_path / "found", block_size=1, n_starts=2, l2=1.0,
+                                seed=0, max_steps=20)
+        assert not [w for w in caught if "none of the nn.Modules" in str(w.message)]
+    finally:
+        _R5_CFG.pop("model", None)
