@@ -1127,34 +1127,32 @@ _VALUES = (Tensor, np.ndarray, np.generic, str, bytes, int, float, complex, type
 _GLOBAL_LOADS = frozenset(("LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"))
 
 
-def _loaded_globals(code, depth=0):
-    """The names ``code`` (and the code nested in it: lambdas, comprehensions, inner
-    functions) reads as globals, in order: the arguments of LOAD_GLOBAL / LOAD_NAME. Not
-    ``co_names``, which also holds every attribute name (``w.model`` names ``model``)."""
-    import dis
-    import types
-
-    names = [ins.argval for ins in dis.get_instructions(code) if ins.opname in _GLOBAL_LOADS]
-    if depth < 8:
-        for c in code.co_consts:
-            if isinstance(c, types.CodeType):
-                names += _loaded_globals(c, depth + 1)
-    return names
-
-
-def _attribute_names(code, depth=0):
-    """The names ``code`` (and the code nested in it) reads as attributes (``mods.net``:
-    ``net``), in order: the arguments of LOAD_ATTR / LOAD_METHOD."""
+def _code_args(code, opnames, depth=0):
+    """The string arguments of the ``opnames`` instructions in ``code`` and in the code nested
+    in it (lambdas, comprehensions, inner functions), in order."""
     import dis
     import types
 
     out = [ins.argval for ins in dis.get_instructions(code)
-           if ins.opname in ("LOAD_ATTR", "LOAD_METHOD") and isinstance(ins.argval, str)]
+           if ins.opname in opnames and isinstance(ins.argval, str)]
     if depth < 8:
         for c in code.co_consts:
             if isinstance(c, types.CodeType):
-                out += _attribute_names(c, depth + 1)
-    return list(dict.fromkeys(out))
+                out += _code_args(c, opnames, depth + 1)
+    return out
+
+
+def _loaded_globals(code):
+    """The names ``code`` (and the code nested in it) reads as globals, in order: the
+    arguments of LOAD_GLOBAL / LOAD_NAME. Not ``co_names``, which also holds every attribute
+    name (``w.model`` names ``model``)."""
+    return _code_args(code, _GLOBAL_LOADS)
+
+
+def _attribute_names(code):
+    """The names ``code`` (and the code nested in it) reads as attributes (``mods.net``:
+    ``net``), once each, in order: the arguments of LOAD_ATTR / LOAD_METHOD."""
+    return list(dict.fromkeys(_code_args(code, ("LOAD_ATTR", "LOAD_METHOD"))))
 
 
 def _modules_behind(forward_func, max_depth=4, info=None):
@@ -1376,10 +1374,14 @@ def _legacy_fingerprint(optimizer, model=None):
     """The ``model`` hash 57f2b68..21361f8 recorded for this call: over ``model`` when given,
     else the modules :func:`_legacy_modules_behind` finds; the layer too when it is in none."""
     scope = _check_model(model) or _legacy_modules_behind(optimizer.forward_func)
-    if not any(m is optimizer.layer or any(s is optimizer.layer for s in m.modules())
-               for _, m in scope):
+    if not _holds_layer(scope, optimizer.layer):
         scope = scope + [("layer", optimizer.layer)]
     return _model_fingerprint(scope)[0]
+
+
+def _holds_layer(scope, layer):
+    """Whether ``layer`` is one of the modules of ``scope`` [(where, module)] or inside one."""
+    return any(any(s is layer for s in m.modules()) for _, m in scope)
 
 
 def _check_model(model):
@@ -1427,8 +1429,7 @@ def _weight_scope(optimizer, model):
                 "changed. Pass model=<the nn.Module forward_func runs> to attribute_in_blocks "
                 "to pin the check to it",
                 UserWarning, stacklevel=_outside_stacklevel())
-    if not any(m is optimizer.layer or any(s is optimizer.layer for s in m.modules())
-               for _, m in scope):
+    if not _holds_layer(scope, optimizer.layer):
         if model is None and scope:
             # the forward runs the layer, so the model that holds it is behind forward_func
             # somewhere: the search found other modules but missed that one (a dict of
