@@ -504,14 +504,12 @@ def _fivs(fims):
     for b in _stats.row_blocks(C, T, K * W):
         x = fims[b].detach() if tensor else probe[b]
         if tensor and x.device.type != "cpu":        # on its own device: float32 for 16 bits
-            x = x.flatten(3)
-            x = x.float() if half else x if x.is_floating_point() else x.double()
-            m = _stats._numpy_of(x.mean(dim=3))
+            m = _stats._numpy_of(_stats._torch_float(x.flatten(3)).mean(dim=3))
         else:     # on the host, numpy's sum: the bits of the whole-array mean, whatever the block
             if tensor:
-                x = _stats._numpy_of(x.float() if half else x)
+                x = _stats._tensor_to_numpy(x)      # 16-bit tensors: float32
             x = x.reshape((-1, T, K, W))
-            m = (x.astype(np.float32) if half else x).mean(axis=3)
+            m = (x.astype(np.float32, copy=False) if half else x).mean(axis=3)
         if out is None:
             out = np.empty((C, T, K), dtype=m.dtype)
         out[b] = m
