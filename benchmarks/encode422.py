@@ -47,7 +47,7 @@ from deepresolve_captum import LayerFeatureOptimizer, summarize
 from deepresolve_captum import baselines as B
 from deepresolve_captum import motifs as M
 from deepresolve_captum.adapters import make_references
-from deepresolve_captum.cli import SEED_BELOW, int_at_least, l2_value
+from deepresolve_captum.cli import SEED_BELOW, check_output_file, int_at_least, l2_value
 from deepresolve_captum.zoo import encode_models_folder, load_encode_zoo
 from deepresolve_captum.zoo_summary import summarize_zoo
 
@@ -169,26 +169,6 @@ def parse_args(argv=None):
         p.error(f"--jaspar: {e}")
     args.meta, args.motifs, args.known_ids = meta, motifs, known_ids
     return args
-
-
-def check_output_file(parser, option, text):
-    """A file the run writes only at its end (``--out``), checked before any work and without
-    creating anything (``main`` makes its folder once every check has passed): a non-empty path,
-    not a folder, whose nearest existing ancestor is a writable folder (and the file, if there,
-    writable); ``parser.error`` otherwise (a directory or an unwritable path used to fail with a
-    traceback after all the models had run)."""
-    if not str(text).strip():       # before Path: Path("") is "."
-        parser.error(f"{option}: empty path; name a file")
-    path = Path(text)
-    if path.is_dir():
-        parser.error(f"{option}: {path} is a folder; name a file (e.g. {path / 'encode422.csv'})")
-    anc = path.parent
-    while not anc.exists() and anc != anc.parent:
-        anc = anc.parent
-    if not anc.is_dir():
-        parser.error(f"{option}: cannot create the folder {path.parent}: {anc} is not a folder")
-    if not os.access(anc, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        parser.error(f"{option}: cannot write {path}")
 
 
 def select(meta, subset):

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import subprocess
 import sys
@@ -48,7 +47,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from deepresolve_captum.cli import SEED_BELOW, int_at_least, positive_float  # noqa: E402
+from deepresolve_captum.cli import (SEED_BELOW, check_output_file, int_at_least,  # noqa: E402
+                                    positive_float)
 from deepresolve_captum.demo import (CLASS4_PAIRS, DEFAULTS, SEQ_LEN, SET_ONE_CLAIMS,  # noqa: E402
                                      SET_TWO_CLAIMS, SHARING_PAIRS, TEST_FRACTION, run_synthetic)
 
@@ -68,23 +68,6 @@ def _fraction(text):
     if not 0 <= v <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
     return v
-
-
-def check_output_file(parser, option, path):
-    """A file the run writes only at its end (``--json``), checked before any work: not a
-    folder, its folder created if missing, and writable; ``parser.error`` otherwise (a missing
-    folder used to end the run with a traceback after every model had trained)."""
-    if not str(path).strip():       # before Path: Path("") is "."
-        parser.error(f"{option}: empty path; name a file")
-    path = Path(path)
-    if path.is_dir():
-        parser.error(f"{option}: {path} is a folder; name a file (e.g. {path / 'synthetic.json'})")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        parser.error(f"{option}: cannot create the folder {path.parent}: {e.strerror or e}")
-    if not os.access(path.parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        parser.error(f"{option}: cannot write {path}")
 
 
 def check_sizes(parser, args):
@@ -128,8 +111,7 @@ def run_settings(args, argv):
     the fixed settings it takes from ``demo.DEFAULTS``, the sequence length per set, versions and
     the checkout's commit. Saved under "settings" in the --json file, beside the per-set rows."""
     from deepresolve_captum._io import provenance
-    lr = args.lr or (1.0 if args.optimizer == "adadelta" else DEFAULTS["lr"])
-    return dict(args=dict(vars(args), lr=lr), argv=list(argv), init_offset=INIT_OFFSET,
+    return dict(args=dict(vars(args)), argv=list(argv), init_offset=INIT_OFFSET,
                 seq_len={d: args.seq_len or SEQ_LEN[d] for d in args.sets},
                 defaults=dict(DEFAULTS), provenance=provenance(), git_commit=_git_commit(),
                 python=platform.python_version(),
@@ -281,8 +263,11 @@ def main(argv=None):
     if args.n_random is None:
         args.n_random = args.n_sequences // 5
     check_sizes(p, args)
+    if args.lr is None:
+        args.lr = 1.0 if args.optimizer == "adadelta" else DEFAULTS["lr"]   # run_synthetic's rule
     if args.json is not None:       # --json '' is refused, not ignored
         check_output_file(p, "--json", args.json)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)   # once every check passed
     torch.set_num_threads(args.threads)
     settings = run_settings(args, argv)     # after set_num_threads: provenance records threads
 
@@ -293,7 +278,7 @@ def main(argv=None):
     print(f"# benchmarks/synthetic.py {' '.join(argv)}", flush=True)
     print(f"# sizes: {args.n_sequences} sequences (+{args.n_random} random for set I, <= {args.max_copies} "
           f"copies per pattern), {length}, "
-          f"{args.epochs} epochs, {args.optimizer} lr {args.lr or (1.0 if args.optimizer == 'adadelta' else DEFAULTS['lr'])}, batch {DEFAULTS['batch_size']}, "
+          f"{args.epochs} epochs, {args.optimizer} lr {args.lr}, batch {DEFAULTS['batch_size']}, "
           f"{DEFAULTS['n_starts']} starts, l2='auto'", flush=True)
     for dataset in args.sets:
         checks, rows = [], []

@@ -18,7 +18,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
+from pathlib import Path
 
 SUBCOMMANDS = {
     "demo": ("deepresolve_captum.demo",
@@ -245,9 +247,7 @@ def write_together(out, writers):
     An exception while a file is written or moved is raised as it is, with the output's path
     in its ``deepresolve_output`` attribute (``write_errors`` turns it into a one-line error).
     """
-    import os
     import uuid
-    from pathlib import Path
 
     clash = _clashes(out, writers)
     if clash:
@@ -289,7 +289,6 @@ def write_together(out, writers):
 def _partial_name(run, name):
     """write_together's temporary name for output ``name`` in the call ``run``
     (PID-RANDOM-HOST): hidden, with ``name``'s suffix."""
-    from pathlib import Path
 
     return f".{run}.{name}.partial{Path(name).suffix}"
 
@@ -323,7 +322,6 @@ def _host_tag():
     only where this tag is the file's (NFS folders are shared by hosts, a host's containers
     have PIDs of their own, a host's next boot reuses PIDs)."""
     import hashlib
-    import os
     import socket
 
     try:
@@ -343,7 +341,6 @@ def _remove_stale_partials(out):
     removed where ``os.kill(pid, 0)`` does not test a process (Windows: it would end it), nor
     where neither the boot id nor the machine id can be read (macOS, a locked-down /proc): the
     tag could then be another host's of the same name, whose live files must stay."""
-    import os
     import re
 
     if os.name != "posix" or _host_ids() is None:
@@ -370,7 +367,6 @@ def _remove_stale_partials(out):
 def _running(pid):
     """False only when no process of this host has ``pid`` (another user's counts as
     running)."""
-    import os
 
     if pid == os.getpid():
         return True
@@ -402,7 +398,6 @@ def _folder_lock(folder):
     2.6.12, some FUSE or SMB mounts) cannot be told apart: runs on several hosts writing into
     one --out are not serialised there either. Give each run its own --out on such a
     system."""
-    import os
 
     fd, reason = None, None
     try:
@@ -430,7 +425,6 @@ def _folder_lock(folder):
 
 def _warn_unlocked(folder, reason):
     """_folder_lock's warning, once per folder."""
-    import os
     import warnings
 
     key = os.path.realpath(folder)
@@ -472,7 +466,6 @@ def replaced_note(replaced):
 def _keep_copy(path):
     """A hidden second name (hard link, or a copy where links are refused) for ``path``,
     unused until now, in its folder."""
-    import os
     import shutil
     import uuid
 
@@ -488,7 +481,6 @@ def _put_back(out, moved, kept):
     """After a failed move: the previous file of every name already moved goes back (a name
     that had none is removed). Each is tried; the ones that could not be restored keep their
     hidden copy, named in the error."""
-    import os
 
     lost = []
     for name in moved:
@@ -503,6 +495,27 @@ def _put_back(out, moved, kept):
         raise OSError(f"could not restore the previous outputs; their copies are kept as {lost}")
 
 
+def check_output_file(parser, option, text):
+    """For scripts (benchmarks/encode422.py, synthetic.py): a file the run writes only at its
+    end (``--out``, ``--json``), checked before any work and without creating anything (the
+    caller makes its folder once every check has passed): a non-empty path, not a folder,
+    whose nearest existing ancestor is a writable folder (and the file, if there, writable);
+    ``parser.error`` otherwise (a directory or an unwritable path used to fail with a
+    traceback after all the work)."""
+    if not str(text).strip():       # before Path: Path("") is "."
+        parser.error(f"{option}: empty path; name a file")
+    path = Path(text)
+    if path.is_dir():
+        parser.error(f"{option}: {path} is a folder; name a file (e.g. {path / 'encode422.csv'})")
+    anc = path.parent
+    while not anc.exists() and anc != anc.parent:
+        anc = anc.parent
+    if not anc.is_dir():
+        parser.error(f"{option}: cannot create the folder {path.parent}: {anc} is not a folder")
+    if not os.access(anc, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        parser.error(f"{option}: cannot write {path}")
+
+
 def output_folder(out, command, names=()):
     """Create the ``--out`` folder before any work starts, so that a path that cannot be written
     ends the command at once with a usage-style error, not with a traceback after the work.
@@ -510,9 +523,7 @@ def output_folder(out, command, names=()):
     a file (a folder named ``summary.npz``) is refused now too. Every folder this creates
     (``--out`` and the parents it lacked) is recorded, so that ``main`` removes again the ones a
     failed run leaves empty. Returns it as a Path."""
-    import os
     import tempfile
-    from pathlib import Path
 
     if not str(out).strip():
         raise SystemExit(f"deepresolve {command}: error: --out is empty; name a folder "
