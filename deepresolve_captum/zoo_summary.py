@@ -30,8 +30,8 @@ from .cli import (L2_MAX, _bound_text, add_threads_argument, int_at_least, l2_va
 from .optimizer import (LayerFeatureOptimizer, _check_positive_int, _collapsed, _resolve_seed,
                         start_draw)
 from .summary import CATEGORY_NAMES, _gmm_seed, summarize
-from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _load_zoo, _same_shape_models,
-                  _skipped_text, encode_models_folder, load_encode_model)
+from .zoo import (HEAD_LAYERS, EncodeTFModel, EncodeZooHeads, _bad_lines, _load_zoo,
+                  _same_shape_models, _skipped_text, encode_models_folder, load_encode_model)
 
 __all__ = ["summarize_zoo", "zoo_filter_table"]
 
@@ -360,11 +360,9 @@ def _known_motifs(models, known, jaspar):
         else:
             wanted[name] = k
     if bad:
-        lines = [f"  {n}: {why}" for n, why in list(bad.items())[:20]]
-        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
         raise ValueError(f"known: the entries of {len(bad)} model(s) are not motifs of the "
                          f"{len(jaspar)}-motif set given as jaspar (nothing was run):\n"
-                         + "\n".join(lines) + more)
+                         + _bad_lines(bad))
     return wanted
 
 
